@@ -1,0 +1,3 @@
+from smartset.cli import main
+
+main()

@@ -1,0 +1,277 @@
+"""The dataset catalog: one SQLite file (WAL mode) per workspace.
+
+What it holds, and the rules that keep it trustworthy:
+
+- ``roots``: folders that sample paths are relative to. Originals are never modified or moved.
+- ``samples``: one row per image file: stable id, path under a root, sha256, byte size,
+  format, width, height, mode, channels, split, source, status (``ok`` or ``missing``).
+- ``label_events``: append-only (a trigger refuses UPDATE and DELETE). The current label of a
+  sample is the one of its newest event; undo appends an event that restores the older value.
+- ``ingest_issues``: files and rows that could not be ingested, each with a named reason.
+- ``column_values`` / ``columns``: per-sample values computed by later stages; ``artifacts``:
+  larger outputs (embeddings) kept as files and referenced here.
+- ``versions`` / ``version_members``: named, immutable selections of samples, each member
+  pinned to the label event that was current when the version was made.
+- ``runs``: what each command was asked, with what seed and versions, and what it measured.
+
+Each write is one transaction, so a killed process leaves the catalog as it was before the
+transaction or after it, never in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["Catalog", "CATALOG_FILE", "SCHEMA_VERSION", "now"]
+
+CATALOG_FILE = "catalog.sqlite"
+
+_SCHEMA = [
+    # 1: the foundation.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE roots (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,        -- absolute, or relative to the workspace
+        in_workspace INTEGER NOT NULL DEFAULT 0,
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE samples (
+        id TEXT PRIMARY KEY,
+        root_id INTEGER NOT NULL REFERENCES roots(id),
+        relpath TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        format TEXT,
+        width INTEGER,
+        height INTEGER,
+        mode TEXT,
+        channels INTEGER,
+        split TEXT NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'ok',  -- ok, missing (file gone), broken (now unreadable)
+        added_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (root_id, relpath)
+    );
+    CREATE INDEX samples_sha ON samples(sha256);
+    CREATE INDEX samples_source ON samples(source);
+    CREATE TABLE label_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        label TEXT,                       -- NULL: no label (unlabeled, or removed)
+        targets TEXT,                     -- JSON list of floats, for regression
+        author TEXT NOT NULL,
+        time TEXT NOT NULL,
+        reason TEXT,
+        origin TEXT NOT NULL,             -- ingest, review, clean, api, undo, ...
+        reverts INTEGER REFERENCES label_events(id)
+    );
+    CREATE INDEX label_events_sample ON label_events(sample_id, id);
+    CREATE TRIGGER label_events_no_update BEFORE UPDATE ON label_events
+        BEGIN SELECT RAISE(ABORT, 'label events are append-only: add an event instead'); END;
+    CREATE TRIGGER label_events_no_delete BEFORE DELETE ON label_events
+        BEGIN SELECT RAISE(ABORT, 'label events are append-only: add an event instead'); END;
+    CREATE VIEW current_labels AS
+        SELECT sample_id, label, targets, MAX(id) AS event_id FROM label_events GROUP BY sample_id;
+    CREATE TABLE ingest_issues (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        root_id INTEGER REFERENCES roots(id),
+        relpath TEXT NOT NULL DEFAULT '',  -- '' for issues of the whole source
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        kind TEXT NOT NULL,               -- 'plan': found listing the source; 'file': reading it
+        size INTEGER,
+        mtime_ns INTEGER,
+        run_id INTEGER,
+        time TEXT NOT NULL,
+        UNIQUE (source, relpath, reason)
+    );
+    CREATE TABLE columns (
+        name TEXT PRIMARY KEY,
+        stage TEXT NOT NULL,
+        fingerprint TEXT,
+        description TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE column_values (
+        column_name TEXT NOT NULL REFERENCES columns(name),
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        value,
+        PRIMARY KEY (column_name, sample_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE artifacts (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL,               -- relative to the workspace
+        kind TEXT NOT NULL,
+        fingerprint TEXT,
+        meta TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE versions (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        parent_id INTEGER REFERENCES versions(id),
+        created_at TEXT NOT NULL,
+        description TEXT,
+        params TEXT,
+        n_samples INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL
+    );
+    CREATE TABLE version_members (
+        version_id INTEGER NOT NULL REFERENCES versions(id),
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        label_event_id INTEGER REFERENCES label_events(id),
+        PRIMARY KEY (version_id, sample_id)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER versions_no_update BEFORE UPDATE ON versions
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable: create a new version'); END;
+    CREATE TRIGGER version_members_no_update BEFORE UPDATE ON version_members
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable: create a new version'); END;
+    CREATE TRIGGER version_members_no_delete BEFORE DELETE ON version_members
+        BEGIN SELECT RAISE(ABORT, 'versions are immutable: create a new version'); END;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        config TEXT NOT NULL,
+        seed INTEGER,
+        software TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        metrics TEXT
+    );
+    """,
+]
+SCHEMA_VERSION = len(_SCHEMA)
+
+
+def now() -> str:
+    """UTC time as ISO 8601 with microseconds: sorts as text, reads as time."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+class Catalog:
+    """Connections to a workspace's SQLite catalog.
+
+    One writer connection, used through :meth:`write` (a transaction per call); reads may
+    use :meth:`read`, their own connection, so a long read never blocks the writer.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._writer: sqlite3.Connection | None = None
+
+    # -- connections -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("PRAGMA busy_timeout = 30000")
+        con.execute("PRAGMA synchronous = NORMAL")
+        return con
+
+    @classmethod
+    def create(cls, path: str | Path) -> Catalog:
+        catalog = cls(path)
+        con = catalog._connect()
+        con.execute("PRAGMA journal_mode = WAL")
+        con.close()
+        catalog.migrate()
+        return catalog
+
+    def migrate(self) -> None:
+        """Bring the schema up to :data:`SCHEMA_VERSION`, one transaction per step."""
+        with self.write() as con:
+            has_meta = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+            current = 0
+            if has_meta:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"catalog {self.path} has schema {current}, newer than this smartset "
+                    f"({SCHEMA_VERSION}): upgrade smartset"
+                )
+            for step in range(current, SCHEMA_VERSION):
+                for statement in _split_sql(_SCHEMA[step]):
+                    con.execute(statement)
+                con.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(step + 1),),
+                )
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self._writer = self._connect()
+        return self._writer
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed whole on success, rolled back whole on error."""
+        con = self.writer
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- small helpers used by several stages -----------------------------------------
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        with self.read() as con:
+            return con.execute(sql, params).fetchall()
+
+    def start_run(self, command: str, config: dict, *, seed: int | None = None) -> int:
+        from smartset._software import software_versions
+
+        with self.write() as con:
+            cur = con.execute(
+                "INSERT INTO runs(command, config, seed, software, started_at, status)"
+                " VALUES (?, ?, ?, ?, ?, 'running')",
+                (command, json.dumps(config, default=str), seed,
+                 json.dumps(software_versions()), now()),
+            )
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, metrics: dict, *, status: str = "done") -> None:
+        with self.write() as con:
+            con.execute(
+                "UPDATE runs SET finished_at=?, status=?, metrics=? WHERE id=?",
+                (now(), status, json.dumps(metrics, default=str), run_id),
+            )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a schema script into statements (``executescript`` would commit mid-migration)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return statements

@@ -1,0 +1,399 @@
+"""The ``smartset`` command line: a thin layer over :mod:`smartset.workspace` and the stages.
+
+Every command takes ``--json`` for scripts (one JSON document on stdout; progress and
+messages go to stderr). Exit codes: 0 done, 1 a smartset error (the message says what to
+do), 2 a usage error, 3 ``--strict`` ingest that met bad files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartset.errors import SmartsetError
+
+app = typer.Typer(
+    name="smartset",
+    help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats "
+         "(and samples, issues, label, version, runs to inspect and change the catalog).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+label_app = typer.Typer(help="Change labels (as events: nothing is lost) and read their history.",
+                        no_args_is_help=True)
+version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+app.add_typer(version_app, name="version")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+WorkspaceOption = Annotated[Optional[Path], typer.Option(
+    "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
+    help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _handle_errors(command):
+    """Show a SmartsetError as one clear message (JSON with --json), exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SmartsetError as error:
+            if kwargs.get("as_json"):
+                _print_json({"error": {"type": type(error).__name__, "message": str(error)}})
+            else:
+                err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _open(workspace: Path | None):
+    from smartset.workspace import open_workspace
+
+    return open_workspace(workspace)
+
+
+def _show_progress(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty()
+
+
+@app.command()
+@_handle_errors
+def init(workspace: Annotated[Path, typer.Argument(help="Folder to create (new or empty).")],
+         as_json: JsonOption = False) -> None:
+    """Create a workspace: a catalog (SQLite), a cache and folders for outputs."""
+    from smartset.workspace import init as init_workspace
+
+    ws = init_workspace(workspace)
+    if as_json:
+        _print_json({"workspace": str(ws.path)})
+    else:
+        out.print(f"Workspace ready: {ws.path}")
+
+
+@app.command()
+@_handle_errors
+def ingest(
+    args: Annotated[list[str], typer.Argument(
+        metavar="[WORKSPACE] SOURCE",
+        help="The workspace (optional: else -w, $SMARTSET_WORKSPACE or the current folder), "
+             "then a folder, a .csv/.tsv table or a .npz archive.")],
+    workspace: WorkspaceOption = None,
+    layout: Annotated[Optional[str], typer.Option(
+        help="folders, split-folders, filenames, csv, numpy or unlabeled (default: detected).")] = None,
+    pattern: Annotated[Optional[str], typer.Option(
+        help="Labels from file names: a regex with a (?P<label>...) group, or a preset: "
+             "prefix (smartphone_101.jpg), dot (dog.3.jpg), suffix-number (great_pyrenees_17.jpg).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="train, val, test or unlabeled, for all files.")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="Folder table paths are relative to (default: the table's).")] = None,
+    path_column: Annotated[Optional[str], typer.Option(help="Table column of image paths.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="Table column of class labels.")] = None,
+    target_columns: Annotated[Optional[str], typer.Option(help="Comma-separated numeric target columns (regression).")] = None,
+    split_column: Annotated[Optional[str], typer.Option(help="Table column of split names.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated names for integer labels of a .npz.")] = None,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
+    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with code 3 if any file could not be ingested.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Add images to the catalog. Re-running reads only new or changed files."""
+    if len(args) > 2:
+        raise typer.BadParameter(f"expected [WORKSPACE] SOURCE, got {len(args)} arguments")
+    ws = _open(Path(args[0]) if len(args) == 2 else workspace)
+    report = ws.ingest(
+        args[-1], layout=layout, pattern=pattern, split=split, root=root, path_column=path_column,
+        label_column=label_column, split_column=split_column,
+        target_columns=[t.strip() for t in target_columns.split(",")] if target_columns else None,
+        classes=[c.strip() for c in classes.split(",")] if classes else None,
+        max_pixels=max_pixels, engine=engine, workers=workers,
+        show_progress=_show_progress(as_json))
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_ingest(report)
+    if strict and report.issues:
+        raise typer.Exit(3)
+
+
+def _print_ingest(report) -> None:
+    out.print(f"[bold]Detected[/]: {report.detected}")
+    rate = report.files_read / report.seconds if report.seconds else 0.0
+    out.print(f"[bold]Ingested[/] {report.ok} images: {report.new} new, {report.updated} changed, "
+              f"{report.unchanged} unchanged; {report.relabeled} relabeled by the source, "
+              f"{report.missing} gone missing. Read {report.files_read} files in "
+              f"{report.seconds:.2f} s ({rate:.0f} files/s).")
+    if report.classes:
+        shown = ", ".join(f"{c} {n}" for c, n in list(report.classes.items())[:12])
+        out.print(f"[bold]Classes[/]: {shown}{' ...' if len(report.classes) > 12 else ''}")
+    if report.ignored:
+        out.print("Ignored non-image files: " +
+                  ", ".join(f"{ext} {n}" for ext, n in sorted(report.ignored.items())))
+    if report.issues:
+        from smartset.imageio import ISSUE_REASONS
+
+        table = Table(title=f"{sum(report.issues.values())} issues (see 'smartset issues')")
+        for column in ("reason", "count", "meaning", "example"):
+            table.add_column(column)
+        for reason, count in sorted(report.issues.items()):
+            example = next((e for e in report.issue_examples if e["reason"] == reason), None)
+            table.add_row(reason, str(count), ISSUE_REASONS.get(reason, ""),
+                          f"{example['relpath']}: {example['detail']}" if example else "")
+        out.print(table)
+    else:
+        out.print("No issues.")
+
+
+@app.command()
+@_handle_errors
+def stats(
+    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace: WorkspaceOption = None,
+    version: Annotated[Optional[str], typer.Option(help="A data set version (default: the live catalog).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for plots (default: WORKSPACE/reports/stats).")] = None,
+    plots: Annotated[bool, typer.Option(help="Write the class histogram, size scatter and montages.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for choosing montage thumbnails.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts per class and split, imbalance, sizes, formats; plots and montages."""
+    from smartset._atomic import write_text
+    from smartset.stats import compute_stats, write_plots
+
+    ws = _open(workspace_arg or workspace)
+    samples = ws.samples(version)
+    result = compute_stats(samples, ws.issues())
+    target = out_dir or ws.reports_dir / "stats" / (version or "live")
+    if plots:
+        result["plots"] = write_plots(samples, target, seed=seed)
+    write_text(target / "stats.json", json.dumps(result, indent=2, default=str))
+    result["output"] = str(target)
+    if as_json:
+        _print_json(result)
+        return
+    _print_stats(result)
+
+
+def _fmt(summary: dict | None, key: str, digits: int = 0) -> str:
+    return "-" if not summary else f"{summary[key]:.{digits}f}"
+
+
+def _print_stats(result: dict) -> None:
+    out.print(f"[bold]{result['n_samples']}[/] images: {result['n_labeled']} labeled, "
+              f"{result['n_with_targets']} with targets, {result['n_unlabeled']} unlabeled; "
+              f"splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    if result["classes"]:
+        splits = sorted({s for c in result["classes"].values() for s in c if s != "total"})
+        table = Table(title=f"{result['n_classes']} classes, imbalance ratio "
+                            f"{result['imbalance_ratio'] or 1:.2f} (largest / smallest)")
+        table.add_column("class")
+        for split in splits + ["total"]:
+            table.add_column(split, justify="right")
+        for name, counts in sorted(result["classes"].items(), key=lambda kv: -kv[1]["total"]):
+            flag = " (minority)" if name in result["minority_classes"] else ""
+            table.add_row(name + flag, *[str(counts.get(s, 0)) for s in splits + ["total"]])
+        out.print(table)
+    table = Table(title="sizes")
+    for column in ("", "min", "median", "p95", "max"):
+        table.add_column(column, justify="right")
+    for key, digits in (("width", 0), ("height", 0), ("aspect_ratio", 2), ("megapixels", 3)):
+        summary = result[key]
+        table.add_row(key, *[_fmt(summary, q, digits) for q in ("min", "median", "p95", "max")])
+    out.print(table)
+    out.print("formats: " + ", ".join(f"{k} {v}" for k, v in result["formats"].items())
+              + "; modes: " + ", ".join(f"{k} {v}" for k, v in result["modes"].items()))
+    if result["issues"]:
+        out.print("ingest issues: " + ", ".join(f"{k} {v}" for k, v in result["issues"].items()))
+    out.print(f"Output: {result['output']}")
+
+
+@app.command()
+@_handle_errors
+def samples(
+    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace: WorkspaceOption = None,
+    version: Annotated[Optional[str], typer.Option(help="A data set version.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only this split.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show (0: all).")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List samples with their current (or versioned) labels."""
+    frame = _open(workspace_arg or workspace).samples(version, split=split)
+    shown = frame if limit == 0 else frame.head(limit)
+    if as_json:
+        _print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
+        return
+    table = Table(title=f"{len(shown)} of {len(frame)} samples")
+    for column in ("id", "label", "split", "width", "height", "relpath"):
+        table.add_column(column)
+    for row in shown.itertuples():
+        table.add_row(row.id, str(row.label), row.split, str(row.width), str(row.height), row.relpath)
+    out.print(table)
+
+
+@app.command()
+@_handle_errors
+def issues(
+    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Files and table rows that could not be ingested, with the reason and the fix."""
+    frame = _open(workspace_arg or workspace).issues()
+    if as_json:
+        _print_json(frame.to_dict(orient="records"))
+        return
+    table = Table(title=f"{len(frame)} ingest issues")
+    for column in ("reason", "file", "detail"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        table.add_row(row.reason, row.relpath, row.detail)
+    out.print(table)
+
+
+@app.command()
+@_handle_errors
+def runs(
+    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every command run on the workspace: config, software versions, status, metrics."""
+    frame = _open(workspace_arg or workspace).runs()
+    if as_json:
+        _print_json(frame.to_dict(orient="records"))
+        return
+    table = Table(title=f"{len(frame)} runs")
+    for column in ("id", "command", "started", "status", "metrics"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        metrics = ", ".join(f"{k}={v}" for k, v in (row.metrics or {}).items()
+                            if isinstance(v, (int, float)))
+        table.add_row(str(row.id), row.command, row.started_at[:19], row.status, metrics[:80])
+    out.print(table)
+
+
+@label_app.command("set")
+@_handle_errors
+def label_set(
+    sample_ids: Annotated[list[str], typer.Argument(help="Sample ids (see 'smartset samples').")],
+    to: Annotated[str, typer.Option("--to", help="The new label.")],
+    reason: Annotated[Optional[str], typer.Option(help="Why (kept in the history).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Relabel samples (one event each)."""
+    events = _open(workspace).relabel(sample_ids, to, reason=reason, origin="cli")
+    if as_json:
+        _print_json({"events": events})
+    else:
+        out.print(f"Relabeled {len(events)} sample(s) as {to!r}: events {events}. "
+                  f"Undo with 'smartset label undo EVENT'.")
+
+
+@label_app.command("rename")
+@_handle_errors
+def label_rename(
+    old: str, new: str,
+    reason: Annotated[Optional[str], typer.Option(help="Why (kept in the history).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rename a class, or merge it into another: every sample labeled OLD gets NEW."""
+    events = _open(workspace).rename_label(old, new, reason=reason, origin="cli")
+    if as_json:
+        _print_json({"events": events})
+    else:
+        out.print(f"{len(events)} sample(s) relabeled {old!r} -> {new!r}.")
+
+
+@label_app.command("undo")
+@_handle_errors
+def label_undo(
+    event_id: int,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Revert a label event by appending an event that restores the previous label."""
+    new_event = _open(workspace).undo(event_id)
+    if as_json:
+        _print_json({"event": new_event, "reverts": event_id})
+    else:
+        out.print(f"Event {event_id} reverted by event {new_event}.")
+
+
+@label_app.command("history")
+@_handle_errors
+def label_history(
+    sample_id: Annotated[Optional[str], typer.Argument()] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every label event of a sample (or of all samples), oldest first."""
+    frame = _open(workspace).history(sample_id)
+    if as_json:
+        _print_json(frame.to_dict(orient="records"))
+        return
+    table = Table(title=f"{len(frame)} label events")
+    for column in ("id", "sample", "label", "origin", "author", "time", "reason"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        table.add_row(str(row.id), row.sample_id, str(row.label), row.origin, row.author,
+                      row.time[:19], str(row.reason or ""))
+    out.print(table)
+
+
+@version_app.command("create")
+@_handle_errors
+def version_create(
+    name: str,
+    split: Annotated[Optional[str], typer.Option(help="Only samples of this split.")] = None,
+    parent: Annotated[Optional[str], typer.Option("--from", help="Start from this version's samples.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="What this version is.")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Freeze the current samples and labels (optionally one split) as a named version."""
+    info = _open(workspace).create_version(name, split=split, parent=parent,
+                                           description=description)
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"Version {info['name']!r}: {info['n_samples']} samples, fingerprint "
+                  f"{info['fingerprint'][:12]}.")
+
+
+@version_app.command("list")
+@_handle_errors
+def version_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """The versions of the workspace, with their lineage."""
+    frame = _open(workspace).versions()
+    if as_json:
+        _print_json(frame.to_dict(orient="records"))
+        return
+    table = Table(title=f"{len(frame)} versions")
+    for column in ("name", "parent", "samples", "created", "description"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        table.add_row(row.name, str(row.parent or ""), str(row.n_samples), row.created_at[:19],
+                      str(row.description or ""))
+    out.print(table)
+
+
+def main() -> None:
+    app()

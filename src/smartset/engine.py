@@ -1,0 +1,151 @@
+"""The executor seam: stages are functions over batches, engines run them.
+
+A batch is a dict of equal-length columns (``{"path": [...], "label": [...]}``), the shape
+Hugging Face ``datasets.map(batched=True)`` and Ray Data ``map_batches`` use. A stage
+function takes a batch (plus keyword options) and returns a batch, with no side effects on
+the catalog: the caller writes results, so every engine gives the same catalog. Engines:
+
+- ``serial``: in this process, for small jobs, debugging and tests;
+- ``local``: a process pool on this machine (the default), results in input order, with a
+  bounded number of batches in flight so memory stays flat however large the input.
+
+A distributed engine (Ray Data) plugs in by registering under a name with
+:func:`register_engine`.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Protocol
+
+__all__ = [
+    "Batch",
+    "Engine",
+    "SerialEngine",
+    "LocalEngine",
+    "get_engine",
+    "register_engine",
+    "available_engines",
+    "batches_of",
+]
+
+Batch = dict[str, list[Any]]
+BatchFn = Callable[..., Batch]
+
+
+class Engine(Protocol):
+    name: str
+
+    def map_batches(
+        self,
+        fn: BatchFn,
+        batches: Iterable[Batch],
+        *,
+        fn_kwargs: dict[str, Any] | None = None,
+    ) -> Iterator[Batch]:
+        """Yield ``fn(batch, **fn_kwargs)`` for each batch, in input order."""
+        ...
+
+
+def batches_of(columns: dict[str, Sequence[Any]], batch_size: int) -> Iterator[Batch]:
+    """Cut equal-length columns into batches of at most ``batch_size`` rows."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns of a batch must have equal lengths, got {lengths}")
+    n = next(iter(lengths.values()), 0)
+    for start in range(0, n, batch_size):
+        yield {name: list(values[start:start + batch_size]) for name, values in columns.items()}
+
+
+class SerialEngine:
+    """Runs every batch in this process."""
+
+    name = "serial"
+
+    def map_batches(self, fn, batches, *, fn_kwargs=None):
+        kwargs = fn_kwargs or {}
+        for batch in batches:
+            yield fn(batch, **kwargs)
+
+
+class LocalEngine:
+    """A process pool on this machine.
+
+    ``workers`` defaults to the number of usable cores. Processes are spawned, not forked,
+    so open catalog connections and library threads never leak into workers.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers or _usable_cores()
+
+    def map_batches(self, fn, batches, *, fn_kwargs=None):
+        iterator = iter(batches)
+        first = next(iterator, None)
+        if first is None:
+            return
+        second = next(iterator, None)
+        call = functools.partial(fn, **(fn_kwargs or {}))
+        if second is None or self.workers == 1:
+            # One batch, or one worker: a pool would only add start-up time.
+            yield call(first)
+            if second is not None:
+                yield call(second)
+                yield from map(call, iterator)
+            return
+        window = 2 * self.workers
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            pending: collections.deque[Future] = collections.deque(
+                [pool.submit(call, first), pool.submit(call, second)]
+            )
+            for batch in iterator:
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(call, batch))
+            while pending:
+                yield pending.popleft().result()
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_ENGINES: dict[str, Callable[..., Engine]] = {
+    "serial": lambda workers=None: SerialEngine(),
+    "local": LocalEngine,
+}
+
+
+def register_engine(name: str, factory: Callable[..., Engine]) -> None:
+    """Make an engine available by name (``factory(workers=...)`` builds it)."""
+    _ENGINES[name] = factory
+
+
+def available_engines() -> list[str]:
+    return sorted(_ENGINES)
+
+
+def get_engine(engine: str | Engine | None = None, *, workers: int | None = None) -> Engine:
+    """An engine by name (``SMARTSET_ENGINE`` or ``local`` when None), or the one given."""
+    if engine is not None and not isinstance(engine, str):
+        return engine
+    name = engine or os.environ.get("SMARTSET_ENGINE") or "local"
+    if name not in _ENGINES:
+        raise ValueError(
+            f"unknown engine {name!r}; choose one of: {', '.join(available_engines())}"
+        )
+    return _ENGINES[name](workers=workers)

@@ -1,0 +1,67 @@
+"""The exceptions smartset raises.
+
+Every error derives from :class:`SmartsetError` and from the builtin it resembles, so
+``except ValueError`` keeps working for callers who do not know smartset. Messages name the
+thing, what was expected, what was got, and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SmartsetError",
+    "WorkspaceError",
+    "SourceError",
+    "ColumnNotFoundError",
+    "ImageDecodeError",
+    "VersionError",
+    "LabelError",
+]
+
+
+class SmartsetError(Exception):
+    """Base class of every error smartset raises on purpose."""
+
+
+class WorkspaceError(SmartsetError, FileNotFoundError):
+    """A workspace is missing, or a folder is not one."""
+
+
+class SourceError(SmartsetError, ValueError):
+    """A data source cannot be read as the layout asked for (or detected)."""
+
+
+class ColumnNotFoundError(SourceError, KeyError):
+    """A table lacks a column that was asked for or is needed."""
+
+    def __init__(self, message: str, *, column: str, found: list[str], path: str, line: int):
+        super().__init__(message)
+        self.column = column
+        self.found = found
+        self.path = path
+        self.line = line
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class ImageDecodeError(SmartsetError, OSError):
+    """An image file cannot be decoded."""
+
+    def __init__(self, message: str, *, path: str, reason: str):
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class VersionError(SmartsetError, KeyError):
+    """A data set version is unknown, or its name is taken."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class LabelError(SmartsetError, ValueError):
+    """A label change refers to unknown samples or events."""

@@ -1,0 +1,182 @@
+"""Reading image files: the per-file inspection ingest runs, and decoding for later stages.
+
+:func:`inspect_files` is a batch function (see :mod:`smartset.engine`): it hashes each file,
+reads its header, and decodes it fully to prove it is whole. JPEGs are decoded in the DCT
+domain at 1/8 scale (Pillow's ``draft``): every byte of the stream is still read, so
+truncation and corruption are caught, for a fraction of the cost of a full decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from smartset.engine import Batch
+from smartset.errors import ImageDecodeError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+    "ISSUE_REASONS",
+    "inspect_files",
+    "load_image",
+    "thumbnail",
+]
+
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".ppm", ".pgm", ".pbm", ".pnm",
+})
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images with more pixels are refused (decompression bombs); override with ``max_pixels``."""
+
+ISSUE_REASONS = {
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "the bytes are not an image in any format Pillow knows",
+    "truncated": "the image data ends early",
+    "corrupt": "the image data is damaged",
+    "too_large": "the image has more pixels than the limit (a possible decompression bomb)",
+    "unreadable": "the file cannot be opened for reading",
+    "broken_symlink": "a symbolic link points to nothing",
+    "symlink_loop": "symbolic links form a loop",
+    "not_a_file": "the path is not a regular file",
+    "bad_filename": "the file name is not valid UTF-8",
+    "missing_file": "a table row names a file that does not exist",
+    "outside_root": "a table row names a file outside the data root",
+    "csv_bad_row": "a table row cannot be parsed",
+    "csv_duplicate_path": "a table names the same file twice",
+    "bad_target": "a regression target is not a number",
+    "unknown_split": "a split name is not train, val, test or unlabeled",
+    "label_pattern_mismatch": "a file name does not match the label pattern",
+    "label_variants": "labels differ only by case or whitespace",
+}
+"""Every reason ingest records, with what it means (shown by ``smartset issues``)."""
+
+_FIXES = {
+    "empty_file": "Re-export or re-download it, or delete it from the source folder.",
+    "not_an_image": "Rename it if it is another kind of file, or re-export the image.",
+    "truncated": "Re-export or re-download it: the copy is incomplete.",
+    "corrupt": "Re-export it from the original, or leave it out.",
+    "too_large": "Downscale it, or raise the limit with --max-pixels if you trust the file.",
+    "unreadable": "Check its permissions (chmod a+r) and that it is not locked.",
+}
+
+
+def _classify_decode_error(error: Exception) -> str:
+    text = str(error).lower()
+    if "truncated" in text or "broken data stream" in text or "premature end" in text:
+        return "truncated"
+    return "corrupt"
+
+
+def _inspect_one(path: str, max_pixels: int) -> dict:
+    record = {"sha256": None, "size": None, "format": None, "width": None, "height": None,
+              "mode": None, "channels": None, "reason": None, "detail": None}
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except IsADirectoryError:
+        return {**record, "reason": "not_a_file", "detail": "it is a folder"}
+    except OSError as error:
+        return {**record, "reason": "unreadable", "detail": f"{type(error).__name__}: {error}"}
+    record["size"] = len(data)
+    if not data:
+        return {**record, "reason": "empty_file", "detail": "0 bytes"}
+    record["sha256"] = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit below; Pillow's warning would only duplicate it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        record.update(format=image.format, width=width, height=height, mode=image.mode,
+                      channels=len(image.getbands()))
+        if width * height > max_pixels:
+            record.update(reason="too_large",
+                          detail=f"{width}x{height} = {width * height:,} pixels > limit {max_pixels:,}")
+            return record
+        if image.format in ("JPEG", "MPO"):
+            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+        image.load()
+    except Image.DecompressionBombError as error:
+        record.update(reason="too_large", detail=str(error))
+    except UnidentifiedImageError:
+        record.update(reason="not_an_image",
+                      detail=f"starts with {data[:8]!r}, no image format recognised")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        # Pillow's plugins raise all of these on damaged data.
+        record.update(reason=_classify_decode_error(error),
+                      detail=f"{type(error).__name__}: {error}")
+    return record
+
+
+def inspect_files(batch: Batch, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
+    """Hash, identify and fully decode each file of ``batch["path"]``.
+
+    Returns a batch with the input columns and ``sha256``, ``size``, ``format``,
+    ``width``, ``height``, ``mode``, ``channels``, and ``reason``/``detail``: None for a
+    good file, else one of :data:`ISSUE_REASONS` and what was seen.
+    """
+    results = [_inspect_one(path, max_pixels) for path in batch["path"]]
+    out = dict(batch)
+    for key in ("sha256", "size", "format", "width", "height", "mode", "channels",
+                "reason", "detail"):
+        out[key] = [result[key] for result in results]
+    return out
+
+
+def _open_checked(path: str | Path, *, draft_size: int | None = None) -> Image.Image:
+    """Open and decode ``path`` (JPEGs at reduced scale when ``draft_size`` is given)."""
+    try:
+        image = Image.open(path)
+        if draft_size is not None and image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+    except FileNotFoundError as error:
+        raise ImageDecodeError(
+            f"Image '{path}' does not exist. Was it moved? Re-run 'smartset ingest' to "
+            f"mark it missing.", path=str(path), reason="missing_file") from error
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError(
+            f"Could not decode '{path}' (not an image). {_FIXES['not_an_image']}",
+            path=str(path), reason="not_an_image") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        reason = _classify_decode_error(error)
+        raise ImageDecodeError(
+            f"Could not decode '{path}' ({reason}: {error}). {_FIXES[reason]}",
+            path=str(path), reason=reason) from error
+    return image
+
+
+def load_image(path: str | Path, *, mode: str | None = None, exif_transpose: bool = True
+               ) -> np.ndarray:
+    """Decode an image file to a ``uint8`` array of shape ``(H, W)`` or ``(H, W, C)``.
+
+    ``mode`` converts with Pillow (``"RGB"``, ``"L"``, ...); None keeps the file's own mode,
+    except that 16-bit and palette images become ``L``/``RGB``/``RGBA`` so the result is
+    always ``uint8``. ``exif_transpose`` turns the image as its EXIF orientation says, as
+    viewers show it. Raises :class:`~smartset.errors.ImageDecodeError` naming the file.
+    """
+    image = _open_checked(path)
+    if exif_transpose:
+        image = ImageOps.exif_transpose(image)
+    if mode is not None:
+        image = image.convert(mode)
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
+    elif image.mode not in ("L", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info
+                              else "RGB")
+    return np.asarray(image)
+
+
+def thumbnail(path: str | Path, size: int = 96) -> Image.Image:
+    """A decoded RGB thumbnail whose longer side is at most ``size`` pixels."""
+    image = ImageOps.exif_transpose(_open_checked(path, draft_size=size)).convert("RGB")
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return image

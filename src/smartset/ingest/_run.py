@@ -1,0 +1,258 @@
+"""The ingest run: plan a source, read only what is new or changed, write the catalog.
+
+Incremental by file metadata: a file whose path, size and modification time match the
+catalog (as a sample, or as a known bad file) is not read again. Each batch of results is
+written in one transaction together with its label events, so a run killed at any moment
+leaves a consistent catalog, and the next run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from smartset._progress import progress_bar
+from smartset.catalog import Catalog, now
+from smartset.engine import Engine, batches_of, get_engine
+from smartset.errors import SourceError
+from smartset.imageio import DEFAULT_MAX_PIXELS, inspect_files
+from smartset.ingest._numpy import plan_numpy
+from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, Issue,
+                                      SourcePlan, detect_layout, flag_label_variants,
+                                      plan_csv, plan_filenames, plan_folders, plan_unlabeled)
+
+__all__ = ["IngestReport", "ingest", "sample_id"]
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run found and did (``to_dict()`` for ``--json``)."""
+
+    source: str
+    layout: str
+    detected: str
+    root: str
+    run_id: int
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    relabeled: int = 0
+    missing: int = 0
+    files_read: int = 0
+    seconds: float = 0.0
+    issues: dict[str, int] = field(default_factory=dict)
+    issue_examples: list[dict] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)
+    classes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return self.new + self.updated + self.unchanged
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def sample_id(root_key: str, relpath: str) -> str:
+    """The stable id of the file ``relpath`` under the root stored as ``root_key``."""
+    return hashlib.blake2b(f"{root_key}\0{relpath}".encode(), digest_size=8).hexdigest()
+
+
+def _plan(source: Path, data_dir: Path, *, layout, pattern, split, csv_options, classes,
+          show_progress) -> SourcePlan:
+    if layout is None:
+        layout = "filenames" if pattern else detect_layout(source)
+    if layout not in LAYOUTS:
+        raise SourceError(f"Unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}.")
+    if split is not None and split not in SPLITS:
+        raise SourceError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    if layout in ("csv", "numpy") and not source.is_file():
+        raise SourceError(f"Layout {layout!r} needs a file, but '{source}' is not one.")
+    if layout not in ("csv", "numpy") and not source.is_dir():
+        raise SourceError(f"Layout {layout!r} needs a folder, but '{source}' is not one.")
+    if layout == "csv":
+        return plan_csv(source, split=split, **csv_options)
+    if layout == "numpy":
+        return plan_numpy(source, data_dir, split=split, classes=classes,
+                          show_progress=show_progress)
+    if layout == "filenames":
+        return plan_filenames(source, pattern=pattern or "prefix", split=split)
+    if layout == "unlabeled":
+        return plan_unlabeled(source, split=split)
+    return plan_folders(source, split=split, layout=layout)
+
+
+def _register_root(con, root: Path, workspace: Path) -> tuple[int, str]:
+    try:
+        key, inside = root.relative_to(workspace).as_posix(), 1
+    except ValueError:
+        key, inside = str(root), 0
+    row = con.execute("SELECT id FROM roots WHERE path=?", (key,)).fetchone()
+    if row:
+        return row[0], key
+    cur = con.execute("INSERT INTO roots(path, in_workspace, added_at) VALUES (?, ?, ?)",
+                      (key, inside, now()))
+    return cur.lastrowid, key
+
+
+def _targets_json(targets) -> str | None:
+    return None if targets is None else json.dumps(list(targets))
+
+
+def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
+           layout: str | None = None, pattern: str | None = None, split: str | None = None,
+           root: str | Path | None = None, path_column: str | None = None,
+           label_column: str | None = None, target_columns: list[str] | None = None,
+           split_column: str | None = None, classes: list[str] | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS, engine: str | Engine | None = None,
+           workers: int | None = None, batch_size: int = 64, author: str = "ingest",
+           show_progress: bool | None = None) -> IngestReport:
+    """Ingest ``source`` into ``catalog``; see :meth:`smartset.Workspace.ingest`."""
+    started = time.perf_counter()
+    source = Path(source).expanduser().resolve()
+    if pattern is not None and pattern not in FILENAME_PRESETS and "(" not in pattern:
+        raise SourceError(f"Label pattern {pattern!r} is neither a preset "
+                          f"({', '.join(FILENAME_PRESETS)}) nor a regex with a (?P<label>...) group.")
+    if max_pixels < 1:
+        raise SourceError(f"max_pixels must be at least 1, got {max_pixels}.")
+    csv_options = {"root": Path(root).resolve() if root else None, "path_column": path_column,
+                   "label_column": label_column, "target_columns": target_columns,
+                   "split_column": split_column}
+    plan = _plan(source, workspace / "data", layout=layout, pattern=pattern, split=split,
+                 csv_options=csv_options, classes=classes, show_progress=show_progress)
+    flag_label_variants(plan)
+    config = {"source": str(source), "layout": plan.layout, "pattern": pattern, "split": split,
+              "max_pixels": max_pixels, **{k: (str(v) if v else v) for k, v in csv_options.items()}}
+    run_id = catalog.start_run("ingest", config)
+
+    with catalog.write() as con:
+        root_id, root_key = _register_root(con, plan.root, workspace)
+    known = {row["relpath"]: row for row in catalog.query(
+        "SELECT id, relpath, size, mtime_ns, status FROM samples WHERE root_id=?", (root_id,))}
+    known_bad = {(row["relpath"]): (row["size"], row["mtime_ns"]) for row in catalog.query(
+        "SELECT relpath, size, mtime_ns FROM ingest_issues WHERE source=? AND kind='file'",
+        (plan.source,))}
+    entries = {entry.relpath: entry for entry in plan.entries}
+    todo = [e for e in plan.entries
+            if not ((e.relpath in known and known[e.relpath]["status"] != "missing"
+                     and (known[e.relpath]["size"], known[e.relpath]["mtime_ns"]) == (e.size, e.mtime_ns))
+                    or known_bad.get(e.relpath) == (e.size, e.mtime_ns))]
+    report = IngestReport(plan.source, plan.layout, plan.detected, str(plan.root), run_id,
+                          unchanged=sum(e.relpath in known for e in plan.entries)
+                          - sum(e.relpath in known for e in todo),
+                          ignored=dict(plan.ignored))
+
+    engine = get_engine(engine, workers=workers)
+    paths = [os.fspath(plan.root / e.relpath) for e in todo]
+    batches = batches_of({"relpath": [e.relpath for e in todo], "path": paths}, batch_size)
+    results = engine.map_batches(inspect_files, batches, fn_kwargs={"max_pixels": max_pixels})
+    with progress_bar(len(todo), "reading images", enabled=show_progress) as advance:
+        for batch in results:
+            with catalog.write() as con:
+                _write_batch(con, batch, entries, known, plan.source, root_id, root_key,
+                             run_id, author, report)
+            report.files_read += len(batch["path"])
+            advance(len(batch["path"]))
+
+    with catalog.write() as con:
+        _finish(con, plan, entries, root_id, root_key, run_id, author, report)
+    rows = catalog.query("SELECT reason, relpath, detail FROM ingest_issues WHERE source=? "
+                         "ORDER BY reason, relpath", (plan.source,))
+    report.issues = dict(Counter(row["reason"] for row in rows))
+    report.issue_examples = [dict(row) for row in rows[:20]]
+    bad = {row["relpath"] for row in rows}
+    report.classes = dict(Counter(e.label for e in plan.entries
+                                  if e.label is not None and e.relpath not in bad).most_common())
+    report.seconds = round(time.perf_counter() - started, 3)
+    catalog.finish_run(run_id, {k: v for k, v in report.to_dict().items()
+                                if k not in ("issue_examples", "detected")})
+    return report
+
+
+def _write_batch(con, batch, entries, known, source, root_id, root_key, run_id, author, report):
+    stamp = now()
+    for i, relpath in enumerate(batch["relpath"]):
+        entry: Entry = entries[relpath]
+        sid = known[relpath]["id"] if relpath in known else sample_id(root_key, relpath)
+        reason = batch["reason"][i]
+        if reason is not None:
+            con.execute("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
+                        (source, relpath))
+            con.execute(
+                "INSERT INTO ingest_issues(source, root_id, relpath, reason, detail, kind, size,"
+                " mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?)",
+                (source, root_id, relpath, reason, batch["detail"][i], entry.size,
+                 entry.mtime_ns, run_id, stamp))
+            if relpath in known:
+                con.execute("UPDATE samples SET status='broken', updated_at=? WHERE id=?",
+                            (stamp, sid))
+            continue
+        con.execute("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
+                    (source, relpath))
+        values = (batch["sha256"][i], entry.size, entry.mtime_ns, batch["format"][i],
+                  batch["width"][i], batch["height"][i], batch["mode"][i], batch["channels"][i],
+                  entry.split, source)
+        if relpath in known:
+            con.execute(
+                "UPDATE samples SET sha256=?, size=?, mtime_ns=?, format=?, width=?, height=?,"
+                " mode=?, channels=?, split=?, source=?, status='ok', updated_at=? WHERE id=?",
+                (*values, stamp, sid))
+            report.updated += 1
+        else:
+            con.execute(
+                "INSERT INTO samples(sha256, size, mtime_ns, format, width, height, mode,"
+                " channels, split, source, id, root_id, relpath, added_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, sid, root_id, relpath, stamp, stamp))
+            con.execute(
+                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'ingest')",
+                (sid, entry.label, _targets_json(entry.targets), author, stamp,
+                 f"ingest run {run_id}"))
+            report.new += 1
+
+
+def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, report):
+    """Source-level state: plan issues, label and split changes, files gone missing."""
+    stamp = now()
+    con.execute("DELETE FROM ingest_issues WHERE source=? AND kind='plan'", (plan.source,))
+    con.executemany(
+        "INSERT OR REPLACE INTO ingest_issues(source, root_id, relpath, reason, detail, kind,"
+        " size, mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'plan', ?, ?, ?, ?)",
+        [(plan.source, root_id, i.relpath, i.reason, i.detail, i.size, i.mtime_ns, run_id, stamp)
+         for i in plan.issues])
+    stale = [row[0] for row in con.execute(
+        "SELECT relpath FROM ingest_issues WHERE source=? AND kind='file'", (plan.source,))
+        if row[0] not in entries]
+    con.executemany("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
+                    [(plan.source, relpath) for relpath in stale])
+
+    rows = con.execute(
+        "SELECT s.id, s.relpath, s.split, s.status, s.source, e.label, e.targets, MAX(e.id)"
+        " FROM samples s LEFT JOIN label_events e ON e.sample_id = s.id AND e.origin = 'ingest'"
+        " WHERE s.root_id = ? GROUP BY s.id", (root_id,)).fetchall()
+    for sid, relpath, split, status, source, label, targets, _ in rows:
+        entry = entries.get(relpath)
+        if entry is None:
+            if source == plan.source and status != "missing":
+                con.execute("UPDATE samples SET status='missing', updated_at=? WHERE id=?",
+                            (stamp, sid))
+                report.missing += 1
+            continue
+        if status == "missing":
+            con.execute("UPDATE samples SET status='ok', updated_at=? WHERE id=?", (stamp, sid))
+        if split != entry.split or source != plan.source:
+            con.execute("UPDATE samples SET split=?, source=?, updated_at=? WHERE id=?",
+                        (entry.split, plan.source, stamp, sid))
+        if (label, targets) != (entry.label, _targets_json(entry.targets)):
+            con.execute(
+                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'ingest')",
+                (sid, entry.label, _targets_json(entry.targets), author, stamp,
+                 f"the source changed the label (ingest run {run_id})"))
+            report.relabeled += 1

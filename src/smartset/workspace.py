@@ -1,0 +1,357 @@
+"""A workspace: a folder holding a catalog, a cache and what smartset writes.
+
+``smartset.init(DIR)`` makes one, ``smartset.open(DIR)`` opens it; every stage is a method
+here or a function taking a workspace, and the CLI is a thin layer over both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from smartset.catalog import CATALOG_FILE, Catalog, now
+from smartset.errors import LabelError, VersionError, WorkspaceError
+
+__all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
+
+_SUBDIRS = ("cache", "data", "reports")
+_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+class Workspace:
+    """A smartset workspace. Create with :func:`smartset.init`, open with :func:`smartset.open`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        db = self.path / CATALOG_FILE
+        if not db.is_file():
+            raise WorkspaceError(
+                f"'{self.path}' is not a smartset workspace (no {CATALOG_FILE}). Create one with "
+                f"'smartset init {path}'.")
+        self.catalog = Catalog(db)
+        self.catalog.migrate()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.path)!r})"
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.path / "reports"
+
+    # -- ingest ------------------------------------------------------------------------
+    def ingest(self, source: str | Path, **options):
+        """Add the images of ``source`` to the catalog; re-running reads only what changed.
+
+        ``source`` is a folder (class folders, optionally under ``train/``/``val/``/``test/``;
+        labels in file names; or unlabeled), a ``.csv``/``.tsv`` table, or a ``.npz`` archive.
+        The layout is detected unless ``layout`` is one of ``folders``, ``split-folders``,
+        ``filenames``, ``csv``, ``numpy``, ``unlabeled``. Other keyword options:
+        ``pattern`` (a regex with a ``label`` group, or a preset: ``prefix``, ``dot``,
+        ``suffix-number``), ``split``, ``root``, ``path_column``, ``label_column``,
+        ``target_columns``, ``split_column``, ``classes`` (names for integer labels),
+        ``max_pixels`` (default 100 million), ``engine``, ``workers``, ``batch_size``,
+        ``author``, ``show_progress``. Returns an :class:`~smartset.ingest.IngestReport`;
+        files that cannot be ingested are recorded with a reason (see :meth:`issues`).
+        """
+        from smartset.ingest import ingest
+
+        return ingest(self.catalog, self.path, source, **options)
+
+    def issues(self, *, source: str | None = None) -> pd.DataFrame:
+        """Ingest issues: one row per file or table row that could not be taken as it is."""
+        sql = ("SELECT i.source, i.reason, i.relpath, i.detail, i.kind, i.time, r.path AS root"
+               " FROM ingest_issues i LEFT JOIN roots r ON r.id = i.root_id")
+        params: tuple = ()
+        if source is not None:
+            sql, params = sql + " WHERE i.source = ?", (source,)
+        return pd.DataFrame([dict(r) for r in self.catalog.query(sql + " ORDER BY i.id", params)],
+                            columns=["source", "reason", "relpath", "detail", "kind", "time", "root"])
+
+    # -- samples -----------------------------------------------------------------------
+    def _root_paths(self) -> dict[str, str]:
+        return {row["path"]: str(self.path / row["path"]) if row["in_workspace"] else row["path"]
+                for row in self.catalog.query("SELECT path, in_workspace FROM roots")}
+
+    def samples(self, version: str | None = None, *, split: str | Sequence[str] | None = None,
+                include_unavailable: bool = False, columns: Sequence[str] = ()) -> pd.DataFrame:
+        """The samples of ``version`` (default: the live catalog) as a DataFrame.
+
+        Columns: ``id``, ``path`` (absolute), ``relpath``, ``root``, ``sha256``, ``size``,
+        ``format``, ``width``, ``height``, ``mode``, ``channels``, ``split``, ``source``,
+        ``status``, ``label``, ``targets`` (list of floats or None), ``label_event_id``,
+        plus any computed ``columns`` asked for. Samples whose file went missing or broke
+        are left out unless ``include_unavailable``. A version gives the labels it pinned.
+        """
+        params: list = []
+        if version is None:
+            labels = "LEFT JOIN current_labels l ON l.sample_id = s.id"
+            label_cols = "l.label, l.targets, l.event_id AS label_event_id"
+        else:
+            info = self.version(version)
+            labels = ("JOIN version_members m ON m.sample_id = s.id AND m.version_id = ? "
+                      "LEFT JOIN label_events l ON l.id = m.label_event_id")
+            label_cols = "l.label, l.targets, m.label_event_id"
+            params.append(info["id"])
+        where = [] if include_unavailable else ["s.status = 'ok'"]
+        if split is not None:
+            splits = [split] if isinstance(split, str) else list(split)
+            where.append(f"s.split IN ({', '.join('?' * len(splits))})")
+            params.extend(splits)
+        sql = (f"SELECT s.id, r.path AS root, s.relpath, s.sha256, s.size, s.format, s.width,"
+               f" s.height, s.mode, s.channels, s.split, s.source, s.status, {label_cols}"
+               f" FROM samples s JOIN roots r ON r.id = s.root_id {labels}"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY s.root_id, s.relpath")
+        names = ["id", "root", "relpath", "sha256", "size", "format", "width", "height", "mode",
+                 "channels", "split", "source", "status", "label", "targets", "label_event_id"]
+        frame = pd.DataFrame([tuple(r) for r in self.catalog.query(sql, tuple(params))],
+                             columns=names)
+        roots = self._root_paths()
+        frame.insert(1, "path", [os.path.join(roots[r], p) for r, p in zip(frame["root"], frame["relpath"])])
+        frame["targets"] = [json.loads(t) if isinstance(t, str) else None for t in frame["targets"]]
+        for name in columns:
+            frame[name] = frame["id"].map(self.read_column(name))
+        return frame
+
+    def classes(self, version: str | None = None) -> list[str]:
+        """Sorted class names of the labeled samples."""
+        labels = self.samples(version)["label"].dropna()
+        return sorted(labels.unique().tolist())
+
+    # -- labels ------------------------------------------------------------------------
+    def _check_samples(self, con, sample_ids: Sequence[str]) -> None:
+        unknown = [s for s in sample_ids
+                   if con.execute("SELECT 1 FROM samples WHERE id=?", (s,)).fetchone() is None]
+        if unknown:
+            raise LabelError(f"Unknown sample id(s): {', '.join(unknown[:5])}"
+                             f"{' ...' if len(unknown) > 5 else ''}. List ids with "
+                             f"'smartset samples'.")
+
+    def relabel(self, sample_ids: str | Sequence[str], label: str | None, *,
+                targets: Sequence[float] | None = None, author: str | None = None,
+                reason: str | None = None, origin: str = "api") -> list[int]:
+        """Give samples a new label (or ``targets``): appends one event per sample.
+
+        Returns the new event ids. Nothing is overwritten: :meth:`undo` reverts an event
+        and :meth:`history` shows every change.
+        """
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        author = author or _default_author()
+        encoded = None if targets is None else json.dumps([float(t) for t in targets])
+        with self.catalog.write() as con:
+            self._check_samples(con, ids)
+            stamp = now()
+            return [con.execute(
+                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sid, label, encoded, author, stamp, reason, origin)).lastrowid for sid in ids]
+
+    def rename_label(self, old: str, new: str, *, author: str | None = None,
+                     reason: str | None = None, origin: str = "api") -> list[int]:
+        """Relabel every sample now labeled ``old`` as ``new`` (merges classes if ``new`` exists)."""
+        ids = [r[0] for r in self.catalog.query(
+            "SELECT sample_id FROM current_labels WHERE label = ?", (old,))]
+        if not ids:
+            raise LabelError(f"No sample is labeled {old!r}. Known labels: "
+                             f"{', '.join(self.classes()) or 'none'}.")
+        return self.relabel(ids, new, author=author, origin=origin,
+                            reason=reason or f"rename label {old!r} to {new!r}")
+
+    def undo(self, event_id: int, *, author: str | None = None, reason: str | None = None) -> int:
+        """Revert label event ``event_id`` by appending an event with the value it replaced."""
+        with self.catalog.write() as con:
+            event = con.execute("SELECT * FROM label_events WHERE id=?", (event_id,)).fetchone()
+            if event is None:
+                raise LabelError(f"No label event {event_id}. See 'smartset label history'.")
+            newest = con.execute("SELECT MAX(id) FROM label_events WHERE sample_id=?",
+                                 (event["sample_id"],)).fetchone()[0]
+            if newest != event_id:
+                raise LabelError(
+                    f"Event {event_id} is not the newest of sample {event['sample_id']} "
+                    f"(event {newest} is): undo event {newest} first, or relabel directly.")
+            before = con.execute(
+                "SELECT label, targets FROM label_events WHERE sample_id=? AND id<? "
+                "ORDER BY id DESC LIMIT 1", (event["sample_id"], event_id)).fetchone()
+            if before is None:
+                raise LabelError(f"Event {event_id} is the first label of sample "
+                                 f"{event['sample_id']}; there is nothing before it to restore.")
+            return con.execute(
+                "INSERT INTO label_events(sample_id, label, targets, author, time, reason,"
+                " origin, reverts) VALUES (?, ?, ?, ?, ?, ?, 'undo', ?)",
+                (event["sample_id"], before["label"], before["targets"],
+                 author or _default_author(), now(), reason or f"undo event {event_id}",
+                 event_id)).lastrowid
+
+    def history(self, sample_id: str | None = None) -> pd.DataFrame:
+        """Every label event (of one sample, or all), oldest first."""
+        sql, params = "SELECT * FROM label_events", ()
+        if sample_id is not None:
+            sql, params = sql + " WHERE sample_id = ?", (sample_id,)
+        rows = self.catalog.query(sql + " ORDER BY id", params)
+        return pd.DataFrame([dict(r) for r in rows],
+                            columns=["id", "sample_id", "label", "targets", "author", "time",
+                                     "reason", "origin", "reverts"])
+
+    # -- versions ----------------------------------------------------------------------
+    def create_version(self, name: str, *, sample_ids: Sequence[str] | None = None,
+                       split: str | Sequence[str] | None = None, parent: str | None = None,
+                       description: str | None = None, params: dict | None = None) -> dict:
+        """Freeze a selection of samples and their current labels as version ``name``.
+
+        The selection is ``sample_ids`` if given, else the samples of ``parent`` (or of the
+        live catalog), restricted to ``split``. Versions never change; make a new one.
+        """
+        if not _VERSION_NAME.match(name):
+            raise VersionError(f"Version name {name!r} is not valid: use letters, digits and "
+                               f". _ + - (up to 100), starting with a letter or digit.")
+        if any(r[0] == name for r in self.catalog.query("SELECT name FROM versions")):
+            raise VersionError(f"Version {name!r} exists already; versions are immutable, so "
+                               f"choose a new name.")
+        frame = self.samples(parent, split=split)
+        if sample_ids is not None:
+            wanted = set(sample_ids)
+            missing = wanted - set(frame["id"])
+            if missing:
+                raise VersionError(f"{len(missing)} sample id(s) are not available "
+                                   f"{'in version ' + repr(parent) if parent else 'in the catalog'}: "
+                                   f"{', '.join(sorted(missing)[:5])}")
+            frame = frame[frame["id"].isin(wanted)]
+        if parent is None:
+            current = frame["label_event_id"]
+        else:  # a child pins today's labels of the parent's members
+            live = self.samples(None, include_unavailable=True).set_index("id")["label_event_id"]
+            current = frame["id"].map(live)
+        members = sorted(zip(frame["id"], frame["sha256"],
+                             [None if pd.isna(e) else int(e) for e in current]))
+        digest = hashlib.sha256()
+        for sid, sha, event in members:
+            digest.update(f"{sid}:{sha}:{event}\n".encode())
+        parent_id = self.version(parent)["id"] if parent else None
+        with self.catalog.write() as con:
+            version_id = con.execute(
+                "INSERT INTO versions(name, parent_id, created_at, description, params, n_samples,"
+                " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, parent_id, now(), description, json.dumps(params or {}), len(members),
+                 digest.hexdigest())).lastrowid
+            con.executemany("INSERT INTO version_members(version_id, sample_id, label_event_id)"
+                            " VALUES (?, ?, ?)", [(version_id, s, e) for s, _, e in members])
+        return self.version(name)
+
+    def version(self, name: str) -> dict:
+        rows = self.catalog.query(
+            "SELECT v.*, p.name AS parent FROM versions v LEFT JOIN versions p ON p.id = v.parent_id"
+            " WHERE v.name = ?", (name,))
+        if not rows:
+            known = [r[0] for r in self.catalog.query("SELECT name FROM versions ORDER BY id")]
+            raise VersionError(f"No version {name!r}. Versions: {', '.join(known) or 'none yet'} "
+                               f"(create one with 'smartset version create').")
+        info = dict(rows[0])
+        info["params"] = json.loads(info["params"] or "{}")
+        return info
+
+    def versions(self) -> pd.DataFrame:
+        rows = self.catalog.query(
+            "SELECT v.id, v.name, p.name AS parent, v.created_at, v.n_samples, v.description,"
+            " v.fingerprint FROM versions v LEFT JOIN versions p ON p.id = v.parent_id ORDER BY v.id")
+        return pd.DataFrame([dict(r) for r in rows],
+                            columns=["id", "name", "parent", "created_at", "n_samples",
+                                     "description", "fingerprint"])
+
+    # -- computed columns and artifacts --------------------------------------------------
+    def write_column(self, name: str, sample_ids: Sequence[str], values: Sequence, *,
+                     stage: str, fingerprint: str | None = None,
+                     description: str | None = None) -> None:
+        """Store a per-sample value (a number or text) computed by ``stage``."""
+        if len(sample_ids) != len(values):
+            raise ValueError(f"column {name!r}: {len(sample_ids)} sample ids but "
+                             f"{len(values)} values")
+        rows = [(name, sid, v.item() if hasattr(v, "item") else v)
+                for sid, v in zip(sample_ids, values)]
+        with self.catalog.write() as con:
+            con.execute("INSERT OR REPLACE INTO columns(name, stage, fingerprint, description,"
+                        " updated_at) VALUES (?, ?, ?, ?, ?)",
+                        (name, stage, fingerprint, description, now()))
+            con.executemany("INSERT OR REPLACE INTO column_values(column_name, sample_id, value)"
+                            " VALUES (?, ?, ?)", rows)
+
+    def read_column(self, name: str) -> dict[str, object]:
+        if not self.catalog.query("SELECT 1 FROM columns WHERE name=?", (name,)):
+            known = [r[0] for r in self.catalog.query("SELECT name FROM columns ORDER BY name")]
+            raise KeyError(f"No computed column {name!r}; columns: {', '.join(known) or 'none'}")
+        return {r[0]: r[1] for r in self.catalog.query(
+            "SELECT sample_id, value FROM column_values WHERE column_name=?", (name,))}
+
+    # -- runs, stats, data -------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        rows = [dict(r) for r in self.catalog.query("SELECT * FROM runs ORDER BY id")]
+        for row in rows:
+            for key in ("config", "software", "metrics"):
+                row[key] = json.loads(row[key]) if row[key] else None
+        return pd.DataFrame(rows, columns=["id", "command", "config", "seed", "software",
+                                           "started_at", "finished_at", "status", "metrics"])
+
+    def stats(self, version: str | None = None) -> dict:
+        """Counts per class and split, imbalance, sizes, formats; see :mod:`smartset.stats`."""
+        from smartset.stats import compute_stats
+
+        return compute_stats(self.samples(version), self.issues())
+
+    def dataset(self, version: str | None = None, **options):
+        """A ``torch.utils.data.Dataset`` over ``version``; see :class:`smartset.data.ImageDataset`."""
+        from smartset.data import ImageDataset
+
+        return ImageDataset.from_workspace(self, version, **options)
+
+
+def _default_author() -> str:
+    return os.environ.get("SMARTSET_AUTHOR") or os.environ.get("USER") or "unknown"
+
+
+def init(path: str | Path) -> Workspace:
+    """Create a workspace at ``path`` (a new or empty folder, or an existing workspace)."""
+    path = Path(path).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise WorkspaceError(f"'{path}' exists and is not a folder; choose another path.")
+    if not (path / CATALOG_FILE).exists() and path.is_dir() and any(path.iterdir()):
+        raise WorkspaceError(f"'{path}' is not empty and not a workspace; choose a new or "
+                             f"empty folder so nothing of yours is mixed with smartset's files.")
+    path.mkdir(parents=True, exist_ok=True)
+    for name in _SUBDIRS:
+        (path / name).mkdir(exist_ok=True)
+    if not (path / CATALOG_FILE).exists():
+        Catalog.create(path / CATALOG_FILE).close()
+    return Workspace(path)
+
+
+def open_workspace(path: str | Path | None = None) -> Workspace:
+    """Open the workspace at ``path``, ``$SMARTSET_WORKSPACE``, or the current folder."""
+    return Workspace(find_workspace(path))
+
+
+def find_workspace(path: str | Path | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    if os.environ.get("SMARTSET_WORKSPACE"):
+        return Path(os.environ["SMARTSET_WORKSPACE"])
+    if (Path.cwd() / CATALOG_FILE).is_file():
+        return Path.cwd()
+    raise WorkspaceError("No workspace given: pass one, set SMARTSET_WORKSPACE, or run from "
+                         "inside a workspace folder (create one with 'smartset init DIR').")
