@@ -110,6 +110,7 @@ def ingest(
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch (one catalog transaction each).")] = 64,
     strict: Annotated[bool, typer.Option(help="Exit with code 3 if any file could not be ingested.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -122,7 +123,7 @@ def ingest(
         label_column=label_column, split_column=split_column,
         target_columns=[t.strip() for t in target_columns.split(",")] if target_columns else None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
-        max_pixels=max_pixels, engine=engine, workers=workers,
+        max_pixels=max_pixels, engine=engine, workers=workers, batch_size=batch_size,
         show_progress=_show_progress(as_json))
     if as_json:
         _print_json(report.to_dict())

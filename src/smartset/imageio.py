@@ -69,7 +69,7 @@ _FIXES = {
 
 def _classify_decode_error(error: Exception) -> str:
     text = str(error).lower()
-    if "truncated" in text or "broken data stream" in text or "premature end" in text:
+    if "truncated" in text or "premature end" in text:
         return "truncated"
     return "corrupt"
 
@@ -172,7 +172,7 @@ def load_image(path: str | Path, *, mode: str | None = None, exif_transpose: boo
     elif image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info
                               else "RGB")
-    return np.asarray(image)
+    return np.array(image)  # writable: callers (and torch) may change it in place
 
 
 def thumbnail(path: str | Path, size: int = 96) -> Image.Image:

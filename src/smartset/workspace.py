@@ -127,6 +127,9 @@ class Workspace:
         roots = self._root_paths()
         frame.insert(1, "path", [os.path.join(roots[r], p) for r, p in zip(frame["root"], frame["relpath"])])
         frame["targets"] = [json.loads(t) if isinstance(t, str) else None for t in frame["targets"]]
+        # None, not NaN, marks a missing label: `label is None` reads as meant.
+        frame["label"] = pd.Series([v if isinstance(v, str) else None for v in frame["label"]],
+                                   index=frame.index, dtype=object)
         for name in columns:
             frame[name] = frame["id"].map(self.read_column(name))
         return frame

@@ -191,8 +191,9 @@ def detect_layout(source: Path) -> str:
         return "folders"
     names = [n for n in os.listdir(source) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
     pattern = re.compile(FILENAME_PRESETS["prefix"])
-    labels = [m.group("label") for m in map(pattern.match, names) if m]
-    if names and len(labels) == len(names) and 2 <= len(set(labels)) <= max(2, len(names) // 5):
+    labels = [m.group("label").casefold() for m in map(pattern.match, names) if m]
+    # Every name matches, and names repeat: a few classes, not one word per photo.
+    if names and len(labels) == len(names) and 2 <= len(set(labels)) <= max(2, len(names) // 2):
         return "filenames"
     return "unlabeled"
 

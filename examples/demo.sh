@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The demo: ingest the shipped photos and digits, then a first look at each.
+# Runs from the repository root with `smartset` on PATH (`make demo` arranges both).
+set -euo pipefail
+out=demo-workspace
+rm -rf "$out"
+
+echo "== Photos: 80 pistol and smartphone photos, class folders, messy names"
+smartset init "$out/photos"
+smartset ingest "$out/photos" examples/data/photos
+smartset stats "$out/photos"
+
+echo
+echo "== Digits: 1,000 MNIST digits from a NumPy archive (written out once as PNGs)"
+smartset init "$out/digits"
+smartset ingest "$out/digits" examples/data/digits.npz
+echo "-- a second ingest reads nothing again:"
+smartset ingest "$out/digits" examples/data/digits.npz
+smartset version create original --description "the digits as shipped" -w "$out/digits"
+smartset stats "$out/digits" --version original
+
+echo
+echo "Demo output: $(cd "$out" && pwd)  (plots and montages under */reports/stats/)"
