@@ -49,7 +49,8 @@ QUICK_MNIST = 2_000
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help=f"folder holding guns-smartphones/ and mnist10k.npz (default {DEFAULT_DATA})")
+                        help="folder holding guns-smartphones/ and mnist10k.npz "
+                             f"(default {DEFAULT_DATA})")
     parser.add_argument("--quick", action="store_true",
                         help=f"photos plus the first {QUICK_MNIST:,} MNIST digits, repeat 1")
     parser.add_argument("--repeat", type=int, default=None,
@@ -165,7 +166,8 @@ def measure(name: str, root: Path, args, scratch: Path, npz: Path | None = None)
     rows = [("smartset ingest, cold (fresh workspace)", cold),
             ("smartset ingest, warm (re-run, 0 files read)", warm),
             ("smartset ingest, cold, serial engine (1 process)", serial),
-            ("plain loop, full decode (1 process)", best_of(args.repeat, lambda: plain_loop(root, "full")))]
+            ("plain loop, full decode (1 process)",
+             best_of(args.repeat, lambda: plain_loop(root, "full")))]
     if name == "photos":
         rows.append(("plain loop, JPEG draft 1/8 as smartset (1 process)",
                      best_of(args.repeat, lambda: plain_loop(root, "draft"))))
@@ -181,7 +183,8 @@ def measure(name: str, root: Path, args, scratch: Path, npz: Path | None = None)
 def print_table(rows: list[dict]) -> None:
     widths = [max(len(r["dataset"]) for r in rows + [{"dataset": "dataset"}]),
               max(len(r["method"]) for r in rows)]
-    header = f"{'dataset':<{widths[0]}} | {'method':<{widths[1]}} | {'files':>6} | {'seconds':>8} | {'files/s':>9}"
+    header = (f"{'dataset':<{widths[0]}} | {'method':<{widths[1]}} | {'files':>6} | "
+              f"{'seconds':>8} | {'files/s':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -218,9 +221,11 @@ def main(argv=None) -> None:
         result |= {f"files{suffix}": next(r["files"] for r in rows if r["dataset"] == dataset),
                    f"files_per_s_cold{suffix}": round(cold, 1),
                    f"files_per_s_warm{suffix}": round(rate(dataset, "smartset ingest, warm"), 1),
-                   f"files_per_s_serial{suffix}": round(rate(dataset, "smartset ingest, cold, serial"), 1),
+                   f"files_per_s_serial{suffix}":
+                       round(rate(dataset, "smartset ingest, cold, serial"), 1),
                    f"files_per_s_plain_loop{suffix}": round(plain, 1),
-                   f"files_per_s_plain_header{suffix}": round(rate(dataset, "plain loop, header"), 1),
+                   f"files_per_s_plain_header{suffix}":
+                       round(rate(dataset, "plain loop, header"), 1),
                    f"ratio_vs_plain_loop{suffix}": round(cold / plain, 3)}
     result["ratio_vs_plain_draft"] = round(
         rate("photos", "smartset ingest, cold") / rate("photos", "plain loop, JPEG draft"), 3)

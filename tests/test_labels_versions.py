@@ -5,6 +5,8 @@ import sqlite3
 
 import pytest
 
+import smartset
+
 from smartset.errors import LabelError, VersionError
 
 
@@ -132,3 +134,31 @@ def test_columns_and_runs(labeled):
     assert runs["command"].tolist() == ["ingest"]
     assert runs["status"].tolist() == ["done"]
     assert runs["software"][0]["numpy"] and runs["metrics"][0]["new"] == 5
+
+
+def test_derived_samples_keep_lineage(labeled):
+    from PIL import Image
+
+    ws, _ = labeled
+    origins = ws.samples()
+    folder = ws.path / "data" / "augment-test"
+    folder.mkdir(parents=True)
+    relpaths = []
+    for i, path in enumerate(origins["path"][:3]):
+        Image.open(path).transpose(Image.Transpose.ROTATE_90).save(folder / f"{i}.png")
+        relpaths.append(f"{i}.png")
+    params = [{"rotation": 90.0, "seed": i} for i in range(3)]
+    ids = ws.add_derived_samples(folder, relpaths, origin_ids=origins["id"][:3].tolist(),
+                                 params=params, stage="augment")
+    samples = ws.samples().set_index("id")
+    assert samples.loc[ids, "origin_id"].tolist() == origins["id"][:3].tolist()
+    assert samples.loc[ids, "label"].tolist() == origins["label"][:3].tolist()
+    assert samples.loc[ids, "width"].tolist() == [48, 48, 48]  # rotated 64x48
+    lineage = ws.lineage()
+    assert lineage["params"].tolist() == params and set(lineage["stage"]) == {"augment"}
+    assert ws.history(ids[0])["origin"].tolist() == ["augment"]
+    with pytest.raises(smartset.SourceError, match="inside the workspace"):
+        ws.add_derived_samples(ws.path.parent, ["x.png"], origin_ids=[ids[0]], params=[{}],
+                               stage="augment")
+    with pytest.raises(smartset.SourceError, match="Unknown origin"):
+        ws.add_derived_samples(folder, ["0.png"], origin_ids=["nope"], params=[{}], stage="augment")

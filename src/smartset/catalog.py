@@ -7,6 +7,8 @@ What it holds, and the rules that keep it trustworthy:
   format, width, height, mode, channels, split, source, status (``ok`` or ``missing``).
 - ``label_events``: append-only (a trigger refuses UPDATE and DELETE). The current label of a
   sample is the one of its newest event; undo appends an event that restores the older value.
+- ``lineage``: for samples smartset made (augmented copies), the origin sample, the stage
+  and the parameters that replay it.
 - ``ingest_issues``: files and rows that could not be ingested, each with a named reason.
 - ``column_values`` / ``columns``: per-sample values computed by later stages; ``artifacts``:
   larger outputs (embeddings) kept as files and referenced here.
@@ -80,6 +82,14 @@ _SCHEMA = [
         BEGIN SELECT RAISE(ABORT, 'label events are append-only: add an event instead'); END;
     CREATE VIEW current_labels AS
         SELECT sample_id, label, targets, MAX(id) AS event_id FROM label_events GROUP BY sample_id;
+    CREATE TABLE lineage (
+        sample_id TEXT PRIMARY KEY REFERENCES samples(id),
+        origin_id TEXT NOT NULL REFERENCES samples(id),
+        stage TEXT NOT NULL,              -- what made it: augment, ...
+        params TEXT NOT NULL,             -- JSON: enough to replay it from the origin
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX lineage_origin ON lineage(origin_id);
     CREATE TABLE ingest_issues (
         id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,

@@ -76,6 +76,33 @@ class Workspace:
 
         return ingest(self.catalog, self.path, source, **options)
 
+    def add_derived_samples(self, folder: str | Path, relpaths: Sequence[str], *,
+                            origin_ids: Sequence[str], params: Sequence[dict], stage: str,
+                            labels: Sequence[str | None] | None = None,
+                            targets: Sequence | None = None, splits: Sequence[str] | None = None,
+                            author: str = "smartset") -> list[str]:
+        """Register image files a stage wrote under ``folder`` (inside the workspace) as new
+        samples, each derived from an origin sample with the ``params`` that replay it.
+
+        Labels, targets and splits default to the origin's. Returns the new sample ids, in
+        the order of ``relpaths``; see :meth:`lineage`.
+        """
+        from smartset.ingest import add_derived
+
+        return add_derived(self.catalog, self.path, folder, list(relpaths),
+                           origin_ids=list(origin_ids), params=list(params), stage=stage,
+                           labels=None if labels is None else list(labels),
+                           targets=None if targets is None else list(targets),
+                           splits=None if splits is None else list(splits), author=author)
+
+    def lineage(self) -> pd.DataFrame:
+        """Derived samples: ``sample_id``, ``origin_id``, ``stage``, ``params`` (a dict)."""
+        rows = [dict(r) for r in self.catalog.query("SELECT * FROM lineage ORDER BY rowid")]
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+        return pd.DataFrame(rows, columns=["sample_id", "origin_id", "stage", "params",
+                                           "created_at"])
+
     def issues(self, *, source: str | None = None) -> pd.DataFrame:
         """Ingest issues: one row per file or table row that could not be taken as it is."""
         sql = ("SELECT i.source, i.reason, i.relpath, i.detail, i.kind, i.time, r.path AS root"
@@ -98,7 +125,8 @@ class Workspace:
         Columns: ``id``, ``path`` (absolute), ``relpath``, ``root``, ``sha256``, ``size``,
         ``format``, ``width``, ``height``, ``mode``, ``channels``, ``split``, ``source``,
         ``status``, ``label``, ``targets`` (list of floats or None), ``label_event_id``,
-        plus any computed ``columns`` asked for. Samples whose file went missing or broke
+        ``origin_id`` (the sample a derived sample was made from, else None), plus any
+        computed ``columns`` asked for. Samples whose file went missing or broke
         are left out unless ``include_unavailable``. A version gives the labels it pinned.
         """
         params: list = []
@@ -117,11 +145,13 @@ class Workspace:
             where.append(f"s.split IN ({', '.join('?' * len(splits))})")
             params.extend(splits)
         sql = (f"SELECT s.id, r.path AS root, s.relpath, s.sha256, s.size, s.format, s.width,"
-               f" s.height, s.mode, s.channels, s.split, s.source, s.status, {label_cols}"
-               f" FROM samples s JOIN roots r ON r.id = s.root_id {labels}"
+               f" s.height, s.mode, s.channels, s.split, s.source, s.status, {label_cols},"
+               f" g.origin_id FROM samples s JOIN roots r ON r.id = s.root_id"
+               f" LEFT JOIN lineage g ON g.sample_id = s.id {labels}"
                f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY s.root_id, s.relpath")
         names = ["id", "root", "relpath", "sha256", "size", "format", "width", "height", "mode",
-                 "channels", "split", "source", "status", "label", "targets", "label_event_id"]
+                 "channels", "split", "source", "status", "label", "targets", "label_event_id",
+                 "origin_id"]
         frame = pd.DataFrame([tuple(r) for r in self.catalog.query(sql, tuple(params))],
                              columns=names)
         roots = self._root_paths()

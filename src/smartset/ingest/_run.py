@@ -26,7 +26,7 @@ from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, 
                                       SourcePlan, detect_layout, flag_label_variants,
                                       plan_csv, plan_filenames, plan_folders, plan_unlabeled)
 
-__all__ = ["IngestReport", "ingest", "sample_id"]
+__all__ = ["IngestReport", "ingest", "add_derived", "sample_id"]
 
 
 @dataclass
@@ -204,17 +204,23 @@ def _write_batch(con, batch, entries, known, source, root_id, root_key, run_id, 
                 (*values, stamp, sid))
             report.updated += 1
         else:
-            con.execute(
-                "INSERT INTO samples(sha256, size, mtime_ns, format, width, height, mode,"
-                " channels, split, source, id, root_id, relpath, added_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, sid, root_id, relpath, stamp, stamp))
-            con.execute(
-                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'ingest')",
-                (sid, entry.label, _targets_json(entry.targets), author, stamp,
-                 f"ingest run {run_id}"))
+            _insert_sample(con, sid, root_id, relpath, values, stamp, entry.label, entry.targets,
+                           author=author, origin="ingest", reason=f"ingest run {run_id}")
             report.new += 1
+
+
+def _insert_sample(con, sid, root_id, relpath, values, stamp, label, targets, *, author, origin,
+                   reason):
+    """A new sample row and its first label event (in the caller's transaction)."""
+    con.execute(
+        "INSERT INTO samples(sha256, size, mtime_ns, format, width, height, mode,"
+        " channels, split, source, id, root_id, relpath, added_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*values, sid, root_id, relpath, stamp, stamp))
+    con.execute(
+        "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (sid, label, _targets_json(targets), author, stamp, reason, origin))
 
 
 def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, report):
@@ -256,3 +262,64 @@ def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, r
                 (sid, entry.label, _targets_json(entry.targets), author, stamp,
                  f"the source changed the label (ingest run {run_id})"))
             report.relabeled += 1
+
+
+def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths: list[str], *,
+                origin_ids: list[str], params: list[dict], stage: str,
+                labels: list[str | None] | None = None,
+                targets: list | None = None, splits: list[str] | None = None,
+                engine: str | Engine | None = None, author: str = "smartset") -> list[str]:
+    """Add files smartset wrote under ``folder`` (inside the workspace) as samples derived
+    from ``origin_ids``, with the ``params`` that replay each; see
+    :meth:`smartset.Workspace.add_derived_samples`."""
+    folder = Path(folder).resolve()
+    try:
+        folder.relative_to(workspace)
+    except ValueError:
+        raise SourceError(f"Derived files must live inside the workspace ({workspace}), "
+                          f"not in '{folder}'.") from None
+    n = len(relpaths)
+    for name, values in (("origin_ids", origin_ids), ("params", params), ("labels", labels),
+                         ("targets", targets), ("splits", splits)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries for {n} files")
+    origins = {row["id"]: row for row in catalog.query(
+        "SELECT s.id, s.split, l.label, l.targets FROM samples s "
+        "LEFT JOIN current_labels l ON l.sample_id = s.id")}
+    unknown = sorted(set(origin_ids) - set(origins))
+    if unknown:
+        raise SourceError(f"Unknown origin sample id(s): {', '.join(unknown[:5])}")
+    with catalog.write() as con:
+        root_id, root_key = _register_root(con, folder, workspace)
+    source = f"{stage}:{folder}"
+    ids = []
+    results = get_engine(engine).map_batches(
+        inspect_files, batches_of({"path": [os.fspath(folder / r) for r in relpaths],
+                                   "index": list(range(n))}, 256))
+    for batch in results:
+        bad = [(p, r, d) for p, r, d in zip(batch["path"], batch["reason"], batch["detail"]) if r]
+        if bad:
+            raise SourceError(f"smartset wrote '{bad[0][0]}' but cannot read it back "
+                              f"({bad[0][1]}: {bad[0][2]}); nothing of this batch was added.")
+        stamp = now()
+        with catalog.write() as con:
+            for i, index in enumerate(batch["index"]):
+                origin = origins[origin_ids[index]]
+                relpath = relpaths[index]
+                stat = os.stat(folder / relpath)
+                sid = sample_id(root_key, relpath)
+                values = (batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
+                          batch["width"][i], batch["height"][i], batch["mode"][i],
+                          batch["channels"][i], splits[index] if splits else origin["split"],
+                          source)
+                label = labels[index] if labels is not None else origin["label"]
+                target = (targets[index] if targets is not None else
+                          json.loads(origin["targets"]) if origin["targets"] else None)
+                _insert_sample(con, sid, root_id, relpath, values, stamp, label, target,
+                               author=author, origin=stage,
+                               reason=f"derived from {origin_ids[index]}")
+                con.execute("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            (sid, origin_ids[index], stage, json.dumps(params[index]), stamp))
+                ids.append(sid)
+    return ids
