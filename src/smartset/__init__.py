@@ -9,8 +9,6 @@ data step was worth.
 
 from smartset.errors import (ColumnNotFoundError, ImageDecodeError, LabelError, SmartsetError,
                              SourceError, VersionError, WorkspaceError)
-from smartset.workspace import Workspace, init
-from smartset.workspace import open_workspace as open  # noqa: A001 - smartset.open(DIR) reads best
 
 __version__ = "0.1.0"
 
@@ -27,3 +25,15 @@ __all__ = [
     "LabelError",
     "__version__",
 ]
+
+_LAZY = {"Workspace": "Workspace", "init": "init", "open": "open_workspace"}
+
+
+def __getattr__(name: str):
+    # The workspace API pulls in pandas; worker processes that only decode images
+    # (smartset.imageio) must not pay for that import on start-up.
+    if name in _LAZY:
+        from smartset import workspace
+
+        return getattr(workspace, _LAZY[name])
+    raise AttributeError(f"module 'smartset' has no attribute {name!r}")

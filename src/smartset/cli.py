@@ -110,7 +110,7 @@ def ingest(
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Files per batch (one catalog transaction each).")] = 64,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Files per batch, one catalog transaction each (default: about 2 MB of files).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit with code 3 if any file could not be ingested.")] = False,
     as_json: JsonOption = False,
 ) -> None:

@@ -9,6 +9,9 @@ the catalog: the caller writes results, so every engine gives the same catalog. 
 - ``local``: a process pool on this machine (the default), results in input order, with a
   bounded number of batches in flight so memory stays flat however large the input.
 
+A worker that dies (killed, out of memory) fails the whole map with ``BrokenProcessPool``
+rather than hanging; the caller's per-batch transactions keep what was done.
+
 A distributed engine (Ray Data) plugs in by registering under a name with
 :func:`register_engine`.
 """
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 __all__ = [
@@ -78,43 +84,54 @@ class SerialEngine:
 class LocalEngine:
     """A process pool on this machine.
 
-    ``workers`` defaults to the number of usable cores. Processes are spawned, not forked,
-    so open catalog connections and library threads never leak into workers.
+    ``workers`` defaults to the number of usable cores. On Linux, workers are forked when
+    the calling process runs a single thread (no import of the caller's script, no
+    ``if __name__ == "__main__"`` guard needed); otherwise they are spawned, since forking
+    a threaded process can deadlock. ``start_method`` overrides the choice. The pool starts
+    when :meth:`map_batches` is called, not when its results are first read, so callers
+    start their own threads (progress bars) afterwards.
     """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, *, start_method: str | None = None):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        methods = multiprocessing.get_all_start_methods()
+        if start_method is not None and start_method not in methods:
+            raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
         self.workers = workers or _usable_cores()
+        self.start_method = start_method
+
+    def _context(self):
+        method = self.start_method
+        if method is None:
+            single_threaded = threading.active_count() == 1
+            method = "fork" if sys.platform == "linux" and single_threaded else "spawn"
+        return multiprocessing.get_context(method)
 
     def map_batches(self, fn, batches, *, fn_kwargs=None):
         iterator = iter(batches)
-        first = next(iterator, None)
-        if first is None:
-            return
-        second = next(iterator, None)
+        head = list(itertools.islice(iterator, 2))
         call = functools.partial(fn, **(fn_kwargs or {}))
-        if second is None or self.workers == 1:
+        if len(head) < 2 or self.workers == 1:
             # One batch, or one worker: a pool would only add start-up time.
-            yield call(first)
-            if second is not None:
-                yield call(second)
-                yield from map(call, iterator)
-            return
-        window = 2 * self.workers
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
-            pending: collections.deque[Future] = collections.deque(
-                [pool.submit(call, first), pool.submit(call, second)]
-            )
+            return map(call, itertools.chain(head, iterator))
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context())
+        pending = collections.deque(pool.submit(call, batch) for batch in head)
+        return self._in_order(pool, pending, call, iterator)
+
+    def _in_order(self, pool, pending, call, iterator):
+        window = 2 * self.workers  # batches in flight: bounds memory however long the input
+        try:
             for batch in iterator:
                 if len(pending) >= window:
                     yield pending.popleft().result()
                 pending.append(pool.submit(call, batch))
             while pending:
                 yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _usable_cores() -> int:

@@ -110,7 +110,7 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
            label_column: str | None = None, target_columns: list[str] | None = None,
            split_column: str | None = None, classes: list[str] | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, engine: str | Engine | None = None,
-           workers: int | None = None, batch_size: int = 64, author: str = "ingest",
+           workers: int | None = None, batch_size: int | None = None, author: str = "ingest",
            show_progress: bool | None = None) -> IngestReport:
     """Ingest ``source`` into ``catalog``; see :meth:`smartset.Workspace.ingest`."""
     started = time.perf_counter()
@@ -148,14 +148,20 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
                           ignored=dict(plan.ignored))
 
     engine = get_engine(engine, workers=workers)
-    paths = [os.fspath(plan.root / e.relpath) for e in todo]
+    if batch_size is None:
+        # About 2 MB of files per batch: few transactions for small files, an even spread
+        # over workers for large ones.
+        mean_size = sum(e.size for e in todo) / max(1, len(todo))
+        batch_size = int(min(1024, max(16, 2_000_000 / max(mean_size, 1))))
+    root_text = os.fspath(plan.root)
+    paths = [os.path.join(root_text, e.relpath) for e in todo]
     batches = batches_of({"relpath": [e.relpath for e in todo], "path": paths}, batch_size)
     results = engine.map_batches(inspect_files, batches, fn_kwargs={"max_pixels": max_pixels})
     with progress_bar(len(todo), "reading images", enabled=show_progress) as advance:
         for batch in results:
             with catalog.write() as con:
-                _write_batch(con, batch, entries, known, plan.source, root_id, root_key,
-                             run_id, author, report)
+                _write_batch(con, batch, entries, known, known_bad, plan.source, root_id,
+                             root_key, run_id, author, report)
             report.files_read += len(batch["path"])
             advance(len(batch["path"]))
 
@@ -174,53 +180,53 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
     return report
 
 
-def _write_batch(con, batch, entries, known, source, root_id, root_key, run_id, author, report):
+def _write_batch(con, batch, entries, known, known_bad, source, root_id, root_key, run_id,
+                 author, report):
     stamp = now()
+    issues, broken, updates, new_rows, new_events = [], [], [], [], []
     for i, relpath in enumerate(batch["relpath"]):
         entry: Entry = entries[relpath]
         sid = known[relpath]["id"] if relpath in known else sample_id(root_key, relpath)
         reason = batch["reason"][i]
         if reason is not None:
-            con.execute("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
-                        (source, relpath))
-            con.execute(
-                "INSERT INTO ingest_issues(source, root_id, relpath, reason, detail, kind, size,"
-                " mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?)",
-                (source, root_id, relpath, reason, batch["detail"][i], entry.size,
-                 entry.mtime_ns, run_id, stamp))
+            issues.append((source, root_id, relpath, reason, batch["detail"][i], entry.size,
+                           entry.mtime_ns, run_id, stamp))
             if relpath in known:
-                con.execute("UPDATE samples SET status='broken', updated_at=? WHERE id=?",
-                            (stamp, sid))
+                broken.append((stamp, sid))
             continue
-        con.execute("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
-                    (source, relpath))
         values = (batch["sha256"][i], entry.size, entry.mtime_ns, batch["format"][i],
                   batch["width"][i], batch["height"][i], batch["mode"][i], batch["channels"][i],
                   entry.split, source)
         if relpath in known:
-            con.execute(
-                "UPDATE samples SET sha256=?, size=?, mtime_ns=?, format=?, width=?, height=?,"
-                " mode=?, channels=?, split=?, source=?, status='ok', updated_at=? WHERE id=?",
-                (*values, stamp, sid))
-            report.updated += 1
+            updates.append((*values, stamp, sid))
         else:
-            _insert_sample(con, sid, root_id, relpath, values, stamp, entry.label, entry.targets,
-                           author=author, origin="ingest", reason=f"ingest run {run_id}")
-            report.new += 1
+            new_rows.append((*values, sid, root_id, relpath, stamp, stamp))
+            new_events.append((sid, entry.label, _targets_json(entry.targets), author, stamp,
+                               f"ingest run {run_id}", "ingest"))
+    # Files that were bad before and were read again: their old issue goes, a new one may come.
+    con.executemany("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
+                    [(source, r) for r in batch["relpath"] if r in known_bad])
+    con.executemany(
+        "INSERT INTO ingest_issues(source, root_id, relpath, reason, detail, kind, size,"
+        " mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?)", issues)
+    con.executemany("UPDATE samples SET status='broken', updated_at=? WHERE id=?", broken)
+    con.executemany(
+        "UPDATE samples SET sha256=?, size=?, mtime_ns=?, format=?, width=?, height=?,"
+        " mode=?, channels=?, split=?, source=?, status='ok', updated_at=? WHERE id=?", updates)
+    _insert_samples(con, new_rows, new_events)
+    report.updated += len(updates)
+    report.new += len(new_rows)
 
 
-def _insert_sample(con, sid, root_id, relpath, values, stamp, label, targets, *, author, origin,
-                   reason):
-    """A new sample row and its first label event (in the caller's transaction)."""
-    con.execute(
+def _insert_samples(con, rows, events):
+    """New sample rows and their first label events (in the caller's transaction)."""
+    con.executemany(
         "INSERT INTO samples(sha256, size, mtime_ns, format, width, height, mode,"
         " channels, split, source, id, root_id, relpath, added_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*values, sid, root_id, relpath, stamp, stamp))
-    con.execute(
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    con.executemany(
         "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (sid, label, _targets_json(targets), author, stamp, reason, origin))
+        " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
 
 
 def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, report):
@@ -302,24 +308,25 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
             raise SourceError(f"smartset wrote '{bad[0][0]}' but cannot read it back "
                               f"({bad[0][1]}: {bad[0][2]}); nothing of this batch was added.")
         stamp = now()
+        rows, events, lineage = [], [], []
+        for i, index in enumerate(batch["index"]):
+            origin = origins[origin_ids[index]]
+            relpath = relpaths[index]
+            stat = os.stat(folder / relpath)
+            sid = sample_id(root_key, relpath)
+            split = splits[index] if splits else origin["split"]
+            label = labels[index] if labels is not None else origin["label"]
+            target = (targets[index] if targets is not None else
+                      json.loads(origin["targets"]) if origin["targets"] else None)
+            rows.append((batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
+                         batch["width"][i], batch["height"][i], batch["mode"][i],
+                         batch["channels"][i], split, source, sid, root_id, relpath, stamp, stamp))
+            events.append((sid, label, _targets_json(target), author, stamp,
+                           f"derived from {origin_ids[index]}", stage))
+            lineage.append((sid, origin_ids[index], stage, json.dumps(params[index]), stamp))
+            ids.append(sid)
         with catalog.write() as con:
-            for i, index in enumerate(batch["index"]):
-                origin = origins[origin_ids[index]]
-                relpath = relpaths[index]
-                stat = os.stat(folder / relpath)
-                sid = sample_id(root_key, relpath)
-                values = (batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
-                          batch["width"][i], batch["height"][i], batch["mode"][i],
-                          batch["channels"][i], splits[index] if splits else origin["split"],
-                          source)
-                label = labels[index] if labels is not None else origin["label"]
-                target = (targets[index] if targets is not None else
-                          json.loads(origin["targets"]) if origin["targets"] else None)
-                _insert_sample(con, sid, root_id, relpath, values, stamp, label, target,
-                               author=author, origin=stage,
-                               reason=f"derived from {origin_ids[index]}")
-                con.execute("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            (sid, origin_ids[index], stage, json.dumps(params[index]), stamp))
-                ids.append(sid)
+            _insert_samples(con, rows, events)
+            con.executemany("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
+                            " VALUES (?, ?, ?, ?, ?)", lineage)
     return ids

@@ -89,9 +89,9 @@ def _relpath_text(relpath: str) -> str | None:
     return relpath
 
 
-def stat_file(root: Path, relpath: str) -> os.stat_result | Issue:
+def stat_file(root: str | Path, relpath: str) -> os.stat_result | Issue:
     """``os.stat`` of a file under ``root``, or the issue that stops it being read."""
-    full = root / relpath
+    full = os.path.join(os.fspath(root), relpath)  # not pathlib: this runs once per file
     try:
         info = os.stat(full)
     except FileNotFoundError:
@@ -112,7 +112,7 @@ def stat_file(root: Path, relpath: str) -> os.stat_result | Issue:
     return info
 
 
-def walk_images(root: Path) -> tuple[list[tuple[str, os.stat_result]], list[Issue], Counter]:
+def walk_images(root: str | Path) -> tuple[list[tuple[str, os.stat_result]], list[Issue], Counter]:
     """Every image file under ``root`` (following symlinks, safe against loops).
 
     Returns ``(files, issues, ignored)``: files as sorted ``(relpath, stat)`` pairs with
@@ -120,6 +120,7 @@ def walk_images(root: Path) -> tuple[list[tuple[str, os.stat_result]], list[Issu
     extension.
     """
     files, issues, ignored = [], [], Counter()
+    root = os.fspath(root)
     visited = {os.path.realpath(root)}
 
     def on_error(error: OSError) -> None:
