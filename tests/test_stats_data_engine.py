@@ -171,3 +171,35 @@ def test_numpy_variants(ws, tmp_path):
         np.savez(tmp_path / "bad.npz", **bad)
         with pytest.raises(smartset.SourceError, match=match):
             ws.ingest(tmp_path / "bad.npz", show_progress=False)
+
+
+def _die_on_second(batch):
+    import os
+    import signal
+
+    if batch["n"][0] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return batch
+
+
+def test_a_killed_worker_fails_loudly_instead_of_hanging():
+    from concurrent.futures.process import BrokenProcessPool
+
+    batches = list(batches_of({"n": list(range(6))}, 1))
+    with pytest.raises(BrokenProcessPool):
+        list(LocalEngine(workers=2).map_batches(_die_on_second, batches))
+
+
+def test_ingest_from_an_unguarded_script(tmp_path, fixtures):
+    """Scripts without `if __name__ == '__main__'` (and stdin) work: workers are forked."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "src"
+    _touch_images(root / "a", [f"{i}.png" for i in range(40)], fixtures)
+    script = (f"import smartset\nws = smartset.init({str(tmp_path / 'ws')!r})\n"
+              f"r = ws.ingest({str(root)!r}, batch_size=4, show_progress=False)\nprint(r.new)\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "40"
