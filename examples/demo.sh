@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: ingest the shipped photos and digits, then a first look at each.
+# The demo: ingest the shipped photos and digits, a first look at each, and an audit.
 # Runs from the repository root with `smartset` on PATH (`make demo` arranges both).
 set -euo pipefail
 out=demo-workspace
@@ -9,6 +9,7 @@ echo "== Photos: 80 pistol and smartphone photos, class folders, messy names"
 smartset init "$out/photos"
 smartset ingest "$out/photos" examples/data/photos
 smartset stats "$out/photos"
+smartset audit "$out/photos"
 
 echo
 echo "== Digits: 1,000 MNIST digits from a NumPy archive (written out once as PNGs)"
@@ -18,6 +19,9 @@ echo "-- a second ingest reads nothing again:"
 smartset ingest "$out/digits" examples/data/digits.npz
 smartset version create original --description "the digits as shipped" -w "$out/digits"
 smartset stats "$out/digits" --version original
+smartset audit "$out/digits" --version original
 
 echo
-echo "Demo output: $(cd "$out" && pwd)  (plots and montages under */reports/stats/)"
+echo "Demo output: $(cd "$out" && pwd)"
+echo "  audit reports: $out/photos/reports/audit/live/report.html, $out/digits/reports/audit/original/report.html"
+echo "  stats plots and montages: $out/*/reports/stats/"

@@ -14,6 +14,7 @@ What it holds, and the rules that keep it trustworthy:
   larger outputs (embeddings) kept as files and referenced here.
 - ``versions`` / ``version_members``: named, immutable selections of samples, each member
   pinned to the label event that was current when the version was made.
+- ``audit_findings``: what each audit found (kind, sample, score, threshold, reason).
 - ``runs``: what each command was asked, with what seed and versions, and what it measured.
 
 Each write is one transaction, so a killed process leaves the catalog as it was before the
@@ -158,6 +159,22 @@ _SCHEMA = [
         status TEXT NOT NULL,
         metrics TEXT
     );
+    """,
+    # 2: audit findings, one row per issue kind and sample (or per data set, sample_id NULL).
+    """
+    CREATE TABLE audit_findings (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        version TEXT,                     -- the audited version; NULL for the live catalog
+        kind TEXT NOT NULL,               -- dark, blurry, near_duplicate, bias, ...
+        sample_id TEXT REFERENCES samples(id),
+        score REAL,
+        threshold REAL,
+        reason TEXT NOT NULL,
+        grp TEXT                          -- duplicate set, or the property of a bias probe
+    );
+    CREATE INDEX audit_findings_run ON audit_findings(run_id, kind);
+    CREATE INDEX audit_findings_sample ON audit_findings(sample_id);
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)

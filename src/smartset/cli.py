@@ -21,8 +21,8 @@ from smartset.errors import SmartsetError
 
 app = typer.Typer(
     name="smartset",
-    help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats "
-         "(and samples, issues, label, version, runs to inspect and change the catalog).",
+    help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
+         "audit (and samples, issues, label, version, runs to inspect and change the catalog).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -221,6 +221,59 @@ def _print_stats(result: dict) -> None:
     if result["issues"]:
         out.print("ingest issues: " + ", ".join(f"{k} {v}" for k, v in result["issues"].items()))
     out.print(f"Output: {result['output']}")
+
+
+@app.command()
+@_handle_errors
+def audit(
+    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace: WorkspaceOption = None,
+    version: Annotated[Optional[str], typer.Option(help="A data set version (default: the live catalog).")] = None,
+    threshold: Annotated[Optional[list[str]], typer.Option(
+        help="Override a threshold, e.g. --threshold dark=0.25 (repeatable). Checks: dark, "
+             "bright, blurry, low_information, odd_size, odd_aspect_ratio, grayscale, near_duplicate.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: WORKSPACE/reports/audit/VERSION).")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html and issues.json.")] = True,
+    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find what is wrong with the data: dark, bright, blurry, flat, odd sizes, duplicates
+    (and label conflicts and leakage among them), outliers, imbalance, and bias."""
+    from smartset.audit import audit as run_audit
+
+    overrides = {}
+    for item in threshold or []:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--threshold takes CHECK=NUMBER, got {item!r}") from None
+    ws = _open(workspace_arg or workspace)
+    try:
+        result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
+                           report=report, out_dir=out_dir, show_progress=_show_progress(as_json))
+    except ValueError as error:  # a bad threshold name or value: a usage error
+        raise typer.BadParameter(str(error)) from None
+    if as_json:
+        _print_json({**result.summary, "run_id": result.run_id, "seconds": result.seconds,
+                     "thresholds": result.thresholds,
+                     "report": str(result.report_path) if result.report_path else None,
+                     "issues_json": str(result.json_path) if result.json_path else None})
+        return
+    table = Table(title=f"Audit: {result.summary['n_audited']} images "
+                        f"({result.computed} measured, {result.summary['cached']} cached) "
+                        f"in {result.seconds:.1f} s")
+    for column in ("finding", "count", "example"):
+        table.add_column(column)
+    for kind, count in result.counts().items():
+        example = result.findings[result.findings["kind"] == kind]["reason"].iloc[0]
+        table.add_row(kind, str(count), example[:90])
+    out.print(table)
+    for name, why in result.skipped.items():
+        out.print(f"not checked: {name}: {why}")
+    if result.report_path:
+        out.print(f"Report: {result.report_path}\nIssues: {result.json_path}")
 
 
 @app.command()

@@ -1,0 +1,547 @@
+"""Audit: smartset against cleanvision, on throughput, detection and memory, in one run.
+
+Data sets (from ``--data``, default ``shared/data`` beside the repository):
+
+- photos: the 741 JPEGs of ``guns-smartphones/train``;
+- mnist: the digits of ``mnist10k.npz`` (10,000; 2,000 with ``--quick``), written once,
+  before any timing, as PNG class folders.
+
+Sections:
+
+1. Throughput: images/s of ``smartset.audit.audit`` (its first audit of a fresh workspace,
+   no cache) against cleanvision's ``Imagelab(filepaths=...)`` plus ``find_issues()`` (its
+   default issue types: dark, light, blurry, low_information, odd_aspect_ratio, odd_size,
+   grayscale, exact and near duplicates; its default ``n_jobs``). smartset's ingest is
+   timed apart; the ratio uses the audit alone, and ingest + audit is shown beside it.
+   Every file is read once, untimed, first, so both read from the OS page cache.
+2. Detection: an injected corpus (``_audit_corpus.build_photo_corpus``: clean photos kept
+   as they are, plus darkened, brightened, blurred, flattened, stretched, resized, grey
+   copies of other photos, and near and exact duplicates of clean ones), audited by both
+   tools. Per issue type: an image is detected if the tool flags it with that type;
+   precision is over the images flagged with it. A "false positive" may be a real issue of
+   a clean photo, so the table says how many were clean photos (or copies of them).
+   Duplicates are scored on pairs: a ground-truth pair is recalled when both files land in
+   one duplicate set of that kind; precision is over all pairs inside the predicted sets.
+   Pairs that are ground-truth exact duplicates are left out of the near-duplicate score
+   (both tools report exact duplicates apart). The same near-duplicate scoring runs on
+   MNIST digits plus near copies (shifted one pixel, brightness +10%, JPEG re-encoded):
+   digits of one class look alike, so false positives are likely there.
+3. Memory (not with ``--quick``): peak RSS of ``audit`` in a child process, on 10,000 and
+   on 50,000 MNIST-derived images (the 10,000 digits, then rotated and shifted copies),
+   each ingested first in another child. Main process ``ru_maxrss``, its largest worker,
+   and the sampled sum over the process tree (with psutil).
+
+cleanvision (and psutil) live only in the benchmark venv; without cleanvision the peer
+columns are empty. The last line of stdout is one line of JSON with the headline numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # cleanvision draws progress bars even verbose=False
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _audit_corpus as corpus  # noqa: E402
+
+import smartset  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+QUICK_MNIST = 2_000
+FULL_SIZES = {"photo_corpus": dict(n_base=300, per_kind=30, n_near=100, n_exact=20),
+              "mnist_detection": dict(n=2000, n_near=50), "memory": (10_000, 50_000)}
+QUICK_SIZES = {"photo_corpus": dict(n_base=100, per_kind=10, n_near=40, n_exact=10),
+               "mnist_detection": dict(n=1000, n_near=25), "memory": ()}
+#: cleanvision's issue names -> smartset's
+CLEANVISION_KINDS = {"dark": "dark", "light": "bright", "blurry": "blurry",
+                     "low_information": "low_information", "odd_aspect_ratio": "odd_aspect_ratio",
+                     "odd_size": "odd_size", "grayscale": "grayscale",
+                     "exact_duplicates": "exact_duplicate", "near_duplicates": "near_duplicate"}
+DUPLICATE_KINDS = ("near_duplicate", "exact_duplicate")
+SCORED_KINDS = corpus.PER_IMAGE_KINDS + DUPLICATE_KINDS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="folder holding guns-smartphones/ and mnist10k.npz "
+                             f"(default {DEFAULT_DATA})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"MNIST {QUICK_MNIST:,}, a smaller injected corpus, no memory run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="throughput runs per tool, best kept (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the injected corpora")
+    parser.add_argument("--memory-child", nargs=3, metavar=("STEP", "IMAGES", "WORKSPACE"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def locate(data: Path) -> tuple[Path, Path]:
+    photos, npz = data / "guns-smartphones" / "train", data / "mnist10k.npz"
+    missing = [str(p) for p in (photos, npz) if not p.exists()]
+    if missing:
+        sys.exit(f"benchmarks/audit.py: data not found: {', '.join(missing)}.\n"
+                 f"Pass --data DIR, a folder holding guns-smartphones/train/ and mnist10k.npz "
+                 f"(default: {DEFAULT_DATA}).")
+    return photos, npz
+
+
+def load_tools():
+    """``(audit, cleanvision Imagelab)``; either is None, with a note, when missing."""
+    try:
+        from smartset.audit import audit
+    except ImportError as error:
+        print(f"NOTE: smartset.audit is not importable ({error}): smartset columns are empty.")
+        audit = None
+    try:
+        import cleanvision
+        from cleanvision import Imagelab
+        Imagelab.version = cleanvision.__version__
+    except ImportError:
+        print("NOTE: cleanvision is not installed (it is in benchmarks/requirements.txt, "
+              "the .venv-bench of `make bench`): cleanvision columns are empty.")
+        Imagelab = None
+    return audit, Imagelab
+
+
+def warm_page_cache(paths) -> None:
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+
+# -- the two tools, as {kind: set of paths} plus duplicate sets ------------------------------
+
+def run_smartset(audit, root: Path, scratch: Path) -> dict:
+    """Ingest ``root`` into a fresh workspace, then audit it (timed apart; no HTML report, as
+    cleanvision's ``report()`` is not timed either), then audit again with the HTML report
+    (properties from the cache). Returns times, flags and duplicate sets by real path."""
+    folder = Path(tempfile.mkdtemp(dir=scratch, prefix="ws-"))
+    with smartset.init(folder / "ws") as ws:
+        started = time.perf_counter()
+        ws.ingest(root, show_progress=False)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        result = audit(ws, show_progress=False, report=False)
+        audit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        audit(ws, show_progress=False, report=True)
+        warm_s = time.perf_counter() - started
+        samples = ws.samples()
+    paths = dict(zip(samples["id"], (os.path.realpath(p) for p in samples["path"])))
+    findings = result.findings[result.findings["sample_id"].notna()]
+    flags = {kind: {paths[i] for i in group["sample_id"]}
+             for kind, group in findings.groupby("kind")}
+    sets = {kind: [sorted(paths[i] for i in members["sample_id"])
+                   for _, members in findings[findings["kind"] == kind].groupby("group")]
+            for kind in DUPLICATE_KINDS}
+    return {"n": len(samples), "ingest_s": ingest_s, "audit_s": audit_s, "warm_s": warm_s,
+            "flags": flags, "sets": sets, "findings": findings, "paths": paths}
+
+
+def run_cleanvision(Imagelab, root: Path) -> dict:
+    """cleanvision's default checks on the images under ``root``, timed, as flags/sets."""
+    filepaths = [str(p) for p in corpus.list_images(root)]
+    started = time.perf_counter()
+    lab = Imagelab(filepaths=filepaths, verbose=False)
+    lab.find_issues(verbose=False)
+    seconds = time.perf_counter() - started
+    real = {p: os.path.realpath(p) for p in filepaths}
+    flags = {}
+    for theirs, ours in CLEANVISION_KINDS.items():
+        column = f"is_{theirs}_issue"
+        if column in lab.issues:
+            flags[ours] = {real[p] for p in lab.issues.index[lab.issues[column].astype(bool)]}
+    sets = {ours: [sorted(real[p] for p in members)
+                   for members in lab.info.get(theirs, {}).get("sets", [])]
+            for theirs, ours in (("near_duplicates", "near_duplicate"),
+                                 ("exact_duplicates", "exact_duplicate"))}
+    return {"n": len(filepaths), "seconds": seconds, "flags": flags, "sets": sets}
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+def pairs_of(sets: list[list[str]]) -> set[frozenset]:
+    return {frozenset(pair) for members in sets for pair in itertools.combinations(members, 2)}
+
+
+def score_flags(flagged: set[str], truth: pd.DataFrame, kind: str) -> dict:
+    """Precision and recall of the images flagged ``kind`` against the injected ones, with
+    the false positives counted by what they really are (clean photo, copy, other kind)."""
+    actual = set(truth.index[truth["kind"] == kind])
+    flagged = flagged & set(truth.index)
+    tp, fp = flagged & actual, sorted(flagged - actual)
+    origins = Counter("clean" if truth.at[p, "kind"] in ("clean",) + DUPLICATE_KINDS
+                      else truth.at[p, "kind"] for p in fp)
+    return {"flagged": len(flagged), "tp": len(tp), "fp": len(fp), "actual": len(actual),
+            "precision": len(tp) / len(flagged) if flagged else None,
+            "recall": len(tp) / len(actual) if actual else None,
+            "fp_clean": origins.pop("clean", 0), "fp_other": dict(origins),
+            "fp_files": fp, "missed": sorted(actual - flagged)}
+
+
+def score_pairs(sets: list[list[str]], true_pairs: set[frozenset],
+                ignore: set[frozenset] = frozenset()) -> dict:
+    """Recall of ``true_pairs`` (both members in one set) and precision over all pairs
+    inside ``sets``, leaving out those in ``ignore``."""
+    predicted = pairs_of(sets) - ignore
+    hits = predicted & true_pairs
+    return {"flagged": len(predicted), "tp": len(hits), "fp": len(predicted) - len(hits),
+            "actual": len(true_pairs),
+            "precision": len(hits) / len(predicted) if predicted else None,
+            "recall": len(hits) / len(true_pairs) if true_pairs else None,
+            "fp_files": sorted(tuple(sorted(p)) for p in predicted - true_pairs),
+            "missed": sorted(tuple(sorted(p)) for p in true_pairs - predicted),
+            "sets": len(sets)}
+
+
+def score_detection(prediction: dict, truth: pd.DataFrame, root: Path) -> dict:
+    """Scores per kind of :data:`SCORED_KINDS` for one tool on one corpus."""
+    absolute = lambda rel: os.path.realpath(root / rel)  # noqa: E731
+    near, exact = corpus.truth_pairs(truth)
+    near = {frozenset(map(absolute, p)) for p in near}
+    exact = {frozenset(map(absolute, p)) for p in exact}
+    truth = truth.set_index(truth["relpath"].map(absolute))
+    scores = {kind: score_flags(prediction["flags"].get(kind, set()), truth, kind)
+              for kind in corpus.PER_IMAGE_KINDS if (truth["kind"] == kind).any()}
+    scores["near_duplicate"] = score_pairs(prediction["sets"]["near_duplicate"], near, exact)
+    scores["exact_duplicate"] = score_pairs(prediction["sets"]["exact_duplicate"], exact)
+    by_transform = {}
+    copies = truth[truth["kind"] == "near_duplicate"]
+    found = pairs_of(prediction["sets"]["near_duplicate"])
+    for transform, group in copies.groupby("transform"):
+        wanted = {frozenset((p, absolute(o))) for p, o in zip(group.index, group["origin"])}
+        by_transform[transform] = len(wanted & found) / len(wanted)
+    scores["near_duplicate"]["recall_by_transform"] = by_transform
+    return scores
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+def memory_child(step: str, images: str, workspace: str) -> None:
+    """In a child process: ``ingest`` ``images`` into a new workspace, or ``audit`` it;
+    print one line of JSON with this process's peak RSS and its largest worker's."""
+    started = time.perf_counter()
+    if step == "ingest":
+        with smartset.init(workspace) as ws:
+            ws.ingest(images, show_progress=False)
+        extra = {}
+    else:
+        from smartset.audit import audit
+        with smartset.open(workspace) as ws:
+            result = audit(ws, show_progress=False, report=False)
+            n = len(result.properties)
+            extra = {"embedding_bytes": embedding_bytes(n), "n": n,
+                     "vector_file_bytes": sum(p.stat().st_size for p in
+                                              (Path(ws.cache_dir) / "audit").rglob("*")
+                                              if p.is_file()),
+                     "findings": len(result.findings)}
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": time.perf_counter() - started, "self_kb": self_kb,
+                      "children_kb": children_kb, **extra}))
+
+
+def embedding_bytes(n: int) -> int | None:
+    """Bytes of ``n`` audit embeddings as float32, the form the kNN search holds them in."""
+    try:
+        from smartset.audit.properties import EMBEDDING_DIM
+    except ImportError:
+        return None
+    return n * EMBEDDING_DIM * 4
+
+
+def run_child(step: str, images: Path, workspace: Path) -> dict:
+    """Run :func:`memory_child` in a fresh interpreter, sampling the RSS of its process tree
+    every 20 ms when psutil is installed."""
+    command = [sys.executable, __file__, "--memory-child", step, str(images), str(workspace)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    tree_peak = None
+    try:
+        import psutil
+        process, tree_peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            try:
+                members = [process] + process.children(recursive=True)
+                tree_peak = max(tree_peak, sum(m.memory_info().rss for m in members))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+    except ImportError:
+        pass
+    out, _ = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"memory child {step} {images} failed with exit code "
+                           f"{child.returncode}")
+    report = json.loads(out.strip().splitlines()[-1])
+    report["tree_peak_bytes"] = tree_peak
+    return report
+
+
+def measure_memory(npz: Path, scratch: Path, sizes: tuple[int, ...], seed: int) -> list[dict]:
+    rows = []
+    for size in sizes:
+        images = scratch / f"mnist-aug-{size}"
+        started = time.perf_counter()
+        corpus.write_mnist_augmented(npz, images, size, seed=seed)
+        print(f"Wrote {size:,} MNIST-derived PNGs in {time.perf_counter() - started:.1f} s "
+              "(untimed).")
+        workspace = scratch / f"ws-memory-{size}"
+        run_child("ingest", images, workspace)
+        report = run_child("audit", images, workspace)
+        rows.append({"images": size, **report})
+    return rows
+
+
+# -- printing -------------------------------------------------------------------------------
+
+def fmt(value, spec=".2f", empty="-") -> str:
+    return empty if value is None else format(value, spec)
+
+
+def print_throughput(rows: list[dict]) -> None:
+    width = max(len(r["method"]) for r in rows)
+    header = f"{'dataset':<7} | {'method':<{width}} | {'images':>6} | {'seconds':>8} | {'img/s':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['dataset']:<7} | {r['method']:<{width}} | {r['images']:>6} | "
+              f"{fmt(r['seconds'], '8.2f'):>8} | {fmt(r['img_per_s'], '7.0f'):>7}")
+
+
+def print_detection(title: str, scores: dict[str, dict], kinds) -> None:
+    print(f"\n{title}")
+    tools = list(scores)
+    header = f"{'issue':<17} | {'truth':>5} | " + " | ".join(
+        f"{tool + ' P / R':^15} {'flagged':>7} {'fp(clean)':>9}" for tool in tools)
+    print(header)
+    print("-" * len(header))
+    for kind in kinds:
+        cells = []
+        for tool in tools:
+            s = scores[tool].get(kind) if scores[tool] else None
+            if s is None:
+                cells.append(f"{'-':^15} {'-':>7} {'-':>9}")
+                continue
+            clean = f"{s['fp']}({s['fp_clean']})" if "fp_clean" in s else f"{s['fp']}"
+            cells.append(f"{fmt(s['precision']):>6} / {fmt(s['recall']):<6} {s['flagged']:>7} "
+                         f"{clean:>9}")
+        actual = next((scores[t][kind]["actual"] for t in tools if scores[t] and kind in scores[t]), 0)
+        unit = " pairs" if kind in DUPLICATE_KINDS else ""
+        print(f"{kind + unit:<17} | {actual:>5} | " + " | ".join(cells))
+
+
+def print_examples(tool: str, scores: dict, root: Path, truth: pd.DataFrame, limit: int = 4):
+    source = dict(zip(truth["relpath"], truth["source"]))
+
+    def name(path: str) -> str:
+        rel = os.path.relpath(path, os.path.realpath(root))
+        return f"{rel} (from {source.get(rel, '?')})"
+
+    lines = []
+    for kind, s in scores.items():
+        if s["fp_files"]:
+            shown = [" + ".join(name(p) for p in item) if isinstance(item, tuple) else name(item)
+                     for item in s["fp_files"][:limit]]
+            extra = "" if "fp_other" not in s or not s["fp_other"] else f" {s['fp_other']}"
+            lines.append(f"  {kind} false positives{extra}: " + "; ".join(shown)
+                         + (" ..." if len(s["fp_files"]) > limit else ""))
+        if s["missed"]:
+            shown = [" + ".join(name(p) for p in item) if isinstance(item, tuple) else name(item)
+                     for item in s["missed"][:limit]]
+            lines.append(f"  {kind} missed ({len(s['missed'])}): " + "; ".join(shown)
+                         + (" ..." if len(s["missed"]) > limit else ""))
+    if lines:
+        print(f"{tool}, examples (first {limit} of each):")
+        print("\n".join(lines))
+
+
+def rounded(scores: dict | None, key: str) -> dict | None:
+    if not scores:
+        return None
+    return {kind: (None if s[key] is None else round(s[key], 3)) for kind, s in scores.items()}
+
+
+# -- main -----------------------------------------------------------------------------------
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return
+    photos, npz = locate(args.data)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    audit, Imagelab = load_tools()
+    n_jobs = None
+    if Imagelab is not None:
+        from cleanvision.utils.utils import get_max_n_jobs
+        n_jobs = get_max_n_jobs()
+    print(f"smartset {smartset.__version__} audit benchmark: {os.cpu_count()} cores; "
+          f"cleanvision {getattr(Imagelab, 'version', 'missing')} (n_jobs={n_jobs}, its "
+          f"default); best of {args.repeat}{', quick' if args.quick else ''}.")
+    print("Every file is read once, untimed, before timing: all rows read from the OS page "
+          "cache. smartset audits a fresh workspace: no cached properties.")
+    result: dict = {"cores": os.cpu_count(), "quick": args.quick,
+                    "cleanvision": getattr(Imagelab, "version", None)}
+    with tempfile.TemporaryDirectory(prefix="smartset-audit-bench-") as tmp:
+        scratch = Path(tmp)
+        started = time.perf_counter()
+        n_mnist = corpus.write_mnist_pngs(npz, scratch / "mnist",
+                                          QUICK_MNIST if args.quick else None)
+        photo_root = scratch / "photo-corpus"
+        truth = corpus.build_photo_corpus(photos, photo_root, seed=args.seed,
+                                          **sizes["photo_corpus"])
+        mnist_root = scratch / "mnist-corpus"
+        mnist_truth = corpus.build_mnist_corpus(npz, mnist_root, seed=args.seed,
+                                                **sizes["mnist_detection"])
+        print(f"Wrote {n_mnist:,} MNIST PNGs, the injected photo corpus ({len(truth)} files) "
+              f"and the MNIST near-duplicate corpus ({len(mnist_truth)} files) in "
+              f"{time.perf_counter() - started:.1f} s (untimed).\n")
+
+        # 1. throughput
+        rows = []
+        for dataset, root in (("photos", photos), ("mnist", scratch / "mnist")):
+            warm_page_cache(corpus.list_images(root))
+            if audit is not None:
+                runs = [run_smartset(audit, root, scratch) for _ in range(args.repeat)]
+                n = runs[0]["n"]
+                for method, key in (("smartset ingest", "ingest_s"),
+                                    ("smartset audit (fresh workspace)", "audit_s"),
+                                    ("smartset ingest + audit", None),
+                                    ("smartset audit again, cached, + HTML report",
+                                     "warm_s")):
+                    seconds = min(r["ingest_s"] + r["audit_s"] if key is None else r[key]
+                                  for r in runs)
+                    rows.append({"dataset": dataset, "method": method, "images": n,
+                                 "seconds": seconds, "img_per_s": n / seconds})
+            if Imagelab is not None:
+                runs = [run_cleanvision(Imagelab, root) for _ in range(args.repeat)]
+                seconds = min(r["seconds"] for r in runs)
+                rows.append({"dataset": dataset, "method": "cleanvision find_issues",
+                             "images": runs[0]["n"], "seconds": seconds,
+                             "img_per_s": runs[0]["n"] / seconds})
+        print_throughput(rows)
+
+        def rate(dataset: str, prefix: str) -> float | None:
+            return next((r["img_per_s"] for r in rows if r["dataset"] == dataset
+                         and r["method"].startswith(prefix)), None)
+
+        print()
+        for dataset, suffix in (("photos", ""), ("mnist", "_mnist")):
+            ours, both = rate(dataset, "smartset audit (fresh"), rate(dataset, "smartset ingest +")
+            theirs = rate(dataset, "cleanvision")
+            ratio = ours / theirs if ours and theirs else None
+            ratio_both = both / theirs if both and theirs else None
+            print(f"{dataset}: smartset audit / cleanvision = {fmt(ratio, '.1f')}x "
+                  f"(ingest + audit: {fmt(ratio_both, '.1f')}x; goal >= 5x)")
+            result |= {f"img_per_s{suffix}": None if ours is None else round(ours, 1),
+                       f"img_per_s_ingest_audit{suffix}": None if both is None else round(both, 1),
+                       f"img_per_s_cleanvision{suffix}": None if theirs is None else round(theirs, 1),
+                       f"ratio_vs_cleanvision{suffix}": None if ratio is None else round(ratio, 2),
+                       f"ratio_ingest_audit_vs_cleanvision{suffix}":
+                           None if ratio_both is None else round(ratio_both, 2)}
+
+        # 2. detection
+        detection, mnist_detection = {}, {}
+        for name, root, table, store in (("photos", photo_root, truth, detection),
+                                         ("mnist", mnist_root, mnist_truth, mnist_detection)):
+            if audit is not None:
+                store["smartset"] = score_detection(run_smartset(audit, root, scratch),
+                                                    table, root)
+            if Imagelab is not None:
+                store["cleanvision"] = score_detection(run_cleanvision(Imagelab, root),
+                                                       table, root)
+        counts = truth["kind"].value_counts()
+        print_detection(
+            f"Detection on the injected photo corpus: {counts.get('clean', 0)} clean photos, "
+            f"{sum(counts.get(k, 0) for k in corpus.PER_IMAGE_KINDS)} with one injected issue, "
+            f"{counts.get('near_duplicate', 0)} near and {counts.get('exact_duplicate', 0)} "
+            f"exact copies (seed {args.seed}). P / R = precision / recall; fp(clean) = false "
+            "positives (of them, clean photos or their copies, which may be real issues).",
+            detection, SCORED_KINDS)
+        mcounts = mnist_truth["kind"].value_counts()
+        print_detection(f"Near duplicates among MNIST digits: {mcounts.get('clean', 0)} digits "
+                        f"plus {mcounts.get('near_duplicate', 0)} near copies (one-pixel "
+                        "shift, brightness +10%, JPEG quality 75).",
+                        mnist_detection, ("near_duplicate",))
+        print()
+        for name, store in (("photos", detection), ("MNIST", mnist_detection)):
+            for tool, scores in store.items():
+                by = scores["near_duplicate"]["recall_by_transform"]
+                print(f"{tool} near-duplicate recall by transform, {name}: "
+                      + ", ".join(f"{t} {v:.2f}" for t, v in by.items()))
+        print()
+        for tool, scores in detection.items():
+            print_examples(f"{tool} on the photo corpus", scores, photo_root, truth)
+        for tool, scores in mnist_detection.items():
+            print_examples(f"{tool} on MNIST", {"near_duplicate": scores["near_duplicate"]},
+                           mnist_root, mnist_truth)
+
+        ours, theirs = detection.get("smartset"), detection.get("cleanvision")
+        result |= {"neardup_recall": ours and rounded(ours, "recall")["near_duplicate"],
+                   "neardup_precision": ours and rounded(ours, "precision")["near_duplicate"],
+                   "neardup_recall_cleanvision":
+                       theirs and rounded(theirs, "recall")["near_duplicate"],
+                   "neardup_precision_cleanvision":
+                       theirs and rounded(theirs, "precision")["near_duplicate"]}
+        for tool, scores in (("smartset", mnist_detection.get("smartset")),
+                             ("cleanvision", mnist_detection.get("cleanvision"))):
+            tail = "" if tool == "smartset" else "_cleanvision"
+            result[f"neardup_recall_mnist{tail}"] = scores and rounded(scores, "recall")["near_duplicate"]
+            result[f"neardup_precision_mnist{tail}"] = (
+                scores and rounded(scores, "precision")["near_duplicate"])
+        result |= {"recall_smartset": rounded(ours, "recall"),
+                   "recall_cleanvision": rounded(theirs, "recall"),
+                   "precision_smartset": rounded(ours, "precision"),
+                   "precision_cleanvision": rounded(theirs, "precision")}
+
+        # 3. memory
+        result["rss_ratio_50k_vs_10k"] = None
+        if sizes["memory"] and audit is not None:
+            print("\nMemory: peak RSS of audit in a child process (ingest done before, in "
+                  "another child).")
+            memory = measure_memory(npz, scratch, sizes["memory"], args.seed)
+            print(f"{'images':>7} | {'seconds':>7} | {'main MB':>7} | {'worker MB':>9} | "
+                  f"{'tree MB':>7} | {'embeddings MB':>13}")
+            for m in memory:
+                print(f"{m['images']:>7} | {m['seconds']:>7.1f} | {m['self_kb'] / 1024:>7.0f} | "
+                      f"{m['children_kb'] / 1024:>9.0f} | "
+                      f"{fmt(m['tree_peak_bytes'] and m['tree_peak_bytes'] / 2**20, '7.0f'):>7} | "
+                      f"{fmt(m.get('embedding_bytes') and m['embedding_bytes'] / 2**20, '13.1f'):>13}")
+            small, large = memory[0], memory[-1]
+            growth_mb = (large["self_kb"] - small["self_kb"]) / 1024
+            emb_mb = large.get("embedding_bytes") and large["embedding_bytes"] / 2**20
+            print(f"main-process peak grows {growth_mb:.0f} MB from {small['images']:,} to "
+                  f"{large['images']:,} images; the embeddings of {large['images']:,} take "
+                  f"{fmt(emb_mb, '.1f')} MB (goal: growth below that).")
+            result |= {"rss_ratio_50k_vs_10k": round(large["self_kb"] / small["self_kb"], 3),
+                       "rss_mb_10k": round(small["self_kb"] / 1024, 1),
+                       "rss_mb_50k": round(large["self_kb"] / 1024, 1),
+                       "rss_growth_mb": round(growth_mb, 1),
+                       "embeddings_mb_50k": None if emb_mb is None else round(emb_mb, 2),
+                       "rss_tree_ratio_50k_vs_10k": (
+                           round(large["tree_peak_bytes"] / small["tree_peak_bytes"], 3)
+                           if small["tree_peak_bytes"] and large["tree_peak_bytes"] else None),
+                       "audit_img_per_s_50k": round(large["images"] / large["seconds"], 1)}
+    print()
+    print(json.dumps(result))
+    if audit is None:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The audit run: properties (incremental, cached by fingerprint), checks, duplicates,
+outliers, imbalance and bias probes over a version, stored in the catalog."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smartset._progress import progress_bar
+from smartset.audit.bias import PROBED_PROPERTIES, bias_probe
+from smartset.audit.checks import add_derived_properties, robust_fence, run_checks
+from smartset.audit.neighbours import group_pairs, knn, near_duplicate_pairs
+from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
+                                       RECORD, THUMB_SIDE, compute_properties)
+from smartset.catalog import now
+from smartset.engine import Engine, batches_of, get_engine
+
+__all__ = ["AuditResult", "audit"]
+
+_PREFIX = "audit."
+_STAGE = "audit"
+
+
+@dataclass
+class AuditResult:
+    """What an audit found. ``findings`` has one row per (kind, sample) with ``kind``,
+    ``sample_id`` (None for data-set-level findings), ``score``, ``threshold``,
+    ``reason`` and ``group``; ``properties`` one row per sample."""
+
+    run_id: int
+    version: str | None
+    findings: pd.DataFrame
+    properties: pd.DataFrame
+    thresholds: dict
+    bias: pd.DataFrame
+    duplicate_groups: list[dict]
+    summary: dict
+    seconds: float
+    computed: int
+    report_path: Path | None = None
+    json_path: Path | None = None
+    skipped: dict = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.findings["kind"].value_counts().items()}
+
+
+def _vector_file(ws) -> Path:
+    """Embeddings and verification thumbnails, one fixed-size record per measured image."""
+    return (ws.cache_dir / "audit" /
+            f"vectors-v{PROPERTIES_VERSION}-{EMBEDDING_DIM}-{THUMB_SIDE}.bin")
+
+
+def _load_cached(ws) -> pd.DataFrame:
+    rows = ws.catalog.query(
+        "SELECT sample_id, column_name, value FROM column_values WHERE column_name LIKE ?",
+        (_PREFIX + "%",))
+    if not rows:
+        return pd.DataFrame(columns=["sample_id"]).set_index("sample_id")
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["sample_id", "column", "value"])
+    wide = frame.pivot(index="sample_id", columns="column", values="value")
+    wide.columns = [c[len(_PREFIX):] for c in wide.columns]
+    return wide
+
+
+def _store(ws, batch, embedding_path: Path) -> list[tuple[str, str]]:
+    """Append a batch's embeddings to disk, then its properties to the catalog."""
+    good = [i for i, error in enumerate(batch["error"]) if error is None]
+    errors = [(batch["id"][i], batch["error"][i]) for i, e in enumerate(batch["error"]) if e]
+    if not good:
+        return errors
+    embedding_path.parent.mkdir(parents=True, exist_ok=True)
+    records = np.zeros(len(good), dtype=RECORD)
+    records["embedding"] = np.stack([batch["embedding"][i] for i in good])
+    records["thumb"] = np.stack([batch["thumb"][i] for i in good])
+    with open(embedding_path, "ab") as handle:
+        end = handle.tell()
+        if end % RECORD.itemsize:  # a torn record from a killed run: never referenced, cut it
+            handle.truncate(end - end % RECORD.itemsize)
+        first_row = handle.tell() // RECORD.itemsize
+        handle.write(records.tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())  # rows on disk before the catalog points at them
+    stamp = now()
+    values = []
+    for offset, i in enumerate(good):
+        sid = batch["id"][i]
+        values.append((_PREFIX + "fingerprint", sid, f"{batch['sha256'][i]}:{PROPERTIES_VERSION}"))
+        values.append((_PREFIX + "embedding_row", sid, first_row + offset))
+        values.extend((_PREFIX + name, sid, batch[name][i]) for name in PROPERTIES)
+    with ws.catalog.write() as con:
+        con.executemany(
+            "INSERT OR IGNORE INTO columns(name, stage, fingerprint, description, updated_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(_PREFIX + n, _STAGE, str(PROPERTIES_VERSION), PROPERTIES.get(n, n), stamp)
+             for n in ("fingerprint", "embedding_row", *PROPERTIES)])
+        con.executemany("INSERT OR REPLACE INTO column_values(column_name, sample_id, value)"
+                        " VALUES (?, ?, ?)", values)
+    return errors
+
+
+def _duplicates(props: pd.DataFrame, embeddings: np.ndarray, thumbs, *, k: int,
+                candidate_similarity: float, min_similarity: float, threshold: float | None):
+    n = len(props)
+    exact_pairs = []
+    for column in ("sha256", "pixel_hash"):
+        for members in props.groupby(column).indices.values():
+            exact_pairs.extend((int(members[0]), int(m)) for m in members[1:])
+    exact_groups = group_pairs(n, exact_pairs)
+    indices, sims = knn(embeddings, k)
+    near, threshold = near_duplicate_pairs(indices, sims, thumbs,
+                                           candidate_similarity=candidate_similarity,
+                                           min_similarity=min_similarity, threshold=threshold)
+    exact_of = {m: g for g, members in enumerate(exact_groups) for m in members}
+    near = [(i, j, s) for i, j, s in near if exact_of.get(i, -1) != exact_of.get(j, -2)]
+    near_groups = group_pairs(n, near)
+    best_sim: dict[int, float] = {}
+    for i, j, s in near:
+        best_sim[i] = max(best_sim.get(i, 0.0), s)
+        best_sim[j] = max(best_sim.get(j, 0.0), s)
+    return exact_groups, near_groups, best_sim, indices, sims, threshold
+
+
+def _describe_group(props: pd.DataFrame, members: list[int]) -> tuple[list[str], str]:
+    labels = sorted({str(v) for v in props["label"].iloc[members] if v is not None})
+    splits = sorted(set(props["split"].iloc[members]))
+    scopes = []
+    if len(labels) > 1:
+        scopes.append("label conflict")
+    if len(splits) > 1:
+        scopes.append("split leakage")
+    if not scopes:
+        scopes.append("same class" if labels else "unlabeled")
+    detail = []
+    if len(labels) > 1:
+        detail.append(f"labels {' / '.join(labels)}")
+    if len(splits) > 1:
+        detail.append(f"splits {' / '.join(splits)}")
+    return scopes, ", ".join(detail)
+
+
+def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None = None,
+          neighbours: int = 10, near_duplicate_similarity: float = 0.98,
+          candidate_similarity: float = 0.85, outlier_fence: float = 4.0,
+          engine: str | Engine | None = None, workers: int | None = None,
+          show_progress: bool | None = None, report: bool = True,
+          out_dir: str | Path | None = None, seed: int = 0) -> AuditResult:
+    """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`."""
+    started = time.perf_counter()
+    if not 0.0 < near_duplicate_similarity <= 1.0:
+        raise ValueError(f"near_duplicate_similarity must be in (0, 1], got {near_duplicate_similarity}")
+    if not -1.0 <= candidate_similarity <= 1.0:
+        raise ValueError(f"candidate_similarity must be in [-1, 1], got {candidate_similarity}")
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    samples = ws.samples(version)
+    config = {"version": version, "thresholds": thresholds or {}, "neighbours": neighbours,
+              "near_duplicate_similarity": near_duplicate_similarity,
+              "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
+    run_id = ws.catalog.start_run("audit", config, seed=seed)
+
+    fingerprints = pd.Series({r[0]: r[1] for r in ws.catalog.query(
+        "SELECT sample_id, value FROM column_values WHERE column_name = ?",
+        (_PREFIX + "fingerprint",))}, dtype=object)
+    wanted = samples["sha256"] + f":{PROPERTIES_VERSION}"
+    todo = samples[samples["id"].map(fingerprints).ne(wanted)]
+    embedding_path = _vector_file(ws)
+    mean_size = float(todo["size"].mean()) if len(todo) else 1.0
+    batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
+    results = get_engine(engine, workers=workers).map_batches(
+        compute_properties, batches_of({"id": todo["id"].tolist(), "path": todo["path"].tolist(),
+                                        "sha256": todo["sha256"].tolist()}, batch_size))
+    errors = []
+    with progress_bar(len(todo), "measuring images", enabled=show_progress) as advance:
+        for batch in results:
+            errors.extend(_store(ws, batch, embedding_path))
+            advance(len(batch["id"]))
+
+    props = samples.join(_load_cached(ws), on="id")
+    failed = {sid for sid, _ in errors}
+    props = props[props["embedding_row"].notna() & ~props["id"].isin(failed)].reset_index(drop=True)
+    for name in PROPERTIES:
+        if name != "pixel_hash":
+            props[name] = pd.to_numeric(props[name], errors="coerce")
+    props = add_derived_properties(props)
+    props["aspect_ratio"] = props["width"] / props["height"]
+    props["megapixels"] = props["width"] * props["height"] / 1e6
+    props["file_bytes"] = props["size"]
+    vectors = (np.memmap(embedding_path, dtype=RECORD, mode="r")
+               if len(props) else np.zeros(0, dtype=RECORD))
+    rows = props["embedding_row"].astype(np.int64).to_numpy()
+    embeddings = np.asarray(vectors["embedding"][rows], dtype=np.float32)
+
+    def thumbs(positions: np.ndarray) -> np.ndarray:
+        wanted = rows[positions]
+        order = np.argsort(wanted)  # memmap reads in file order
+        out = np.empty((len(wanted), THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
+        out[order] = vectors["thumb"][wanted[order]]
+        return out
+
+    skipped: dict[str, str] = {}
+    findings = [{"kind": "unreadable", "sample_id": sid, "score": 1.0, "threshold": None,
+                 "reason": f"could not be decoded for the audit: {error}"} for sid, error in errors]
+    for issue in ws.issues().itertuples():
+        findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
+                         "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
+                         "group": issue.reason})
+    thresholds = dict(thresholds or {})
+    near_given = thresholds.pop("near_duplicate", None)
+    check_findings, used = run_checks(props, thresholds)
+    low_info = {f["sample_id"] for f in check_findings if f["kind"] == "low_information"}
+    # A flat image has no edges: "blurry" adds nothing to "low information" there.
+    check_findings = [f for f in check_findings
+                      if not (f["kind"] == "blurry" and f["sample_id"] in low_info)]
+    findings.extend(check_findings)
+    for name, info in used.items():
+        if "skipped" in info:
+            skipped[name] = info["skipped"]
+
+    duplicate_groups = []
+    if len(props) >= 2:
+        exact_groups, near_groups, best_sim, indices, sims, near_threshold = _duplicates(
+            props, embeddings, thumbs, k=neighbours, candidate_similarity=candidate_similarity,
+            min_similarity=near_duplicate_similarity, threshold=near_given)
+        used["near_duplicate"] = {
+            "property": "verified similarity", "direction": "high", "threshold": near_threshold,
+            "set_by": ("given" if near_given is not None else
+                       "absolute limit" if near_threshold == near_duplicate_similarity
+                       else "data set density"),
+            "absolute": near_duplicate_similarity, "fence": None,
+            "flagged": sum(len(g) for g in near_groups)}
+        for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
+            for number, members in enumerate(groups, start=1):
+                key = f"{kind.split('_')[0]}-{number}"
+                scopes, detail = _describe_group(props, members)
+                duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
+                                         "members": props["id"].iloc[members].tolist()})
+                for m in members:
+                    score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
+                    what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
+                    findings.append({
+                        "kind": kind, "sample_id": props["id"].iloc[m], "score": score,
+                        "threshold": None if kind == "exact_duplicate" else near_threshold,
+                        "group": key,
+                        "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
+                                   f"{': ' + detail if detail else ''})")})
+        findings.extend(_outliers(props, sims, embeddings, fence=outlier_fence, skipped=skipped))
+    else:
+        skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
+    findings.extend(_imbalance(props, skipped))
+
+    labels = props["label"]
+    if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
+        probe_columns = [c for c in PROBED_PROPERTIES if c in props]
+        bias = bias_probe(props[probe_columns], labels, seed=seed)
+        for row in bias[bias["flagged"]].itertuples():
+            best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
+            extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
+            findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
+                             "threshold": 0.2, "group": row.property,
+                             "reason": (f"'{row.property}' alone predicts the label: accuracy "
+                                        f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
+                                        f"guessing the majority class{extra}")})
+    else:
+        bias = bias_probe(pd.DataFrame(index=props.index), labels)
+        skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
+
+    frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
+                                            "group"])
+    frame = frame.astype({"group": object}).where(frame.notna(), None)
+    with ws.catalog.write() as con:
+        con.executemany(
+            "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
+            " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
+             for r in frame.itertuples()])
+    result = AuditResult(run_id, version, frame, props.drop(columns=["embedding_row"]), used, bias,
+                         duplicate_groups, {}, 0.0, computed=len(todo), skipped=skipped)
+    result.summary = {"n_samples": int(len(samples)), "n_audited": int(len(props)),
+                      "computed": int(len(todo)), "cached": int(len(samples) - len(todo)),
+                      "findings": result.counts(), "skipped": skipped,
+                      "duplicate_groups": {k: sum(g["kind"] == k for g in duplicate_groups)
+                                           for k in ("exact_duplicate", "near_duplicate")},
+                      "label_conflicts": sum("label conflict" in g["scopes"] for g in duplicate_groups),
+                      "split_leakage": sum("split leakage" in g["scopes"] for g in duplicate_groups)}
+    if report:
+        from smartset.audit.report import write_report
+
+        target = Path(out_dir) if out_dir else ws.reports_dir / "audit" / (version or "live")
+        result.report_path, result.json_path = write_report(ws, result, target)
+    result.seconds = round(time.perf_counter() - started, 3)
+    ws.catalog.finish_run(run_id, {**result.summary, "seconds": result.seconds})
+    return result
+
+
+def _outliers(props: pd.DataFrame, sims: np.ndarray, embeddings: np.ndarray, *, fence: float,
+              skipped: dict) -> list[dict]:
+    findings = []
+    k = min(5, sims.shape[1])
+    finite = np.where(np.isfinite(sims[:, :k]), sims[:, :k], np.nan)
+    isolation = pd.Series(1.0 - np.nanmean(finite, axis=1), index=props.index)
+    limit = robust_fence(isolation, "high", fence)
+    for i in np.flatnonzero(isolation.to_numpy() > limit):
+        findings.append({"kind": "outlier", "sample_id": props["id"].iloc[i],
+                         "score": float(isolation.iloc[i]), "threshold": limit,
+                         "reason": (f"unlike the rest: mean similarity to its {k} nearest images "
+                                    f"{1 - isolation.iloc[i]:.2f}, below {1 - limit:.2f}")})
+    labeled = props["label"].notna()
+    if labeled.sum() == 0 or props.loc[labeled, "label"].nunique() < 2:
+        skipped["class_outlier"] = "needs labels in 2 or more classes"
+        return findings
+    for label, members in props[labeled].groupby("label").groups.items():
+        rows = np.asarray(members)
+        if len(rows) < 10:
+            continue
+        centroid = embeddings[rows].mean(axis=0)
+        norm = float(np.linalg.norm(centroid))
+        if norm == 0:
+            continue
+        similarity = pd.Series(embeddings[rows] @ (centroid / norm), index=rows)
+        limit = robust_fence(similarity, "low", fence)
+        for row in similarity.index[similarity < limit]:
+            findings.append({"kind": "class_outlier", "sample_id": props["id"].iloc[row],
+                             "score": float(1 - similarity[row]), "threshold": float(1 - limit),
+                             "reason": (f"far from its class '{label}': similarity to the class "
+                                        f"centre {similarity[row]:.2f}, below {limit:.2f}")})
+    return findings
+
+
+def _imbalance(props: pd.DataFrame, skipped: dict) -> list[dict]:
+    counts = props["label"].dropna().value_counts()
+    if len(counts) < 2:
+        skipped["class_imbalance"] = "needs labels in 2 or more classes"
+        return []
+    largest, median = int(counts.max()), float(counts.median())
+    findings = []
+    for label, count in counts.items():
+        ratio = largest / count
+        if count < 0.5 * median or ratio >= 5:
+            findings.append({"kind": "class_imbalance", "sample_id": None,
+                             "score": float(count / largest), "threshold": 0.5,
+                             "group": str(label),
+                             "reason": (f"class '{label}' has {count} images, {ratio:.1f}x fewer "
+                                        f"than '{counts.index[0]}' ({largest}); median class "
+                                        f"size {median:.0f}")})
+    return findings

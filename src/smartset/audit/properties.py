@@ -1,0 +1,203 @@
+"""Per-image properties for the audit, computed as a batch function (see smartset.engine).
+
+Each image is decoded once, at a normalised size (longer side at most
+:data:`AUDIT_SIDE`; JPEGs decoded in the DCT domain straight to about that size), and
+everything is measured on that: brightness, contrast, dark and saturated fractions,
+sharpness (variance of the Laplacian), entropy, colourfulness, grayscale, alpha, EXIF
+orientation, JPEG quality, a perceptual hash, a hash of the decoded pixels, and a compact
+pixel embedding for duplicate and outlier search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from smartset.engine import Batch
+
+__all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "RECORD",
+           "THUMB_SIDE", "compute_properties"]
+
+AUDIT_SIDE = 256
+PROPERTIES_VERSION = 2
+"""Bump when a property's definition changes: cached values of other versions are recomputed."""
+_EMBED_SIDE = 8
+_EMBED_COLOUR_SIDE = 4
+EMBEDDING_DIM = _EMBED_SIDE * _EMBED_SIDE + 3 * _EMBED_COLOUR_SIDE * _EMBED_COLOUR_SIDE
+THUMB_SIDE = 48
+"""Side of the gray thumbnail kept to verify near-duplicate candidates."""
+RECORD = np.dtype([("embedding", np.float16, (EMBEDDING_DIM,)),
+                   ("thumb", np.uint8, (THUMB_SIDE, THUMB_SIDE))])
+"""One fixed-size record per image in the audit's on-disk vector file."""
+
+PROPERTIES = {
+    "brightness": "mean perceived brightness, 0 (black) to 1 (white)",
+    "brightness_p01": "1st percentile of brightness: how bright the darkest pixels are",
+    "brightness_p05": "5th percentile of brightness",
+    "brightness_p99": "99th percentile of brightness: how bright the brightest pixels are",
+    "contrast": "standard deviation of brightness",
+    "dark_fraction": "fraction of pixels darker than 0.1",
+    "saturated_fraction": "fraction of pixels brighter than 0.98",
+    "sharpness": "log10(1 + variance of the Laplacian) at the normalised size, with low "
+                 "contrast compensated",
+    "entropy": "Shannon entropy of the brightness histogram, in bits (0 to 8)",
+    "colourfulness": "Hasler-Süsstrunk colourfulness (0 for gray images)",
+    "grayscale": "1 if the image has no colour (gray mode, or equal RGB channels)",
+    "alpha": "1 if the image has an alpha channel or a transparent colour",
+    "exif_orientation": "EXIF orientation tag (1 = upright)",
+    "jpeg_quality": "estimated JPEG quality (1-100) from the quantisation tables, else empty",
+    "phash": "64-bit perceptual hash (DCT of a 32x32 gray image)",
+    "pixel_hash": "hash of the decoded pixels at the normalised size",
+}
+
+# The IJG standard luminance quantisation table, the reference for the quality estimate.
+_STD_LUMINANCE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+
+
+def _jpeg_quality(image: Image.Image) -> float | None:
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    table = np.asarray(tables[0], dtype=np.float64)
+    if table.size != 64:
+        return None
+    # libjpeg scales the standard table by S/100 (rounded); invert that, then its quality map.
+    scale = float(np.mean((table * 100.0 - 50.0) / _STD_LUMINANCE))
+    quality = (200.0 - scale) / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return float(np.clip(round(quality), 1, 100))
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        gray = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.clip(np.asarray(image) * 255.0, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def _phash(gray: np.ndarray) -> int:
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    value = int(np.packbits(bits).view(">u8")[0])
+    return value - (1 << 64) if value >= 1 << 63 else value  # fits SQLite's signed int64
+
+
+_REFERENCE_STD = 50.0  # a typical photo's brightness spread, in 0-255 levels
+
+
+def _sharpness(gray: np.ndarray) -> float:
+    """log10(1 + variance of the Laplacian), scaled up for low-contrast images.
+
+    A darkened or washed-out copy keeps its edges but loses contrast, which would read as
+    blur: its Laplacian variance is rescaled as if its brightness spread were typical.
+    Images of normal contrast are measured as they are; a flat image has none.
+    """
+    spread = float(gray.std())
+    if spread < 1.0:
+        return 0.0
+    laplacian = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    return math.log10(1.0 + laplacian * max(1.0, (_REFERENCE_STD / spread) ** 2))
+
+
+def _embedding(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Gray layout (8x8) plus coarse colour (4x4x3), each centred and unit-normed.
+
+    Centring and norming make it blind to brightness and contrast shifts; coarse area
+    resampling makes it blind to re-encoding, resizing and small crops. It finds
+    candidates; near duplicates are then verified on finer thumbnails.
+    """
+    parts = []
+    for array, side in ((gray, _EMBED_SIDE), (rgb, _EMBED_COLOUR_SIDE)):
+        small = cv2.resize(array, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+        small = small.reshape(-1) - small.mean()
+        norm = float(np.linalg.norm(small))
+        parts.append(small / norm if norm > 1e-6 else small)
+    gray_part, colour_part = parts
+    # Layout weighs more than colour; the result has unit norm.
+    return np.concatenate([gray_part * math.sqrt(0.8), colour_part * math.sqrt(0.2)])
+
+
+def _measure(path: str) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+        info = {"exif_orientation": None, "jpeg_quality": None, "alpha": 0}
+        if image.format in ("JPEG", "MPO"):
+            info["jpeg_quality"] = _jpeg_quality(image)
+            image.draft("RGB", (AUDIT_SIDE, AUDIT_SIDE))
+        try:
+            info["exif_orientation"] = int(image.getexif().get(0x0112, 1))
+        except Exception:  # a damaged EXIF block must not hide the image's other properties
+            info["exif_orientation"] = None
+        info["alpha"] = int("A" in image.getbands() or "transparency" in image.info)
+        gray_mode = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+        rgb = _to_rgb(image)
+    height, width = rgb.shape[:2]
+    if max(height, width) > AUDIT_SIDE:
+        scale = AUDIT_SIDE / max(height, width)
+        rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                         interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    # Brightness statistics from the 256-bin histogram: exact, and far cheaper than sorting.
+    histogram = np.bincount(gray.reshape(-1), minlength=256).astype(np.float64)
+    share = histogram / gray.size
+    cumulative = np.cumsum(share)
+    level = np.arange(256) / 255.0
+    mean = float(share @ level)
+    p01, p05, p99 = (float(np.searchsorted(cumulative, q)) / 255.0 for q in (0.01, 0.05, 0.99))
+    probabilities = share[share > 0]
+    red, green, blue = (rgb[:, :, i].astype(np.float32) for i in range(3))
+    rg, yb = red - green, 0.5 * (red + green) - blue
+    colourfulness = (math.hypot(float(rg.std()), float(yb.std()))
+                     + 0.3 * math.hypot(float(rg.mean()), float(yb.mean()))) / 255.0
+    channel_spread = int(np.abs(rgb.astype(np.int16) - rgb[:, :, :1]).max())
+    return {
+        **info,
+        "brightness": mean,
+        "brightness_p01": p01,
+        "brightness_p05": p05,
+        "brightness_p99": p99,
+        "contrast": math.sqrt(max(0.0, float(share @ (level - mean) ** 2))),
+        "dark_fraction": float(share[:26].sum()),        # below 0.1
+        "saturated_fraction": float(share[250:].sum()),  # above 0.98
+        "sharpness": _sharpness(gray),
+        "entropy": float(-(probabilities * np.log2(probabilities)).sum()),
+        "colourfulness": colourfulness,
+        "grayscale": int(gray_mode or channel_spread <= 2),
+        "phash": _phash(gray),
+        "pixel_hash": hashlib.blake2b(rgb.tobytes() + str(rgb.shape).encode(),
+                                      digest_size=16).hexdigest(),
+        "embedding": _embedding(gray, rgb).astype(np.float16),
+        "thumb": cv2.resize(gray, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA),
+    }
+
+
+def compute_properties(batch: Batch) -> Batch:
+    """Measure each image of ``batch["path"]``.
+
+    Adds one column per name in :data:`PROPERTIES`, ``embedding`` (float16 vectors of
+    :data:`EMBEDDING_DIM`), ``thumb`` (uint8 gray, :data:`THUMB_SIDE` square), and ``error`` (None, or why the image could not be measured:
+    a file that broke after ingest is reported, not fatal).
+    """
+    rows = []
+    for path in batch["path"]:
+        try:
+            rows.append({**_measure(path), "error": None})
+        except (OSError, SyntaxError, ValueError, EOFError, cv2.error) as error:
+            rows.append({"error": f"{type(error).__name__}: {error}"})
+    out = dict(batch)
+    for key in (*PROPERTIES, "embedding", "thumb", "error"):
+        out[key] = [row.get(key) for row in rows]
+    return out

@@ -1,0 +1,221 @@
+"""The audit on generated images with known problems, on bad input, and on real photos."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+import smartset
+from smartset.audit import audit, bias_probe
+from smartset.audit import neighbours
+
+
+def _texture(seed: int, size=(128, 96)) -> Image.Image:
+    """A distinct colour image: smooth random fields plus a few hard-edged shapes."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(image).copy()
+    for _ in range(4):
+        x, y = rng.integers(0, width - 20), rng.integers(0, height - 20)
+        pixels[y:y + rng.integers(8, 20), x:x + rng.integers(8, 20)] = rng.integers(0, 256, 3)
+    noise = rng.normal(0, 6, pixels.shape)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+
+
+def _save(image: Image.Image, path, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory):
+    """40 distinct images per class, plus one known problem of each kind."""
+    root = tmp_path_factory.mktemp("problems")
+    for i in range(80):
+        _save(_texture(i), root / "train" / ("cat" if i < 40 else "dog") / f"img{i:02d}.jpg", quality=92)
+    base = _texture(1000)
+    arrays = np.asarray(base).astype(np.float32)
+    _save(Image.fromarray((arrays * 0.12).astype(np.uint8)), root / "train/cat/dark.jpg")
+    _save(Image.fromarray(np.clip(arrays * 0.25 + 215, 0, 255).astype(np.uint8)), root / "train/cat/bright.jpg")
+    _save(_texture(1001).filter(ImageFilter.GaussianBlur(6)), root / "train/cat/blurry.jpg")
+    _save(Image.new("RGB", (128, 96), (120, 120, 120)), root / "train/dog/flat.png")
+    _save(_texture(1002, size=(400, 60)), root / "train/dog/wide.jpg")
+    original = _texture(2000)
+    _save(original, root / "train/dog/original.png")
+    buffer = io.BytesIO()
+    original.crop((3, 2, 125, 94)).save(buffer, format="JPEG", quality=40)
+    _save(Image.open(buffer), root / "train/dog/recompressed_crop.jpg")
+    shutil.copy(root / "train/cat/img00.jpg", root / "train/dog/conflict.jpg")   # other class
+    _save(_texture(3000), root / "train/cat/leak.jpg", quality=92)
+    (root / "test").mkdir()
+    shutil.copy(root / "train/cat/leak.jpg", root / "test/leak_copy.jpg")        # other split
+    return root
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, problems):
+    ws = smartset.init(tmp_path_factory.mktemp("ws") / "ws")
+    ws.ingest(problems, show_progress=False, engine="serial")
+    result = audit(ws, engine="serial", report=True)
+    yield ws, result
+    ws.close()
+
+
+def _flagged(ws, result, kind):
+    ids = set(result.findings.loc[result.findings["kind"] == kind, "sample_id"])
+    relpaths = ws.samples().set_index("id")["relpath"]
+    return {relpaths[i].rsplit("/", 1)[-1] for i in ids if i in relpaths.index}
+
+
+@pytest.mark.parametrize("kind, name", [
+    ("dark", "dark.jpg"), ("bright", "bright.jpg"), ("blurry", "blurry.jpg"),
+    ("low_information", "flat.png"), ("odd_aspect_ratio", "wide.jpg"),
+])
+def test_each_problem_is_found_and_only_it(audited, kind, name):
+    ws, result = audited
+    assert _flagged(ws, result, kind) == {name}
+
+
+def test_duplicates_with_their_scope(audited):
+    ws, result = audited
+    relpaths = ws.samples().set_index("id")["relpath"]
+    groups = {frozenset(relpaths[m].rsplit("/", 1)[-1] for m in g["members"]): g
+              for g in result.duplicate_groups}
+    near = groups[frozenset({"original.png", "recompressed_crop.jpg"})]
+    assert near["kind"] == "near_duplicate" and near["scopes"] == ["same class"]
+    conflict = groups[frozenset({"img00.jpg", "conflict.jpg"})]
+    assert conflict["kind"] == "exact_duplicate" and conflict["scopes"] == ["label conflict"]
+    leak = groups[frozenset({"leak.jpg", "leak_copy.jpg"})]
+    assert "split leakage" in leak["scopes"]
+    assert len(result.duplicate_groups) == 3  # the 80 distinct textures are not duplicates
+    assert result.summary["label_conflicts"] == 1 and result.summary["split_leakage"] == 1
+
+
+def test_findings_are_stored_with_thresholds_and_report(audited):
+    ws, result = audited
+    stored = ws.catalog.query("SELECT kind, COUNT(*) FROM audit_findings WHERE run_id=? GROUP BY kind",
+                              (result.run_id,))
+    assert dict((r[0], r[1]) for r in stored) == result.counts()
+    assert result.thresholds["dark"]["threshold"] == 0.3
+    assert result.thresholds["near_duplicate"]["set_by"] in ("absolute limit", "data set density")
+    page = result.report_path.read_text()
+    assert page.startswith("<!doctype html>") and "Near duplicates" in page
+    assert "src=\"http" not in page and "src='http" not in page  # self-contained
+    document = json.loads(result.json_path.read_text())
+    assert len(document["findings"]) == len(result.findings)
+    assert {f["relpath"] for f in document["findings"] if f["kind"] == "dark"} == {"train/cat/dark.jpg"}
+
+
+def test_rerun_measures_only_what_changed(tmp_path, problems):
+    source = tmp_path / "src"
+    shutil.copytree(problems / "train", source)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(source, engine="serial", show_progress=False)
+    first = audit(ws, engine="serial", report=False)
+    assert first.computed == len(ws.samples())
+    again = audit(ws, engine="serial", report=False)
+    assert again.computed == 0
+    assert again.counts() == first.counts()
+    for i in range(3):
+        _save(_texture(5000 + i), source / "cat" / f"new{i}.jpg", quality=92)
+    ws.ingest(source, engine="serial", show_progress=False)
+    third = audit(ws, engine="serial", report=False)
+    assert third.computed == 3 and third.summary["cached"] == len(ws.samples()) - 3
+    ws.close()
+
+
+def test_bad_and_odd_images_do_not_stop_the_audit(tmp_path, fixtures):
+    root = tmp_path / "odd"
+    root.mkdir()
+    for name in ("gray16.png", "cmyk.jpg", "palette.png", "one_pixel.png", "good.jpg", "good.png"):
+        shutil.copy(fixtures / name, root / name)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(root, engine="serial", show_progress=False)  # unlabeled, one folder
+    shutil.copy(fixtures / "truncated.jpg", root / "good.jpg")  # breaks after ingest
+    result = audit(ws, engine="serial", report=True)
+    unreadable = result.findings[result.findings["kind"] == "unreadable"]
+    assert len(unreadable) == 1 and "good.jpg" in ws.samples().set_index("id").loc[
+        unreadable["sample_id"].item(), "relpath"]
+    props = result.properties.set_index("relpath")
+    assert props.loc["palette.png", "alpha"] == 1 and props.loc["gray16.png", "grayscale"] == 1
+    assert props.loc["cmyk.jpg", "grayscale"] == 0
+    assert "bias" in result.skipped and "class_imbalance" in result.skipped
+    assert result.report_path.exists()
+    ws.close()
+
+
+def test_one_image_and_single_class(tmp_path, fixtures):
+    root = tmp_path / "one" / "cat"
+    root.mkdir(parents=True)
+    shutil.copy(fixtures / "good.jpg", root / "a.jpg")
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(root.parent, engine="serial", show_progress=False)
+    result = audit(ws, engine="serial", report=True)
+    assert result.summary["n_audited"] == 1
+    assert result.skipped["duplicates"] == "fewer than 2 images"
+    assert "needs" in result.skipped["bias"]
+    ws.close()
+
+
+def test_bias_probe_against_the_majority_baseline():
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = np.where(rng.random(n) < 0.7, "bar", "cafe")  # majority 70%
+    brightness = np.where(labels == "bar", rng.normal(0.3, 0.05, n), rng.normal(0.6, 0.05, n))
+    values = pd.DataFrame({"brightness": brightness, "noise": rng.random(n)})
+    probe = bias_probe(values, labels, seed=1).set_index("property")
+    assert probe.loc["brightness", "baseline"] == pytest.approx((labels == "bar").mean())
+    assert probe.loc["brightness", "accuracy"] > 0.95 and probe.loc["brightness", "flagged"]
+    assert probe.loc["brightness", "lift_by_class"]["cafe"] > 3
+    assert not probe.loc["noise", "flagged"]
+    assert abs(probe.loc["noise", "accuracy"] - probe.loc["noise", "baseline"]) < 0.06
+
+
+def test_knn_numpy_matches_faiss(monkeypatch):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(300, 16)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    with_faiss = neighbours.knn(data, 5)
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss -> ImportError
+    without = neighbours.knn(data, 5)
+    assert np.array_equal(with_faiss[0], without[0])
+    assert np.allclose(with_faiss[1], without[1], atol=1e-5)
+    assert neighbours.knn(data[:1], 3)[0].tolist() == [[-1, -1, -1]]
+
+
+def test_photos_audit_finds_real_duplicates_and_size_bias(tmp_path, shared_data):
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(shared_data / "guns-smartphones" / "train", show_progress=False)
+    result = audit(ws, report=False)
+    relpaths = ws.samples().set_index("id")["relpath"]
+    groups = [{relpaths[m] for m in g["members"]} for g in result.duplicate_groups]
+    assert {"pistol/image_0036.jpg", "pistol/image_0060.jpg"} in groups
+    bias = result.bias.set_index("property")
+    assert bias.loc["megapixels", "flagged"] and bias.loc["megapixels", "accuracy"] > 0.9
+    assert not bias.loc["brightness", "flagged"] or bias.loc["brightness", "skill"] < bias.loc["megapixels", "skill"]
+    assert result.counts()["grayscale"] >= 7  # the 7 files stored as gray, and gray RGB ones
+    ws.close()
+
+
+def test_cli_audit(tmp_path, problems):
+    from smartset.cli import app
+
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(ws), str(problems), "--engine", "serial"]).exit_code == 0
+    result = runner.invoke(app, ["audit", str(ws), "--json", "--threshold", "dark=0.5",
+                                 "--engine", "serial"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["thresholds"]["dark"]["set_by"] == "given"
+    assert summary["findings"]["dark"] >= 1
+    bad = runner.invoke(app, ["audit", str(ws), "--threshold", "darkness=1"])
+    assert bad.exit_code == 2 and "unknown check" in bad.output
