@@ -104,7 +104,7 @@ def test_findings_are_stored_with_thresholds_and_report(audited):
                               (result.run_id,))
     assert dict((r[0], r[1]) for r in stored) == result.counts()
     assert result.thresholds["dark"]["threshold"] == 0.3
-    assert result.thresholds["near_duplicate"]["set_by"] in ("absolute limit", "data set density")
+    assert result.thresholds["near_duplicate"]["set_by"] in ("absolute limit", "local density (median shown)")
     page = result.report_path.read_text()
     assert page.startswith("<!doctype html>") and "Near duplicates" in page
     assert "src=\"http" not in page and "src='http" not in page  # self-contained

@@ -213,10 +213,14 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     thresholds = dict(thresholds or {})
     near_given = thresholds.pop("near_duplicate", None)
     check_findings, used = run_checks(props, thresholds)
-    low_info = {f["sample_id"] for f in check_findings if f["kind"] == "low_information"}
-    # A flat image has no edges: "blurry" adds nothing to "low information" there.
+    # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
+    # repeat "low information" or "odd size" there.
+    larger = props.set_index("id")["larger"]
+    explained = {f["sample_id"] for f in check_findings
+                 if f["kind"] == "low_information"
+                 or (f["kind"] == "odd_size" and not larger[f["sample_id"]])}
     check_findings = [f for f in check_findings
-                      if not (f["kind"] == "blurry" and f["sample_id"] in low_info)]
+                      if not (f["kind"] == "blurry" and f["sample_id"] in explained)]
     findings.extend(check_findings)
     for name, info in used.items():
         if "skipped" in info:
@@ -231,7 +235,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             "property": "verified similarity", "direction": "high", "threshold": near_threshold,
             "set_by": ("given" if near_given is not None else
                        "absolute limit" if near_threshold == near_duplicate_similarity
-                       else "data set density"),
+                       else "local density (median shown)"),
             "absolute": near_duplicate_similarity, "fence": None,
             "flagged": sum(len(g) for g in near_groups)}
         for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):

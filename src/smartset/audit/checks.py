@@ -28,7 +28,8 @@ class Check:
     direction: str  # "low": small values are bad; "high": large values are bad
     absolute: float
     reason: Callable[[pd.Series, float], str]
-    fence_k: float = 3.0
+    fence_k: float | None = 3.0
+    """Robust fence width; None: the absolute limit alone (it is already relative)."""
     description: str = ""
     applies: Callable[[pd.DataFrame], str | None] = lambda properties: None
     """Returns why the check does not apply to this data set, or None when it does."""
@@ -54,9 +55,12 @@ def robust_fence(values: pd.Series, direction: str, k: float) -> float:
     return median - k * spread if direction == "low" else median + k * spread
 
 
-def run_checks(properties: pd.DataFrame, thresholds: dict[str, float] | None = None
-               ) -> tuple[list[dict], dict]:
+def run_checks(properties: pd.DataFrame, thresholds: dict[str, float] | None = None, *,
+               max_share: float = 0.1) -> tuple[list[dict], dict]:
     """Apply every registered check to ``properties`` (one row per sample, ``id`` column).
+
+    A check's absolute limit is used as it is unless it would flag more than
+    ``max_share`` of the data set; then the threshold moves out to the robust fence.
 
     Returns ``(findings, used)``: findings as dicts (kind, sample_id, score, threshold,
     reason), and per check the threshold used and how it was set, or why it was skipped.
@@ -73,15 +77,18 @@ def run_checks(properties: pd.DataFrame, thresholds: dict[str, float] | None = N
         if skip:
             used[check.name] = {"skipped": skip}
             continue
-        fence = robust_fence(values, check.direction, check.fence_k)
+        fence = (math.nan if check.fence_k is None else
+                 robust_fence(values, check.direction, check.fence_k))
+        beyond = values < check.absolute if check.direction == "low" else values > check.absolute
         if check.name in thresholds:
             threshold, how = float(thresholds[check.name]), "given"
-        elif check.direction == "low":
-            threshold = min(check.absolute, fence) if not math.isnan(fence) else check.absolute
-            how = "absolute limit" if threshold == check.absolute else "robust fence"
+        elif beyond.mean() <= max_share or math.isnan(fence):
+            threshold, how = check.absolute, "absolute limit"
         else:
-            threshold = max(check.absolute, fence) if not math.isnan(fence) else check.absolute
-            how = "absolute limit" if threshold == check.absolute else "robust fence"
+            # The absolute limit would flag a large share: that is how this data set looks
+            # (digits are dark, night shots are dark); flag only what is unusual in it.
+            pick = min if check.direction == "low" else max
+            threshold, how = pick(check.absolute, fence), "robust fence"
         flagged = values < threshold if check.direction == "low" else values > threshold
         used[check.name] = {"property": check.property, "direction": check.direction,
                             "threshold": threshold, "set_by": how, "absolute": check.absolute,
@@ -106,24 +113,25 @@ register_check(Check(
     lambda r, t: f"too dark: even its brightest pixels reach only {r.brightness_p99:.2f} (limit {t:.2f})",
     description="the brightest 1% of pixels are dim"))
 register_check(Check(
-    "bright", "brightness_p05", "high", 0.80,
-    lambda r, t: f"too bright: even its darkest pixels are at {r.brightness_p05:.2f} (limit {t:.2f})",
-    description="the darkest 5% of pixels are bright (overexposed or washed out)"))
+    "bright", "brightness_p01", "high", 0.68,
+    lambda r, t: f"too bright: even its darkest pixels are at {r.brightness_p01:.2f} (limit {t:.2f})",
+    description="the darkest 1% of pixels are bright (overexposed or washed out)"))
 register_check(Check(
     "blurry", "sharpness", "low", 1.6,
     lambda r, t: f"blurry: sharpness {r.sharpness:.2f} below {t:.2f} (log variance of the Laplacian)",
     description="little fine detail at the normalised size"))
 register_check(Check(
-    "low_information", "entropy", "low", 2.0,
+    "low_information", "entropy", "low", 1.6,
     lambda r, t: f"low information: brightness entropy {r.entropy:.2f} bits below {t:.2f}",
     description="few distinct brightness levels: flat, blank or posterised"))
 register_check(Check(
-    "odd_size", "size_z", "high", 4.0,
-    lambda r, t: (f"odd size: {int(r.width)}x{int(r.height)} pixels, {r.size_z:.1f} robust "
-                  f"standard deviations from the typical area (limit {t:.1f})"),
-    description="image area far from the data set's typical area (log scale)"))
+    "odd_size", "size_ratio", "high", 1.5,
+    lambda r, t: (f"odd size: {int(r.width)}x{int(r.height)} pixels, area "
+                  f"{10 ** r.size_ratio:.0f}x {'larger' if r.larger else 'smaller'} than the "
+                  f"median image (limit {10 ** t:.0f}x)"),
+    fence_k=None, description="image area far from the data set's median area"))
 register_check(Check(
-    "odd_aspect_ratio", "aspect_skew", "high", math.log(2.5),
+    "odd_aspect_ratio", "aspect_skew", "high", math.log(3.0),
     lambda r, t: (f"odd aspect ratio: {int(r.width)}x{int(r.height)} "
                   f"({math.exp(r.aspect_skew):.1f}:1, limit {math.exp(t):.1f}:1)"),
     description="far from square"))
@@ -135,11 +143,11 @@ register_check(Check(
 
 def add_derived_properties(properties: pd.DataFrame) -> pd.DataFrame:
     """Columns the checks read that come from the catalog's width and height."""
-    area = np.log(properties["width"].astype(float) * properties["height"].astype(float))
-    spread = 1.4826 * float((area - area.median()).abs().median()) if len(area) else 0.0
-    deviation = (area - area.median()).abs()
+    area = properties["width"].astype(float) * properties["height"].astype(float)
     properties = properties.copy()
-    properties["size_z"] = deviation / spread if spread > 0 else np.where(deviation > 0, np.inf, 0.0)
+    log_ratio = np.log10(area / area.median()) if len(area) else area
+    properties["size_ratio"] = np.abs(log_ratio)
+    properties["larger"] = log_ratio > 0
     properties["aspect_skew"] = np.abs(np.log(properties["width"].astype(float)
                                               / properties["height"].astype(float)))
     return properties

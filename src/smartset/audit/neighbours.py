@@ -53,42 +53,61 @@ def knn(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, sims
 
 
-_CROP_SCALES = (1.0, 0.975, 0.95, 0.925, 0.9)
+# Windows of one image, each compared with a window of the other: centred crops against
+# the whole (a cropped or padded copy), and shifted windows against the centred window of
+# the same size (a translated copy). As (scale, x offset, y offset), offsets in sides.
+_SHIFT_SCALE = 0.94
+_WINDOWS = ([(scale, 0.0, 0.0) for scale in (1.0, 0.975, 0.95, 0.925, 0.9)]
+            + [(_SHIFT_SCALE, dx, dy) for dx in (-0.03, 0.0, 0.03) for dy in (-0.03, 0.0, 0.03)
+               if dx or dy])
+_REFERENCE = [(1.0, 0.0, 0.0), (_SHIFT_SCALE, 0.0, 0.0)]
+_REFERENCE_OF = np.array([0 if scale != _SHIFT_SCALE else 1 for scale, _, _ in _WINDOWS])
 _VERIFY_SIDE = 24
 _CHUNK = 512
 
 
-def _area_matrix(side: int, scale: float, out: int) -> np.ndarray:
-    """``out x side`` weights that crop the centred ``scale`` share of ``side`` pixels and
-    average it down to ``out`` pixels (area resampling), as one matrix product."""
+def _area_matrix(side: int, scale: float, offset: float, out: int) -> np.ndarray:
+    """``out x side`` weights that take the ``scale`` share of ``side`` pixels, centred
+    then moved by ``offset`` (a share of the side), and average it down to ``out`` pixels
+    (area resampling), as one matrix product."""
     size = max(1.0, side * scale)
-    start = (side - size) / 2.0
+    start = (side - size) / 2.0 + offset * side
     edges = start + np.arange(out + 1) * size / out
     pixels = np.arange(side)
     overlap = (np.minimum(edges[1:, None], pixels[None, :] + 1)
                - np.maximum(edges[:-1, None], pixels[None, :])).clip(min=0.0)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
 
-def crop_vectors(thumbs: np.ndarray, scales=_CROP_SCALES) -> np.ndarray:
-    """``n x len(scales) x 576``: centred crops of gray thumbnails (``n x s x s``) at each
-    scale, resampled to 24 x 24, centred and unit-normed."""
+def crop_vectors(thumbs: np.ndarray, windows=_WINDOWS) -> np.ndarray:
+    """``n x len(windows) x 576``: each window (scale, x offset, y offset) of gray
+    thumbnails (``n x s x s``), resampled to 24 x 24, centred and unit-normed.
+
+    Separable: one matrix product resamples every row for all horizontal windows, then one
+    small product per window resamples the columns."""
     thumbs = np.asarray(thumbs, dtype=np.float32)
-    out = np.empty((len(thumbs), len(scales), _VERIFY_SIDE * _VERIFY_SIDE), dtype=np.float32)
-    for k, scale in enumerate(scales):
-        matrix = _area_matrix(thumbs.shape[1], scale, _VERIFY_SIDE)
-        vectors = (matrix @ thumbs @ matrix.T).reshape(len(thumbs), -1)
+    n, side = len(thumbs), thumbs.shape[1]
+    horizontal = sorted({(scale, dx) for scale, dx, _ in windows})
+    column_of = {key: k for k, key in enumerate(horizontal)}
+    stacked = np.concatenate([_area_matrix(side, scale, dx, _VERIFY_SIDE)
+                              for scale, dx in horizontal])            # (H*24) x side
+    rows_done = thumbs.reshape(n * side, side) @ stacked.T                # (n*side) x (H*24)
+    rows_done = rows_done.reshape(n, side, len(horizontal), _VERIFY_SIDE)
+    out = np.empty((n, len(windows), _VERIFY_SIDE * _VERIFY_SIDE), dtype=np.float32)
+    for w, (scale, dx, dy) in enumerate(windows):
+        vertical = _area_matrix(side, scale, dy, _VERIFY_SIDE)
+        vectors = np.matmul(vertical, rows_done[:, :, column_of[(scale, dx)], :]).reshape(n, -1)
         vectors -= vectors.mean(axis=1, keepdims=True)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        out[:, k] = vectors / np.where(norms > 1e-6, norms, 1.0)
+        out[:, w] = vectors / np.where(norms > 1e-6, norms, 1.0)
     return out
 
 
 def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the kNN pairs ``(i, indices[i, c])`` where ``mask[i, c]``: the best correlation
-    of a centred crop of image i (scales 1 to 0.9) with the whole of its neighbour, so a
-    cropped or padded copy still lines up. ``read_thumbs(rows)`` returns the gray
+    of a window of image i (centred crops at scales 1 to 0.9, and small shifts) with the
+    whole of its neighbour, so a cropped, padded or shifted copy still lines up. ``read_thumbs(rows)`` returns the gray
     thumbnails of those images. Returns ``(first, second, similarity)`` with first <
     second, one entry per pair, the better of its two directions. Rows are done in chunks,
     so memory does not grow with the number of images."""
@@ -102,8 +121,9 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
         unique_rows, row_position = np.unique(local_rows, return_inverse=True)
         crops = crop_vectors(read_thumbs(rows[unique_rows]))
         unique_partners, partner_position = np.unique(partners, return_inverse=True)
-        whole = crop_vectors(read_thumbs(unique_partners), scales=(1.0,))[:, 0]
-        best = np.einsum("psd,pd->ps", crops[row_position], whole[partner_position]).max(axis=1)
+        reference = crop_vectors(read_thumbs(unique_partners), windows=_REFERENCE)
+        best = np.einsum("psd,psd->ps", crops[row_position],
+                         reference[partner_position][:, _REFERENCE_OF]).max(axis=1)
         mine = rows[local_rows]
         firsts.append(np.minimum(mine, partners))
         seconds.append(np.maximum(mine, partners))
@@ -119,30 +139,44 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
 
 def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
                          candidate_similarity: float, min_similarity: float,
-                         density_factor: float = 0.1, threshold: float | None = None,
-                         seed: int = 0) -> tuple[list[tuple[int, int, float]], float]:
-    """Pairs ``(i, j, similarity)``, ``i < j``, that are near copies, and the threshold used.
+                         density_factor: float = 0.1, density_rank: int = 5,
+                         threshold: float | None = None
+                         ) -> tuple[list[tuple[int, int, float]], float]:
+    """Pairs ``(i, j, similarity)``, ``i < j``, that are near copies, and the median
+    threshold applied.
 
     Candidates are kNN pairs with embedding similarity at least ``candidate_similarity``,
-    verified on thumbnails (:func:`verified_similarity`). The threshold adapts to how
-    crowded the data set is: at least ``min_similarity``, and closer to 1 than a share
-    (``density_factor``) of the typical verified distance between nearest neighbours, so
-    that in a set of look-alikes (handwritten ones) only real copies pass. A given
-    ``threshold`` replaces that rule.
+    verified on thumbnails (:func:`verified_similarity`). Each pair's threshold adapts to
+    how crowded its neighbourhood is: at least ``min_similarity``, and closer to 1 than a
+    share (``density_factor``) of the verified distance from each image to its
+    ``density_rank``-th neighbour. Among many look-alikes (handwritten ones) only a copy
+    far closer than the rest passes; among distinct photos, ``min_similarity`` rules. A
+    given ``threshold`` replaces the rule.
     """
-    n = len(indices)
-    if threshold is None:
-        sample = np.random.default_rng(seed).choice(n, size=min(n, 2000), replace=False)
-        nearest = np.zeros_like(indices, dtype=bool)
-        nearest[sample, 0] = indices[sample, 0] >= 0
-        typical = verified_similarity(indices, nearest, read_thumbs)[2]
-        median_distance = float(np.median(1.0 - typical)) if typical.size else 1.0
-        threshold = max(min_similarity, 1.0 - density_factor * median_distance)
     candidates = (sims >= candidate_similarity) & (indices >= 0)
     first, second, similarity = verified_similarity(indices, candidates, read_thumbs)
-    keep = similarity >= threshold
-    return ([(int(i), int(j), float(v)) for i, j, v in zip(first[keep], second[keep], similarity[keep])],
-            threshold)
+    if first.size == 0:
+        return [], threshold if threshold is not None else min_similarity
+    if threshold is not None:
+        limits = np.full(first.shape, float(threshold))
+    else:
+        rank = min(density_rank, indices.shape[1]) - 1
+        rows = np.unique(np.concatenate([first, second]))
+        reference = np.zeros_like(indices, dtype=bool)
+        reference[rows, rank] = indices[rows, rank] >= 0
+        a, b, s = verified_similarity(indices, reference, read_thumbs)
+        lookup = dict(zip(zip(a.tolist(), b.tolist()), s.tolist()))
+        distance = np.ones(len(indices))
+        for row in rows:
+            partner = indices[row, rank]
+            if partner >= 0:
+                key = (min(row, partner), max(row, partner))
+                distance[row] = 1.0 - lookup.get(key, 0.0)
+        local = (distance[first] + distance[second]) / 2.0
+        limits = np.maximum(min_similarity, 1.0 - density_factor * local)
+    keep = similarity >= limits
+    pairs = [(int(i), int(j), float(v)) for i, j, v in zip(first[keep], second[keep], similarity[keep])]
+    return pairs, float(np.median(limits))
 
 
 def group_pairs(n: int, pairs) -> list[list[int]]:

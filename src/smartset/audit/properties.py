@@ -24,7 +24,7 @@ __all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "R
            "THUMB_SIDE", "compute_properties"]
 
 AUDIT_SIDE = 256
-PROPERTIES_VERSION = 2
+PROPERTIES_VERSION = 4
 """Bump when a property's definition changes: cached values of other versions are recomputed."""
 _EMBED_SIDE = 8
 _EMBED_COLOUR_SIDE = 4
@@ -45,7 +45,8 @@ PROPERTIES = {
     "saturated_fraction": "fraction of pixels brighter than 0.98",
     "sharpness": "log10(1 + variance of the Laplacian) at the normalised size, with low "
                  "contrast compensated",
-    "entropy": "Shannon entropy of the brightness histogram, in bits (0 to 8)",
+    "entropy": "Shannon entropy of the brightness histogram in 32 bins over the image's own "
+               "range, in bits (0 to 5)",
     "colourfulness": "Hasler-Süsstrunk colourfulness (0 for gray images)",
     "grayscale": "1 if the image has no colour (gray mode, or equal RGB channels)",
     "alpha": "1 if the image has an alpha channel or a transparent colour",
@@ -157,7 +158,13 @@ def _measure(path: str) -> dict:
     level = np.arange(256) / 255.0
     mean = float(share @ level)
     p01, p05, p99 = (float(np.searchsorted(cumulative, q)) / 255.0 for q in (0.01, 0.05, 0.99))
-    probabilities = share[share > 0]
+    # Entropy over 32 bins spanning the image's own range (at least 64 levels wide): blind
+    # to a few levels of noise, and to darkening or washing out, which only squeeze the range.
+    low = float(np.searchsorted(cumulative, 0.01))
+    span = max(float(np.searchsorted(cumulative, 0.99)) - low, 64.0)
+    bins = np.clip(((np.arange(256) - low) * 32.0 / span).astype(np.int64), 0, 31)
+    coarse = np.bincount(bins, weights=share, minlength=32)
+    probabilities = coarse[coarse > 0]
     red, green, blue = (rgb[:, :, i].astype(np.float32) for i in range(3))
     rg, yb = red - green, 0.5 * (red + green) - blue
     colourfulness = (math.hypot(float(rg.std()), float(yb.std()))
@@ -191,6 +198,7 @@ def compute_properties(batch: Batch) -> Batch:
     :data:`EMBEDDING_DIM`), ``thumb`` (uint8 gray, :data:`THUMB_SIDE` square), and ``error`` (None, or why the image could not be measured:
     a file that broke after ingest is reported, not fatal).
     """
+    cv2.setNumThreads(1)  # one image at a time is too small to share; the engine parallelises
     rows = []
     for path in batch["path"]:
         try:
