@@ -28,8 +28,7 @@ class Check:
     direction: str  # "low": small values are bad; "high": large values are bad
     absolute: float
     reason: Callable[[pd.Series, float], str]
-    fence_k: float | None = 3.0
-    """Robust fence width; None: the absolute limit alone (it is already relative)."""
+    fence_k: float = 3.0
     description: str = ""
     applies: Callable[[pd.DataFrame], str | None] = lambda properties: None
     """Returns why the check does not apply to this data set, or None when it does."""
@@ -77,8 +76,7 @@ def run_checks(properties: pd.DataFrame, thresholds: dict[str, float] | None = N
         if skip:
             used[check.name] = {"skipped": skip}
             continue
-        fence = (math.nan if check.fence_k is None else
-                 robust_fence(values, check.direction, check.fence_k))
+        fence = robust_fence(values, check.direction, check.fence_k)
         beyond = values < check.absolute if check.direction == "low" else values > check.absolute
         if check.name in thresholds:
             threshold, how = float(thresholds[check.name]), "given"
@@ -129,7 +127,7 @@ register_check(Check(
     lambda r, t: (f"odd size: {int(r.width)}x{int(r.height)} pixels, area "
                   f"{10 ** r.size_ratio:.0f}x {'larger' if r.larger else 'smaller'} than the "
                   f"median image (limit {10 ** t:.0f}x)"),
-    fence_k=None, description="image area far from the data set's median area"))
+    description="image area far from the data set's median area"))
 register_check(Check(
     "odd_aspect_ratio", "aspect_skew", "high", math.log(3.0),
     lambda r, t: (f"odd aspect ratio: {int(r.width)}x{int(r.height)} "
