@@ -30,11 +30,11 @@ $(BENCH_VENV)/.installed: pyproject.toml benchmarks/requirements.txt
 	touch $@
 
 bench: $(BENCH_VENV)/.installed
-	@set -e; for script in benchmarks/*.py; do \
+	@set -e; for script in benchmarks/[!_]*.py; do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script; done
 
 bench-quick: $(BENCH_VENV)/.installed
-	@set -e; for script in benchmarks/*.py; do \
+	@set -e; for script in benchmarks/[!_]*.py; do \
 		echo "== $$script --quick"; $(BENCH_VENV)/bin/python $$script --quick; done
 
 clean:

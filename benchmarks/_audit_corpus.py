@@ -10,8 +10,10 @@ its ground truth returned as a DataFrame:
 - ``origin``: for a copy, the ``relpath`` of the clean file it copies; else empty;
 - ``source``: the real image the file was made from; ``transform``: what was done to it.
 
-Each per-image issue is injected into a different real photo, none of them among the clean
-base photos, so a darkened photo is never also a near duplicate of a clean one. The copies
+Only real colour photos that repeat no other, even as a look-alike, are used (see
+:func:`usable_photos`). Each per-image issue is injected into a different one, none of them
+among the clean base photos, so a darkened photo is never also a near duplicate of a clean
+one. The copies
 (near and exact duplicates) are made from distinct clean base photos, which stay in the
 corpus: a ground-truth pair is the original and its copy.
 
@@ -141,11 +143,23 @@ def list_images(root: Path) -> list[Path]:
                   for name in names if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
 
 
-def usable_photos(root: Path) -> list[Path]:
-    """The images under ``root``, leaving out grayscale ones (a grey mode, or three equal
-    channels: a clean photo must not be grayscale, which is objective) and any whose bytes
-    or decoded pixels repeat an earlier one (no duplicates the ground truth does not know)."""
-    seen, unique = set(), []
+def _thumbnail_vector(image: Image.Image) -> np.ndarray:
+    """A 32x32 grey thumbnail, zero mean, unit norm: for finding look-alike photos."""
+    array = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX),
+                       dtype=np.float32).ravel()
+    array -= array.mean()
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm else array
+
+
+def usable_photos(root: Path, *, look_alike: float = 0.94) -> list[Path]:
+    """The images under ``root`` that can serve as clean, distinct photos: leaves out
+    grayscale ones (a grey mode, or three equal channels: a clean photo must not be
+    grayscale, which is objective), and any whose bytes or pixels repeat an earlier one or
+    whose 32x32 grey thumbnail correlates above ``look_alike`` with an earlier one's (the
+    source data holds the same product shot at two sizes; the ground truth must not hold
+    duplicates it does not know about). The thumbnail test belongs to neither tool scored."""
+    seen, unique, vectors = set(), [], []
     for path in list_images(root):
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
@@ -153,10 +167,13 @@ def usable_photos(root: Path) -> list[Path]:
             grey = image.mode in ("1", "L", "LA", "I", "I;16", "F") or (
                 np.array_equal(rgb[..., 0], rgb[..., 1])
                 and np.array_equal(rgb[..., 1], rgb[..., 2]))
+            vector = _thumbnail_vector(image)
         keys = {("bytes", hashlib.sha256(data).hexdigest()),
                 ("pixels", hashlib.sha256(rgb.tobytes()).hexdigest())}
-        if not keys & seen and not grey:
+        alike = bool(vectors) and float(np.max(np.stack(vectors) @ vector)) > look_alike
+        if not keys & seen and not grey and not alike:
             unique.append(path)
+            vectors.append(vector)
         seen |= keys
     return unique
 
@@ -173,10 +190,11 @@ def build_photo_corpus(photos: Path, out: Path, *, n_base: int = 300, per_kind: 
     """Write the injected photo corpus under ``out``; return its ground truth.
 
     ``n_base`` clean photos are byte copies of distinct real colour photos (kept as they
-    are, not resized; see :func:`usable_photos`). Each of :data:`PER_IMAGE_KINDS` is injected into ``per_kind`` further photos
-    (one issue per photo, written as lossless PNG, or JPEG quality 90 for huge odd sizes).
-    ``n_near`` near duplicates (split equally over :data:`NEAR_DUPLICATE_TRANSFORMS`) and
-    ``n_exact`` byte copies are made from distinct clean photos. ``seed`` fixes every draw.
+    are, not resized; see :func:`usable_photos`). Each of :data:`PER_IMAGE_KINDS` is
+    injected into ``per_kind`` further photos (one issue per photo, written as lossless PNG,
+    or JPEG quality 90 for huge odd sizes). ``n_near`` near duplicates (split equally over
+    :data:`NEAR_DUPLICATE_TRANSFORMS`) and ``n_exact`` byte copies are made from distinct
+    clean photos. ``seed`` fixes every draw.
     """
     rng = np.random.default_rng(seed)
     pool = usable_photos(photos)

@@ -45,13 +45,13 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # cleanvision draws progress bars even verbose=False
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,7 +64,7 @@ QUICK_MNIST = 2_000
 FULL_SIZES = {"photo_corpus": dict(n_base=300, per_kind=30, n_near=100, n_exact=20),
               "mnist_detection": dict(n=2000, n_near=50), "memory": (10_000, 50_000)}
 QUICK_SIZES = {"photo_corpus": dict(n_base=100, per_kind=10, n_near=40, n_exact=10),
-               "mnist_detection": dict(n=1000, n_near=25), "memory": ()}
+               "mnist_detection": dict(n=500, n_near=20), "memory": ()}
 #: cleanvision's issue names -> smartset's
 CLEANVISION_KINDS = {"dark": "dark", "light": "bright", "blurry": "blurry",
                      "low_information": "low_information", "odd_aspect_ratio": "odd_aspect_ratio",
@@ -81,12 +81,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"(default {DEFAULT_DATA})")
     parser.add_argument("--quick", action="store_true",
                         help=f"MNIST {QUICK_MNIST:,}, a smaller injected corpus, no memory run")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="throughput runs per tool, best kept (default 1)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="throughput runs per tool and data set, best kept (default: 3 on "
+                             "the photos, whose cleanvision times vary most, 1 on MNIST; 1 "
+                             "with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected corpora")
     parser.add_argument("--memory-child", nargs=3, metavar=("STEP", "IMAGES", "WORKSPACE"),
                         help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.repeats = ({"photos": args.repeat, "mnist": args.repeat} if args.repeat
+                    else {"photos": 1 if args.quick else 3, "mnist": 1})
+    return args
 
 
 def locate(data: Path) -> tuple[Path, Path]:
@@ -100,7 +105,7 @@ def locate(data: Path) -> tuple[Path, Path]:
 
 
 def load_tools():
-    """``(audit, cleanvision Imagelab)``; either is None, with a note, when missing."""
+    """``(audit, cleanvision's Imagelab, its version)``; None, with a note, when missing."""
     try:
         from smartset.audit import audit
     except ImportError as error:
@@ -108,13 +113,16 @@ def load_tools():
         audit = None
     try:
         import cleanvision
+        import tqdm
         from cleanvision import Imagelab
-        Imagelab.version = cleanvision.__version__
     except ImportError:
         print("NOTE: cleanvision is not installed (it is in benchmarks/requirements.txt, "
               "the .venv-bench of `make bench`): cleanvision columns are empty.")
-        Imagelab = None
-    return audit, Imagelab
+        return audit, None, None
+    # cleanvision's progress bars start tqdm's monitor thread, which outlives them; a
+    # process with a second thread makes smartset spawn its workers instead of forking them.
+    tqdm.tqdm.monitor_interval = 0
+    return audit, Imagelab, cleanvision.__version__
 
 
 def warm_page_cache(paths) -> None:
@@ -126,10 +134,14 @@ def warm_page_cache(paths) -> None:
 
 # -- the two tools, as {kind: set of paths} plus duplicate sets ------------------------------
 
-def run_smartset(audit, root: Path, scratch: Path) -> dict:
+def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False) -> dict:
     """Ingest ``root`` into a fresh workspace, then audit it (timed apart; no HTML report, as
-    cleanvision's ``report()`` is not timed either), then audit again with the HTML report
-    (properties from the cache). Returns times, flags and duplicate sets by real path."""
+    cleanvision's ``report()`` is not timed either); with ``again``, audit once more with the
+    HTML report (properties from the cache). Returns times, and flags and duplicate sets
+    keyed by real path."""
+    if threading.active_count() > 1:  # smartset would spawn workers, not fork them
+        names = ", ".join(t.name for t in threading.enumerate())
+        print(f"NOTE: threads alive before the smartset run ({names}): workers are spawned.")
     folder = Path(tempfile.mkdtemp(dir=scratch, prefix="ws-"))
     with smartset.init(folder / "ws") as ws:
         started = time.perf_counter()
@@ -138,9 +150,11 @@ def run_smartset(audit, root: Path, scratch: Path) -> dict:
         started = time.perf_counter()
         result = audit(ws, show_progress=False, report=False)
         audit_s = time.perf_counter() - started
-        started = time.perf_counter()
-        audit(ws, show_progress=False, report=True)
-        warm_s = time.perf_counter() - started
+        warm_s = None
+        if again:
+            started = time.perf_counter()
+            audit(ws, show_progress=False, report=True)
+            warm_s = time.perf_counter() - started
         samples = ws.samples()
     paths = dict(zip(samples["id"], (os.path.realpath(p) for p in samples["path"])))
     findings = result.findings[result.findings["sample_id"].notna()]
@@ -206,7 +220,7 @@ def score_pairs(sets: list[list[str]], true_pairs: set[frozenset],
             "recall": len(hits) / len(true_pairs) if true_pairs else None,
             "fp_files": sorted(tuple(sorted(p)) for p in predicted - true_pairs),
             "missed": sorted(tuple(sorted(p)) for p in true_pairs - predicted),
-            "sets": len(sets)}
+            "sets": len(sets), "largest_set": max(map(len, sets), default=0)}
 
 
 def score_detection(prediction: dict, truth: pd.DataFrame, root: Path) -> dict:
@@ -232,6 +246,19 @@ def score_detection(prediction: dict, truth: pd.DataFrame, root: Path) -> dict:
 
 # -- memory ---------------------------------------------------------------------------------
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS in KiB: ``VmHWM`` on Linux, which starts afresh at exec (the
+    ``ru_maxrss`` of a child keeps the high-water mark of the parent it was forked from)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_child(step: str, images: str, workspace: str) -> None:
     """In a child process: ``ingest`` ``images`` into a new workspace, or ``audit`` it;
     print one line of JSON with this process's peak RSS and its largest worker's."""
@@ -243,14 +270,15 @@ def memory_child(step: str, images: str, workspace: str) -> None:
     else:
         from smartset.audit import audit
         with smartset.open(workspace) as ws:
+            before_kb = peak_rss_kb()
             result = audit(ws, show_progress=False, report=False)
             n = len(result.properties)
             extra = {"embedding_bytes": embedding_bytes(n), "n": n,
                      "vector_file_bytes": sum(p.stat().st_size for p in
                                               (Path(ws.cache_dir) / "audit").rglob("*")
                                               if p.is_file()),
-                     "findings": len(result.findings)}
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                     "findings": len(result.findings), "before_kb": before_kb}
+    self_kb = peak_rss_kb()
     children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"seconds": time.perf_counter() - started, "self_kb": self_kb,
                       "children_kb": children_kb, **extra}))
@@ -266,8 +294,9 @@ def embedding_bytes(n: int) -> int | None:
 
 
 def run_child(step: str, images: Path, workspace: Path) -> dict:
-    """Run :func:`memory_child` in a fresh interpreter, sampling the RSS of its process tree
-    every 20 ms when psutil is installed."""
+    """Run :func:`memory_child` in a fresh interpreter, sampling the memory of its process
+    tree every 50 ms when psutil is installed: the sum of PSS (each shared page counted
+    once, split among its sharers), or of RSS where PSS cannot be read."""
     command = [sys.executable, __file__, "--memory-child", step, str(images), str(workspace)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     tree_peak = None
@@ -277,10 +306,14 @@ def run_child(step: str, images: Path, workspace: Path) -> dict:
         while child.poll() is None:
             try:
                 members = [process] + process.children(recursive=True)
-                tree_peak = max(tree_peak, sum(m.memory_info().rss for m in members))
+                total = 0
+                for member in members:
+                    info = member.memory_full_info()
+                    total += getattr(info, "pss", info.rss)
+                tree_peak = max(tree_peak, total)
             except psutil.Error:
                 pass
-            time.sleep(0.02)
+            time.sleep(0.05)
     except ImportError:
         pass
     out, _ = child.communicate()
@@ -340,9 +373,14 @@ def print_detection(title: str, scores: dict[str, dict], kinds) -> None:
             clean = f"{s['fp']}({s['fp_clean']})" if "fp_clean" in s else f"{s['fp']}"
             cells.append(f"{fmt(s['precision']):>6} / {fmt(s['recall']):<6} {s['flagged']:>7} "
                          f"{clean:>9}")
-        actual = next((scores[t][kind]["actual"] for t in tools if scores[t] and kind in scores[t]), 0)
+        actual = next((scores[t][kind]["actual"] for t in tools
+                       if scores[t] and kind in scores[t]), 0)
         unit = " pairs" if kind in DUPLICATE_KINDS else ""
         print(f"{kind + unit:<17} | {actual:>5} | " + " | ".join(cells))
+    for kind in (k for k in kinds if k in DUPLICATE_KINDS):
+        print(f"{kind} sets predicted: " + "; ".join(
+            f"{tool} {scores[tool][kind]['sets']} (largest {scores[tool][kind]['largest_set']})"
+            for tool in tools if scores[tool]))
 
 
 def print_examples(tool: str, scores: dict, root: Path, truth: pd.DataFrame, limit: int = 4):
@@ -385,18 +423,19 @@ def main(argv=None) -> None:
         return
     photos, npz = locate(args.data)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    audit, Imagelab = load_tools()
+    audit, Imagelab, cleanvision_version = load_tools()
     n_jobs = None
     if Imagelab is not None:
         from cleanvision.utils.utils import get_max_n_jobs
         n_jobs = get_max_n_jobs()
     print(f"smartset {smartset.__version__} audit benchmark: {os.cpu_count()} cores; "
-          f"cleanvision {getattr(Imagelab, 'version', 'missing')} (n_jobs={n_jobs}, its "
-          f"default); best of {args.repeat}{', quick' if args.quick else ''}.")
+          f"cleanvision {cleanvision_version or 'missing'} (n_jobs={n_jobs}, its "
+          f"default); best of {args.repeats['photos']} on the photos, "
+          f"{args.repeats['mnist']} on MNIST{', quick' if args.quick else ''}.")
     print("Every file is read once, untimed, before timing: all rows read from the OS page "
           "cache. smartset audits a fresh workspace: no cached properties.")
     result: dict = {"cores": os.cpu_count(), "quick": args.quick,
-                    "cleanvision": getattr(Imagelab, "version", None)}
+                    "cleanvision": cleanvision_version}
     with tempfile.TemporaryDirectory(prefix="smartset-audit-bench-") as tmp:
         scratch = Path(tmp)
         started = time.perf_counter()
@@ -413,28 +452,34 @@ def main(argv=None) -> None:
               f"{time.perf_counter() - started:.1f} s (untimed).\n")
 
         # 1. throughput
+        section = time.perf_counter()
         rows = []
         for dataset, root in (("photos", photos), ("mnist", scratch / "mnist")):
             warm_page_cache(corpus.list_images(root))
-            if audit is not None:
-                runs = [run_smartset(audit, root, scratch) for _ in range(args.repeat)]
-                n = runs[0]["n"]
-                for method, key in (("smartset ingest", "ingest_s"),
-                                    ("smartset audit (fresh workspace)", "audit_s"),
-                                    ("smartset ingest + audit", None),
-                                    ("smartset audit again, cached, + HTML report",
-                                     "warm_s")):
+            ours, theirs = [], []
+            for _ in range(args.repeats[dataset]):  # alternated: both tools see the same noise
+                if audit is not None:
+                    ours.append(run_smartset(audit, root, scratch, again=not args.quick))
+                if Imagelab is not None:
+                    theirs.append(run_cleanvision(Imagelab, root))
+            if ours:
+                methods = [("smartset ingest", "ingest_s"),
+                           ("smartset audit (fresh workspace)", "audit_s"),
+                           ("smartset ingest + audit", None)]
+                if not args.quick:
+                    methods.append(("smartset audit again, cached, + HTML report", "warm_s"))
+                for method, key in methods:
                     seconds = min(r["ingest_s"] + r["audit_s"] if key is None else r[key]
-                                  for r in runs)
-                    rows.append({"dataset": dataset, "method": method, "images": n,
-                                 "seconds": seconds, "img_per_s": n / seconds})
-            if Imagelab is not None:
-                runs = [run_cleanvision(Imagelab, root) for _ in range(args.repeat)]
-                seconds = min(r["seconds"] for r in runs)
+                                  for r in ours)
+                    rows.append({"dataset": dataset, "method": method, "images": ours[0]["n"],
+                                 "seconds": seconds, "img_per_s": ours[0]["n"] / seconds})
+            if theirs:
+                seconds = min(r["seconds"] for r in theirs)
                 rows.append({"dataset": dataset, "method": "cleanvision find_issues",
-                             "images": runs[0]["n"], "seconds": seconds,
-                             "img_per_s": runs[0]["n"] / seconds})
+                             "images": theirs[0]["n"], "seconds": seconds,
+                             "img_per_s": theirs[0]["n"] / seconds})
         print_throughput(rows)
+        print(f"(throughput section: {time.perf_counter() - section:.0f} s)")
 
         def rate(dataset: str, prefix: str) -> float | None:
             return next((r["img_per_s"] for r in rows if r["dataset"] == dataset
@@ -450,12 +495,14 @@ def main(argv=None) -> None:
                   f"(ingest + audit: {fmt(ratio_both, '.1f')}x; goal >= 5x)")
             result |= {f"img_per_s{suffix}": None if ours is None else round(ours, 1),
                        f"img_per_s_ingest_audit{suffix}": None if both is None else round(both, 1),
-                       f"img_per_s_cleanvision{suffix}": None if theirs is None else round(theirs, 1),
+                       f"img_per_s_cleanvision{suffix}":
+                           None if theirs is None else round(theirs, 1),
                        f"ratio_vs_cleanvision{suffix}": None if ratio is None else round(ratio, 2),
                        f"ratio_ingest_audit_vs_cleanvision{suffix}":
                            None if ratio_both is None else round(ratio_both, 2)}
 
         # 2. detection
+        section = time.perf_counter()
         detection, mnist_detection = {}, {}
         for name, root, table, store in (("photos", photo_root, truth, detection),
                                          ("mnist", mnist_root, mnist_truth, mnist_detection)):
@@ -465,6 +512,8 @@ def main(argv=None) -> None:
             if Imagelab is not None:
                 store["cleanvision"] = score_detection(run_cleanvision(Imagelab, root),
                                                        table, root)
+        print(f"\n(detection section, both tools on both corpora: "
+              f"{time.perf_counter() - section:.0f} s)")
         counts = truth["kind"].value_counts()
         print_detection(
             f"Detection on the injected photo corpus: {counts.get('clean', 0)} clean photos, "
@@ -501,7 +550,8 @@ def main(argv=None) -> None:
         for tool, scores in (("smartset", mnist_detection.get("smartset")),
                              ("cleanvision", mnist_detection.get("cleanvision"))):
             tail = "" if tool == "smartset" else "_cleanvision"
-            result[f"neardup_recall_mnist{tail}"] = scores and rounded(scores, "recall")["near_duplicate"]
+            result[f"neardup_recall_mnist{tail}"] = (
+                scores and rounded(scores, "recall")["near_duplicate"])
             result[f"neardup_precision_mnist{tail}"] = (
                 scores and rounded(scores, "precision")["near_duplicate"])
         result |= {"recall_smartset": rounded(ours, "recall"),
@@ -513,15 +563,17 @@ def main(argv=None) -> None:
         result["rss_ratio_50k_vs_10k"] = None
         if sizes["memory"] and audit is not None:
             print("\nMemory: peak RSS of audit in a child process (ingest done before, in "
-                  "another child).")
+                  "another child): main = its VmHWM; worker = the largest worker's ru_maxrss, "
+                  "pages shared with main included; tree = sampled sum of PSS.")
             memory = measure_memory(npz, scratch, sizes["memory"], args.seed)
-            print(f"{'images':>7} | {'seconds':>7} | {'main MB':>7} | {'worker MB':>9} | "
-                  f"{'tree MB':>7} | {'embeddings MB':>13}")
+            print(f"{'images':>7} | {'seconds':>7} | {'main MB before audit':>20} | "
+                  f"{'main MB':>7} | {'worker MB':>9} | {'tree MB':>7} | {'embeddings MB':>13}")
             for m in memory:
-                print(f"{m['images']:>7} | {m['seconds']:>7.1f} | {m['self_kb'] / 1024:>7.0f} | "
+                print(f"{m['images']:>7} | {m['seconds']:>7.1f} | {m['before_kb'] / 1024:>20.0f} | "
+                      f"{m['self_kb'] / 1024:>7.0f} | "
                       f"{m['children_kb'] / 1024:>9.0f} | "
                       f"{fmt(m['tree_peak_bytes'] and m['tree_peak_bytes'] / 2**20, '7.0f'):>7} | "
-                      f"{fmt(m.get('embedding_bytes') and m['embedding_bytes'] / 2**20, '13.1f'):>13}")
+                      f"{fmt(m['embedding_bytes'] and m['embedding_bytes'] / 2**20, '13.1f'):>13}")
             small, large = memory[0], memory[-1]
             growth_mb = (large["self_kb"] - small["self_kb"]) / 1024
             emb_mb = large.get("embedding_bytes") and large["embedding_bytes"] / 2**20

@@ -17,13 +17,10 @@ from smartset.audit.checks import add_derived_properties, robust_fence, run_chec
 from smartset.audit.neighbours import group_pairs, knn, near_duplicate_pairs
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
                                        RECORD, THUMB_SIDE, compute_properties)
-from smartset.catalog import now
 from smartset.engine import Engine, batches_of, get_engine
 
 __all__ = ["AuditResult", "audit"]
 
-_PREFIX = "audit."
-_STAGE = "audit"
 
 
 @dataclass
@@ -56,16 +53,29 @@ def _vector_file(ws) -> Path:
             f"vectors-v{PROPERTIES_VERSION}-{EMBEDDING_DIM}-{THUMB_SIDE}.bin")
 
 
-def _load_cached(ws) -> pd.DataFrame:
-    rows = ws.catalog.query(
-        "SELECT sample_id, column_name, value FROM column_values WHERE column_name LIKE ?",
-        (_PREFIX + "%",))
-    if not rows:
-        return pd.DataFrame(columns=["sample_id"]).set_index("sample_id")
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=["sample_id", "column", "value"])
-    wide = frame.pivot(index="sample_id", columns="column", values="value")
-    wide.columns = [c[len(_PREFIX):] for c in wide.columns]
-    return wide
+_TABLE = f"audit_properties_v{PROPERTIES_VERSION}"
+_TEXT_PROPERTIES = {"pixel_hash"}
+
+
+def _ensure_table(con) -> None:
+    """The audit's own wide table of per-sample properties, one per properties version: a
+    changed definition starts a new table, so no stale value is ever served."""
+    columns = ", ".join(f"{name} {'TEXT' if name in _TEXT_PROPERTIES else 'REAL'}"
+                        for name in PROPERTIES)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (sample_id TEXT PRIMARY KEY "
+                f"REFERENCES samples(id), sha256 TEXT NOT NULL, embedding_row INTEGER NOT NULL, "
+                f"{columns}) WITHOUT ROWID")
+
+
+def _load_cached(ws, columns: str = "*") -> pd.DataFrame:
+    with ws.catalog.read() as con:
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (_TABLE,)).fetchone()
+        if not exists:
+            return pd.DataFrame(columns=["sample_id", "sha256"]).set_index("sample_id")
+        cursor = con.execute(f"SELECT {columns} FROM {_TABLE}")
+        names = [d[0] for d in cursor.description]
+        frame = pd.DataFrame(cursor.fetchall(), columns=names)
+    return frame.set_index("sample_id")
 
 
 def _store(ws, batch, embedding_path: Path) -> list[tuple[str, str]]:
@@ -86,21 +96,12 @@ def _store(ws, batch, embedding_path: Path) -> list[tuple[str, str]]:
         handle.write(records.tobytes())
         handle.flush()
         os.fsync(handle.fileno())  # rows on disk before the catalog points at them
-    stamp = now()
-    values = []
-    for offset, i in enumerate(good):
-        sid = batch["id"][i]
-        values.append((_PREFIX + "fingerprint", sid, f"{batch['sha256'][i]}:{PROPERTIES_VERSION}"))
-        values.append((_PREFIX + "embedding_row", sid, first_row + offset))
-        values.extend((_PREFIX + name, sid, batch[name][i]) for name in PROPERTIES)
+    rows = [(batch["id"][i], batch["sha256"][i], first_row + offset,
+             *(batch[name][i] for name in PROPERTIES)) for offset, i in enumerate(good)]
+    marks = ", ".join("?" * (3 + len(PROPERTIES)))
     with ws.catalog.write() as con:
-        con.executemany(
-            "INSERT OR IGNORE INTO columns(name, stage, fingerprint, description, updated_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(_PREFIX + n, _STAGE, str(PROPERTIES_VERSION), PROPERTIES.get(n, n), stamp)
-             for n in ("fingerprint", "embedding_row", *PROPERTIES)])
-        con.executemany("INSERT OR REPLACE INTO column_values(column_name, sample_id, value)"
-                        " VALUES (?, ?, ?)", values)
+        _ensure_table(con)
+        con.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES ({marks})", rows)
     return errors
 
 
@@ -164,11 +165,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
 
-    fingerprints = pd.Series({r[0]: r[1] for r in ws.catalog.query(
-        "SELECT sample_id, value FROM column_values WHERE column_name = ?",
-        (_PREFIX + "fingerprint",))}, dtype=object)
-    wanted = samples["sha256"] + f":{PROPERTIES_VERSION}"
-    todo = samples[samples["id"].map(fingerprints).ne(wanted)]
+    measured = _load_cached(ws, "sample_id, sha256")["sha256"]
+    todo = samples[samples["id"].map(measured).ne(samples["sha256"])]
     embedding_path = _vector_file(ws)
     mean_size = float(todo["size"].mean()) if len(todo) else 1.0
     batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
@@ -181,7 +179,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             errors.extend(_store(ws, batch, embedding_path))
             advance(len(batch["id"]))
 
-    props = samples.join(_load_cached(ws), on="id")
+    props = samples.join(_load_cached(ws).drop(columns=["sha256"]), on="id")
     failed = {sid for sid, _ in errors}
     props = props[props["embedding_row"].notna() & ~props["id"].isin(failed)].reset_index(drop=True)
     for name in PROPERTIES:

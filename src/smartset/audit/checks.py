@@ -123,7 +123,7 @@ register_check(Check(
     lambda r, t: f"low information: brightness entropy {r.entropy:.2f} bits below {t:.2f}",
     description="few distinct brightness levels: flat, blank or posterised"))
 register_check(Check(
-    "odd_size", "size_ratio", "high", 1.5,
+    "odd_size", "size_ratio", "high", 2.0,
     lambda r, t: (f"odd size: {int(r.width)}x{int(r.height)} pixels, area "
                   f"{10 ** r.size_ratio:.0f}x {'larger' if r.larger else 'smaller'} than the "
                   f"median image (limit {10 ** t:.0f}x)"),

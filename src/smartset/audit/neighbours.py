@@ -63,7 +63,7 @@ _WINDOWS = ([(scale, 0.0, 0.0) for scale in (1.0, 0.975, 0.95, 0.925, 0.9)]
 _REFERENCE = [(1.0, 0.0, 0.0), (_SHIFT_SCALE, 0.0, 0.0)]
 _REFERENCE_OF = np.array([0 if scale != _SHIFT_SCALE else 1 for scale, _, _ in _WINDOWS])
 _VERIFY_SIDE = 24
-_CHUNK = 512
+_CHUNK = 256
 
 
 def _area_matrix(side: int, scale: float, offset: float, out: int) -> np.ndarray:
@@ -122,8 +122,10 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
         crops = crop_vectors(read_thumbs(rows[unique_rows]))
         unique_partners, partner_position = np.unique(partners, return_inverse=True)
         reference = crop_vectors(read_thumbs(unique_partners), windows=_REFERENCE)
-        best = np.einsum("psd,psd->ps", crops[row_position],
-                         reference[partner_position][:, _REFERENCE_OF]).max(axis=1)
+        best = np.full(len(partners), -1.0, dtype=np.float32)
+        for w, ref in enumerate(_REFERENCE_OF):  # one window at a time: no pairs x windows copy
+            scores = np.einsum("pd,pd->p", crops[row_position, w], reference[partner_position, ref])
+            np.maximum(best, scores, out=best)
         mine = rows[local_rows]
         firsts.append(np.minimum(mine, partners))
         seconds.append(np.maximum(mine, partners))
@@ -140,13 +142,14 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
 def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
                          candidate_similarity: float, min_similarity: float,
                          density_factor: float = 0.1, density_rank: int = 5,
-                         threshold: float | None = None
+                         per_image: int = 3, threshold: float | None = None
                          ) -> tuple[list[tuple[int, int, float]], float]:
     """Pairs ``(i, j, similarity)``, ``i < j``, that are near copies, and the median
     threshold applied.
 
-    Candidates are kNN pairs with embedding similarity at least ``candidate_similarity``,
-    verified on thumbnails (:func:`verified_similarity`). Each pair's threshold adapts to
+    Candidates are each image's ``per_image`` nearest neighbours with embedding similarity
+    at least ``candidate_similarity``, verified on thumbnails (:func:`verified_similarity`);
+    a copy is its original's nearest neighbour, or nearly. Each pair's threshold adapts to
     how crowded its neighbourhood is: at least ``min_similarity``, and closer to 1 than a
     share (``density_factor``) of the verified distance from each image to its
     ``density_rank``-th neighbour. Among many look-alikes (handwritten ones) only a copy
@@ -154,6 +157,7 @@ def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
     given ``threshold`` replaces the rule.
     """
     candidates = (sims >= candidate_similarity) & (indices >= 0)
+    candidates[:, per_image:] = False
     first, second, similarity = verified_similarity(indices, candidates, read_thumbs)
     if first.size == 0:
         return [], threshold if threshold is not None else min_similarity
