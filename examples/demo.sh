@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo: ingest the shipped photos and digits, a first look at each, and an audit.
+# The demo: ingest the shipped photos and digits, a first look at each, an audit, and an
+# augmented version of the digits.
 # Runs from the repository root with `smartset` on PATH (`make demo` arranges both).
 set -euo pipefail
 out=demo-workspace
@@ -20,6 +21,11 @@ smartset ingest "$out/digits" examples/data/digits.npz
 smartset version create original --description "the digits as shipped" -w "$out/digits"
 smartset stats "$out/digits" --version original
 smartset audit "$out/digits" --version original
+
+echo
+echo "== Augmentation: the MNIST study's rotation-elastic combination, x5, with lineage"
+smartset augment run --policy rotation-elastic --factor 5 --version original --constraints digits -w "$out/digits"
+smartset augment preview -w "$out/digits"
 
 echo
 echo "Demo output: $(cd "$out" && pwd)"

@@ -17,12 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from smartset.augment._cli import augment_app
 from smartset.errors import SmartsetError
 
 app = typer.Typer(
     name="smartset",
     help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
-         "audit (and samples, issues, label, version, runs to inspect and change the catalog).",
+         "audit, augment (and samples, issues, label, version, runs to inspect and change the "
+         "catalog).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,6 +34,7 @@ label_app = typer.Typer(help="Change labels (as events: nothing is lost) and rea
 version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
 app.add_typer(version_app, name="version")
+app.add_typer(augment_app, name="augment")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)

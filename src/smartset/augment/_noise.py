@@ -32,13 +32,19 @@ def stream_uniform(streams: np.ndarray, indices: np.ndarray, n: int) -> np.ndarr
     out = np.empty((len(streams), slot), dtype=np.float32)
     if len(streams) == 0 or n == 0:
         return out[:, :n]
+    if (streams == streams[0]).all() and (np.diff(indices) == 1).all():
+        # the common case, a whole batch of one stream: one call, no copies
+        bits = np.random.PCG64(int(streams[0]))
+        bits.advance(int(indices[0]) * slot // 2)  # a float32 draw takes half a 64-bit step
+        out = np.random.Generator(bits).random(len(streams) * slot, dtype=np.float32)
+        return out.reshape(len(streams), slot)[:, :n]
     for stream in np.unique(streams):
         rows = np.flatnonzero(streams == stream)
         wanted = indices[rows]
         low, high = int(wanted.min()), int(wanted.max())
         if high - low + 1 <= 2 * len(rows) + 8:  # dense: one call for the span
             bits = np.random.PCG64(int(stream))
-            bits.advance(low * slot // 2)  # float32 draws take half a 64-bit step each
+            bits.advance(low * slot // 2)
             span = np.random.Generator(bits).random((high - low + 1) * slot, dtype=np.float32)
             out[rows] = span.reshape(-1, slot)[wanted - low]
         else:
@@ -47,6 +53,47 @@ def stream_uniform(streams: np.ndarray, indices: np.ndarray, n: int) -> np.ndarr
                 bits.advance(int(index) * slot // 2)
                 out[row] = np.random.Generator(bits).random(slot, dtype=np.float32)
     return out[:, :n]
+
+
+def stream_words(streams: np.ndarray, indices: np.ndarray, words: int) -> np.ndarray:
+    """Raw 64-bit words, shape ``(len(streams), words)``: row ``k`` is the ``indices[k]``-th
+    slot of ``words`` words of stream ``streams[k]`` (one generator step per word)."""
+    streams = np.asarray(streams, dtype=np.int64).reshape(-1)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    out = np.empty((len(streams), words), dtype=np.uint64)
+    if len(streams) == 0 or words == 0:
+        return out
+    if (streams == streams[0]).all() and (np.diff(indices) == 1).all():
+        bits = np.random.PCG64(int(streams[0]))
+        bits.advance(int(indices[0]) * words)
+        return bits.random_raw(len(streams) * words).reshape(len(streams), words)
+    for stream in np.unique(streams):
+        rows = np.flatnonzero(streams == stream)
+        wanted = indices[rows]
+        low, high = int(wanted.min()), int(wanted.max())
+        if high - low + 1 <= 2 * len(rows) + 8:
+            bits = np.random.PCG64(int(stream))
+            bits.advance(low * words)
+            out[rows] = bits.random_raw((high - low + 1) * words).reshape(-1, words)[wanted - low]
+        else:
+            for row, index in zip(rows, wanted):
+                bits = np.random.PCG64(int(stream))
+                bits.advance(int(index) * words)
+                out[row] = bits.random_raw(words)
+    return out
+
+
+def stream_odd11(streams: np.ndarray, indices: np.ndarray, n: int) -> np.ndarray:
+    """Uniform noise as odd integers in ``[-2047, 2047]`` (``float32``, exact), shape
+    ``(len(streams), n)``: four 11-bit values from each 64-bit word."""
+    words = (n + 3) // 4
+    w = stream_words(streams, indices, words)
+    # the four 16-bit lanes of each word, low lane first on every platform; top 11 bits each
+    lanes = w.astype("<u8", copy=False).view("<u2").reshape(len(w), 4 * words)[:, :n]
+    out = (lanes >> np.uint16(5)).astype(np.float32)
+    out *= np.float32(2)
+    out -= np.float32(2047)
+    return out
 
 
 def stream_normal(streams: np.ndarray, indices: np.ndarray, n: int,

@@ -1,0 +1,58 @@
+"""Augmentation: batched, seeded, replayable transforms that move images and their targets.
+
+Functions over ``torch.Tensor`` batches ``N x C x H x W`` (``uint8`` or float; dtype and
+device kept) with per-sample parameters; transforms and policies are thin classes over them.
+
+    >>> from smartset import augment as aug
+    >>> policy = aug.named_policy("rotation-elastic")        # doctest: +SKIP
+    >>> result = aug.augment(images, policy, seed=0)         # doctest: +SKIP
+    >>> result.records[3]                                     # doctest: +SKIP
+    {'policy': {'named': 'rotation-elastic'}, 'steps': [...]}
+    >>> aug.replay(images[3], result.records[3])              # doctest: +SKIP
+
+Names load on first use, so ``import smartset.augment`` (and the CLI) stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "smartset.augment.errors": [
+        "AugmentError", "AugmentParameterError", "UnknownNameError", "ConstraintError",
+        "BatchShapeError", "PolicyFileError", "NotFittedError"],
+    "smartset.augment._params": ["Params"],
+    "smartset.augment.targets": ["BoundingBoxes", "Masks", "Keypoints"],
+    "smartset.augment.transforms": [
+        "Transform", "GeometricTransform", "register_transform", "get_transform",
+        "available_transforms", "Rotation", "Translation", "Scale", "Shear", "HorizontalFlip",
+        "VerticalFlip", "Perspective", "Elastic", "Centering", "RandomCrop", "Pad", "Resize"],
+    "smartset.augment._photometric": [
+        "Brightness", "Gamma", "Contrast", "CLAHE", "ChannelShift", "Hue", "Saturation",
+        "ColorJitter", "GaussianNoise", "SaltAndPepper", "GaussianBlur", "BoxBlur",
+        "MedianBlur", "Smooth", "Sharpen", "Erasing", "Rescale", "SamplewiseCenter",
+        "SamplewiseStdNormalization", "FeaturewiseNormalizer"],
+    "smartset.augment.policy": [
+        "Policy", "Compose", "OneOf", "SomeOf", "PolicyParams", "AugmentResult", "augment",
+        "replay", "named_policy", "available_policies", "NAMED_POLICIES", "STUDY_FACTORS",
+        "policy_from_spec", "load_policy", "save_policy", "resolve_policy", "Constraints",
+        "DOMAIN_CONSTRAINTS", "validate_policy"],
+    "smartset.augment.online": ["AugmentedDataset"],
+    "smartset.augment.offline": ["augment_version"],
+    "smartset.augment.preview": ["preview_grid", "write_preview"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE) + ["functional"]
+
+
+def __getattr__(name: str):
+    if name == "functional":
+        return importlib.import_module("smartset.augment.functional")
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'smartset.augment' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,186 @@
+"""Running ``(transform, params)`` steps over a batch: inputs dispatched by type, runs of
+geometric steps fused into one warp, photometric steps on the samples they apply to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from smartset.augment import _geometry as geo
+from smartset.augment._params import Params
+from smartset.augment.errors import BatchShapeError
+from smartset.augment.targets import BoundingBoxes, Keypoints, Masks, inside
+
+_TARGETS = (Masks, BoundingBoxes, Keypoints)
+
+
+def _type_name(obj) -> str:
+    kind = type(obj)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def flatten(batch) -> tuple[list, Callable[[list], object]]:
+    """The leaves of ``batch`` (tensors and typed targets) and a function rebuilding the
+    same structure from new leaves. Unknown types raise ``TypeError`` naming them."""
+    if isinstance(batch, torch.Tensor):
+        if batch.ndim != 4:
+            raise BatchShapeError(
+                f"Expected an image batch N x C x H x W, got a tensor of shape "
+                f"{tuple(batch.shape)}. For one image use image[None] (C x H x W) or "
+                f"image[None, None] (H x W); stack images of one size with torch.stack.")
+        return [batch], lambda leaves: leaves[0]
+    if isinstance(batch, _TARGETS):
+        return [batch], lambda leaves: leaves[0]
+    if isinstance(batch, (tuple, list)):
+        parts = [flatten(item) for item in batch]
+        counts = [len(p[0]) for p in parts]
+
+        def rebuild(leaves, parts=parts, counts=counts, kind=type(batch)):
+            items, start = [], 0
+            for (_, fn), count in zip(parts, counts):
+                items.append(fn(leaves[start:start + count]))
+                start += count
+            return kind(items)
+        return [leaf for p in parts for leaf in p[0]], rebuild
+    if isinstance(batch, dict):
+        keys = list(batch)
+        parts = [flatten(batch[k]) for k in keys]
+        counts = [len(p[0]) for p in parts]
+
+        def rebuild_dict(leaves, parts=parts, counts=counts, keys=keys):
+            out, start = {}, 0
+            for key, (_, fn), count in zip(keys, parts, counts):
+                out[key] = fn(leaves[start:start + count])
+                start += count
+            return out
+        return [leaf for p in parts for leaf in p[0]], rebuild_dict
+    raise TypeError(
+        f"smartset.augment cannot transform an object of type {_type_name(batch)}: pass an "
+        f"image batch (torch.Tensor N x C x H x W), Masks, BoundingBoxes, Keypoints, or a "
+        f"tuple, list or dict of them (NumPy arrays: torch.from_numpy).")
+
+
+def _geometry_of(leaves: list) -> tuple[int, tuple[int, int], int]:
+    """(N, (H, W), C) shared by every leaf; mismatches raise BatchShapeError."""
+    sizes, counts, channels = set(), set(), None
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            counts.add(leaf.shape[0])
+            sizes.add(tuple(leaf.shape[2:]))
+            channels = channels or leaf.shape[1]
+        elif isinstance(leaf, Masks):
+            counts.add(leaf.data.shape[0])
+            sizes.add(tuple(leaf.data.shape[2:]))
+        else:
+            counts.add(len(leaf))
+            sizes.add(leaf.canvas_size)
+    if len(counts) > 1:
+        raise BatchShapeError(f"The parts of one batch hold different numbers of samples: "
+                              f"{sorted(counts)}.")
+    if len(sizes) > 1:
+        raise BatchShapeError(f"The parts of one batch have different canvas sizes (H, W): "
+                              f"{sorted(sizes)}; give boxes and keypoints the image's size.")
+    return counts.pop(), sizes.pop(), channels or 1
+
+
+def batch_shape_of(batch) -> tuple[int, int, int, int]:
+    n, (height, width), channels = _geometry_of(flatten(batch)[0])
+    return (n, channels, height, width)
+
+
+def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
+    """Apply ``steps`` (``(transform, params)`` pairs) to ``batch``; returns the result and
+    the parameters as applied (centering shifts filled in)."""
+    leaves, rebuild = flatten(batch)
+    n, _, _ = _geometry_of(leaves)
+    for transform, params in steps:
+        if params.n != n:
+            raise BatchShapeError(f"{transform.name}: parameters for {params.n} samples, "
+                                  f"batch of {n}.")
+    resolved: list[Params] = []
+    i = 0
+    while i < len(steps):
+        transform = steps[i][0]
+        if transform.kind == "geometric":
+            j = i + 1
+            while (j < len(steps) and steps[j][0].kind == "geometric"
+                   and steps[j][0].fill_key == transform.fill_key):
+                j += 1
+            leaves, done = _run_geometric(steps[i:j], leaves)
+            resolved.extend(done)
+            i = j
+        else:
+            leaves = [_run_photometric(transform, steps[i][1], leaf) for leaf in leaves]
+            resolved.append(steps[i][1])
+            i += 1
+    return rebuild(leaves), resolved
+
+
+def _run_photometric(transform, params: Params, leaf):
+    if not isinstance(leaf, torch.Tensor):
+        return leaf  # targets do not change with pixel values
+    transform._check_channels(leaf)
+    applied = params.applied
+    if len(applied) == 0:
+        return transform._apply_images(leaf, params) if transform.kind == "normalize" \
+            else leaf.clone()
+    if applied.all():
+        return transform._apply_images(leaf, params)
+    if not applied.any():
+        return leaf
+    rows = np.flatnonzero(applied)
+    index = torch.as_tensor(rows, device=leaf.device)
+    part = transform._apply_images(leaf.index_select(0, index), params.subset(rows))
+    out = leaf.to(part.dtype) if part.dtype != leaf.dtype else leaf.clone()
+    out[index] = part
+    return out
+
+
+def _run_geometric(group: list, leaves: list) -> tuple[list, list[Params]]:
+    n, size, channels = _geometry_of(leaves)
+    fill, fill_value, interpolation = group[0][0].fill_key
+    steps = []
+    for transform, params in group:
+        step = transform.geo_step(params, size)
+        steps.append(step)
+        size = step.size_out
+    images = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    if n == 0:
+        return [_empty_like(leaf, size) for leaf in leaves], [p for _, p in group]
+    steps = geo.resolve_centering(steps, images[0] if images else None, fill=fill,
+                                  fill_value=fill_value, interpolation=interpolation)
+    resolved = []
+    for (transform, params), step in zip(group, steps):
+        if step.shift is not None:
+            params = Params(params.n, {**params.columns, "dx": step.shift[:, 0].copy(),
+                                       "dy": step.shift[:, 1].copy()})
+        resolved.append(params)
+    warp = geo.FusedWarp(steps)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            out.append(warp.images(leaf, fill=fill, fill_value=fill_value,
+                                   interpolation=interpolation))
+        elif isinstance(leaf, Masks):
+            out.append(Masks(warp.masks(leaf.data, fill=fill, fill_value=leaf.fill), leaf.fill))
+        elif isinstance(leaf, BoundingBoxes):
+            boxes, keep = warp.boxes(leaf.to_xyxy(), min_visibility=leaf.min_visibility,
+                                     min_area=leaf.min_area)
+            out.append(leaf.replace(boxes, keep, size))
+        else:
+            points = warp.points(leaf.points)
+            visible = [v & inside(p, size) for v, p in zip(leaf.visible, points)]
+            out.append(Keypoints(points, size, visible))
+    return out, resolved
+
+
+def _empty_like(leaf, size):
+    if isinstance(leaf, torch.Tensor):
+        return leaf.new_empty((0, leaf.shape[1], *size))
+    if isinstance(leaf, Masks):
+        return Masks(leaf.data.new_empty((0, leaf.data.shape[1], *size)), leaf.fill)
+    if isinstance(leaf, BoundingBoxes):
+        return leaf.replace([], [], size)
+    return Keypoints([], size, [])
