@@ -31,3 +31,4 @@ echo
 echo "Demo output: $(cd "$out" && pwd)"
 echo "  audit reports: $out/photos/reports/audit/live/report.html, $out/digits/reports/audit/original/report.html"
 echo "  stats plots and montages: $out/*/reports/stats/"
+echo "  augmentation preview: $out/digits/reports/augment/preview-named-policies.png"
