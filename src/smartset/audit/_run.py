@@ -105,6 +105,45 @@ def _store(ws, batch, embedding_path: Path) -> list[tuple[str, str]]:
     return errors
 
 
+class _RecordFile:
+    """Reads the audit's record file with plain reads, not a memory map: pages of a map
+    count in the process's resident memory, read pages only in the OS cache."""
+
+    _BLOCK = 4096  # records per sequential read
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def embeddings(self, rows: np.ndarray) -> np.ndarray:
+        """float32 embeddings of ``rows``, read block by block in file order."""
+        out = np.empty((len(rows), EMBEDDING_DIM), dtype=np.float32)
+        if not len(rows):
+            return out
+        order = np.argsort(rows)
+        ordered = rows[order]
+        with open(self.path, "rb") as handle:
+            for start in range(0, int(ordered[-1]) + 1, self._BLOCK):
+                picked = np.flatnonzero((ordered >= start) & (ordered < start + self._BLOCK))
+                if not picked.size:
+                    continue
+                handle.seek(start * RECORD.itemsize)
+                block = np.fromfile(handle, dtype=RECORD, count=self._BLOCK)
+                out[order[picked]] = block["embedding"][ordered[picked] - start]
+        return out
+
+    def thumbs(self, rows: np.ndarray) -> np.ndarray:
+        """Gray verification thumbnails of ``rows`` (one read each)."""
+        out = np.empty((len(rows), THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
+        offset = RECORD.fields["thumb"][1]
+        size = THUMB_SIDE * THUMB_SIDE
+        with open(self.path, "rb") as handle:
+            descriptor = handle.fileno()
+            for i, row in enumerate(rows):
+                data = os.pread(descriptor, size, int(row) * RECORD.itemsize + offset)
+                out[i] = np.frombuffer(data, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE)
+        return out
+
+
 def _duplicates(props: pd.DataFrame, embeddings: np.ndarray, thumbs, *, k: int,
                 candidate_similarity: float, min_similarity: float, threshold: float | None):
     n = len(props)
@@ -189,17 +228,12 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     props["aspect_ratio"] = props["width"] / props["height"]
     props["megapixels"] = props["width"] * props["height"] / 1e6
     props["file_bytes"] = props["size"]
-    vectors = (np.memmap(embedding_path, dtype=RECORD, mode="r")
-               if len(props) else np.zeros(0, dtype=RECORD))
     rows = props["embedding_row"].astype(np.int64).to_numpy()
-    embeddings = np.asarray(vectors["embedding"][rows], dtype=np.float32)
+    vectors = _RecordFile(embedding_path)
+    embeddings = vectors.embeddings(rows)
 
     def thumbs(positions: np.ndarray) -> np.ndarray:
-        wanted = rows[positions]
-        order = np.argsort(wanted)  # memmap reads in file order
-        out = np.empty((len(wanted), THUMB_SIDE, THUMB_SIDE), dtype=np.uint8)
-        out[order] = vectors["thumb"][wanted[order]]
-        return out
+        return vectors.thumbs(rows[positions])
 
     skipped: dict[str, str] = {}
     findings = [{"kind": "unreadable", "sample_id": sid, "score": 1.0, "threshold": None,
