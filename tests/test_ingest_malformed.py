@@ -7,7 +7,6 @@ import unicodedata
 
 import pytest
 
-import smartset
 from smartset.errors import ColumnNotFoundError, SourceError
 
 BAD = {  # fixture file -> the reason ingest must record

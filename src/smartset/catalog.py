@@ -285,6 +285,16 @@ class Catalog:
             )
             return int(cur.lastrowid)
 
+    @contextlib.contextmanager
+    def failing_run(self, run_id: int) -> Iterator[None]:
+        """Mark run ``run_id`` failed, with the error, if the block raises."""
+        try:
+            yield
+        except BaseException as error:
+            self.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
+                            status="failed")
+            raise
+
     def finish_run(self, run_id: int, metrics: dict, *, status: str = "done") -> None:
         with self.write() as con:
             con.execute(

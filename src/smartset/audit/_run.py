@@ -203,133 +203,134 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "near_duplicate_similarity": near_duplicate_similarity,
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
+    with ws.catalog.failing_run(run_id):
 
-    measured = _load_cached(ws, "sample_id, sha256")["sha256"]
-    todo = samples[samples["id"].map(measured).ne(samples["sha256"])]
-    embedding_path = _vector_file(ws)
-    mean_size = float(todo["size"].mean()) if len(todo) else 1.0
-    batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
-    results = get_engine(engine, workers=workers).map_batches(
-        compute_properties, batches_of({"id": todo["id"].tolist(), "path": todo["path"].tolist(),
-                                        "sha256": todo["sha256"].tolist()}, batch_size))
-    errors = []
-    with progress_bar(len(todo), "measuring images", enabled=show_progress) as advance:
-        for batch in results:
-            errors.extend(_store(ws, batch, embedding_path))
-            advance(len(batch["id"]))
+        measured = _load_cached(ws, "sample_id, sha256")["sha256"]
+        todo = samples[samples["id"].map(measured).ne(samples["sha256"])]
+        embedding_path = _vector_file(ws)
+        mean_size = float(todo["size"].mean()) if len(todo) else 1.0
+        batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
+        results = get_engine(engine, workers=workers).map_batches(
+            compute_properties, batches_of({"id": todo["id"].tolist(), "path": todo["path"].tolist(),
+                                            "sha256": todo["sha256"].tolist()}, batch_size))
+        errors = []
+        with progress_bar(len(todo), "measuring images", enabled=show_progress) as advance:
+            for batch in results:
+                errors.extend(_store(ws, batch, embedding_path))
+                advance(len(batch["id"]))
 
-    props = samples.join(_load_cached(ws).drop(columns=["sha256"]), on="id")
-    failed = {sid for sid, _ in errors}
-    props = props[props["embedding_row"].notna() & ~props["id"].isin(failed)].reset_index(drop=True)
-    for name in PROPERTIES:
-        if name != "pixel_hash":
-            props[name] = pd.to_numeric(props[name], errors="coerce")
-    props = add_derived_properties(props)
-    props["aspect_ratio"] = props["width"] / props["height"]
-    props["megapixels"] = props["width"] * props["height"] / 1e6
-    props["file_bytes"] = props["size"]
-    rows = props["embedding_row"].astype(np.int64).to_numpy()
-    vectors = _RecordFile(embedding_path)
-    embeddings = vectors.embeddings(rows)
+        props = samples.join(_load_cached(ws).drop(columns=["sha256"]), on="id")
+        failed = {sid for sid, _ in errors}
+        props = props[props["embedding_row"].notna() & ~props["id"].isin(failed)].reset_index(drop=True)
+        for name in PROPERTIES:
+            if name != "pixel_hash":
+                props[name] = pd.to_numeric(props[name], errors="coerce")
+        props = add_derived_properties(props)
+        props["aspect_ratio"] = props["width"] / props["height"]
+        props["megapixels"] = props["width"] * props["height"] / 1e6
+        props["file_bytes"] = props["size"]
+        rows = props["embedding_row"].astype(np.int64).to_numpy()
+        vectors = _RecordFile(embedding_path)
+        embeddings = vectors.embeddings(rows)
 
-    def thumbs(positions: np.ndarray) -> np.ndarray:
-        return vectors.thumbs(rows[positions])
+        def thumbs(positions: np.ndarray) -> np.ndarray:
+            return vectors.thumbs(rows[positions])
 
-    skipped: dict[str, str] = {}
-    findings = [{"kind": "unreadable", "sample_id": sid, "score": 1.0, "threshold": None,
-                 "reason": f"could not be decoded for the audit: {error}"} for sid, error in errors]
-    for issue in ws.issues().itertuples():
-        findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
-                         "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
-                         "group": issue.reason})
-    thresholds = dict(thresholds or {})
-    near_given = thresholds.pop("near_duplicate", None)
-    check_findings, used = run_checks(props, thresholds)
-    # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
-    # repeat "low information" or "odd size" there.
-    larger = props.set_index("id")["larger"]
-    explained = {f["sample_id"] for f in check_findings
-                 if f["kind"] == "low_information"
-                 or (f["kind"] == "odd_size" and not larger[f["sample_id"]])}
-    check_findings = [f for f in check_findings
-                      if not (f["kind"] == "blurry" and f["sample_id"] in explained)]
-    findings.extend(check_findings)
-    for name, info in used.items():
-        if "skipped" in info:
-            skipped[name] = info["skipped"]
+        skipped: dict[str, str] = {}
+        findings = [{"kind": "unreadable", "sample_id": sid, "score": 1.0, "threshold": None,
+                     "reason": f"could not be decoded for the audit: {error}"} for sid, error in errors]
+        for issue in ws.issues().itertuples():
+            findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
+                             "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
+                             "group": issue.reason})
+        thresholds = dict(thresholds or {})
+        near_given = thresholds.pop("near_duplicate", None)
+        check_findings, used = run_checks(props, thresholds)
+        # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
+        # repeat "low information" or "odd size" there.
+        larger = props.set_index("id")["larger"]
+        explained = {f["sample_id"] for f in check_findings
+                     if f["kind"] == "low_information"
+                     or (f["kind"] == "odd_size" and not larger[f["sample_id"]])}
+        check_findings = [f for f in check_findings
+                          if not (f["kind"] == "blurry" and f["sample_id"] in explained)]
+        findings.extend(check_findings)
+        for name, info in used.items():
+            if "skipped" in info:
+                skipped[name] = info["skipped"]
 
-    duplicate_groups = []
-    if len(props) >= 2:
-        exact_groups, near_groups, best_sim, indices, sims, near_threshold = _duplicates(
-            props, embeddings, thumbs, k=neighbours, candidate_similarity=candidate_similarity,
-            min_similarity=near_duplicate_similarity, threshold=near_given)
-        used["near_duplicate"] = {
-            "property": "verified similarity", "direction": "high", "threshold": near_threshold,
-            "set_by": ("given" if near_given is not None else
-                       "absolute limit" if near_threshold == near_duplicate_similarity
-                       else "local density (median shown)"),
-            "absolute": near_duplicate_similarity, "fence": None,
-            "flagged": sum(len(g) for g in near_groups)}
-        for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
-            for number, members in enumerate(groups, start=1):
-                key = f"{kind.split('_')[0]}-{number}"
-                scopes, detail = _describe_group(props, members)
-                duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
-                                         "members": props["id"].iloc[members].tolist()})
-                for m in members:
-                    score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
-                    what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
-                    findings.append({
-                        "kind": kind, "sample_id": props["id"].iloc[m], "score": score,
-                        "threshold": None if kind == "exact_duplicate" else near_threshold,
-                        "group": key,
-                        "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
-                                   f"{': ' + detail if detail else ''})")})
-        findings.extend(_outliers(props, sims, embeddings, fence=outlier_fence, skipped=skipped))
-    else:
-        skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
-    findings.extend(_imbalance(props, skipped))
+        duplicate_groups = []
+        if len(props) >= 2:
+            exact_groups, near_groups, best_sim, indices, sims, near_threshold = _duplicates(
+                props, embeddings, thumbs, k=neighbours, candidate_similarity=candidate_similarity,
+                min_similarity=near_duplicate_similarity, threshold=near_given)
+            used["near_duplicate"] = {
+                "property": "verified similarity", "direction": "high", "threshold": near_threshold,
+                "set_by": ("given" if near_given is not None else
+                           "absolute limit" if near_threshold == near_duplicate_similarity
+                           else "local density (median shown)"),
+                "absolute": near_duplicate_similarity, "fence": None,
+                "flagged": sum(len(g) for g in near_groups)}
+            for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
+                for number, members in enumerate(groups, start=1):
+                    key = f"{kind.split('_')[0]}-{number}"
+                    scopes, detail = _describe_group(props, members)
+                    duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
+                                             "members": props["id"].iloc[members].tolist()})
+                    for m in members:
+                        score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
+                        what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
+                        findings.append({
+                            "kind": kind, "sample_id": props["id"].iloc[m], "score": score,
+                            "threshold": None if kind == "exact_duplicate" else near_threshold,
+                            "group": key,
+                            "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
+                                       f"{': ' + detail if detail else ''})")})
+            findings.extend(_outliers(props, sims, embeddings, fence=outlier_fence, skipped=skipped))
+        else:
+            skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
+        findings.extend(_imbalance(props, skipped))
 
-    labels = props["label"]
-    if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
-        probe_columns = [c for c in PROBED_PROPERTIES if c in props]
-        bias = bias_probe(props[probe_columns], labels, seed=seed)
-        for row in bias[bias["flagged"]].itertuples():
-            best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
-            extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
-            findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
-                             "threshold": 0.2, "group": row.property,
-                             "reason": (f"'{row.property}' alone predicts the label: accuracy "
-                                        f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
-                                        f"guessing the majority class{extra}")})
-    else:
-        bias = bias_probe(pd.DataFrame(index=props.index), labels)
-        skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
+        labels = props["label"]
+        if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
+            probe_columns = [c for c in PROBED_PROPERTIES if c in props]
+            bias = bias_probe(props[probe_columns], labels, seed=seed)
+            for row in bias[bias["flagged"]].itertuples():
+                best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
+                extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
+                findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
+                                 "threshold": 0.2, "group": row.property,
+                                 "reason": (f"'{row.property}' alone predicts the label: accuracy "
+                                            f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
+                                            f"guessing the majority class{extra}")})
+        else:
+            bias = bias_probe(pd.DataFrame(index=props.index), labels)
+            skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
 
-    frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
-                                            "group"])
-    frame = frame.astype({"group": object}).where(frame.notna(), None)
-    with ws.catalog.write() as con:
-        con.executemany(
-            "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
-            " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
-             for r in frame.itertuples()])
-    result = AuditResult(run_id, version, frame, props.drop(columns=["embedding_row"]), used, bias,
-                         duplicate_groups, {}, 0.0, computed=len(todo), skipped=skipped)
-    result.summary = {"n_samples": int(len(samples)), "n_audited": int(len(props)),
-                      "computed": int(len(todo)), "cached": int(len(samples) - len(todo)),
-                      "findings": result.counts(), "skipped": skipped,
-                      "duplicate_groups": {k: sum(g["kind"] == k for g in duplicate_groups)
-                                           for k in ("exact_duplicate", "near_duplicate")},
-                      "label_conflicts": sum("label conflict" in g["scopes"] for g in duplicate_groups),
-                      "split_leakage": sum("split leakage" in g["scopes"] for g in duplicate_groups)}
-    if report:
-        from smartset.audit.report import write_report
+        frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
+                                                "group"])
+        frame = frame.astype({"group": object}).where(frame.notna(), None)
+        with ws.catalog.write() as con:
+            con.executemany(
+                "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
+                " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
+                 for r in frame.itertuples()])
+        result = AuditResult(run_id, version, frame, props.drop(columns=["embedding_row"]), used, bias,
+                             duplicate_groups, {}, 0.0, computed=len(todo), skipped=skipped)
+        result.summary = {"n_samples": int(len(samples)), "n_audited": int(len(props)),
+                          "computed": int(len(todo)), "cached": int(len(samples) - len(todo)),
+                          "findings": result.counts(), "skipped": skipped,
+                          "duplicate_groups": {k: sum(g["kind"] == k for g in duplicate_groups)
+                                               for k in ("exact_duplicate", "near_duplicate")},
+                          "label_conflicts": sum("label conflict" in g["scopes"] for g in duplicate_groups),
+                          "split_leakage": sum("split leakage" in g["scopes"] for g in duplicate_groups)}
+        if report:
+            from smartset.audit.report import write_report
 
-        target = Path(out_dir) if out_dir else ws.reports_dir / "audit" / (version or "live")
-        result.report_path, result.json_path = write_report(ws, result, target)
-    result.seconds = round(time.perf_counter() - started, 3)
+            target = Path(out_dir) if out_dir else ws.reports_dir / "audit" / (version or "live")
+            result.report_path, result.json_path = write_report(ws, result, target)
+        result.seconds = round(time.perf_counter() - started, 3)
     ws.catalog.finish_run(run_id, {**result.summary, "seconds": result.seconds})
     return result
 

@@ -22,8 +22,7 @@ from smartset.engine import Engine, batches_of, get_engine
 from smartset.errors import SourceError
 from smartset.imageio import DEFAULT_MAX_PIXELS, inspect_files
 from smartset.ingest._numpy import plan_numpy
-from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, Issue,
-                                      SourcePlan, detect_layout, flag_label_variants,
+from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, SourcePlan, detect_layout, flag_label_variants,
                                       plan_csv, plan_filenames, plan_folders, plan_unlabeled)
 
 __all__ = ["IngestReport", "ingest", "add_derived", "sample_id"]
@@ -129,52 +128,53 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
     config = {"source": str(source), "layout": plan.layout, "pattern": pattern, "split": split,
               "max_pixels": max_pixels, **{k: (str(v) if v else v) for k, v in csv_options.items()}}
     run_id = catalog.start_run("ingest", config)
+    with catalog.failing_run(run_id):
 
-    with catalog.write() as con:
-        root_id, root_key = _register_root(con, plan.root, workspace)
-    known = {row["relpath"]: row for row in catalog.query(
-        "SELECT id, relpath, size, mtime_ns, status FROM samples WHERE root_id=?", (root_id,))}
-    known_bad = {(row["relpath"]): (row["size"], row["mtime_ns"]) for row in catalog.query(
-        "SELECT relpath, size, mtime_ns FROM ingest_issues WHERE source=? AND kind='file'",
-        (plan.source,))}
-    entries = {entry.relpath: entry for entry in plan.entries}
-    todo = [e for e in plan.entries
-            if not ((e.relpath in known and known[e.relpath]["status"] != "missing"
-                     and (known[e.relpath]["size"], known[e.relpath]["mtime_ns"]) == (e.size, e.mtime_ns))
-                    or known_bad.get(e.relpath) == (e.size, e.mtime_ns))]
-    report = IngestReport(plan.source, plan.layout, plan.detected, str(plan.root), run_id,
-                          unchanged=sum(e.relpath in known for e in plan.entries)
-                          - sum(e.relpath in known for e in todo),
-                          ignored=dict(plan.ignored))
+        with catalog.write() as con:
+            root_id, root_key = _register_root(con, plan.root, workspace)
+        known = {row["relpath"]: row for row in catalog.query(
+            "SELECT id, relpath, size, mtime_ns, status FROM samples WHERE root_id=?", (root_id,))}
+        known_bad = {(row["relpath"]): (row["size"], row["mtime_ns"]) for row in catalog.query(
+            "SELECT relpath, size, mtime_ns FROM ingest_issues WHERE source=? AND kind='file'",
+            (plan.source,))}
+        entries = {entry.relpath: entry for entry in plan.entries}
+        todo = [e for e in plan.entries
+                if not ((e.relpath in known and known[e.relpath]["status"] != "missing"
+                         and (known[e.relpath]["size"], known[e.relpath]["mtime_ns"]) == (e.size, e.mtime_ns))
+                        or known_bad.get(e.relpath) == (e.size, e.mtime_ns))]
+        report = IngestReport(plan.source, plan.layout, plan.detected, str(plan.root), run_id,
+                              unchanged=sum(e.relpath in known for e in plan.entries)
+                              - sum(e.relpath in known for e in todo),
+                              ignored=dict(plan.ignored))
 
-    engine = get_engine(engine, workers=workers)
-    if batch_size is None:
-        # About 2 MB of files per batch: few transactions for small files, an even spread
-        # over workers for large ones.
-        mean_size = sum(e.size for e in todo) / max(1, len(todo))
-        batch_size = int(min(1024, max(16, 2_000_000 / max(mean_size, 1))))
-    root_text = os.fspath(plan.root)
-    paths = [os.path.join(root_text, e.relpath) for e in todo]
-    batches = batches_of({"relpath": [e.relpath for e in todo], "path": paths}, batch_size)
-    results = engine.map_batches(inspect_files, batches, fn_kwargs={"max_pixels": max_pixels})
-    with progress_bar(len(todo), "reading images", enabled=show_progress) as advance:
-        for batch in results:
-            with catalog.write() as con:
-                _write_batch(con, batch, entries, known, known_bad, plan.source, root_id,
-                             root_key, run_id, author, report)
-            report.files_read += len(batch["path"])
-            advance(len(batch["path"]))
+        engine = get_engine(engine, workers=workers)
+        if batch_size is None:
+            # About 2 MB of files per batch: few transactions for small files, an even spread
+            # over workers for large ones.
+            mean_size = sum(e.size for e in todo) / max(1, len(todo))
+            batch_size = int(min(1024, max(16, 2_000_000 / max(mean_size, 1))))
+        root_text = os.fspath(plan.root)
+        paths = [os.path.join(root_text, e.relpath) for e in todo]
+        batches = batches_of({"relpath": [e.relpath for e in todo], "path": paths}, batch_size)
+        results = engine.map_batches(inspect_files, batches, fn_kwargs={"max_pixels": max_pixels})
+        with progress_bar(len(todo), "reading images", enabled=show_progress) as advance:
+            for batch in results:
+                with catalog.write() as con:
+                    _write_batch(con, batch, entries, known, known_bad, plan.source, root_id,
+                                 root_key, run_id, author, report)
+                report.files_read += len(batch["path"])
+                advance(len(batch["path"]))
 
-    with catalog.write() as con:
-        _finish(con, plan, entries, root_id, root_key, run_id, author, report)
-    rows = catalog.query("SELECT reason, relpath, detail FROM ingest_issues WHERE source=? "
-                         "ORDER BY reason, relpath", (plan.source,))
-    report.issues = dict(Counter(row["reason"] for row in rows))
-    report.issue_examples = [dict(row) for row in rows[:20]]
-    bad = {row["relpath"] for row in rows}
-    report.classes = dict(Counter(e.label for e in plan.entries
-                                  if e.label is not None and e.relpath not in bad).most_common())
-    report.seconds = round(time.perf_counter() - started, 3)
+        with catalog.write() as con:
+            _finish(con, plan, entries, root_id, root_key, run_id, author, report)
+        rows = catalog.query("SELECT reason, relpath, detail FROM ingest_issues WHERE source=? "
+                             "ORDER BY reason, relpath", (plan.source,))
+        report.issues = dict(Counter(row["reason"] for row in rows))
+        report.issue_examples = [dict(row) for row in rows[:20]]
+        bad = {row["relpath"] for row in rows}
+        report.classes = dict(Counter(e.label for e in plan.entries
+                                      if e.label is not None and e.relpath not in bad).most_common())
+        report.seconds = round(time.perf_counter() - started, 3)
     catalog.finish_run(run_id, {k: v for k, v in report.to_dict().items()
                                 if k not in ("issue_examples", "detected")})
     return report
