@@ -219,3 +219,17 @@ def test_cli_audit(tmp_path, problems):
     assert summary["findings"]["dark"] >= 1
     bad = runner.invoke(app, ["audit", str(ws), "--threshold", "darkness=1"])
     assert bad.exit_code == 2 and "unknown check" in bad.output
+
+
+def test_a_failed_audit_is_recorded_as_failed(tmp_path, fixtures):
+    root = tmp_path / "src" / "cat"
+    root.mkdir(parents=True)
+    shutil.copy(fixtures / "good.jpg", root / "a.jpg")
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(root.parent, engine="serial", show_progress=False)
+    with pytest.raises(ValueError, match="unknown check.*darkness"):
+        audit(ws, thresholds={"darkness": 0.1}, engine="serial", report=False)
+    last = ws.runs().iloc[-1]
+    assert last["command"] == "audit" and last["status"] == "failed"
+    assert "darkness" in last["metrics"]["error"]
+    ws.close()
