@@ -204,7 +204,6 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
     with ws.catalog.failing_run(run_id):
-
         measured = _load_cached(ws, "sample_id, sha256")["sha256"]
         todo = samples[samples["id"].map(measured).ne(samples["sha256"])]
         embedding_path = _vector_file(ws)

@@ -129,7 +129,6 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
               "max_pixels": max_pixels, **{k: (str(v) if v else v) for k, v in csv_options.items()}}
     run_id = catalog.start_run("ingest", config)
     with catalog.failing_run(run_id):
-
         with catalog.write() as con:
             root_id, root_key = _register_root(con, plan.root, workspace)
         known = {row["relpath"]: row for row in catalog.query(
@@ -138,10 +137,7 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
             "SELECT relpath, size, mtime_ns FROM ingest_issues WHERE source=? AND kind='file'",
             (plan.source,))}
         entries = {entry.relpath: entry for entry in plan.entries}
-        todo = [e for e in plan.entries
-                if not ((e.relpath in known and known[e.relpath]["status"] != "missing"
-                         and (known[e.relpath]["size"], known[e.relpath]["mtime_ns"]) == (e.size, e.mtime_ns))
-                        or known_bad.get(e.relpath) == (e.size, e.mtime_ns))]
+        todo = [e for e in plan.entries if not _seen_as_is(e, known, known_bad)]
         report = IngestReport(plan.source, plan.layout, plan.detected, str(plan.root), run_id,
                               unchanged=sum(e.relpath in known for e in plan.entries)
                               - sum(e.relpath in known for e in todo),
@@ -178,6 +174,16 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
     catalog.finish_run(run_id, {k: v for k, v in report.to_dict().items()
                                 if k not in ("issue_examples", "detected")})
     return report
+
+
+def _seen_as_is(entry: Entry, known: dict, known_bad: dict) -> bool:
+    """True if the file was read before (as a sample or as a bad file) and has not changed
+    since: same size and modification time, and not marked missing."""
+    stamp = (entry.size, entry.mtime_ns)
+    sample = known.get(entry.relpath)
+    if sample is not None and sample["status"] != "missing":
+        return (sample["size"], sample["mtime_ns"]) == stamp
+    return known_bad.get(entry.relpath) == stamp
 
 
 def _write_batch(con, batch, entries, known, known_bad, source, root_id, root_key, run_id,
