@@ -74,7 +74,10 @@ def _load_cached(ws, columns: str = "*") -> pd.DataFrame:
             return pd.DataFrame(columns=["sample_id", "sha256"]).set_index("sample_id")
         cursor = con.execute(f"SELECT {columns} FROM {_TABLE}")
         names = [d[0] for d in cursor.description]
-        frame = pd.DataFrame(cursor.fetchall(), columns=names)
+        # In chunks: a list of Python tuples costs ten times the frame it becomes.
+        parts = [pd.DataFrame(rows, columns=names)
+                 for rows in iter(lambda: cursor.fetchmany(5000), [])]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=names)
     return frame.set_index("sample_id")
 
 
