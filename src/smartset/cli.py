@@ -7,18 +7,16 @@ do), 2 a usage error, 3 ``--strict`` ingest that met bad files.
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
+                                  out, print_json, show_progress)
 from smartset.augment._cli import augment_app
-from smartset.errors import SmartsetError
 
 app = typer.Typer(
     name="smartset",
@@ -36,48 +34,8 @@ app.add_typer(label_app, name="label")
 app.add_typer(version_app, name="version")
 app.add_typer(augment_app, name="augment")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
-
-WorkspaceOption = Annotated[Optional[Path], typer.Option(
-    "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
-    help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _handle_errors(command):
-    """Show a SmartsetError as one clear message (JSON with --json), exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SmartsetError as error:
-            if kwargs.get("as_json"):
-                _print_json({"error": {"type": type(error).__name__, "message": str(error)}})
-            else:
-                err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _open(workspace: Path | None):
-    from smartset.workspace import open_workspace
-
-    return open_workspace(workspace)
-
-
-def _show_progress(as_json: bool) -> bool:
-    return not as_json and sys.stderr.isatty()
-
-
 @app.command()
-@_handle_errors
+@handle_errors
 def init(workspace: Annotated[Path, typer.Argument(help="Folder to create (new or empty).")],
          as_json: JsonOption = False) -> None:
     """Create a workspace: a catalog (SQLite), a cache and folders for outputs."""
@@ -85,13 +43,13 @@ def init(workspace: Annotated[Path, typer.Argument(help="Folder to create (new o
 
     ws = init_workspace(workspace)
     if as_json:
-        _print_json({"workspace": str(ws.path)})
+        print_json({"workspace": str(ws.path)})
     else:
         out.print(f"Workspace ready: {ws.path}")
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def ingest(
     args: Annotated[list[str], typer.Argument(
         metavar="[WORKSPACE] SOURCE",
@@ -120,16 +78,16 @@ def ingest(
     """Add images to the catalog. Re-running reads only new or changed files."""
     if len(args) > 2:
         raise typer.BadParameter(f"expected [WORKSPACE] SOURCE, got {len(args)} arguments")
-    ws = _open(Path(args[0]) if len(args) == 2 else workspace)
+    ws = open_workspace(Path(args[0]) if len(args) == 2 else workspace)
     report = ws.ingest(
         args[-1], layout=layout, pattern=pattern, split=split, root=root, path_column=path_column,
         label_column=label_column, split_column=split_column,
         target_columns=[t.strip() for t in target_columns.split(",")] if target_columns else None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
         max_pixels=max_pixels, engine=engine, workers=workers, batch_size=batch_size,
-        show_progress=_show_progress(as_json))
+        show_progress=show_progress(as_json))
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         _print_ingest(report)
     if strict and report.issues:
@@ -165,7 +123,7 @@ def _print_ingest(report) -> None:
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def stats(
     workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
     workspace: WorkspaceOption = None,
@@ -179,7 +137,7 @@ def stats(
     from smartset._atomic import write_text
     from smartset.stats import compute_stats, write_plots
 
-    ws = _open(workspace_arg or workspace)
+    ws = open_workspace(workspace_arg or workspace)
     samples = ws.samples(version)
     result = compute_stats(samples, ws.issues())
     target = out_dir or ws.reports_dir / "stats" / (version or "live")
@@ -188,7 +146,7 @@ def stats(
     write_text(target / "stats.json", json.dumps(result, indent=2, default=str))
     result["output"] = str(target)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     _print_stats(result)
 
@@ -227,7 +185,7 @@ def _print_stats(result: dict) -> None:
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def audit(
     workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
     workspace: WorkspaceOption = None,
@@ -252,14 +210,14 @@ def audit(
             overrides[name.strip()] = float(value)
         except ValueError:
             raise typer.BadParameter(f"--threshold takes CHECK=NUMBER, got {item!r}") from None
-    ws = _open(workspace_arg or workspace)
+    ws = open_workspace(workspace_arg or workspace)
     try:
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
-                           report=report, out_dir=out_dir, show_progress=_show_progress(as_json))
+                           report=report, out_dir=out_dir, show_progress=show_progress(as_json))
     except ValueError as error:  # a bad threshold name or value: a usage error
         raise typer.BadParameter(str(error)) from None
     if as_json:
-        _print_json({**result.summary, "run_id": result.run_id, "seconds": result.seconds,
+        print_json({**result.summary, "run_id": result.run_id, "seconds": result.seconds,
                      "thresholds": result.thresholds,
                      "report": str(result.report_path) if result.report_path else None,
                      "issues_json": str(result.json_path) if result.json_path else None})
@@ -280,7 +238,7 @@ def audit(
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def samples(
     workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
     workspace: WorkspaceOption = None,
@@ -290,10 +248,10 @@ def samples(
     as_json: JsonOption = False,
 ) -> None:
     """List samples with their current (or versioned) labels."""
-    frame = _open(workspace_arg or workspace).samples(version, split=split)
+    frame = open_workspace(workspace_arg or workspace).samples(version, split=split)
     shown = frame if limit == 0 else frame.head(limit)
     if as_json:
-        _print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
+        print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
         return
     table = Table(title=f"{len(shown)} of {len(frame)} samples")
     for column in ("id", "label", "split", "width", "height", "relpath"):
@@ -304,16 +262,16 @@ def samples(
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def issues(
     workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Files and table rows that could not be ingested, with the reason and the fix."""
-    frame = _open(workspace_arg or workspace).issues()
+    frame = open_workspace(workspace_arg or workspace).issues()
     if as_json:
-        _print_json(frame.to_dict(orient="records"))
+        print_json(frame.to_dict(orient="records"))
         return
     table = Table(title=f"{len(frame)} ingest issues")
     for column in ("reason", "file", "detail"):
@@ -324,16 +282,16 @@ def issues(
 
 
 @app.command()
-@_handle_errors
+@handle_errors
 def runs(
     workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every command run on the workspace: config, software versions, status, metrics."""
-    frame = _open(workspace_arg or workspace).runs()
+    frame = open_workspace(workspace_arg or workspace).runs()
     if as_json:
-        _print_json(frame.to_dict(orient="records"))
+        print_json(frame.to_dict(orient="records"))
         return
     table = Table(title=f"{len(frame)} runs")
     for column in ("id", "command", "started", "status", "metrics"):
@@ -346,7 +304,7 @@ def runs(
 
 
 @label_app.command("set")
-@_handle_errors
+@handle_errors
 def label_set(
     sample_ids: Annotated[list[str], typer.Argument(help="Sample ids (see 'smartset samples').")],
     to: Annotated[str, typer.Option("--to", help="The new label.")],
@@ -355,16 +313,16 @@ def label_set(
     as_json: JsonOption = False,
 ) -> None:
     """Relabel samples (one event each)."""
-    events = _open(workspace).relabel(sample_ids, to, reason=reason, origin="cli")
+    events = open_workspace(workspace).relabel(sample_ids, to, reason=reason, origin="cli")
     if as_json:
-        _print_json({"events": events})
+        print_json({"events": events})
     else:
         out.print(f"Relabeled {len(events)} sample(s) as {to!r}: events {events}. "
                   f"Undo with 'smartset label undo EVENT'.")
 
 
 @label_app.command("rename")
-@_handle_errors
+@handle_errors
 def label_rename(
     old: str, new: str,
     reason: Annotated[Optional[str], typer.Option(help="Why (kept in the history).")] = None,
@@ -372,39 +330,39 @@ def label_rename(
     as_json: JsonOption = False,
 ) -> None:
     """Rename a class, or merge it into another: every sample labeled OLD gets NEW."""
-    events = _open(workspace).rename_label(old, new, reason=reason, origin="cli")
+    events = open_workspace(workspace).rename_label(old, new, reason=reason, origin="cli")
     if as_json:
-        _print_json({"events": events})
+        print_json({"events": events})
     else:
         out.print(f"{len(events)} sample(s) relabeled {old!r} -> {new!r}.")
 
 
 @label_app.command("undo")
-@_handle_errors
+@handle_errors
 def label_undo(
     event_id: int,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Revert a label event by appending an event that restores the previous label."""
-    new_event = _open(workspace).undo(event_id)
+    new_event = open_workspace(workspace).undo(event_id)
     if as_json:
-        _print_json({"event": new_event, "reverts": event_id})
+        print_json({"event": new_event, "reverts": event_id})
     else:
         out.print(f"Event {event_id} reverted by event {new_event}.")
 
 
 @label_app.command("history")
-@_handle_errors
+@handle_errors
 def label_history(
     sample_id: Annotated[Optional[str], typer.Argument()] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every label event of a sample (or of all samples), oldest first."""
-    frame = _open(workspace).history(sample_id)
+    frame = open_workspace(workspace).history(sample_id)
     if as_json:
-        _print_json(frame.to_dict(orient="records"))
+        print_json(frame.to_dict(orient="records"))
         return
     table = Table(title=f"{len(frame)} label events")
     for column in ("id", "sample", "label", "origin", "author", "time", "reason"):
@@ -416,7 +374,7 @@ def label_history(
 
 
 @version_app.command("create")
-@_handle_errors
+@handle_errors
 def version_create(
     name: str,
     split: Annotated[Optional[str], typer.Option(help="Only samples of this split.")] = None,
@@ -426,22 +384,22 @@ def version_create(
     as_json: JsonOption = False,
 ) -> None:
     """Freeze the current samples and labels (optionally one split) as a named version."""
-    info = _open(workspace).create_version(name, split=split, parent=parent,
+    info = open_workspace(workspace).create_version(name, split=split, parent=parent,
                                            description=description)
     if as_json:
-        _print_json(info)
+        print_json(info)
     else:
         out.print(f"Version {info['name']!r}: {info['n_samples']} samples, fingerprint "
                   f"{info['fingerprint'][:12]}.")
 
 
 @version_app.command("list")
-@_handle_errors
+@handle_errors
 def version_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """The versions of the workspace, with their lineage."""
-    frame = _open(workspace).versions()
+    frame = open_workspace(workspace).versions()
     if as_json:
-        _print_json(frame.to_dict(orient="records"))
+        print_json(frame.to_dict(orient="records"))
         return
     table = Table(title=f"{len(frame)} versions")
     for column in ("name", "parent", "samples", "created", "description"):

@@ -4,17 +4,15 @@ name="augment")``; importing this module does not import torch (commands do, whe
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from smartset.errors import SmartsetError
+from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
+                                  print_json, show_progress)
+from smartset._cli_common import out as console  # `out` is an option of preview
 
 augment_app = typer.Typer(
     help="Augmentation: grow a version with augmented copies (run), look first (preview), "
@@ -22,44 +20,8 @@ augment_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_out = Console(soft_wrap=True)
-_err = Console(stderr=True)
-
-WorkspaceOption = Annotated[Optional[Path], typer.Option(
-    "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
-    help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _handle_errors(command):
-    """A SmartsetError becomes one clear message (JSON with --json) and exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except SmartsetError as error:
-            if kwargs.get("as_json"):
-                _print_json({"error": {"type": type(error).__name__, "message": str(error)}})
-            else:
-                _err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _open(workspace: Path | None):
-    from smartset.workspace import open_workspace
-
-    return open_workspace(workspace)
-
-
 @augment_app.command("run")
-@_handle_errors
+@handle_errors
 def run(
     policy: Annotated[str, typer.Option(
         help="A named policy (see 'smartset augment list'), a registered transform, or a "
@@ -82,22 +44,22 @@ def run(
     """Write a new version: the source's samples plus augmented copies, with lineage."""
     from smartset.augment.offline import augment_version
 
-    ws = _open(workspace)
-    show = not as_json and sys.stderr.isatty()
+    ws = open_workspace(workspace)
+    show = show_progress(as_json)
     result = augment_version(ws, policy=policy, factor=factor, version=version, name=name,
                              seed=seed, constraints=constraints, batch_size=batch_size,
                              mode=mode, description=description, show_progress=show)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
-    _out.print(f"Version {result['version']!r}: {result['n_samples']} samples "
+    console.print(f"Version {result['version']!r}: {result['n_samples']} samples "
                f"({result['n_original']} originals + {result['n_augmented']} augmented, "
                f"x{result['factor']}, policy {result['policy']!r}, seed {result['seed']}) in "
                f"{result['seconds']:.1f} s. Files: {result['folder']}")
 
 
 @augment_app.command("preview")
-@_handle_errors
+@handle_errors
 def preview(
     policy: Annotated[Optional[str], typer.Option(
         help="Policy to preview (default: one row per named combination of the MNIST study).")] = None,
@@ -113,17 +75,17 @@ def preview(
     """Write a PNG grid: originals in the first row, augmentations below."""
     from smartset.augment.preview import write_preview
 
-    result = write_preview(_open(workspace), policy=policy, n=n, k=k, out=out, seed=seed,
+    result = write_preview(open_workspace(workspace), policy=policy, n=n, k=k, out=out, seed=seed,
                            version=version, mode=mode)
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
-        _out.print(f"Preview of {result['policy']!r} ({result['columns']} samples, "
+        console.print(f"Preview of {result['policy']!r} ({result['columns']} samples, "
                    f"{result['rows']} rows): {result['path']}")
 
 
 @augment_app.command("list")
-@_handle_errors
+@handle_errors
 def list_(as_json: JsonOption = False) -> None:
     """The named policies (with the study's factors), the transforms and the constraints."""
     import inspect
@@ -144,7 +106,7 @@ def list_(as_json: JsonOption = False) -> None:
             "constraints": {k: {"forbid": sorted(v.forbid), "max_rotation": v.max_rotation,
                                 "why": v.why} for k, v in DOMAIN_CONSTRAINTS.items()}}
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     table = Table(title="Named policies (the MNIST study's combinations)")
     for column in ("name", "steps", "factors"):
@@ -152,12 +114,12 @@ def list_(as_json: JsonOption = False) -> None:
     for name, info in data["policies"].items():
         table.add_row(name, " + ".join(info["steps"]) or "(none)",
                       ", ".join(f"x{f}" for f in info["factors"]))
-    _out.print(table)
+    console.print(table)
     table = Table(title=f"{len(transforms)} transforms")
     for column in ("name", "kind", "tags", "summary"):
         table.add_column(column)
     for t in transforms:
         table.add_row(t["name"], t["kind"], ", ".join(t["tags"]), t["summary"][:90])
-    _out.print(table)
-    _out.print("Constraints: " + "; ".join(
+    console.print(table)
+    console.print("Constraints: " + "; ".join(
         f"{k} forbids {', '.join(v['forbid']) or 'nothing'}" for k, v in data["constraints"].items()))

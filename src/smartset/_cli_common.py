@@ -1,0 +1,54 @@
+"""What every ``smartset`` command shares: consoles, the workspace and --json options, the
+error handler, and opening the workspace. Stage CLIs (cli.py, augment/_cli.py) import it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from smartset.errors import SmartsetError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+WorkspaceOption = Annotated[Optional[Path], typer.Option(
+    "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
+    help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+
+
+def print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def handle_errors(command):
+    """Show a SmartsetError as one clear message (JSON with --json), exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SmartsetError as error:
+            if kwargs.get("as_json"):
+                print_json({"error": {"type": type(error).__name__, "message": str(error)}})
+            else:
+                err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def open_workspace(workspace: Path | None):
+    from smartset.workspace import open_workspace as open_
+
+    return open_(workspace)
+
+
+def show_progress(as_json: bool) -> bool:
+    return not as_json and sys.stderr.isatty()
