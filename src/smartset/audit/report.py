@@ -33,6 +33,16 @@ _KIND_TITLES = {
     "class_imbalance": "Class imbalance", "bias": "Bias probes",
 }
 
+_KIND_MEANINGS = {
+    "unreadable": "files that cannot be decoded (at ingest or now)",
+    "exact_duplicate": "the same bytes or the same decoded pixels",
+    "near_duplicate": "re-encoded, resized, cropped, shifted or brightened copies",
+    "outlier": "unlike every other image (far from its nearest neighbours)",
+    "class_outlier": "far from the centre of its own class",
+    "class_imbalance": "classes much smaller than the largest or than the median",
+    "bias": "a single property predicts the label: a shortcut a model can learn",
+}
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{margin-bottom:4px} h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -126,7 +136,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
 
     parts.append("<h2>Overview</h2><table><tr><th>finding</th><th class='num'>count</th><th>what it means</th></tr>")
     for kind, count in result.counts().items():
-        meaning = CHECKS[kind].description if kind in CHECKS else ""
+        meaning = CHECKS[kind].description if kind in CHECKS else _KIND_MEANINGS.get(kind, "")
         parts.append(f"<tr><td><a href='#{kind}'>{html.escape(_KIND_TITLES.get(kind, kind))}</a></td>"
                      f"<td class='num'>{count}</td><td>{html.escape(meaning)}</td></tr>")
     parts.append("</table>")
@@ -150,9 +160,11 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
                      f"<td class='num'>{info['threshold']:.3g}</td><td>{info['set_by']}</td>"
                      f"<td class='num'>{info['absolute']:.3g}</td><td class='num'>{fence}</td>"
                      f"<td class='num'>{info['flagged']}</td></tr>")
-    parts.append("</table><p class='muted'>An image is flagged when it is beyond the absolute "
-                 "limit and beyond the robust fence (median ± 3 × 1.4826 × MAD) of this data "
-                 "set; override with --threshold CHECK=VALUE.</p>")
+    parts.append("</table><p class='muted'>Each check uses its absolute limit, unless that "
+                 "would flag more than 10% of this data set (then it is how the data looks): "
+                 "then only images beyond the robust fence (median ± 3 × 1.4826 × MAD) are "
+                 "flagged. Near duplicates must also be closer than the image's own "
+                 "neighbourhood is crowded. Override with --threshold CHECK=VALUE.</p>")
 
     dataset_level = findings[findings["sample_id"].isna()]
     for kind in ("class_imbalance", "unreadable"):
