@@ -104,6 +104,8 @@ def test_findings_are_stored_with_thresholds_and_report(audited):
                               (result.run_id,))
     assert dict((r[0], r[1]) for r in stored) == result.counts()
     assert result.thresholds["dark"]["threshold"] == 0.3
+    [artifact] = ws.catalog.query("SELECT path, kind FROM artifacts WHERE name LIKE 'audit.vectors.%'")
+    assert artifact["kind"] == "records" and (ws.path / artifact["path"]).stat().st_size > 0
     assert result.thresholds["near_duplicate"]["set_by"] in ("absolute limit", "local density (median shown)")
     page = result.report_path.read_text()
     assert page.startswith("<!doctype html>") and "Near duplicates" in page

@@ -3,6 +3,7 @@ outliers, imbalance and bias probes over a version, stored in the catalog."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from smartset.audit.checks import add_derived_properties, robust_fence, run_chec
 from smartset.audit.neighbours import group_pairs, knn, near_duplicate_pairs
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
                                        RECORD, THUMB_SIDE, compute_properties)
+from smartset.catalog import now
 from smartset.engine import Engine, batches_of, get_engine
 
 __all__ = ["AuditResult", "audit"]
@@ -105,6 +107,14 @@ def _store(ws, batch, embedding_path: Path) -> list[tuple[str, str]]:
     with ws.catalog.write() as con:
         _ensure_table(con)
         con.executemany(f"INSERT OR REPLACE INTO {_TABLE} VALUES ({marks})", rows)
+        # The catalog references the embeddings file, so later stages find it by name.
+        con.execute(
+            "INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta, created_at)"
+            " VALUES (?, ?, 'records', ?, ?, ?)",
+            (f"audit.vectors.v{PROPERTIES_VERSION}",
+             embedding_path.relative_to(ws.path).as_posix(), str(PROPERTIES_VERSION),
+             json.dumps({"dtype": RECORD.descr, "rows_from": _TABLE + ".embedding_row"}),
+             now()))
     return errors
 
 
