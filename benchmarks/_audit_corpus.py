@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance, ImageFilter
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _data import DEFAULT_DATA
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 #: per-image issue kinds injected into photos, in report order

@@ -56,10 +56,10 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _audit_corpus as corpus  # noqa: E402
+from _data import DEFAULT_DATA, locate  # noqa: E402
 
 import smartset  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUICK_MNIST = 2_000
 FULL_SIZES = {"photo_corpus": dict(n_base=300, per_kind=30, n_near=100, n_exact=20),
               "mnist_detection": dict(n=2000, n_near=50), "memory": (10_000, 50_000)}
@@ -92,16 +92,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.repeats = ({"photos": args.repeat, "mnist": args.repeat} if args.repeat
                     else {"photos": 1 if args.quick else 3, "mnist": 1})
     return args
-
-
-def locate(data: Path) -> tuple[Path, Path]:
-    photos, npz = data / "guns-smartphones" / "train", data / "mnist10k.npz"
-    missing = [str(p) for p in (photos, npz) if not p.exists()]
-    if missing:
-        sys.exit(f"benchmarks/audit.py: data not found: {', '.join(missing)}.\n"
-                 f"Pass --data DIR, a folder holding guns-smartphones/train/ and mnist10k.npz "
-                 f"(default: {DEFAULT_DATA}).")
-    return photos, npz
 
 
 def load_tools():
@@ -421,7 +411,7 @@ def main(argv=None) -> None:
     if args.memory_child:
         memory_child(*args.memory_child)
         return
-    photos, npz = locate(args.data)
+    photos, npz = locate(args.data, "benchmarks/audit.py")
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     audit, Imagelab, cleanvision_version = load_tools()
     n_jobs = None

@@ -35,12 +35,12 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _data import DEFAULT_DATA, locate
 import torch.nn.functional as F
 from PIL import Image
 
@@ -48,7 +48,6 @@ import smartset
 from smartset.augment import Compose, Elastic, Rotation, Translation, augment
 from smartset.augment import _geometry as geo
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ALPHA, SIGMA, DEGREES, SHIFT = 34.0, 4.0, 15.0, 0.1
 
 
@@ -68,11 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_data(data: Path, quick: bool) -> dict[str, np.ndarray]:
-    npz, photos = data / "mnist10k.npz", data / "guns-smartphones" / "train"
-    missing = [str(p) for p in (npz, photos) if not p.exists()]
-    if missing:
-        sys.exit(f"benchmarks/augment.py: data not found: {', '.join(missing)}. Pass --data DIR, "
-                 f"a folder holding mnist10k.npz and guns-smartphones/train/ (default: {DEFAULT_DATA}).")
+    photos, npz = locate(data, "benchmarks/augment.py")
     with np.load(npz) as archive:
         digits = archive["images"][:2_000 if quick else 10_000]
     paths = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -31,7 +31,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,8 @@ from PIL import Image
 import smartset
 from smartset.imageio import IMAGE_EXTENSIONS
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _data import DEFAULT_DATA, locate
+
 QUICK_MNIST = 2_000
 
 
@@ -60,16 +60,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (1 if args.quick else 3)
     return args
-
-
-def locate(data: Path) -> tuple[Path, Path]:
-    photos, npz = data / "guns-smartphones" / "train", data / "mnist10k.npz"
-    missing = [str(p) for p in (photos, npz) if not p.exists()]
-    if missing:
-        sys.exit(f"benchmarks/ingest.py: data not found: {', '.join(missing)}.\n"
-                 f"Pass --data DIR, a folder holding guns-smartphones/train/ and mnist10k.npz "
-                 f"(default: {DEFAULT_DATA}).")
-    return photos, npz
 
 
 def list_images(root: Path) -> list[str]:
@@ -194,7 +184,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    photos, npz = locate(args.data)
+    photos, npz = locate(args.data, "benchmarks/ingest.py")
     workers = args.workers or "all"
     print(f"smartset {smartset.__version__} ingest benchmark: {os.cpu_count()} cores, "
           f"ingest workers={workers}, best of {args.repeat}{', quick' if args.quick else ''}.")

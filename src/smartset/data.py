@@ -13,13 +13,10 @@ import numpy as np
 
 from smartset.imageio import load_image
 
-try:
-    import torch
-    from torch.utils.data import Dataset
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "smartset.data needs PyTorch: pip install 'smartset[torch]' (torch==2.13.0)"
-    ) from error
+from smartset._torch import require_torch
+
+torch = require_torch("smartset.data")
+Dataset = torch.utils.data.Dataset
 
 __all__ = ["ImageDataset"]
 

@@ -125,7 +125,8 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     props = result.properties
-    thumbs = _Thumbs(ws, ws.samples(result.version, include_unavailable=True))
+    every_sample = ws.samples(result.version, include_unavailable=True)
+    thumbs = _Thumbs(ws, every_sample)
     findings = result.findings
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>smartset audit</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -219,7 +220,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
         parts.append(f"<p>{html.escape(result.skipped.get('bias', 'No probes.'))}</p>")
 
     parts.append("<h2>Property distributions per class</h2>" + _histograms(props))
-    plots = write_plots(ws.samples(result.version), out_dir / "plots")
+    plots = write_plots(every_sample[every_sample["status"] == "ok"], out_dir / "plots")
     parts.append("<h2>Classes</h2>")
     if "class_histogram" in plots:
         parts.append(f"<img class='plot' src='{_png_data_uri(plots['class_histogram'])}'>")
@@ -230,7 +231,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
     report_path = out_dir / "report.html"
     write_text(report_path, "\n".join(parts))
 
-    samples = ws.samples(result.version, include_unavailable=True).set_index("id")
+    samples = every_sample.set_index("id")
     records = []
     for row in findings.itertuples():
         record = {"kind": row.kind, "sample_id": row.sample_id, "score": row.score,

@@ -97,7 +97,10 @@ def list_(as_json: JsonOption = False) -> None:
     for name in available_transforms():
         cls = transform_class(name)
         signature = inspect.signature(cls.__init__)
-        options = {p: (None if v.default is inspect.Parameter.empty else v.default)
+        # A None default may stand for a class-level default (``default_size``).
+        options = {p: (None if v.default is inspect.Parameter.empty
+                       else getattr(cls, f"default_{p}", None) if v.default is None
+                       else v.default)
                    for p, v in signature.parameters.items() if p != "self"}
         transforms.append({"name": name, "kind": cls.kind, "tags": sorted(cls.tags),
                            "options": options,

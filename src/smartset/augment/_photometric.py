@@ -310,46 +310,42 @@ class GaussianBlur(Transform):
         return fn.gaussian_blur(x, params["sigma"])
 
 
+class _OddSizeFilter(Transform):
+    """A filter whose odd kernel ``size`` is drawn per sample from a range."""
+
+    tags = frozenset({"filter"})
+    defaults = {"size": 1}
+
+    def __init__(self, size=None, *, p=1.0, same_on_batch=False):
+        super().__init__(p=p, same_on_batch=same_on_batch)
+        self.size = self.default_size if size is None else size
+        self._check()
+
+    def _sample(self, n, shape, rng):
+        return {"size": _odd_sizes(self.size, n, rng, self.name)}
+
+    def _apply_images(self, x, params):
+        return self.kernel(x, params["size"])
+
+
 @register_transform
-class BoxBlur(Transform):
+class BoxBlur(_OddSizeFilter):
     """Mean filter of an odd ``size`` drawn from a range (default 3 to 7)."""
 
     name = "box_blur"
-    tags = frozenset({"filter"})
     bounds = {"size": Bound(1, 99, integer=True)}
-    defaults = {"size": 1}
-
-    def __init__(self, size=(3, 7), *, p=1.0, same_on_batch=False):
-        super().__init__(p=p, same_on_batch=same_on_batch)
-        self.size = size
-        self._check()
-
-    def _sample(self, n, shape, rng):
-        return {"size": _odd_sizes(self.size, n, rng, self.name)}
-
-    def _apply_images(self, x, params):
-        return fn.box_blur(x, params["size"])
+    default_size = (3, 7)
+    kernel = staticmethod(fn.box_blur)
 
 
 @register_transform
-class MedianBlur(Transform):
+class MedianBlur(_OddSizeFilter):
     """Median filter of an odd ``size`` drawn from a range (default 3 to 5)."""
 
     name = "median_blur"
-    tags = frozenset({"filter"})
     bounds = {"size": Bound(1, 31, integer=True)}
-    defaults = {"size": 1}
-
-    def __init__(self, size=(3, 5), *, p=1.0, same_on_batch=False):
-        super().__init__(p=p, same_on_batch=same_on_batch)
-        self.size = size
-        self._check()
-
-    def _sample(self, n, shape, rng):
-        return {"size": _odd_sizes(self.size, n, rng, self.name)}
-
-    def _apply_images(self, x, params):
-        return fn.median_blur(x, params["size"])
+    default_size = (3, 5)
+    kernel = staticmethod(fn.median_blur)
 
 
 @register_transform

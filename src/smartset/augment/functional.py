@@ -19,13 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "smartset.augment needs PyTorch: pip install 'smartset[torch]' (torch==2.13.0)"
-    ) from error
+from smartset._torch import require_torch
+
+torch = require_torch("smartset.augment")
+F = torch.nn.functional
 
 from smartset.augment import _geometry as geo
 from smartset.augment._noise import stream_normal, stream_uniform

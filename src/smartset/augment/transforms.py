@@ -25,12 +25,9 @@ from typing import ClassVar
 
 import numpy as np
 
-try:
-    import torch
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "smartset.augment needs PyTorch: pip install 'smartset[torch]' (torch==2.13.0)"
-    ) from error
+from smartset._torch import require_torch
+
+torch = require_torch("smartset.augment")
 
 from smartset.augment import _geometry as geo
 from smartset.augment._noise import draw_streams

@@ -1,0 +1,20 @@
+"""Where the benchmarks find the real data: ``--data``, by default ``shared/data`` beside
+the repository, holding ``guns-smartphones/train/`` and ``mnist10k.npz``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def locate(data: Path, script: str) -> tuple[Path, Path]:
+    """``(photos folder, MNIST archive)`` under ``data``, or exit saying what is missing."""
+    photos, npz = data / "guns-smartphones" / "train", data / "mnist10k.npz"
+    missing = [str(p) for p in (photos, npz) if not p.exists()]
+    if missing:
+        sys.exit(f"{script}: data not found: {', '.join(missing)}.\n"
+                 f"Pass --data DIR, a folder holding guns-smartphones/train/ and mnist10k.npz "
+                 f"(default: {DEFAULT_DATA}).")
+    return photos, npz
