@@ -235,3 +235,14 @@ def test_a_failed_audit_is_recorded_as_failed(tmp_path, fixtures):
     assert last["command"] == "audit" and last["status"] == "failed"
     assert "darkness" in last["metrics"]["error"]
     ws.close()
+
+
+def test_an_empty_workspace_gets_a_clear_error(tmp_path):
+    from smartset.cli import app
+
+    ws = smartset.init(tmp_path / "ws")
+    with pytest.raises(smartset.EmptyDataError, match="Nothing to audit.*smartset ingest"):
+        audit(ws, report=False)
+    result = CliRunner().invoke(app, ["audit", str(ws.path)])
+    assert result.exit_code == 1 and "Nothing to audit" in result.output
+    ws.close()

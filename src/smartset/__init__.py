@@ -7,8 +7,8 @@ data step was worth.
     >>> ws.samples().groupby("label").size()          # doctest: +SKIP
 """
 
-from smartset.errors import (ColumnNotFoundError, ImageDecodeError, LabelError, SmartsetError,
-                             SourceError, VersionError, WorkspaceError)
+from smartset.errors import (ColumnNotFoundError, EmptyDataError, ImageDecodeError, LabelError,
+                             SmartsetError, SourceError, VersionError, WorkspaceError)
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "ImageDecodeError",
     "VersionError",
     "LabelError",
+    "EmptyDataError",
     "__version__",
 ]
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
                                   out, print_json, show_progress)
 from smartset.augment._cli import augment_app
+from smartset.errors import SmartsetError
 
 app = typer.Typer(
     name="smartset",
@@ -214,6 +215,8 @@ def audit(
     try:
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json))
+    except SmartsetError:
+        raise
     except ValueError as error:  # a bad threshold name or value: a usage error
         raise typer.BadParameter(str(error)) from None
     if as_json:

@@ -15,6 +15,7 @@ __all__ = [
     "ImageDecodeError",
     "VersionError",
     "LabelError",
+    "EmptyDataError",
 ]
 
 
@@ -65,3 +66,7 @@ class VersionError(SmartsetError, KeyError):
 
 class LabelError(SmartsetError, ValueError):
     """A label change refers to unknown samples or events."""
+
+
+class EmptyDataError(SmartsetError, ValueError):
+    """A stage was asked to work on no samples."""

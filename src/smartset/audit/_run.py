@@ -20,6 +20,7 @@ from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VER
                                        RECORD, THUMB_SIDE, compute_properties)
 from smartset.catalog import now
 from smartset.engine import Engine, batches_of, get_engine
+from smartset.errors import EmptyDataError
 
 __all__ = ["AuditResult", "audit"]
 
@@ -212,6 +213,11 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
     samples = ws.samples(version)
+    if samples.empty:
+        raise EmptyDataError(
+            f"Nothing to audit: {'version ' + repr(version) if version else 'the catalog'} has "
+            f"no available samples. Add images with 'smartset ingest', or check "
+            f"'smartset issues' for files that could not be ingested.")
     config = {"version": version, "thresholds": thresholds or {}, "neighbours": neighbours,
               "near_duplicate_similarity": near_duplicate_similarity,
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
