@@ -176,6 +176,55 @@ _SCHEMA = [
     CREATE INDEX audit_findings_run ON audit_findings(run_id, kind);
     CREATE INDEX audit_findings_sample ON audit_findings(sample_id);
     """,
+    # 3: model predictions, sample marks (exclude, multi-label, duplicate-of), label issues.
+    """
+    CREATE TABLE predictions (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        kind TEXT NOT NULL,               -- oof (held out by fold), eval (held-out set), train
+        fold INTEGER,                     -- for oof: the fold that held this sample out
+        label TEXT,                       -- the given label when predicted
+        predicted TEXT,
+        probs BLOB,                       -- float32, in the order of the run's classes
+        target REAL,                      -- regression: the prediction
+        PRIMARY KEY (run_id, sample_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX predictions_sample ON predictions(sample_id);
+    CREATE TABLE sample_marks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        kind TEXT NOT NULL,               -- exclude, multi_label, duplicate_of
+        value TEXT,                       -- JSON: class list (multi_label), sample id (duplicate_of)
+        active INTEGER NOT NULL,          -- 1 sets the mark, 0 clears it
+        author TEXT NOT NULL,
+        time TEXT NOT NULL,
+        reason TEXT,
+        origin TEXT NOT NULL,
+        reverts INTEGER REFERENCES sample_marks(id)
+    );
+    CREATE INDEX sample_marks_sample ON sample_marks(sample_id, kind, id);
+    CREATE TRIGGER sample_marks_no_update BEFORE UPDATE ON sample_marks
+        BEGIN SELECT RAISE(ABORT, 'sample marks are append-only: add a mark instead'); END;
+    CREATE TRIGGER sample_marks_no_delete BEFORE DELETE ON sample_marks
+        BEGIN SELECT RAISE(ABORT, 'sample marks are append-only: add a mark instead'); END;
+    CREATE VIEW current_marks AS
+        SELECT m.* FROM sample_marks m
+        JOIN (SELECT MAX(id) AS id FROM sample_marks GROUP BY sample_id, kind) last ON last.id = m.id
+        WHERE m.active = 1;
+    CREATE TABLE label_issues (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        kind TEXT NOT NULL,               -- wrong_label, ambiguous, ...
+        score REAL NOT NULL,              -- higher: more suspicious
+        label TEXT,                       -- the given label
+        suggested TEXT,                   -- suggested label (or JSON list for multi-label)
+        detectors TEXT,                   -- JSON: which detectors flagged it
+        reason TEXT NOT NULL,
+        evidence TEXT,                    -- JSON
+        PRIMARY KEY (run_id, sample_id, kind)
+    ) WITHOUT ROWID;
+    CREATE INDEX label_issues_sample ON label_issues(sample_id);
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
 

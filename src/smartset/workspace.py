@@ -21,6 +21,7 @@ from smartset.errors import LabelError, VersionError, WorkspaceError
 __all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
 
 _SUBDIRS = ("cache", "data", "reports")
+MARK_KINDS = ("exclude", "multi_label", "duplicate_of")
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 
@@ -119,7 +120,8 @@ class Workspace:
                 for row in self.catalog.query("SELECT path, in_workspace FROM roots")}
 
     def samples(self, version: str | None = None, *, split: str | Sequence[str] | None = None,
-                include_unavailable: bool = False, columns: Sequence[str] = ()) -> pd.DataFrame:
+                include_unavailable: bool = False, include_excluded: bool = False,
+                columns: Sequence[str] = ()) -> pd.DataFrame:
         """The samples of ``version`` (default: the live catalog) as a DataFrame.
 
         Columns: ``id``, ``path`` (absolute), ``relpath``, ``root``, ``sha256``, ``size``,
@@ -127,7 +129,9 @@ class Workspace:
         ``status``, ``label``, ``targets`` (list of floats or None), ``label_event_id``,
         ``origin_id`` (the sample a derived sample was made from, else None), plus any
         computed ``columns`` asked for. Samples whose file went missing or broke
-        are left out unless ``include_unavailable``. A version gives the labels it pinned.
+        are left out unless ``include_unavailable``; in the live catalog, samples marked
+        ``exclude`` (see :meth:`mark`) are left out unless ``include_excluded``. A version
+        gives the members and labels it pinned.
         """
         params: list = []
         if version is None:
@@ -140,6 +144,8 @@ class Workspace:
             label_cols = "l.label, l.targets, m.label_event_id"
             params.append(info["id"])
         where = [] if include_unavailable else ["s.status = 'ok'"]
+        if version is None and not include_excluded:
+            where.append("s.id NOT IN (SELECT sample_id FROM current_marks WHERE kind='exclude')")
         if split is not None:
             splits = [split] if isinstance(split, str) else list(split)
             where.append(f"s.split IN ({', '.join('?' * len(splits))})")
@@ -243,6 +249,102 @@ class Workspace:
                             columns=["id", "sample_id", "label", "targets", "author", "time",
                                      "reason", "origin", "reverts"])
 
+    # -- marks: exclude, multi-label, duplicate-of ---------------------------------------
+    def mark(self, sample_ids: str | Sequence[str], kind: str, value=None, *,
+             author: str | None = None, reason: str | None = None,
+             origin: str = "api") -> list[int]:
+        """Mark samples: ``exclude`` (left out of new versions), ``multi_label`` (``value``:
+        the list of classes it shows), or ``duplicate_of`` (``value``: the sample id it
+        repeats). Appends one event per sample; :meth:`unmark` or :meth:`undo_mark` revert.
+        """
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        encoded = self._check_mark(kind, value)
+        return self._append_marks(ids, kind, encoded, 1, author, reason, origin)
+
+    def unmark(self, sample_ids: str | Sequence[str], kind: str, *, author: str | None = None,
+               reason: str | None = None, origin: str = "api") -> list[int]:
+        """Clear mark ``kind`` of samples (appends a clearing event)."""
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        self._check_mark(kind, None, clearing=True)
+        return self._append_marks(ids, kind, None, 0, author, reason or f"clear {kind}", origin)
+
+    def undo_mark(self, mark_id: int, *, author: str | None = None,
+                  reason: str | None = None) -> int:
+        """Revert mark event ``mark_id``: restores the state of its sample and kind before it."""
+        with self.catalog.write() as con:
+            event = con.execute("SELECT * FROM sample_marks WHERE id=?", (mark_id,)).fetchone()
+            if event is None:
+                raise LabelError(f"No mark event {mark_id}. See Workspace.mark_history().")
+            newest = con.execute("SELECT MAX(id) FROM sample_marks WHERE sample_id=? AND kind=?",
+                                 (event["sample_id"], event["kind"])).fetchone()[0]
+            if newest != mark_id:
+                raise LabelError(f"Mark event {mark_id} is not the newest {event['kind']!r} event "
+                                 f"of sample {event['sample_id']} (event {newest} is): undo "
+                                 f"that one first.")
+            before = con.execute(
+                "SELECT value, active FROM sample_marks WHERE sample_id=? AND kind=? AND id<? "
+                "ORDER BY id DESC LIMIT 1", (event["sample_id"], event["kind"], mark_id)).fetchone()
+            value, active = (before["value"], before["active"]) if before else (None, 0)
+            return con.execute(
+                "INSERT INTO sample_marks(sample_id, kind, value, active, author, time, reason,"
+                " origin, reverts) VALUES (?, ?, ?, ?, ?, ?, ?, 'undo', ?)",
+                (event["sample_id"], event["kind"], value, active, author or _default_author(),
+                 now(), reason or f"undo mark event {mark_id}", mark_id)).lastrowid
+
+    def marks(self, kind: str | None = None) -> pd.DataFrame:
+        """The marks in force: ``sample_id``, ``kind``, ``value`` (decoded), ``id`` and who set
+        them, when and why."""
+        sql, params = "SELECT * FROM current_marks", ()
+        if kind is not None:
+            self._check_mark(kind, None, clearing=True)
+            sql, params = sql + " WHERE kind = ?", (kind,)
+        return self._marks_frame(self.catalog.query(sql + " ORDER BY id", params))
+
+    def mark_history(self, sample_id: str | None = None) -> pd.DataFrame:
+        """Every mark event (of one sample, or all), oldest first."""
+        sql, params = "SELECT * FROM sample_marks", ()
+        if sample_id is not None:
+            sql, params = sql + " WHERE sample_id = ?", (sample_id,)
+        return self._marks_frame(self.catalog.query(sql + " ORDER BY id", params))
+
+    @staticmethod
+    def _marks_frame(rows) -> pd.DataFrame:
+        records = [dict(r) for r in rows]
+        for record in records:
+            record["value"] = json.loads(record["value"]) if record["value"] else None
+        return pd.DataFrame(records, columns=["id", "sample_id", "kind", "value", "active",
+                                              "author", "time", "reason", "origin", "reverts"])
+
+    def _check_mark(self, kind: str, value, *, clearing: bool = False) -> str | None:
+        if kind not in MARK_KINDS:
+            raise LabelError(f"Unknown mark {kind!r}; marks: {', '.join(MARK_KINDS)}.")
+        if clearing or kind == "exclude":
+            return None
+        if kind == "multi_label":
+            if (isinstance(value, str) or not isinstance(value, Sequence) or len(value) < 2
+                    or not all(isinstance(v, str) and v for v in value)):
+                raise LabelError(f"multi_label needs the list of (two or more) classes the "
+                                 f"image shows, e.g. ['bar', 'restaurant']; got {value!r}.")
+            return json.dumps(sorted(set(value)))
+        if not isinstance(value, str) or not self.catalog.query(
+                "SELECT 1 FROM samples WHERE id=?", (value,)):
+            raise LabelError(f"duplicate_of needs the id of the sample it repeats; {value!r} "
+                             f"is not a sample id.")
+        return json.dumps(value)
+
+    def _append_marks(self, ids, kind, encoded, active, author, reason, origin) -> list[int]:
+        author = author or _default_author()
+        with self.catalog.write() as con:
+            self._check_samples(con, ids)
+            if kind == "duplicate_of" and active and json.loads(encoded) in ids:
+                raise LabelError("A sample cannot be marked a duplicate of itself.")
+            stamp = now()
+            return [con.execute(
+                "INSERT INTO sample_marks(sample_id, kind, value, active, author, time, reason,"
+                " origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sid, kind, encoded, active, author, stamp, reason, origin)).lastrowid
+                for sid in ids]
+
     # -- versions ----------------------------------------------------------------------
     def create_version(self, name: str, *, sample_ids: Sequence[str] | None = None,
                        split: str | Sequence[str] | None = None, parent: str | None = None,
@@ -331,6 +433,14 @@ class Workspace:
             raise KeyError(f"No computed column {name!r}; columns: {', '.join(known) or 'none'}")
         return {r[0]: r[1] for r in self.catalog.query(
             "SELECT sample_id, value FROM column_values WHERE column_name=?", (name,))}
+
+    # -- predictions ----------------------------------------------------------------------
+    def predictions(self, *, run: int | None = None, kind: str = "oof"):
+        """Stored predictions (default: the newest out-of-fold ones); see
+        :class:`smartset.predictions.Predictions`."""
+        from smartset.predictions import read_predictions
+
+        return read_predictions(self.catalog, run=run, kind=kind)
 
     # -- runs, stats, data -------------------------------------------------------------
     def runs(self) -> pd.DataFrame:
