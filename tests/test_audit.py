@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 import smartset
-from smartset.audit import audit, bias_probe
+from smartset.audit import audit, embeddings, bias_probe
 from smartset.audit import neighbours
 
 
@@ -246,3 +246,16 @@ def test_an_empty_workspace_gets_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["audit", str(ws.path)])
     assert result.exit_code == 1 and "Nothing to audit" in result.output
     ws.close()
+
+
+def test_embeddings_are_served_by_sample_id(audited):
+    ws, _ = audited
+    ids = list(ws.samples()["id"])
+    every_id, every = embeddings(ws)
+    assert len(every_id) == len(ids) and every.shape == (len(ids), 112)
+    picked = [ids[5], ids[0], "not-a-sample"]
+    got_ids, got = embeddings(ws, picked)
+    assert list(got_ids) == picked[:2]
+    position = {sid: i for i, sid in enumerate(every_id)}
+    np.testing.assert_array_equal(got, every[[position[ids[5]], position[ids[0]]]])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-2)

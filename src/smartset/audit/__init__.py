@@ -11,10 +11,10 @@ Checks live in a registry (:data:`smartset.audit.checks.CHECKS`); add one with
 :func:`smartset.audit.checks.register_check`.
 """
 
-from smartset.audit._run import AuditResult, audit
+from smartset.audit._run import AuditResult, audit, embeddings
 from smartset.audit.bias import bias_probe
 from smartset.audit.checks import CHECKS, Check, register_check
 from smartset.audit.properties import PROPERTIES, compute_properties
 
-__all__ = ["audit", "AuditResult", "bias_probe", "CHECKS", "Check", "register_check",
+__all__ = ["audit", "AuditResult", "embeddings", "bias_probe", "CHECKS", "Check", "register_check",
            "PROPERTIES", "compute_properties"]

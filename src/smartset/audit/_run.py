@@ -22,7 +22,7 @@ from smartset.catalog import now
 from smartset.engine import Engine, batches_of, get_engine
 from smartset.errors import EmptyDataError
 
-__all__ = ["AuditResult", "audit"]
+__all__ = ["AuditResult", "audit", "embeddings"]
 
 
 
@@ -156,6 +156,19 @@ class _RecordFile:
                 data = os.pread(descriptor, size, int(row) * RECORD.itemsize + offset)
                 out[i] = np.frombuffer(data, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE)
         return out
+
+
+def embeddings(ws, sample_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """The audit's pixel embeddings: ``(ids, vectors)``, vectors ``(n, EMBEDDING_DIM)``
+    float32, L2-normalised, for ``sample_ids`` (default: every measured sample) that the
+    audit has measured, in the order asked. Run :func:`audit` first."""
+    rows = _load_cached(ws, "sample_id, embedding_row")["embedding_row"]
+    if rows.empty:
+        raise EmptyDataError("No audit embeddings yet: run 'smartset audit' first.")
+    if sample_ids is not None:
+        rows = rows.reindex(list(sample_ids)).dropna()
+    vectors = _RecordFile(_vector_file(ws)).embeddings(rows.to_numpy(dtype=np.int64))
+    return rows.index.to_numpy(dtype=object), vectors
 
 
 def _duplicates(props: pd.DataFrame, embeddings: np.ndarray, thumbs, *, k: int,
