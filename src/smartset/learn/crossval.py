@@ -1,0 +1,83 @@
+"""Out-of-fold predictions and ensembles over image arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smartset.learn._arrays import encode_labels
+from smartset.learn.errors import LearnError
+from smartset.learn.estimator import ImageClassifier
+
+__all__ = ["cross_val_predict", "fold_ids", "ensemble_proba"]
+
+
+def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """A stratified fold number per sample (classes spread evenly over the folds)."""
+    codes = np.asarray(labels)
+    if folds < 2:
+        raise LearnError(f"folds must be at least 2, got {folds}")
+    counts = np.bincount(codes)
+    if counts[counts > 0].min() < folds:
+        small = [int(c) for c in np.flatnonzero((counts > 0) & (counts < folds))]
+        raise LearnError(f"{folds} folds need at least {folds} samples per class; class "
+                         f"index(es) {small[:5]} have fewer: lower --folds or add samples.")
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(codes), dtype=np.int64)
+    for c in np.unique(codes):
+        rows = rng.permutation(np.flatnonzero(codes == c))
+        out[rows] = (np.arange(len(rows)) + rng.integers(folds)) % folds
+    return out
+
+
+def cross_val_predict(images, labels, *, model: str = "small_cnn", folds: int = 5,
+                      epochs: int = 8, seed: int = 0, classes: Sequence | None = None,
+                      return_features: bool = False, fold: np.ndarray | None = None,
+                      **options):
+    """Out-of-fold class probabilities: each sample predicted by a model that did not see it.
+
+    Parameters
+    ----------
+    images : uint8 ``(N, H, W)`` or ``(N, H, W, C)``.
+    labels : ``(N,)`` class names or indices.
+    model, epochs, options : passed to :class:`ImageClassifier` (e.g. ``augment``,
+        ``batch_size``, ``lr``).
+    folds : number of stratified folds (default 5); ``fold`` gives them explicitly.
+    seed : seeds the folds and every fold's training.
+    return_features : also return each sample's backbone features ``(N, d)`` from the fold
+        model that did not see it: an embedding for kNN-based cleaning.
+
+    Returns
+    -------
+    probs : float32 ``(N, n_classes)`` in the order of ``classes`` (default: sorted labels),
+        and ``features`` when asked.
+    """
+    codes, classes = encode_labels(labels, classes)
+    fold = fold_ids(codes, folds, seed) if fold is None else np.asarray(fold)
+    images = np.asarray(images)
+    probs = np.zeros((len(codes), len(classes)), dtype=np.float32)
+    features = None
+    for k in np.unique(fold):
+        held = fold == k
+        estimator = ImageClassifier(model, epochs=epochs, seed=seed + int(k), **options)
+        estimator._fixed_classes = list(range(len(classes)))
+        estimator.fit(images[~held], codes[~held])
+        probs[held] = estimator.predict_proba(images[held])
+        if return_features:
+            block = estimator.transform(images[held])
+            if features is None:
+                features = np.zeros((len(codes), block.shape[1]), dtype=np.float32)
+            features[held] = block
+    return (probs, features) if return_features else probs
+
+
+def ensemble_proba(models: Sequence, images) -> np.ndarray:
+    """The mean of the members' class probabilities (members must share their classes)."""
+    if not models:
+        raise LearnError("an ensemble needs at least one model")
+    classes = list(models[0].classes_)
+    for member in models[1:]:
+        if list(member.classes_) != classes:
+            raise LearnError("ensemble members were trained on different classes")
+    return np.mean([m.predict_proba(images) for m in models], axis=0).astype(np.float32)

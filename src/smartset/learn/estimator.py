@@ -1,0 +1,492 @@
+"""Train a network on image arrays: :class:`ImageClassifier` and :class:`ImageRegressor`.
+
+scikit-learn conventions: ``__init__`` stores options, ``fit`` returns ``self``, learned
+state ends in ``_``. Seeded and reproducible on CPU (the global torch RNG is forked, never
+reseeded for the caller); CUDA when present. Checkpoints are written after every epoch, and
+a killed run resumes from its last one (``resume=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smartset._progress import progress_bar
+from smartset._torch import require_torch
+from smartset.learn._arrays import as_image_tensor, as_targets, encode_labels
+from smartset.learn.errors import CheckpointError, LearnError, NotFittedError
+from smartset.learn.models import Net, build_model
+
+torch = require_torch("smartset.learn")
+F = torch.nn.functional
+
+__all__ = ["ImageClassifier", "ImageRegressor", "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "smartset.checkpoint/1"
+
+
+def _device(device: str | None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class _ImageModel:
+    _task = ""
+
+    def __init__(self, model: str = "lenet", *, epochs: int = 10, batch_size: int = 64,
+                 lr: float = 1e-3, weight_decay: float = 0.0, augment=None,
+                 class_weight: str | None = None, balanced_sampling: bool = False,
+                 val_fraction: float = 0.0, patience: int | None = None, seed: int = 0,
+                 device: str | None = None, checkpoint: str | Path | None = None,
+                 resume: bool = False, init_from: str | Path | Net | None = None,
+                 trainable_blocks: int = -1, backbone_lr_scale: float = 1.0, schedule: str = "cosine",
+                 progress: bool | None = None):
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.class_weight = class_weight
+        self.balanced_sampling = balanced_sampling
+        self.val_fraction = val_fraction
+        self.patience = patience
+        self.seed = seed
+        self.device = device
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.init_from = init_from
+        self.trainable_blocks = trainable_blocks
+        self.backbone_lr_scale = backbone_lr_scale
+        self.schedule = schedule
+        self.progress = progress
+
+    def get_params(self) -> dict:
+        params = {k: getattr(self, k) for k in (
+            "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
+            "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
+            "backbone_lr_scale", "schedule")}
+        params["augment"] = _policy_label(self.augment)
+        params["init_from"] = (None if self.init_from is None else
+                               "network" if isinstance(self.init_from, Net) else str(self.init_from))
+        return params
+
+    # -- validation of options ------------------------------------------------------------
+    def _check_options(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise LearnError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.val_fraction < 0.9:
+            raise LearnError(f"val_fraction must be in [0, 0.9), got {self.val_fraction}")
+        if self.class_weight not in (None, "balanced"):
+            raise LearnError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise LearnError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.lr <= 0:
+            raise LearnError(f"lr must be positive, got {self.lr}")
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _prepare_targets(self, y):
+        raise NotImplementedError
+
+    def fit(self, images, y, *, validation: tuple | None = None):
+        """Train on ``images`` (uint8 ``(N,H,W[,C])``) and ``y`` (labels or targets).
+
+        ``validation``: an explicit ``(images, y)`` held-out set for early stopping; else
+        ``val_fraction`` of the training data is held out (stratified for classes).
+        """
+        self._check_options()
+        x = as_image_tensor(images)
+        targets = self._prepare_targets(y)
+        if len(targets) != len(x):
+            raise LearnError(f"{len(x)} images but {len(targets)} labels/targets")
+        rng = np.random.default_rng(self.seed)
+        if validation is not None:
+            val_x, val_t = as_image_tensor(validation[0]), self._encode(validation[1])
+        elif self.val_fraction > 0:
+            val_idx = self._split_validation(targets, rng)
+            keep = np.setdiff1d(np.arange(len(x)), val_idx)
+            val_x, val_t = x[val_idx], targets[val_idx]
+            x, targets = x[keep], targets[keep]
+        else:
+            val_x = val_t = None
+        self.input_shape_ = tuple(int(v) for v in x.shape[1:])
+        floats = x.float()
+        self.mean_ = [float(v) for v in floats.mean(dim=(0, 2, 3)) / 255.0]
+        self.std_ = [max(float(v), 1e-3) for v in floats.std(dim=(0, 2, 3)) / 255.0]
+        del floats
+        device = _device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.network_ = self._make_network().to(device)
+            self._train(x, targets, val_x, val_t, device)
+        return self
+
+    def _make_network(self) -> Net:
+        channels, height, width = self.input_shape_
+        if self.init_from is None:
+            return build_model(self.model, channels=channels, outputs=self._n_outputs(),
+                               size=(height, width))
+        network = (self.init_from if isinstance(self.init_from, Net)
+                   else load_checkpoint(self.init_from).network_)
+        import copy
+
+        network = copy.deepcopy(network)
+        network.replace_head(self._n_outputs())
+        if self.trainable_blocks >= 0:
+            network.freeze_backbone(trainable_blocks=self.trainable_blocks)
+        return network
+
+    def _optimizer(self, network: Net):
+        head = [p for p in network.head.parameters() if p.requires_grad]
+        body = [p for p in network.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": self.lr}]
+        if body:
+            groups.append({"params": body, "lr": self.lr * self.backbone_lr_scale})
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+
+    def _normalise(self, batch: torch.Tensor, device) -> torch.Tensor:
+        mean = torch.tensor(self.mean_, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std_, device=device).view(1, -1, 1, 1)
+        return (batch.to(device).float() / 255.0 - mean) / std
+
+    def _train(self, x, targets, val_x, val_t, device) -> None:
+        network = self.network_
+        optimizer = self._optimizer(network)
+        policy = _resolve_policy(self.augment)
+        generator = torch.Generator().manual_seed(self.seed)
+        target_tensor = torch.from_numpy(targets)
+        loss_fn = self._loss(targets, device)
+        self.history_, start_epoch = [], 0
+        best = (np.inf, None, -1)  # validation loss, weights, epoch
+        started = time.perf_counter()
+        checkpoint = Path(self.checkpoint) if self.checkpoint else None
+        if checkpoint is not None and self.resume and checkpoint.exists():
+            state = _read_checkpoint(checkpoint)
+            if state.get("finished"):
+                self._restore(state, network)
+                return
+            network.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.history_, start_epoch = list(state["history"]), int(state["epoch"]) + 1
+            if state.get("best_state") is not None:
+                best = (state["best_loss"], state["best_state"], state["best_epoch"])
+        n = len(x)
+        steps = (n + self.batch_size - 1) // self.batch_size
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        with progress_bar((self.epochs - start_epoch) * steps, f"training {self.model}",
+                          enabled=self.progress) as advance:
+            for epoch in range(start_epoch, self.epochs):
+                network.train()
+                order = self._epoch_order(targets, generator)
+                total_loss, correct, seen = 0.0, 0, 0
+                for first in range(0, n, self.batch_size):
+                    rows = order[first:first + self.batch_size]
+                    batch = x[rows]
+                    if policy is not None:
+                        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+                        batch = policy(batch, seed=seed)
+                    if self.schedule == "cosine":  # per step, so a resumed run continues it
+                        done = (epoch * steps + first // self.batch_size) / (self.epochs * steps)
+                        for group, base in zip(optimizer.param_groups, base_lrs):
+                            group["lr"] = base * 0.5 * (1.0 + np.cos(np.pi * done))
+                    inputs = self._normalise(batch, device)
+                    truth = target_tensor[rows].to(device)
+                    outputs = network(inputs)
+                    loss = loss_fn(outputs, truth)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total_loss += float(loss.detach()) * len(rows)
+                    seen += len(rows)
+                    if self._task == "classification":
+                        correct += int((outputs.argmax(1) == truth).sum())
+                    advance(1)
+                record = {"epoch": epoch + 1, "loss": total_loss / seen,
+                          "seconds": round(time.perf_counter() - started, 3)}
+                if self._task == "classification":
+                    record["accuracy"] = correct / seen
+                if val_x is not None:
+                    record.update(self._validate(network, val_x, val_t, loss_fn, device))
+                    if record["val_loss"] < best[0]:
+                        best = (record["val_loss"], _copy_state(network), epoch)
+                self.history_.append(record)
+                stop = (self.patience is not None and val_x is not None
+                        and epoch - best[2] >= self.patience)
+                if checkpoint is not None:
+                    self._save_training_state(checkpoint, network, optimizer, generator, epoch,
+                                              best)
+                if stop:
+                    break
+        if best[1] is not None:  # early stopping keeps the best epoch's weights
+            network.load_state_dict(best[1])
+        self.best_epoch_ = (best[2] + 1) if best[1] is not None else len(self.history_)
+        self.train_seconds_ = time.perf_counter() - started
+        network.eval()
+        if checkpoint is not None:
+            self.save(checkpoint)
+
+    def _epoch_order(self, targets, generator) -> torch.Tensor:
+        n = len(targets)
+        if self.balanced_sampling and self._task == "classification":
+            counts = np.bincount(targets, minlength=len(self.classes_)).astype(np.float64)
+            weights = torch.from_numpy(1.0 / counts[targets])
+            return torch.multinomial(weights, n, replacement=True, generator=generator)
+        return torch.randperm(n, generator=generator)
+
+    def _validate(self, network, val_x, val_t, loss_fn, device) -> dict:
+        outputs = self._forward_all(network, val_x, device)
+        truth = torch.from_numpy(val_t).to(outputs.device)
+        result = {"val_loss": float(loss_fn(outputs, truth))}
+        if self._task == "classification":
+            result["val_accuracy"] = float((outputs.argmax(1) == truth).float().mean())
+        return result
+
+    def _forward_all(self, network, x, device, *, features: bool = False) -> torch.Tensor:
+        was_training = network.training
+        network.eval()
+        parts = []
+        with torch.no_grad():
+            for first in range(0, len(x), 512):
+                inputs = self._normalise(x[first:first + 512], device)
+                parts.append((network.features(inputs) if features else network(inputs)).cpu())
+        network.train(was_training)
+        return torch.cat(parts)
+
+    # -- using a fitted model ---------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit() "
+                                 f"or load a checkpoint first.")
+
+    def _inputs(self, images) -> torch.Tensor:
+        self._check_fitted()
+        x = as_image_tensor(images)
+        if tuple(x.shape[1:]) != self.input_shape_:
+            c, h, w = self.input_shape_
+            raise LearnError(f"the model takes {c}-channel {w}x{h} images, got "
+                             f"{x.shape[1]}-channel {x.shape[3]}x{x.shape[2]}: load the data "
+                             f"with the same size and mode as for training.")
+        return x
+
+    def transform(self, images) -> np.ndarray:
+        """Backbone features ``(N, d)`` float32: an embedding for kNN and cleaning."""
+        x = self._inputs(images)
+        return self._forward_all(self.network_, x, self._device_of()).numpy().astype(np.float32)
+
+    def _outputs(self, images) -> torch.Tensor:
+        return self._forward_all(self.network_, self._inputs(images), self._device_of())
+
+    def _device_of(self):
+        return next(self.network_.parameters()).device
+
+    def _forward_features(self, images):
+        return self._forward_all(self.network_, self._inputs(images), self._device_of(),
+                                 features=True)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "task": self._task, "model": self.model,
+                "params": self.get_params(), "input_shape": list(self.input_shape_),
+                "mean": self.mean_, "std": self.std_, "history": self.history_,
+                "classes": list(getattr(self, "classes_", [])),
+                "n_targets": getattr(self, "n_targets_", None)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model (weights and everything needed to use it) atomically."""
+        self._check_fitted()
+        state = {**self._meta(), "finished": True, "state_dict": _copy_state(self.network_),
+                 "best_epoch": getattr(self, "best_epoch_", None),
+                 "train_seconds": getattr(self, "train_seconds_", None),
+                 "architecture": _architecture(self.network_)}
+        return _atomic_save(state, Path(path))
+
+    def _save_training_state(self, path, network, optimizer, generator, epoch, best) -> None:
+        state = {**self._meta(), "finished": False, "state_dict": _copy_state(network),
+                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                 "best_loss": float(best[0]), "best_state": best[1], "best_epoch": best[2],
+                 "architecture": _architecture(network)}
+        _atomic_save(state, path)
+
+    def _restore(self, state: dict, network: Net | None = None) -> None:
+        self.input_shape_ = tuple(state["input_shape"])
+        self.mean_, self.std_ = list(state["mean"]), list(state["std"])
+        self.history_ = list(state["history"])
+        self.best_epoch_ = state.get("best_epoch")
+        self.train_seconds_ = state.get("train_seconds")
+        if state["task"] == "classification":
+            self.classes_ = list(state["classes"])
+        else:
+            self.n_targets_ = int(state["n_targets"])
+        if network is None:
+            network = _rebuild(state)
+        network.load_state_dict(state["state_dict"])
+        network.eval()
+        self.network_ = network
+
+
+class ImageClassifier(_ImageModel):
+    """A CNN classifier over uint8 image arrays; see the module docstring."""
+
+    _task = "classification"
+
+    def _prepare_targets(self, y):
+        codes, self.classes_ = encode_labels(y, getattr(self, "_fixed_classes", None))
+        return codes
+
+    def _encode(self, y):
+        return encode_labels(y, self.classes_)[0]
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _split_validation(self, codes, rng) -> np.ndarray:
+        picked = []
+        for c in np.unique(codes):
+            rows = np.flatnonzero(codes == c)
+            take = int(round(len(rows) * self.val_fraction))
+            if take and len(rows) > take:
+                picked.append(rng.choice(rows, take, replace=False))
+        if not picked:
+            raise LearnError("the validation split is empty: raise val_fraction or add samples")
+        return np.sort(np.concatenate(picked))
+
+    def _loss(self, codes, device):
+        weight = None
+        if self.class_weight == "balanced":
+            counts = np.bincount(codes, minlength=len(self.classes_)).astype(np.float32)
+            weight = torch.from_numpy(len(codes) / (len(counts) * np.maximum(counts, 1))).to(device)
+        return torch.nn.CrossEntropyLoss(weight=weight)
+
+    def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)`` float32, columns in ``classes_`` order."""
+        return torch.softmax(self._outputs(images), dim=1).numpy().astype(np.float32)
+
+    def predict(self, images) -> np.ndarray:
+        return np.asarray(self.classes_, dtype=object)[self.predict_proba(images).argmax(1)]
+
+    def score(self, images, labels) -> float:
+        return float(np.mean(self.predict(images) == np.asarray(labels, dtype=object)))
+
+    def transform(self, images) -> np.ndarray:
+        return self._forward_features(images).numpy().astype(np.float32)
+
+
+class ImageRegressor(_ImageModel):
+    """A CNN regressor (one or more float targets per image)."""
+
+    _task = "regression"
+
+    def _prepare_targets(self, y):
+        targets = as_targets(y)
+        self.n_targets_ = targets.shape[1]
+        return targets
+
+    def _encode(self, y):
+        return as_targets(y)
+
+    def _n_outputs(self) -> int:
+        return self.n_targets_
+
+    def _split_validation(self, targets, rng) -> np.ndarray:
+        take = max(1, int(round(len(targets) * self.val_fraction)))
+        return np.sort(rng.choice(len(targets), take, replace=False))
+
+    def _loss(self, targets, device):
+        return torch.nn.MSELoss()
+
+    def predict(self, images) -> np.ndarray:
+        return self._outputs(images).numpy().astype(np.float32)
+
+    def transform(self, images) -> np.ndarray:
+        return self._forward_features(images).numpy().astype(np.float32)
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def _copy_state(network) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+def _architecture(network: Net) -> dict:
+    return {"head_outputs": int(network.head.out_features), "feature_dim": network.feature_dim}
+
+
+def _atomic_save(state: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def _read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}: give the path of a .pt file written "
+                              f"by 'smartset train' (see 'smartset runs').")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: "
+                              f"{str(error)[:120]}): it is damaged or not a smartset "
+                              f"checkpoint. Train again, or resume from an earlier copy.") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a smartset checkpoint (format "
+                              f"{CHECKPOINT_FORMAT!r} expected).")
+    return state
+
+
+def _rebuild(state: dict) -> Net:
+    c, h, w = state["input_shape"]
+    outputs = state["architecture"]["head_outputs"]
+    model = state["model"]
+    if model.startswith("timm:"):
+        from smartset.learn.pretrained import timm_network
+
+        return timm_network(model[5:], channels=c, outputs=outputs, weights=None)
+    network = build_model(model, channels=c, outputs=outputs, size=(h, w))
+    return network
+
+
+def load_checkpoint(path: str | Path) -> ImageClassifier | ImageRegressor:
+    """A fitted model from a checkpoint written by ``save`` (or a finished training run)."""
+    state = _read_checkpoint(path)
+    if not state.get("finished"):
+        raise CheckpointError(f"{path} is the state of an unfinished training run: resume it "
+                              f"('smartset train --resume') before using the model.")
+    cls = ImageClassifier if state["task"] == "classification" else ImageRegressor
+    params = dict(state["params"])
+    params.pop("augment", None)
+    params.pop("init_from", None)
+    model = cls(**params)
+    try:
+        model._restore(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"Checkpoint {path} does not match its architecture: "
+                              f"{str(error)[:160]}") from None
+    return model
+
+
+def _policy_label(augment) -> str | None:
+    if augment is None:
+        return None
+    if isinstance(augment, str):
+        return augment
+    label = getattr(augment, "label", None)
+    return label() if callable(label) else repr(augment)
+
+
+def _resolve_policy(augment):
+    if augment is None or augment == "original":
+        return None
+    from smartset.augment import resolve_policy
+
+    return resolve_policy(augment)

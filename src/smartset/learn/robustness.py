@@ -1,0 +1,139 @@
+"""Robustness by condition: metrics per bucket of an image property, under synthetic shifts
+of the test set, and brightness-guided test-time preprocessing (DaCoLT: darkening and
+contrast at learning and test stages)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from smartset._random import SeedLike, resolve_rng
+from smartset._torch import require_torch
+from smartset.learn.errors import LearnError
+
+torch = require_torch("smartset.learn")
+
+__all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_policy",
+           "condition_table", "metrics_by_bucket"]
+
+SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier")
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    array = np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise LearnError(f"images must be uint8 (N, H, W, C), got {array.dtype} {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.numpy().transpose(0, 2, 3, 1))
+
+
+def brightness(images: np.ndarray) -> np.ndarray:
+    """Mean brightness in ``[0, 1]`` per image (luma for colour images)."""
+    array = np.asarray(images, dtype=np.float32) / 255.0
+    if array.shape[-1] == 3:
+        array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return array.reshape(len(array), -1).mean(1)
+
+
+def shift_images(images: np.ndarray, kind: str, strength: float = 1.0, *,
+                 seed: SeedLike = 0) -> np.ndarray:
+    """A shifted copy of uint8 ``(N, H, W, C)`` images: ``darker`` (gamma 1 + 1.5 s),
+    ``brighter`` (strong light: x (1 + 0.8 s), highlights clip), ``blurred`` (Gaussian,
+    sigma s per 28 pixels), ``rotated`` (20 s degrees), ``noisier`` (Gaussian noise,
+    std 25 s grey levels)."""
+    from smartset.augment import functional as fn
+
+    x = _tensor(images)
+    if kind == "darker":
+        y = fn.adjust_gamma(x, 1.0 + 1.5 * strength)
+    elif kind == "brighter":
+        y = fn.adjust_brightness(x, 1.0 + 0.8 * strength)
+    elif kind == "blurred":
+        y = fn.gaussian_blur(x, strength * max(1.0, min(x.shape[2:]) / 28.0))
+    elif kind == "rotated":
+        y = fn.rotate(x, 20.0 * strength)
+    elif kind == "noisier":
+        noise = resolve_rng(seed).normal(0.0, 25.0 * strength, size=x.shape)
+        y = torch.from_numpy(np.clip(x.numpy() + noise, 0, 255).round().astype(np.uint8))
+    else:
+        raise LearnError(f"Unknown shift {kind!r}; shifts: {', '.join(SHIFTS)}.")
+    return _array(y)
+
+
+def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3, 0.55),
+                      clip_limit: float = 2.0, tiles: int = 4) -> np.ndarray:
+    """Brightness-guided preprocessing: bring each image's mean brightness into ``target``
+    with a gamma curve (darkening over-lit images, brightening dark ones), then CLAHE.
+
+    The gamma for an image of brightness ``b`` outside the range solves ``b ** g = m`` for
+    the nearer end ``m`` of ``target`` (clipped to ``[1/4, 4]``); images within the range
+    keep ``g = 1``.
+    """
+    from smartset.augment import functional as fn
+
+    low, high = target
+    if not 0 < low < high < 1:
+        raise LearnError(f"target must be 0 < low < high < 1, got {target}")
+    x = _tensor(images)
+    b = np.clip(brightness(images), 1e-3, 1 - 1e-3)
+    goal = np.clip(b, low, high)
+    gamma = np.clip(np.log(goal) / np.log(b), 0.25, 4.0)
+    y = fn.adjust_gamma(x, gamma.astype(np.float64))
+    y = fn.clahe(y, clip_limit, (tiles, tiles))
+    return _array(y)
+
+
+def dacolt_policy():
+    """The learning-stage half of DaCoLT: random darkening/brightening and contrast, so the
+    model sees the lighting it will meet; combine with :func:`dacolt_preprocess`."""
+    from smartset.augment import CLAHE, Compose, Gamma
+
+    return Compose([Gamma(gamma=(0.5, 2.5), p=0.7), CLAHE(clip_limit=(1.0, 3.0), p=0.5)],
+                   name="dacolt")
+
+
+def condition_table(conditions: dict[str, tuple[Sequence, Sequence]], positive) -> list[dict]:
+    """The knife-study table: per condition, ``n``, ``TP``, ``FP``, ``FN``, precision,
+    recall and F1 of the ``positive`` class, plus the average row.
+
+    ``conditions`` maps a condition name to ``(y_true, y_pred)``.
+    """
+    rows = []
+    for name, (truth, pred) in conditions.items():
+        truth = np.asarray(truth, dtype=object) == positive
+        pred = np.asarray(pred, dtype=object) == positive
+        tp, fp, fn_ = int((truth & pred).sum()), int((~truth & pred).sum()), int((truth & ~pred).sum())
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn_) if tp + fn_ else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"condition": name, "n": int(len(truth)), "positives": int(truth.sum()),
+                     "TP": tp, "FP": fp, "FN": fn_, "precision": precision, "recall": recall,
+                     "f1": f1})
+    if rows:
+        rows.append({"condition": "average", "n": sum(r["n"] for r in rows),
+                     "positives": sum(r["positives"] for r in rows),
+                     "TP": sum(r["TP"] for r in rows), "FP": sum(r["FP"] for r in rows),
+                     "FN": sum(r["FN"] for r in rows),
+                     **{k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")}})
+    return rows
+
+
+def metrics_by_bucket(values: Sequence[float], y_true: Sequence, y_pred: Sequence, *,
+                      bins: int = 3, names: Sequence[str] | None = None) -> list[dict]:
+    """Accuracy per quantile bucket of ``values`` (e.g. brightness: low, medium, high)."""
+    values = np.asarray(values, dtype=np.float64)
+    names = list(names) if names is not None else (
+        ["low", "medium", "high"] if bins == 3 else [f"q{i + 1}" for i in range(bins)])
+    if len(names) != bins:
+        raise LearnError(f"{bins} buckets need {bins} names, got {len(names)}")
+    edges = np.quantile(values, np.linspace(0, 1, bins + 1))
+    bucket = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+    truth, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    return [{"bucket": names[b], "from": float(edges[b]), "to": float(edges[b + 1]),
+             "n": int((bucket == b).sum()),
+             "accuracy": float((truth[bucket == b] == pred[bucket == b]).mean())
+             if (bucket == b).any() else float("nan")} for b in range(bins)]
