@@ -1,16 +1,42 @@
 """Learning and evaluation: baselines, CNNs from scratch, transfer learning and fine-tuning,
 ensembles, out-of-fold predictions, evaluation by condition, and the augmentation study.
 
-Array functions first (``ImageClassifier``, ``cross_val_predict``, ``evaluate_predictions``);
-the workspace functions (``train``, ``predict_oof``, ``evaluate``) record runs, checkpoints
-and predictions in the catalog; the CLI is a thin layer over them.
+Array functions first (``ImageClassifier``, ``cross_val_predict``, ``classification_report``);
+the workspace functions (``train``, ``predict_oof``, ``evaluate``, ``baselines``,
+``study_augment_workspace``) record runs, checkpoints and predictions in the catalog; the
+CLI is a thin layer over them. Names load on first use, so the CLI starts without torch.
 """
 
-from smartset.learn.crossval import cross_val_predict, ensemble_proba, fold_ids
-from smartset.learn.errors import CheckpointError, LeakageError, LearnError, NotFittedError
-from smartset.learn.estimator import ImageClassifier, ImageRegressor, load_checkpoint
-from smartset.learn.models import MODELS, Net, available_models, build_model, register_model
+from __future__ import annotations
 
-__all__ = ["ImageClassifier", "ImageRegressor", "load_checkpoint", "cross_val_predict",
-           "ensemble_proba", "fold_ids", "MODELS", "Net", "available_models", "build_model",
-           "register_model", "LearnError", "CheckpointError", "LeakageError", "NotFittedError"]
+import importlib
+
+_EXPORTS = {
+    "smartset.learn.errors": ["LearnError", "CheckpointError", "LeakageError", "NotFittedError"],
+    "smartset.learn.models": ["MODELS", "Net", "available_models", "build_model",
+                              "register_model", "UnknownModelError"],
+    "smartset.learn.estimator": ["ImageClassifier", "ImageRegressor", "load_checkpoint"],
+    "smartset.learn.crossval": ["cross_val_predict", "ensemble_proba", "fold_ids"],
+    "smartset.learn.baselines": ["classification_baselines", "regression_baselines"],
+    "smartset.learn.metrics": ["classification_report", "regression_report", "top_losses",
+                               "plot_confusion", "misclassified_montage"],
+    "smartset.learn.robustness": ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess",
+                                  "dacolt_policy", "condition_table", "metrics_by_bucket"],
+    "smartset.learn.data": ["load_version", "LoadedData"],
+    "smartset.learn._workspace": ["train", "predict_oof", "evaluate", "baselines",
+                                  "read_oof_features"],
+    "smartset.learn.study": ["study_augment", "study_augment_workspace"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'smartset.learn' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -116,6 +116,7 @@ class _ImageModel:
         else:
             val_x = val_t = None
         self.input_shape_ = tuple(int(v) for v in x.shape[1:])
+        self.model_name_ = self.model
         floats = x.float()
         self.mean_ = [float(v) for v in floats.mean(dim=(0, 2, 3)) / 255.0]
         self.std_ = [max(float(v), 1e-3) for v in floats.std(dim=(0, 2, 3)) / 255.0]
@@ -132,8 +133,28 @@ class _ImageModel:
         if self.init_from is None:
             return build_model(self.model, channels=channels, outputs=self._n_outputs(),
                                size=(height, width))
-        network = (self.init_from if isinstance(self.init_from, Net)
-                   else load_checkpoint(self.init_from).network_)
+        if isinstance(self.init_from, str) and self.init_from.startswith("timm:"):
+            # "timm:NAME" downloads ImageNet weights; "timm:NAME=FILE" reads them from FILE.
+            from smartset.learn.pretrained import timm_network
+
+            name, _, weights = self.init_from[5:].partition("=")
+            self.model_name_ = f"timm:{name}"
+            network = timm_network(name, channels=channels, outputs=self._n_outputs(),
+                                   weights=weights or "download")
+            if self.trainable_blocks >= 0:
+                network.freeze_backbone(trainable_blocks=self.trainable_blocks)
+            return network
+        if isinstance(self.init_from, Net):
+            network = self.init_from
+        else:
+            source = load_checkpoint(self.init_from)
+            if tuple(source.input_shape_) != tuple(self.input_shape_):
+                c, h, w = source.input_shape_
+                raise LearnError(f"The backbone of {self.init_from} takes {c}-channel {w}x{h} "
+                                 f"images; these are {channels}-channel {width}x{height}: load "
+                                 f"the data with the same size and mode (--size {h}, --mode "
+                                 f"{'L' if c == 1 else 'RGB'}).")
+            network, self.model_name_ = source.network_, source.model_name_
         import copy
 
         network = copy.deepcopy(network)
@@ -185,6 +206,9 @@ class _ImageModel:
                           enabled=self.progress) as advance:
             for epoch in range(start_epoch, self.epochs):
                 network.train()
+                for block in network.backbone.children():  # frozen blocks keep their
+                    if not any(p.requires_grad for p in block.parameters()):  # BN statistics
+                        block.eval()
                 order = self._epoch_order(targets, generator)
                 total_loss, correct, seen = 0.0, 0, 0
                 for first in range(0, n, self.batch_size):
@@ -293,7 +317,7 @@ class _ImageModel:
 
     # -- checkpoints ------------------------------------------------------------------------
     def _meta(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "task": self._task, "model": self.model,
+        return {"format": CHECKPOINT_FORMAT, "task": self._task, "model": self.model_name_,
                 "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "mean": self.mean_, "std": self.std_, "history": self.history_,
                 "classes": list(getattr(self, "classes_", [])),
@@ -317,6 +341,7 @@ class _ImageModel:
         _atomic_save(state, path)
 
     def _restore(self, state: dict, network: Net | None = None) -> None:
+        self.model_name_ = state["model"]
         self.input_shape_ = tuple(state["input_shape"])
         self.mean_, self.std_ = list(state["mean"]), list(state["std"])
         self.history_ = list(state["history"])
