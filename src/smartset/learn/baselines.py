@@ -21,10 +21,15 @@ BASELINES = ("most_frequent", "stratified", "uniform", "knn_pixels", "knn_embedd
              "linear_probe")
 
 
+def _with_channels(images) -> np.ndarray:
+    images = np.asarray(images)
+    return images[..., None] if images.ndim == 3 else images
+
+
 def pixel_vectors(images: np.ndarray, side: int = 28) -> np.ndarray:
     """Images resized (area) so the longer side is at most ``side``, gray, flattened, [0, 1]."""
     out = []
-    for image in np.asarray(images):
+    for image in _with_channels(images):
         gray = image[..., 0] if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
         scale = min(1.0, side / max(h, w))
@@ -40,7 +45,7 @@ def pixel_embeddings(images: np.ndarray) -> np.ndarray:
     from smartset.audit.properties import _embedding
 
     out = []
-    for image in np.asarray(images):
+    for image in _with_channels(images):
         rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         out.append(_embedding(gray, rgb))

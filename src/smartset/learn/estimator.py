@@ -8,6 +8,7 @@ a killed run resumes from its last one (``resume=True``).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -179,6 +180,7 @@ class _ImageModel:
     def _train(self, x, targets, val_x, val_t, device) -> None:
         network = self.network_
         optimizer = self._optimizer(network)
+        base_lrs = [group["lr"] for group in optimizer.param_groups]  # before any resume
         policy = _resolve_policy(self.augment)
         generator = torch.Generator().manual_seed(self.seed)
         target_tensor = torch.from_numpy(targets)
@@ -201,7 +203,6 @@ class _ImageModel:
                 best = (state["best_loss"], state["best_state"], state["best_epoch"])
         n = len(x)
         steps = (n + self.batch_size - 1) // self.batch_size
-        base_lrs = [group["lr"] for group in optimizer.param_groups]
         with progress_bar((self.epochs - start_epoch) * steps, f"training {self.model}",
                           enabled=self.progress) as advance:
             for epoch in range(start_epoch, self.epochs):
@@ -220,7 +221,7 @@ class _ImageModel:
                     if self.schedule == "cosine":  # per step, so a resumed run continues it
                         done = (epoch * steps + first // self.batch_size) / (self.epochs * steps)
                         for group, base in zip(optimizer.param_groups, base_lrs):
-                            group["lr"] = base * 0.5 * (1.0 + np.cos(np.pi * done))
+                            group["lr"] = base * 0.5 * (1.0 + math.cos(math.pi * done))
                     inputs = self._normalise(batch, device)
                     truth = target_tensor[rows].to(device)
                     outputs = network(inputs)
@@ -306,14 +307,15 @@ class _ImageModel:
         return self._forward_all(self.network_, x, self._device_of()).numpy().astype(np.float32)
 
     def _outputs(self, images) -> torch.Tensor:
-        return self._forward_all(self.network_, self._inputs(images), self._device_of())
+        x = self._inputs(images)
+        return self._forward_all(self.network_, x, self._device_of())
 
     def _device_of(self):
         return next(self.network_.parameters()).device
 
     def _forward_features(self, images):
-        return self._forward_all(self.network_, self._inputs(images), self._device_of(),
-                                 features=True)
+        x = self._inputs(images)
+        return self._forward_all(self.network_, x, self._device_of(), features=True)
 
     # -- checkpoints ------------------------------------------------------------------------
     def _meta(self) -> dict:
@@ -321,7 +323,9 @@ class _ImageModel:
                 "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "mean": self.mean_, "std": self.std_, "history": self.history_,
                 "classes": list(getattr(self, "classes_", [])),
-                "n_targets": getattr(self, "n_targets_", None)}
+                "n_targets": getattr(self, "n_targets_", None),
+                "target_mean": getattr(self, "target_mean_", None),
+                "target_std": getattr(self, "target_std_", None)}
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model (weights and everything needed to use it) atomically."""
@@ -351,6 +355,7 @@ class _ImageModel:
             self.classes_ = list(state["classes"])
         else:
             self.n_targets_ = int(state["n_targets"])
+            self.target_mean_, self.target_std_ = state["target_mean"], state["target_std"]
         if network is None:
             network = _rebuild(state)
         network.load_state_dict(state["state_dict"])
@@ -396,7 +401,8 @@ class ImageClassifier(_ImageModel):
         return torch.softmax(self._outputs(images), dim=1).numpy().astype(np.float32)
 
     def predict(self, images) -> np.ndarray:
-        return np.asarray(self.classes_, dtype=object)[self.predict_proba(images).argmax(1)]
+        probs = self.predict_proba(images)
+        return np.asarray(self.classes_, dtype=object)[probs.argmax(1)]
 
     def score(self, images, labels) -> float:
         return float(np.mean(self.predict(images) == np.asarray(labels, dtype=object)))
@@ -413,10 +419,14 @@ class ImageRegressor(_ImageModel):
     def _prepare_targets(self, y):
         targets = as_targets(y)
         self.n_targets_ = targets.shape[1]
-        return targets
+        # Standardised targets train well whatever their unit; predict() undoes it.
+        self.target_mean_ = [float(v) for v in targets.mean(0)]
+        self.target_std_ = [max(float(v), 1e-8) for v in targets.std(0)]
+        return self._encode(targets)
 
     def _encode(self, y):
-        return as_targets(y)
+        return ((as_targets(y) - np.float32(self.target_mean_)) / np.float32(self.target_std_)
+                ).astype(np.float32)
 
     def _n_outputs(self) -> int:
         return self.n_targets_
@@ -429,7 +439,9 @@ class ImageRegressor(_ImageModel):
         return torch.nn.MSELoss()
 
     def predict(self, images) -> np.ndarray:
-        return self._outputs(images).numpy().astype(np.float32)
+        outputs = self._outputs(images).numpy()
+        return (outputs * np.float32(self.target_std_) + np.float32(self.target_mean_)
+                ).astype(np.float32)
 
     def transform(self, images) -> np.ndarray:
         return self._forward_features(images).numpy().astype(np.float32)

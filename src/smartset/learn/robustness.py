@@ -66,8 +66,9 @@ def shift_images(images: np.ndarray, kind: str, strength: float = 1.0, *,
 
 def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3, 0.55),
                       clip_limit: float = 2.0, tiles: int = 4) -> np.ndarray:
-    """Brightness-guided preprocessing: bring each image's mean brightness into ``target``
-    with a gamma curve (darkening over-lit images, brightening dark ones), then CLAHE.
+    """Brightness-guided preprocessing: CLAHE for local contrast, then a gamma curve that
+    brings each image's mean brightness into ``target`` (darkening over-lit images,
+    brightening dark ones).
 
     The gamma for an image of brightness ``b`` outside the range solves ``b ** g = m`` for
     the nearer end ``m`` of ``target`` (clipped to ``[1/4, 4]``); images within the range
@@ -78,13 +79,12 @@ def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3,
     low, high = target
     if not 0 < low < high < 1:
         raise LearnError(f"target must be 0 < low < high < 1, got {target}")
-    x = _tensor(images)
-    b = np.clip(brightness(images), 1e-3, 1 - 1e-3)
+    # Contrast first, then the gamma that lands the result's brightness in the range.
+    y = fn.clahe(_tensor(images), clip_limit, (tiles, tiles))
+    b = np.clip(brightness(_array(y)), 1e-3, 1 - 1e-3)
     goal = np.clip(b, low, high)
     gamma = np.clip(np.log(goal) / np.log(b), 0.25, 4.0)
-    y = fn.adjust_gamma(x, gamma.astype(np.float64))
-    y = fn.clahe(y, clip_limit, (tiles, tiles))
-    return _array(y)
+    return _array(fn.adjust_gamma(y, gamma.astype(np.float64)))
 
 
 def dacolt_policy():
