@@ -18,11 +18,12 @@ from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, op
                                   out, print_json, show_progress)
 from smartset.augment._cli import augment_app
 from smartset.errors import SmartsetError
+from smartset.learn._cli import register as register_learn_commands
 
 app = typer.Typer(
     name="smartset",
     help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
-         "audit, augment (and samples, issues, label, version, runs to inspect and change the "
+         "audit, augment, train, evaluate, study (and samples, issues, label, version, runs to inspect and change the "
          "catalog).",
     no_args_is_help=True,
     add_completion=False,
@@ -34,6 +35,7 @@ version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is
 app.add_typer(label_app, name="label")
 app.add_typer(version_app, name="version")
 app.add_typer(augment_app, name="augment")
+register_learn_commands(app)
 
 @app.command()
 @handle_errors
