@@ -129,6 +129,14 @@ def test_boxes_bound_the_moved_rectangle(policy):
     assert all(abs(a - b) <= 2 for a, b in zip(box, shape)), (box, shape)
 
 
+def test_a_sample_without_boxes_rides_along():
+    images = torch.zeros((2, 1, 64, 64), dtype=torch.uint8)
+    boxes = aug.BoundingBoxes([torch.zeros((0, 4)), torch.tensor([[14.0, 20.0, 38.0, 33.0]])],
+                              "xyxy", (64, 64))
+    _, moved = aug.Rotation(degrees=(20, 20))((images, boxes), seed=0)
+    assert moved.boxes[0].shape == (0, 4) and moved.boxes[1].shape == (1, 4)
+
+
 def test_boxes_through_elastic_and_clipping():
     image, boxes = _rectangle()
     out, moved = aug.named_policy("rotation-elastic")((image, boxes), seed=5)

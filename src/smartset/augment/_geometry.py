@@ -610,7 +610,7 @@ class FusedWarp:
         height, width = self.size_out
         kept, masks = [], []
         for b, m in zip(boxes, moved):
-            m = m.to(torch.float64).view(len(b), -1, 2) + 0.5
+            m = m.to(torch.float64).view(len(b), 4 * per_edge, 2) + 0.5  # 0 boxes: 0 rows
             raw = torch.stack([m[..., 0].min(1).values, m[..., 1].min(1).values,
                                m[..., 0].max(1).values, m[..., 1].max(1).values], 1)
             clipped = torch.stack([raw[:, 0].clamp(0, width), raw[:, 1].clamp(0, height),
