@@ -130,7 +130,7 @@ def test_cli_train_predict_evaluate_baseline_and_models(digits_ws, tmp_path):
     run_id = trained["run_id"]
     leaked = run("evaluate", run_id, "-w", w, code=1)
     assert "seen in training" in leaked.output and "--force" in leaked.output
-    held = json.loads(run("evaluate", run_id, "-w", w, "--held-out", "--json").stdout)
+    held = json.loads(run("evaluate", "last", "-w", w, "--held-out", "--json").stdout)
     assert held["n"] == trained["config"]["n_test"] and held["leakage"]["n"] == 0
     shown = run("evaluate", run_id, "-w", w, "--force", "--shift", "blurred")
     assert "LEAKAGE" in shown.output and "blurred" in shown.output

@@ -152,7 +152,7 @@ def predict_command(
 
 @handle_errors
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="A training run id, or a checkpoint file.")],
+    model: Annotated[str, typer.Argument(help="A training run id, 'last' (the newest finished training run), or a checkpoint file.")],
     workspace: WorkspaceOption = None, version: VersionOption = None,
     split: Annotated[Optional[str], typer.Option(help="Evaluate only this split.")] = None,
     held_out: Annotated[bool, typer.Option(help="Evaluate the samples the run did not train on.")] = False,
@@ -166,6 +166,11 @@ def evaluate_command(
     from smartset.learn._workspace import evaluate, run_dir
 
     ws = open_workspace(workspace)
+    if model == "last":
+        done = ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = 'train' AND status = 'done'")
+        if not done or done[0][0] is None:
+            raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
+        model = str(done[0][0])
     sample_ids = None
     if held_out:
         trained_path = run_dir(ws, int(model)) / "train_ids.json" if model.isdigit() else None
