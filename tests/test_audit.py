@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import smartset
 from smartset.audit import audit, embeddings, bias_probe
+from smartset.audit.bias import error_probe
 from smartset.audit import neighbours
 
 
@@ -259,3 +260,40 @@ def test_embeddings_are_served_by_sample_id(audited):
     position = {sid: i for i, sid in enumerate(every_id)}
     np.testing.assert_array_equal(got, every[[position[ids[5]], position[ids[0]]]])
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-2)
+
+
+def test_error_probe_finds_the_range_where_the_model_fails():
+    rng = np.random.default_rng(0)
+    brightness = rng.uniform(0, 1, 2000)
+    wrong = rng.uniform(size=2000) < np.where(brightness < 0.2, 0.30, 0.03)  # dark: 10x errors
+    table = error_probe(pd.DataFrame({"brightness": brightness, "noise": rng.normal(size=2000)}),
+                        ~wrong).set_index("property")
+    assert table.loc["brightness", "flagged"] and table.loc["brightness", "high"] < 0.25
+    assert table.loc["brightness", "ratio"] > 2.5
+    assert not table.loc["noise", "flagged"]
+
+
+def test_audit_reports_error_bias_from_out_of_fold_predictions(tmp_path, problems):
+    from smartset.predictions import write_predictions
+
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(problems, show_progress=False, engine="serial")
+    result = audit(ws, engine="serial")
+    props = ws.samples()
+    measured = set(result.properties["id"])
+    ids = [i for i, label in zip(props["id"], props["label"]) if i in measured and label]
+    values = result.properties.set_index("id").loc[ids, "brightness"].to_numpy()
+    darkest = values <= np.quantile(values, 0.2)
+    labels = props.set_index("id").loc[ids, "label"].tolist()
+    classes = sorted(set(labels))
+    probs = np.zeros((len(ids), len(classes)), np.float32)
+    for row, (label, dark) in enumerate(zip(labels, darkest)):
+        right = classes.index(label)
+        probs[row, (right + 1) % len(classes) if dark else right] = 1.0  # wrong on dark ones
+    run = ws.catalog.start_run("predict", {"classes": classes})
+    write_predictions(ws.catalog, run, ids, kind="oof", classes=classes, probs=probs,
+                      labels=labels)
+    ws.catalog.finish_run(run, {})
+    again = audit(ws, engine="serial")
+    found = again.findings[again.findings["kind"] == "error_bias"]
+    assert "brightness" in set(found["group"]) and "out-of-fold" in found["reason"].iloc[0]

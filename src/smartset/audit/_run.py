@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from smartset._progress import progress_bar
-from smartset.audit.bias import PROBED_PROPERTIES, bias_probe
+from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import add_derived_properties, robust_fence, run_checks
 from smartset.audit.neighbours import group_pairs, knn, near_duplicate_pairs
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
@@ -337,6 +337,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         else:
             bias = bias_probe(pd.DataFrame(index=props.index), labels)
             skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
+        findings.extend(_error_bias(ws, props, skipped))
 
         frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
                                                 "group"])
@@ -364,6 +365,36 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         result.seconds = round(time.perf_counter() - started, 3)
     ws.catalog.finish_run(run_id, {**result.summary, "seconds": result.seconds})
     return result
+
+
+def _error_bias(ws, props: pd.DataFrame, skipped: dict) -> list[dict]:
+    """Properties that predict the model's out-of-fold errors (when predictions exist)."""
+    from smartset.predictions import PredictionsNotFoundError
+
+    try:
+        predictions = ws.predictions(kind="oof")
+    except PredictionsNotFoundError:
+        skipped["error_bias"] = "no out-of-fold predictions yet ('smartset predict --oof')"
+        return []
+    correct = pd.Series(predictions.predicted == predictions.labels,
+                        index=predictions.sample_ids)
+    ids = props["id"]
+    known = ids.isin(correct.index)
+    if known.sum() < 50:
+        skipped["error_bias"] = "fewer than 50 audited samples have out-of-fold predictions"
+        return []
+    columns = [c for c in PROBED_PROPERTIES if c in props]
+    table = error_probe(props.loc[known, columns].set_axis(ids[known].to_numpy()),
+                        correct.reindex(ids[known].to_numpy()).to_numpy())
+    findings = []
+    for row in table[table["flagged"]].itertuples():
+        findings.append({
+            "kind": "error_bias", "sample_id": None, "score": row.ratio, "threshold": 2.0,
+            "group": row.property,
+            "reason": (f"'{row.property}' between {row.low:.3g} and {row.high:.3g}: the model "
+                       f"(run {predictions.run_id}, out-of-fold) is wrong on {row.error_rate:.1%}"
+                       f" of {row.n} images vs {row.overall:.1%} overall ({row.ratio:.1f}x)")})
+    return findings
 
 
 def _outliers(props: pd.DataFrame, sims: np.ndarray, embeddings: np.ndarray, *, fence: float,

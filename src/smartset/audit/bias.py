@@ -14,7 +14,7 @@ import pandas as pd
 
 from smartset._random import SeedLike, resolve_rng
 
-__all__ = ["bias_probe", "PROBED_PROPERTIES"]
+__all__ = ["bias_probe", "error_probe", "PROBED_PROPERTIES"]
 
 PROBED_PROPERTIES = ("brightness", "contrast", "dark_fraction", "saturated_fraction",
                      "sharpness", "entropy", "colourfulness", "grayscale", "width", "height",
@@ -85,4 +85,48 @@ def bias_probe(values: pd.DataFrame, labels, *, folds: int = 5, bins: int = 10,
                      "lift_by_class": lift})
     columns = ["property", "n", "accuracy", "baseline", "gain", "skill", "flagged", "lift_by_class"]
     return pd.DataFrame(rows, columns=columns).sort_values("skill", ascending=False,
+                                                          ignore_index=True)
+
+
+def error_probe(values: pd.DataFrame, correct, *, bins: int = 5, min_ratio: float = 2.0,
+                min_errors: int = 3, z: float = 3.0) -> pd.DataFrame:
+    """Which properties predict a model's errors: the error rate per quantile bin of each
+    property against the overall rate.
+
+    ``correct``: per sample, whether the model (out-of-fold) was right. Returns one row per
+    property with its worst bin (``low``/``high`` edges), that bin's ``n``, ``errors``,
+    ``error_rate``, the ``overall`` rate, their ``ratio``, and ``flagged``: the ratio is at
+    least ``min_ratio``, the bin holds ``min_errors`` errors or more, and the excess is
+    ``z`` binomial standard errors above the overall rate (not chance).
+    """
+    correct = pd.Series(correct, index=values.index)
+    rows = []
+    for name in values.columns:
+        mask = values[name].notna() & correct.notna()
+        x = values.loc[mask, name].astype(float).to_numpy()
+        wrong = ~correct[mask].astype(bool).to_numpy()
+        if len(x) < 5 * bins or np.unique(x).size < bins or not wrong.any():
+            continue
+        overall = float(wrong.mean())
+        edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+        which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        best = None
+        for b in range(len(edges) - 1):
+            inside = which == b
+            n, errors = int(inside.sum()), int(wrong[inside].sum())
+            if not n:
+                continue
+            rate = errors / n
+            excess = (rate - overall) / np.sqrt(overall * (1 - overall) / n) if 0 < overall < 1 else 0.0
+            if best is None or rate > best["error_rate"]:
+                best = {"property": name, "low": float(edges[b]), "high": float(edges[b + 1]),
+                        "n": n, "errors": errors, "error_rate": rate, "overall": overall,
+                        "ratio": rate / overall, "z": float(excess)}
+        if best is not None:
+            best["flagged"] = bool(best["ratio"] >= min_ratio and best["errors"] >= min_errors
+                                   and best["z"] >= z)
+            rows.append(best)
+    columns = ["property", "low", "high", "n", "errors", "error_rate", "overall", "ratio", "z",
+               "flagged"]
+    return pd.DataFrame(rows, columns=columns).sort_values("ratio", ascending=False,
                                                           ignore_index=True)

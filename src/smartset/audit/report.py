@@ -31,6 +31,7 @@ _KIND_TITLES = {
     "exact_duplicate": "Exact duplicates", "near_duplicate": "Near duplicates",
     "outlier": "Outliers", "class_outlier": "Far from their own class",
     "class_imbalance": "Class imbalance", "bias": "Bias probes",
+    "error_bias": "Properties that predict the model's errors",
 }
 
 _KIND_MEANINGS = {
@@ -41,6 +42,7 @@ _KIND_MEANINGS = {
     "class_outlier": "far from the centre of its own class",
     "class_imbalance": "classes much smaller than the largest or than the median",
     "bias": "a single property predicts the label: a shortcut a model can learn",
+    "error_bias": "images in this range of a property are misclassified far more often",
 }
 
 _CSS = """
@@ -168,7 +170,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
                  "neighbourhood is crowded. Override with --threshold CHECK=VALUE.</p>")
 
     dataset_level = findings[findings["sample_id"].isna()]
-    for kind in ("class_imbalance", "unreadable"):
+    for kind in ("class_imbalance", "unreadable", "error_bias"):
         rows = dataset_level[dataset_level["kind"] == kind]
         if len(rows):
             parts.append(f"<h2 id='{kind}'>{_KIND_TITLES[kind]}</h2><ul>" + "".join(
