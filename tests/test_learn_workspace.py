@@ -156,3 +156,13 @@ def test_a_checkpoint_for_other_classes_says_how_to_rehead_it(digits_ws, tmp_pat
     letters.ingest(other, show_progress=False)
     with pytest.raises(LearnError, match="--init-from"):
         evaluate(letters, ws.path / result["checkpoint"])
+
+
+def test_audit_with_a_trained_model_as_the_embedding(digits_ws):
+    from smartset.audit import audit
+
+    result = train(digits_ws, model="small_cnn", epochs=1, progress=False)
+    audited = audit(digits_ws, embedding_model=result["run_id"], report=False)
+    assert audited.summary["n_audited"] == 400
+    runs = digits_ws.runs()
+    assert runs.iloc[-1]["config"]["embedding_model"] == str(result["run_id"])

@@ -216,8 +216,14 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
           candidate_similarity: float = 0.85, outlier_fence: float = 4.0,
           engine: str | Engine | None = None, workers: int | None = None,
           show_progress: bool | None = None, report: bool = True,
-          out_dir: str | Path | None = None, seed: int = 0) -> AuditResult:
-    """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`."""
+          out_dir: str | Path | None = None, seed: int = 0,
+          embedding_model: str | Path | None = None) -> AuditResult:
+    """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`.
+
+    ``embedding_model``: a smartset checkpoint (or training run id) whose backbone features
+    replace the pixel embedding for outliers and class outliers (near duplicates stay on
+    pixels, where copies are alike).
+    """
     started = time.perf_counter()
     if not 0.0 < near_duplicate_similarity <= 1.0:
         raise ValueError(f"near_duplicate_similarity must be in (0, 1], got {near_duplicate_similarity}")
@@ -233,7 +239,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             f"'smartset issues' for files that could not be ingested.")
     config = {"version": version, "thresholds": thresholds or {}, "neighbours": neighbours,
               "near_duplicate_similarity": near_duplicate_similarity,
-              "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence}
+              "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
+              "embedding_model": None if embedding_model is None else str(embedding_model)}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
     with ws.catalog.failing_run(run_id):
         measured = _load_cached(ws, "sample_id, sha256")["sha256"]
@@ -317,6 +324,9 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
                             "group": key,
                             "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
                                        f"{': ' + detail if detail else ''})")})
+            if embedding_model is not None:
+                embeddings = _model_embeddings(ws, version, props, embedding_model)
+                _, sims = knn(embeddings, neighbours)
             findings.extend(_outliers(props, sims, embeddings, fence=outlier_fence, skipped=skipped))
         else:
             skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
@@ -365,6 +375,25 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         result.seconds = round(time.perf_counter() - started, 3)
     ws.catalog.finish_run(run_id, {**result.summary, "seconds": result.seconds})
     return result
+
+
+def _model_embeddings(ws, version, props: pd.DataFrame, model) -> np.ndarray:
+    """A trained network's features of the audited images, unit-normed, in ``props`` order."""
+    from smartset.learn._workspace import _load_model
+    from smartset.learn.data import load_version
+
+    estimator, _ = _load_model(ws, model)
+    channels, height, width = estimator.input_shape_
+    data = load_version(ws, version, size=(height, width), mode="L" if channels == 1 else "RGB",
+                        labeled_only=False, progress=False)
+    position = {sid: i for i, sid in enumerate(data.ids)}
+    missing = [sid for sid in props["id"] if sid not in position]
+    if missing:
+        raise EmptyDataError(f"{len(missing)} audited images could not be decoded for the "
+                             f"embedding model (e.g. {missing[0]}).")
+    features = estimator.transform(data.images[[position[s] for s in props["id"]]])
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _error_bias(ws, props: pd.DataFrame, skipped: dict) -> list[dict]:
