@@ -166,3 +166,38 @@ def test_audit_with_a_trained_model_as_the_embedding(digits_ws):
     assert audited.summary["n_audited"] == 400
     runs = digits_ws.runs()
     assert runs.iloc[-1]["config"]["embedding_model"] == str(result["run_id"])
+
+
+def test_ensembles_conditions_and_test_time_preprocessing(digits_ws):
+    ws = digits_ws
+    runs = [train(ws, model="small_cnn", epochs=1, seed=s, progress=False)["run_id"]
+            for s in (0, 1)]
+    trained = set().union(*(json.loads((ws.path / "models" / f"run-{r}" / "train_ids.json")
+                                       .read_text()) for r in runs))
+    held = [s for s in ws.samples()["id"] if s not in trained]
+    report = evaluate(ws, f"{runs[0]},{runs[1]}", sample_ids=held, positive="7",
+                      shifts=["brighter"])
+    assert report["leakage"]["n"] == 0 and report["n"] == len(held)
+    assert [b["bucket"] for b in report["by_condition"]["brightness"]] == ["low", "medium", "high"]
+    assert sum(b["n"] for b in report["by_condition"]["contrast"]) == len(held)
+    names = [row["condition"] for row in report["condition_table"]]
+    assert names == ["original", "brighter", "low brightness", "medium brightness",
+                     "high brightness", "average"]
+    with pytest.raises(LeakageError):
+        evaluate(ws, f"{runs[0]},{runs[1]}")  # each member's training samples count
+    tuned = evaluate(ws, runs[0], sample_ids=held, preprocess="dacolt")
+    assert tuned["accuracy"] != report["accuracy"] or tuned["log_loss"] != report["log_loss"]
+    with pytest.raises(LearnError, match="Unknown preprocessing"):
+        evaluate(ws, runs[0], sample_ids=held, preprocess="sepia")
+
+
+def test_a_model_trained_with_dacolt_keeps_its_preprocessing(digits_ws):
+    from smartset.learn import load_checkpoint
+
+    result = train(digits_ws, model="small_cnn", epochs=1, preprocess="dacolt", progress=False)
+    model = load_checkpoint(digits_ws.path / result["checkpoint"])
+    assert model.preprocess_ == "dacolt"
+    images = np.zeros((2, 28, 28, 1), np.uint8)
+    with_own = model.predict_proba(images)
+    model.preprocess_ = None
+    assert not np.allclose(with_own, model.predict_proba(images))

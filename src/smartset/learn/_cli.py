@@ -83,6 +83,7 @@ def train_command(
     init_from: Annotated[Optional[Path], typer.Option(help="Checkpoint whose backbone to start from (transfer learning; the head is replaced).")] = None,
     trainable_blocks: Annotated[int, typer.Option(help="With --init-from: backbone blocks to train (0 = frozen backbone, -1 = all: fine-tuning).")] = -1,
     backbone_lr_scale: Annotated[float, typer.Option(help="Learning-rate factor of the backbone (fine-tuning: e.g. 0.1).")] = 1.0,
+    preprocess: Annotated[Optional[str], typer.Option(help="'dacolt': brightness-guided CLAHE + gamma, at learning and (kept with the model) at test time.")] = None,
     size: SizeOption = None, mode: ModeOption = None,
     test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
     seed: SeedOption = 0,
@@ -99,7 +100,8 @@ def train_command(
                    class_weight=class_weight, balanced_sampling=balanced_sampling,
                    val_fraction=val_fraction, patience=patience,
                    init_from=str(init_from) if init_from else None,
-                   trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale)
+                   trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
+                   preprocess=preprocess)
     if as_json:
         print_json(result)
         return
@@ -152,11 +154,13 @@ def predict_command(
 
 @handle_errors
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="A training run id, 'last' (the newest finished training run), or a checkpoint file.")],
+    model: Annotated[str, typer.Argument(help="A training run id, 'last' (the newest finished training run), a checkpoint file, or several run ids '3,4,5' (an ensemble).")],
     workspace: WorkspaceOption = None, version: VersionOption = None,
     split: Annotated[Optional[str], typer.Option(help="Evaluate only this split.")] = None,
-    held_out: Annotated[bool, typer.Option(help="Evaluate the samples the run did not train on.")] = False,
+    held_out: Annotated[bool, typer.Option(help="Evaluate the samples the run(s) did not train on.")] = False,
     shift: Annotated[Optional[list[str]], typer.Option(help="Also under a synthetic shift: darker, brighter, blurred, rotated, noisier (repeatable).")] = None,
+    positive: Annotated[Optional[str], typer.Option(help="A class: add the knife-study table (TP, FP, precision, recall, F1) per condition.")] = None,
+    preprocess: Annotated[Optional[str], typer.Option(help="Test-time preprocessing: 'dacolt', or 'none' (default: the model's own).")] = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on samples seen in training (the report is marked).")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -173,14 +177,16 @@ def evaluate_command(
         model = str(done[0][0])
     sample_ids = None
     if held_out:
-        trained_path = run_dir(ws, int(model)) / "train_ids.json" if model.isdigit() else None
-        if trained_path is None or not trained_path.exists():
-            raise typer.BadParameter("--held-out needs a training run id with its recorded "
+        runs = [part.strip() for part in model.split(",")]
+        paths = [run_dir(ws, int(r)) / "train_ids.json" for r in runs if r.isdigit()]
+        if len(paths) != len(runs) or not all(p.exists() for p in paths):
+            raise typer.BadParameter("--held-out needs training run ids with their recorded "
                                      "training samples.")
-        trained = set(json_.loads(trained_path.read_text()))
+        trained = set().union(*(set(json_.loads(p.read_text())) for p in paths))
         sample_ids = [s for s in ws.samples(version)["id"] if s not in trained]
     result = evaluate(ws, model, version, split=split, sample_ids=sample_ids, force=force,
-                      shifts=shift or (), progress=show_progress(as_json))
+                      shifts=shift or (), positive=positive, preprocess=preprocess,
+                      progress=show_progress(as_json))
     if as_json:
         print_json(result)
         return
@@ -197,8 +203,16 @@ def evaluate_command(
     out.print(f"macro F1 {result['macro']['f1']:.4f}, weighted F1 {result['weighted']['f1']:.4f}")
     for pair in result["most_confused"][:5]:
         out.print(f"  most confused: ({pair['true']}) predicted {pair['predicted']}: {pair['count']}")
+    rows = [{"property": name, **bucket} for name, table in result["by_condition"].items()
+            for bucket in table]
+    if rows:
+        out.print(_table("accuracy by condition (terciles)", rows,
+                         ["property", "bucket", "from", "to", "n", "accuracy"]))
     if result.get("robustness"):
-        out.print(_table("robustness", result["robustness"], ["condition", "n", "accuracy"]))
+        out.print(_table("robustness under shifts", result["robustness"], ["condition", "n", "accuracy"]))
+    if result.get("condition_table"):
+        out.print(_table(f"class {positive!r} by condition", result["condition_table"],
+                         ["condition", "n", "positives", "TP", "FP", "precision", "recall", "f1"]))
     out.print(f"confusion matrix: {result.get('confusion_png')}")
     if result.get("misclassified_png"):
         out.print(f"misclassified: {result['misclassified_png']}")

@@ -249,35 +249,54 @@ def _group_folds(codes, groups, folds, seed) -> np.ndarray:
 
 
 def _load_model(ws, model_or_run):
-    """A fitted model from a run id, a checkpoint path, or a model object; with its run."""
-    if isinstance(model_or_run, (ImageClassifier, ImageRegressor)):
-        return model_or_run, None
+    """A fitted model and the training runs behind it, from a run id, a checkpoint path,
+    several of those (a list, or "3,4,5": an ensemble), or a model object."""
+    from smartset.learn.crossval import EnsembleClassifier
+
+    if isinstance(model_or_run, (ImageClassifier, ImageRegressor, EnsembleClassifier)):
+        return model_or_run, []
+    if isinstance(model_or_run, str) and "," in model_or_run:
+        model_or_run = [part.strip() for part in model_or_run.split(",") if part.strip()]
+    if isinstance(model_or_run, (list, tuple)):
+        loaded = [_load_model(ws, member) for member in model_or_run]
+        members = [model for model, _ in loaded]
+        if any(not hasattr(m, "classes_") for m in members):
+            raise LearnError("ensembles are of classifiers; a member is a regressor")
+        return EnsembleClassifier(members), [r for _, runs in loaded for r in runs]
     if isinstance(model_or_run, int) or (isinstance(model_or_run, str) and model_or_run.isdigit()):
         run_id = int(model_or_run)
-        path = run_dir(ws, run_id) / "model.pt"
-        return load_checkpoint(path), run_id
+        return load_checkpoint(run_dir(ws, run_id) / "model.pt"), [run_id]
     path = Path(model_or_run)
-    run_id = None
+    runs = []
     if path.parent.name.startswith("run-") and path.parent.parent == ws.path / "models":
-        run_id = int(path.parent.name[4:])
-    return load_checkpoint(path), run_id
+        runs = [int(path.parent.name[4:])]
+    return load_checkpoint(path), runs
 
 
 def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=None,
-             force: bool = False, shifts=(), progress: bool | None = None) -> dict:
-    """Evaluate a trained model (run id, checkpoint path or model) on ``version``.
+             force: bool = False, shifts=(), positive=None, preprocess: str | None = None,
+             progress: bool | None = None) -> dict:
+    """Evaluate a trained model on ``version``: a run id, a checkpoint path, or several
+    (an ensemble: their probabilities averaged).
 
     Leakage guard: samples the model was trained on, or duplicates of them, are refused
-    unless ``force`` — and then every report says so. ``shifts`` adds robustness rows under
-    synthetic shifts of the evaluated images (see :data:`smartset.learn.robustness.SHIFTS`).
+    unless ``force``, and then every report says so. The report holds metrics per bucket of
+    brightness, contrast and image size; ``shifts`` adds rows under synthetic shifts of the
+    evaluated images (:data:`smartset.learn.robustness.SHIFTS`); ``positive`` (a class) adds
+    the knife-study table (condition, n, TP, FP, precision, recall, F1) over those
+    conditions. ``preprocess``: ``None`` uses the model's own test-time preprocessing,
+    ``"dacolt"`` applies brightness-guided preprocessing at test time, ``"none"`` turns
+    it off.
     """
-    estimator, run_id = _load_model(ws, model)
+    estimator, run_ids = _load_model(ws, model)
     c, h, w = estimator.input_shape_
     data = load_version(ws, version, size=(h, w), mode="L" if c == 1 else "RGB",
                         split=split, progress=progress)
     if sample_ids is not None:
         wanted = set(sample_ids)
         data = data.subset(np.flatnonzero([i in wanted for i in data.ids]))
+    if not len(data):
+        raise LearnError("No samples to evaluate: check the version, --split or --held-out.")
     task = "classification" if hasattr(estimator, "classes_") else "regression"
     if task == "classification":
         unknown = sorted(set(data.labels.tolist()) - set(estimator.classes_), key=str)
@@ -286,15 +305,21 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
                              f"the model knows {estimator.classes_[:10]}. Evaluate on a version "
                              f"of those classes, or train a new head: 'smartset train --init-from "
                              f"CHECKPOINT'.")
-    leakage = _leakage(ws, run_id, data.ids)
+        if positive is not None and positive not in estimator.classes_:
+            raise LearnError(f"--positive {positive!r} is not a class of the model "
+                             f"({estimator.classes_[:10]}).")
+    _set_preprocess(estimator, preprocess)
+    leakage = _leakage(ws, run_ids, data.ids)
     if leakage["n"] and not force:
         raise LeakageError(
             f"{leakage['n']} of the {len(data)} evaluated samples were seen in training "
             f"({leakage['same_sample']} the same samples, {leakage['duplicates']} duplicates of "
-            f"them): the score would be inflated. Evaluate on held-out samples (--split test), "
-            f"or pass --force to measure anyway (the report is then marked).")
-    config = {"stage": "evaluate", "model_run": run_id, "version": version, "split": split,
-              "force": force, "shifts": list(shifts), "classes": list(getattr(estimator, "classes_", []))}
+            f"them): the score would be inflated. Evaluate on held-out samples (--held-out, "
+            f"--split test), or pass --force to measure anyway (the report is then marked).")
+    config = {"stage": "evaluate", "model_runs": run_ids, "model": estimator.model_name_,
+              "version": version, "split": split, "force": force, "shifts": list(shifts),
+              "positive": positive, "preprocess": preprocess,
+              "classes": list(getattr(estimator, "classes_", []))}
     eval_id = ws.catalog.start_run("evaluate", config)
     out_dir = run_dir(ws, eval_id)
     with ws.catalog.failing_run(eval_id):
@@ -302,35 +327,88 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
                          "evaluation" + (" (LEAKED samples included)" if leakage["n"] else ""))
         probs = report.pop("probs", None)
         report.pop("predicted", None)
+        report["leakage"] = leakage
         if probs is not None:
             write_predictions(ws.catalog, eval_id, data.ids.tolist(), kind="eval",
                               classes=list(estimator.classes_), probs=probs,
                               labels=data.labels.tolist())
-        report["leakage"] = leakage
-        if shifts and task == "classification":
-            from smartset.learn.robustness import shift_images
+            predicted = np.asarray(estimator.classes_, dtype=object)[probs.argmax(1)]
+            report["by_condition"] = _by_condition(ws, version, data, predicted)
+            conditions = {"original": (data.labels, predicted)}
+            if shifts:
+                from smartset.learn.robustness import shift_images
 
-            rows = [{"condition": "original", "n": len(data), "accuracy": report["accuracy"]}]
-            for kind in shifts:
-                shifted = estimator.predict(shift_images(data.images, kind))
-                rows.append({"condition": kind, "n": len(data),
-                             "accuracy": float(np.mean(shifted == data.labels))})
-            report["robustness"] = rows
+                rows = [{"condition": "original", "n": len(data), "accuracy": report["accuracy"]}]
+                for kind in shifts:
+                    shifted = estimator.predict(shift_images(data.images, kind))
+                    conditions[kind] = (data.labels, shifted)
+                    rows.append({"condition": kind, "n": len(data),
+                                 "accuracy": float(np.mean(shifted == data.labels))})
+                report["robustness"] = rows
+            if positive is not None:
+                from smartset.learn.robustness import condition_table
+
+                for bucket in report["by_condition"].get("brightness", []):
+                    rows = np.asarray(bucket.pop("rows"))
+                    conditions[f"{bucket['bucket']} brightness"] = (data.labels[rows],
+                                                                    predicted[rows])
+                report["condition_table"] = condition_table(conditions, positive)
+            for table in report["by_condition"].values():
+                for bucket in table:
+                    bucket.pop("rows", None)
         ws.catalog.finish_run(eval_id, report)
     return {"run_id": eval_id, **report}
 
 
-def _leakage(ws, run_id, ids) -> dict:
-    if run_id is None:
+def _set_preprocess(estimator, preprocess: str | None) -> None:
+    if preprocess is None:
+        return
+    from smartset.learn.robustness import PREPROCESSING
+
+    if preprocess != "none" and preprocess not in PREPROCESSING:
+        raise LearnError(f"Unknown preprocessing {preprocess!r}; choose from "
+                         f"{', '.join(PREPROCESSING)} or none.")
+    for member in getattr(estimator, "members", [estimator]):
+        member.preprocess_ = None if preprocess == "none" else preprocess
+
+
+def _by_condition(ws, version, data: LoadedData, predicted: np.ndarray) -> dict:
+    """Accuracy per tercile (low, medium, high) of brightness, contrast and image size."""
+    from smartset.learn.robustness import brightness
+
+    gray = data.images.astype(np.float32).mean(axis=3).reshape(len(data), -1) / 255.0
+    frame = ws.samples(version).set_index("id")
+    pixels = (frame["width"] * frame["height"]).reindex(data.ids).to_numpy(dtype=np.float64)
+    out = {}
+    for name, values in (("brightness", brightness(data.images)), ("contrast", gray.std(1)),
+                         ("size", pixels)):
+        if len(values) < 3 or np.unique(values).size < 3:
+            continue
+        edges = np.quantile(values, [0, 1 / 3, 2 / 3, 1])
+        bucket = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 2)
+        out[name] = [{"bucket": label, "from": float(edges[b]), "to": float(edges[b + 1]),
+                      "n": int((bucket == b).sum()),
+                      "accuracy": float(np.mean(predicted[bucket == b] == data.labels[bucket == b]))
+                      if (bucket == b).any() else float("nan"),
+                      "rows": np.flatnonzero(bucket == b).tolist()}
+                     for b, label in enumerate(("low", "medium", "high"))]
+    return out
+
+
+def _leakage(ws, run_ids, ids) -> dict:
+    trained: set[str] = set()
+    checked = False
+    for run_id in run_ids:
+        path = run_dir(ws, run_id) / "train_ids.json"
+        if path.exists():
+            trained |= set(json.loads(path.read_text()))
+            checked = True
+    if not checked:
         return {"n": 0, "same_sample": 0, "duplicates": 0, "checked": False}
-    path = run_dir(ws, run_id) / "train_ids.json"
-    if not path.exists():
-        return {"n": 0, "same_sample": 0, "duplicates": 0, "checked": False}
-    trained = set(json.loads(path.read_text()))
     ids = list(ids)
     same = {i for i in ids if i in trained}
-    groups = duplicate_groups(ws, list(trained | set(ids)))
-    keyed = dict(zip(list(trained | set(ids)), groups))
+    every = list(trained | set(ids))
+    keyed = dict(zip(every, duplicate_groups(ws, every)))
     trained_groups = {keyed[t] for t in trained}
     dup = {i for i in ids if i not in same and keyed[i] in trained_groups}
     return {"n": len(same) + len(dup), "same_sample": len(same), "duplicates": len(dup),

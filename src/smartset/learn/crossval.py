@@ -10,7 +10,7 @@ from smartset.learn._arrays import encode_labels
 from smartset.learn.errors import LearnError
 from smartset.learn.estimator import ImageClassifier
 
-__all__ = ["cross_val_predict", "fold_ids", "ensemble_proba"]
+__all__ = ["cross_val_predict", "fold_ids", "ensemble_proba", "EnsembleClassifier"]
 
 
 def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
@@ -81,3 +81,31 @@ def ensemble_proba(models: Sequence, images) -> np.ndarray:
         if list(member.classes_) != classes:
             raise LearnError("ensemble members were trained on different classes")
     return np.mean([m.predict_proba(images) for m in models], axis=0).astype(np.float32)
+
+
+class EnsembleClassifier:
+    """Fitted classifiers as one: the mean of their probabilities. Evaluated like any model
+    (``predict_proba``, ``predict``, ``score``); members must share classes and input shape."""
+
+    def __init__(self, members: Sequence):
+        if not members:
+            raise LearnError("an ensemble needs at least one model")
+        first = members[0]
+        for member in members[1:]:
+            if list(member.classes_) != list(first.classes_):
+                raise LearnError("ensemble members were trained on different classes")
+            if tuple(member.input_shape_) != tuple(first.input_shape_):
+                raise LearnError("ensemble members take different image sizes or modes")
+        self.members = list(members)
+        self.classes_ = list(first.classes_)
+        self.input_shape_ = tuple(first.input_shape_)
+        self.model_name_ = "ensemble(" + ", ".join(m.model_name_ for m in members) + ")"
+
+    def predict_proba(self, images) -> np.ndarray:
+        return ensemble_proba(self.members, images)
+
+    def predict(self, images) -> np.ndarray:
+        return np.asarray(self.classes_, dtype=object)[self.predict_proba(images).argmax(1)]
+
+    def score(self, images, labels) -> float:
+        return float(np.mean(self.predict(images) == np.asarray(labels, dtype=object)))

@@ -44,7 +44,8 @@ class _ImageModel:
                  val_fraction: float = 0.0, patience: int | None = None, seed: int = 0,
                  device: str | None = None, checkpoint: str | Path | None = None,
                  resume: bool = False, init_from: str | Path | Net | None = None,
-                 trainable_blocks: int = -1, backbone_lr_scale: float = 1.0, schedule: str = "cosine",
+                 trainable_blocks: int = -1, backbone_lr_scale: float = 1.0,
+                 schedule: str = "cosine", preprocess: str | None = None,
                  progress: bool | None = None):
         self.model = model
         self.epochs = epochs
@@ -64,13 +65,14 @@ class _ImageModel:
         self.trainable_blocks = trainable_blocks
         self.backbone_lr_scale = backbone_lr_scale
         self.schedule = schedule
+        self.preprocess = preprocess
         self.progress = progress
 
     def get_params(self) -> dict:
         params = {k: getattr(self, k) for k in (
             "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
             "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
-            "backbone_lr_scale", "schedule")}
+            "backbone_lr_scale", "schedule", "preprocess")}
         params["augment"] = _policy_label(self.augment)
         params["init_from"] = (None if self.init_from is None else
                                "network" if isinstance(self.init_from, Net) else str(self.init_from))
@@ -86,6 +88,11 @@ class _ImageModel:
             raise LearnError(f"val_fraction must be in [0, 0.9), got {self.val_fraction}")
         if self.class_weight not in (None, "balanced"):
             raise LearnError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        from smartset.learn.robustness import PREPROCESSING
+
+        if self.preprocess is not None and self.preprocess not in PREPROCESSING:
+            raise LearnError(f"Unknown preprocessing {self.preprocess!r}; choose from "
+                             f"{', '.join(PREPROCESSING)} (or none).")
         if self.schedule not in ("cosine", "constant"):
             raise LearnError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.lr <= 0:
@@ -118,7 +125,8 @@ class _ImageModel:
             val_x = val_t = None
         self.input_shape_ = tuple(int(v) for v in x.shape[1:])
         self.model_name_ = self.model
-        floats = x.float()
+        self.preprocess_ = self.preprocess
+        floats = self._preprocessed(x[:2048]).float()
         self.mean_ = [float(v) for v in floats.mean(dim=(0, 2, 3)) / 255.0]
         self.std_ = [max(float(v), 1e-3) for v in floats.std(dim=(0, 2, 3)) / 255.0]
         del floats
@@ -172,10 +180,19 @@ class _ImageModel:
             groups.append({"params": body, "lr": self.lr * self.backbone_lr_scale})
         return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
+    def _preprocessed(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's own test-time preprocessing (e.g. DaCoLT), also used in training."""
+        name = getattr(self, "preprocess_", None)
+        if name is None:
+            return batch
+        from smartset.learn.robustness import PREPROCESSING
+
+        return PREPROCESSING[name](batch)
+
     def _normalise(self, batch: torch.Tensor, device) -> torch.Tensor:
         mean = torch.tensor(self.mean_, device=device).view(1, -1, 1, 1)
         std = torch.tensor(self.std_, device=device).view(1, -1, 1, 1)
-        return (batch.to(device).float() / 255.0 - mean) / std
+        return (self._preprocessed(batch).to(device).float() / 255.0 - mean) / std
 
     def _train(self, x, targets, val_x, val_t, device) -> None:
         network = self.network_
@@ -233,7 +250,8 @@ class _ImageModel:
                     seen += len(rows)
                     if self._task == "classification":
                         correct += int((outputs.argmax(1) == truth).sum())
-                    advance(1)
+                    shown = f"{self.model} epoch {epoch + 1}/{self.epochs} loss {total_loss / seen:.4f}"
+                    advance(1, shown + (f" acc {correct / seen:.4f}" if correct else ""))
                 record = {"epoch": epoch + 1, "loss": total_loss / seen,
                           "seconds": round(time.perf_counter() - started, 3)}
                 if self._task == "classification":
@@ -322,6 +340,7 @@ class _ImageModel:
         return {"format": CHECKPOINT_FORMAT, "task": self._task, "model": self.model_name_,
                 "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "mean": self.mean_, "std": self.std_, "history": self.history_,
+                "preprocess": getattr(self, "preprocess_", None),
                 "classes": list(getattr(self, "classes_", [])),
                 "n_targets": getattr(self, "n_targets_", None),
                 "target_mean": getattr(self, "target_mean_", None),
@@ -348,6 +367,7 @@ class _ImageModel:
         self.model_name_ = state["model"]
         self.input_shape_ = tuple(state["input_shape"])
         self.mean_, self.std_ = list(state["mean"]), list(state["std"])
+        self.preprocess_ = state.get("preprocess")
         self.history_ = list(state["history"])
         self.best_epoch_ = state.get("best_epoch")
         self.train_seconds_ = state.get("train_seconds")

@@ -14,7 +14,8 @@ from smartset.learn.errors import LearnError
 
 torch = require_torch("smartset.learn")
 
-__all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_policy",
+__all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_tensor",
+           "dacolt_policy", "PREPROCESSING",
            "condition_table", "metrics_by_bucket"]
 
 SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier")
@@ -68,23 +69,37 @@ def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3,
                       clip_limit: float = 2.0, tiles: int = 4) -> np.ndarray:
     """Brightness-guided preprocessing: CLAHE for local contrast, then a gamma curve that
     brings each image's mean brightness into ``target`` (darkening over-lit images,
-    brightening dark ones).
+    brightening dark ones). uint8 ``(N, H, W, C)`` in and out; see :func:`dacolt_tensor`.
 
     The gamma for an image of brightness ``b`` outside the range solves ``b ** g = m`` for
     the nearer end ``m`` of ``target`` (clipped to ``[1/4, 4]``); images within the range
     keep ``g = 1``.
     """
+    return _array(dacolt_tensor(_tensor(images), target=target, clip_limit=clip_limit,
+                                tiles=tiles))
+
+
+def dacolt_tensor(x: torch.Tensor, *, target: tuple[float, float] = (0.3, 0.55),
+                  clip_limit: float = 2.0, tiles: int = 4) -> torch.Tensor:
+    """:func:`dacolt_preprocess` on a uint8 ``N x C x H x W`` tensor (as in a training loop)."""
     from smartset.augment import functional as fn
 
     low, high = target
     if not 0 < low < high < 1:
         raise LearnError(f"target must be 0 < low < high < 1, got {target}")
+    if len(x) == 0:
+        return x.clone()
     # Contrast first, then the gamma that lands the result's brightness in the range.
-    y = fn.clahe(_tensor(images), clip_limit, (tiles, tiles))
-    b = np.clip(brightness(_array(y)), 1e-3, 1 - 1e-3)
-    goal = np.clip(b, low, high)
-    gamma = np.clip(np.log(goal) / np.log(b), 0.25, 4.0)
-    return _array(fn.adjust_gamma(y, gamma.astype(np.float64)))
+    y = fn.clahe(x, clip_limit, (tiles, tiles))
+    values = y.to(torch.float32) / 255.0
+    if values.shape[1] == 3:
+        values = (values * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    b = np.clip(values.reshape(len(values), -1).mean(1).numpy().astype(np.float64), 1e-3, 1 - 1e-3)
+    gamma = np.clip(np.log(np.clip(b, low, high)) / np.log(b), 0.25, 4.0)
+    return fn.adjust_gamma(y, gamma)
+
+
+PREPROCESSING = {"dacolt": dacolt_tensor}
 
 
 def dacolt_policy():
