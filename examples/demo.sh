@@ -28,7 +28,26 @@ smartset augment run --policy rotation-elastic --factor 5 --version original --c
 smartset augment preview -w "$out/digits"
 
 echo
+echo "== Learn and evaluate: the baselines first, then LeNet from scratch, evaluated on the"
+echo "   held-out digits it never saw; out-of-fold probabilities for the cleaning stage"
+smartset baseline --version original -w "$out/digits"
+smartset train --version original --model lenet --epochs 8 --batch-size 32 -w "$out/digits"
+smartset evaluate last --version original --held-out --shift darker --shift rotated -w "$out/digits"
+smartset predict --oof --folds 3 --epochs 3 --version original -w "$out/digits"
+
+echo
+echo "== Detection: simulated shapes (exact boxes and masks) in four lighting conditions, the"
+echo "   baseline detector (threshold + connected components), and the knife study's table"
+smartset synth shapes "$out/shapes" --n 40 --seed 0 --conditions
+smartset init "$out/detection"
+smartset annotations import "$out/shapes/annotations.json" -w "$out/detection"
+smartset annotations audit -w "$out/detection"
+smartset detect baseline -w "$out/detection" --out "$out/detection/predictions.json"
+smartset detect evaluate "$out/detection/predictions.json" -w "$out/detection"
+
+echo
 echo "Demo output: $(cd "$out" && pwd)"
 echo "  audit reports: $out/photos/reports/audit/live/report.html, $out/digits/reports/audit/original/report.html"
 echo "  stats plots and montages: $out/*/reports/stats/"
 echo "  augmentation preview: $out/digits/reports/augment/preview-named-policies.png"
+echo "  annotation audit: $out/detection/reports/annotations/live/audit.json"

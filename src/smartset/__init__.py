@@ -7,8 +7,9 @@ data step was worth.
     >>> ws.samples().groupby("label").size()          # doctest: +SKIP
 """
 
-from smartset.errors import (ColumnNotFoundError, EmptyDataError, ImageDecodeError, LabelError,
-                             SmartsetError, SourceError, VersionError, WorkspaceError)
+from smartset.errors import (ColumnNotFoundError, ConflictError, EmptyDataError, ImageDecodeError,
+                             LabelError, SmartsetError, SourceError, VersionError,
+                             WorkspaceError)
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "VersionError",
     "LabelError",
     "EmptyDataError",
+    "ConflictError",
     "__version__",
 ]
 

@@ -15,6 +15,9 @@ What it holds, and the rules that keep it trustworthy:
 - ``versions`` / ``version_members``: named, immutable selections of samples, each member
   pinned to the label event that was current when the version was made.
 - ``audit_findings``: what each audit found (kind, sample, score, threshold, reason).
+- ``annotations`` / ``annotation_events``: boxes, polygons and masks of detection and
+  segmentation sets; each change (relabel, delete) an appended event, the current state a
+  view (``current_annotations``); ``annotation_categories`` numbers the classes.
 - ``runs``: what each command was asked, with what seed and versions, and what it measured.
 
 Each write is one transaction, so a killed process leaves the catalog as it was before the
@@ -224,6 +227,61 @@ _SCHEMA = [
         PRIMARY KEY (run_id, sample_id, kind)
     ) WITHOUT ROWID;
     CREATE INDEX label_issues_sample ON label_issues(sample_id);
+    """,
+    # 4: detection and segmentation annotations (boxes, polygons, masks) as append-only events.
+    """
+    CREATE TABLE annotation_categories (
+        name TEXT PRIMARY KEY,
+        number INTEGER NOT NULL UNIQUE,   -- COCO category id, YOLO index, mask pixel value
+        supercategory TEXT,
+        added_at TEXT NOT NULL
+    );
+    CREATE TABLE annotations (
+        id TEXT PRIMARY KEY,              -- stable: hash of the source and its annotation key
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        kind TEXT NOT NULL,               -- box, polygon, mask
+        source TEXT NOT NULL,             -- annotations:FILE, augment, api, ...
+        source_key TEXT,                  -- the annotation's id in its source
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX annotations_sample ON annotations(sample_id);
+    CREATE TRIGGER annotations_no_update BEFORE UPDATE ON annotations
+        BEGIN SELECT RAISE(ABORT, 'annotations change by events: add an annotation event'); END;
+    CREATE TRIGGER annotations_no_delete BEFORE DELETE ON annotations
+        BEGIN SELECT RAISE(ABORT, 'annotations change by events: add an annotation event'); END;
+    CREATE TABLE annotation_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        annotation_id TEXT NOT NULL REFERENCES annotations(id),
+        category TEXT,                    -- the class name
+        x REAL, y REAL, w REAL, h REAL,   -- the box in pixels (top-left, size)
+        segmentation TEXT,                -- JSON: polygons [[x, y, ...]] or COCO RLE; NULL: box
+        attributes TEXT,                  -- JSON: iscrowd, difficult, truncated, score, ...
+        deleted INTEGER NOT NULL DEFAULT 0,
+        author TEXT NOT NULL,
+        time TEXT NOT NULL,
+        reason TEXT,
+        origin TEXT NOT NULL,             -- import, review, api, augment, undo, ...
+        reverts INTEGER REFERENCES annotation_events(id)
+    );
+    CREATE INDEX annotation_events_annotation ON annotation_events(annotation_id, id);
+    CREATE TRIGGER annotation_events_no_update BEFORE UPDATE ON annotation_events
+        BEGIN SELECT RAISE(ABORT, 'annotation events are append-only: add an event instead'); END;
+    CREATE TRIGGER annotation_events_no_delete BEFORE DELETE ON annotation_events
+        BEGIN SELECT RAISE(ABORT, 'annotation events are append-only: add an event instead'); END;
+    CREATE VIEW current_annotations AS
+        SELECT a.id, a.sample_id, a.kind, a.source, a.source_key, e.category, e.x, e.y, e.w,
+               e.h, e.segmentation, e.attributes, e.id AS event_id
+        FROM annotations a
+        JOIN (SELECT annotation_id, MAX(id) AS id FROM annotation_events GROUP BY annotation_id)
+             last ON last.annotation_id = a.id
+        JOIN annotation_events e ON e.id = last.id
+        WHERE e.deleted = 0;
+    CREATE TABLE annotation_images (
+        sample_id TEXT PRIMARY KEY REFERENCES samples(id),
+        source TEXT NOT NULL,
+        image_key TEXT,                   -- the image's id in its source (COCO image id)
+        meta TEXT                         -- JSON: the source's other image fields
+    );
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)

@@ -17,14 +17,17 @@ from rich.table import Table
 from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
                                   out, print_json, show_progress)
 from smartset.augment._cli import augment_app
+from smartset.detection._cli import annotations_app, detect_app, synth_app
 from smartset.errors import SmartsetError
 from smartset.learn._cli import register as register_learn_commands
+from smartset.review._cli import review as review_command
 
 app = typer.Typer(
     name="smartset",
     help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
-         "audit, augment, train, evaluate, study (and samples, issues, label, version, runs to inspect and change the "
-         "catalog).",
+         "audit, review, augment, baseline, train, predict, evaluate, study, "
+         "annotations, detect, synth (and samples, issues, label, version, runs to inspect "
+         "and change the catalog).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -35,7 +38,11 @@ version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is
 app.add_typer(label_app, name="label")
 app.add_typer(version_app, name="version")
 app.add_typer(augment_app, name="augment")
+app.add_typer(annotations_app, name="annotations")
+app.add_typer(detect_app, name="detect")
+app.add_typer(synth_app, name="synth")
 register_learn_commands(app)
+app.command("review")(review_command)
 
 @app.command()
 @handle_errors
@@ -200,6 +207,7 @@ def audit(
     report: Annotated[bool, typer.Option(help="Write report.html and issues.json.")] = True,
     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: pixel embeddings).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find what is wrong with the data: dark, bright, blurry, flat, odd sizes, duplicates
@@ -216,7 +224,8 @@ def audit(
     ws = open_workspace(workspace_arg or workspace)
     try:
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
-                           report=report, out_dir=out_dir, show_progress=show_progress(as_json))
+                           report=report, out_dir=out_dir, show_progress=show_progress(as_json),
+                           embedding_model=embedding_model)
     except SmartsetError:
         raise
     except ValueError as error:  # a bad threshold name or value: a usage error

@@ -16,6 +16,7 @@ __all__ = [
     "VersionError",
     "LabelError",
     "EmptyDataError",
+    "ConflictError",
 ]
 
 
@@ -70,3 +71,18 @@ class LabelError(SmartsetError, ValueError):
 
 class EmptyDataError(SmartsetError, ValueError):
     """A stage was asked to work on no samples."""
+
+
+class ConflictError(SmartsetError):
+    """A change was based on a value that someone else has changed since it was read.
+
+    ``current`` holds the newer value (for a label: ``label``, ``event_id``, ``author``,
+    ``time``, ``origin``, ``reason``; for a mark: ``kind``, ``value``, ``active``,
+    ``mark_id``, ...), ``expected`` the version the change was based on.
+    """
+
+    def __init__(self, message: str, *, sample_id: str, expected, current: dict):
+        super().__init__(message)
+        self.sample_id = sample_id
+        self.expected = expected
+        self.current = current

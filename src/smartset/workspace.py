@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from smartset.catalog import CATALOG_FILE, Catalog, now
-from smartset.errors import LabelError, VersionError, WorkspaceError
+from smartset.errors import ConflictError, LabelError, VersionError, WorkspaceError
 
 __all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
 
@@ -186,17 +186,22 @@ class Workspace:
 
     def relabel(self, sample_ids: str | Sequence[str], label: str | None, *,
                 targets: Sequence[float] | None = None, author: str | None = None,
-                reason: str | None = None, origin: str = "api") -> list[int]:
+                reason: str | None = None, origin: str = "api",
+                expected: dict[str, int | None] | None = None) -> list[int]:
         """Give samples a new label (or ``targets``): appends one event per sample.
 
         Returns the new event ids. Nothing is overwritten: :meth:`undo` reverts an event
-        and :meth:`history` shows every change.
+        and :meth:`history` shows every change. ``expected`` maps sample ids to the label
+        event the change is based on (``label_event_id`` of :meth:`samples`; None: no label
+        yet); if another event came since, nothing is written and :class:`ConflictError`
+        carries the newer value.
         """
         ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         author = author or _default_author()
         encoded = None if targets is None else json.dumps([float(t) for t in targets])
         with self.catalog.write() as con:
             self._check_samples(con, ids)
+            _check_expected_label(con, expected or {})
             stamp = now()
             return [con.execute(
                 "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
@@ -252,21 +257,26 @@ class Workspace:
     # -- marks: exclude, multi-label, duplicate-of ---------------------------------------
     def mark(self, sample_ids: str | Sequence[str], kind: str, value=None, *,
              author: str | None = None, reason: str | None = None,
-             origin: str = "api") -> list[int]:
+             origin: str = "api", expected: dict[str, int | None] | None = None) -> list[int]:
         """Mark samples: ``exclude`` (left out of new versions), ``multi_label`` (``value``:
         the list of classes it shows), or ``duplicate_of`` (``value``: the sample id it
         repeats). Appends one event per sample; :meth:`unmark` or :meth:`undo_mark` revert.
+        ``expected`` maps sample ids to the newest mark event of this ``kind`` the change is
+        based on (None: none yet); if another came since, :class:`ConflictError` is raised.
         """
         ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         encoded = self._check_mark(kind, value)
-        return self._append_marks(ids, kind, encoded, 1, author, reason, origin)
+        return self._append_marks(ids, kind, encoded, 1, author, reason, origin, expected)
 
     def unmark(self, sample_ids: str | Sequence[str], kind: str, *, author: str | None = None,
-               reason: str | None = None, origin: str = "api") -> list[int]:
-        """Clear mark ``kind`` of samples (appends a clearing event)."""
+               reason: str | None = None, origin: str = "api",
+               expected: dict[str, int | None] | None = None) -> list[int]:
+        """Clear mark ``kind`` of samples (appends a clearing event); ``expected`` as for
+        :meth:`mark`."""
         ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         self._check_mark(kind, None, clearing=True)
-        return self._append_marks(ids, kind, None, 0, author, reason or f"clear {kind}", origin)
+        return self._append_marks(ids, kind, None, 0, author, reason or f"clear {kind}", origin,
+                                  expected)
 
     def undo_mark(self, mark_id: int, *, author: str | None = None,
                   reason: str | None = None) -> int:
@@ -332,10 +342,12 @@ class Workspace:
                              f"is not a sample id.")
         return json.dumps(value)
 
-    def _append_marks(self, ids, kind, encoded, active, author, reason, origin) -> list[int]:
+    def _append_marks(self, ids, kind, encoded, active, author, reason, origin,
+                      expected=None) -> list[int]:
         author = author or _default_author()
         with self.catalog.write() as con:
             self._check_samples(con, ids)
+            _check_expected_mark(con, kind, expected or {})
             if kind == "duplicate_of" and active and json.loads(encoded) in ids:
                 raise LabelError("A sample cannot be marked a duplicate of itself.")
             stamp = now()
@@ -462,6 +474,45 @@ class Workspace:
         from smartset.data import ImageDataset
 
         return ImageDataset.from_workspace(self, version, **options)
+
+
+def _check_expected_label(con, expected: dict[str, int | None]) -> None:
+    """Inside a write transaction: refuse if a sample's newest label event is not the one
+    the change was based on."""
+    for sid, based_on in expected.items():
+        row = con.execute("SELECT * FROM label_events WHERE sample_id=? ORDER BY id DESC LIMIT 1",
+                          (sid,)).fetchone()
+        current = None if row is None else row["id"]
+        if current != based_on:
+            newer = ({"label": None, "event_id": None} if row is None else
+                     {"label": row["label"], "event_id": row["id"], "author": row["author"],
+                      "time": row["time"], "origin": row["origin"], "reason": row["reason"]})
+            raise ConflictError(
+                f"Sample {sid} was changed since it was read: its label is now "
+                f"{newer['label']!r} (event {current}"
+                f"{', by ' + newer['author'] if row is not None else ''}), not event "
+                f"{based_on}. Nothing was saved: look at the newer label and decide again.",
+                sample_id=sid, expected=based_on, current=newer)
+
+
+def _check_expected_mark(con, kind: str, expected: dict[str, int | None]) -> None:
+    for sid, based_on in expected.items():
+        row = con.execute("SELECT * FROM sample_marks WHERE sample_id=? AND kind=? "
+                          "ORDER BY id DESC LIMIT 1", (sid, kind)).fetchone()
+        current = None if row is None else row["id"]
+        if current != based_on:
+            newer = {"kind": kind, "mark_id": current,
+                     "value": json.loads(row["value"]) if row is not None and row["value"] else None,
+                     "active": bool(row["active"]) if row is not None else False,
+                     "author": None if row is None else row["author"],
+                     "time": None if row is None else row["time"]}
+            state = ("never set" if row is None else
+                     f"now {'set' if newer['active'] else 'cleared'} (mark event {current}, by "
+                     f"{newer['author']})")
+            raise ConflictError(
+                f"Mark {kind!r} of sample {sid} was changed since it was read: it is {state}, "
+                f"not mark event {based_on}. Nothing was saved: look at the newer state and "
+                f"decide again.", sample_id=sid, expected=based_on, current=newer)
 
 
 def _default_author() -> str:

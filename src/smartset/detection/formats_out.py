@@ -1,0 +1,350 @@
+"""Writing a version out: COCO, YOLO, Pascal VOC, PNG masks and image/mask pairs for
+detection and segmentation; ImageFolder trees and CSV for classification; a Hugging Face
+``imagefolder`` layout (``metadata.jsonl`` per split, loaded by
+``datasets.load_dataset("imagefolder", data_dir=OUT)``), saved with ``datasets`` too when it
+is installed. Any version can leave smartset: a cleaned or augmented one included.
+
+Images are copied (or hard-linked, ``images="link"``) beside the annotations, so the export
+is a self-contained folder; files are written atomically. Reading an export back with
+:func:`~smartset.detection.import_annotations` gives the same annotations (tested per format).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from smartset._atomic import atomic_path, write_text
+from smartset.detection import _rle
+from smartset.errors import SourceError
+
+__all__ = ["EXPORT_FORMATS", "export"]
+
+EXPORT_FORMATS = ("coco", "yolo", "voc", "masks", "pairs", "imagefolder", "csv", "hf")
+_SPLITS = ("train", "val", "test")
+
+
+def _num(value: float) -> float | int:
+    value = float(value)
+    return int(value) if value.is_integer() else round(value, 4)
+
+
+def _names(frame: pd.DataFrame, *, flat: bool = False) -> list[str]:
+    """A file name per sample: its relative path (``flat``: its base name), or
+    ``id-name`` where names repeat."""
+    names = [os.path.basename(r) if flat else r for r in frame["relpath"]]
+    counts = Counter(names)
+    return [name if counts[name] == 1 else f"{sid}-{os.path.basename(name)}"
+            for sid, name in zip(frame["id"], names)]
+
+
+def _place(source: str, target: Path, how: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.unlink()
+    if how == "link":
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _split(value) -> str:
+    return value if value in _SPLITS else "train"
+
+
+def export(ws, version: str | None, out_dir: str | Path, *, format: str = "coco",
+           images: str = "copy", palette: bool = False) -> dict:
+    """Write ``version`` (None: the live catalog) to ``out_dir`` in ``format``: one of
+    :data:`EXPORT_FORMATS`. ``images``: ``copy`` or ``link`` (hard links where the file
+    system allows). ``palette``: write masks as palette PNGs (VOC colours) instead of
+    grayscale ids. Returns a summary: files written, images, annotations, what was left
+    out and why (e.g. boxes, which a mask cannot hold), seconds."""
+    from smartset.detection.store import annotations, categories
+
+    if format not in EXPORT_FORMATS:
+        raise SourceError(f"Unknown export format {format!r}; choose one of "
+                          f"{', '.join(EXPORT_FORMATS)}.")
+    if images not in ("copy", "link"):
+        raise SourceError(f"images must be 'copy' or 'link', got {images!r}.")
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = ws.samples(version).sort_values(["relpath", "id"], kind="stable").reset_index(drop=True)
+    # YOLO finds a label by the image path's last "images" folder: keep names flat there
+    frame["name"] = _names(frame, flat=format == "yolo")
+    ann = annotations(ws, version)
+    cats = categories(ws)
+    meta = {r[0]: json.loads(r[1]) for r in ws.catalog.query(
+        "SELECT sample_id, meta FROM annotation_images WHERE meta IS NOT NULL")}
+    writer = {"coco": _coco, "yolo": _yolo, "voc": _voc, "masks": _masks, "pairs": _pairs,
+              "imagefolder": _imagefolder, "csv": _csv, "hf": _hf}[format]
+    supers = {r[0]: r[1] for r in ws.catalog.query(
+        "SELECT name, supercategory FROM annotation_categories")}
+    summary = writer(out, frame, ann, cats, meta, images, palette=palette, supers=supers)
+    summary.update({"format": format, "out": str(out), "version": version,
+                    "images": summary.get("images", len(frame)),
+                    "seconds": round(time.perf_counter() - started, 4)})
+    return summary
+
+
+def _groups(ann: pd.DataFrame) -> dict[str, list[dict]]:
+    """Annotation rows as plain dicts, by sample id (in the frame's order)."""
+    out: dict[str, list[dict]] = {}
+    for record in ann.to_dict("records"):
+        out.setdefault(record["sample_id"], []).append(record)
+    return out
+
+
+def _put(target: Path, text: str) -> None:
+    """Write ``text`` under a temporary name beside ``target``, then rename (one writer per
+    export folder, so a fixed temporary name is safe and cheaper than ``mkstemp``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+# -- COCO ---------------------------------------------------------------------------------------
+def _coco(out, frame, ann, cats, meta, how, *, supers=None, **_):
+    numbers = {name: number for number, name in cats.items()}
+    images, annotations = [], []
+    image_ids = {}
+    for i, (sid, name, path, width, height) in enumerate(zip(
+            frame["id"], frame["name"], frame["path"], frame["width"], frame["height"]), 1):
+        image_ids[sid] = i
+        images.append({"id": i, "file_name": name, "width": int(width), "height": int(height),
+                       **meta.get(sid, {})})
+        _place(path, out / "images" / name, how)
+    used = set()
+    for row in ann.to_dict("records"):
+        seg = row["segmentation"]
+        attributes = row["attributes"]
+        record = {"id": len(annotations) + 1, "image_id": image_ids[row["sample_id"]],
+                  "category_id": numbers[row["category"]],
+                  "bbox": [_num(row["x"]), _num(row["y"]), _num(row["w"]), _num(row["h"])],
+                  "area": _num(row["area"]), "iscrowd": int(bool(attributes.get("iscrowd"))),
+                  "segmentation": seg if seg is not None else []}
+        record.update({k: v for k, v in attributes.items() if k != "iscrowd"})
+        annotations.append(record)
+        used.add(row["category"])
+    categories = [{"id": n, "name": c, "supercategory": (supers or {}).get(c) or "object"}
+                  for n, c in cats.items() if c in used or not len(ann)]
+    write_text(out / "annotations.json", json.dumps(
+        {"info": {"description": "exported by smartset"}, "images": images,
+         "annotations": annotations, "categories": categories}))
+    return {"files": ["annotations.json", "images/"], "annotations": len(annotations)}
+
+
+# -- YOLO ---------------------------------------------------------------------------------------
+def _yolo(out, frame, ann, cats, meta, how, **_):
+    order = {name: i for i, (_, name) in enumerate(sorted(cats.items()))}
+    groups = _groups(ann)
+    used_splits = set()
+    written = skipped = 0
+    for sid, name, path, width, height, split in zip(
+            frame["id"], frame["name"], frame["path"], frame["width"], frame["height"],
+            frame["split"]):
+        split = _split(split)
+        used_splits.add(split)
+        _place(path, out / "images" / split / name, how)
+        lines = []
+        for row in groups.get(sid, ()):
+            seg, cls = row["segmentation"], order[row["category"]]
+            if isinstance(seg, list) and seg:
+                flat = max(seg, key=len)
+                lines.append(f"{cls} " + " ".join(
+                    f"{v / (width if i % 2 == 0 else height):.6f}" for i, v in enumerate(flat)))
+                skipped += len(seg) > 1
+            else:
+                x, y, w, h = row["x"], row["y"], row["w"], row["h"]
+                lines.append(f"{cls} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} "
+                             f"{w / width:.6f} {h / height:.6f}")
+            written += 1
+        _put((out / "labels" / split / name).with_suffix(".txt"),
+             "\n".join(lines) + ("\n" if lines else ""))
+    spec = {"path": ".", **{s: f"images/{s}" for s in _SPLITS if s in used_splits},
+            "names": {i: name for name, i in sorted(order.items(), key=lambda kv: kv[1])}}
+    import yaml
+
+    write_text(out / "data.yaml", yaml.safe_dump(spec, sort_keys=False))
+    return {"files": ["data.yaml", "images/", "labels/"], "annotations": written,
+            "left_out": {"extra_polygons": skipped} if skipped else {}}
+
+
+# -- Pascal VOC -----------------------------------------------------------------------------------
+def _voc(out, frame, ann, cats, meta, how, **_):
+    from xml.sax.saxutils import escape
+
+    groups = _groups(ann)
+    sets: dict[str, list[str]] = {}
+    written = 0
+    for sid, name, path, width, height, split, channels in zip(
+            frame["id"], frame["name"], frame["path"], frame["width"], frame["height"],
+            frame["split"], frame["channels"]):
+        _place(path, out / "JPEGImages" / name, how)
+        parts = ["<annotation>\n  <folder>JPEGImages</folder>\n",
+                 f"  <filename>{escape(name)}</filename>\n  <size>\n"
+                 f"    <width>{int(width)}</width>\n    <height>{int(height)}</height>\n"
+                 f"    <depth>{int(channels or 3)}</depth>\n  </size>\n"
+                 f"  <segmented>0</segmented>\n"]
+        for row in groups.get(sid, ()):
+            attributes = row["attributes"]
+            tags = "".join(f"    <{tag}>{escape(str(attributes.get(tag, 0)))}</{tag}>\n"
+                           for tag in ("truncated", "difficult", "occluded")
+                           if tag in attributes or tag != "occluded")
+            x, y, w, h = row["x"], row["y"], row["w"], row["h"]
+            parts.append(
+                f"  <object>\n    <name>{escape(row['category'])}</name>\n"
+                f"    <pose>{escape(str(attributes.get('pose', 'Unspecified')))}</pose>\n{tags}"
+                f"    <bndbox>\n      <xmin>{_num(x + 1)}</xmin>\n      <ymin>{_num(y + 1)}</ymin>\n"
+                f"      <xmax>{_num(x + w)}</xmax>\n      <ymax>{_num(y + h)}</ymax>\n"
+                f"    </bndbox>\n  </object>\n")
+            written += 1
+        parts.append("</annotation>\n")
+        stem = os.path.splitext(name)[0]
+        _put(out / "Annotations" / f"{stem}.xml", "".join(parts))
+        sets.setdefault(_split(split), []).append(stem)
+    for split, stems in sets.items():
+        write_text(out / "ImageSets" / "Main" / f"{split}.txt", "\n".join(stems) + "\n")
+    return {"files": ["Annotations/", "JPEGImages/", "ImageSets/Main/"], "annotations": written}
+
+
+# -- masks ------------------------------------------------------------------------------------------
+_VOC_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128,
+                128, 128, 128, 64, 0, 0, 192, 0, 0, 64, 128, 0, 192, 128, 0, 64, 0, 128, 192, 0,
+                128, 64, 128, 128, 192, 128, 128, 0, 64, 0, 128, 64, 0, 0, 192, 0, 128, 192, 0,
+                0, 64, 128]
+
+
+def _write_mask(target: Path, mask: np.ndarray, palette: bool) -> None:
+    image = Image.fromarray(mask)
+    if palette:
+        image = image.convert("P")
+        image.putpalette(_VOC_PALETTE + [0] * (768 - len(_VOC_PALETTE)))
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _paint_masks(out, frame, ann, cats, how, palette, mask_target, image_target):
+    numbers = {name: number for number, name in cats.items()}
+    if numbers and max(numbers.values()) > 255:
+        raise SourceError("Mask export holds class ids up to 255; this catalog numbers "
+                          f"categories up to {max(numbers.values())}.")
+    groups = _groups(ann)
+    boxes = painted = 0
+    for sid, name, path, width, height in zip(frame["id"], frame["name"], frame["path"],
+                                              frame["width"], frame["height"]):
+        _place(path, image_target(name), how)
+        items = []
+        for row in sorted(groups.get(sid, ()), key=lambda r: -r["area"]):
+            if row["segmentation"] is None:
+                boxes += 1
+                continue
+            items.append((numbers[row["category"]], row["segmentation"], None))
+        painted += len(items)
+        _write_mask(mask_target(name), _rle.paint(items, int(height), int(width)), palette)
+    used = {c for c in ann["category"]} if len(ann) else set(cats.values())
+    class_map = {"0": "background", **{str(n): c for n, c in cats.items() if c in used}}
+    write_text(out / "classes.json", json.dumps(class_map, indent=1) + "\n")
+    return {"annotations": painted,
+            "left_out": {"boxes_without_mask": boxes} if boxes else {}}
+
+
+def _masks(out, frame, ann, cats, meta, how, *, palette=False, **_):
+    summary = _paint_masks(
+        out, frame, ann, cats, how, palette,
+        lambda name: (out / "masks" / name).with_suffix(".png"),
+        lambda name: out / "images" / name)
+    return {"files": ["images/", "masks/", "classes.json"], **summary}
+
+
+def _pairs(out, frame, ann, cats, meta, how, *, palette=False, **_):
+    summary = _paint_masks(
+        out, frame, ann, cats, how, palette,
+        lambda name: out / f"{os.path.splitext(name)[0]}_mask.png",
+        lambda name: out / name)
+    return {"files": ["IMAGE + IMAGE_mask.png", "classes.json"], **summary}
+
+
+# -- classification -----------------------------------------------------------------------------------
+def _imagefolder(out, frame, ann, cats, meta, how, **_):
+    counts: Counter = Counter()
+    skipped = 0
+    for sid, rel, path, label, split in zip(frame["id"], frame["relpath"], frame["path"],
+                                            frame["label"], frame["split"]):
+        if label is None:
+            skipped += 1
+            continue
+        base = os.path.basename(rel)
+        target = out / _split(split) / label / base
+        if target.exists():
+            target = target.with_name(f"{sid}-{base}")
+        _place(path, target, how)
+        counts[label] += 1
+    return {"files": ["SPLIT/CLASS/IMAGE"], "images": sum(counts.values()),
+            "classes": dict(counts), "annotations": 0,
+            "left_out": {"unlabeled": skipped} if skipped else {}}
+
+
+def _csv(out, frame, ann, cats, meta, how, **_):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    for name, path, label, split in zip(frame["name"], frame["path"], frame["label"],
+                                        frame["split"]):
+        _place(path, out / "images" / name, how)
+        writer.writerow([f"images/{name}", "" if label is None else label, split])
+    write_text(out / "labels.csv", buffer.getvalue())
+    return {"files": ["labels.csv", "images/"], "annotations": 0}
+
+
+# -- Hugging Face ---------------------------------------------------------------------------------------
+def _hf(out, frame, ann, cats, meta, how, **_):
+    groups = _groups(ann)
+    lines: dict[str, list[str]] = {}
+    for sid, name, path, label, split, width, height in zip(
+            frame["id"], frame["name"], frame["path"], frame["label"], frame["split"],
+            frame["width"], frame["height"]):
+        split = _split(split)
+        _place(path, out / split / name, how)
+        rows = groups.get(sid, [])
+        record = {"file_name": name, "sample_id": sid, "label": label,
+                  "width": int(width), "height": int(height),
+                  "objects": {"bbox": [[_num(r["x"]), _num(r["y"]), _num(r["w"]), _num(r["h"])]
+                                       for r in rows],
+                              "category": [r["category"] for r in rows],
+                              "area": [_num(r["area"]) for r in rows],
+                              "id": [r["id"] for r in rows]}}
+        lines.setdefault(split, []).append(json.dumps(record))
+    for split, records in lines.items():
+        write_text(out / split / "metadata.jsonl", "\n".join(records) + "\n")
+    names = [name for _, name in sorted(cats.items())]
+    write_text(out / "README.md", "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        f"  - split: {'validation' if s == 'val' else s}\n    path: {s}/**\n" for s in lines)
+        + "---\n\n# Exported by smartset\n\nLoad with `datasets.load_dataset(\"imagefolder\", "
+        f"data_dir=...)`. Object categories: {', '.join(names) or 'none'}.\n")
+    result = {"files": [f"{s}/metadata.jsonl" for s in lines] + ["README.md"],
+              "annotations": len(ann), "datasets": None}
+    try:
+        import datasets
+    except ImportError:
+        return result
+    dataset = datasets.load_dataset("imagefolder", data_dir=str(out))
+    dataset.save_to_disk(str(out / "hf_dataset"))
+    result["datasets"] = str(out / "hf_dataset")
+    result["files"].append("hf_dataset/")
+    return result

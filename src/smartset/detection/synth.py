@@ -1,0 +1,252 @@
+"""Simulated detection data: geometric shapes with exact boxes and masks, brightness-shifted
+copies (the knife study's conditions), and a baseline detector to evaluate end to end.
+
+``synth_shapes`` writes ``images/*.png``, a COCO file (squares and triangles as polygons,
+circles as RLE masks: both kinds of segmentation), and the same objects as semantic masks
+(``masks/*.png`` with ``classes.json``), so one set exercises the box, polygon, RLE and mask
+paths. The baseline detector thresholds the grey image and takes connected components:
+it works in good light and fails in the dark, which is what the knife table shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from smartset._atomic import atomic_path, write_text
+from smartset._random import SeedLike, resolve_rng
+from smartset.detection import _rle
+
+__all__ = ["SHAPES", "CONDITIONS", "synth_shapes", "shift_brightness", "brightness_condition",
+           "baseline_detector", "baseline_segmenter", "detect_images"]
+
+SHAPES = ("circle", "square", "triangle")
+CONDITIONS = ("high", "medium", "low", "artificial")
+_FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}
+
+
+def _shape_mask(kind: str, cx: float, cy: float, side: float, height: int, width: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, list | None]:
+    """(mask, polygon or None) of one shape; polygons rasterise as COCO does."""
+    if kind == "circle":
+        ys, xs = np.mgrid[0:height, 0:width]
+        r = side / 2
+        return ((xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= r * r), None
+    half = side / 2
+    if kind == "square":
+        points = [cx - half, cy - half, cx + half, cy - half, cx + half, cy + half,
+                  cx - half, cy + half]
+    else:
+        points = [cx, cy - half, cx + half, cy + half, cx - half, cy + half]
+    points = [round(float(p), 2) for p in points]
+    return _rle.decode(_rle.polygons_to_rle([points], height, width)).astype(bool), [points]
+
+
+def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
+                 size: tuple[int, int] = (128, 128), classes: Sequence[str] = SHAPES,
+                 max_objects: int = 4, side: tuple[int, int] = (8, 100),
+                 empty_fraction: float = 0.1,
+                 conditions: Sequence[str] | bool = False) -> dict:
+    """Write ``n`` images of non-overlapping shapes with exact annotations to ``out_dir``.
+
+    ``size``: ``(height, width)``; ``classes``: a subset of :data:`SHAPES`; each image holds
+    0 (``empty_fraction`` of them) to ``max_objects`` shapes of side ``side`` pixels (a
+    range spanning COCO's small, medium and large objects). ``conditions``: ``True`` (all
+    of :data:`CONDITIONS`) or a list: each image is written once per condition (the
+    original counts as ``medium``; ``NAME_low.png`` etc. are brightness-shifted copies with
+    the same objects; image metadata ``condition``), the knife study's setting.
+    Files: ``images/``, ``annotations.json`` (COCO), ``masks/`` + ``classes.json``
+    (semantic masks). Returns a summary dict with the paths.
+    """
+    rng = resolve_rng(seed)
+    unknown = sorted(set(classes) - set(SHAPES))
+    if unknown:
+        raise ValueError(f"synth_shapes: unknown shape(s) {unknown}; shapes: {', '.join(SHAPES)}")
+    if conditions is True:
+        conditions = CONDITIONS
+    conditions = list(conditions or [])
+    bad = sorted(set(conditions) - set(CONDITIONS))
+    if bad:
+        raise ValueError(f"synth_shapes: unknown condition(s) {bad}; conditions: "
+                         f"{', '.join(CONDITIONS)}")
+    height, width = (int(v) for v in size)
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    numbers = {name: SHAPES.index(name) + 1 for name in classes}
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": numbers[c], "name": c, "supercategory": "shape"}
+                           for c in classes]}
+    ys, xs = np.mgrid[0:height, 0:width]
+    for index in range(n):
+        texture = 40 + 18 * np.sin(xs / rng.uniform(6, 20) + rng.uniform(0, 6)) \
+            * np.cos(ys / rng.uniform(6, 20))
+        image = np.clip(texture[..., None] + rng.normal(0, 6, (height, width, 3)), 0, 255)
+        semantic = np.zeros((height, width), np.uint8)
+        objects = []
+        count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+        for _ in range(count * 20):
+            if len(objects) == count:
+                break
+            kind = classes[int(rng.integers(len(classes)))]
+            s = float(rng.uniform(*side) if rng.random() < 0.5 else
+                      np.exp(rng.uniform(np.log(side[0]), np.log(side[1]))))
+            s = min(s, min(height, width) - 4)
+            cx, cy = rng.uniform(s / 2 + 1, width - s / 2 - 1), rng.uniform(s / 2 + 1, height - s / 2 - 1)
+            mask, polygon = _shape_mask(kind, cx, cy, s, height, width, rng)
+            grown = mask | np.roll(mask, 2, 0) | np.roll(mask, -2, 0) | np.roll(mask, 2, 1) \
+                | np.roll(mask, -2, 1)
+            if mask.sum() < 9 or (grown & (semantic > 0)).any():
+                continue
+            colour = rng.uniform(150, 250, 3)
+            image[mask] = colour + rng.normal(0, 4, (int(mask.sum()), 3))
+            semantic[mask] = numbers[kind]
+            objects.append((kind, mask, polygon))
+        name = f"shape_{index:04d}"
+        pixels = np.clip(image, 0, 255).round().astype(np.uint8)
+        # the original is the "medium" condition; the others are shifted copies of it
+        variants = [(f"_{c}" if c != "medium" else "", c) for c in conditions] or [("", None)]
+        for suffix, condition in variants:
+            file = f"{name}{suffix}.png"
+            shifted = pixels if condition in (None, "medium") else shift_brightness(
+                pixels, condition, seed=rng)
+            _save(out / "images" / file, shifted)
+            _save(out / "masks" / file, semantic)
+            image_id = len(coco["images"]) + 1
+            coco["images"].append({"id": image_id, "file_name": file, "width": width,
+                                   "height": height,
+                                   **({"condition": condition} if condition else {})})
+            for kind, mask, polygon in objects:
+                rle = _rle.encode(mask)
+                x, y, w, h = _rle.rle_bbox(rle)
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": image_id,
+                    "category_id": numbers[kind], "bbox": [x, y, w, h],
+                    "area": float(mask.sum()), "iscrowd": 0,
+                    "segmentation": polygon if polygon is not None else rle})
+    write_text(out / "annotations.json", json.dumps(coco))
+    write_text(out / "classes.json", json.dumps({"0": "background", **{
+        str(numbers[c]): c for c in classes}}, indent=1))
+    return {"folder": str(out), "coco": str(out / "annotations.json"),
+            "masks": str(out / "masks"), "images": len(coco["images"]),
+            "objects": len(coco["annotations"]), "conditions": conditions}
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
+
+
+def shift_brightness(image: np.ndarray, condition: str, *, seed: SeedLike = None) -> np.ndarray:
+    """A copy of ``image`` (``H x W x 3`` uint8) as seen in ``condition``: ``high`` (bright
+    day), ``medium`` (as is), ``low`` (dusk: values x 0.5), ``artificial`` (night under a
+    warm lamp: dark, with a yellow light falling off from a random point)."""
+    rng = resolve_rng(seed)
+    x = image.astype(np.float32)
+    if condition == "high":
+        x = x * 1.15 + 20
+    elif condition == "low":
+        x = x * 0.5
+    elif condition == "artificial":
+        height, width = x.shape[:2]
+        ys, xs = np.mgrid[0:height, 0:width]
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        light = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (0.35 * max(height, width)) ** 2))
+        x = x * (0.35 + 0.5 * light[..., None]) * np.array([1.0, 0.8, 0.45], np.float32) \
+            + 55 * light[..., None] * np.array([1.0, 0.75, 0.3], np.float32)
+    elif condition != "medium":
+        raise ValueError(f"Unknown condition {condition!r}; conditions: {', '.join(CONDITIONS)}")
+    return np.clip(x, 0, 255).round().astype(np.uint8)
+
+
+def brightness_condition(image: np.ndarray, *, high: float = 0.4, low: float = 0.2,
+                         warm: float = 1.4) -> str:
+    """The knife study's brightness bucket of an image (``H x W [x 3]`` uint8): ``high``
+    (mean luminance >= ``high``), ``low`` (< ``low``), ``medium`` between, and
+    ``artificial``: not bright, with a warm cast (mean red over mean blue >= ``warm``), as
+    under sodium or tungsten lamps."""
+    x = np.asarray(image, np.float32) / 255.0
+    if x.ndim == 3 and x.shape[2] >= 3:
+        lum = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+        cast = float(x[..., 0].mean() / max(x[..., 2].mean(), 1e-3))
+    else:
+        lum, cast = x.reshape(x.shape[:2]), 1.0
+    mean = float(lum.mean())
+    if mean < high and cast >= warm:
+        return "artificial"
+    return "high" if mean >= high else "low" if mean < low else "medium"
+
+
+def baseline_detector(image: np.ndarray, *, threshold: float | str = 110,
+                      min_area: int = 9, classes: Sequence[str] = SHAPES) -> list[dict]:
+    """Detect bright shapes in ``image`` (``H x W`` or ``H x W x 3`` uint8): pixels of the
+    grey image above ``threshold`` (a value, or ``"otsu"``), connected components of at
+    least ``min_area`` pixels, each classed by how much of its box it fills (square ~1,
+    circle ~pi/4, triangle ~1/2). Returns ``[{"category", "bbox": [x, y, w, h], "score"}]``;
+    the score is higher the closer the fill is to the class's and the larger the object."""
+    import cv2
+
+    grey = np.asarray(image)
+    if grey.ndim == 3:
+        grey = cv2.cvtColor(np.ascontiguousarray(grey[..., :3]), cv2.COLOR_RGB2GRAY)
+    if threshold == "otsu":
+        _, binary = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    else:
+        binary = (grey > float(threshold)).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    found = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area:
+            continue
+        fill = area / float(w * h)
+        kind = min(classes, key=lambda c: abs(_FILL[c] - fill))
+        closeness = max(0.0, 1.0 - abs(_FILL[kind] - fill) / 0.25)
+        score = round(0.5 * closeness + 0.5 * min(1.0, area / 400.0), 4)
+        found.append({"category": kind, "bbox": [float(x), float(y), float(w), float(h)],
+                      "score": max(score, 0.01)})
+    return found
+
+
+def baseline_segmenter(image: np.ndarray, classes: dict[str, int], *,
+                       threshold: float | str = 110, min_area: int = 9) -> np.ndarray:
+    """A class-id mask (``H x W`` uint8) from the baseline detector's components:
+    each component's pixels get ``classes[category]`` (0 elsewhere)."""
+    import cv2
+
+    grey = np.asarray(image)
+    if grey.ndim == 3:
+        grey = cv2.cvtColor(np.ascontiguousarray(grey[..., :3]), cv2.COLOR_RGB2GRAY)
+    binary = (grey > float(threshold)).astype(np.uint8) if threshold != "otsu" else \
+        cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[1]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    out = np.zeros(grey.shape, np.uint8)
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        if area < min_area:
+            continue
+        fill = area / float(w * h)
+        kind = min(classes, key=lambda c: abs(_FILL.get(c, 0.75) - fill))
+        out[labels == label] = classes[kind]
+    return out
+
+
+def detect_images(paths: Sequence[str | Path], *, keys: Sequence[str] | None = None,
+                  **options):
+    """Run :func:`baseline_detector` over image files; a predictions DataFrame with
+    ``image`` (``keys[i]`` or the path), ``category``, ``x``, ``y``, ``w``, ``h``,
+    ``score``."""
+    import pandas as pd
+
+    from smartset.imageio import load_image
+
+    rows = []
+    for i, path in enumerate(paths):
+        key = keys[i] if keys is not None else str(path)
+        for det in baseline_detector(load_image(path, mode="RGB"), **options):
+            rows.append((key, det["category"], *det["bbox"], det["score"]))
+    return pd.DataFrame(rows, columns=["image", "category", "x", "y", "w", "h", "score"])

@@ -1,0 +1,226 @@
+"""Review decisions as catalog events: relabel, accept, exclude, multi-label, duplicate,
+undo, merge and rename classes, and export the reviewed version.
+
+Each function takes the workspace that writes (the app runs them on its one writer thread)
+and appends events in one transaction each, so a killed server leaves every decision whole
+or absent. Per-sample decisions are events of origin ``review`` whose reason names the queue
+(``queue=suspicious: '7' -> '1'``); class-level ones (merge, rename) are of origin
+``review-class``. A change based on a value someone else changed since raises
+:class:`~smartset.errors.ConflictError`, which carries the newer value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import unicodedata
+
+from smartset.errors import ConflictError, LabelError
+from smartset.review.queues import CLASS_ORIGIN, REVIEW_ORIGIN
+
+__all__ = ["decide", "undo_events", "merge_classes", "export_version", "check_label",
+           "DECISIONS", "UNSET"]
+
+DECISIONS = ("label", "accept", "exclude", "include", "multi_label", "duplicate_of", "unmark")
+MAX_LABEL = 200
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: ``expected`` not given: the change is based on whatever is current
+UNSET = _Unset()
+
+
+def check_label(label) -> str:
+    """A class name as typed: stripped; refused if empty, too long or holding control
+    characters."""
+    if not isinstance(label, str) or not label.strip():
+        raise LabelError(f"A label must be a non-empty text, got {label!r}.")
+    label = label.strip()
+    if len(label) > MAX_LABEL:
+        raise LabelError(f"A label is at most {MAX_LABEL} characters, got {len(label)}.")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):
+        raise LabelError(f"Label {label!r} holds control characters; type it again.")
+    return label
+
+
+def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
+    """The label of ``event_id`` (or the current one when UNSET) of ``sample_id``."""
+    if event_id is UNSET:
+        rows = ws.catalog.query("SELECT label, id FROM label_events WHERE sample_id = ?"
+                                " ORDER BY id DESC LIMIT 1", (sample_id,))
+    elif event_id is None:
+        return None, None
+    else:
+        rows = ws.catalog.query("SELECT label, id FROM label_events WHERE id = ? AND"
+                                " sample_id = ?", (int(event_id), sample_id))
+        if not rows:
+            raise LabelError(f"Label event {event_id} is not an event of sample {sample_id}.")
+    if not rows:
+        if not ws.catalog.query("SELECT 1 FROM samples WHERE id = ?", (sample_id,)):
+            raise LabelError(f"Unknown sample id {sample_id!r}.")
+        return None, None
+    return rows[0]["label"], rows[0]["id"]
+
+
+def _mark_version(ws, sample_id: str, kind: str, expected):
+    if expected is not UNSET:
+        return expected
+    rows = ws.catalog.query("SELECT MAX(id) FROM sample_marks WHERE sample_id = ? AND kind = ?",
+                            (sample_id, kind))
+    return rows[0][0]
+
+
+def _reason(queue: str | None, what: str, note: str | None) -> str:
+    text = f"queue={queue}: {what}" if queue else what
+    return f"{text} ({note})" if note else text
+
+
+def decide(ws, action: str, sample_id: str, *, queue: str, author: str | None = None,
+           label: str | None = None, classes: list[str] | None = None, of: str | None = None,
+           kind: str | None = None, expected_event=UNSET, expected_mark=UNSET,
+           note: str | None = None) -> dict:
+    """Record one decision about ``sample_id`` made in ``queue``.
+
+    ``action`` is one of :data:`DECISIONS`: ``label`` (give ``label``), ``accept`` (keep the
+    current label: an event with the same label), ``exclude``/``include``, ``multi_label``
+    (``classes``), ``duplicate_of`` (``of``: the sample it repeats), ``unmark`` (clear mark
+    ``kind``). ``expected_event`` is the label event the decision is based on and
+    ``expected_mark`` the newest mark event of the kind concerned (None: none); when given
+    and no longer current, nothing is written and :class:`ConflictError` is raised.
+
+    Returns ``{"label_events": [...], "mark_events": [...], "message": str}``.
+    """
+    if action not in DECISIONS:
+        raise LabelError(f"Unknown decision {action!r}; decisions: {', '.join(DECISIONS)}.")
+    common = {"author": author, "origin": REVIEW_ORIGIN}
+    if action in ("label", "accept"):
+        old, based_on = _label_at(ws, sample_id, expected_event)
+        new = check_label(label) if action == "label" else old
+        if action == "accept" and old is None:
+            raise LabelError(f"Sample {sample_id} has no label to accept: give it one.")
+        what = f"accepted {old!r}" if action == "accept" else f"{old!r} -> {new!r}"
+        events = ws.relabel(sample_id, new, reason=_reason(queue, what, note),
+                            expected={sample_id: based_on}, **common)
+        return {"label_events": events, "mark_events": [],
+                "message": f"{sample_id}: {what}"}
+    mark_kind = {"exclude": "exclude", "include": "exclude", "multi_label": "multi_label",
+                 "duplicate_of": "duplicate_of"}.get(action, kind)
+    if mark_kind is None:
+        raise LabelError("unmark needs the kind of mark to clear: exclude, multi_label or "
+                         "duplicate_of.")
+    based_on = {sample_id: _mark_version(ws, sample_id, mark_kind, expected_mark)}
+    if action == "exclude":
+        events = ws.mark(sample_id, "exclude", reason=_reason(queue, "exclude", note),
+                         expected=based_on, **common)
+        what = "excluded"
+    elif action == "multi_label":
+        chosen = sorted({check_label(c) for c in classes or []})
+        events = ws.mark(sample_id, "multi_label", chosen,
+                         reason=_reason(queue, f"multi-label {', '.join(chosen)}", note),
+                         expected=based_on, **common)
+        what = f"multi-label {', '.join(chosen)}"
+    elif action == "duplicate_of":
+        events = ws.mark(sample_id, "duplicate_of", of,
+                         reason=_reason(queue, f"duplicate of {of}", note),
+                         expected=based_on, **common)
+        what = f"duplicate of {of}"
+    else:  # include, unmark
+        events = ws.unmark(sample_id, mark_kind, reason=_reason(queue, f"clear {mark_kind}", note),
+                           expected=based_on, **common)
+        what = f"cleared {mark_kind}"
+    return {"label_events": [], "mark_events": events, "message": f"{sample_id}: {what}"}
+
+
+def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = (),
+                queue: str | None, author: str | None = None) -> dict:
+    """Revert events (newest first), each by an appended event. An event that is no longer
+    the newest of its sample raises :class:`ConflictError` (nothing more is reverted)."""
+    reverted_labels, reverted_marks = [], []
+    for event_id in sorted(label_events, reverse=True):
+        rows = ws.catalog.query("SELECT sample_id FROM label_events WHERE id = ?", (event_id,))
+        if not rows:
+            raise LabelError(f"No label event {event_id}.")
+        try:
+            reverted_labels.append(ws.undo(event_id, author=author,
+                                           reason=_reason(queue, f"undo event {event_id}", None)))
+        except LabelError:
+            sid = rows[0][0]
+            newest = ws.catalog.query("SELECT * FROM label_events WHERE sample_id = ? ORDER BY"
+                                      " id DESC LIMIT 1", (sid,))[0]
+            if newest["id"] == event_id:
+                raise
+            raise ConflictError(
+                f"Cannot undo: sample {sid} was changed after your decision (now "
+                f"{newest['label']!r}, event {newest['id']} by {newest['author']}). Nothing "
+                f"more was undone; relabel it directly if needed.", sample_id=sid,
+                expected=event_id,
+                current={"label": newest["label"], "event_id": newest["id"],
+                         "author": newest["author"], "time": newest["time"],
+                         "origin": newest["origin"], "reason": newest["reason"]}) from None
+    for mark_id in sorted(mark_events, reverse=True):
+        rows = ws.catalog.query("SELECT sample_id, kind FROM sample_marks WHERE id = ?", (mark_id,))
+        if not rows:
+            raise LabelError(f"No mark event {mark_id}.")
+        try:
+            reverted_marks.append(ws.undo_mark(mark_id, author=author,
+                                               reason=_reason(queue, f"undo mark {mark_id}", None)))
+        except LabelError:
+            sid, kind = rows[0]
+            newest = ws.catalog.query("SELECT * FROM sample_marks WHERE sample_id = ? AND kind = ?"
+                                      " ORDER BY id DESC LIMIT 1", (sid, kind))[0]
+            if newest["id"] == mark_id:
+                raise
+            raise ConflictError(
+                f"Cannot undo: mark {kind!r} of sample {sid} was changed after your decision "
+                f"(mark event {newest['id']} by {newest['author']}). Nothing more was undone.",
+                sample_id=sid, expected=mark_id,
+                current={"kind": kind, "mark_id": newest["id"], "active": bool(newest["active"]),
+                         "author": newest["author"], "time": newest["time"]}) from None
+    return {"label_events": reverted_labels, "mark_events": reverted_marks,
+            "message": f"undone: {len(reverted_labels) + len(reverted_marks)} event(s)"}
+
+
+def merge_classes(ws, sources: list[str], into: str, *, queue: str | None,
+                  author: str | None = None, reason: str | None = None) -> dict:
+    """Relabel every sample of the ``sources`` classes as ``into`` (a rename when there is
+    one source and ``into`` is new), in one transaction, as events of origin
+    ``review-class``."""
+    into = check_label(into)
+    sources = [check_label(s) for s in dict.fromkeys(sources)]
+    if not sources:
+        raise LabelError("Name the classes to merge.")
+    rows = ws.catalog.query(
+        f"SELECT sample_id, label, event_id FROM current_labels WHERE label IN "
+        f"({', '.join('?' * len(sources))})", tuple(sources))
+    present = {r["label"] for r in rows}
+    missing = [s for s in sources if s not in present]
+    if missing:
+        raise LabelError(f"No sample is labeled {', '.join(map(repr, missing))}. Classes: "
+                         f"{', '.join(ws.classes()) or 'none'}.")
+    moved = [r for r in rows if r["label"] != into]
+    if not moved:
+        raise LabelError(f"Every sample of {', '.join(map(repr, sources))} is labeled "
+                         f"{into!r} already.")
+    renamed = len(sources) == 1 and into not in set(ws.classes())
+    what = (f"rename class {sources[0]!r} to {into!r}" if renamed else
+            f"merge classes {', '.join(map(repr, sources))} into {into!r}")
+    events = ws.relabel([r["sample_id"] for r in moved], into, author=author,
+                        origin=CLASS_ORIGIN, reason=reason or _reason(queue, what, None),
+                        expected={r["sample_id"]: r["event_id"] for r in moved})
+    return {"label_events": events, "mark_events": [],
+            "message": f"{what}: {len(events)} sample(s) relabeled"}
+
+
+def export_version(ws, name: str | None = None, *, description: str | None = None) -> dict:
+    """Freeze the reviewed state (current labels; excluded samples left out) as a version
+    (default name ``reviewed-YYYYMMDD-HHMMSS``)."""
+    from smartset.review.queues import reviewed_ids
+
+    name = name or "reviewed-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    reviewed = len(reviewed_ids(ws.catalog))
+    return ws.create_version(name, description=description or
+                             f"reviewed with smartset review ({reviewed} samples reviewed)",
+                             params={"stage": "review", "reviewed": reviewed})

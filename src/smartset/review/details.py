@@ -1,0 +1,230 @@
+"""What the review app shows about samples: the grid's per-sample state, and the focus
+view's model predictions, nearest neighbours (own class and other classes), lineage of
+augmented samples, audit findings, label issues and history.
+
+Read-only: every function reads on its own connections, from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+
+from smartset.review.queues import reviewed_ids
+
+__all__ = ["sample_states", "FocusData", "MARK_KINDS"]
+
+MARK_KINDS = ("exclude", "multi_label", "duplicate_of")
+_CHUNK = 500
+
+
+def _chunks(ids: list[str]):
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+def sample_states(ws, sample_ids: list[str]) -> dict[str, dict]:
+    """Per sample: ``label``, ``label_event_id`` (its version), ``marks`` (kind -> value),
+    ``mark_versions`` (kind -> newest mark event id), ``reviewed``, ``relpath``, ``split``,
+    ``width``, ``height``, ``format``, ``status``, ``origin_id``, ``sha`` (12 hex digits).
+    Unknown ids are left out."""
+    ids = list(dict.fromkeys(s for s in sample_ids if isinstance(s, str)))
+    states: dict[str, dict] = {}
+    query = ws.catalog.query
+    for chunk in _chunks(ids):
+        marks = ", ".join("?" * len(chunk))
+        for r in query(
+                f"SELECT s.id, s.relpath, s.split, s.width, s.height, s.format, s.status,"
+                f" s.sha256, g.origin_id,"
+                f" (SELECT e.id FROM label_events e WHERE e.sample_id = s.id ORDER BY e.id DESC"
+                f"  LIMIT 1) AS event_id"
+                f" FROM samples s LEFT JOIN lineage g ON g.sample_id = s.id"
+                f" WHERE s.id IN ({marks})", tuple(chunk)):
+            states[r["id"]] = {
+                "sample_id": r["id"], "relpath": r["relpath"], "split": r["split"],
+                "width": r["width"], "height": r["height"], "format": r["format"],
+                "status": r["status"], "sha": r["sha256"][:12], "origin_id": r["origin_id"],
+                "label": None, "label_event_id": r["event_id"], "marks": {},
+                "mark_versions": {k: None for k in MARK_KINDS}, "reviewed": False}
+        wanted = set(chunk)
+        events = [s["label_event_id"] for s in states.values()
+                  if s["sample_id"] in wanted and s["label_event_id"] is not None]
+        if events:
+            for r in query(f"SELECT sample_id, label FROM label_events WHERE id IN "
+                           f"({', '.join('?' * len(events))})", tuple(events)):
+                states[r["sample_id"]]["label"] = r["label"]
+        for r in query(f"SELECT m.sample_id, m.kind, m.id, m.value, m.active FROM sample_marks m"
+                       f" JOIN (SELECT MAX(id) AS id FROM sample_marks WHERE sample_id IN"
+                       f" ({marks}) GROUP BY sample_id, kind) last ON last.id = m.id",
+                       tuple(chunk)):
+            state = states.get(r["sample_id"])
+            if state is None:
+                continue
+            state["mark_versions"][r["kind"]] = r["id"]
+            if r["active"]:
+                state["marks"][r["kind"]] = json.loads(r["value"]) if r["value"] else True
+    for sid in reviewed_ids(ws.catalog, list(states)):
+        states[sid]["reviewed"] = True
+    return states
+
+
+class FocusData:
+    """The focus view's data for one sample, with the predictions and embeddings cached
+    across requests (refreshed when a new run is recorded)."""
+
+    def __init__(self, ws, *, neighbours: int = 6, top: int = 5):
+        self.ws = ws
+        self.neighbours = neighbours
+        self.top = top
+        self._lock = threading.Lock()
+        self._predictions: tuple[int | None, object] = (-1, None)
+        self._embeddings: tuple[int | None, object] = (-1, None)
+
+    def _newest_run(self, command: str | None = None) -> int | None:
+        if command is None:
+            return self.ws.catalog.query("SELECT MAX(id) FROM runs")[0][0]
+        return self.ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = ? AND "
+                                     "status = 'done'", (command,))[0][0]
+
+    def predictions(self):
+        """``(Predictions, row of each sample id)`` or ``(None, hint)``."""
+        from smartset.predictions import PredictionsNotFoundError
+
+        key = self._newest_run()
+        with self._lock:
+            if self._predictions[0] == key:
+                return self._predictions[1]
+            try:
+                found = self.ws.predictions()
+                value = (found, {sid: i for i, sid in enumerate(found.sample_ids)})
+            except PredictionsNotFoundError as error:
+                value = (None, str(error))
+            self._predictions = (key, value)
+            return value
+
+    def embeddings(self):
+        """``(ids, unit vectors, row of each id)`` or ``(None, hint)``."""
+        from smartset.audit import embeddings
+        from smartset.errors import EmptyDataError
+
+        key = self._newest_run("audit")
+        with self._lock:
+            if self._embeddings[0] == key:
+                return self._embeddings[1]
+            value = (None, "No audit yet: run 'smartset audit WORKSPACE' to see neighbours.")
+            if key is not None:
+                try:
+                    ids, vectors = embeddings(self.ws)
+                    value = (ids, vectors, {sid: i for i, sid in enumerate(ids)})
+                except (EmptyDataError, OSError) as error:
+                    value = (None, f"No audit embeddings ({error}): run 'smartset audit "
+                                   f"WORKSPACE' again.")
+            self._embeddings = (key, value)
+            return value
+
+    def model(self, sample_id: str) -> dict:
+        found, rows = self.predictions()
+        if found is None:
+            return {"available": False, "hint": rows}
+        row = rows.get(sample_id)
+        if row is None:
+            return {"available": False, "hint": f"Run {found.run_id} did not predict this sample."}
+        result = {"available": True, "run_id": found.run_id, "kind": found.kind,
+                  "fold": int(found.folds[row]), "label_then": found.labels[row],
+                  "predicted": found.predicted[row], "top": []}
+        if found.probs is not None:
+            probs = found.probs[row]
+            order = np.argsort(-probs)[: self.top]
+            result["top"] = [{"label": found.classes[i], "prob": round(float(probs[i]), 4)}
+                             for i in order]
+        elif found.targets is not None:
+            result["target"] = float(found.targets[row])
+        return result
+
+    def nearest(self, sample_id: str, label: str | None) -> dict:
+        found = self.embeddings()
+        if found[0] is None:
+            return {"available": False, "hint": found[1]}
+        ids, vectors, rows = found
+        row = rows.get(sample_id)
+        if row is None:
+            return {"available": False,
+                    "hint": "The audit has not measured this sample: run 'smartset audit' again."}
+        sims = vectors @ vectors[row]
+        sims[row] = -np.inf
+        pool = min(len(sims) - 1, 50 * self.neighbours)
+        if pool <= 0:
+            return {"available": True, "own": [], "other": []}
+        candidates = np.argpartition(-sims, pool - 1)[:pool]
+        candidates = candidates[np.argsort(-sims[candidates], kind="stable")]
+        cand_ids = [str(ids[i]) for i in candidates]
+        labels = {}
+        for chunk in _chunks(cand_ids):
+            labels.update({r[0]: r[1] for r in self.ws.catalog.query(
+                f"SELECT sample_id, label FROM current_labels WHERE sample_id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))})
+        own, other = [], []
+        for index, sid in zip(candidates, cand_ids):
+            item = {"sample_id": sid, "label": labels.get(sid),
+                    "similarity": round(float(sims[index]), 4)}
+            target = own if labels.get(sid) == label else other
+            if len(target) < self.neighbours:
+                target.append(item)
+            if len(own) >= self.neighbours and len(other) >= self.neighbours:
+                break
+        return {"available": True, "own": own, "other": other}
+
+    def lineage(self, sample_id: str) -> dict | None:
+        rows = self.ws.catalog.query(
+            "SELECT g.origin_id, g.stage, g.params, g.created_at, s.relpath, l.label"
+            " FROM lineage g JOIN samples s ON s.id = g.origin_id"
+            " LEFT JOIN current_labels l ON l.sample_id = g.origin_id WHERE g.sample_id = ?",
+            (sample_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"origin_id": r["origin_id"], "stage": r["stage"],
+                "params": json.loads(r["params"]), "created_at": r["created_at"],
+                "origin_relpath": r["relpath"], "origin_label": r["label"]}
+
+    def focus(self, sample_id: str) -> dict | None:
+        """Everything the focus view shows about ``sample_id`` (None if unknown)."""
+        states = sample_states(self.ws, [sample_id])
+        if sample_id not in states:
+            return None
+        state = states[sample_id]
+        query = self.ws.catalog.query
+        history = [dict(r) for r in query(
+            "SELECT id, label, author, time, reason, origin, reverts FROM label_events"
+            " WHERE sample_id = ? ORDER BY id DESC LIMIT 30", (sample_id,))]
+        mark_history = [dict(r) for r in query(
+            "SELECT id, kind, value, active, author, time, reason, origin, reverts FROM"
+            " sample_marks WHERE sample_id = ? ORDER BY id DESC LIMIT 30", (sample_id,))]
+        audit_run = query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r"
+                          " ON r.id = f.run_id WHERE r.status = 'done'")[0][0]
+        findings = [dict(r) for r in query(
+            "SELECT kind, score, threshold, reason, grp FROM audit_findings WHERE run_id = ?"
+            " AND sample_id = ? ORDER BY id", (audit_run, sample_id))]
+        issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
+        issues = [dict(r) for r in query(
+            "SELECT kind, score, label, suggested, detectors, reason FROM label_issues"
+            " WHERE run_id = ? AND sample_id = ? ORDER BY score DESC", (issues_run, sample_id))]
+        group_members = []
+        dup = next((f for f in findings if f["kind"] in ("exact_duplicate", "near_duplicate")),
+                   None)
+        if dup is not None:
+            group_members = [r[0] for r in query(
+                "SELECT sample_id FROM audit_findings WHERE run_id = ? AND grp = ? AND kind = ?"
+                " ORDER BY sample_id", (audit_run, dup["grp"], dup["kind"]))]
+        return {**state, "history": history, "mark_history": mark_history,
+                "model": self.model(sample_id), "neighbours": self.nearest(sample_id,
+                                                                           state["label"]),
+                "lineage": self.lineage(sample_id), "findings": findings,
+                "label_issues": issues,
+                "duplicate_group": {"group": dup["grp"], "members": group_members}
+                if dup else None,
+                # Detection boxes and masks (issue #9) will fill this; the focus view draws
+                # each overlay on a layer above the image.
+                "overlays": []}

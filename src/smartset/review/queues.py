@@ -1,0 +1,263 @@
+"""Review queues: which samples a person should look at, in which order, and why.
+
+A queue is named by a string:
+
+- ``suspicious``: label issues of the newest cleaning run (table ``label_issues``), most
+  suspicious first (``smartset clean`` writes them);
+- ``duplicates``: exact and near duplicate sets of the newest audit, set by set;
+- ``audit:KIND``: one audit issue type (``dark``, ``blurry``, ``outlier``, ...), worst first;
+- ``class:NAME``: every sample labeled ``NAME`` (the "annotate the class" pass);
+- ``unlabeled``: samples without a label;
+- ``unreviewed``: every sample nobody has reviewed yet;
+- ``plan:NAME``: the items of a cleaning plan registered as artifact ``NAME``.
+
+:func:`queue_entries` gives the entries of one queue (``sample_id``, ``reason``, ``score``,
+``group``, ``item``, ``suggested``), :func:`list_queues` every queue with its progress. A
+sample is *reviewed* once it has a label or mark event of origin ``review`` that was not
+undone (:func:`reviewed_ids`); a plan item once it was accepted or rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from smartset.errors import SmartsetError
+
+__all__ = ["list_queues", "queue", "queue_entries", "reviewed_ids", "QueueNotFoundError",
+           "REVIEW_ORIGIN", "CLASS_ORIGIN", "DUPLICATE_KINDS"]
+
+#: origin of the label and mark events of per-sample review decisions
+REVIEW_ORIGIN = "review"
+#: origin of class-level review actions (merge, rename): they do not make a sample reviewed
+CLASS_ORIGIN = "review-class"
+DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
+
+CLEAN_HINT = ("No label issues in the catalog yet: run 'smartset clean WORKSPACE' (it ranks "
+              "suspicious labels from out-of-fold predictions), then reload.")
+AUDIT_HINT = "No audit findings yet: run 'smartset audit WORKSPACE', then reload."
+
+
+class QueueNotFoundError(SmartsetError, LookupError):
+    """A queue name that is not one of the queues of the workspace."""
+
+
+def reviewed_ids(catalog, sample_ids: Iterable[str] | None = None) -> set[str]:
+    """Samples with a label or mark event of origin ``review`` that no undo reverted."""
+    found: set[str] = set()
+    for table in ("label_events", "sample_marks"):
+        if sample_ids is None:
+            rows = catalog.query(f"SELECT id, sample_id, origin, reverts FROM {table} "
+                                 f"WHERE origin IN (?, 'undo')", (REVIEW_ORIGIN,))
+        else:
+            rows = []
+            ids = list(sample_ids)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows += catalog.query(
+                    f"SELECT id, sample_id, origin, reverts FROM {table} WHERE sample_id IN "
+                    f"({', '.join('?' * len(chunk))}) AND origin IN (?, 'undo')",
+                    (*chunk, REVIEW_ORIGIN))
+        reverted = {r["reverts"] for r in rows if r["origin"] == "undo"}
+        found.update(r["sample_id"] for r in rows
+                     if r["origin"] == REVIEW_ORIGIN and r["id"] not in reverted)
+    return found
+
+
+class _Snapshot:
+    """What the queues are made of, read once per request."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        query = ws.catalog.query
+        self.labels: dict[str, str | None] = {
+            r[0]: r[1] for r in query(
+                "SELECT s.id, l.label FROM samples s LEFT JOIN current_labels l"
+                " ON l.sample_id = s.id WHERE s.status = 'ok' ORDER BY s.root_id, s.relpath")}
+        self.reviewed = reviewed_ids(ws.catalog)
+        run = query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r ON r.id = f.run_id"
+                    " WHERE r.status = 'done'")[0][0]
+        self.audit_run = run
+        self.findings = [] if run is None else [dict(r) for r in query(
+            "SELECT kind, sample_id, score, reason, grp FROM audit_findings"
+            " WHERE run_id = ? AND sample_id IS NOT NULL ORDER BY id", (run,))]
+        issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
+        self.issues_run = issues_run
+        self.issues = [] if issues_run is None else [dict(r) for r in query(
+            "SELECT sample_id, kind, score, label, suggested, reason FROM label_issues"
+            " WHERE run_id = ? ORDER BY score DESC, sample_id", (issues_run,))]
+
+    def ok(self, sample_id: str | None) -> bool:
+        return sample_id in self.labels
+
+
+def _suspicious(snap: _Snapshot) -> list[dict]:
+    by_sample: dict[str, dict] = {}
+    for issue in snap.issues:  # newest run, most suspicious first
+        sid = issue["sample_id"]
+        if not snap.ok(sid):
+            continue
+        suggested = issue["suggested"]
+        what = f"{issue['kind']} {issue['score']:.2f}"
+        if suggested:
+            what += f": given {issue['label']!r}, suggested {suggested}"
+        if sid in by_sample:
+            by_sample[sid]["reason"] += f"; {what}"
+            continue
+        by_sample[sid] = {"sample_id": sid, "score": float(issue["score"]),
+                          "reason": f"{what} ({issue['reason']})", "group": issue["kind"],
+                          "item": None, "suggested": suggested}
+    return list(by_sample.values())
+
+
+def _duplicates(snap: _Snapshot) -> list[dict]:
+    def order(finding):
+        kind, _, number = (finding["grp"] or "-0").rpartition("-")
+        return (kind, int(number) if number.isdigit() else 0, finding["sample_id"])
+
+    found = sorted((f for f in snap.findings
+                    if f["kind"] in DUPLICATE_KINDS and snap.ok(f["sample_id"])), key=order)
+    return [{"sample_id": f["sample_id"], "score": f["score"], "group": f["grp"],
+             "reason": f"{f['kind'].replace('_', ' ')} {f['grp']}: {f['reason']}",
+             "item": None, "suggested": None} for f in found]
+
+
+def _audit_kinds(snap: _Snapshot) -> list[str]:
+    kinds = {f["kind"] for f in snap.findings if f["kind"] not in DUPLICATE_KINDS}
+    return sorted(kinds)
+
+
+def _audit(snap: _Snapshot, kind: str) -> list[dict]:
+    from smartset.audit.checks import CHECKS
+
+    check = CHECKS.get(kind)
+    low = check is not None and check.direction == "low"
+    found = [f for f in snap.findings if f["kind"] == kind and snap.ok(f["sample_id"])]
+    found.sort(key=lambda f: (f["score"] if low else -(f["score"] or 0.0)))
+    return [{"sample_id": f["sample_id"], "score": f["score"], "group": f["grp"],
+             "reason": f"{kind}: {f['reason']}", "item": None, "suggested": None} for f in found]
+
+
+def _class(snap: _Snapshot, name: str | None) -> list[dict]:
+    reason = "unlabeled" if name is None else f"labeled {name!r}"
+    return [{"sample_id": sid, "score": None, "group": None, "reason": reason, "item": None,
+             "suggested": None} for sid, label in snap.labels.items() if label == name]
+
+
+def _unreviewed(snap: _Snapshot) -> list[dict]:
+    return [{"sample_id": sid, "score": None, "group": None, "reason": "not yet reviewed",
+             "item": None, "suggested": None}
+            for sid in snap.labels if sid not in snap.reviewed]
+
+
+def _plan(snap: _Snapshot, name: str) -> list[dict]:
+    from smartset.review.plans import describe_action, load_plan
+
+    plan = load_plan(snap.ws, name)
+    entries = []
+    for action in plan["actions"]:
+        sid = action.get("sample_id")
+        entries.append({"sample_id": sid if snap.ok(sid) else None,
+                        "score": action.get("score"), "group": action.get("action"),
+                        "reason": describe_action(action), "item": action["id"],
+                        "suggested": (action.get("value") if action.get("action") == "relabel"
+                                      else None)})
+    return entries
+
+
+def queue_entries(ws, queue: str, *, _snapshot: _Snapshot | None = None) -> list[dict]:
+    """The entries of ``queue`` in review order: dicts with ``sample_id`` (None for a plan
+    item about no single sample), ``reason``, ``score``, ``group`` (duplicate set, issue
+    kind or plan action), ``item`` (plan item id) and ``suggested`` (a suggested label)."""
+    snap = _snapshot or _Snapshot(ws)
+    if queue == "suspicious":
+        return _suspicious(snap)
+    if queue == "duplicates":
+        return _duplicates(snap)
+    if queue == "unreviewed":
+        return _unreviewed(snap)
+    if queue == "unlabeled":
+        return _class(snap, None)
+    kind, sep, name = queue.partition(":")
+    if sep and kind == "audit" and name in _audit_kinds(snap):
+        return _audit(snap, name)
+    if sep and kind == "class" and name in set(snap.labels.values()):
+        return _class(snap, name)
+    if sep and kind == "plan":
+        from smartset.review.plans import plan_names
+
+        if name in plan_names(ws):
+            return _plan(snap, name)
+    raise QueueNotFoundError(f"No review queue {queue!r}. Queues: "
+                             f"{', '.join(q['id'] for q in list_queues(ws, _snapshot=snap))}.")
+
+
+def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
+    kind, _, name = queue_id.partition(":")
+    info = {"id": queue_id, "kind": kind if kind != "unlabeled" else "class",
+            "total": len(entries), "reviewed": 0, "hint": None}
+    if kind == "plan":
+        from smartset.review.plans import plan_decisions
+
+        decided = plan_decisions(snap.ws, name)
+        info.update(title=f"Plan {name}", reviewed=sum(1 for e in entries if e["item"] in decided))
+    elif kind == "unreviewed":  # of all available samples, how many are reviewed
+        info.update(title="Not yet reviewed", total=len(snap.labels),
+                    reviewed=sum(1 for sid in snap.labels if sid in snap.reviewed),
+                    hint="Every sample has been reviewed." if not entries else None)
+    else:
+        title = {"suspicious": "Suspicious labels", "duplicates": "Duplicate sets",
+                 "unlabeled": "Unlabeled", "audit": f"Audit: {name.replace('_', ' ')}",
+                 "class": f"Class {name}"}[kind]
+        info.update(title=title,
+                    reviewed=sum(1 for e in entries if e["sample_id"] in snap.reviewed))
+        if not entries and kind == "suspicious":
+            info["hint"] = CLEAN_HINT
+        elif not entries and kind == "duplicates":
+            info["hint"] = (AUDIT_HINT if snap.audit_run is None
+                            else "The newest audit found no duplicates.")
+    return info
+
+
+def queue(ws, queue_id: str) -> tuple[dict, list[dict]]:
+    """``(info, entries)`` of one queue; ``info`` as in :func:`list_queues`."""
+    snap = _Snapshot(ws)
+    entries = queue_entries(ws, queue_id, _snapshot=snap)
+    return _info(snap, queue_id, entries), entries
+
+
+def list_queues(ws, *, _snapshot: _Snapshot | None = None) -> list[dict]:
+    """Every queue of the workspace: ``id``, ``title``, ``kind``, ``total``, ``reviewed``
+    (how many of its entries are reviewed; for ``unreviewed``: of all samples) and
+    ``hint`` (what to run when it is empty)."""
+    from smartset.review.plans import plan_names
+
+    snap = _snapshot or _Snapshot(ws)
+    ids = ["suspicious", "duplicates", *(f"audit:{k}" for k in _audit_kinds(snap))]
+    queues = [_info(snap, q, queue_entries(ws, q, _snapshot=snap)) for q in ids]
+    # classes and "not yet reviewed": counted in one pass, not listed
+    totals: dict[str | None, list[int]] = {}
+    for sid, label in snap.labels.items():
+        counts = totals.setdefault(label, [0, 0])
+        counts[0] += 1
+        counts[1] += sid in snap.reviewed
+    for name in sorted(n for n in totals if n is not None):
+        queues.append({"id": f"class:{name}", "kind": "class", "title": f"Class {name}",
+                       "total": totals[name][0], "reviewed": totals[name][1], "hint": None})
+    if None in totals:
+        queues.append({"id": "unlabeled", "kind": "class", "title": "Unlabeled",
+                       "total": totals[None][0], "reviewed": totals[None][1], "hint": None})
+    reviewed = sum(r for _, r in totals.values())
+    queues.append({"id": "unreviewed", "kind": "unreviewed", "title": "Not yet reviewed",
+                   "total": len(snap.labels), "reviewed": reviewed,
+                   "hint": "Every sample has been reviewed." if reviewed == len(snap.labels)
+                   else None})
+    from smartset.review.plans import PlanError
+
+    for name in plan_names(ws):
+        try:
+            queues.append(_info(snap, f"plan:{name}",
+                                queue_entries(ws, f"plan:{name}", _snapshot=snap)))
+        except PlanError as error:  # one unreadable plan does not hide the other queues
+            queues.append({"id": f"plan:{name}", "kind": "plan", "title": f"Plan {name}",
+                           "total": 0, "reviewed": 0, "hint": str(error)})
+    return queues
