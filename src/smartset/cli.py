@@ -18,6 +18,7 @@ from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, op
                                   out, print_json, show_progress)
 from smartset.augment._cli import augment_app
 from smartset.detection._cli import annotations_app, detect_app, synth_app
+from smartset.clean._cli import clean_app
 from smartset.errors import SmartsetError
 from smartset.learn._cli import register as register_learn_commands
 from smartset.review._cli import review as review_command
@@ -25,7 +26,7 @@ from smartset.review._cli import review as review_command
 app = typer.Typer(
     name="smartset",
     help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
-         "audit, review, augment, baseline, train, predict, evaluate, study, "
+         "audit, clean, review, augment, baseline, train, predict, evaluate, study, "
          "annotations, detect, synth (and samples, issues, label, version, runs to inspect "
          "and change the catalog).",
     no_args_is_help=True,
@@ -41,6 +42,7 @@ app.add_typer(augment_app, name="augment")
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(detect_app, name="detect")
 app.add_typer(synth_app, name="synth")
+app.add_typer(clean_app, name="clean")
 register_learn_commands(app)
 app.command("review")(review_command)
 

@@ -1,0 +1,53 @@
+"""Cleaning: find, rank and explain wrong labels, ambiguous images, classes to merge; reduce
+and rebalance; a reversible cleaning plan. A person (or an explicit policy) decides.
+
+Array functions first, over ``labels`` (int class indices), ``pred_probs`` (out-of-fold
+probabilities) and ``features`` (embeddings):
+
+- :func:`find_label_issues` (one entry point, ``method=`` a registered detector) and
+  :func:`consensus` (ranking, suggested labels, evidence);
+- :func:`confident_learning` and its parts (:func:`confident_joint`, ...);
+- kNN editing filters :func:`edited_nearest_neighbours`, :func:`repeated_edited_nearest_neighbours`,
+  :func:`all_knn`, and :func:`knn_posterior`;
+- :func:`find_ambiguous`, :func:`find_classes_to_merge`;
+- prototype selection :func:`condensed_nearest_neighbour`,
+  :func:`fast_condensed_nearest_neighbour`, :func:`reduction_curve`;
+- imbalance :func:`imbalance_report`, :func:`class_weights`, :func:`undersample`,
+  :func:`oversample`.
+
+Over a workspace: :func:`make_plan`, :func:`load_plan`, :func:`apply_plan`,
+:func:`undo_apply`; the CLI is ``smartset clean``.
+"""
+
+from smartset.clean._validation import CleanInputError, CleanWarning, InSampleWarning
+from smartset.clean.ambiguity import Ambiguity, find_ambiguous
+from smartset.clean.confident import (confident_joint, confident_learning, confident_thresholds,
+                                      label_quality, noise_matrix, num_label_issues)
+from smartset.clean.consensus import (DETECTORS, Consensus, available_detectors, consensus,
+                                      estimate_noise_count, find_label_issues, register_detector)
+from smartset.clean.imbalance import (class_weights, imbalance_report, oversample,
+                                      oversampling_copies, undersample)
+from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_posterior,
+                                        repeated_edited_nearest_neighbours)
+from smartset.clean.merge import class_confusion, find_classes_to_merge
+from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, load_plan,
+                                 make_plan, undo_apply, workspace_inputs)
+from smartset.clean.reduction import (condensed_nearest_neighbour,
+                                      fast_condensed_nearest_neighbour, reduction_curve,
+                                      stratified_subset)
+
+__all__ = [
+    "find_label_issues", "consensus", "Consensus", "estimate_noise_count", "DETECTORS",
+    "register_detector", "available_detectors",
+    "confident_learning", "confident_joint", "confident_thresholds", "noise_matrix",
+    "num_label_issues", "label_quality",
+    "edited_nearest_neighbours", "repeated_edited_nearest_neighbours", "all_knn",
+    "knn_posterior",
+    "find_ambiguous", "Ambiguity", "find_classes_to_merge", "class_confusion",
+    "condensed_nearest_neighbour", "fast_condensed_nearest_neighbour", "reduction_curve",
+    "stratified_subset",
+    "imbalance_report", "class_weights", "oversampling_copies", "undersample", "oversample",
+    "make_plan", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
+    "ACTIONS", "PlanError",
+    "CleanInputError", "CleanWarning", "InSampleWarning",
+]

@@ -1,0 +1,229 @@
+"""``smartset clean``: detect -> plan (a table of the most suspicious labels), ``--apply``
+a plan (or ``--only`` some of its actions) into label events, marks and a new version,
+``--undo`` an application; ``clean imbalance`` and ``clean reduce`` report. Mounted by the
+main CLI with ``app.add_typer(clean_app, name="clean")``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
+                                  out, print_json)
+from smartset.errors import EmptyDataError
+
+clean_app = typer.Typer(
+    help="Cleaning: find wrong labels, ambiguous images, classes to merge and duplicates, as "
+         "a reviewable plan (smartset clean); apply it (--apply PLAN) into a new version; "
+         "undo (--undo RUN). Reports: clean imbalance, clean reduce.",
+    invoke_without_command=True,
+)
+
+
+@clean_app.callback(invoke_without_command=True)
+@handle_errors
+def clean(
+    ctx: typer.Context,
+    apply: Annotated[Optional[Path], typer.Option(
+        "--apply", help="Apply this plan file (all its actions, or --only).")] = None,
+    only: Annotated[Optional[str], typer.Option(
+        help="With --apply: comma-separated action ids, e.g. a0001,a0002.")] = None,
+    undo: Annotated[Optional[int], typer.Option(
+        help="Revert every event of this 'clean apply' run.")] = None,
+    version: Annotated[Optional[str], typer.Option(
+        help="Version to clean (default: the live catalog); with --apply, the name of the "
+             "new version to create (default: none, the events only).")] = None,
+    run: Annotated[Optional[int], typer.Option(
+        help="Predictions run (default: the newest out-of-fold run).")] = None,
+    features: Annotated[str, typer.Option(
+        help="auto (out-of-fold features if stored, else the audit's embeddings), oof, "
+             "audit or none.")] = "auto",
+    k: Annotated[int, typer.Option(min=1, help="Neighbours of the kNN evidence.")] = 20,
+    top: Annotated[int, typer.Option(min=0, help="Rows of the suspicious-labels table.")] = 20,
+    no_ambiguous: Annotated[bool, typer.Option("--no-ambiguous", help="Skip ambiguous images.")] = False,
+    no_merge: Annotated[bool, typer.Option("--no-merge", help="Skip classes to merge.")] = False,
+    no_duplicates: Annotated[bool, typer.Option("--no-duplicates", help="Skip the audit's duplicates.")] = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find suspicious labels and write a cleaning plan (nothing changes until --apply)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from smartset.clean.plan import apply_plan, make_plan, undo_apply
+
+    ws = open_workspace(workspace)
+    if undo is not None:
+        result = undo_apply(ws, undo)
+        if as_json:
+            print_json(result)
+        else:
+            out.print(f"Reverted {len(result['label_events'])} label event(s) and "
+                      f"{len(result['marks'])} mark(s) of run {undo}.")
+        return
+    if apply is not None:
+        ids = [s.strip() for s in only.split(",") if s.strip()] if only else None
+        result = apply_plan(ws, apply, only=ids, version=version)
+        if as_json:
+            print_json(result)
+            return
+        out.print(f"Applied {len(result['applied'])} action(s), skipped {len(result['skipped'])}"
+                  f" (run {result['run_id']}; undo with 'smartset clean --undo "
+                  f"{result['run_id']}').")
+        for action_id, why in result["skipped"].items():
+            out.print(f"  skipped {action_id}: {why}")
+        if result["version"]:
+            out.print(f"New version {result['version']!r}: {result['n_samples']} samples.")
+        return
+    plan = make_plan(ws, version=version, run=run, features=features, k=k,
+                     ambiguous=not no_ambiguous, merge=not no_merge,
+                     duplicates=not no_duplicates)
+    if as_json:
+        print_json(plan)
+        return
+    names = dict(zip(*[ws.samples(include_excluded=True)[c] for c in ("id", "relpath")]))
+    _print_plan(plan, top, names)
+
+
+def _print_plan(plan: dict, top: int, names: dict) -> None:
+    params = plan["params"]
+    counts: dict[str, int] = {}
+    for action in plan["actions"]:
+        counts[action["action"]] = counts.get(action["action"], 0) + 1
+    out.print(f"Checked {params['n_samples']} labeled samples with the predictions of run "
+              f"{params['predictions_run']} and {params['feature_source']}; an estimated "
+              f"{params['n_estimated_wrong']} wrong label(s).")
+    rows = [a for a in plan["actions"] if a["detector"] in ("consensus", "ambiguity")][:top]
+    if rows:
+        table = Table(title=f"Most suspicious labels (top {len(rows)})")
+        for column in ("id", "file", "label", "action", "score", "reason"):
+            table.add_column(column, overflow="fold")
+        for a in rows:
+            value = a["value"]
+            shown = (f"-> {value}" if a["action"] == "relabel" else
+                     f"{a['action']} {value}" if value else a["action"])
+            table.add_row(a["id"], names.get(a["sample_id"], a["sample_id"]),
+                          a["evidence"].get("label", ""),
+                          shown, f"{a['score']:.3f}", a["reason"])
+        out.print(table)
+    for a in plan["actions"]:
+        if a["action"] == "merge_classes":
+            out.print(f"{a['id']} merge '{a['value']['from']}' into '{a['value']['into']}': "
+                      f"{a['reason']}")
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no actions"
+    out.print(f"Plan: {summary}. Written to {plan['path']}\n"
+              f"Review it, then: smartset clean --apply {plan['path']} [--only a0001,...] "
+              f"[--version NEW_NAME]")
+
+
+@clean_app.command("imbalance")
+@handle_errors
+def imbalance(
+    version: Annotated[Optional[str], typer.Option(help="Version (default: the live catalog).")] = None,
+    oversample: Annotated[Optional[str], typer.Option(
+        help="Also write a version with the minority classes oversampled by this augmentation "
+             "policy (e.g. rotation-elastic).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name of the oversampled version.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the augmentation.")] = 0,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Class counts, imbalance ratio, and the remedies: class weights, oversampling copies,
+    ENN undersampling (with the audit's embeddings)."""
+    import numpy as np
+
+    from smartset.clean.imbalance import imbalance_report, oversample as oversample_fn
+
+    ws = open_workspace(workspace)
+    samples = ws.samples(version)
+    samples = samples[samples["label"].notna()]
+    classes = sorted(samples["label"].unique())
+    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    features = None
+    try:
+        from smartset.audit import embeddings
+
+        found, vectors = embeddings(ws, list(samples["id"]))
+        if len(found) == len(samples):
+            features = vectors
+    except Exception:  # no audit yet: the ENN column is left out
+        features = None
+    report = imbalance_report(codes, class_names=classes, features=features)
+    if oversample:
+        report["oversampled"] = oversample_fn(ws, policy=oversample, version=version, name=name,
+                                              seed=seed)
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"Classes (imbalance ratio {report['imbalance_ratio']})")
+    for column in ("class", "count", "share", "weight", "copies/sample", "ENN flags"):
+        table.add_column(column, justify="right" if column != "class" else "left")
+    for c in classes:
+        table.add_row(c, str(report["counts"][c]), f"{report['shares'][c]:.3f}",
+                      f"{report['class_weights'][c]:.3f}",
+                      str(report["oversample_copies_per_sample"][c]),
+                      str(report.get("enn_undersample", {}).get(c, "-")))
+    out.print(table)
+    if report["minority"]:
+        out.print(f"Minority classes: {', '.join(report['minority'])}.")
+    if "oversampled" in report:
+        out.print(f"Version {report['oversampled']['version']!r}: "
+                  f"{report['oversampled']['n_samples']} samples.")
+
+
+@clean_app.command("reduce")
+@handle_errors
+def reduce(
+    version: Annotated[Optional[str], typer.Option(help="Version (default: the live catalog).")] = None,
+    test_fraction: Annotated[float, typer.Option(
+        help="Share held out to measure accuracy when there is no test/val split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the random subsets and split.")] = 0,
+    save_version: Annotated[Optional[str], typer.Option(
+        help="Also freeze the FCNN selection (plus the held-out samples) as this version.")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prototype selection (CNN, FCNN) on the audit's embeddings: held-out 1-NN accuracy
+    against subset size, so you see what a 10x smaller set costs."""
+    import numpy as np
+
+    from smartset.audit import embeddings
+    from smartset.clean.reduction import fast_condensed_nearest_neighbour, reduction_curve
+
+    ws = open_workspace(workspace)
+    samples = ws.samples(version)
+    samples = samples[samples["label"].notna()].reset_index(drop=True)
+    try:
+        found, vectors = embeddings(ws, list(samples["id"]))
+    except (LookupError, OSError) as error:  # no audit yet
+        raise EmptyDataError(f"Prototype selection runs on the audit's embeddings, and there "
+                             f"are none yet ({type(error).__name__}: {error}): run "
+                             f"'smartset audit' first.") from None
+    samples = samples.set_index("id").loc[list(found)].reset_index()
+    classes = sorted(samples["label"].unique())
+    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    test = samples["split"].isin(["test", "val"]).to_numpy()
+    if not test.any() or test.all():
+        rng = np.random.default_rng(seed)
+        test = rng.random(len(samples)) < test_fraction
+    curve = reduction_curve(codes[~test], vectors[~test], codes[test], vectors[test], seed=seed)
+    result = {"n_train": int((~test).sum()), "n_test": int(test.sum()),
+              "curve": curve.to_dict("records")}
+    if save_version:
+        chosen = fast_condensed_nearest_neighbour(codes[~test], vectors[~test])
+        ids = list(samples["id"][~test].iloc[chosen]) + list(samples["id"][test])
+        result["version"] = ws.create_version(save_version, sample_ids=ids,
+                                              description="FCNN prototype selection")["name"]
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=f"Held-out 1-NN accuracy vs subset size ({result['n_train']} train, "
+                        f"{result['n_test']} held out)")
+    for column in ("method", "n", "fraction", "accuracy"):
+        table.add_column(column, justify="right" if column != "method" else "left")
+    for row in result["curve"]:
+        table.add_row(row["method"], str(row["n"]), f"{row['fraction']:.3f}",
+                      f"{row['accuracy']:.4f}")
+    out.print(table)

@@ -1,0 +1,191 @@
+"""Class imbalance: a report, and three remedies to choose from.
+
+- class weights for the loss (:func:`class_weights`, ``balanced`` as scikit-learn's, or
+  ``sqrt``, the gentler inverse square root);
+- oversampling the minority classes with augmented copies through the augmentation engine
+  (:func:`oversample`, a new version; nothing is overwritten);
+- undersampling the majority classes with the kNN cleaning rules (:func:`undersample`
+  flags majority samples that ENN / RENN / All-kNN would remove: those inside the
+  minority's region; random undersampling is offered for comparison). Flags, never deletes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from smartset._random import resolve_rng
+from smartset.clean._validation import CleanInputError, check_labels
+from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours,
+                                        repeated_edited_nearest_neighbours)
+
+__all__ = ["imbalance_report", "class_weights", "oversampling_copies", "undersample",
+           "oversample", "UNDERSAMPLING_RULES"]
+
+UNDERSAMPLING_RULES = ("enn", "renn", "all_knn", "random")
+
+
+def class_weights(labels: np.ndarray, *, n_classes: int | None = None,
+                  method: str = "balanced") -> np.ndarray:
+    """``(k,)`` loss weights: ``balanced`` ``n / (k * count)``, or ``sqrt``
+    ``sqrt(max count / count)``. Classes without samples get 0."""
+    labels = check_labels(labels, n_classes)
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    present = counts > 0
+    out = np.zeros(k)
+    if method == "balanced":
+        out[present] = len(labels) / (present.sum() * counts[present])
+    elif method == "sqrt":
+        out[present] = np.sqrt(counts.max() / counts[present])
+    else:
+        raise CleanInputError(f"Unknown class weight method {method!r}; methods: balanced, sqrt.")
+    return out
+
+
+def oversampling_copies(labels: np.ndarray, *, target: str | int = "max",
+                        n_classes: int | None = None) -> np.ndarray:
+    """``(k,)`` augmented copies to make of *each* sample of a class so the class reaches
+    ``target`` (``max``: the largest class; ``median``; or a count)."""
+    labels = check_labels(labels, n_classes)
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    counts = np.bincount(labels, minlength=k)
+    present = counts[counts > 0]
+    if target == "max":
+        goal = int(present.max())
+    elif target == "median":
+        goal = int(np.median(present))
+    elif isinstance(target, (int, np.integer)) and not isinstance(target, bool) and target > 0:
+        goal = int(target)
+    else:
+        raise CleanInputError(f"target must be 'max', 'median' or a positive count, got {target!r}.")
+    copies = np.zeros(k, dtype=np.int64)
+    for c in np.flatnonzero(counts > 0):
+        copies[c] = max(0, int(round(goal / counts[c])) - 1)
+    return copies
+
+
+def undersample(labels: np.ndarray, features: np.ndarray | None = None, *, rule: str = "enn",
+                k: int = 3, kind: str = "mode", groups=None, seed=None,
+                ratio: float = 1.0) -> np.ndarray:
+    """``(n,)`` bool: majority-class samples proposed for removal.
+
+    ``rule`` ``enn`` / ``renn`` / ``all_knn`` flag majority samples (classes larger than
+    the smallest) whose neighbours in ``features`` out-vote them (``k``, ``kind`` as in
+    :mod:`smartset.clean.knn_filters`); ``random`` flags random majority samples until each
+    class is at most ``ratio`` x the smallest class (``seed``)."""
+    labels = check_labels(labels)
+    if rule not in UNDERSAMPLING_RULES:
+        raise CleanInputError(f"Unknown undersampling rule {rule!r}; rules: "
+                              f"{', '.join(UNDERSAMPLING_RULES)}.")
+    counts = np.bincount(labels)
+    smallest = counts[counts > 0].min()
+    majority = np.flatnonzero(counts > smallest)
+    if rule == "random":
+        rng = resolve_rng(seed)
+        flags = np.zeros(len(labels), dtype=bool)
+        keep = max(int(math.ceil(ratio * smallest)), 1)
+        for c in majority:
+            members = np.flatnonzero(labels == c)
+            if len(members) > keep:
+                flags[rng.choice(members, len(members) - keep, replace=False)] = True
+        return flags
+    if features is None:
+        raise CleanInputError(f"Undersampling rule {rule!r} needs features (n, d); or use "
+                              f"rule='random'.")
+    fn = {"enn": edited_nearest_neighbours, "renn": repeated_edited_nearest_neighbours,
+          "all_knn": all_knn}[rule]
+    return fn(labels, features, k=k, kind=kind, groups=groups, only_classes=majority)
+
+
+def imbalance_report(labels, *, class_names=None, features=None) -> dict:
+    """Counts and shares per class, the imbalance ratio (largest / smallest), the minority
+    classes (below half the mean), and what each remedy would do: class weights, the
+    augmented copies per sample to reach the largest class, and (with ``features``) how
+    many majority samples ENN would flag."""
+    labels = check_labels(labels)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) < k:
+        raise CleanInputError(f"class_names has {len(names)} names for {k} classes.")
+    k = len(names)
+    counts = np.bincount(labels, minlength=k)
+    present = counts[counts > 0]
+    ratio = float(present.max() / present.min()) if present.size else None
+    mean = counts.mean() if k else 0.0
+    weights = class_weights(labels, n_classes=k) if len(labels) else np.zeros(k)
+    copies = oversampling_copies(labels, n_classes=k) if len(labels) else np.zeros(k, int)
+    report = {
+        "n": int(len(labels)), "classes": k,
+        "counts": {names[i]: int(counts[i]) for i in range(k)},
+        "shares": {names[i]: round(float(counts[i] / max(len(labels), 1)), 4) for i in range(k)},
+        "imbalance_ratio": None if ratio is None else round(ratio, 3),
+        "minority": [names[i] for i in range(k) if counts[i] < mean / 2],
+        "empty": [names[i] for i in range(k) if counts[i] == 0],
+        "class_weights": {names[i]: round(float(weights[i]), 4) for i in range(k)},
+        "oversample_copies_per_sample": {names[i]: int(copies[i]) for i in range(k)},
+    }
+    if features is not None and len(labels) > 4:
+        flags = undersample(labels, features, rule="enn")
+        report["enn_undersample"] = {names[i]: int(flags[labels == i].sum()) for i in range(k)}
+    return report
+
+
+def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = None,
+               name: str | None = None, target: str | int = "max", seed: int = 0,
+               mode: str | None = None, batch_size: int = 256) -> dict:
+    """A new version: the samples of ``version`` plus augmented copies of the minority
+    classes' samples (``policy``, through :mod:`smartset.augment`), so each class nears
+    ``target``. Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage."""
+    from smartset.augment.offline import _batches, _clear_leftovers, _write_png
+    from smartset.augment.policy import augment, resolve_policy
+
+    started = time.perf_counter()
+    policy = resolve_policy(policy)
+    frame = ws.samples(version)
+    frame = frame[frame["label"].notna()]
+    if frame.empty:
+        raise CleanInputError("No labeled samples to oversample.")
+    classes = sorted(frame["label"].unique())
+    codes = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    copies = oversampling_copies(codes, target=target, n_classes=len(classes))
+    name = name or f"{version or 'live'}-oversampled"
+    if name in set(ws.versions()["name"]):
+        raise CleanInputError(f"Version {name!r} exists already: choose another name.")
+    folder = ws.path / "data" / f"oversample-{name}"
+    _clear_leftovers(ws, folder)
+    run_id = ws.catalog.start_run("clean oversample", {"policy": policy.spec(), "target": target,
+                                                        "version": version, "name": name},
+                                  seed=seed)
+    relpaths, origins, records = [], [], []
+    with ws.catalog.failing_run(run_id):
+        for c in np.flatnonzero(copies > 0):
+            chosen = frame[codes == c]
+            for batch_no, (ids, images) in enumerate(_batches(chosen, mode, batch_size)):
+                rng = np.random.default_rng([seed, int(c), batch_no])
+                result = augment(images.repeat_interleave(int(copies[c]), dim=0), policy,
+                                 seed=rng)
+                out = result.output.permute(0, 2, 3, 1).contiguous().numpy()
+                for row in range(len(out)):
+                    origin, copy = ids[row // copies[c]], row % copies[c] + 1
+                    relpath = f"{origin[:2]}/{origin}-{copy}.png"
+                    _write_png(folder / relpath, out[row])
+                    relpaths.append(relpath)
+                    origins.append(origin)
+                    records.append(dict(result.records[row], copy=int(copy)))
+        new_ids = (ws.add_derived_samples(folder, relpaths, origin_ids=origins, params=records,
+                                          stage="oversample") if relpaths else [])
+        info = ws.create_version(name, sample_ids=list(frame["id"]) + list(new_ids),
+                                 params={"policy": policy.spec(), "target": target,
+                                         "copies": {classes[i]: int(copies[i])
+                                                    for i in range(len(classes))}},
+                                 description=f"{version or 'live catalog'} with minority "
+                                             f"classes oversampled ({policy.label})")
+    summary = {"version": info["name"], "n_samples": info["n_samples"],
+               "n_augmented": len(new_ids),
+               "copies_per_sample": {classes[i]: int(copies[i]) for i in range(len(classes))},
+               "seconds": round(time.perf_counter() - started, 3)}
+    ws.catalog.finish_run(run_id, summary)
+    return summary

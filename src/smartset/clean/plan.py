@@ -1,0 +1,466 @@
+"""The cleaning plan: proposed actions with detector, score, reason and evidence, written
+as JSON; applying it (all, or a reviewed subset) appends label events and marks, and can
+freeze a new version. Nothing is deleted, every action can be undone.
+
+Plan format ``smartset.clean-plan/1``::
+
+    {"format": "smartset.clean-plan/1", "run_id": int, "created_at": str,
+     "version": str | null, "params": {...},
+     "actions": [{"id": "a0001", "action": "relabel" | "exclude" | "multi_label" |
+                  "merge_classes" | "duplicate_of", "sample_id": str | null,
+                  "value": new label | [classes] | other sample id | {"from": a, "into": b},
+                  "detector": str, "score": float, "reason": str, "evidence": {...}}]}
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from smartset._atomic import write_text
+from smartset.catalog import now
+from smartset.clean._validation import CleanInputError, InSampleWarning
+from smartset.errors import EmptyDataError, SmartsetError
+
+__all__ = ["PLAN_FORMAT", "ACTIONS", "make_plan", "load_plan", "apply_plan", "undo_apply",
+           "PlanError", "workspace_inputs"]
+
+PLAN_FORMAT = "smartset.clean-plan/1"
+ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
+
+
+class PlanError(SmartsetError, ValueError):
+    """A cleaning plan cannot be read or applied as it is."""
+
+
+# -- inputs from the workspace ------------------------------------------------------------------
+
+def _oof_features(ws, run_id: int, sample_ids: np.ndarray):
+    """Out-of-fold features the learning stage stored for ``run_id`` (artifact kind
+    ``oof_features``: a .npz with ``sample_ids`` and ``features``), or None."""
+    for row in ws.catalog.query("SELECT path, meta FROM artifacts WHERE kind IN "
+                                "('oof_features', 'features') ORDER BY created_at DESC"):
+        meta = json.loads(row["meta"] or "{}")
+        if meta.get("run_id") not in (None, run_id):
+            continue
+        path = ws.path / row["path"]
+        if not path.is_file():
+            continue
+        with np.load(path, allow_pickle=True) as data:
+            ids = data["sample_ids"] if "sample_ids" in data else data.get("ids")
+            if ids is None or "features" not in data:
+                continue
+            position = {str(s): i for i, s in enumerate(ids)}
+            if not all(s in position for s in sample_ids):
+                continue
+            return data["features"][[position[s] for s in sample_ids]].astype(np.float32)
+    return None
+
+
+def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
+                     kind: str = "oof", features: str = "auto") -> dict:
+    """The arrays the detectors take, for the labeled samples of ``version`` that have
+    predictions of ``run`` (default: the newest out-of-fold run): ``sample_ids``,
+    ``labels`` (int), ``classes``, ``pred_probs``, ``features`` (``auto``: the run's
+    out-of-fold features if stored, else the audit's pixel embeddings, else None;
+    ``oof``, ``audit`` or ``none``), ``groups`` (folds, with out-of-fold features),
+    ``feature_source``, ``run_id``, ``in_sample``, ``skipped``."""
+    preds = ws.predictions(run=run, kind=kind)
+    config = {}
+    rows = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (preds.run_id,))
+    if rows:
+        config = json.loads(rows[0][0] or "{}")
+    in_sample = preds.in_sample or config.get("in_sample") is True or config.get("oof") is False
+    if in_sample:
+        warnings.warn(
+            f"The predictions of run {preds.run_id} are IN-SAMPLE: the model saw the samples "
+            f"it predicted, so wrong labels look right and few are found. Use out-of-fold "
+            f"predictions: 'smartset predict --oof'.", InSampleWarning, stacklevel=3)
+    if preds.probs is None:
+        raise CleanInputError(f"Run {preds.run_id} stored no class probabilities (regression?): "
+                              f"label cleaning needs a classifier's out-of-fold probabilities.")
+    samples = ws.samples(version)
+    current = dict(zip(samples["id"], samples["label"]))
+    class_index = {c: i for i, c in enumerate(preds.classes)}
+    keep, skipped = [], {"not_in_version": 0, "unlabeled": 0, "unknown_class": 0}
+    for i, sid in enumerate(preds.sample_ids):
+        label = current.get(sid, "__absent__")
+        if label == "__absent__":
+            skipped["not_in_version"] += 1
+        elif label is None:
+            skipped["unlabeled"] += 1
+        elif label not in class_index:
+            skipped["unknown_class"] += 1
+        else:
+            keep.append(i)
+    if not keep:
+        where = f"version {version!r}" if version else "the catalog"
+        raise EmptyDataError(f"No labeled sample of {where} has predictions in run "
+                             f"{preds.run_id}. Run "
+                             f"'smartset predict --oof' on it first.")
+    keep = np.asarray(keep)
+    ids = preds.sample_ids[keep]
+    labels = np.array([class_index[current[s]] for s in ids], dtype=np.int64)
+    probs = preds.probs[keep].astype(np.float64)
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    vectors, groups, source = None, None, "none"
+    if features in ("auto", "oof"):
+        vectors = _oof_features(ws, preds.run_id, ids)
+        if vectors is not None:
+            groups, source = preds.folds[keep], f"oof features of run {preds.run_id}"
+        elif features == "oof":
+            raise CleanInputError(f"Run {preds.run_id} stored no out-of-fold features; use "
+                                  f"features='auto' or 'audit'.")
+    if vectors is None and features in ("auto", "audit"):
+        try:
+            from smartset.audit import embeddings
+
+            found, emb = embeddings(ws, list(ids))
+            if len(found) == len(ids):
+                vectors, source = emb, "audit pixel embeddings"
+            elif features == "audit":
+                raise CleanInputError(f"The audit measured {len(found)} of {len(ids)} samples: "
+                                      f"run 'smartset audit' again.")
+        except (EmptyDataError, LookupError, OSError, sqlite3.Error) as error:
+            if features == "audit":  # no audit yet: its tables or files are missing
+                raise CleanInputError(f"No audit embeddings for these samples ({error}): run "
+                                      f"'smartset audit' first.") from None
+    return {"sample_ids": ids, "labels": labels, "classes": list(preds.classes),
+            "pred_probs": probs, "features": vectors, "groups": groups,
+            "feature_source": source, "run_id": preds.run_id, "in_sample": bool(in_sample),
+            "skipped": skipped}
+
+
+def _duplicates(ws, allowed: set[str]) -> list[dict]:
+    """Duplicate sets of the newest audit: every member after the first is a duplicate of it."""
+    rows = ws.catalog.query(
+        "SELECT kind, sample_id, score, grp, reason FROM audit_findings WHERE run_id = "
+        "(SELECT MAX(run_id) FROM audit_findings) AND kind IN ('exact_duplicate', "
+        "'near_duplicate') ORDER BY grp, sample_id")
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        if row["sample_id"] in allowed:
+            groups.setdefault((row["kind"], row["grp"]), []).append(dict(row))
+    out = []
+    for (kind, group), members in groups.items():
+        first = members[0]["sample_id"]
+        for member in members[1:]:
+            out.append({"sample_id": member["sample_id"], "value": first, "kind": kind,
+                        "group": group, "score": float(member["score"] or 1.0),
+                        "reason": member["reason"]})
+    return out
+
+
+# -- making the plan -----------------------------------------------------------------------------
+
+def make_plan(ws, *, version: str | None = None, run: int | None = None,
+              features: str = "auto", k: int = 20, model_weight: float = 0.6,
+              cut="simulated", ambiguous: bool = True, merge: bool = True,
+              duplicates: bool = True, min_confusion: float = 0.2,
+              max_actions: int | None = None, author: str | None = None) -> dict:
+    """Detect, rank and explain; write the plan and the ranked suspicious labels.
+
+    Uses the newest out-of-fold predictions (or ``run``) and the embeddings found by
+    :func:`workspace_inputs` (``features``). Proposes ``relabel`` for labels the
+    consensus flags (``multi_label`` or ``exclude`` instead when the image is also
+    ambiguous), ``multi_label`` / ``exclude`` for ambiguous images, ``merge_classes`` for
+    classes confused both ways (``min_confusion``), and ``duplicate_of`` for the audit's
+    duplicate sets. Writes ``ws/reports/clean/plan-RUN.json`` (atomically, registered as
+    artifact kind ``clean_plan``) and the ``label_issues`` rows of the run. Returns the
+    plan, with ``path`` added.
+    """
+    from smartset.clean.ambiguity import find_ambiguous
+    from smartset.clean.consensus import consensus
+    from smartset.clean.merge import find_classes_to_merge
+
+    params = {"version": version, "predictions_run": run, "features": features, "k": k,
+              "model_weight": model_weight, "cut": cut, "ambiguous": ambiguous,
+              "merge": merge, "duplicates": duplicates, "min_confusion": min_confusion,
+              "max_actions": max_actions}
+    run_id = ws.catalog.start_run("clean", params)
+    with ws.catalog.failing_run(run_id):
+        inputs = workspace_inputs(ws, version=version, run=run, features=features)
+        ids, labels, classes = inputs["sample_ids"], inputs["labels"], inputs["classes"]
+        probs, vectors, groups = inputs["pred_probs"], inputs["features"], inputs["groups"]
+        n = len(labels)
+        if vectors is not None:
+            smallest = n if groups is None else int(np.bincount(
+                np.unique(groups, return_inverse=True)[1]).min())
+            k_used = max(1, min(k, smallest - 1))
+        else:
+            k_used = k
+        found = consensus(labels, probs, features=vectors, groups=groups, k=k_used,
+                          model_weight=model_weight, cut=cut, check_in_sample=False)
+        amb = (find_ambiguous(probs, labels=labels, features=vectors, groups=groups,
+                              k=k_used) if ambiguous else None)
+        actions: list[dict] = []
+        issues: list[tuple] = []
+
+        def evidence_of(i: int) -> dict:
+            j = int(found.suggested[i])
+            ev = {"label": classes[labels[i]], "suggested": classes[j],
+                  "model_p_label": round(float(found.model_probs[i, labels[i]]), 4),
+                  "model_p_suggested": round(float(found.model_probs[i, j]), 4),
+                  "posterior_label": round(float(found.posterior[i, labels[i]]), 4),
+                  "posterior_suggested": round(float(found.posterior[i, j]), 4),
+                  "flags": {name: bool(f[i]) for name, f in found.flags.items()}}
+            if found.knn_probs is not None:
+                ev["knn_p_label"] = round(float(found.knn_probs[i, labels[i]]), 4)
+                ev["knn_p_suggested"] = round(float(found.knn_probs[i, j]), 4)
+            if amb is not None:
+                ev["top2_margin"] = round(float(amb.margin[i]), 4)
+            return ev
+
+        for i in found.ranked():
+            sid = str(ids[i])
+            ev = evidence_of(i)
+            given, suggested = ev["label"], ev["suggested"]
+            detectors = ["consensus"] + [d for d, v in ev["flags"].items() if v]
+            knn_text = (f", {ev['knn_p_suggested']:.0%} of its neighbours' vote says "
+                        f"'{suggested}'" if "knn_p_suggested" in ev else "")
+            reason = (f"labeled '{given}' but the model gives '{suggested}' "
+                      f"{ev['model_p_suggested']:.0%} (and '{given}' "
+                      f"{ev['model_p_label']:.0%}){knn_text}; flagged by "
+                      f"{len(detectors)} detector(s): {', '.join(detectors)}")
+            action, value = "relabel", suggested
+            if amb is not None and amb.is_ambiguous[i]:
+                pair = [classes[c] for c in amb.classes[i]]
+                if amb.suggestion[i] == "exclude":
+                    action, value = "exclude", None
+                    reason += "; the evidence is spread over many classes"
+                elif given in pair:
+                    action, value = "multi_label", sorted(pair)
+                    reason += f"; it may show both '{pair[0]}' and '{pair[1]}'"
+            actions.append({"action": action, "sample_id": sid, "value": value,
+                            "detector": "consensus", "score": round(float(found.score[i]), 4),
+                            "reason": reason, "evidence": ev})
+            issues.append((run_id, sid, "wrong_label", float(found.score[i]), given,
+                           suggested if action == "relabel" else json.dumps(value),
+                           json.dumps(detectors), reason, json.dumps(ev)))
+        if amb is not None:
+            flagged = set(np.flatnonzero(found.is_issue).tolist())
+            order = np.argsort(-amb.score, kind="stable")
+            for i in order:
+                if not amb.is_ambiguous[i] or i in flagged:
+                    continue
+                sid = str(ids[i])
+                pair = [classes[c] for c in amb.classes[i]]
+                ev = evidence_of(i)
+                ev.update(classes=pair, entropy=round(float(amb.entropy[i]), 4))
+                if amb.knn_split is not None:
+                    ev["knn_split"] = round(float(amb.knn_split[i]), 4)
+                if amb.suggestion[i] == "exclude":
+                    action, value = "exclude", None
+                    reason = (f"no class stands out (entropy {amb.entropy[i]:.2f}); leading "
+                              f"'{pair[0]}' and '{pair[1]}' differ by {amb.margin[i]:.2f}")
+                else:
+                    action, value = "multi_label", sorted(pair)
+                    reason = (f"split between '{pair[0]}' and '{pair[1]}' (top-2 margin "
+                              f"{amb.margin[i]:.2f}); labeled '{ev['label']}'")
+                actions.append({"action": action, "sample_id": sid, "value": value,
+                                "detector": "ambiguity", "score": round(float(amb.score[i]), 4),
+                                "reason": reason, "evidence": ev})
+                issues.append((run_id, sid, "ambiguous", float(amb.score[i]), ev["label"],
+                               json.dumps(value) if value else None,
+                               json.dumps(["ambiguity"]), reason, json.dumps(ev)))
+        if merge:
+            pairs = find_classes_to_merge(labels, probs, features=vectors, groups=groups,
+                                          k=k_used, min_confusion=min_confusion,
+                                          class_names=classes)
+            for row in pairs.to_dict("records"):
+                source = row["b"] if row["into"] == row["a"] else row["a"]
+                ev = {key: (v.item() if hasattr(v, "item") else v) for key, v in row.items()}
+                overlap = (f"; their embeddings overlap {row['overlap']:.2f}x chance"
+                           if "overlap" in row else "")
+                actions.append({
+                    "action": "merge_classes", "sample_id": None,
+                    "value": {"from": source, "into": row["into"]}, "detector": "merge",
+                    "score": float(row["score"]),
+                    "reason": (f"'{row['a']}' and '{row['b']}' are confused both ways: "
+                               f"{row['confusion_ab']:.0%} of '{row['a']}' look like "
+                               f"'{row['b']}' and {row['confusion_ba']:.0%} the other way"
+                               f"{overlap}"),
+                    "evidence": ev})
+        if duplicates:
+            for dup in _duplicates(ws, set(map(str, ids))):
+                actions.append({"action": "duplicate_of", "sample_id": dup["sample_id"],
+                                "value": dup["value"], "detector": "audit:" + dup["kind"],
+                                "score": round(dup["score"], 4), "reason": dup["reason"],
+                                "evidence": {"group": dup["group"], "kind": dup["kind"]}})
+        if max_actions is not None:
+            actions = actions[:max_actions]
+        for number, action in enumerate(actions, start=1):
+            action["id"] = f"a{number:04d}"
+        actions = [{key: a[key] for key in ("id", "action", "sample_id", "value", "detector",
+                                            "score", "reason", "evidence")} for a in actions]
+        params.update(feature_source=inputs["feature_source"], predictions_run=inputs["run_id"],
+                      in_sample=inputs["in_sample"], n_samples=n, classes=classes,
+                      n_estimated_wrong=int(found.n_estimated), skipped=inputs["skipped"],
+                      k_used=k_used, author=author)
+        plan = {"format": PLAN_FORMAT, "run_id": run_id, "created_at": now(), "version": version,
+                "params": params, "actions": actions}
+        path = ws.reports_dir / "clean" / f"plan-{run_id}.json"
+        write_text(path, json.dumps(plan, indent=1, ensure_ascii=False, default=_json_default))
+        with ws.catalog.write() as con:
+            con.executemany("INSERT OR REPLACE INTO label_issues(run_id, sample_id, kind, score,"
+                            " label, suggested, detectors, reason, evidence) VALUES"
+                            " (?, ?, ?, ?, ?, ?, ?, ?, ?)", issues)
+            con.execute("INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta,"
+                        " created_at) VALUES (?, ?, 'clean_plan', NULL, ?, ?)",
+                        (f"clean.plan.{run_id}", path.relative_to(ws.path).as_posix(),
+                         json.dumps({"run_id": run_id, "version": version,
+                                     "actions": len(actions)}), now()))
+    counts: dict[str, int] = {}
+    for a in actions:
+        counts[a["action"]] = counts.get(a["action"], 0) + 1
+    ws.catalog.finish_run(run_id, {"actions": counts, "n_samples": n,
+                                   "wrong_labels": int(found.is_issue.sum()),
+                                   "path": str(path)})
+    plan["path"] = str(path)
+    return plan
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# -- reading and applying -------------------------------------------------------------------------
+
+def load_plan(path: str | Path) -> dict:
+    """Read and check a plan file (format ``smartset.clean-plan/1``)."""
+    path = Path(path)
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"No plan file at '{path}'. Make one with 'smartset clean'.") from None
+    except json.JSONDecodeError as error:
+        raise PlanError(f"'{path}' is not valid JSON ({error}); was it cut short?") from None
+    _check_plan(plan, str(path))
+    return plan
+
+
+def _check_plan(plan, where: str) -> None:
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        got = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
+        raise PlanError(f"{where} is not a cleaning plan: expected format {PLAN_FORMAT!r}, got "
+                        f"{got!r}.")
+    seen = set()
+    for action in plan.get("actions", []):
+        if action.get("action") not in ACTIONS:
+            raise PlanError(f"Action {action.get('id')!r} in {where} has unknown kind "
+                            f"{action.get('action')!r}; kinds: {', '.join(ACTIONS)}.")
+        if action.get("id") in seen:
+            raise PlanError(f"Action id {action.get('id')!r} appears twice in {where}.")
+        seen.add(action.get("id"))
+
+
+def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
+               version: str | None = None, author: str | None = None,
+               origin: str = "clean") -> dict:
+    """Apply a plan (or the actions ``only`` names) through label events and marks, and,
+    with ``version``, freeze the result as a new version (the plan's version, or the live
+    catalog, minus excluded samples); the old version stays.
+
+    A relabel whose sample no longer carries the label the plan saw is skipped as
+    ``stale``; one already carrying the new label as ``already``. Returns ``run_id``,
+    ``applied`` (action id -> label event and mark ids), ``skipped`` (id -> why) and
+    ``version``; :func:`undo_apply` reverts a whole application.
+    """
+    if isinstance(plan_or_path, (str, Path)):
+        plan = load_plan(plan_or_path)
+        source = str(plan_or_path)
+    else:
+        plan = plan_or_path
+        _check_plan(plan, "the plan given")
+        source = f"plan of run {plan.get('run_id')}"
+    by_id = {a["id"]: a for a in plan["actions"]}
+    chosen = list(by_id) if only is None else list(only)
+    unknown = [a for a in chosen if a not in by_id]
+    if unknown:
+        raise PlanError(f"The plan has no action(s) {', '.join(unknown[:5])}; its ids run "
+                        f"from {min(by_id, default='-')} to {max(by_id, default='-')}.")
+    if version is not None and version in set(ws.versions()["name"]):
+        raise PlanError(f"Version {version!r} exists already; versions are immutable, so "
+                        f"choose a new name.")
+    run_id = ws.catalog.start_run("clean apply", {"plan": source, "plan_run": plan.get("run_id"),
+                                                  "only": only and chosen, "version": version})
+    applied: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    with ws.catalog.failing_run(run_id):
+        live = ws.samples(include_excluded=True)
+        current = dict(zip(live["id"], live["label"]))
+        for action_id in chosen:
+            action = by_id[action_id]
+            kind, sid, value = action["action"], action.get("sample_id"), action.get("value")
+            reason = f"{action['detector']}: {action['reason']} [{action_id}]"
+            if sid is not None and sid not in current:
+                skipped[action_id] = "sample not available"
+                continue
+            events, marks = [], []
+            if kind == "relabel":
+                seen = (action.get("evidence") or {}).get("label")
+                if current[sid] == value:
+                    skipped[action_id] = "already"
+                    continue
+                if seen is not None and current[sid] != seen:
+                    skipped[action_id] = f"stale: labeled {current[sid]!r} now, not {seen!r}"
+                    continue
+                events = ws.relabel(sid, value, author=author, reason=reason, origin=origin)
+                current[sid] = value
+            elif kind == "merge_classes":
+                source_class, into = value["from"], value["into"]
+                if source_class not in set(current.values()):
+                    skipped[action_id] = f"no sample is labeled {source_class!r} now"
+                    continue
+                events = ws.rename_label(source_class, into, author=author, reason=reason,
+                                         origin=origin)
+                current = {s: (into if lab == source_class else lab) for s, lab in current.items()}
+            else:
+                in_force = ws.marks(kind)
+                in_force = in_force[in_force["sample_id"] == sid]
+                wanted = sorted(set(value)) if kind == "multi_label" else value
+                if not in_force.empty and (kind == "exclude" or
+                                           in_force["value"].iloc[-1] == wanted):
+                    skipped[action_id] = "already"
+                    continue
+                marks = ws.mark(sid, kind, value, author=author, reason=reason, origin=origin)
+            applied[action_id] = {"label_events": list(events), "marks": list(marks)}
+        info = None
+        if version is not None:
+            base = ws.samples(plan.get("version")) if plan.get("version") else None
+            excluded = set(ws.marks("exclude")["sample_id"])
+            ids = None if base is None else [s for s in base["id"] if s not in excluded]
+            info = ws.create_version(version, sample_ids=ids,
+                                     description=f"cleaned with {source} "
+                                                 f"({len(applied)} action(s))",
+                                     params={"clean_plan": source, "applied": sorted(applied),
+                                             "apply_run": run_id})
+    result = {"run_id": run_id, "applied": applied, "skipped": skipped,
+              "version": None if info is None else info["name"],
+              "n_samples": None if info is None else info["n_samples"]}
+    ws.catalog.finish_run(run_id, result)
+    return result
+
+
+def undo_apply(ws, run_id: int, *, author: str | None = None) -> dict:
+    """Revert every label event and mark that apply run ``run_id`` appended, newest first.
+    A version it made stays (versions are immutable); returns the reverting event ids."""
+    rows = ws.catalog.query("SELECT command, metrics FROM runs WHERE id = ?", (run_id,))
+    if not rows or rows[0]["command"] != "clean apply" or not rows[0]["metrics"]:
+        raise PlanError(f"Run {run_id} is not a finished 'clean apply' run. See 'smartset runs'.")
+    applied = json.loads(rows[0]["metrics"]).get("applied", {})
+    label_events = sorted((e for a in applied.values() for e in a["label_events"]), reverse=True)
+    marks = sorted((m for a in applied.values() for m in a["marks"]), reverse=True)
+    reason = f"undo clean apply run {run_id}"
+    reverted = {"label_events": [ws.undo(e, author=author, reason=reason) for e in label_events],
+                "marks": [ws.undo_mark(m, author=author, reason=reason) for m in marks]}
+    return reverted
