@@ -140,6 +140,14 @@ def test_transfer_replaces_the_head_and_a_frozen_backbone_stays_put(tmp_path, di
                             progress=False).fit(train_x[~low], train_y[~low])
     changed = tuned.network_.backbone.state_dict()
     assert any(not torch.equal(before[k], changed[k]) for k in before)
+    head_only = ImageClassifier(epochs=1, init_from=tmp_path / "pre.pt", progress=False)
+    head_only.head_epochs = 1
+    with pytest.raises(LearnError, match="head_epochs"):
+        head_only.fit(train_x[~low], train_y[~low])
+    warmed = ImageClassifier(epochs=2, init_from=tmp_path / "pre.pt", head_epochs=1,
+                             backbone_lr_scale=0.1, progress=False).fit(train_x[~low], train_y[~low])
+    after_both = warmed.network_.backbone.state_dict()
+    assert any(not torch.equal(before[k], after_both[k]) for k in before)
     with pytest.raises(LearnError, match="same size and mode"):
         ImageClassifier(epochs=1, init_from=tmp_path / "pre.pt", progress=False).fit(
             np.zeros((4, 32, 32), dtype=np.uint8), [0, 1, 0, 1])

@@ -83,6 +83,7 @@ def train_command(
     init_from: Annotated[Optional[Path], typer.Option(help="Checkpoint whose backbone to start from (transfer learning; the head is replaced).")] = None,
     trainable_blocks: Annotated[int, typer.Option(help="With --init-from: backbone blocks to train (0 = frozen backbone, -1 = all: fine-tuning).")] = -1,
     backbone_lr_scale: Annotated[float, typer.Option(help="Learning-rate factor of the backbone (fine-tuning: e.g. 0.1).")] = 1.0,
+    head_epochs: Annotated[int, typer.Option(help="Fine-tuning: epochs that train the new head alone before the backbone joins.")] = 0,
     preprocess: Annotated[Optional[str], typer.Option(help="'dacolt': brightness-guided CLAHE + gamma, at learning and (kept with the model) at test time.")] = None,
     size: SizeOption = None, mode: ModeOption = None,
     test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
@@ -101,7 +102,7 @@ def train_command(
                    val_fraction=val_fraction, patience=patience,
                    init_from=str(init_from) if init_from else None,
                    trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
-                   preprocess=preprocess)
+                   head_epochs=head_epochs, preprocess=preprocess)
     if as_json:
         print_json(result)
         return

@@ -46,7 +46,7 @@ class _ImageModel:
                  resume: bool = False, init_from: str | Path | Net | None = None,
                  trainable_blocks: int = -1, backbone_lr_scale: float = 1.0,
                  schedule: str = "cosine", preprocess: str | None = None,
-                 progress: bool | None = None):
+                 head_epochs: int = 0, progress: bool | None = None):
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -66,13 +66,14 @@ class _ImageModel:
         self.backbone_lr_scale = backbone_lr_scale
         self.schedule = schedule
         self.preprocess = preprocess
+        self.head_epochs = head_epochs
         self.progress = progress
 
     def get_params(self) -> dict:
         params = {k: getattr(self, k) for k in (
             "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
             "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
-            "backbone_lr_scale", "schedule", "preprocess")}
+            "backbone_lr_scale", "schedule", "preprocess", "head_epochs")}
         params["augment"] = _policy_label(self.augment)
         params["init_from"] = (None if self.init_from is None else
                                "network" if isinstance(self.init_from, Net) else str(self.init_from))
@@ -84,6 +85,9 @@ class _ImageModel:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise LearnError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.head_epochs, int) or not 0 <= self.head_epochs < self.epochs:
+            raise LearnError(f"head_epochs must be an integer in [0, epochs), got "
+                             f"{self.head_epochs!r}")
         if not 0.0 <= self.val_fraction < 0.9:
             raise LearnError(f"val_fraction must be in [0, 0.9), got {self.val_fraction}")
         if self.class_weight not in (None, "balanced"):
@@ -222,7 +226,13 @@ class _ImageModel:
         steps = (n + self.batch_size - 1) // self.batch_size
         with progress_bar((self.epochs - start_epoch) * steps, f"training {self.model}",
                           enabled=self.progress) as advance:
+            trainable = [p.requires_grad for p in network.backbone.parameters()]
             for epoch in range(start_epoch, self.epochs):
+                # Fine-tuning: the new head learns alone first, so its random start does not
+                # wreck the pretrained backbone; then the backbone joins (at its own rate).
+                warming = epoch < self.head_epochs
+                for parameter, allowed in zip(network.backbone.parameters(), trainable):
+                    parameter.requires_grad = allowed and not warming
                 network.train()
                 for block in network.backbone.children():  # frozen blocks keep their
                     if not any(p.requires_grad for p in block.parameters()):  # BN statistics
