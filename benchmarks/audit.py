@@ -26,7 +26,7 @@ Sections:
    (both tools report exact duplicates apart). The same near-duplicate scoring runs on
    MNIST digits plus near copies (shifted one pixel, brightness +10%, JPEG re-encoded):
    digits of one class look alike, so false positives are likely there.
-3. Memory (not with ``--quick``): peak RSS of ``audit`` in a child process, on 10,000 and
+3. Memory (not with ``--quick``; alone with ``--memory-only``): peak RSS of ``audit`` in a child process, on 10,000 and
    on 50,000 MNIST-derived images (the 10,000 digits, then rotated and shifted copies),
    each ingested first in another child. Main process ``ru_maxrss``, its largest worker,
    and the sampled sum over the process tree (with psutil).
@@ -86,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "the photos, whose cleanvision times vary most, 1 on MNIST; 1 "
                              "with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected corpora")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="run only the memory section (10,000 and 50,000 images)")
     parser.add_argument("--memory-child", nargs=3, metavar=("STEP", "IMAGES", "WORKSPACE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -262,7 +264,7 @@ def memory_child(step: str, images: str, workspace: str) -> None:
         with smartset.open(workspace) as ws:
             before_kb = peak_rss_kb()
             result = audit(ws, show_progress=False, report=False)
-            n = len(result.properties)
+            n = result.summary["n_audited"]
             extra = {"embedding_bytes": embedding_bytes(n), "n": n,
                      "vector_file_bytes": sum(p.stat().st_size for p in
                                               (Path(ws.cache_dir) / "audit").rglob("*")
@@ -404,6 +406,41 @@ def rounded(scores: dict | None, key: str) -> dict | None:
     return {kind: (None if s[key] is None else round(s[key], 3)) for kind, s in scores.items()}
 
 
+def memory_section(audit, npz: Path, scratch: Path, sizes: tuple[int, ...], seed: int) -> dict:
+    """Section 3: peak RSS of audit on each size; the headline numbers as a dict."""
+    result: dict = {}
+    result["rss_ratio_50k_vs_10k"] = None
+    if sizes and audit is not None:
+        print("\nMemory: peak RSS of audit in a child process (ingest done before, in "
+              "another child): main = its VmHWM; worker = the largest worker's ru_maxrss, "
+              "pages shared with main included; tree = sampled sum of PSS.")
+        memory = measure_memory(npz, scratch, sizes, seed)
+        print(f"{'images':>7} | {'seconds':>7} | {'main MB before audit':>20} | "
+              f"{'main MB':>7} | {'worker MB':>9} | {'tree MB':>7} | {'embeddings MB':>13}")
+        for m in memory:
+            print(f"{m['images']:>7} | {m['seconds']:>7.1f} | {m['before_kb'] / 1024:>20.0f} | "
+                  f"{m['self_kb'] / 1024:>7.0f} | "
+                  f"{m['children_kb'] / 1024:>9.0f} | "
+                  f"{fmt(m['tree_peak_bytes'] and m['tree_peak_bytes'] / 2**20, '7.0f'):>7} | "
+                  f"{fmt(m['embedding_bytes'] and m['embedding_bytes'] / 2**20, '13.1f'):>13}")
+        small, large = memory[0], memory[-1]
+        growth_mb = (large["self_kb"] - small["self_kb"]) / 1024
+        emb_mb = large.get("embedding_bytes") and large["embedding_bytes"] / 2**20
+        print(f"main-process peak grows {growth_mb:.0f} MB from {small['images']:,} to "
+              f"{large['images']:,} images; the embeddings of {large['images']:,} take "
+              f"{fmt(emb_mb, '.1f')} MB (goal: growth below that).")
+        result |= {"rss_ratio_50k_vs_10k": round(large["self_kb"] / small["self_kb"], 3),
+                   "rss_mb_10k": round(small["self_kb"] / 1024, 1),
+                   "rss_mb_50k": round(large["self_kb"] / 1024, 1),
+                   "rss_growth_mb": round(growth_mb, 1),
+                   "embeddings_mb_50k": None if emb_mb is None else round(emb_mb, 2),
+                   "rss_tree_ratio_50k_vs_10k": (
+                       round(large["tree_peak_bytes"] / small["tree_peak_bytes"], 3)
+                       if small["tree_peak_bytes"] and large["tree_peak_bytes"] else None),
+                   "audit_img_per_s_50k": round(large["images"] / large["seconds"], 1)}
+    return result
+
+
 # -- main -----------------------------------------------------------------------------------
 
 def main(argv=None) -> None:
@@ -413,6 +450,13 @@ def main(argv=None) -> None:
         return
     photos, npz = locate(args.data, "benchmarks/audit.py")
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.memory_only:
+        from smartset.audit import audit
+        with tempfile.TemporaryDirectory(prefix="smartset-audit-bench-") as tmp:
+            result = memory_section(audit, npz, Path(tmp), FULL_SIZES["memory"], args.seed)
+        print()
+        print(json.dumps({"cores": os.cpu_count(), **result}))
+        return
     audit, Imagelab, cleanvision_version = load_tools()
     n_jobs = None
     if Imagelab is not None:
@@ -550,35 +594,7 @@ def main(argv=None) -> None:
                    "precision_cleanvision": rounded(theirs, "precision")}
 
         # 3. memory
-        result["rss_ratio_50k_vs_10k"] = None
-        if sizes["memory"] and audit is not None:
-            print("\nMemory: peak RSS of audit in a child process (ingest done before, in "
-                  "another child): main = its VmHWM; worker = the largest worker's ru_maxrss, "
-                  "pages shared with main included; tree = sampled sum of PSS.")
-            memory = measure_memory(npz, scratch, sizes["memory"], args.seed)
-            print(f"{'images':>7} | {'seconds':>7} | {'main MB before audit':>20} | "
-                  f"{'main MB':>7} | {'worker MB':>9} | {'tree MB':>7} | {'embeddings MB':>13}")
-            for m in memory:
-                print(f"{m['images']:>7} | {m['seconds']:>7.1f} | {m['before_kb'] / 1024:>20.0f} | "
-                      f"{m['self_kb'] / 1024:>7.0f} | "
-                      f"{m['children_kb'] / 1024:>9.0f} | "
-                      f"{fmt(m['tree_peak_bytes'] and m['tree_peak_bytes'] / 2**20, '7.0f'):>7} | "
-                      f"{fmt(m['embedding_bytes'] and m['embedding_bytes'] / 2**20, '13.1f'):>13}")
-            small, large = memory[0], memory[-1]
-            growth_mb = (large["self_kb"] - small["self_kb"]) / 1024
-            emb_mb = large.get("embedding_bytes") and large["embedding_bytes"] / 2**20
-            print(f"main-process peak grows {growth_mb:.0f} MB from {small['images']:,} to "
-                  f"{large['images']:,} images; the embeddings of {large['images']:,} take "
-                  f"{fmt(emb_mb, '.1f')} MB (goal: growth below that).")
-            result |= {"rss_ratio_50k_vs_10k": round(large["self_kb"] / small["self_kb"], 3),
-                       "rss_mb_10k": round(small["self_kb"] / 1024, 1),
-                       "rss_mb_50k": round(large["self_kb"] / 1024, 1),
-                       "rss_growth_mb": round(growth_mb, 1),
-                       "embeddings_mb_50k": None if emb_mb is None else round(emb_mb, 2),
-                       "rss_tree_ratio_50k_vs_10k": (
-                           round(large["tree_peak_bytes"] / small["tree_peak_bytes"], 3)
-                           if small["tree_peak_bytes"] and large["tree_peak_bytes"] else None),
-                       "audit_img_per_s_50k": round(large["images"] / large["seconds"], 1)}
+        result |= memory_section(audit, npz, scratch, sizes["memory"], args.seed)
     print()
     print(json.dumps(result))
     if audit is None:

@@ -297,3 +297,10 @@ def test_audit_reports_error_bias_from_out_of_fold_predictions(tmp_path, problem
     again = audit(ws, engine="serial")
     found = again.findings[again.findings["kind"] == "error_bias"]
     assert "brightness" in set(found["group"]) and "out-of-fold" in found["reason"].iloc[0]
+
+
+def test_embeddings_before_any_audit_say_to_run_it(ws):
+    from smartset.errors import EmptyDataError
+
+    with pytest.raises(EmptyDataError, match="run 'smartset audit' first"):
+        embeddings(ws)

@@ -98,7 +98,7 @@ def test_engines_agree_and_keep_order(fixtures):
 
 
 def test_engine_registry_and_batch_checks(monkeypatch):
-    with pytest.raises(ValueError, match="unknown engine 'spark'.*local, serial"):
+    with pytest.raises(ValueError, match="unknown engine 'spark'.*local, ray, serial"):
         get_engine("spark")
     monkeypatch.setenv("SMARTSET_ENGINE", "serial")
     assert get_engine().name == "serial"

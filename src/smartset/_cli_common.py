@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from smartset.errors import SmartsetError
@@ -38,7 +39,8 @@ def handle_errors(command):
             if kwargs.get("as_json"):
                 print_json({"error": {"type": type(error).__name__, "message": str(error)}})
             else:
-                err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+                # escaped: a message may hold brackets ("pip install 'smartset[ray]'")
+                err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -8,6 +8,7 @@ do), 2 a usage error, 3 ``--strict`` ingest that met bad files.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,7 +82,8 @@ def ingest(
     split_column: Annotated[Optional[str], typer.Option(help="Table column of split names.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated names for integer labels of a .npz.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
-    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
+    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(envvar="SMARTSET_RAY_ADDRESS", help="With --engine ray: the cluster to join (auto, ray://host:10001); default: a local Ray runtime.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Files per batch, one catalog transaction each (default: about 2 MB of files).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit with code 3 if any file could not be ingested.")] = False,
@@ -91,6 +93,7 @@ def ingest(
     if len(args) > 2:
         raise typer.BadParameter(f"expected [WORKSPACE] SOURCE, got {len(args)} arguments")
     ws = open_workspace(Path(args[0]) if len(args) == 2 else workspace)
+    _use_ray_address(ray_address)
     report = ws.ingest(
         args[-1], layout=layout, pattern=pattern, split=split, root=root, path_column=path_column,
         label_column=label_column, split_column=split_column,
@@ -104,6 +107,12 @@ def ingest(
         _print_ingest(report)
     if strict and report.issues:
         raise typer.Exit(3)
+
+
+def _use_ray_address(address: str | None) -> None:
+    """``--ray-address``: the Ray engine reads it from SMARTSET_RAY_ADDRESS."""
+    if address:
+        os.environ["SMARTSET_RAY_ADDRESS"] = address
 
 
 def _print_ingest(report) -> None:
@@ -207,7 +216,8 @@ def audit(
              "bright, blurry, low_information, odd_size, odd_aspect_ratio, grayscale, near_duplicate.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: WORKSPACE/reports/audit/VERSION).")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html and issues.json.")] = True,
-    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default) or serial.")] = None,
+    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(envvar="SMARTSET_RAY_ADDRESS", help="With --engine ray: the cluster to join (auto, ray://host:10001); default: a local Ray runtime.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: pixel embeddings).")] = None,
     as_json: JsonOption = False,
@@ -225,6 +235,7 @@ def audit(
             raise typer.BadParameter(f"--threshold takes CHECK=NUMBER, got {item!r}") from None
     ws = open_workspace(workspace_arg or workspace)
     try:
+        _use_ray_address(ray_address)
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json),
                            embedding_model=embedding_model)

@@ -12,8 +12,9 @@ the catalog: the caller writes results, so every engine gives the same catalog. 
 A worker that dies (killed, out of memory) fails the whole map with ``BrokenProcessPool``
 rather than hanging; the caller's per-batch transactions keep what was done.
 
-A distributed engine (Ray Data) plugs in by registering under a name with
-:func:`register_engine`.
+A distributed engine plugs in by registering under a name with :func:`register_engine`;
+``ray`` (Ray Data, :mod:`smartset.engine_ray`, ``pip install 'smartset[ray]'``) is
+registered that way, imported only when asked for.
 """
 
 from __future__ import annotations
@@ -141,9 +142,16 @@ def _usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _ray_engine(workers: int | None = None, **options) -> Engine:
+    from smartset.engine_ray import RayEngine  # Ray is an extra: imported when asked for
+
+    return RayEngine(workers, **options)
+
+
 _ENGINES: dict[str, Callable[..., Engine]] = {
     "serial": lambda workers=None: SerialEngine(),
     "local": LocalEngine,
+    "ray": _ray_engine,
 }
 
 

@@ -133,6 +133,22 @@ class Workspace:
         ``exclude`` (see :meth:`mark`) are left out unless ``include_excluded``. A version
         gives the members and labels it pinned.
         """
+        chunks = list(self.iter_samples(version, split=split, include_unavailable=include_unavailable,
+                                        include_excluded=include_excluded))
+        frame = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+        for name in frame.columns:  # a column all None in one chunk: infer as one frame would
+            if name != "label" and len({str(chunk[name].dtype) for chunk in chunks}) > 1:
+                frame[name] = pd.Series(frame[name].to_numpy(dtype=object).tolist())
+        for name in columns:
+            frame[name] = frame["id"].map(self.read_column(name))
+        return frame
+
+    def iter_samples(self, version: str | None = None, *, split: str | Sequence[str] | None = None,
+                     include_unavailable: bool = False, include_excluded: bool = False,
+                     chunk_size: int = 20_000):
+        """:meth:`samples` as consecutive DataFrames of at most ``chunk_size`` rows (at least
+        one, maybe empty), read from one snapshot of the catalog: stages that stream over
+        the samples never hold every row as Python objects at once."""
         params: list = []
         if version is None:
             labels = "LEFT JOIN current_labels l ON l.sample_id = s.id"
@@ -158,17 +174,31 @@ class Workspace:
         names = ["id", "root", "relpath", "sha256", "size", "format", "width", "height", "mode",
                  "channels", "split", "source", "status", "label", "targets", "label_event_id",
                  "origin_id"]
-        frame = pd.DataFrame([tuple(r) for r in self.catalog.query(sql, tuple(params))],
-                             columns=names)
         roots = self._root_paths()
-        frame.insert(1, "path", [os.path.join(roots[r], p) for r, p in zip(frame["root"], frame["relpath"])])
-        frame["targets"] = [json.loads(t) if isinstance(t, str) else None for t in frame["targets"]]
-        # None, not NaN, marks a missing label: `label is None` reads as meant.
-        frame["label"] = pd.Series([v if isinstance(v, str) else None for v in frame["label"]],
-                                   index=frame.index, dtype=object)
-        for name in columns:
-            frame[name] = frame["id"].map(self.read_column(name))
-        return frame
+        with self.catalog.read() as con:
+            con.row_factory = None  # plain tuples
+            con.execute("BEGIN")  # one snapshot for every chunk
+            cursor = con.execute(sql, tuple(params))
+            first = True
+            while True:
+                rows = cursor.fetchmany(chunk_size)
+                if not rows and not first:
+                    break
+                first = False
+                frame = pd.DataFrame(rows, columns=names)
+                del rows
+                frame.insert(1, "path", [os.path.join(roots[r], p)
+                                         for r, p in zip(frame["root"], frame["relpath"])])
+                frame["targets"] = [json.loads(t) if isinstance(t, str) else None
+                                    for t in frame["targets"]]
+                # None, not NaN, marks a missing label: `label is None` reads as meant.
+                frame["label"] = pd.Series([v if isinstance(v, str) else None
+                                            for v in frame["label"]], index=frame.index,
+                                           dtype=object)
+                yield frame
+                if len(frame) < chunk_size:
+                    break
+            con.execute("COMMIT")
 
     def classes(self, version: str | None = None) -> list[str]:
         """Sorted class names of the labeled samples."""

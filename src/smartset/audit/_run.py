@@ -3,9 +3,13 @@ outliers, imbalance and bias probes over a version, stored in the catalog."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +19,8 @@ import pandas as pd
 from smartset._progress import progress_bar
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import add_derived_properties, robust_fence, run_checks
-from smartset.audit.neighbours import group_pairs, knn, near_duplicate_pairs
+from smartset.audit.neighbours import (VectorFile, group_pairs, near_duplicate_pairs,
+                                       search_neighbours)
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
                                        RECORD, THUMB_SIDE, compute_properties)
 from smartset.catalog import now
@@ -30,12 +35,15 @@ __all__ = ["AuditResult", "audit", "embeddings"]
 class AuditResult:
     """What an audit found. ``findings`` has one row per (kind, sample) with ``kind``,
     ``sample_id`` (None for data-set-level findings), ``score``, ``threshold``,
-    ``reason`` and ``group``; ``properties`` one row per sample."""
+    ``reason`` and ``group``; ``properties`` one row per audited sample: its catalog
+    columns, properties and derived columns. That wide table is read from the catalog when
+    first asked for (the audit itself keeps typed arrays), so an audit that nobody asks it
+    of never holds it."""
 
     run_id: int
     version: str | None
     findings: pd.DataFrame
-    properties: pd.DataFrame
+    _properties: pd.DataFrame | Callable[[], pd.DataFrame]
     thresholds: dict
     bias: pd.DataFrame
     duplicate_groups: list[dict]
@@ -45,6 +53,12 @@ class AuditResult:
     report_path: Path | None = None
     json_path: Path | None = None
     skipped: dict = field(default_factory=dict)
+
+    @property
+    def properties(self) -> pd.DataFrame:
+        if callable(self._properties):
+            self._properties = self._properties()
+        return self._properties
 
     def counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.findings["kind"].value_counts().items()}
@@ -129,20 +143,23 @@ class _RecordFile:
         self.path = path
 
     def embeddings(self, rows: np.ndarray) -> np.ndarray:
-        """float32 embeddings of ``rows``, read block by block in file order."""
+        """float32 embeddings of ``rows``, read block by block in file order (only the
+        blocks holding a row asked for)."""
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), EMBEDDING_DIM), dtype=np.float32)
         if not len(rows):
             return out
-        order = np.argsort(rows)
+        order = np.argsort(rows, kind="stable")
         ordered = rows[order]
+        blocks = ordered // self._BLOCK
+        bounds = np.flatnonzero(np.diff(blocks)) + 1
         with open(self.path, "rb") as handle:
-            for start in range(0, int(ordered[-1]) + 1, self._BLOCK):
-                picked = np.flatnonzero((ordered >= start) & (ordered < start + self._BLOCK))
-                if not picked.size:
-                    continue
+            for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ordered)]):
+                start = int(blocks[lo]) * self._BLOCK
+                count = int(ordered[hi - 1]) - start + 1
                 handle.seek(start * RECORD.itemsize)
-                block = np.fromfile(handle, dtype=RECORD, count=self._BLOCK)
-                out[order[picked]] = block["embedding"][ordered[picked] - start]
+                block = np.fromfile(handle, dtype=RECORD, count=count)
+                out[order[lo:hi]] = block["embedding"][ordered[lo:hi] - start]
         return out
 
     def thumbs(self, rows: np.ndarray) -> np.ndarray:
@@ -162,40 +179,223 @@ def embeddings(ws, sample_ids=None) -> tuple[np.ndarray, np.ndarray]:
     """The audit's pixel embeddings: ``(ids, vectors)``, vectors ``(n, EMBEDDING_DIM)``
     float32, L2-normalised, for ``sample_ids`` (default: every measured sample) that the
     audit has measured, in the order asked. Run :func:`audit` first."""
-    rows = _load_cached(ws, "sample_id, embedding_row")["embedding_row"]
-    if rows.empty:
+    cached = _load_cached(ws, "sample_id, embedding_row")
+    if "embedding_row" not in cached or cached.empty:
         raise EmptyDataError("No audit embeddings yet: run 'smartset audit' first.")
+    rows = cached["embedding_row"]
     if sample_ids is not None:
         rows = rows.reindex(list(sample_ids)).dropna()
     vectors = _RecordFile(_vector_file(ws)).embeddings(rows.to_numpy(dtype=np.int64))
     return rows.index.to_numpy(dtype=object), vectors
 
 
-def _duplicates(props: pd.DataFrame, embeddings: np.ndarray, thumbs, *, k: int,
-                candidate_similarity: float, min_similarity: float, threshold: float | None):
-    n = len(props)
-    exact_pairs = []
-    for column in ("sha256", "pixel_hash"):
-        for members in props.groupby(column).indices.values():
-            exact_pairs.extend((int(members[0]), int(m)) for m in members[1:])
-    exact_groups = group_pairs(n, exact_pairs)
-    indices, sims = knn(embeddings, k)
-    near, threshold = near_duplicate_pairs(indices, sims, thumbs,
-                                           candidate_similarity=candidate_similarity,
-                                           min_similarity=min_similarity, threshold=threshold)
-    exact_of = {m: g for g, members in enumerate(exact_groups) for m in members}
-    near = [(i, j, s) for i, j, s in near if exact_of.get(i, -1) != exact_of.get(j, -2)]
-    near_groups = group_pairs(n, near)
-    best_sim: dict[int, float] = {}
-    for i, j, s in near:
-        best_sim[i] = max(best_sim.get(i, 0.0), s)
-        best_sim[j] = max(best_sim.get(j, 0.0), s)
-    return exact_groups, near_groups, best_sim, indices, sims, threshold
+# -- the per-sample state: typed arrays, in the order of ws.samples(version) ----------------
+
+_CHUNK = 4096  # rows per catalog read: the Python objects of one chunk at a time
+_NUMERIC = [name for name in PROPERTIES if name not in _TEXT_PROPERTIES]
+_USED_NEIGHBOURS = 5
+"""Neighbours the audit reads: candidates are the 3 nearest, density the 5th, isolation
+the mean of 5; a larger ``neighbours`` changes nothing past these, so none are kept."""
 
 
-def _describe_group(props: pd.DataFrame, members: list[int]) -> tuple[list[str], str]:
-    labels = sorted({str(v) for v in props["label"].iloc[members] if v is not None})
-    splits = sorted(set(props["split"].iloc[members]))
+class _Samples:
+    """The audit's per-sample columns as NumPy arrays (ids as fixed-width bytes, labels
+    and splits as integer codes), read from the catalog in chunks: no per-sample Python
+    object outlives a chunk."""
+
+    def __init__(self, ws, version):
+        ids, sha, size, width, height, label, split = [], [], [], [], [], [], []
+        self.label_names: list[str] = []
+        self.split_names: list[str] = []
+        label_code: dict[str, int] = {}
+        split_code: dict[str, int] = {}
+        for chunk in ws.iter_samples(version, chunk_size=_CHUNK):
+            ids.append(_encode(chunk["id"]))
+            sha.append(_encode(chunk["sha256"]))
+            size.append(chunk["size"].to_numpy(dtype=np.float64))
+            width.append(chunk["width"].to_numpy(dtype=np.float64, na_value=np.nan))
+            height.append(chunk["height"].to_numpy(dtype=np.float64, na_value=np.nan))
+            label.append(_codes(chunk["label"], label_code, self.label_names))
+            split.append(_codes(chunk["split"], split_code, self.split_names))
+        self.ids = np.concatenate(ids)
+        self.sha = np.concatenate(sha)
+        self.size, self.width, self.height = (np.concatenate(c) for c in (size, width, height))
+        self.label, self.split = np.concatenate(label), np.concatenate(split)
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted = self.ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Position of each id (bytes) in this table, -1 where absent."""
+        if not len(self._sorted):
+            return np.full(len(ids), -1, dtype=np.int64)
+        at = np.searchsorted(self._sorted, ids).clip(max=len(self._sorted) - 1)
+        return np.where(self._sorted[at] == ids, self._order[at], -1)
+
+    def id(self, position: int) -> str:
+        return self.ids[position].decode()
+
+
+def _give_back_memory() -> None:
+    """Hand freed memory back to the OS between phases. glibc's heap and Arrow's pool (the
+    catalog's strings pass through it) keep freed pages, and the next phase's peak would
+    stack on them; this makes the audit's peak that of its largest phase, not their sum."""
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+def _encode(values) -> np.ndarray:
+    return np.array([v.encode() for v in values], dtype=np.bytes_)
+
+
+def _codes(values: pd.Series, code_of: dict, names: list) -> np.ndarray:
+    """Integer codes (-1 for missing) of a chunk of strings, against codes so far."""
+    local, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapping = np.empty(len(uniques) + 1, dtype=np.int32)
+    mapping[-1] = -1
+    for i, name in enumerate(uniques):
+        if name not in code_of:
+            code_of[name] = len(names)
+            names.append(name)
+        mapping[i] = code_of[name]
+    return mapping[local]
+
+
+def _cached_rows(con, columns: str):
+    """Rows of the audit's property table, in chunks of plain tuples."""
+    exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (_TABLE,)).fetchone()
+    if not exists:
+        return
+    con.row_factory = None
+    cursor = con.execute(f"SELECT {columns} FROM {_TABLE}")
+    while rows := cursor.fetchmany(_CHUNK):
+        yield rows
+
+
+def _todo_mask(ws, table: _Samples) -> np.ndarray:
+    """True for samples without cached properties of their current content."""
+    fresh = np.zeros(len(table), dtype=bool)
+    with ws.catalog.read() as con:
+        for rows in _cached_rows(con, "sample_id, sha256"):
+            ids = _encode([r[0] for r in rows])
+            sha = _encode([r[1] for r in rows])
+            at = table.positions(ids)
+            known = at >= 0
+            fresh[at[known]] = table.sha[at[known]] == sha[known]
+    return ~fresh
+
+
+def _todo_batches(ws, version, table: _Samples, todo: np.ndarray):
+    """Batches (id, path, sha256) of the samples to measure, streamed from the catalog."""
+    for chunk in ws.iter_samples(version, chunk_size=_CHUNK):
+        at = table.positions(_encode(chunk["id"]))
+        pick = np.flatnonzero(at >= 0)
+        pick = pick[todo[at[pick]]]
+        if not len(pick):
+            continue
+        part = chunk.iloc[pick]
+        mean_size = float(part["size"].mean())
+        batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
+        yield from batches_of({"id": part["id"].tolist(), "path": part["path"].tolist(),
+                               "sha256": part["sha256"].tolist()}, batch_size)
+
+
+def _load_properties(ws, table: _Samples) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, rows)``: the cached numeric properties (``n x len(_NUMERIC)`` float64,
+    NaN where missing) and embedding rows (-1 where unmeasured), read in chunks straight
+    into preallocated arrays."""
+    values = np.full((len(table), len(_NUMERIC)), np.nan)
+    rows = np.full(len(table), -1, dtype=np.int64)
+    with ws.catalog.read() as con:
+        for chunk in _cached_rows(con, "sample_id, embedding_row, " + ", ".join(_NUMERIC)):
+            at = table.positions(_encode([r[0] for r in chunk]))
+            known = at >= 0
+            numbers = np.array([r[1:] for r in chunk], dtype=np.float64)
+            rows[at[known]] = numbers[known, 0].astype(np.int64)
+            values[at[known]] = numbers[known, 1:]
+    return values, rows
+
+
+def _exact_duplicate_pairs(ws, table: _Samples, audited: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs ``(first, member)`` of audited samples with the same bytes or decoded pixels,
+    as positions in ``audited``: grouped by SQL, never as per-sample strings."""
+    position = np.full(len(table), -1, dtype=np.int64)
+    position[audited] = np.arange(len(audited))
+    pairs = []
+    with ws.catalog.read() as con:
+        con.row_factory = None
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (_TABLE,)).fetchone():
+            return []
+        for column in ("sha256", "pixel_hash"):
+            cursor = con.execute(
+                f"SELECT sample_id, {column} FROM {_TABLE} WHERE {column} IN (SELECT {column}"
+                f" FROM {_TABLE} WHERE {column} IS NOT NULL GROUP BY {column}"
+                f" HAVING COUNT(*) > 1) ORDER BY {column}")
+            groups: dict[str, list[int]] = {}
+            for sample_id, key in cursor:
+                at = int(table.positions(_encode([sample_id]))[0])
+                if at >= 0 and position[at] >= 0:
+                    groups.setdefault(key, []).append(int(position[at]))
+            for members in groups.values():
+                members.sort()
+                pairs.extend((members[0], m) for m in members[1:])
+    return pairs
+
+
+def _properties_frame(ws, version, audited_ids: np.ndarray) -> pd.DataFrame:
+    """The wide per-sample table of :attr:`AuditResult.properties`: the version's samples
+    that were audited (``audited_ids``, bytes), their catalog columns, cached properties and
+    the derived ones the checks read."""
+    samples = ws.samples(version)
+    props = samples.join(_load_cached(ws).drop(columns=["sha256"]), on="id")
+    props = props[np.isin(_encode(props["id"]), audited_ids)].reset_index(drop=True)
+    for name in _NUMERIC:
+        props[name] = pd.to_numeric(props[name], errors="coerce")
+    props = add_derived_properties(props)
+    props["aspect_ratio"] = props["width"] / props["height"]
+    props["megapixels"] = props["width"] * props["height"] / 1e6
+    props["file_bytes"] = props["size"]
+    return props.drop(columns=["embedding_row"])
+
+
+def _check_frame(table: _Samples, audited: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """The numeric table the checks and probes read, one row per audited sample; ``id``
+    holds the row's position (findings get their sample ids afterwards)."""
+    width, height = table.width[audited], table.height[audited]
+    columns = {"id": np.arange(len(audited))}
+    columns.update((name, values[audited, i]) for i, name in enumerate(_NUMERIC))
+    columns.update(width=width, height=height, size=table.size[audited])
+    frame = pd.DataFrame(columns, copy=False)
+    add_derived_properties(frame, inplace=True)
+    frame["aspect_ratio"] = width / height
+    frame["megapixels"] = width * height / 1e6
+    frame["file_bytes"] = frame["size"]
+    return frame
+
+
+def _embedding_file(ws, record_rows: np.ndarray, run_id: int) -> VectorFile:
+    """The audited images' embeddings, in audit order, as a compact float16 file for the
+    neighbour search (read block by block; removed after the audit)."""
+    path = ws.cache_dir / "audit" / f"knn-run{run_id}.f16"
+    records = _RecordFile(_vector_file(ws))
+    blocks = (records.embeddings(record_rows[start:start + 16384])
+              for start in range(0, len(record_rows), 16384))
+    return VectorFile.write(path, blocks, EMBEDDING_DIM, np.float16)
+
+
+def _describe_group(table: _Samples, audited: np.ndarray, members: list[int]
+                    ) -> tuple[list[str], str]:
+    rows = audited[members]
+    labels = sorted({table.label_names[c] for c in table.label[rows] if c >= 0})
+    splits = sorted({table.split_names[c] for c in table.split[rows]})
     scopes = []
     if len(labels) > 1:
         scopes.append("label conflict")
@@ -211,6 +411,27 @@ def _describe_group(props: pd.DataFrame, members: list[int]) -> tuple[list[str],
     return scopes, ", ".join(detail)
 
 
+def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k: int,
+                candidate_similarity: float, min_similarity: float, threshold: float | None):
+    n = len(audited)
+    exact_groups = group_pairs(n, _exact_duplicate_pairs(ws, table, audited))
+    search = search_neighbours(vectors, k)
+    _give_back_memory()
+    indices, sims = search.indices, search.similarities
+    near, threshold = near_duplicate_pairs(indices, sims, thumbs,
+                                           candidate_similarity=candidate_similarity,
+                                           min_similarity=min_similarity, threshold=threshold)
+    _give_back_memory()
+    exact_of = {m: g for g, members in enumerate(exact_groups) for m in members}
+    near = [(i, j, s) for i, j, s in near if exact_of.get(i, -1) != exact_of.get(j, -2)]
+    near_groups = group_pairs(n, near)
+    best_sim: dict[int, float] = {}
+    for i, j, s in near:
+        best_sim[i] = max(best_sim.get(i, 0.0), s)
+        best_sim[j] = max(best_sim.get(j, 0.0), s)
+    return exact_groups, near_groups, best_sim, search, threshold
+
+
 def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None = None,
           neighbours: int = 10, near_duplicate_similarity: float = 0.98,
           candidate_similarity: float = 0.85, outlier_fence: float = 4.0,
@@ -223,6 +444,10 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     ``embedding_model``: a smartset checkpoint (or training run id) whose backbone features
     replace the pixel embedding for outliers and class outliers (near duplicates stay on
     pixels, where copies are alike).
+
+    Memory follows the per-sample columns only: samples and cached properties are read
+    from the catalog in chunks into typed arrays, embeddings stay on disk and are read
+    block by block, exact duplicates are grouped by SQL.
     """
     started = time.perf_counter()
     if not 0.0 < near_duplicate_similarity <= 1.0:
@@ -231,8 +456,9 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         raise ValueError(f"candidate_similarity must be in [-1, 1], got {candidate_similarity}")
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
-    samples = ws.samples(version)
-    if samples.empty:
+    table = _Samples(ws, version)
+    _give_back_memory()
+    if not len(table):
         raise EmptyDataError(
             f"Nothing to audit: {'version ' + repr(version) if version else 'the catalog'} has "
             f"no available samples. Add images with 'smartset ingest', or check "
@@ -242,131 +468,89 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
               "embedding_model": None if embedding_model is None else str(embedding_model)}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
+    knn_file = None
     with ws.catalog.failing_run(run_id):
-        measured = _load_cached(ws, "sample_id, sha256")["sha256"]
-        todo = samples[samples["id"].map(measured).ne(samples["sha256"])]
-        embedding_path = _vector_file(ws)
-        mean_size = float(todo["size"].mean()) if len(todo) else 1.0
-        batch_size = int(min(512, max(16, 2_000_000 / max(mean_size, 1.0))))
-        results = get_engine(engine, workers=workers).map_batches(
-            compute_properties, batches_of({"id": todo["id"].tolist(), "path": todo["path"].tolist(),
-                                            "sha256": todo["sha256"].tolist()}, batch_size))
-        errors = []
-        with progress_bar(len(todo), "measuring images", enabled=show_progress) as advance:
-            for batch in results:
-                errors.extend(_store(ws, batch, embedding_path))
-                advance(len(batch["id"]))
+        try:
+            todo = _todo_mask(ws, table)
+            table.sha = None  # only needed to find what changed
+            n_todo = int(todo.sum())
+            embedding_path = _vector_file(ws)
+            results = get_engine(engine, workers=workers).map_batches(
+                compute_properties, _todo_batches(ws, version, table, todo))
+            errors = []
+            with progress_bar(n_todo, "measuring images", enabled=show_progress) as advance:
+                for batch in results:
+                    errors.extend(_store(ws, batch, embedding_path))
+                    advance(len(batch["id"]))
+            del todo, results
+            _give_back_memory()
 
-        props = samples.join(_load_cached(ws).drop(columns=["sha256"]), on="id")
-        failed = {sid for sid, _ in errors}
-        props = props[props["embedding_row"].notna() & ~props["id"].isin(failed)].reset_index(drop=True)
-        for name in PROPERTIES:
-            if name != "pixel_hash":
-                props[name] = pd.to_numeric(props[name], errors="coerce")
-        props = add_derived_properties(props)
-        props["aspect_ratio"] = props["width"] / props["height"]
-        props["megapixels"] = props["width"] * props["height"] / 1e6
-        props["file_bytes"] = props["size"]
-        rows = props["embedding_row"].astype(np.int64).to_numpy()
-        vectors = _RecordFile(embedding_path)
-        embeddings = vectors.embeddings(rows)
+            values, record_rows = _load_properties(ws, table)
+            failed = table.positions(_encode([sid for sid, _ in errors]))
+            record_rows[failed[failed >= 0]] = -1
+            audited = np.flatnonzero(record_rows >= 0)
+            props = _check_frame(table, audited, values)
+            del values
+            record_rows = record_rows[audited]
+            knn_file = _embedding_file(ws, record_rows, run_id) if len(audited) else None
+            _give_back_memory()
+            vectors = _RecordFile(embedding_path)
 
-        def thumbs(positions: np.ndarray) -> np.ndarray:
-            return vectors.thumbs(rows[positions])
+            def thumbs(positions: np.ndarray) -> np.ndarray:
+                return vectors.thumbs(record_rows[positions])
 
-        skipped: dict[str, str] = {}
-        findings = [{"kind": "unreadable", "sample_id": sid, "score": 1.0, "threshold": None,
-                     "reason": f"could not be decoded for the audit: {error}"} for sid, error in errors]
-        for issue in ws.issues().itertuples():
-            findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
-                             "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
-                             "group": issue.reason})
-        thresholds = dict(thresholds or {})
-        near_given = thresholds.pop("near_duplicate", None)
-        check_findings, used = run_checks(props, thresholds)
-        # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
-        # repeat "low information" or "odd size" there.
-        larger = props.set_index("id")["larger"]
-        explained = {f["sample_id"] for f in check_findings
-                     if f["kind"] == "low_information"
-                     or (f["kind"] == "odd_size" and not larger[f["sample_id"]])}
-        check_findings = [f for f in check_findings
-                          if not (f["kind"] == "blurry" and f["sample_id"] in explained)]
-        findings.extend(check_findings)
-        for name, info in used.items():
-            if "skipped" in info:
-                skipped[name] = info["skipped"]
-
-        duplicate_groups = []
-        if len(props) >= 2:
-            exact_groups, near_groups, best_sim, indices, sims, near_threshold = _duplicates(
-                props, embeddings, thumbs, k=neighbours, candidate_similarity=candidate_similarity,
-                min_similarity=near_duplicate_similarity, threshold=near_given)
-            used["near_duplicate"] = {
-                "property": "verified similarity", "direction": "high", "threshold": near_threshold,
-                "set_by": ("given" if near_given is not None else
-                           "absolute limit" if near_threshold == near_duplicate_similarity
-                           else "local density (median shown)"),
-                "absolute": near_duplicate_similarity, "fence": None,
-                "flagged": sum(len(g) for g in near_groups)}
-            for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
-                for number, members in enumerate(groups, start=1):
-                    key = f"{kind.split('_')[0]}-{number}"
-                    scopes, detail = _describe_group(props, members)
-                    duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
-                                             "members": props["id"].iloc[members].tolist()})
-                    for m in members:
-                        score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
-                        what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
-                        findings.append({
-                            "kind": kind, "sample_id": props["id"].iloc[m], "score": score,
-                            "threshold": None if kind == "exact_duplicate" else near_threshold,
-                            "group": key,
-                            "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
-                                       f"{': ' + detail if detail else ''})")})
-            if embedding_model is not None:
-                embeddings = _model_embeddings(ws, version, props, embedding_model)
-                _, sims = knn(embeddings, neighbours)
-            findings.extend(_outliers(props, sims, embeddings, fence=outlier_fence, skipped=skipped))
-        else:
-            skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
-        findings.extend(_imbalance(props, skipped))
-
-        labels = props["label"]
-        if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
-            probe_columns = [c for c in PROBED_PROPERTIES if c in props]
-            bias = bias_probe(props[probe_columns], labels, seed=seed)
-            for row in bias[bias["flagged"]].itertuples():
-                best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
-                extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
-                findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
-                                 "threshold": 0.2, "group": row.property,
-                                 "reason": (f"'{row.property}' alone predicts the label: accuracy "
-                                            f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
-                                            f"guessing the majority class{extra}")})
-        else:
-            bias = bias_probe(pd.DataFrame(index=props.index), labels)
-            skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
-        findings.extend(_error_bias(ws, props, skipped))
+            findings, used, skipped, duplicate_groups, search = _findings(
+                ws, version, table, audited, props, knn_file, thumbs, thresholds=thresholds,
+                errors=errors, neighbours=neighbours, candidate_similarity=candidate_similarity,
+                near_duplicate_similarity=near_duplicate_similarity,
+                outlier_fence=outlier_fence, embedding_model=embedding_model)
+            labels = _label_series(table, audited)
+            if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
+                probe_columns = [c for c in PROBED_PROPERTIES if c in props]
+                bias = bias_probe(props[probe_columns], labels, seed=seed)
+                for row in bias[bias["flagged"]].itertuples():
+                    best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
+                    extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
+                    findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
+                                     "threshold": 0.2, "group": row.property,
+                                     "reason": (f"'{row.property}' alone predicts the label: accuracy "
+                                                f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
+                                                f"guessing the majority class{extra}")})
+            else:
+                bias = bias_probe(pd.DataFrame(index=props.index), labels)
+                skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
+            del labels
+            findings.extend(_error_bias(ws, table, audited, props, skipped))
+        finally:
+            if knn_file is not None:
+                knn_file.path.unlink(missing_ok=True)
 
         frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
                                                 "group"])
+        del findings
         frame = frame.astype({"group": object}).where(frame.notna(), None)
         with ws.catalog.write() as con:
             con.executemany(
                 "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
                 " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
-                 for r in frame.itertuples()])
-        result = AuditResult(run_id, version, frame, props.drop(columns=["embedding_row"]), used, bias,
-                             duplicate_groups, {}, 0.0, computed=len(todo), skipped=skipped)
-        result.summary = {"n_samples": int(len(samples)), "n_audited": int(len(props)),
-                          "computed": int(len(todo)), "cached": int(len(samples) - len(todo)),
+                ((run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
+                 for r in frame.itertuples()))
+        audited_ids, n_samples = table.ids[audited], len(table)
+        del props, table
+        result = AuditResult(run_id, version, frame,
+                             functools.partial(_properties_frame, ws, version, audited_ids), used,
+                             bias, duplicate_groups, {}, 0.0, computed=n_todo, skipped=skipped)
+        result.summary = {"n_samples": int(n_samples), "n_audited": int(len(audited_ids)),
+                          "computed": n_todo, "cached": int(n_samples - n_todo),
                           "findings": result.counts(), "skipped": skipped,
                           "duplicate_groups": {k: sum(g["kind"] == k for g in duplicate_groups)
                                                for k in ("exact_duplicate", "near_duplicate")},
                           "label_conflicts": sum("label conflict" in g["scopes"] for g in duplicate_groups),
                           "split_leakage": sum("split leakage" in g["scopes"] for g in duplicate_groups)}
+        if search is not None and search.approximate:
+            result.summary["neighbour_search"] = {"index": search.index,
+                                                  "recall_at_k": round(search.recall, 4),
+                                                  **search.params}
         if report:
             from smartset.audit.report import write_report
 
@@ -377,8 +561,90 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     return result
 
 
-def _model_embeddings(ws, version, props: pd.DataFrame, model) -> np.ndarray:
-    """A trained network's features of the audited images, unit-normed, in ``props`` order."""
+def _label_series(table: _Samples, audited: np.ndarray) -> pd.Series:
+    """The audited samples' labels as an object Series (None where unlabeled), as the
+    probes and the imbalance count read them; the strings are shared, one per class."""
+    names = np.array([*table.label_names, None], dtype=object)
+    return pd.Series(names[table.label[audited]], dtype=object)
+
+
+def _findings(ws, version, table: _Samples, audited: np.ndarray, props: pd.DataFrame,
+              vectors, thumbs, *, thresholds, errors, neighbours, candidate_similarity,
+              near_duplicate_similarity, outlier_fence, embedding_model):
+    """Per-image checks, duplicates, outliers and imbalance: findings as dicts."""
+    def sid(position: int) -> str:
+        return table.id(audited[position])
+
+    skipped: dict[str, str] = {}
+    findings = [{"kind": "unreadable", "sample_id": sid_, "score": 1.0, "threshold": None,
+                 "reason": f"could not be decoded for the audit: {error}"} for sid_, error in errors]
+    for issue in ws.issues().itertuples():
+        findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
+                         "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
+                         "group": issue.reason})
+    thresholds = dict(thresholds or {})
+    near_given = thresholds.pop("near_duplicate", None)
+    check_findings, used = run_checks(props, thresholds)
+    # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
+    # repeat "low information" or "odd size" there.
+    larger = props["larger"].to_numpy()
+    explained = {int(f["sample_id"]) for f in check_findings
+                 if f["kind"] == "low_information"
+                 or (f["kind"] == "odd_size" and not larger[int(f["sample_id"])])}
+    for f in check_findings:
+        if not (f["kind"] == "blurry" and int(f["sample_id"]) in explained):
+            findings.append({**f, "sample_id": sid(int(f["sample_id"]))})
+    del larger, check_findings
+    # Checks done: from here on only the probes read properties; keep just their columns.
+    for column in [c for c in props.columns if c not in PROBED_PROPERTIES]:
+        del props[column]
+    for name, info in used.items():
+        if "skipped" in info:
+            skipped[name] = info["skipped"]
+
+    duplicate_groups, search = [], None
+    k = min(neighbours, _USED_NEIGHBOURS)
+    if len(audited) >= 2:
+        exact_groups, near_groups, best_sim, search, near_threshold = _duplicates(
+            ws, table, audited, vectors, thumbs, k=k, candidate_similarity=candidate_similarity,
+            min_similarity=near_duplicate_similarity, threshold=near_given)
+        used["near_duplicate"] = {
+            "property": "verified similarity", "direction": "high", "threshold": near_threshold,
+            "set_by": ("given" if near_given is not None else
+                       "absolute limit" if near_threshold == near_duplicate_similarity
+                       else "local density (median shown)"),
+            "absolute": near_duplicate_similarity, "fence": None,
+            "flagged": sum(len(g) for g in near_groups)}
+        for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
+            for number, members in enumerate(groups, start=1):
+                key = f"{kind.split('_')[0]}-{number}"
+                scopes, detail = _describe_group(table, audited, members)
+                duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
+                                         "members": [sid(m) for m in members]})
+                for m in members:
+                    score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
+                    what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
+                    findings.append({
+                        "kind": kind, "sample_id": sid(m), "score": score,
+                        "threshold": None if kind == "exact_duplicate" else near_threshold,
+                        "group": key,
+                        "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
+                                   f"{': ' + detail if detail else ''})")})
+        sims = search.similarities
+        if embedding_model is not None:
+            vectors = _model_embeddings(ws, version, [sid(i) for i in range(len(audited))],
+                                        embedding_model)
+            sims = search_neighbours(vectors, k).similarities
+        findings.extend(_outliers(table.label[audited], table.label_names, sims, vectors, sid,
+                                  fence=outlier_fence, skipped=skipped))
+    else:
+        skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
+    findings.extend(_imbalance(_label_series(table, audited), skipped))
+    return findings, used, skipped, duplicate_groups, search
+
+
+def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
+    """A trained network's features of the audited images, unit-normed, in ``ids`` order."""
     from smartset.learn._workspace import _load_model
     from smartset.learn.data import load_version
 
@@ -387,16 +653,17 @@ def _model_embeddings(ws, version, props: pd.DataFrame, model) -> np.ndarray:
     data = load_version(ws, version, size=(height, width), mode="L" if channels == 1 else "RGB",
                         labeled_only=False, progress=False)
     position = {sid: i for i, sid in enumerate(data.ids)}
-    missing = [sid for sid in props["id"] if sid not in position]
+    missing = [sid for sid in ids if sid not in position]
     if missing:
         raise EmptyDataError(f"{len(missing)} audited images could not be decoded for the "
                              f"embedding model (e.g. {missing[0]}).")
-    features = estimator.transform(data.images[[position[s] for s in props["id"]]])
+    features = estimator.transform(data.images[[position[s] for s in ids]])
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _error_bias(ws, props: pd.DataFrame, skipped: dict) -> list[dict]:
+def _error_bias(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame,
+                skipped: dict) -> list[dict]:
     """Properties that predict the model's out-of-fold errors (when predictions exist)."""
     from smartset.predictions import PredictionsNotFoundError
 
@@ -405,18 +672,22 @@ def _error_bias(ws, props: pd.DataFrame, skipped: dict) -> list[dict]:
     except PredictionsNotFoundError:
         skipped["error_bias"] = "no out-of-fold predictions yet ('smartset predict --oof')"
         return []
-    correct = pd.Series(predictions.predicted == predictions.labels,
-                        index=predictions.sample_ids)
-    ids = props["id"]
-    known = ids.isin(correct.index)
+    position = np.full(len(table), -1, dtype=np.int64)
+    position[audited] = np.arange(len(audited))
+    at = table.positions(_encode(predictions.sample_ids))
+    at = np.where(at >= 0, position[at.clip(min=0)], -1)
+    correct = np.zeros(len(audited), dtype=bool)
+    known = np.zeros(len(audited), dtype=bool)
+    found = at >= 0
+    correct[at[found]] = (np.asarray(predictions.predicted) == np.asarray(predictions.labels))[found]
+    known[at[found]] = True
     if known.sum() < 50:
         skipped["error_bias"] = "fewer than 50 audited samples have out-of-fold predictions"
         return []
     columns = [c for c in PROBED_PROPERTIES if c in props]
-    table = error_probe(props.loc[known, columns].set_axis(ids[known].to_numpy()),
-                        correct.reindex(ids[known].to_numpy()).to_numpy())
+    table_ = error_probe(props.loc[known, columns].reset_index(drop=True), correct[known])
     findings = []
-    for row in table[table["flagged"]].itertuples():
+    for row in table_[table_["flagged"]].itertuples():
         findings.append({
             "kind": "error_bias", "sample_id": None, "score": row.ratio, "threshold": 2.0,
             "group": row.property,
@@ -426,42 +697,69 @@ def _error_bias(ws, props: pd.DataFrame, skipped: dict) -> list[dict]:
     return findings
 
 
-def _outliers(props: pd.DataFrame, sims: np.ndarray, embeddings: np.ndarray, *, fence: float,
-              skipped: dict) -> list[dict]:
+def _outliers(labels: np.ndarray, names: list[str], sims: np.ndarray, vectors, sid, *,
+              fence: float, skipped: dict) -> list[dict]:
+    """Images far from their nearest neighbours, and images far from their class centre
+    (centres accumulated over blocks of ``vectors``, never all vectors at once)."""
     findings = []
     k = min(5, sims.shape[1])
     finite = np.where(np.isfinite(sims[:, :k]), sims[:, :k], np.nan)
-    isolation = pd.Series(1.0 - np.nanmean(finite, axis=1), index=props.index)
+    isolation = pd.Series(1.0 - np.nanmean(finite, axis=1))
+    del finite
     limit = robust_fence(isolation, "high", fence)
     for i in np.flatnonzero(isolation.to_numpy() > limit):
-        findings.append({"kind": "outlier", "sample_id": props["id"].iloc[i],
+        findings.append({"kind": "outlier", "sample_id": sid(int(i)),
                          "score": float(isolation.iloc[i]), "threshold": limit,
                          "reason": (f"unlike the rest: mean similarity to its {k} nearest images "
                                     f"{1 - isolation.iloc[i]:.2f}, below {1 - limit:.2f}")})
-    labeled = props["label"].notna()
-    if labeled.sum() == 0 or props.loc[labeled, "label"].nunique() < 2:
+    del isolation
+    labeled = labels >= 0
+    if labeled.sum() == 0 or len(np.unique(labels[labeled])) < 2:
         skipped["class_outlier"] = "needs labels in 2 or more classes"
         return findings
-    for label, members in props[labeled].groupby("label").groups.items():
-        rows = np.asarray(members)
-        if len(rows) < 10:
+    counts = np.bincount(labels[labeled], minlength=len(names))
+    # float32 sums row after row, carried from block to block: the very sum (and mean)
+    # NumPy takes over all of a class's rows at once.
+    sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
+    block = 16384
+    for start in range(0, len(labels), block):
+        part = np.asarray(vectors[start:start + block], dtype=np.float32)
+        codes = labels[start:start + block]
+        for code in np.unique(codes[codes >= 0]):
+            sums[code] = np.concatenate([sums[code][None], part[codes == code]]).sum(axis=0)
+    centres = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
+    usable = np.zeros(len(names), dtype=bool)
+    for code in range(len(names)):
+        if counts[code] < 10:
             continue
-        centroid = embeddings[rows].mean(axis=0)
+        centroid = sums[code] / np.float32(counts[code])
         norm = float(np.linalg.norm(centroid))
         if norm == 0:
             continue
-        similarity = pd.Series(embeddings[rows] @ (centroid / norm), index=rows)
-        limit = robust_fence(similarity, "low", fence)
-        for row in similarity.index[similarity < limit]:
-            findings.append({"kind": "class_outlier", "sample_id": props["id"].iloc[row],
-                             "score": float(1 - similarity[row]), "threshold": float(1 - limit),
-                             "reason": (f"far from its class '{label}': similarity to the class "
-                                        f"centre {similarity[row]:.2f}, below {limit:.2f}")})
+        centres[code], usable[code] = centroid / norm, True
+    similarity = np.full(len(labels), np.nan, dtype=np.float32)
+    for start in range(0, len(labels), block):
+        codes = labels[start:start + block]
+        part = None
+        for code in np.unique(codes[codes >= 0]):
+            if usable[code]:
+                part = np.asarray(vectors[start:start + block], dtype=np.float32) if part is None else part
+                mine = np.flatnonzero(codes == code)
+                similarity[start + mine] = part[mine] @ centres[code]
+    for code in sorted(np.flatnonzero(usable), key=lambda c: names[c]):
+        rows = np.flatnonzero(labels == code)
+        values = pd.Series(similarity[rows], index=rows)
+        limit = robust_fence(values, "low", fence)
+        for row in values.index[values < limit]:
+            findings.append({"kind": "class_outlier", "sample_id": sid(int(row)),
+                             "score": float(1 - values[row]), "threshold": float(1 - limit),
+                             "reason": (f"far from its class '{names[code]}': similarity to the "
+                                        f"class centre {values[row]:.2f}, below {limit:.2f}")})
     return findings
 
 
-def _imbalance(props: pd.DataFrame, skipped: dict) -> list[dict]:
-    counts = props["label"].dropna().value_counts()
+def _imbalance(labels: pd.Series, skipped: dict) -> list[dict]:
+    counts = labels.dropna().value_counts()
     if len(counts) < 2:
         skipped["class_imbalance"] = "needs labels in 2 or more classes"
         return []

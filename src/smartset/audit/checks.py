@@ -139,10 +139,12 @@ register_check(Check(
     description="no colour, while most images have colour", applies=_colour_majority))
 
 
-def add_derived_properties(properties: pd.DataFrame) -> pd.DataFrame:
-    """Columns the checks read that come from the catalog's width and height."""
+def add_derived_properties(properties: pd.DataFrame, *, inplace: bool = False) -> pd.DataFrame:
+    """Columns the checks read that come from the catalog's width and height (on a copy,
+    unless ``inplace``)."""
     area = properties["width"].astype(float) * properties["height"].astype(float)
-    properties = properties.copy()
+    if not inplace:
+        properties = properties.copy()
     log_ratio = np.log10(area / area.median()) if len(area) else area
     properties["size_ratio"] = np.abs(log_ratio)
     properties["larger"] = log_ratio > 0

@@ -1,56 +1,262 @@
 """Nearest neighbours over embeddings, and the duplicate sets found with them.
 
-Exact cosine kNN: FAISS (``IndexFlatIP``) when installed (the ``[ray]`` extra), else blocked
-NumPy matrix products, whose memory is ``block x n`` floats whatever the number of images.
+:func:`search_neighbours` is the entry point: exact cosine kNN (FAISS flat search, or
+blocked NumPy matrix products without FAISS) up to ``exact_limit`` vectors, an inverted-file
+index (FAISS IVF with 8-bit scalar quantisation) above it, its recall@k measured against
+exact search on a sample of queries. The vectors may be an array or a :class:`VectorFile`
+on disk: they are read in blocks, so memory holds a block of vectors, the index (the
+approximate one: about ``d + 8`` bytes a vector) and the ``n x k`` answer, never every
+vector as float32.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
-import pandas as pd
 
-__all__ = ["knn", "near_duplicate_pairs", "group_pairs"]
+__all__ = ["knn", "search_neighbours", "NeighbourSearch", "recall_at_k", "VectorFile",
+           "near_duplicate_pairs", "group_pairs", "EXACT_LIMIT"]
 
-_BLOCK = 256
+EXACT_LIMIT = 200_000
+"""Up to this many vectors the search is exact; above it, approximate (IVF)."""
+_QUERY_BLOCK = 8192
+_BASE_BLOCK = 16384
+_BLOCK = 256  # query rows per NumPy product (memory: block x base block floats)
 
 
-def knn(embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest other rows of each row by cosine similarity (rows unit-normed).
+class VectorFile:
+    """An ``n x d`` matrix stored row-major in a raw file, read with plain reads, not a
+    memory map (pages of a map count in the process's resident memory, read pages only in
+    the OS cache). Slicing (``vf[a:b]``) and integer-array indexing return float32 rows,
+    so it stands in for an array in :func:`search_neighbours`."""
+
+    def __init__(self, path: str | Path, n: int, dim: int, dtype=np.float16):
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self.shape = (int(n), int(dim))
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @classmethod
+    def write(cls, path: str | Path, blocks, dim: int, dtype=np.float16) -> VectorFile:
+        """Write ``blocks`` (arrays of ``dim`` columns), in order, to ``path``."""
+        n = 0
+        with open(path, "wb") as handle:
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype=dtype).reshape(-1, dim)
+                handle.write(block.tobytes())
+                n += len(block)
+        return cls(path, n, dim, dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        n, dim = self.shape
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step != 1:
+                raise IndexError("VectorFile slices take step 1")
+            count = max(0, stop - start)
+            with open(self.path, "rb") as handle:
+                handle.seek(start * self._row_bytes)
+                data = np.fromfile(handle, dtype=self.dtype, count=count * dim)
+            return data.reshape(count, dim).astype(np.float32)
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        with open(self.path, "rb") as handle:
+            descriptor = handle.fileno()
+            for i, row in enumerate(rows):
+                data = os.pread(descriptor, self._row_bytes, int(row) * self._row_bytes)
+                out[i] = np.frombuffer(data, dtype=self.dtype)
+        return out
+
+
+@dataclass
+class NeighbourSearch:
+    """What :func:`search_neighbours` found: ``indices`` (int32 below 2**31 rows) and
+    ``similarities`` (float32), ``n x k``, nearest first, padded with -1 / -inf, the ``index`` used (``"flat"``, or
+    ``"ivf-sq8"``), and for an approximate index its parameters and ``recall`` (recall@k
+    against exact search on ``params["recall_queries"]`` sampled queries)."""
+
+    indices: np.ndarray
+    similarities: np.ndarray
+    index: str
+    recall: float | None = None
+    params: dict = field(default_factory=dict)
+
+    @property
+    def approximate(self) -> bool:
+        return self.index != "flat"
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _blocks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _top_numpy(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest inner products of each query with ``base``, best first."""
+    sims = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    take = min(k, len(base))
+    for start, stop in _blocks(len(queries), _BLOCK):
+        block = queries[start:stop] @ base.T
+        top = np.argpartition(-block, take - 1, axis=1)[:, :take]
+        top_sims = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        found[start:stop, :take] = np.take_along_axis(top, order, axis=1)
+        sims[start:stop, :take] = np.take_along_axis(top_sims, order, axis=1)
+    return sims, found
+
+
+def _merge(best: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], k: int):
+    """Keep the ``k`` best of two (similarities, indices) answers; earlier ones win ties."""
+    sims = np.concatenate([best[0], new[0]], axis=1)
+    found = np.concatenate([best[1], new[1]], axis=1)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(found, order, axis=1)
+
+
+def _exact(vectors, queries: np.ndarray, k: int, faiss) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``queries`` over every row of ``vectors``, read block by block."""
+    n = len(vectors)
+    if faiss is not None and isinstance(vectors, np.ndarray) and n <= _BASE_BLOCK:
+        index = faiss.IndexFlatIP(vectors.shape[1])  # one block: the plain flat index
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return index.search(queries, k)
+    if faiss is not None:
+        heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+        for start, stop in _blocks(n, _BASE_BLOCK):
+            base = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+            sims, found = faiss.knn(queries, base, min(k, len(base)),
+                                    metric=faiss.METRIC_INNER_PRODUCT)
+            heap.add_result(sims, np.where(found >= 0, found + start, -1))
+        heap.finalize()
+        return heap.D, heap.I
+    best = (np.full((len(queries), k), -np.inf, dtype=np.float32),
+            np.full((len(queries), k), -1, dtype=np.int64))
+    for start, stop in _blocks(n, _BASE_BLOCK):
+        sims, found = _top_numpy(queries, np.asarray(vectors[start:stop], dtype=np.float32), k)
+        best = _merge(best, (sims, np.where(found >= 0, found + start, -1)), k)
+    return best
+
+
+def _drop_self(found: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest others (its own index and padding dropped), padded."""
+    keep = (found != rows[:, None]) & (found >= 0)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept first, in rank order
+    picked = np.take_along_axis(keep, order, axis=1)
+    return (np.where(picked, np.take_along_axis(found, order, axis=1), -1),
+            np.where(picked, np.take_along_axis(sims, order, axis=1), -np.inf))
+
+
+def _ivf(vectors, n: int, dim: int, faiss, *, nlist: int | None, seed: int):
+    nlist = nlist or int(min(65536, max(64, 2 ** round(math.log2(4 * math.sqrt(n))))))
+    rng = np.random.default_rng(seed)
+    train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(vectors[train_rows], dtype=np.float32))
+    for start, stop in _blocks(n, _BASE_BLOCK * 4):
+        index.add(np.ascontiguousarray(vectors[start:stop], dtype=np.float32))
+    return index, quantizer, nlist  # the quantizer must outlive the index
+
+
+def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int | None = None,
+                      nlist: int | None = None, nprobe: int = 32, recall_queries: int = 1000,
+                      seed: int = 0) -> NeighbourSearch:
+    """The ``k`` nearest other rows of each row of ``vectors`` by inner product (cosine
+    for unit-normed rows).
+
+    ``vectors``: an ``n x d`` array, or anything sliced the same way (:class:`VectorFile`),
+    read ``16,384`` rows at a time. ``method``: ``"flat"`` (exact), ``"ivf"`` (FAISS
+    ``IndexIVFScalarQuantizer``, 8-bit, ``nlist`` lists (default about ``4 sqrt(n)``, a
+    power of two), ``nprobe`` of them searched), or ``"auto"``: flat up to ``exact_limit``
+    rows (default :data:`EXACT_LIMIT`), IVF above. An approximate search is followed by :func:`recall_at_k` on
+    ``recall_queries`` sampled rows. Without FAISS the search is exact, with NumPy.
+    """
+    if method not in ("auto", "flat", "ivf"):
+        raise ValueError(f"method must be 'auto', 'flat' or 'ivf', got {method!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n = len(vectors)
+    indices = np.full((n, k), -1, dtype=np.int32 if n < 2**31 else np.int64)
+    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    k_eff = min(k, max(n - 1, 0))
+    faiss = _faiss()
+    exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
+    approximate = faiss is not None and (method == "ivf" or (method == "auto" and n > exact_limit))
+    if k_eff == 0:
+        return NeighbourSearch(indices, sims, "flat")
+    dim = vectors.shape[1]
+    started = time.perf_counter()
+    if not approximate:
+        for start, stop in _blocks(n, _QUERY_BLOCK):
+            queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+            found_sims, found = _exact(vectors, queries, k_eff + 1, faiss)
+            indices[start:stop, :k_eff], sims[start:stop, :k_eff] = _drop_self(
+                found, found_sims, np.arange(start, stop), k_eff)
+        return NeighbourSearch(indices, sims, "flat",
+                               params={"query_s": round(time.perf_counter() - started, 3)})
+    index, quantizer, used_nlist = _ivf(vectors, n, dim, faiss, nlist=nlist, seed=seed)
+    index.nprobe = min(nprobe, used_nlist)
+    built = time.perf_counter()
+    for start, stop in _blocks(n, _QUERY_BLOCK):
+        queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+        found_sims, found = index.search(queries, k_eff + 1)
+        indices[start:stop, :k_eff], sims[start:stop, :k_eff] = _drop_self(
+            found, found_sims, np.arange(start, stop), k_eff)
+    del index, quantizer
+    queried = time.perf_counter()
+    recall = recall_at_k(vectors, indices[:, :k_eff], sample=recall_queries, seed=seed)
+    return NeighbourSearch(indices, sims, "ivf-sq8", recall,
+                           {"nlist": used_nlist, "nprobe": min(nprobe, used_nlist),
+                            "recall_queries": min(recall_queries, n), "k": k_eff,
+                            "build_s": round(built - started, 3),
+                            "query_s": round(queried - built, 3),
+                            "recall_s": round(time.perf_counter() - queried, 3)})
+
+
+def recall_at_k(vectors, indices: np.ndarray, *, sample: int = 1000, seed: int = 0) -> float:
+    """recall@k of ``indices`` (``n x k`` neighbours found, -1 padded): on ``sample`` rows
+    drawn at random, the share of each row's exact ``k`` nearest others that were found."""
+    n, k = indices.shape
+    if n < 2 or k == 0:
+        return 1.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    k_true = min(k, n - 1)
+    sims, found = _exact(vectors, queries, k_true + 1, _faiss())
+    truth, _ = _drop_self(found, sims, rows, k_true)
+    hits = sum(len((set(truth[i].tolist()) - {-1}) & set(indices[row].tolist()))
+               for i, row in enumerate(rows))
+    return hits / max(1, int((truth >= 0).sum()))
+
+
+def knn(embeddings, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest other rows of each row by cosine similarity (rows unit-normed),
+    exact or, above :data:`EXACT_LIMIT` rows, approximate (see :func:`search_neighbours`).
 
     Returns ``(indices, similarities)``, both ``n x k``, nearest first; rows with fewer
     than ``k`` others are padded with index -1 and similarity -inf.
     """
-    n = len(embeddings)
-    k_eff = min(k, max(n - 1, 0))
-    indices = np.full((n, k), -1, dtype=np.int64)
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
-    if k_eff == 0:
-        return indices, sims
-    try:
-        import faiss
-    except ImportError:
-        faiss = None
-    if faiss is not None:
-        data = np.ascontiguousarray(embeddings, dtype=np.float32)
-        index = faiss.IndexFlatIP(data.shape[1])
-        index.add(data)
-        found_sims, found = index.search(data, k_eff + 1)
-        for row in range(n):
-            keep = found[row] != row
-            indices[row, :k_eff] = found[row][keep][:k_eff]
-            sims[row, :k_eff] = found_sims[row][keep][:k_eff]
-        return indices, sims
-    matrix = np.asarray(embeddings, dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        block = matrix[start:start + _BLOCK] @ matrix.T
-        rows = np.arange(start, min(start + _BLOCK, n))
-        block[np.arange(len(rows)), rows] = -np.inf  # not its own neighbour
-        top = np.argpartition(-block, k_eff - 1, axis=1)[:, :k_eff]
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        indices[rows, :k_eff] = np.take_along_axis(top, order, axis=1)
-        sims[rows, :k_eff] = np.take_along_axis(top_sims, order, axis=1)
-    return indices, sims
+    found = search_neighbours(embeddings, k)
+    return found.indices, found.similarities
 
 
 # Windows of one image, each compared with a window of the other: centred crops against
@@ -127,16 +333,25 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
             scores = np.einsum("pd,pd->p", crops[row_position, w], reference[partner_position, ref])
             np.maximum(best, scores, out=best)
         mine = rows[local_rows]
-        firsts.append(np.minimum(mine, partners))
-        seconds.append(np.maximum(mine, partners))
+        small = np.int32 if len(indices) < 2**31 else np.int64  # 4 bytes an index suffice
+        firsts.append(np.minimum(mine, partners).astype(small))
+        seconds.append(np.maximum(mine, partners).astype(small))
         values.append(best)
     if not values:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
-    frame = pd.DataFrame({"a": np.concatenate(firsts), "b": np.concatenate(seconds),
-                          "s": np.concatenate(values)}).groupby(["a", "b"], sort=True)["s"].max()
-    return (frame.index.get_level_values(0).to_numpy(), frame.index.get_level_values(1).to_numpy(),
-            frame.to_numpy())
+    return _best_per_pair(np.concatenate(firsts), np.concatenate(seconds), np.concatenate(values))
+
+
+def _best_per_pair(first: np.ndarray, second: np.ndarray, value: np.ndarray):
+    """One entry per ``(first, second)`` pair, sorted, with its largest value: in NumPy,
+    a few bytes a pair (a pandas group-by holds an index many times that size)."""
+    key = first.astype(np.int64) * (int(max(first.max(), second.max())) + 1) + second
+    order = np.argsort(key, kind="stable")
+    key, value = key[order], value[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    best = np.maximum.reduceat(value, starts)
+    return first[order][starts], second[order][starts], best
 
 
 def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
@@ -169,13 +384,19 @@ def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
         reference = np.zeros_like(indices, dtype=bool)
         reference[rows, rank] = indices[rows, rank] >= 0
         a, b, s = verified_similarity(indices, reference, read_thumbs)
-        lookup = dict(zip(zip(a.tolist(), b.tolist()), s.tolist()))
+        # Each row's verified similarity to its density_rank-th neighbour, looked up by pair
+        # in sorted arrays (no dict of every pair).
+        partner = indices[rows, rank]
+        width = len(indices)
+        keys = a.astype(np.int64) * width + b  # sorted: pairs come back in (a, b) order
+        wanted = np.minimum(rows, partner).astype(np.int64) * width + np.maximum(rows, partner)
+        verified = np.zeros(len(rows))
+        if len(keys):
+            at = np.searchsorted(keys, wanted).clip(max=len(keys) - 1)
+            verified = np.where(keys[at] == wanted, s[at].astype(np.float64), 0.0)
         distance = np.ones(len(indices))
-        for row in rows:
-            partner = indices[row, rank]
-            if partner >= 0:
-                key = (min(row, partner), max(row, partner))
-                distance[row] = 1.0 - lookup.get(key, 0.0)
+        has = partner >= 0
+        distance[rows[has]] = 1.0 - verified[has]
         local = (distance[first] + distance[second]) / 2.0
         limits = np.maximum(min_similarity, 1.0 - density_factor * local)
     keep = similarity >= limits
@@ -184,25 +405,25 @@ def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
 
 
 def group_pairs(n: int, pairs) -> list[list[int]]:
-    """Connected components (union-find) of the pairs: the duplicate sets, largest first."""
-    parent = list(range(n))
+    """Connected components (union-find) of the pairs: the duplicate sets, largest first.
+
+    Only images named in a pair are touched, so memory follows the pairs, not ``n``."""
+    parent: dict[int, int] = {}
 
     def find(x: int) -> int:
+        parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
     for i, j, *_ in pairs:
-        root_i, root_j = find(i), find(j)
+        if not (0 <= i < n and 0 <= j < n):
+            raise IndexError(f"pair ({i}, {j}) outside 0..{n - 1}")
+        root_i, root_j = find(int(i)), find(int(j))
         if root_i != root_j:
             parent[max(root_i, root_j)] = min(root_i, root_j)
     groups: dict[int, list[int]] = {}
-    for i, j, *_ in pairs:
-        for member in (i, j):
-            groups.setdefault(find(member), [])
-    for member in range(n):
-        root = find(member)
-        if root in groups:
-            groups[root].append(member)
-    return sorted((sorted(set(g)) for g in groups.values()), key=lambda g: (-len(g), g[0]))
+    for member in sorted(parent):
+        groups.setdefault(find(member), []).append(member)
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))

@@ -1,0 +1,94 @@
+"""kNN at scale: exact search in blocks from disk, IVF above a size, its recall measured."""
+
+import numpy as np
+import pytest
+
+from smartset.audit import neighbours
+from smartset.audit.neighbours import (VectorFile, group_pairs, recall_at_k, search_neighbours)
+
+
+def _clustered(n: int, dim: int = 32, clusters: int = 40, seed: int = 0) -> np.ndarray:
+    """Unit vectors around ``clusters`` centres: the structure IVF relies on."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    data = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, dim))
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    return data.astype(np.float32)
+
+
+def _brute_force(data: np.ndarray, k: int) -> np.ndarray:
+    sims = data @ data.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def test_blocked_exact_search_from_disk_equals_brute_force(tmp_path, monkeypatch):
+    data = _clustered(700)
+    monkeypatch.setattr(neighbours, "_BASE_BLOCK", 128)   # several database blocks
+    monkeypatch.setattr(neighbours, "_QUERY_BLOCK", 100)  # several query blocks
+    on_disk = VectorFile.write(tmp_path / "v.f32", (data[i:i + 50] for i in range(0, 700, 50)),
+                               32, np.float32)
+    assert on_disk.shape == (700, 32)
+    np.testing.assert_array_equal(on_disk[10:20], data[10:20])
+    np.testing.assert_array_equal(on_disk[np.array([5, 1, 600])], data[[5, 1, 600]])
+    found = search_neighbours(on_disk, 6)
+    assert found.index == "flat" and not found.approximate and found.recall is None
+    np.testing.assert_array_equal(found.indices, _brute_force(data, 6))
+    expected = np.take_along_axis(data @ data.T, found.indices, axis=1)
+    np.testing.assert_allclose(found.similarities, expected, atol=1e-5)
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # the NumPy path, blocked too
+    np.testing.assert_array_equal(search_neighbours(on_disk, 6).indices, found.indices)
+
+
+def test_ivf_above_the_limit_reports_its_recall():
+    data = _clustered(4000)
+    exact = search_neighbours(data, 10, method="flat")
+    approx = search_neighbours(data, 10, exact_limit=1000, recall_queries=400)
+    assert approx.approximate and approx.index == "ivf-sq8"
+    assert approx.params["nlist"] >= 64 and approx.params["recall_queries"] == 400
+    assert not (approx.indices == np.arange(4000)[:, None]).any()  # never its own neighbour
+    true_recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.indices, exact.indices)])
+    assert 0.9 <= approx.recall <= 1.0
+    assert abs(approx.recall - true_recall) < 0.05  # the sample estimates the whole
+    assert recall_at_k(data, exact.indices, sample=300) == 1.0
+    broken = exact.indices.copy()
+    broken[:, 5:] = -1
+    assert recall_at_k(data, broken, sample=300) == pytest.approx(0.5)
+
+
+def test_fewer_rows_than_neighbours_are_padded():
+    data = _clustered(3)
+    found = search_neighbours(data, 5)
+    assert (found.indices[:, 2:] == -1).all() and np.isneginf(found.similarities[:, 2:]).all()
+    assert search_neighbours(data[:1], 3).indices.tolist() == [[-1, -1, -1]]
+    with pytest.raises(ValueError, match="method"):
+        search_neighbours(data, 2, method="hnsw")
+
+
+def test_group_pairs_touches_only_paired_images():
+    assert group_pairs(10, [(3, 7), (7, 9), (1, 2)]) == [[3, 7, 9], [1, 2]]
+    assert group_pairs(10**9, [(5, 10**8)]) == [[5, 10**8]]  # no list of n entries
+    with pytest.raises(IndexError):
+        group_pairs(4, [(1, 4)])
+
+
+def test_an_audit_above_the_limit_reports_the_approximate_search(tmp_path, monkeypatch):
+    import smartset
+    from smartset.audit import audit
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        folder = tmp_path / "src" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((32, 32), Image.Resampling.BICUBIC).save(folder / f"{i}.png")
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "src", engine="serial", show_progress=False)
+    exact = audit(ws, engine="serial", report=False)
+    assert "neighbour_search" not in exact.summary
+    monkeypatch.setattr(neighbours, "EXACT_LIMIT", 50)
+    approx = audit(ws, engine="serial", report=False)
+    info = approx.summary["neighbour_search"]
+    assert info["index"] == "ivf-sq8" and 0.0 <= info["recall_at_k"] <= 1.0 and info["k"] == 5
+    ws.close()
