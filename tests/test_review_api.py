@@ -2,6 +2,7 @@
 queues, plans, the focus view, and the security cases (token, host, origin, size, paths,
 escaping, one error envelope). Plus one real-socket smoke test and a kill test."""
 
+import http.client
 import json
 import os
 import signal
@@ -559,7 +560,7 @@ def test_sigkill_mid_merge_leaves_every_merge_whole(tmp_path):
                 try:
                     urllib.request.urlopen(request, timeout=10).read()
                     done.append(into)
-                except OSError:
+                except (OSError, http.client.HTTPException):  # killed mid-request or mid-reply
                     return
 
         thread = threading.Thread(target=hammer)
