@@ -56,7 +56,7 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _audit_corpus as corpus  # noqa: E402
-from _data import DEFAULT_DATA, locate  # noqa: E402
+from _data import DEFAULT_DATA, locate, peak_rss_kb  # noqa: E402
 
 import smartset  # noqa: E402
 
@@ -237,19 +237,6 @@ def score_detection(prediction: dict, truth: pd.DataFrame, root: Path) -> dict:
 
 
 # -- memory ---------------------------------------------------------------------------------
-
-def peak_rss_kb() -> int:
-    """This process's peak RSS in KiB: ``VmHWM`` on Linux, which starts afresh at exec (the
-    ``ru_maxrss`` of a child keeps the high-water mark of the parent it was forked from)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
 
 def memory_child(step: str, images: str, workspace: str) -> None:
     """In a child process: ``ingest`` ``images`` into a new workspace, or ``audit`` it;

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from PIL import Image, ImageEnhance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _audit_corpus as corpus  # noqa: E402
-from _data import DEFAULT_DATA, locate  # noqa: E402
+from _data import DEFAULT_DATA, locate, peak_rss_kb  # noqa: E402
 
 QUICK = {"mnist": (2_000, 8_000), "photos": (300,), "ray_sizes": (2_000,),
          "identical": 300, "knn": (20_000, 100_000), "flat_up_to": 20_000}
@@ -92,17 +91,6 @@ def write_photos(photos: Path, out: Path, total: int, *, seed: int = 0) -> int:
 
 
 # -- child processes ------------------------------------------------------------------------
-
-def peak_rss_kb() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
 
 def child(step: str, images: str, workspace: str, engine: str) -> None:
     import smartset
