@@ -201,3 +201,14 @@ def test_a_model_trained_with_dacolt_keeps_its_preprocessing(digits_ws):
     with_own = model.predict_proba(images)
     model.preprocess_ = None
     assert not np.allclose(with_own, model.predict_proba(images))
+
+
+def test_cli_study_augment_writes_the_table(digits_ws):
+    result = json.loads(run("study", "augment", "-w", digits_ws.path, "--combinations",
+                            "original,rotation", "--runs", "1", "--epochs", "1",
+                            "--train-size", "100", "--test-size", "50", "--model", "small_cnn",
+                            "--json").stdout)
+    assert [row["combination"] for row in result["table"]] == ["original", "rotation"]
+    assert result["table"][0]["instances"] == 100
+    assert Path(result["csv"]).is_file() and Path(result["plot"]).is_file()
+    assert "| rotation |" in Path(result["markdown_file"]).read_text()
