@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,15 @@ def ws(tmp_path):
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def labeled(ws, tmp_path, fixtures):
+    """A workspace of five images in class folders: cat (a, b, c) and dog (d, e)."""
+    root = tmp_path / "src"
+    for cls, names in {"cat": ["a", "b", "c"], "dog": ["d", "e"]}.items():
+        (root / cls).mkdir(parents=True)
+        for name in names:
+            shutil.copy(fixtures / "good.png", root / cls / f"{name}.png")
+    ws.ingest(root, engine="serial", show_progress=False)
+    return ws, root

@@ -10,17 +10,6 @@ import smartset
 from smartset.errors import LabelError, VersionError
 
 
-@pytest.fixture
-def labeled(ws, tmp_path, fixtures):
-    root = tmp_path / "src"
-    for cls, names in {"cat": ["a", "b", "c"], "dog": ["d", "e"]}.items():
-        (root / cls).mkdir(parents=True)
-        for name in names:
-            shutil.copy(fixtures / "good.png", root / cls / f"{name}.png")
-    ws.ingest(root, engine="serial", show_progress=False)
-    return ws, root
-
-
 def _label(ws, relpath):
     return ws.samples().set_index("relpath").loc[relpath, "label"]
 

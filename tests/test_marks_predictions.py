@@ -1,7 +1,6 @@
 """Sample marks (exclude, multi-label, duplicate-of) are append-only events; predictions
 round-trip through the catalog."""
 
-import shutil
 import sqlite3
 
 import numpy as np
@@ -11,23 +10,12 @@ from smartset.errors import LabelError
 from smartset.predictions import PredictionsNotFoundError, write_predictions
 
 
-@pytest.fixture
-def labeled(ws, tmp_path, fixtures):
-    root = tmp_path / "src"
-    for cls, names in {"cat": ["a", "b", "c"], "dog": ["d", "e"]}.items():
-        (root / cls).mkdir(parents=True)
-        for name in names:
-            shutil.copy(fixtures / "good.png", root / cls / f"{name}.png")
-    ws.ingest(root, engine="serial", show_progress=False)
-    return ws
-
-
 def _ids(ws):
     return ws.samples(include_excluded=True).set_index("relpath")["id"]
 
 
 def test_exclude_hides_from_live_catalog_and_new_versions_and_undo_restores(labeled):
-    ws = labeled
+    ws, _ = labeled
     ids = _ids(ws)
     before = ws.create_version("before")
     [event] = ws.mark(ids["cat/a.png"], "exclude", reason="not a cat")
@@ -43,7 +31,7 @@ def test_exclude_hides_from_live_catalog_and_new_versions_and_undo_restores(labe
 
 
 def test_multi_label_and_duplicate_marks_are_validated_and_listed(labeled):
-    ws = labeled
+    ws, _ = labeled
     ids = _ids(ws)
     ws.mark(ids["cat/b.png"], "multi_label", ["dog", "cat"], author="ana")
     ws.mark(ids["dog/e.png"], "duplicate_of", ids["dog/d.png"])
@@ -67,7 +55,7 @@ def test_multi_label_and_duplicate_marks_are_validated_and_listed(labeled):
 
 
 def test_predictions_round_trip_and_newest_finished_run(labeled):
-    ws = labeled
+    ws, _ = labeled
     with pytest.raises(PredictionsNotFoundError, match="predict --oof"):
         ws.predictions()
     samples = ws.samples()

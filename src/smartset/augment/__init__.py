@@ -15,7 +15,7 @@ Names load on first use, so ``import smartset.augment`` (and the CLI) stay fast.
 
 from __future__ import annotations
 
-import importlib
+from smartset._lazy import lazy_exports
 
 _EXPORTS = {
     "smartset.augment.errors": [
@@ -41,18 +41,6 @@ _EXPORTS = {
     "smartset.augment.offline": ["augment_version"],
     "smartset.augment.preview": ["preview_grid", "write_preview"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["functional"]
-
-
-def __getattr__(name: str):
-    if name == "functional":
-        return importlib.import_module("smartset.augment.functional")
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'smartset.augment' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(
+    "smartset.augment", _EXPORTS, {"functional": "smartset.augment.functional"})

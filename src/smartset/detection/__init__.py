@@ -14,7 +14,8 @@ Names load on first use, so ``import smartset.detection`` (and the CLI) stay fas
 """
 
 
-import importlib  # no "from __future__ import annotations": `annotations` is a name here
+# no "from __future__ import annotations": `annotations` is a name here
+from smartset._lazy import lazy_exports
 
 _EXPORTS = {
     "smartset.detection._model": ["AnnotationSet", "Annotation", "ImageRecord",
@@ -39,18 +40,6 @@ _EXPORTS = {
     "smartset.detection.augment": ["TASK_POLICIES", "task_policy", "targets_for",
                                    "preview_targets", "expand_version"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE) + ["rle"]
-
-
-def __getattr__(name: str):
-    if name == "rle":
-        return importlib.import_module("smartset.detection._rle")
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'smartset.detection' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(
+    "smartset.detection", _EXPORTS, {"rle": "smartset.detection._rle"})

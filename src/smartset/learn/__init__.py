@@ -9,7 +9,7 @@ CLI is a thin layer over them. Names load on first use, so the CLI starts withou
 
 from __future__ import annotations
 
-import importlib
+from smartset._lazy import lazy_exports
 
 _EXPORTS = {
     "smartset.learn.errors": ["LearnError", "CheckpointError", "LeakageError", "NotFittedError"],
@@ -28,16 +28,5 @@ _EXPORTS = {
                                   "read_oof_features"],
     "smartset.learn.study": ["study_augment", "study_augment_workspace"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'smartset.learn' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports("smartset.learn", _EXPORTS)
