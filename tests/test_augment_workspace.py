@@ -126,6 +126,13 @@ def test_cli_run_preview_list(digit_ws, tmp_path):
     assert "Named policies: original" in json.loads(result.output)["error"]["message"]
     result = _invoke("run", "--policy", "rotation", "--factor", 0, "-w", ws.path)
     assert result.exit_code == 2, result.output
+    # the knife and whale studies' task policies are taken by name here too
+    result = _invoke("run", "--policy", "knife-light", "--factor", 2, "--name", "light",
+                     "-w", ws.path, "--json")
+    assert result.exit_code == 0, result.output
+    light = json.loads(result.output)
+    assert light["n_augmented"] == 12, light
+    assert "gamma" in json.dumps(ws.version("light")["params"])
     out = tmp_path / "grid.png"
     result = _invoke("preview", "--policy", "elastic", "--n", 4, "--k", 3, "--out", out,
                      "-w", ws.path, "--json")
@@ -140,6 +147,7 @@ def test_cli_run_preview_list(digit_ws, tmp_path):
     assert result.exit_code == 0, result.output
     listing = json.loads(result.output)
     assert len(listing["policies"]) == 12 and "digits" in listing["constraints"]
+    assert set(listing["task_policies"]) == {"whale-scale", "knife-light", "detection-basic"}
     assert {t["name"] for t in listing["transforms"]} >= {"elastic", "clahe", "erasing"}
     assert "rotation-elastic-centering" in _invoke("list").output
 

@@ -39,7 +39,7 @@ def test_relabel_delete_undo_are_events(shapes_ws):
     deleted_event = int(det.annotation_history(ws, second)["id"].iloc[-1])
     det.undo_annotation(ws, deleted_event)
     assert second in set(det.annotations(ws)["id"])
-    with pytest.raises(smartset.LabelError, match="not the newest"):
+    with pytest.raises(smartset.ConflictError, match="not the newest"):
         det.undo_annotation(ws, deleted_event)
     with pytest.raises(smartset.LabelError, match="No annotation"):
         det.relabel_box(ws, "nope", "x")

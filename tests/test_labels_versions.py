@@ -7,7 +7,7 @@ import pytest
 
 import smartset
 
-from smartset.errors import LabelError, VersionError
+from smartset.errors import ConflictError, LabelError, VersionError
 
 
 def _label(ws, relpath):
@@ -22,7 +22,7 @@ def test_relabel_undo_and_full_history(labeled):
     assert _label(ws, "cat/a.png") == "fox"
     undo = ws.undo(second, author="ana")
     assert _label(ws, "cat/a.png") == "dog"
-    with pytest.raises(LabelError, match="not the newest"):
+    with pytest.raises(ConflictError, match="not the newest"):
         ws.undo(first)
     ws.undo(undo)  # undoing the undo restores 'fox'
     assert _label(ws, "cat/a.png") == "fox"

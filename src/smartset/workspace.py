@@ -255,12 +255,17 @@ class Workspace:
             event = con.execute("SELECT * FROM label_events WHERE id=?", (event_id,)).fetchone()
             if event is None:
                 raise LabelError(f"No label event {event_id}. See 'smartset label history'.")
-            newest = con.execute("SELECT MAX(id) FROM label_events WHERE sample_id=?",
-                                 (event["sample_id"],)).fetchone()[0]
-            if newest != event_id:
-                raise LabelError(
-                    f"Event {event_id} is not the newest of sample {event['sample_id']} "
-                    f"(event {newest} is): undo event {newest} first, or relabel directly.")
+            newest = con.execute("SELECT * FROM label_events WHERE sample_id=? ORDER BY id"
+                                 " DESC LIMIT 1", (event["sample_id"],)).fetchone()
+            if newest["id"] != event_id:
+                raise ConflictError(
+                    f"Event {event_id} is not the newest of sample {event['sample_id']}: it "
+                    f"was changed since (now {newest['label']!r}, event {newest['id']} by "
+                    f"{newest['author']}). Undo event {newest['id']} first, or relabel "
+                    f"directly.", sample_id=event["sample_id"], expected=event_id,
+                    current={"label": newest["label"], "event_id": newest["id"],
+                             "author": newest["author"], "time": newest["time"],
+                             "origin": newest["origin"], "reason": newest["reason"]})
             before = con.execute(
                 "SELECT label, targets FROM label_events WHERE sample_id=? AND id<? "
                 "ORDER BY id DESC LIMIT 1", (event["sample_id"], event_id)).fetchone()
@@ -315,12 +320,18 @@ class Workspace:
             event = con.execute("SELECT * FROM sample_marks WHERE id=?", (mark_id,)).fetchone()
             if event is None:
                 raise LabelError(f"No mark event {mark_id}. See Workspace.mark_history().")
-            newest = con.execute("SELECT MAX(id) FROM sample_marks WHERE sample_id=? AND kind=?",
-                                 (event["sample_id"], event["kind"])).fetchone()[0]
-            if newest != mark_id:
-                raise LabelError(f"Mark event {mark_id} is not the newest {event['kind']!r} event "
-                                 f"of sample {event['sample_id']} (event {newest} is): undo "
-                                 f"that one first.")
+            newest = con.execute("SELECT * FROM sample_marks WHERE sample_id=? AND kind=?"
+                                 " ORDER BY id DESC LIMIT 1",
+                                 (event["sample_id"], event["kind"])).fetchone()
+            if newest["id"] != mark_id:
+                raise ConflictError(
+                    f"Mark event {mark_id} is not the newest {event['kind']!r} event of sample "
+                    f"{event['sample_id']}: it was changed since (mark event {newest['id']} by "
+                    f"{newest['author']}). Undo that one first.", sample_id=event["sample_id"],
+                    expected=mark_id,
+                    current={"kind": event["kind"], "mark_id": newest["id"],
+                             "active": bool(newest["active"]), "author": newest["author"],
+                             "time": newest["time"]})
             before = con.execute(
                 "SELECT value, active FROM sample_marks WHERE sample_id=? AND kind=? AND id<? "
                 "ORDER BY id DESC LIMIT 1", (event["sample_id"], event["kind"], mark_id)).fetchone()

@@ -34,8 +34,8 @@ _EXPORTS = {
         "SamplewiseStdNormalization", "FeaturewiseNormalizer"],
     "smartset.augment.policy": [
         "Policy", "Compose", "OneOf", "SomeOf", "PolicyParams", "AugmentResult", "augment",
-        "replay", "named_policy", "available_policies", "NAMED_POLICIES", "STUDY_FACTORS",
-        "policy_from_spec", "load_policy", "save_policy", "resolve_policy", "Constraints",
+        "replay", "named_policy", "available_policies", "NAMED_POLICIES", "TASK_POLICIES",
+        "STUDY_FACTORS", "policy_from_spec", "load_policy", "save_policy", "resolve_policy", "Constraints",
         "DOMAIN_CONSTRAINTS", "validate_policy"],
     "smartset.augment.online": ["AugmentedDataset"],
     "smartset.augment.offline": ["augment_version"],

@@ -90,7 +90,7 @@ def list_(as_json: JsonOption = False) -> None:
     """The named policies (with the study's factors), the transforms and the constraints."""
     import inspect
 
-    from smartset.augment.policy import DOMAIN_CONSTRAINTS, available_policies
+    from smartset.augment.policy import DOMAIN_CONSTRAINTS, TASK_POLICIES, available_policies
     from smartset.augment.transforms import available_transforms, transform_class
 
     transforms = []
@@ -105,7 +105,8 @@ def list_(as_json: JsonOption = False) -> None:
         transforms.append({"name": name, "kind": cls.kind, "tags": sorted(cls.tags),
                            "options": options,
                            "summary": " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())})
-    data = {"policies": available_policies(), "transforms": transforms,
+    data = {"policies": available_policies(), "task_policies": TASK_POLICIES,
+            "transforms": transforms,
             "constraints": {k: {"forbid": sorted(v.forbid), "max_rotation": v.max_rotation,
                                 "why": v.why} for k, v in DOMAIN_CONSTRAINTS.items()}}
     if as_json:
@@ -117,6 +118,14 @@ def list_(as_json: JsonOption = False) -> None:
     for name, info in data["policies"].items():
         table.add_row(name, " + ".join(info["steps"]) or "(none)",
                       ", ".join(f"x{f}" for f in info["factors"]))
+    console.print(table)
+    table = Table(title="Task policies (the knife and whale studies; --policy NAME anywhere)")
+    for column in ("name", "steps"):
+        table.add_column(column)
+    for name, spec in TASK_POLICIES.items():
+        table.add_row(name, " + ".join(
+            step["op"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "op") + ")"
+            for step in spec["transforms"]))
     console.print(table)
     table = Table(title=f"{len(transforms)} transforms")
     for column in ("name", "kind", "tags", "summary"):

@@ -34,7 +34,7 @@ from smartset.augment.transforms import Transform, get_transform, resolve_seed
 
 __all__ = [
     "Policy", "Compose", "OneOf", "SomeOf", "PolicyParams", "AugmentResult",
-    "augment", "replay", "named_policy", "available_policies", "NAMED_POLICIES",
+    "augment", "replay", "named_policy", "available_policies", "NAMED_POLICIES", "TASK_POLICIES",
     "STUDY_FACTORS", "policy_from_spec", "load_policy", "save_policy", "resolve_policy",
     "Constraints", "DOMAIN_CONSTRAINTS", "validate_policy", "get_constraints",
 ]
@@ -337,6 +337,26 @@ STUDY_SETTINGS = {"rotation": {"degrees": 15.0}, "translation": {"fraction": 0.1
                   "elastic": {"alpha": 34.0, "sigma": 4.0}, "centering": {}}
 NAMED_POLICIES = tuple(_STUDY_STEPS)
 
+#: policies per task of the source material's case studies, by name wherever a policy is
+#: taken (``smartset augment run --policy knife-light``, detection expansion, training)
+TASK_POLICIES = {
+    # the whale study: scaling down and up is "the key for generalizing from higher to
+    # lower resolution"
+    "whale-scale": {"op": "compose", "name": "whale-scale", "transforms": [
+        {"op": "scale", "factor": [0.5, 2.0]},
+        {"op": "hflip", "p": 0.5}, {"op": "vflip", "p": 0.5}]},
+    # the knife study under strong light: darkening and contrast (CLAHE) at learning time
+    "knife-light": {"op": "compose", "name": "knife-light", "transforms": [
+        {"op": "gamma", "gamma": [1.2, 3.0]},
+        {"op": "clahe", "clip_limit": 3.0, "p": 0.5},
+        {"op": "hflip", "p": 0.5}]},
+    "detection-basic": {"op": "compose", "name": "detection-basic", "transforms": [
+        {"op": "rotation", "degrees": 10},
+        {"op": "translation", "fraction": 0.1},
+        {"op": "hflip", "p": 0.5},
+        {"op": "brightness", "factor": 0.2}]},
+}
+
 
 def available_policies() -> dict[str, dict]:
     """The named combinations: their steps, settings and the study's expansion factors."""
@@ -511,12 +531,15 @@ def resolve_policy(policy) -> Policy:
     if isinstance(policy, str):
         if policy in _STUDY_STEPS:
             return named_policy(policy)
+        if policy in TASK_POLICIES:
+            return policy_from_spec(TASK_POLICIES[policy])
         from smartset.augment.transforms import _ALIASES, _REGISTRY
 
         if policy in _REGISTRY or policy in _ALIASES:
             return Compose([get_transform(policy)], name=policy)
         raise UnknownNameError(f"Unknown policy {policy!r}. Named policies: "
-                               f"{', '.join(NAMED_POLICIES)}; transforms: "
+                               f"{', '.join(NAMED_POLICIES)}; task policies: "
+                               f"{', '.join(TASK_POLICIES)}; transforms: "
                                f"{', '.join(sorted(_REGISTRY))}; or a .yaml/.json file.")
     raise TypeError(f"policy must be a Policy, a transform, a name or a file path, got "
                     f"{type(policy).__name__}")

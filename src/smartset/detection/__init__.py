@@ -37,7 +37,7 @@ _EXPORTS = {
                                  "brightness_condition", "baseline_detector", "detect_images"],
     "smartset.detection.draw": ["draw_targets"],
     "smartset.detection.audit": ["audit_annotations", "AnnotationAudit"],
-    "smartset.detection.augment": ["TASK_POLICIES", "task_policy", "targets_for",
+    "smartset.detection.augment": ["TASK_POLICIES", "targets_for",
                                    "preview_targets", "expand_version"],
 }
 

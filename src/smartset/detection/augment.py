@@ -7,7 +7,8 @@ as label, one mask channel per object), and moved targets back into annotations:
 clipped to the image (dropped below ``min_visibility`` of its area), a mask re-encoded as
 RLE with its box recomputed from the moved pixels.
 
-Task policies (specs for :func:`smartset.augment.policy_from_spec`):
+Task policies (:data:`smartset.augment.TASK_POLICIES`, taken by name wherever a policy is,
+``smartset augment run`` included):
 
 - ``whale-scale``: scale down and up (0.5x to 2x) with flips: the whale study's key to
   generalising from high to low resolution (aerial to satellite);
@@ -26,38 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from smartset._atomic import atomic_path
+from smartset.augment.policy import TASK_POLICIES, resolve_policy
 from smartset.detection import _rle
 from smartset.detection._model import Annotation
 from smartset.errors import VersionError
 
-__all__ = ["TASK_POLICIES", "task_policy", "targets_for", "annotations_from_targets",
+__all__ = ["TASK_POLICIES", "targets_for", "annotations_from_targets",
            "preview_targets", "expand_version"]
-
-TASK_POLICIES = {
-    "whale-scale": {"op": "compose", "name": "whale-scale", "transforms": [
-        {"op": "scale", "factor": [0.5, 2.0]},
-        {"op": "hflip", "p": 0.5}, {"op": "vflip", "p": 0.5}]},
-    "knife-light": {"op": "compose", "name": "knife-light", "transforms": [
-        {"op": "gamma", "gamma": [1.2, 3.0]},
-        {"op": "clahe", "clip_limit": 3.0, "p": 0.5},
-        {"op": "hflip", "p": 0.5}]},
-    "detection-basic": {"op": "compose", "name": "detection-basic", "transforms": [
-        {"op": "rotation", "degrees": 10},
-        {"op": "translation", "fraction": 0.1},
-        {"op": "hflip", "p": 0.5},
-        {"op": "brightness", "factor": 0.2}]},
-}
-
-
-def task_policy(policy):
-    """A policy by task name (:data:`TASK_POLICIES`), or anything
-    :func:`smartset.augment.resolve_policy` takes (named study policies, transforms, files)."""
-    from smartset.augment.policy import policy_from_spec, resolve_policy
-
-    if isinstance(policy, str) and policy in TASK_POLICIES:
-        return policy_from_spec(TASK_POLICIES[policy])
-    return resolve_policy(policy)
-
 
 def targets_for(groups, height: int, width: int, *, min_visibility: float = 0.3):
     """Typed targets for a batch of images of one size: ``groups[i]`` is the annotation
@@ -128,7 +104,7 @@ def preview_targets(ws, *, policy, n: int = 4, k: int = 3, seed: int = 0,
     from smartset.detection.draw import draw_targets
     from smartset.detection.store import annotations
 
-    policy = task_policy(policy)
+    policy = resolve_policy(policy)
     ann = annotations(ws, version)
     if ann.empty:
         raise VersionError("There are no annotations to preview; import some first "
@@ -181,7 +157,7 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
     from smartset.detection.store import add_annotations, annotations, create_version
 
     started = time.perf_counter()
-    policy = task_policy(policy)
+    policy = resolve_policy(policy)
     if isinstance(factor, bool) or int(factor) != factor or factor < 1:
         raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
     factor = int(factor)

@@ -31,7 +31,7 @@ from smartset.detection import _rle
 from smartset.detection._model import Annotation, AnnotationSet
 from smartset.detection.formats_in import read_annotations
 from smartset.detection.validation import _polygon_area, check_paths, validate
-from smartset.errors import LabelError
+from smartset.errors import ConflictError, LabelError
 
 __all__ = ["ImportReport", "import_annotations", "import_set", "annotations", "categories",
            "relabel_box", "delete_box", "add_box", "undo_annotation", "annotation_history",
@@ -330,15 +330,28 @@ def categories(ws) -> dict[int, str]:
 
 # -- changes as events -------------------------------------------------------------------------
 def _current(con, annotation_id: str):
-    row = con.execute("SELECT e.* FROM annotation_events e WHERE e.annotation_id = ? "
-                      "ORDER BY e.id DESC LIMIT 1", (annotation_id,)).fetchone()
+    row = con.execute("SELECT e.*, a.sample_id FROM annotation_events e JOIN annotations a"
+                      " ON a.id = e.annotation_id WHERE e.annotation_id = ?"
+                      " ORDER BY e.id DESC LIMIT 1", (annotation_id,)).fetchone()
     if row is None:
         raise LabelError(f"No annotation {annotation_id!r}. List them with "
                          f"'smartset annotations list'.")
     return row
 
 
-def _append(ws, annotation_ids, change, *, author, reason, origin) -> list[int]:
+def _conflict(aid: str, row, expected, what: str) -> ConflictError:
+    return ConflictError(
+        f"Annotation {aid} was changed since {what} (now {row['category']!r}"
+        f"{', deleted' if row['deleted'] else ''}, event {row['id']} by {row['author']}): "
+        f"look at it again before changing it.", sample_id=row["sample_id"], expected=expected,
+        current={"annotation_id": aid, "category": row["category"],
+                 "deleted": bool(row["deleted"]), "event_id": row["id"],
+                 "author": row["author"], "time": row["time"], "origin": row["origin"],
+                 "reason": row["reason"]})
+
+
+def _append(ws, annotation_ids, change, *, author, reason, origin,
+            expected: dict[str, int] | None = None) -> list[int]:
     ids = [annotation_ids] if isinstance(annotation_ids, str) else list(annotation_ids)
     author = author or _default_author()
     out = []
@@ -346,6 +359,8 @@ def _append(ws, annotation_ids, change, *, author, reason, origin) -> list[int]:
         stamp = now()
         for aid in ids:
             row = dict(_current(con, aid))
+            if expected and aid in expected and expected[aid] != row["id"]:
+                raise _conflict(aid, row, expected[aid], f"event {expected[aid]}")
             row = change(con, row)
             out.append(con.execute(
                 "INSERT INTO annotation_events(annotation_id, category, x, y, w, h,"
@@ -359,8 +374,10 @@ def _append(ws, annotation_ids, change, *, author, reason, origin) -> list[int]:
 
 def relabel_box(ws, annotation_ids: str | Sequence[str], category: str, *,
                 author: str | None = None, reason: str | None = None,
-                origin: str = "api") -> list[int]:
-    """Give annotations a new category: appends one event each (returns their ids)."""
+                origin: str = "api", expected: dict[str, int] | None = None) -> list[int]:
+    """Give annotations a new category: appends one event each (returns their ids).
+    ``expected`` maps annotation ids to the event the change is based on; if a newer one
+    exists, nothing is written and :class:`~smartset.errors.ConflictError` is raised."""
     if not isinstance(category, str) or not category.strip():
         raise LabelError(f"A category must be a non-empty name, got {category!r}.")
 
@@ -374,19 +391,21 @@ def relabel_box(ws, annotation_ids: str | Sequence[str], category: str, *,
         return {**row, "category": category}
 
     return _append(ws, annotation_ids, change, author=author, origin=origin,
-                   reason=reason or f"relabel as {category!r}")
+                   reason=reason or f"relabel as {category!r}", expected=expected)
 
 
 def delete_box(ws, annotation_ids: str | Sequence[str], *, author: str | None = None,
-               reason: str | None = None, origin: str = "api") -> list[int]:
-    """Delete annotations: appends a deleting event each (undo with :func:`undo_annotation`)."""
+               reason: str | None = None, origin: str = "api",
+               expected: dict[str, int] | None = None) -> list[int]:
+    """Delete annotations: appends a deleting event each (undo with :func:`undo_annotation`;
+    ``expected`` as for :func:`relabel_box`)."""
     def change(con, row):
         if row["deleted"]:
             raise LabelError(f"Annotation {row['annotation_id']} is deleted already.")
         return {**row, "deleted": 1}
 
     return _append(ws, annotation_ids, change, author=author, origin=origin,
-                   reason=reason or "delete")
+                   reason=reason or "delete", expected=expected)
 
 
 def undo_annotation(ws, event_id: int, *, author: str | None = None,
@@ -400,8 +419,8 @@ def undo_annotation(ws, event_id: int, *, author: str | None = None,
 
     def change(con, row):
         if row["id"] != event_id:
-            raise LabelError(f"Event {event_id} is not the newest of annotation "
-                             f"{event['annotation_id']} (event {row['id']} is): undo that first.")
+            raise _conflict(event["annotation_id"], row, event_id,
+                            f"event {event_id}: it is not the newest; undo that first")
         before = con.execute("SELECT * FROM annotation_events WHERE annotation_id = ? AND id < ?"
                              " ORDER BY id DESC LIMIT 1", (event["annotation_id"], event_id)
                              ).fetchone()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as _dt
 import unicodedata
 
-from smartset.errors import ConflictError, LabelError
+from smartset.errors import LabelError
 from smartset.review.queues import CLASS_ORIGIN, REVIEW_ORIGIN
 
-__all__ = ["decide", "undo_events", "merge_classes", "export_version", "check_label",
-           "DECISIONS", "UNSET"]
+__all__ = ["decide", "decide_box", "undo_events", "merge_classes", "export_version",
+           "check_label", "DECISIONS", "BOX_DECISIONS", "UNSET"]
 
 DECISIONS = ("label", "accept", "exclude", "include", "multi_label", "duplicate_of", "unmark")
+BOX_DECISIONS = ("relabel", "delete")
 MAX_LABEL = 200
 
 
@@ -134,53 +135,59 @@ def decide(ws, action: str, sample_id: str, *, queue: str, author: str | None = 
     return {"label_events": [], "mark_events": events, "message": f"{sample_id}: {what}"}
 
 
+def decide_box(ws, action: str, annotation_id: str, *, queue: str,
+               author: str | None = None, category: str | None = None,
+               expected_event: int | None = None, note: str | None = None) -> dict:
+    """Relabel (``category``) or delete one detection box or mask, as an annotation event
+    of origin ``review``. ``expected_event`` is the annotation event the decision is based
+    on; if a newer one exists, nothing is written and :class:`ConflictError` is raised.
+
+    Returns ``{"annotation_events": [...], "sample_id": str, "message": str}``."""
+    from smartset.detection.store import delete_box, relabel_box
+
+    if action not in BOX_DECISIONS:
+        raise LabelError(f"Unknown box decision {action!r}; box decisions: "
+                         f"{', '.join(BOX_DECISIONS)}.")
+    rows = ws.catalog.query(
+        "SELECT a.sample_id, e.category FROM annotations a JOIN annotation_events e"
+        " ON e.annotation_id = a.id WHERE a.id = ? ORDER BY e.id DESC LIMIT 1", (annotation_id,))
+    if not rows:
+        raise LabelError(f"No annotation {annotation_id!r}: it may come from another "
+                         f"workspace; reload the page.")
+    sample_id, old = rows[0]
+    expected = None if expected_event is None else {annotation_id: int(expected_event)}
+    common = {"author": author, "origin": REVIEW_ORIGIN, "expected": expected}
+    if action == "relabel":
+        new = check_label(category)
+        what = f"box {annotation_id}: {old!r} -> {new!r}"
+        events = relabel_box(ws, annotation_id, new, reason=_reason(queue, what, note), **common)
+    else:
+        what = f"box {annotation_id} ({old!r}) deleted"
+        events = delete_box(ws, annotation_id, reason=_reason(queue, what, note), **common)
+    return {"annotation_events": events, "sample_id": sample_id,
+            "message": f"{sample_id}: {what}"}
+
+
 def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = (),
-                queue: str | None, author: str | None = None) -> dict:
+                annotation_events: list[int] = (), queue: str | None,
+                author: str | None = None) -> dict:
     """Revert events (newest first), each by an appended event. An event that is no longer
-    the newest of its sample raises :class:`ConflictError` (nothing more is reverted)."""
-    reverted_labels, reverted_marks = [], []
-    for event_id in sorted(label_events, reverse=True):
-        rows = ws.catalog.query("SELECT sample_id FROM label_events WHERE id = ?", (event_id,))
-        if not rows:
-            raise LabelError(f"No label event {event_id}.")
-        try:
-            reverted_labels.append(ws.undo(event_id, author=author,
-                                           reason=_reason(queue, f"undo event {event_id}", None)))
-        except LabelError:
-            sid = rows[0][0]
-            newest = ws.catalog.query("SELECT * FROM label_events WHERE sample_id = ? ORDER BY"
-                                      " id DESC LIMIT 1", (sid,))[0]
-            if newest["id"] == event_id:
-                raise
-            raise ConflictError(
-                f"Cannot undo: sample {sid} was changed after your decision (now "
-                f"{newest['label']!r}, event {newest['id']} by {newest['author']}). Nothing "
-                f"more was undone; relabel it directly if needed.", sample_id=sid,
-                expected=event_id,
-                current={"label": newest["label"], "event_id": newest["id"],
-                         "author": newest["author"], "time": newest["time"],
-                         "origin": newest["origin"], "reason": newest["reason"]}) from None
-    for mark_id in sorted(mark_events, reverse=True):
-        rows = ws.catalog.query("SELECT sample_id, kind FROM sample_marks WHERE id = ?", (mark_id,))
-        if not rows:
-            raise LabelError(f"No mark event {mark_id}.")
-        try:
-            reverted_marks.append(ws.undo_mark(mark_id, author=author,
-                                               reason=_reason(queue, f"undo mark {mark_id}", None)))
-        except LabelError:
-            sid, kind = rows[0]
-            newest = ws.catalog.query("SELECT * FROM sample_marks WHERE sample_id = ? AND kind = ?"
-                                      " ORDER BY id DESC LIMIT 1", (sid, kind))[0]
-            if newest["id"] == mark_id:
-                raise
-            raise ConflictError(
-                f"Cannot undo: mark {kind!r} of sample {sid} was changed after your decision "
-                f"(mark event {newest['id']} by {newest['author']}). Nothing more was undone.",
-                sample_id=sid, expected=mark_id,
-                current={"kind": kind, "mark_id": newest["id"], "active": bool(newest["active"]),
-                         "author": newest["author"], "time": newest["time"]}) from None
+    the newest of its sample (or annotation) raises :class:`ConflictError`; what was
+    reverted before it stays reverted, nothing after it is."""
+    from smartset.detection.store import undo_annotation
+
+    reverted_labels = [ws.undo(event_id, author=author,
+                               reason=_reason(queue, f"undo event {event_id}", None))
+                       for event_id in sorted(label_events, reverse=True)]
+    reverted_marks = [ws.undo_mark(mark_id, author=author,
+                                   reason=_reason(queue, f"undo mark {mark_id}", None))
+                      for mark_id in sorted(mark_events, reverse=True)]
+    reverted_boxes = [undo_annotation(ws, event_id, author=author,
+                                      reason=_reason(queue, f"undo box event {event_id}", None))
+                      for event_id in sorted(annotation_events, reverse=True)]
+    total = len(reverted_labels) + len(reverted_marks) + len(reverted_boxes)
     return {"label_events": reverted_labels, "mark_events": reverted_marks,
-            "message": f"undone: {len(reverted_labels) + len(reverted_marks)} event(s)"}
+            "annotation_events": reverted_boxes, "message": f"undone: {total} event(s)"}
 
 
 def merge_classes(ws, sources: list[str], into: str, *, queue: str | None,

@@ -19,7 +19,10 @@ session token, see :mod:`smartset.review._http`):
 ``POST /api/decisions``                     one decision (label, accept, exclude, include,
                                             multi_label, duplicate_of, unmark) with the
                                             version it is based on
-``POST /api/undo``                          revert decisions' events
+``GET  /api/annotations/{id}/mask``         an RLE mask as a transparent PNG (focus view)
+``POST /api/boxes``                         relabel or delete a detection box (or mask),
+                                            with the annotation event it is based on
+``POST /api/undo``                          revert decisions' events (labels, marks, boxes)
 ``POST /api/classes/merge``                 ``{"sources": [...], "into": C}``
 ``POST /api/classes/rename``                ``{"old": A, "new": B}``
 ``POST /api/plans/decide``                  accept or reject a cleaning-plan item
@@ -52,7 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from smartset.errors import ConflictError, SmartsetError
 from smartset.review import actions, plans
 from smartset.review._http import Guard, error_body
-from smartset.review.details import FocusData, sample_states
+from smartset.review.details import FocusData, mask_png, sample_overlays, sample_states
 from smartset.review.keys import KEYS, class_keys
 from smartset.review.queues import QueueNotFoundError, list_queues, queue
 
@@ -70,6 +73,8 @@ _STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; cha
 
 SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128,
                                             pattern=r"^[A-Za-z0-9_.:-]+$")]
+AnnotationId = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                                pattern=r"^[A-Za-z0-9_.:-]+$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 Author = Annotated[str, StringConstraints(min_length=1, max_length=100,
@@ -98,6 +103,16 @@ class DecisionRequest(_Body):
     note: str | None = Field(default=None, max_length=500)
 
 
+class BoxDecisionRequest(_Body):
+    action: Literal[actions.BOX_DECISIONS]  # type: ignore[valid-type]
+    annotation_id: AnnotationId
+    queue: QueueName
+    category: Label | None = None
+    expected_event: int | None = None
+    author: Author | None = None
+    note: str | None = Field(default=None, max_length=500)
+
+
 class PlanRef(_Body):
     name: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     item: Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -106,6 +121,7 @@ class PlanRef(_Body):
 class UndoRequest(_Body):
     label_events: list[int] = Field(default_factory=list, max_length=100_000)
     mark_events: list[int] = Field(default_factory=list, max_length=100_000)
+    annotation_events: list[int] = Field(default_factory=list, max_length=100_000)
     queue: QueueName
     plan: PlanRef | None = None
     author: Author | None = None
@@ -344,6 +360,8 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
 
         return _json({"workspace": store.path.name, "workspace_path": str(store.path),
                 "author": store.author, "classes": classes_with_keys(),
+                "box_categories": [r[0] for r in store.reader.catalog.query(
+                    "SELECT name FROM annotation_categories ORDER BY number")],
                 "keys": [{"keys": k, "does": d} for k, d in KEYS],
                 "limits": {"max_body": max_body, "items": 1000},
                 "smartset": __version__})
@@ -396,6 +414,14 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
                         headers={"cache-control": "private, max-age=86400",
                                  "content-disposition": "inline"})
 
+    @app.get("/api/annotations/{annotation_id}/mask")
+    def mask(annotation_id: Annotated[AnnotationId, PathParam()]):
+        data = mask_png(store.reader, annotation_id)
+        if data is None:
+            raise StarletteHTTPException(404, f"Annotation {annotation_id!r} has no mask.")
+        return Response(data, media_type="image/png",
+                        headers={"cache-control": "private, max-age=3600"})
+
     # -- writes -------------------------------------------------------------------------
     @app.post("/api/decisions")
     def decision(request: DecisionRequest):
@@ -408,14 +434,26 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
             expected_mark=request.expected_mark if "expected_mark" in given else actions.UNSET)
         return _json({**result, "sample": state_of(request.sample_id)})
 
+    @app.post("/api/boxes")
+    def box_decision(request: BoxDecisionRequest):
+        result = store.write(actions.decide_box, request.action, request.annotation_id,
+                             queue=request.queue, author=who(request.author),
+                             category=request.category, expected_event=request.expected_event,
+                             note=request.note)
+        sample_id = result["sample_id"]
+        return _json({**result, "sample": state_of(sample_id),
+                      "overlays": sample_overlays(store.reader, sample_id)})
+
     @app.post("/api/undo")
     def undo(request: UndoRequest):
         result = store.write(actions.undo_events, label_events=request.label_events,
-                             mark_events=request.mark_events, queue=request.queue,
+                             mark_events=request.mark_events,
+                             annotation_events=request.annotation_events, queue=request.queue,
                              author=who(request.author))
         if request.plan is not None:
             store.write(plans.forget_decision, request.plan.name, request.plan.item)
-        ids = _event_samples(store.reader, request.label_events, request.mark_events)
+        ids = _event_samples(store.reader, request.label_events, request.mark_events,
+                             request.annotation_events)
         return {**result, "samples": sample_states(store.reader, ids[:1000]),
                 "classes": classes_with_keys()}
 
@@ -446,14 +484,17 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
     return app
 
 
-def _event_samples(ws, label_events, mark_events) -> list[str]:
+def _event_samples(ws, label_events, mark_events, annotation_events=()) -> list[str]:
     ids: list[str] = []
-    for table, events in (("label_events", list(label_events)),
-                          ("sample_marks", list(mark_events))):
+    for source, events in (("label_events t", list(label_events)),
+                           ("sample_marks t", list(mark_events)),
+                           ("annotation_events e JOIN annotations t ON t.id = e.annotation_id",
+                            list(annotation_events))):
+        key = "e.id" if source.startswith("annotation") else "t.id"
         for start in range(0, len(events), 500):
             chunk = events[start:start + 500]
             ids += [r[0] for r in ws.catalog.query(
-                f"SELECT DISTINCT sample_id FROM {table} WHERE id IN "
+                f"SELECT DISTINCT t.sample_id FROM {source} WHERE {key} IN "
                 f"({', '.join('?' * len(chunk))})", tuple(chunk))]
     return list(dict.fromkeys(ids))
 

@@ -1,6 +1,7 @@
 """What the review app shows about samples: the grid's per-sample state, and the focus
 view's model predictions, nearest neighbours (own class and other classes), lineage of
-augmented samples, audit findings, label issues and history.
+augmented samples, audit findings, label issues and history, and the detection boxes and
+masks drawn over the image.
 
 Read-only: every function reads on its own connections, from any thread.
 """
@@ -14,9 +15,10 @@ import numpy as np
 
 from smartset.review.queues import reviewed_ids
 
-__all__ = ["sample_states", "FocusData", "MARK_KINDS"]
+__all__ = ["sample_states", "sample_overlays", "mask_png", "FocusData", "MARK_KINDS"]
 
 MARK_KINDS = ("exclude", "multi_label", "duplicate_of")
+MAX_OVERLAYS = 500
 _CHUNK = 500
 
 
@@ -68,6 +70,60 @@ def sample_states(ws, sample_ids: list[str]) -> dict[str, dict]:
     for sid in reviewed_ids(ws.catalog, list(states)):
         states[sid]["reviewed"] = True
     return states
+
+
+def sample_overlays(ws, sample_id: str) -> list[dict]:
+    """The current (not deleted) annotations of ``sample_id`` as the focus view draws them:
+    ``annotation_id``, ``event_id`` (its version, for conflict checks), ``kind`` (box,
+    polygon, mask), ``category``, ``colour`` (``#rrggbb``, the same per category everywhere),
+    ``bbox`` ``[x, y, w, h]`` in pixels, ``polygons`` (for polygons), ``mask`` (True: an RLE
+    mask, fetched as a PNG). At most :data:`MAX_OVERLAYS`, largest first."""
+    from smartset.detection.draw import category_colour
+
+    rows = ws.catalog.query(
+        "SELECT a.id, a.kind, e.category, e.x, e.y, e.w, e.h, e.segmentation, e.id AS event_id"
+        " FROM annotations a JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM"
+        " annotation_events WHERE annotation_id = a.id) WHERE a.sample_id = ? AND e.deleted = 0"
+        " ORDER BY e.w * e.h DESC, a.id LIMIT ?", (sample_id, MAX_OVERLAYS))
+    out = []
+    for r in rows:
+        segmentation = json.loads(r["segmentation"]) if r["segmentation"] else None
+        item = {"annotation_id": r["id"], "event_id": r["event_id"], "kind": r["kind"],
+                "category": r["category"],
+                "colour": "#%02x%02x%02x" % category_colour(r["category"]),
+                "bbox": [r["x"], r["y"], r["w"], r["h"]]}
+        if isinstance(segmentation, list):
+            item["polygons"] = segmentation
+        elif isinstance(segmentation, dict):
+            item["mask"] = True
+        out.append(item)
+    return out
+
+
+def mask_png(ws, annotation_id: str, alpha: int = 115) -> bytes | None:
+    """The RLE mask of an annotation as a transparent PNG in its category's colour (None if
+    the annotation is unknown or has no RLE mask)."""
+    import io
+
+    from PIL import Image
+
+    from smartset.detection import _rle
+    from smartset.detection.draw import category_colour
+
+    rows = ws.catalog.query(
+        "SELECT e.category, e.segmentation FROM annotation_events e WHERE e.annotation_id = ?"
+        " ORDER BY e.id DESC LIMIT 1", (annotation_id,))
+    if not rows or not rows[0]["segmentation"]:
+        return None
+    segmentation = json.loads(rows[0]["segmentation"])
+    if not isinstance(segmentation, dict):
+        return None
+    mask = _rle.decode(segmentation).astype(bool)
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[mask] = (*category_colour(rows[0]["category"]), alpha)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
 
 
 class FocusData:
@@ -225,6 +281,9 @@ class FocusData:
                 "label_issues": issues,
                 "duplicate_group": {"group": dup["grp"], "members": group_members}
                 if dup else None,
-                # Detection boxes and masks (issue #9) will fill this; the focus view draws
-                # each overlay on a layer above the image.
-                "overlays": []}
+                "overlays": sample_overlays(self.ws, sample_id),
+                "box_history": [dict(r) for r in query(
+                    "SELECT e.id, e.annotation_id, e.category, e.deleted, e.author, e.time,"
+                    " e.reason, e.origin FROM annotation_events e JOIN annotations a"
+                    " ON a.id = e.annotation_id WHERE a.sample_id = ? ORDER BY e.id DESC"
+                    " LIMIT 30", (sample_id,))]}

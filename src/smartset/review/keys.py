@@ -18,16 +18,20 @@ KEYS: list[tuple[str, str]] = [
     ("u", "undo this tab's last decision"),
     ("→ ↓ j space", "next image (↓: next row in the grid)"),
     ("← ↑ k shift+space", "previous image (↑: previous row)"),
-    ("Enter f", "focus view: large image, predictions, neighbours, lineage"),
-    ("Esc", "back to the grid; cancel"),
+    ("Enter f", "focus view: large image, predictions, neighbours, lineage, boxes"),
+    ("b shift+b", "focus view: select the next / previous detection box (or click it)"),
+    ("1-9 0 (box selected)", "relabel the selected box as the box category beside the key"),
+    ("/ (box selected)", "type a box category (a new one too), Enter to relabel the box"),
+    ("Delete Backspace", "delete the selected box"),
+    ("Esc", "deselect the box; back to the grid; cancel"),
     ("y n", "cleaning plan queue: apply / reject the item"),
     ("/", "type a label (a new class too), Enter to assign"),
     ("?", "show these keys"),
 ]
 
 #: letters with an action of their own, never given to a class
-RESERVED = set("adfjkmnsuxy")
-_FREE = [*"1234567890", *(c for c in "bceghilopqrtvwz" if c not in RESERVED)]
+RESERVED = set("abdfjkmnsuxy")
+_FREE = [*"1234567890", *(c for c in "ceghilopqrtvwz" if c not in RESERVED)]
 
 
 def class_keys(classes: list[str]) -> dict[str, str]:

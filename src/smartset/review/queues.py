@@ -42,21 +42,26 @@ class QueueNotFoundError(SmartsetError, LookupError):
 
 
 def reviewed_ids(catalog, sample_ids: Iterable[str] | None = None) -> set[str]:
-    """Samples with a label or mark event of origin ``review`` that no undo reverted."""
+    """Samples with a label, mark or annotation (box) event of origin ``review`` that no
+    undo reverted."""
     found: set[str] = set()
-    for table in ("label_events", "sample_marks"):
+    tables = {"label_events": "label_events t",
+              "sample_marks": "sample_marks t",
+              "annotation_events": "annotation_events t JOIN annotations a"
+                                   " ON a.id = t.annotation_id"}
+    for table, source in tables.items():
+        sample = "a.sample_id" if table == "annotation_events" else "t.sample_id"
+        select = f"SELECT t.id, {sample} AS sample_id, t.origin, t.reverts FROM {source}"
         if sample_ids is None:
-            rows = catalog.query(f"SELECT id, sample_id, origin, reverts FROM {table} "
-                                 f"WHERE origin IN (?, 'undo')", (REVIEW_ORIGIN,))
+            rows = catalog.query(f"{select} WHERE t.origin IN (?, 'undo')", (REVIEW_ORIGIN,))
         else:
             rows = []
             ids = list(sample_ids)
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 rows += catalog.query(
-                    f"SELECT id, sample_id, origin, reverts FROM {table} WHERE sample_id IN "
-                    f"({', '.join('?' * len(chunk))}) AND origin IN (?, 'undo')",
-                    (*chunk, REVIEW_ORIGIN))
+                    f"{select} WHERE {sample} IN ({', '.join('?' * len(chunk))})"
+                    f" AND t.origin IN (?, 'undo')", (*chunk, REVIEW_ORIGIN))
         reverted = {r["reverts"] for r in rows if r["origin"] == "undo"}
         found.update(r["sample_id"] for r in rows
                      if r["origin"] == REVIEW_ORIGIN and r["id"] not in reverted)

@@ -8,13 +8,13 @@ const S = {
   token: null, author: "", session: null, classes: [], keyToClass: new Map(),
   queues: [], queue: null, entries: [], items: new Map(), cursor: 0, page: -1,
   view: "grid", selected: null, undo: [], mode: null, chain: Promise.resolve(),
-  focusSeq: 0,
+  focusSeq: 0, boxes: [], box: -1, boxSample: null, boxSize: null, boxCategories: [],
 };
 // Measurements the benchmark and the tests read.
 const metrics = { firstPaintMs: null, decisions: [], navigations: [], pending: 0, marks: {} };
 window.smartsetReview = { metrics, state: S };
-// Overlay painters for the focus view: fn(data, svg, img). Detection boxes and masks
-// (issue #9) register here; none are built in yet.
+// Overlay painters for the focus view: fn(data, svg, img). The detection boxes and masks
+// painter is built in (below); others may register here.
 window.smartsetReview.overlays = [];
 
 const $ = (id) => document.getElementById(id);
@@ -487,7 +487,7 @@ function undoLast(started = performance.now()) {
   saveTabState();
   return enqueue(async () => {
     const body = { label_events: step.label_events, mark_events: step.mark_events,
-      queue: S.queue.id };
+      annotation_events: step.annotation_events || [], queue: S.queue.id };
     if (step.plan) body.plan = step.plan;
     const who = author();
     if (who) body.author = who;
@@ -501,6 +501,7 @@ function undoLast(started = performance.now()) {
       }
       setClasses(result.classes);
       renderProgress();
+      if (result.annotation_events.length && S.view === "focus") await showFocus();
       toast(`Undone: ${step.text}`);
     } catch (error) {
       if (error instanceof ApiError && error.status === 409) toast(`Cannot undo: ${error.message}`, true);
@@ -628,7 +629,10 @@ async function showFocus() {
   const info = $("focus-info");
   const img = $("focus-img");
   const svg = $("focus-overlay");
-  svg.replaceChildren();
+  if (!entry || entry.sample_id !== S.boxSample) {  // the same image keeps its boxes until redrawn
+    svg.replaceChildren();
+    S.boxes = []; S.box = -1; S.boxSample = null;
+  }
   if (!entry) { info.replaceChildren(); img.removeAttribute("src"); return; }
   if (!entry.sample_id) {
     img.removeAttribute("src");
@@ -683,16 +687,166 @@ async function showFocus() {
     parts.push(section("Audit findings", table(data.findings.map((f) =>
       [f.kind, f.score == null ? "" : Number(f.score).toFixed(3), f.reason]))));
   }
+  if (data.overlays && data.overlays.length) parts.push(el("section", { id: "box-panel" }));
   const marks = Object.entries(data.marks).map(([k, v]) => `${k}${v === true ? "" : ": " + JSON.stringify(v)}`);
   parts.push(section("Marks", el("p", { text: marks.length ? marks.join("; ") : "none" })));
   parts.push(section("Label history", el("ol", { class: "history" }, ...data.history.map((h) =>
     el("li", {}, el("span", { class: "what", text: h.label == null ? "(no label)" : h.label }),
       ` · ${h.origin} · ${h.author} · ${h.time.slice(0, 16).replace("T", " ")} · event ${h.id}` +
       (h.reason ? ` · ${h.reason}` : ""))))));
+  if (data.box_history && data.box_history.length) {
+    parts.push(section("Box history", el("ol", { class: "history" }, ...data.box_history.map((h) =>
+      el("li", {}, el("span", { class: "what", text: h.deleted ? `(deleted) ${h.category}` : h.category }),
+        ` · box ${h.annotation_id.slice(0, 6)} · ${h.origin} · ${h.author} · ` +
+        `${h.time.slice(0, 16).replace("T", " ")} · event ${h.id}` + (h.reason ? ` · ${h.reason}` : ""))))));
+  }
   info.replaceChildren(...parts);
+  paintBoxes(data);
   for (const paint of window.smartsetReview.overlays) {
     try { paint(data, svg, img); } catch (error) { console.error(error); }
   }
+}
+
+// -- detection boxes and masks ----------------------------------------------------------------
+// Drawn in the image's own pixel coordinates (the SVG's viewBox), so they sit on the image
+// at any display size; a person selects a box (b, or a click) and relabels or deletes it.
+function svgEl(tag, attrs = {}) {
+  // the SVG namespace, read from the overlay element (no URL literal in the page's code)
+  const node = document.createElementNS($("focus-overlay").namespaceURI, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+function maskUrl(annotationId) {
+  return `/api/annotations/${encodeURIComponent(annotationId)}/mask?token=${encodeURIComponent(S.token)}`;
+}
+
+function paintBoxes(data) {
+  const keep = S.boxSample === data.sample_id && S.box >= 0 ? S.boxes[S.box] : null;
+  S.boxes = data.overlays || [];
+  S.boxSample = data.sample_id;
+  S.boxSize = [data.width, data.height];
+  S.box = keep ? S.boxes.findIndex((b) => b.annotation_id === keep.annotation_id) : -1;
+  drawBoxes();
+}
+
+function drawBoxes() {
+  const svg = $("focus-overlay");
+  svg.replaceChildren();
+  const [width, height] = S.boxSize || [0, 0];
+  if (!S.boxes.length || !width || !height) { renderBoxPanel(); return; }
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+  const unit = Math.max(width, height) / 320;  // about 2 screen pixels at 640 wide
+  S.boxes.forEach((b, i) => {
+    const selected = i === S.box;
+    const group = svgEl("g", { class: selected ? "box selected" : "box", "data-index": i,
+      "data-annotation": b.annotation_id, "data-category": b.category });
+    if (b.mask) {
+      group.append(svgEl("image", { href: maskUrl(b.annotation_id), x: 0, y: 0, width, height,
+        preserveAspectRatio: "none" }));
+    }
+    for (const polygon of b.polygons || []) {
+      const points = [];
+      for (let k = 0; k + 1 < polygon.length; k += 2) points.push(`${polygon[k]},${polygon[k + 1]}`);
+      group.append(svgEl("polygon", { points: points.join(" "), fill: b.colour,
+        "fill-opacity": 0.35, stroke: b.colour, "stroke-width": unit * 0.7 }));
+    }
+    const [x, y, w, h] = b.bbox;
+    const rect = svgEl("rect", { x, y, width: w, height: h, fill: "none", stroke: b.colour,
+      "stroke-width": unit * (selected ? 2.2 : 1), "pointer-events": "all" });
+    if (selected) rect.setAttribute("stroke-dasharray", `${unit * 4} ${unit * 2}`);
+    rect.addEventListener("click", () => selectBox(i));
+    group.append(rect);
+    const label = svgEl("text", { x: x + unit, y: y > unit * 9 ? y - unit * 1.5 : y + unit * 8,
+      "font-size": unit * 7, fill: b.colour, stroke: "#000", "stroke-width": unit * 0.35,
+      "paint-order": "stroke", "pointer-events": "none" });
+    label.textContent = `${i + 1} ${b.category}`;
+    group.append(label);
+    const title = svgEl("title");
+    title.textContent = `${b.category} (${b.kind}, ${Math.round(w)}×${Math.round(h)}): click to select`;
+    group.append(title);
+    svg.append(group);
+  });
+  renderBoxPanel();
+}
+
+function renderBoxPanel() {
+  const panel = $("box-panel");
+  if (!panel) return;
+  const rows = S.boxes.map((b, i) => {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = b.colour;  // CSSOM: allowed by the CSP
+    const row = el("tr", { class: i === S.box ? "current" : "", onclick: () => selectBox(i) },
+      el("td", { text: String(i + 1) }), el("td", {}, swatch, b.category),
+      el("td", { text: `${Math.round(b.bbox[2])}×${Math.round(b.bbox[3])}` }),
+      el("td", { text: b.kind }));
+    return row;
+  });
+  const children = [el("h3", { text: `Boxes (${S.boxes.length}) · b selects` }),
+    el("table", { class: "boxes" }, el("tbody", {}, ...rows))];
+  const box = S.boxes[S.box];
+  if (box) {
+    children.push(el("p", { class: "box-help", text: `Box ${S.box + 1} (${box.category}): a ` +
+      "key below relabels it, / types a category, Delete removes it, Esc deselects." }));
+    children.push(el("div", { class: "box-categories" }, ...S.boxCategories.map((name, k) =>
+      el("button", { type: "button", class: name === box.category ? "current" : "",
+        onclick: () => decideBox("relabel", name) },
+      el("kbd", { text: k < 10 ? String((k + 1) % 10) : "·" }), ` ${name}`)),
+      el("button", { type: "button", class: "danger", onclick: () => decideBox("delete") },
+        el("kbd", { text: "Del" }), " delete")));
+  }
+  panel.replaceChildren(...children);
+}
+
+function selectBox(index) {
+  if (!S.boxes.length) { toast("This image has no boxes."); return; }
+  const n = S.boxes.length;
+  S.box = ((index % n) + n) % n;
+  drawBoxes();
+}
+
+function boxCategoryKey(key) {
+  if (!/^[0-9]$/.test(key)) return null;
+  const index = key === "0" ? 9 : Number(key) - 1;
+  return S.boxCategories[index] || null;
+}
+
+function decideBox(action, category, started = performance.now()) {
+  const box = S.boxes[S.box];
+  if (!box) { toast("Select a box first: b, or click it."); return; }
+  const sampleId = S.boxSample;
+  return enqueue(async () => {
+    const body = { action, annotation_id: box.annotation_id, queue: S.queue.id,
+      expected_event: box.event_id };
+    if (category) body.category = category;
+    const who = author();
+    if (who) body.author = who;
+    try {
+      const result = await api("POST", "/api/boxes", body);
+      applyState(result.sample);
+      renderProgress();
+      S.undo.push({ label_events: [], mark_events: [], annotation_events: result.annotation_events,
+        text: result.message });
+      saveTabState();
+      if (category && !S.boxCategories.includes(category)) S.boxCategories.push(category);
+      if (S.boxSample === sampleId) {
+        S.boxes = result.overlays;
+        S.box = action === "delete" ? Math.min(S.box, S.boxes.length - 1)
+          : S.boxes.findIndex((b) => b.annotation_id === box.annotation_id);
+        drawBoxes();
+        if (S.view === "focus") showFocus().catch(fail);  // the box history, in the background
+      }
+      toast(result.message);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 409) {
+        toast(`Conflict: ${error.message}`, true);
+        if (S.view === "focus") await showFocus();
+      } else { throw error; }
+    } finally {
+      metrics.decisions.push(performance.now() - started);
+    }
+  });
 }
 
 // -- help -----------------------------------------------------------------------------------
@@ -725,8 +879,22 @@ function onKey(event) {
     event.preventDefault();
     return;
   }
+  if (S.view === "focus" && S.box >= 0) {
+    const category = boxCategoryKey(key);
+    let handled = true;
+    if (category) decideBox("relabel", category, started);
+    else if (key === "Delete" || key === "Backspace") decideBox("delete", null, started);
+    else if (key === "Escape") { S.box = -1; drawBoxes(); }
+    else if (key === "/") { $("label-input").placeholder = "box category ( / )"; $("label-input").focus(); }
+    else handled = false;
+    if (handled) { event.preventDefault(); return; }
+  }
   const cols = S.view === "grid" ? columns() : 1;
   switch (key) {
+    case "b": case "B":
+      if (S.view !== "focus") { toast("b selects boxes in the focus view (Enter)."); break; }
+      selectBox(S.box < 0 && key === "B" ? -1 : S.box + (key === "B" ? -1 : 1));
+      break;
     case "ArrowRight": case "j": moveCursor(S.cursor + 1); break;
     case "ArrowLeft": case "k": moveCursor(S.cursor - 1); break;
     case "ArrowDown": moveCursor(S.cursor + cols); break;
@@ -785,7 +953,12 @@ function wire() {
     if (!label) return;
     input.value = "";
     input.blur();
-    decide("label", { label });
+    if (S.view === "focus" && S.box >= 0) {
+      input.placeholder = "type a label ( / )";
+      decideBox("relabel", label);
+    } else {
+      decide("label", { label });
+    }
   });
   $("action-buttons").addEventListener("click", (event) => {
     const button = event.target.closest("button");
@@ -818,6 +991,7 @@ async function start() {
     $("author").placeholder = session.author;
     $("author").value = localStorage.getItem("smartset-review-author") || "";
     setClasses(session.classes);
+    S.boxCategories = session.box_categories || [];
     let saved = loadTabState();
     if (saved && saved.workspace !== session.workspace_path) saved = null;
     if (saved) {
