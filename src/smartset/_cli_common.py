@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +23,15 @@ WorkspaceOption = Annotated[Optional[Path], typer.Option(
     "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
     help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+EngineOption = Annotated[Optional[str], typer.Option(
+    envvar="SMARTSET_ENGINE",
+    help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")]
+RayAddressOption = Annotated[Optional[str], typer.Option(
+    envvar="SMARTSET_RAY_ADDRESS",
+    help="With --engine ray: the cluster to join (auto, ray://host:10001); default: a local "
+         "Ray runtime.")]
+WorkersOption = Annotated[Optional[int], typer.Option(
+    min=1, help="Worker processes (default: all cores).")]
 
 
 def print_json(data) -> None:
@@ -54,3 +64,9 @@ def open_workspace(workspace: Path | None):
 
 def show_progress(as_json: bool) -> bool:
     return not as_json and sys.stderr.isatty()
+
+
+def use_ray_address(address: str | None) -> None:
+    """``--ray-address``: the Ray engine reads it from SMARTSET_RAY_ADDRESS."""
+    if address:
+        os.environ["SMARTSET_RAY_ADDRESS"] = address

@@ -8,15 +8,15 @@ do), 2 a usage error, 3 ``--strict`` ingest that met bad files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  out, print_json, show_progress)
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, WorkspaceOption,
+                                  handle_errors, open_workspace, out, print_json, show_progress,
+                                  use_ray_address)
 from smartset.augment._cli import augment_app
 from smartset.detection._cli import annotations_app, detect_app, synth_app
 from smartset.clean._cli import clean_app
@@ -67,7 +67,8 @@ def ingest(
     args: Annotated[list[str], typer.Argument(
         metavar="[WORKSPACE] SOURCE",
         help="The workspace (optional: else -w, $SMARTSET_WORKSPACE or the current folder), "
-             "then a folder, a .csv/.tsv table or a .npz archive.")],
+             "then a folder, a .csv/.tsv table or a .npz archive. A folder may be an fsspec "
+             "URL: file:///data/photos, s3://bucket/photos (pip install s3fs).")],
     workspace: WorkspaceOption = None,
     layout: Annotated[Optional[str], typer.Option(
         help="folders, split-folders, filenames, csv, numpy or unlabeled (default: detected).")] = None,
@@ -82,8 +83,8 @@ def ingest(
     split_column: Annotated[Optional[str], typer.Option(help="Table column of split names.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated names for integer labels of a .npz.")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
-    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(envvar="SMARTSET_RAY_ADDRESS", help="With --engine ray: the cluster to join (auto, ray://host:10001); default: a local Ray runtime.")] = None,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Files per batch, one catalog transaction each (default: about 2 MB of files).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit with code 3 if any file could not be ingested.")] = False,
@@ -93,7 +94,7 @@ def ingest(
     if len(args) > 2:
         raise typer.BadParameter(f"expected [WORKSPACE] SOURCE, got {len(args)} arguments")
     ws = open_workspace(Path(args[0]) if len(args) == 2 else workspace)
-    _use_ray_address(ray_address)
+    use_ray_address(ray_address)
     report = ws.ingest(
         args[-1], layout=layout, pattern=pattern, split=split, root=root, path_column=path_column,
         label_column=label_column, split_column=split_column,
@@ -107,12 +108,6 @@ def ingest(
         _print_ingest(report)
     if strict and report.issues:
         raise typer.Exit(3)
-
-
-def _use_ray_address(address: str | None) -> None:
-    """``--ray-address``: the Ray engine reads it from SMARTSET_RAY_ADDRESS."""
-    if address:
-        os.environ["SMARTSET_RAY_ADDRESS"] = address
 
 
 def _print_ingest(report) -> None:
@@ -216,8 +211,8 @@ def audit(
              "bright, blurry, low_information, odd_size, odd_aspect_ratio, grayscale, near_duplicate.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: WORKSPACE/reports/audit/VERSION).")] = None,
     report: Annotated[bool, typer.Option(help="Write report.html and issues.json.")] = True,
-    engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(envvar="SMARTSET_RAY_ADDRESS", help="With --engine ray: the cluster to join (auto, ray://host:10001); default: a local Ray runtime.")] = None,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: pixel embeddings).")] = None,
     as_json: JsonOption = False,
@@ -235,7 +230,7 @@ def audit(
             raise typer.BadParameter(f"--threshold takes CHECK=NUMBER, got {item!r}") from None
     ws = open_workspace(workspace_arg or workspace)
     try:
-        _use_ray_address(ray_address)
+        use_ray_address(ray_address)
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json),
                            embedding_model=embedding_model)

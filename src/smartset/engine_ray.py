@@ -18,7 +18,10 @@ engine: same function, same batches, same writes, so the same catalog.
   fails the map, and the stage's per-batch transactions keep what was done (a rerun
   completes it, as with the local engine).
 - Files: workers open the paths the catalog holds, so every node must see the data at
-  the same path (a shared file system).
+  the same path (a shared file system), or under a URL every node can reach (an object
+  store through fsspec, :mod:`smartset.storage`; not ``memory://``, which lives in one
+  process). Stages that write files (``augment run``) write into the workspace, which
+  must then be shared too.
 
 Batches travel pickled (one Ray Data row per batch), so any column type a stage returns
 (arrays, None, ragged lists) comes back unchanged.

@@ -17,6 +17,7 @@ __all__ = [
     "LabelError",
     "EmptyDataError",
     "ConflictError",
+    "StorageError",
 ]
 
 
@@ -56,6 +57,10 @@ class ImageDecodeError(SmartsetError, OSError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class StorageError(SmartsetError, OSError):
+    """A URL cannot be read: an unknown scheme, or its fsspec package is not installed."""
 
 
 class VersionError(SmartsetError, KeyError):

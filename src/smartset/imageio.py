@@ -4,6 +4,9 @@
 reads its header, and decodes it fully to prove it is whole. JPEGs are decoded in the DCT
 domain at 1/8 scale (Pillow's ``draft``): every byte of the stream is still read, so
 truncation and corruption are caught, for a fraction of the cost of a full decode.
+
+Paths are local paths or fsspec URLs (:mod:`smartset.storage`); every later stage opens an
+image through :func:`open_image`, the one place that tells the two apart.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from smartset.engine import Batch
-from smartset.errors import ImageDecodeError
+from smartset.errors import ImageDecodeError, StorageError
+from smartset.storage import is_url, read_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
     "ISSUE_REASONS",
     "inspect_files",
+    "open_image",
     "load_image",
     "thumbnail",
 ]
@@ -78,8 +83,9 @@ def _inspect_one(path: str, max_pixels: int) -> dict:
     record = {"sha256": None, "size": None, "format": None, "width": None, "height": None,
               "mode": None, "channels": None, "reason": None, "detail": None}
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_bytes(path)
+    except StorageError:
+        raise  # a missing fsspec package concerns every file: say it once, loudly
     except IsADirectoryError:
         return {**record, "reason": "not_a_file", "detail": "it is a folder"}
     except OSError as error:
@@ -130,10 +136,23 @@ def inspect_files(batch: Batch, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batc
     return out
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """Open (lazily, as ``PIL.Image.open`` does) a local path or an fsspec URL.
+
+    A URL's bytes are read into memory first: Pillow seeks back and forth, which is slow
+    or impossible on a remote stream. Raises what ``PIL.Image.open`` raises
+    (``FileNotFoundError``, ``UnidentifiedImageError``, ``OSError``), and
+    :class:`~smartset.errors.StorageError` for a URL whose scheme cannot be read.
+    """
+    if is_url(path):
+        return Image.open(io.BytesIO(read_bytes(path)))
+    return Image.open(path)
+
+
 def _open_checked(path: str | Path, *, draft_size: int | None = None) -> Image.Image:
     """Open and decode ``path`` (JPEGs at reduced scale when ``draft_size`` is given)."""
     try:
-        image = Image.open(path)
+        image = open_image(path)
         if draft_size is not None and image.format in ("JPEG", "MPO"):
             image.draft("RGB", (draft_size, draft_size))
         image.load()
@@ -141,6 +160,8 @@ def _open_checked(path: str | Path, *, draft_size: int | None = None) -> Image.I
         raise ImageDecodeError(
             f"Image '{path}' does not exist. Was it moved? Re-run 'smartset ingest' to "
             f"mark it missing.", path=str(path), reason="missing_file") from error
+    except StorageError:
+        raise
     except UnidentifiedImageError as error:
         raise ImageDecodeError(
             f"Could not decode '{path}' (not an image). {_FIXES['not_an_image']}",

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from smartset.engine import Batch
+from smartset.imageio import open_image
 
 __all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "RECORD",
            "THUMB_SIDE", "compute_properties"]
@@ -133,7 +134,7 @@ def _embedding(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 def _measure(path: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(path)
+        image = open_image(path)  # a local path or an fsspec URL
         info = {"exif_orientation": None, "jpeg_quality": None, "alpha": 0}
         if image.format in ("JPEG", "MPO"):
             info["jpeg_quality"] = _jpeg_quality(image)

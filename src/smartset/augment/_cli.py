@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  print_json, show_progress)
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, WorkersOption,
+                                  WorkspaceOption, handle_errors, open_workspace, print_json,
+                                  show_progress, use_ray_address)
 from smartset._cli_common import out as console  # `out` is an option of preview
 
 augment_app = typer.Typer(
@@ -32,23 +33,29 @@ def run(
     version: Annotated[Optional[str], typer.Option(
         help="Source version (default: the live catalog's samples, derived ones left out).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Name of the new version (default: SOURCE-POLICY-xFACTOR).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of every random parameter.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of every random parameter.")] = 0,
     constraints: Annotated[Optional[str], typer.Option(
         help="Domain constraints to check the policy against, e.g. digits, ct, physical-units.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per augmentation batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Source images per batch (one task of the engine; the files do not depend on it).")] = 256,
     mode: Annotated[Optional[str], typer.Option(help="Decode images as this Pillow mode (L, RGB; default: as stored).")] = None,
     description: Annotated[Optional[str], typer.Option(help="What the new version is.")] = None,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a new version: the source's samples plus augmented copies, with lineage."""
+    """Write a new version: the source's samples plus augmented copies, with lineage.
+    Every engine writes the same files for the same seed."""
     from smartset.augment.offline import augment_version
 
     ws = open_workspace(workspace)
     show = show_progress(as_json)
+    use_ray_address(ray_address)
     result = augment_version(ws, policy=policy, factor=factor, version=version, name=name,
                              seed=seed, constraints=constraints, batch_size=batch_size,
-                             mode=mode, description=description, show_progress=show)
+                             mode=mode, description=description, engine=engine,
+                             workers=workers, show_progress=show)
     if as_json:
         print_json(result)
         return

@@ -2,6 +2,12 @@
 copy a PNG with lineage to its origin (origin id, policy, every parameter), the way the
 MNIST study grew 60k digits to 300k and 1.5M.
 
+The work per batch (decode, augment, write PNGs) is a batch function,
+:func:`augment_files`, run by an engine (:mod:`smartset.engine`: ``serial``, ``local``,
+``ray``); the driver only registers what the workers wrote. The parameters of copy ``c``
+of sample ``s`` are drawn from a generator seeded by ``(seed, s, c)`` alone, so every
+engine, batch size and worker order writes the same bytes.
+
 Nothing is left half-written: the files go to a new folder first (each written under a
 temporary name, then renamed), and only when all are there are they registered and the
 version made; an error before that removes the folder and leaves the catalog as it was.
@@ -9,10 +15,10 @@ version made; an error before that removes the folder and leaves the catalog as 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +27,16 @@ from PIL import Image
 
 from smartset._atomic import atomic_path
 from smartset._progress import progress_bar
+from smartset._torch import one_thread_in_worker_processes
+from smartset.augment._params import Params
 from smartset.augment.errors import AugmentError, AugmentParameterError
-from smartset.augment.policy import augment, resolve_policy, validate_policy
+from smartset.augment.policy import PolicyParams, resolve_policy, validate_policy
+from smartset.engine import Batch, Engine, batches_of, get_engine
 from smartset.errors import VersionError
 from smartset.imageio import load_image
+from smartset.ingest import add_derived
 
-__all__ = ["augment_version"]
+__all__ = ["augment_version", "augment_files", "sample_rng"]
 
 
 def _default_name(version: str | None, label: str, factor: int) -> str:
@@ -37,19 +47,23 @@ def _default_name(version: str | None, label: str, factor: int) -> str:
 def augment_version(ws, *, policy, factor: int, version: str | None = None,
                     name: str | None = None, seed: int = 0, batch_size: int = 256,
                     constraints=None, mode: str | None = None, description: str | None = None,
-                    include_derived: bool | None = None, workers: int = 2,
-                    show_progress: bool | None = None) -> dict:
+                    include_derived: bool | None = None, engine: str | Engine | None = None,
+                    workers: int | None = None, show_progress: bool | None = None) -> dict:
     """Write version ``name``: the samples of ``version`` (default: the live catalog) plus
     ``factor - 1`` augmented copies of each, so the version holds ``factor`` times as many
     samples (the study's factors: 1, 5, 25).
 
     ``policy``: a named policy (``"rotation-elastic"``), a policy file, a transform or a
     :class:`~smartset.augment.Policy`; ``constraints`` (e.g. ``"digits"``) are checked
-    first. Images are decoded in ``mode`` (Pillow mode; default: each file's own), grouped
-    by size and augmented in batches of ``batch_size`` with parameters drawn from ``seed``
-    (the same seed and batch size give the same files). Copies are written as PNGs under
-    ``WORKSPACE/data/augment-NAME/`` with ``workers`` writer threads, registered with
-    ``stage="augment"`` and each sample's replay record (see
+    first. Images are decoded in ``mode`` (Pillow mode; default: each file's own) and
+    augmented ``batch_size`` samples at a time on ``engine`` (``serial``, ``local``: a
+    process pool of ``workers``, the default; ``ray``: Ray Data; default
+    ``$SMARTSET_ENGINE``), each copy's parameters drawn from ``(seed, sample id, copy)``
+    (``seed``: a whole number >= 0), so the same seed writes the same files whatever the
+    engine and the batch size (a transform's ``same_on_batch`` has no effect here: every
+    copy draws its own). Copies are written as PNGs under ``WORKSPACE/data/augment-NAME/``
+    by the workers (on a cluster the workspace must be on a shared file system), registered
+    with ``stage="augment"`` and each sample's replay record (see
     :func:`smartset.augment.replay`). ``include_derived``: also augment samples that are
     themselves derived (augmented) ones; default: yes for an explicit ``version`` (all its
     members), no for the live catalog (so running twice does not compound). Returns a
@@ -64,6 +78,9 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
                                     f"over the original's: 5 turns 60k into 300k), got {factor!r}.")
     if batch_size < 1:
         raise AugmentParameterError(f"batch_size must be at least 1, got {batch_size}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise AugmentParameterError(f"seed must be a whole number >= 0 (each copy's "
+                                    f"parameters come from seed, sample and copy), got {seed!r}.")
     factor = int(factor)
     if factor > 1 and not policy.leaves():
         raise AugmentParameterError(f"Policy {policy.label!r} changes nothing, so its copies "
@@ -88,29 +105,23 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     registered = False
     try:
         if copies:
-            with progress_bar(len(frame) * copies, "augmenting", enabled=show_progress) as advance, \
-                    ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for batch_no, (ids, images) in enumerate(_batches(frame, mode, batch_size)):
-                    rng = np.random.default_rng([seed, batch_no])
-                    batch = images.repeat_interleave(copies, dim=0)
-                    result = augment(batch, policy, seed=rng)
-                    out = result.output.permute(0, 2, 3, 1).contiguous().numpy()
-                    jobs = []
-                    for row in range(len(out)):
-                        origin, copy = ids[row // copies], row % copies + 1
-                        relpath = f"{origin[:2]}/{origin}-{copy}.png"
-                        record = dict(result.records[row])
-                        record["copy"] = copy
-                        relpaths.append(relpath)
-                        origins.append(origin)
-                        records.append(record)
-                        jobs.append(pool.submit(_write_png, folder / relpath, out[row]))
-                    for job in jobs:
-                        job.result()
-                    advance(len(out))
+            engine = get_engine(engine, workers=workers)
+            batches = batches_of({"id": frame["id"].tolist(), "path": frame["path"].tolist()},
+                                 batch_size)
+            # Started before the progress bar's thread: the local engine forks only while
+            # this process runs a single thread.
+            results = engine.map_batches(augment_files, batches, fn_kwargs={
+                "policy": policy, "copies": copies, "seed": int(seed), "folder": str(folder),
+                "mode": mode})
+            with progress_bar(len(frame) * copies, "augmenting", enabled=show_progress) as advance:
+                for written in results:
+                    relpaths.extend(written["relpath"])
+                    origins.extend(written["origin"])
+                    records.extend(written["record"])
+                    advance(len(written["relpath"]))
             registered = True  # from here on files may be referenced by the catalog
-            new_ids = ws.add_derived_samples(folder, relpaths, origin_ids=origins,
-                                             params=records, stage="augment")
+            new_ids = add_derived(ws.catalog, ws.path, folder, relpaths, origin_ids=origins,
+                                  params=records, stage="augment", engine=engine)
         else:
             new_ids = []
         registered = True
@@ -150,21 +161,60 @@ def _clear_leftovers(ws, folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def _batches(frame, mode: str | None, batch_size: int):
-    """(sample ids, uint8 tensor N x C x H x W) per batch of images of one size."""
-    pending: dict[tuple, tuple[list, list]] = {}
-    for sid, path in zip(frame["id"], frame["path"]):
-        array = load_image(path, mode=mode)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        ids, arrays = pending.setdefault(array.shape, ([], []))
-        ids.append(sid)
-        arrays.append(array)
-        if len(ids) == batch_size:
-            yield ids, _stack(arrays)
-            del pending[array.shape]
-    for ids, arrays in pending.values():
-        yield ids, _stack(arrays)
+def augment_files(batch: Batch, *, policy, copies: int, seed: int, folder: str,
+                  mode: str | None = None) -> Batch:
+    """A batch function (:mod:`smartset.engine`): write ``copies`` augmented PNGs of each
+    image of ``batch`` (columns ``id``: sample ids, ``path``: local paths or fsspec URLs).
+
+    Copy ``c`` (1..copies) of sample ``s`` gets the parameters :func:`sample_rng` ``(seed,
+    s, c)`` draws, so its pixels do not depend on the batch it is in; it is written to
+    ``folder/s[:2]/s-c.png`` (atomically). ``policy``: as for :func:`augment_version`;
+    ``mode``: the Pillow mode to decode to (default: each file's own). Returns one row per
+    copy, sample by sample in input order: ``origin``, ``copy``, ``relpath`` and
+    ``record`` (the replay record, plus ``copy``).
+    """
+    one_thread_in_worker_processes(torch)
+    policy = resolve_policy(policy)
+    arrays = [_as_hwc(load_image(path, mode=mode)) for path in batch["path"]]
+    ids = list(batch["id"])
+    rows: list[dict | None] = [None] * (len(ids) * copies)
+    by_shape: dict[tuple, list[int]] = {}
+    for index, array in enumerate(arrays):
+        by_shape.setdefault(array.shape, []).append(index)
+    for members in by_shape.values():  # one tensor per image size
+        images = _stack([arrays[i] for i in members]).repeat_interleave(copies, dim=0)
+        keys = [(ids[i], copy) for i in members for copy in range(1, copies + 1)]
+        params = _params_per_sample(policy, tuple(images.shape),
+                                    [sample_rng(seed, sid, copy) for sid, copy in keys])
+        output, applied = policy._run(images, params)  # _run: also the resolved parameters
+        pixels = output.permute(0, 2, 3, 1).contiguous().numpy()
+        for k, (index, (sid, copy)) in enumerate(zip(np.repeat(members, copies), keys)):
+            relpath = f"{sid[:2]}/{sid}-{copy}.png"
+            _write_png(Path(folder) / relpath, pixels[k])
+            rows[index * copies + copy - 1] = {"origin": sid, "copy": copy, "relpath": relpath,
+                                               "record": {**applied.record(k), "copy": copy}}
+    return {key: [row[key] for row in rows] for key in ("origin", "copy", "relpath", "record")}
+
+
+def sample_rng(seed: int, sample_id: str, copy: int) -> np.random.Generator:
+    """The generator of copy ``copy`` of sample ``sample_id`` under ``seed``: a function of
+    those three alone (not of batches, engines or workers)."""
+    key = int.from_bytes(hashlib.blake2b(str(sample_id).encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng([int(seed), key, int(copy)])
+
+
+def _params_per_sample(policy, batch_shape: tuple, rngs: list) -> PolicyParams:
+    """Parameters for a batch of ``batch_shape``, sample ``i``'s drawn from ``rngs[i]``
+    alone (slower than one generator for the batch: a draw per sample)."""
+    one = (1, *batch_shape[1:])
+    drawn = [policy.make_params(one, rng) for rng in rngs]
+    steps = len(policy.leaves())
+    return PolicyParams(policy, [Params.concat([d.params[j] for d in drawn])
+                                 for j in range(steps)], len(rngs))
+
+
+def _as_hwc(array: np.ndarray) -> np.ndarray:
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 def _stack(arrays: list[np.ndarray]) -> torch.Tensor:

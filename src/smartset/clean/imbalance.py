@@ -135,12 +135,15 @@ def imbalance_report(labels, *, class_names=None, features=None) -> dict:
 
 def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = None,
                name: str | None = None, target: str | int = "max", seed: int = 0,
-               mode: str | None = None, batch_size: int = 256) -> dict:
+               mode: str | None = None, batch_size: int = 256, engine=None) -> dict:
     """A new version: the samples of ``version`` plus augmented copies of the minority
     classes' samples (``policy``, through :mod:`smartset.augment`), so each class nears
-    ``target``. Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage."""
-    from smartset.augment.offline import _batches, _clear_leftovers, _write_png
-    from smartset.augment.policy import augment, resolve_policy
+    ``target``. Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage, written by
+    :func:`smartset.augment.offline.augment_files` on ``engine`` (each copy's parameters
+    drawn from seed, sample and copy, as offline augmentation does)."""
+    from smartset.augment.offline import _clear_leftovers, augment_files
+    from smartset.augment.policy import resolve_policy
+    from smartset.engine import batches_of, get_engine
 
     started = time.perf_counter()
     policy = resolve_policy(policy)
@@ -161,20 +164,17 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                                   seed=seed)
     relpaths, origins, records = [], [], []
     with ws.catalog.failing_run(run_id):
+        runner = get_engine(engine)
         for c in np.flatnonzero(copies > 0):
             chosen = frame[codes == c]
-            for batch_no, (ids, images) in enumerate(_batches(chosen, mode, batch_size)):
-                rng = np.random.default_rng([seed, int(c), batch_no])
-                result = augment(images.repeat_interleave(int(copies[c]), dim=0), policy,
-                                 seed=rng)
-                out = result.output.permute(0, 2, 3, 1).contiguous().numpy()
-                for row in range(len(out)):
-                    origin, copy = ids[row // copies[c]], row % copies[c] + 1
-                    relpath = f"{origin[:2]}/{origin}-{copy}.png"
-                    _write_png(folder / relpath, out[row])
-                    relpaths.append(relpath)
-                    origins.append(origin)
-                    records.append(dict(result.records[row], copy=int(copy)))
+            batches = batches_of({"id": chosen["id"].tolist(), "path": chosen["path"].tolist()},
+                                 batch_size)
+            for written in runner.map_batches(augment_files, batches, fn_kwargs={
+                    "policy": policy, "copies": int(copies[c]), "seed": int(seed),
+                    "folder": str(folder), "mode": mode}):
+                relpaths.extend(written["relpath"])
+                origins.extend(written["origin"])
+                records.extend(written["record"])
         new_ids = (ws.add_derived_samples(folder, relpaths, origin_ids=origins, params=records,
                                           stage="oversample") if relpaths else [])
         info = ws.create_version(name, sample_ids=list(frame["id"]) + list(new_ids),

@@ -23,7 +23,9 @@ from smartset.errors import SourceError
 from smartset.imageio import DEFAULT_MAX_PIXELS, inspect_files
 from smartset.ingest._numpy import plan_numpy
 from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, SourcePlan, detect_layout, flag_label_variants,
-                                      plan_csv, plan_filenames, plan_folders, plan_unlabeled)
+                                      plan_csv, plan_filenames, plan_folders, plan_unlabeled,
+                                      source_kind)
+from smartset.storage import is_url
 
 __all__ = ["IngestReport", "ingest", "add_derived", "sample_id"]
 
@@ -62,7 +64,7 @@ def sample_id(root_key: str, relpath: str) -> str:
     return hashlib.blake2b(f"{root_key}\0{relpath}".encode(), digest_size=8).hexdigest()
 
 
-def _plan(source: Path, data_dir: Path, *, layout, pattern, split, csv_options, classes,
+def _plan(source: Path | str, data_dir: Path, *, layout, pattern, split, csv_options, classes,
           show_progress) -> SourcePlan:
     if layout is None:
         layout = "filenames" if pattern else detect_layout(source)
@@ -70,9 +72,15 @@ def _plan(source: Path, data_dir: Path, *, layout, pattern, split, csv_options, 
         raise SourceError(f"Unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}.")
     if split is not None and split not in SPLITS:
         raise SourceError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
-    if layout in ("csv", "numpy") and not source.is_file():
+    if layout in ("csv", "numpy") and is_url(source):
+        raise SourceError(f"Layout {layout!r} is read from a local file; '{source}' is a URL. "
+                          f"Copy the {'table' if layout == 'csv' else 'archive'} to a local "
+                          f"path, or ingest a folder URL (folders, split-folders, filenames, "
+                          f"unlabeled).")
+    kind = source_kind(source)
+    if layout in ("csv", "numpy") and kind != "file":
         raise SourceError(f"Layout {layout!r} needs a file, but '{source}' is not one.")
-    if layout not in ("csv", "numpy") and not source.is_dir():
+    if layout not in ("csv", "numpy") and kind != "dir":
         raise SourceError(f"Layout {layout!r} needs a folder, but '{source}' is not one.")
     if layout == "csv":
         return plan_csv(source, split=split, **csv_options)
@@ -86,11 +94,14 @@ def _plan(source: Path, data_dir: Path, *, layout, pattern, split, csv_options, 
     return plan_folders(source, split=split, layout=layout)
 
 
-def _register_root(con, root: Path, workspace: Path) -> tuple[int, str]:
-    try:
-        key, inside = root.relative_to(workspace).as_posix(), 1
-    except ValueError:
-        key, inside = str(root), 0
+def _register_root(con, root: Path | str, workspace: Path) -> tuple[int, str]:
+    if is_url(root):
+        key, inside = root, 0  # the URL as given: never inside the workspace
+    else:
+        try:
+            key, inside = root.relative_to(workspace).as_posix(), 1
+        except ValueError:
+            key, inside = str(root), 0
     row = con.execute("SELECT id FROM roots WHERE path=?", (key,)).fetchone()
     if row:
         return row[0], key
@@ -113,7 +124,8 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
            show_progress: bool | None = None) -> IngestReport:
     """Ingest ``source`` into ``catalog``; see :meth:`smartset.Workspace.ingest`."""
     started = time.perf_counter()
-    source = Path(source).expanduser().resolve()
+    # A URL is stored as given (less a trailing '/'): the catalog's paths are URLs then.
+    source = source.rstrip("/") if is_url(source) else Path(source).expanduser().resolve()
     if pattern is not None and pattern not in FILENAME_PRESETS and "(" not in pattern:
         raise SourceError(f"Label pattern {pattern!r} is neither a preset "
                           f"({', '.join(FILENAME_PRESETS)}) nor a regex with a (?P<label>...) group.")

@@ -1,7 +1,9 @@
 """Turning a source (folder, table, array file) into a plan: which files, which labels.
 
 Planning reads directory entries and file metadata only, never image bytes; the bytes are
-read once, in parallel, by :func:`smartset.imageio.inspect_files`.
+read once, in parallel, by :func:`smartset.imageio.inspect_files`. Folder layouts also
+take an fsspec URL (``file:///data/photos``, ``s3://bucket/photos``): listed through
+fsspec, see :mod:`smartset.storage`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from smartset.errors import ColumnNotFoundError, SourceError
 from smartset.imageio import IMAGE_EXTENSIONS
+from smartset.storage import is_url, list_dir, list_files, path_kind
 
 LAYOUTS = ("folders", "split-folders", "filenames", "csv", "numpy", "unlabeled")
 
@@ -71,7 +75,7 @@ class Issue:
 @dataclass
 class SourcePlan:
     layout: str
-    root: Path
+    root: Path | str  # a local folder, or an fsspec URL
     source: str
     detected: str
     entries: list[Entry] = field(default_factory=list)
@@ -112,13 +116,23 @@ def stat_file(root: str | Path, relpath: str) -> os.stat_result | Issue:
     return info
 
 
+class _UrlStat(NamedTuple):
+    """The two fields of ``os.stat_result`` that planning reads, for a file under a URL."""
+
+    st_size: int
+    st_mtime_ns: int
+
+
 def walk_images(root: str | Path) -> tuple[list[tuple[str, os.stat_result]], list[Issue], Counter]:
-    """Every image file under ``root`` (following symlinks, safe against loops).
+    """Every image file under ``root`` (following symlinks, safe against loops), a local
+    folder or an fsspec URL.
 
     Returns ``(files, issues, ignored)``: files as sorted ``(relpath, stat)`` pairs with
     '/' separators, the issues met on the way, and a count of skipped non-image files by
     extension.
     """
+    if is_url(root):
+        return _walk_url(root)
     files, issues, ignored = [], [], Counter()
     root = os.fspath(root)
     visited = {os.path.realpath(root)}
@@ -159,38 +173,66 @@ def walk_images(root: str | Path) -> tuple[list[tuple[str, os.stat_result]], lis
     return files, issues, ignored
 
 
+def _walk_url(root: str) -> tuple[list[tuple[str, _UrlStat]], list[Issue], Counter]:
+    """:func:`walk_images` for an fsspec URL (object stores have no symlinks to follow)."""
+    files, ignored = [], Counter()
+    for info in list_files(root):
+        extension = os.path.splitext(info.relpath)[1].lower()
+        if extension not in IMAGE_EXTENSIONS:
+            ignored[extension or "(no extension)"] += 1
+            continue
+        files.append((info.relpath, _UrlStat(info.size, info.mtime_ns)))
+    return files, [], ignored
+
+
 # -- folder layouts --------------------------------------------------------------------
 
 def _split_of(name: str) -> str | None:
     return SPLIT_ALIASES.get(name.strip().casefold())
 
 
-def _subdirs(root: Path) -> list[str]:
+def _subdirs_and_files(root: Path | str) -> tuple[list[str], list[str]]:
+    """Names of the (not hidden) folders and of the files directly under ``root``."""
     try:
-        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        if is_url(root):
+            folders, files = list_dir(root)
+        else:
+            entries = list(os.scandir(root))
+            folders = sorted(e.name for e in entries if e.is_dir())
+            files = sorted(e.name for e in entries if not e.is_dir())
     except OSError as error:
-        raise SourceError(f"Cannot list '{root}': {error.strerror}. Check that it exists "
-                          f"and is readable.") from error
+        raise SourceError(f"Cannot list '{root}': {error.strerror or error}. Check that it "
+                          f"exists and is readable.") from error
+    return [name for name in folders if not name.startswith(".")], files
 
 
-def detect_layout(source: Path) -> str:
-    """Name the layout of ``source`` (a folder, a table or an array file)."""
-    if source.is_file():
-        suffix = source.suffix.lower()
+def source_kind(source: Path | str) -> str | None:
+    """``"file"``, ``"dir"`` or None (nothing there) for a local path or an fsspec URL."""
+    if is_url(source):
+        return path_kind(source)
+    return "file" if source.is_file() else "dir" if source.is_dir() else None
+
+
+def detect_layout(source: Path | str) -> str:
+    """Name the layout of ``source`` (a folder, a table or an array file; a folder may
+    be an fsspec URL)."""
+    kind = source_kind(source)
+    if kind == "file":
+        suffix = os.path.splitext(str(source))[1].lower()
         if suffix in (".csv", ".tsv", ".tab", ".txt"):
             return "csv"
         if suffix == ".npz":
             return "numpy"
         raise SourceError(f"Cannot tell how to ingest '{source}': expected a folder, a "
                           f".csv/.tsv table or a .npz array file. Pass --layout to say which.")
-    if not source.is_dir():
+    if kind is None:
         raise SourceError(f"Source '{source}' does not exist. Check the path.")
-    subdirs = _subdirs(source)
+    subdirs, files = _subdirs_and_files(source)
     if subdirs and all(_split_of(name) for name in subdirs):
         return "split-folders"
     if subdirs:
         return "folders"
-    names = [n for n in os.listdir(source) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    names = [n for n in files if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
     pattern = re.compile(FILENAME_PRESETS["prefix"])
     labels = [m.group("label").casefold() for m in map(pattern.match, names) if m]
     # Every name matches, and names repeat: a few classes, not one word per photo.
@@ -199,7 +241,7 @@ def detect_layout(source: Path) -> str:
     return "unlabeled"
 
 
-def plan_folders(root: Path, *, split: str | None, layout: str) -> SourcePlan:
+def plan_folders(root: Path | str, *, split: str | None, layout: str) -> SourcePlan:
     """ImageFolder trees (``class/x.jpg``), with or without ``train/``/``test/`` on top."""
     files, issues, ignored = walk_images(root)
     plan = SourcePlan(layout, root, f"{layout}:{root}", "", issues=issues, ignored=ignored)
@@ -222,7 +264,7 @@ def plan_folders(root: Path, *, split: str | None, layout: str) -> SourcePlan:
     return plan
 
 
-def plan_filenames(root: Path, *, pattern: str, split: str | None) -> SourcePlan:
+def plan_filenames(root: Path | str, *, pattern: str, split: str | None) -> SourcePlan:
     """Labels taken from file names by a regex with a ``label`` group (or a preset name)."""
     regex_text = FILENAME_PRESETS.get(pattern, pattern)
     try:
@@ -251,7 +293,7 @@ def plan_filenames(root: Path, *, pattern: str, split: str | None) -> SourcePlan
     return plan
 
 
-def plan_unlabeled(root: Path, *, split: str | None) -> SourcePlan:
+def plan_unlabeled(root: Path | str, *, split: str | None) -> SourcePlan:
     files, issues, ignored = walk_images(root)
     plan = SourcePlan("unlabeled", root, f"unlabeled:{root}", "", issues=issues, ignored=ignored)
     plan.entries = [Entry(r, i.st_size, i.st_mtime_ns, None, None, split or "unlabeled")

@@ -18,6 +18,7 @@ _EXPORTS = {
     "smartset.learn.estimator": ["ImageClassifier", "ImageRegressor", "load_checkpoint"],
     "smartset.learn.crossval": ["cross_val_predict", "ensemble_proba", "fold_ids",
                                 "EnsembleClassifier"],
+    "smartset.learn.inference": ["predict_batch", "predict_on_engine"],
     "smartset.learn.baselines": ["classification_baselines", "regression_baselines"],
     "smartset.learn.metrics": ["classification_report", "regression_report", "top_losses",
                                "plot_confusion", "misclassified_montage"],

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  out, print_json, show_progress)
+from smartset._cli_common import (JsonOption, RayAddressOption, WorkspaceOption, handle_errors,
+                                  open_workspace, out, print_json, show_progress, use_ray_address)
 
 VersionOption = Annotated[Optional[str], typer.Option(help="Data set version (default: the live catalog).")]
 SizeOption = Annotated[Optional[int], typer.Option(
@@ -131,6 +131,12 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy.")] = None,
     size: SizeOption = None, mode: ModeOption = None, seed: SeedOption = 0,
+    engine: Annotated[Optional[str], typer.Option(
+        envvar="SMARTSET_ENGINE",
+        help="Where the fold models predict their held-out samples: serial, local or ray "
+             "(Ray Data: pip install 'smartset[ray]'); default: in this process. Training "
+             "runs here either way.")] = None,
+    ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Store out-of-fold class probabilities for every labeled sample (for 'smartset clean')."""
@@ -140,9 +146,10 @@ def predict_command(
         raise typer.BadParameter("only --oof predictions are stored by this command; to "
                                  "predict with a trained model use 'smartset evaluate'.")
     ws = open_workspace(workspace)
+    use_ray_address(ray_address)
     result = predict_oof(ws, version, model=model, folds=folds, size=size, mode=mode,
-                         seed=seed, progress=show_progress(as_json), epochs=epochs,
-                         batch_size=batch_size, augment=augment)
+                         seed=seed, engine=engine, progress=show_progress(as_json),
+                         epochs=epochs, batch_size=batch_size, augment=augment)
     if as_json:
         print_json(result)
         return

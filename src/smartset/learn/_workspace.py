@@ -179,13 +179,16 @@ def train(ws, version: str | None = None, *, model: str = "lenet", size=None,
 
 def predict_oof(ws, version: str | None = None, *, model: str = "small_cnn", folds: int = 5,
                 size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
-                progress: bool | None = None, **options) -> dict:
+                engine=None, progress: bool | None = None, **options) -> dict:
     """Out-of-fold class probabilities for every labeled sample of ``version``.
 
     Each sample is predicted by the fold model that did not train on it; folds are
     stratified and keep duplicate groups together (a copy in the training folds would leak
     its label). Probabilities are stored (kind ``oof``) with the run; the fold models'
-    features are stored as an artifact (:func:`read_oof_features`).
+    features are stored as an artifact (:func:`read_oof_features`). Training runs here;
+    ``engine`` (``serial``, ``local``, ``ray``; default None: here, on the model in memory)
+    runs the held-out predictions as batch inference, each fold model saved as
+    ``models/run-N/fold-K.pt`` and loaded once per worker.
     """
     data = load_version(ws, version, size=size, mode=mode, fit=fit, progress=progress)
     if data.targets is not None:
@@ -201,14 +204,15 @@ def predict_oof(ws, version: str | None = None, *, model: str = "small_cnn", fol
     with ws.catalog.failing_run(run_id):
         from smartset.learn.crossval import cross_val_predict
 
+        out_dir = run_dir(ws, run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
         probs, features = cross_val_predict(data.images, codes, model=model, folds=folds,
                                             seed=seed, fold=fold, return_features=True,
                                             classes=list(range(len(classes))),
+                                            engine=engine, checkpoint_dir=out_dir,
                                             progress=progress, **options)
         write_predictions(ws.catalog, run_id, data.ids.tolist(), kind="oof", classes=classes,
                           probs=probs, labels=data.labels.tolist(), folds=fold)
-        out_dir = run_dir(ws, run_id)
-        out_dir.mkdir(parents=True, exist_ok=True)
         features_path = out_dir / "oof_features.npz"
         np.savez(features_path, ids=data.ids.astype(str), features=features)
         with ws.catalog.write() as con:

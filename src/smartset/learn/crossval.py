@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from smartset.engine import get_engine
 from smartset.learn._arrays import encode_labels
 from smartset.learn.errors import LearnError
 from smartset.learn.estimator import ImageClassifier
+from smartset.learn.inference import predict_on_engine
 
 __all__ = ["cross_val_predict", "fold_ids", "ensemble_proba", "EnsembleClassifier"]
 
@@ -34,7 +38,7 @@ def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
 def cross_val_predict(images, labels, *, model: str = "small_cnn", folds: int = 5,
                       epochs: int = 8, seed: int = 0, classes: Sequence | None = None,
                       return_features: bool = False, fold: np.ndarray | None = None,
-                      **options):
+                      engine=None, checkpoint_dir: str | Path | None = None, **options):
     """Out-of-fold class probabilities: each sample predicted by a model that did not see it.
 
     Parameters
@@ -47,6 +51,13 @@ def cross_val_predict(images, labels, *, model: str = "small_cnn", folds: int = 
     seed : seeds the folds and every fold's training.
     return_features : also return each sample's backbone features ``(N, d)`` from the fold
         model that did not see it: an embedding for kNN-based cleaning.
+    engine : where the held-out samples are predicted (training is always here). None:
+        in this process, by the fold model in memory. An engine name (``serial``,
+        ``local``, ``ray``) or instance: each fold model is saved to
+        ``checkpoint_dir/fold-K.pt`` (default: a temporary folder) and applied by
+        :func:`smartset.learn.inference.predict_batch` on the engine's workers (on CPU;
+        on a cluster, ``checkpoint_dir`` must be on a file system every node sees).
+        Every engine gives the same probabilities to float rounding.
 
     Returns
     -------
@@ -58,17 +69,28 @@ def cross_val_predict(images, labels, *, model: str = "small_cnn", folds: int = 
     images = np.asarray(images)
     probs = np.zeros((len(codes), len(classes)), dtype=np.float32)
     features = None
-    for k in np.unique(fold):
-        held = fold == k
-        estimator = ImageClassifier(model, epochs=epochs, seed=seed + int(k), **options)
-        estimator._fixed_classes = list(range(len(classes)))
-        estimator.fit(images[~held], codes[~held])
-        probs[held] = estimator.predict_proba(images[held])
-        if return_features:
-            block = estimator.transform(images[held])
-            if features is None:
-                features = np.zeros((len(codes), block.shape[1]), dtype=np.float32)
-            features[held] = block
+    runner = None if engine is None else get_engine(engine)
+    with tempfile.TemporaryDirectory(prefix="smartset-folds-") as scratch:
+        for k in np.unique(fold):
+            held = fold == k
+            estimator = ImageClassifier(model, epochs=epochs, seed=seed + int(k), **options)
+            estimator._fixed_classes = list(range(len(classes)))
+            estimator.fit(images[~held], codes[~held])
+            if runner is None:
+                probs[held] = estimator.predict_proba(images[held])
+                block = estimator.transform(images[held]) if return_features else None
+            else:
+                checkpoint = estimator.save(Path(checkpoint_dir or scratch) / f"fold-{int(k)}.pt")
+                # Worker processes cannot share this process's CUDA context: they use the CPU.
+                device = str(estimator._device_of()) if runner.name == "serial" else "cpu"
+                predicted = predict_on_engine(checkpoint, images[held], engine=runner,
+                                              features=return_features, device=device)
+                probs[held] = predicted["probs"]
+                block = predicted.get("features")
+            if block is not None:
+                if features is None:
+                    features = np.zeros((len(codes), block.shape[1]), dtype=np.float32)
+                features[held] = block
     return (probs, features) if return_features else probs
 
 

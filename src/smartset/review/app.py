@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smartset.errors import ConflictError, SmartsetError
+from smartset.storage import is_url, read_bytes
 from smartset.review import actions, plans
 from smartset.review._http import Guard, error_body
 from smartset.review.details import FocusData, mask_png, sample_overlays, sample_states
@@ -296,9 +297,9 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         if not rows:
             raise StarletteHTTPException(404, f"No sample {sample_id!r} in the catalog.")
         row = rows[0]
-        root = store.path / row["root"] if row["in_workspace"] else Path(row["root"])
-        file = root / row["relpath"]
-        if row["status"] != "ok" or not file.is_file():
+        root = str(store.path / row["root"]) if row["in_workspace"] else row["root"]
+        file = os.path.join(root, row["relpath"])  # a local path or an fsspec URL
+        if row["status"] != "ok" or not (is_url(file) or os.path.isfile(file)):
             state = row["status"] if row["status"] != "ok" else "missing"
             raise StarletteHTTPException(404, f"The image of sample {sample_id} is {state}.")
         return row, file
@@ -407,7 +408,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         row, file = sample_file(sample_id)
         media = _WEB_FORMATS.get(str(row["format"]).upper())
         if media and row["size"] <= _MAX_RAW_BYTES:
-            data = file.read_bytes()
+            data = read_bytes(file)
         else:
             data, media = thumb_bytes(sample_id, FOCUS_SIZE), "image/jpeg"
         return Response(data, media_type=media,
