@@ -269,3 +269,57 @@ def test_noise_count_estimate_follows_class_conditional_noise():
     found = clean.consensus(noisy, probs, features=x)
     assert _prf(found.is_issue, flip)[1] >= 0.8
     assert (found.suggested[flip & found.is_issue] == 0).all()
+
+
+def _learned_noise(seed=3, rate=0.35, n_per=300, spread=3.0):
+    """Class-conditional noise (0 -> 1 and 2 -> 3 at ``rate``) and probabilities from a model
+    that learned it: ``P(given | x) = P(true | x) T``, as a network trained on the noisy
+    labels reports."""
+    rng = np.random.default_rng(seed)
+    x, true, _, _, _ = _blobs(n_per=n_per, noise=0.0, spread=spread, seed=seed)
+    transition = np.eye(4)
+    for src, dst in ((0, 1), (2, 3)):
+        transition[src, src], transition[src, dst] = 1 - rate, rate
+    noisy = true.copy()
+    for src, dst in ((0, 1), (2, 3)):
+        chosen = (true == src) & (rng.random(len(true)) < rate)
+        noisy[chosen] = dst
+    means = np.stack([x[true == c].mean(axis=0) for c in range(4)])
+    logits = -0.5 * ((x[:, None, :] - means[None]) ** 2).sum(axis=2) / 2.0
+    p_true = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p_true /= p_true.sum(axis=1, keepdims=True)
+    return x, true, noisy, noisy != true, p_true @ transition, transition
+
+
+def test_noise_correction_and_per_class_cut_undo_class_conditional_noise():
+    x, true, noisy, flip, probs, transition = _learned_noise()
+    corrected, estimated = clean.noise_corrected(noisy, probs)
+    assert np.allclose(corrected.sum(axis=1), 1.0)
+    # the noise is found where it is (the confident joint underestimates its size)
+    assert estimated[0, 1] > 0.15 and estimated[2, 3] > 0.15
+    off = estimated - np.diag(np.diag(estimated))
+    off[0, 1] = off[2, 3] = 0.0
+    assert np.abs(off).max() < 0.05 and np.all(estimated[[1, 3], [1, 3]] > 0.95)
+    rows = np.arange(len(noisy))
+    # a flipped 0 labeled 1 gets less support for '1' once the learned noise is undone
+    assert np.median(corrected[rows, noisy][flip]) < np.median(probs[rows, noisy][flip])
+
+    plain = clean.consensus(noisy, probs, features=x, correct_noise=False, cut="simulated")
+    found = clean.consensus(noisy, probs, features=x)
+    assert found.params["cut_used"] == "per_class"
+    counts = np.array(found.params["class_counts"])
+    assert counts[[0, 2]].sum() <= 0.1 * flip.sum()  # the clean classes are left alone
+    assert abs(counts[[1, 3]].sum() - flip.sum()) <= 0.25 * flip.sum()
+    f1 = lambda m: 2 * (m & flip).sum() / (m.sum() + flip.sum())  # noqa: E731
+    assert f1(found.is_issue) > f1(plain.is_issue) + 0.03, (f1(found.is_issue), f1(plain.is_issue))
+    assert (found.suggested[found.is_issue & flip] == true[found.is_issue & flip]).mean() > 0.9
+
+
+def test_uniform_noise_keeps_one_global_cut():
+    x, true, noisy, flip, probs = _blobs(n_per=300, noise=0.1, seed=5)
+    found = clean.consensus(noisy, probs, features=x)
+    assert found.params["cut_used"] == "simulated" and found.params["class_counts"] is None
+    assert not clean.class_conditional(noisy, np.bincount(noisy[flip], minlength=4))
+    assert clean.class_conditional(noisy, np.array([0, 60, 0, 70]))
+    with pytest.raises(CleanInputError, match="cut"):
+        clean.consensus(noisy, probs, cut="sideways")

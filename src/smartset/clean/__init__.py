@@ -23,8 +23,9 @@ from smartset.clean._validation import CleanInputError, CleanWarning, InSampleWa
 from smartset.clean.ambiguity import Ambiguity, find_ambiguous
 from smartset.clean.confident import (confident_joint, confident_learning, confident_thresholds,
                                       label_quality, noise_matrix, num_label_issues)
-from smartset.clean.consensus import (DETECTORS, Consensus, available_detectors, consensus,
-                                      estimate_noise_count, find_label_issues, register_detector)
+from smartset.clean.consensus import (DETECTORS, Consensus, available_detectors,
+                                      class_conditional, consensus, estimate_noise_count,
+                                      find_label_issues, noise_corrected, register_detector)
 from smartset.clean.imbalance import (class_weights, imbalance_report, oversample,
                                       oversampling_copies, undersample)
 from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_posterior,
@@ -37,7 +38,8 @@ from smartset.clean.reduction import (condensed_nearest_neighbour,
                                       stratified_subset)
 
 __all__ = [
-    "find_label_issues", "consensus", "Consensus", "estimate_noise_count", "DETECTORS",
+    "find_label_issues", "consensus", "Consensus", "estimate_noise_count", "noise_corrected",
+    "class_conditional", "DETECTORS",
     "register_detector", "available_detectors",
     "confident_learning", "confident_joint", "confident_thresholds", "noise_matrix",
     "num_label_issues", "label_quality",

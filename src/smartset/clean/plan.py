@@ -160,7 +160,7 @@ def _duplicates(ws, allowed: set[str]) -> list[dict]:
 
 def make_plan(ws, *, version: str | None = None, run: int | None = None,
               features: str = "auto", k: int = 20, model_weight: float = 0.6,
-              cut="simulated", ambiguous: bool = True, merge: bool = True,
+              cut="auto", ambiguous: bool = True, merge: bool = True,
               duplicates: bool = True, min_confusion: float = 0.2,
               max_actions: int | None = None, author: str | None = None) -> dict:
     """Detect, rank and explain; write the plan and the ranked suspicious labels.
@@ -300,7 +300,13 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                                             "score", "reason", "evidence")} for a in actions]
         params.update(feature_source=inputs["feature_source"], predictions_run=inputs["run_id"],
                       in_sample=inputs["in_sample"], n_samples=n, classes=classes,
-                      n_estimated_wrong=int(found.n_estimated), skipped=inputs["skipped"],
+                      n_estimated_wrong=int(found.n_estimated),
+                      noise={"cut_used": found.params["cut_used"],
+                             "estimated_wrong_by_class": None
+                             if found.params["class_counts"] is None else
+                             dict(zip(classes, found.params["class_counts"])),
+                             "transition": found.params["noise_matrix"]},
+                      skipped=inputs["skipped"],
                       k_used=k_used, author=author)
         plan = {"format": PLAN_FORMAT, "run_id": run_id, "created_at": now(), "version": version,
                 "params": params, "actions": actions}
