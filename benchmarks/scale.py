@@ -22,7 +22,8 @@ Sections:
    with the local engine and with Ray Data (Ray started before the clock): augmented
    images/s, and whether both wrote byte-identical files and identical catalog rows.
 
-``--quick`` (under a minute or two): small sizes. The last line of stdout is one line of
+``--quick`` (under a minute or two): small sizes. ``--sections 2 --sizes 100000,1000000
+--ray-sizes 0``: the audit alone at chosen sizes. The last line of stdout is one line of
 JSON with ``engines_identical``, ``rss_ratio_large_vs_small``, ``faiss_recall_at_10`` and
 ``augment_identical``.
 Ray (``pip install 'smartset[ray]'``) and psutil are optional: without them those columns
@@ -63,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--sizes", type=lambda s: tuple(int(v) for v in s.split(",")),
                         help="MNIST-derived audit sizes, comma-separated (default: by mode)")
+    parser.add_argument("--sections", type=lambda s: {int(v) for v in s.split(",")},
+                        default={1, 2, 3, 4}, help="sections to run, e.g. 2 or 1,3 (default all)")
+    parser.add_argument("--ray-sizes", type=lambda s: tuple(int(v) for v in s.split(",")),
+                        help="audit sizes also run on Ray (default: by mode; 0: none)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes / Ray CPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", nargs=4, metavar=("STEP", "IMAGES", "WORKSPACE", "ENGINE"),
@@ -280,6 +285,10 @@ def main(argv=None) -> None:
     plan = dict(QUICK if args.quick else FULL)
     if args.sizes:
         plan["mnist"] = args.sizes
+    if args.ray_sizes:
+        plan["ray_sizes"] = args.ray_sizes
+    if args.sizes:
+        plan["photos"] = ()  # the sizes asked for, MNIST-derived only
     ray_ok = have_ray()
     print(f"smartset scale benchmark: {os.cpu_count()} cores, {args.workers} workers; Ray "
           f"{'installed' if ray_ok else 'missing (pip install smartset[ray]): Ray rows empty'}"
@@ -290,7 +299,7 @@ def main(argv=None) -> None:
 
         # 1. engines identical
         result["engines_identical"] = None
-        if ray_ok:
+        if ray_ok and 1 in args.sections:
             corpus.build_mnist_corpus(npz, scratch / "identical", n=plan["identical"],
                                       n_near=20, seed=args.seed)
             report = run_child("identical", scratch / "identical", scratch / "identical-ws", "-")
@@ -298,72 +307,87 @@ def main(argv=None) -> None:
             print(f"\nEngines identical (local vs Ray, {report['n']} images, "
                   f"{report['duplicate_groups']} duplicate sets): {report['checks']}")
 
-        # 2. audit at scale
-        print("\nAudit of a fresh workspace (ingest apart, in its own child process). main MB "
-              "= the audit process's peak RSS; tree MB = sampled peak PSS of it and its "
-              "workers (Ray: raylet and workers too).")
-        print(f"{'data':>7} | {'images':>8} | {'engine':>6} | {'ingest s':>8} | {'audit s':>8} | "
-              f"{'img/s':>7} | {'main MB':>7} | {'tree MB':>7} | kNN")
-        runs = []
-        datasets = [("mnist", n) for n in plan["mnist"]] + [("photos", n) for n in plan["photos"]]
-        for kind, n in datasets:
-            images = scratch / f"{kind}-{n}"
-            if kind == "mnist":
-                corpus.write_mnist_augmented(npz, images, n, seed=args.seed)
-            else:
-                write_photos(photos, images, n, seed=args.seed)
-            engines = ["local"] + (["ray"] if ray_ok and n in plan["ray_sizes"] else [])
-            for engine in engines:
-                workspace = scratch / f"ws-{kind}-{n}-{engine}"
-                ingest = run_child("ingest", images, workspace, engine)
-                audited = run_child("audit", images, workspace, engine)
-                row = {"data": kind, "images": n, "engine": engine, "ingest_s": ingest["seconds"],
-                       "audit_s": audited["seconds"], "img_per_s": n / audited["seconds"],
-                       "main_mb": audited["self_kb"] / 1024, "tree_mb": audited["tree_peak_mb"],
-                       "knn": (audited.get("neighbour_search") or {}).get("index", "flat")}
-                runs.append(row)
-                print(f"{kind:>7} | {n:>8,} | {engine:>6} | {row['ingest_s']:>8.1f} | "
-                      f"{row['audit_s']:>8.1f} | {row['img_per_s']:>7.0f} | {row['main_mb']:>7.0f} | "
-                      f"{fmt(row['tree_mb'], '7.0f'):>7} | {row['knn']}", flush=True)
-                shutil.rmtree(workspace, ignore_errors=True)
-            shutil.rmtree(images, ignore_errors=True)
-        local = [r for r in runs if r["data"] == "mnist" and r["engine"] == "local"]
-        small, large = local[0], local[-1]
-        result |= {"audit": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
-                             for r in runs],
-                   "rss_sizes": [small["images"], large["images"]],
-                   "rss_ratio_large_vs_small": round(large["main_mb"] / small["main_mb"], 3)}
-        print(f"main-process peak RSS, {large['images']:,} vs {small['images']:,} MNIST-derived "
-              f"images: {result['rss_ratio_large_vs_small']:.2f}x (goal: within 1.5x)")
-
-        # 3. kNN
-        print("\nkNN (k=10) over clustered 112-d unit vectors on disk (float16): build and "
-              "query times; recall@10 of the approximate index against exact search on "
-              "1,000 sampled queries.")
-        knn = knn_section(plan["knn"], plan["flat_up_to"], scratch)
-        print(f"{'vectors':>9} | {'index':<30} | {'build s':>7} | {'query s':>7} | recall@10")
-        for row in knn:
-            print(f"{row['n']:>9,} | {row['index']:<30} | {row['build_s']:>7.1f} | "
-                  f"{row['query_s']:>7.1f} | {row['recall_at_10']:.3f}")
-        approx = [r for r in knn if r["index"].startswith("ivf")]
-        result |= {"knn": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
-                           for r in knn],
-                   "faiss_recall_at_10": round(min(r["recall_at_10"] for r in approx), 4)}
-
-        # 4. offline augmentation on the engines
-        digits, factor = plan["augment"]
-        images = scratch / f"augment-{digits}"
-        corpus.write_mnist_augmented(npz, images, digits, seed=args.seed)
-        report = run_child("augment", images, scratch / "augment-ws", str(factor))
-        print(f"\nOffline augmentation ('augment run', rotation-elastic, x{factor}) of "
-              f"{digits:,} digits: {report['n']:,} augmented PNGs written and registered.")
-        print(f"{'engine':>6} | {'seconds':>7} | {'img/s':>7}")
-        for row in report["rows"]:
-            print(f"{row['engine']:>6} | {row['seconds']:>7.1f} | {row['img_per_s']:>7.0f}")
-        print(f"identical files and catalog rows (local vs Ray): {report['identical']}")
-        result |= {"augment": report["rows"], "augment_identical": report["identical"]}
+        # 2. audit at scale, 3. kNN, 4. offline augmentation on the engines
+        if 2 in args.sections:
+            result |= audit_section(args, plan, ray_ok, photos, npz, scratch)
+        if 3 in args.sections:
+            result |= knn_report(plan, scratch)
+        if 4 in args.sections:
+            result |= augment_report(args, plan, npz, scratch)
     print()
     print(json.dumps(result))
+
+
+def audit_section(args, plan, ray_ok, photos, npz, scratch) -> dict:
+    """Section 2: ingest and audit of each size, local (and Ray at ``ray_sizes``)."""
+    print("\nAudit of a fresh workspace (ingest apart, in its own child process). main MB "
+          "= the audit process's peak RSS; tree MB = sampled peak PSS of it and its "
+          "workers (Ray: raylet and workers too).")
+    print(f"{'data':>7} | {'images':>8} | {'engine':>6} | {'ingest s':>8} | {'audit s':>8} | "
+          f"{'img/s':>7} | {'main MB':>7} | {'tree MB':>7} | kNN")
+    runs = []
+    datasets = [("mnist", n) for n in plan["mnist"]] + [("photos", n) for n in plan["photos"]]
+    for kind, n in datasets:
+        images = scratch / f"{kind}-{n}"
+        if kind == "mnist":
+            corpus.write_mnist_augmented(npz, images, n, seed=args.seed)
+        else:
+            write_photos(photos, images, n, seed=args.seed)
+        engines = ["local"] + (["ray"] if ray_ok and n in plan["ray_sizes"] else [])
+        for engine in engines:
+            workspace = scratch / f"ws-{kind}-{n}-{engine}"
+            ingest = run_child("ingest", images, workspace, engine)
+            audited = run_child("audit", images, workspace, engine)
+            row = {"data": kind, "images": n, "engine": engine, "ingest_s": ingest["seconds"],
+                   "audit_s": audited["seconds"], "img_per_s": n / audited["seconds"],
+                   "main_mb": audited["self_kb"] / 1024, "tree_mb": audited["tree_peak_mb"],
+                   "knn": (audited.get("neighbour_search") or {}).get("index", "flat")}
+            runs.append(row)
+            print(f"{kind:>7} | {n:>8,} | {engine:>6} | {row['ingest_s']:>8.1f} | "
+                  f"{row['audit_s']:>8.1f} | {row['img_per_s']:>7.0f} | {row['main_mb']:>7.0f} | "
+                  f"{fmt(row['tree_mb'], '7.0f'):>7} | {row['knn']}", flush=True)
+            shutil.rmtree(workspace, ignore_errors=True)
+        shutil.rmtree(images, ignore_errors=True)
+    local = [r for r in runs if r["data"] == "mnist" and r["engine"] == "local"]
+    small, large = local[0], local[-1]
+    result = {"audit": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
+                        for r in runs],
+              "rss_sizes": [small["images"], large["images"]],
+              "rss_ratio_large_vs_small": round(large["main_mb"] / small["main_mb"], 3)}
+    print(f"main-process peak RSS, {large['images']:,} vs {small['images']:,} MNIST-derived "
+          f"images: {result['rss_ratio_large_vs_small']:.2f}x (goal: within 1.5x)")
+    return result
+
+
+def knn_report(plan, scratch) -> dict:
+    """Section 3: FAISS build, query and recall."""
+    print("\nkNN (k=10) over clustered 112-d unit vectors on disk (float16): build and "
+          "query times; recall@10 of the approximate index against exact search on "
+          "1,000 sampled queries.")
+    knn = knn_section(plan["knn"], plan["flat_up_to"], scratch)
+    print(f"{'vectors':>9} | {'index':<30} | {'build s':>7} | {'query s':>7} | recall@10")
+    for row in knn:
+        print(f"{row['n']:>9,} | {row['index']:<30} | {row['build_s']:>7.1f} | "
+              f"{row['query_s']:>7.1f} | {row['recall_at_10']:.3f}")
+    approx = [r for r in knn if r["index"].startswith("ivf")]
+    return {"knn": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in knn],
+            "faiss_recall_at_10": round(min(r["recall_at_10"] for r in approx), 4)}
+
+
+def augment_report(args, plan, npz, scratch) -> dict:
+    """Section 4: offline augmentation, local and Ray."""
+    digits, factor = plan["augment"]
+    images = scratch / f"augment-{digits}"
+    corpus.write_mnist_augmented(npz, images, digits, seed=args.seed)
+    report = run_child("augment", images, scratch / "augment-ws", str(factor))
+    print(f"\nOffline augmentation ('augment run', rotation-elastic, x{factor}) of "
+          f"{digits:,} digits: {report['n']:,} augmented PNGs written and registered.")
+    print(f"{'engine':>6} | {'seconds':>7} | {'img/s':>7}")
+    for row in report["rows"]:
+        print(f"{row['engine']:>6} | {row['seconds']:>7.1f} | {row['img_per_s']:>7.0f}")
+    print(f"identical files and catalog rows (local vs Ray): {report['identical']}")
+    return {"augment": report["rows"], "augment_identical": report["identical"]}
 
 
 if __name__ == "__main__":
