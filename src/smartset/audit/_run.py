@@ -137,7 +137,7 @@ class _RecordFile:
     """Reads the audit's record file with plain reads, not a memory map: pages of a map
     count in the process's resident memory, read pages only in the OS cache."""
 
-    _BLOCK = 4096  # records per sequential read
+    _BLOCK = 1024  # records per sequential read: 2.5 MB
 
     def __init__(self, path: Path):
         self.path = path
@@ -193,6 +193,7 @@ def embeddings(ws, sample_ids=None) -> tuple[np.ndarray, np.ndarray]:
 
 _CHUNK = 4096  # rows per catalog read: the Python objects of one chunk at a time
 _NUMERIC = [name for name in PROPERTIES if name not in _TEXT_PROPERTIES]
+_VECTOR_BLOCK = 4096  # embeddings per block read from disk: 1.8 MB as float32
 _USED_NEIGHBOURS = 5
 """Neighbours the audit reads: candidates are the 3 nearest, density the 5th, isolation
 the mean of 5; a larger ``neighbours`` changes nothing past these, so none are kept."""
@@ -386,8 +387,8 @@ def _embedding_file(ws, record_rows: np.ndarray, run_id: int) -> VectorFile:
     neighbour search (read block by block; removed after the audit)."""
     path = ws.cache_dir / "audit" / f"knn-run{run_id}.f16"
     records = _RecordFile(_vector_file(ws))
-    blocks = (records.embeddings(record_rows[start:start + 16384])
-              for start in range(0, len(record_rows), 16384))
+    blocks = (records.embeddings(record_rows[start:start + _VECTOR_BLOCK])
+              for start in range(0, len(record_rows), _VECTOR_BLOCK))
     return VectorFile.write(path, blocks, EMBEDDING_DIM, np.float16)
 
 
@@ -415,6 +416,7 @@ def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k:
                 candidate_similarity: float, min_similarity: float, threshold: float | None):
     n = len(audited)
     exact_groups = group_pairs(n, _exact_duplicate_pairs(ws, table, audited))
+    _give_back_memory()  # SQLite's grouping: freed, not yet handed back
     search = search_neighbours(vectors, k)
     _give_back_memory()
     indices, sims = search.indices, search.similarities
@@ -447,7 +449,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
 
     Memory follows the per-sample columns only: samples and cached properties are read
     from the catalog in chunks into typed arrays, embeddings stay on disk and are read
-    block by block, exact duplicates are grouped by SQL.
+    block by block, exact duplicates are grouped by SQL, and the property table is gone
+    before the neighbour search (the checks and probes that read it run first).
     """
     started = time.perf_counter()
     if not 0.0 < near_duplicate_similarity <= 1.0:
@@ -491,7 +494,20 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             audited = np.flatnonzero(record_rows >= 0)
             props = _check_frame(table, audited, values)
             del values
+            table.size = table.width = table.height = None  # in props now
             record_rows = record_rows[audited]
+            check_thresholds = dict(thresholds or {})
+            near_given = check_thresholds.pop("near_duplicate", None)
+            findings, used, skipped = _check_findings(ws, table, audited, props,
+                                                      thresholds=check_thresholds, errors=errors)
+            # The probes read the properties; the neighbour stages do not: run the probes
+            # now, so the property table is gone before the kNN search (their findings and
+            # skips are listed last all the same).
+            probe_skipped: dict[str, str] = {}
+            bias, probe_findings = _probe_findings(ws, table, audited, props, seed=seed,
+                                                   skipped=probe_skipped)
+            del props
+            _give_back_memory()
             knn_file = _embedding_file(ws, record_rows, run_id) if len(audited) else None
             _give_back_memory()
             vectors = _RecordFile(embedding_path)
@@ -499,28 +515,17 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             def thumbs(positions: np.ndarray) -> np.ndarray:
                 return vectors.thumbs(record_rows[positions])
 
-            findings, used, skipped, duplicate_groups, search = _findings(
-                ws, version, table, audited, props, knn_file, thumbs, thresholds=thresholds,
-                errors=errors, neighbours=neighbours, candidate_similarity=candidate_similarity,
+            more, duplicate_groups, search = _neighbour_findings(
+                ws, version, table, audited, knn_file, thumbs, near_given=near_given,
+                neighbours=neighbours, candidate_similarity=candidate_similarity,
                 near_duplicate_similarity=near_duplicate_similarity,
-                outlier_fence=outlier_fence, embedding_model=embedding_model)
-            labels = _label_series(table, audited)
-            if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
-                probe_columns = [c for c in PROBED_PROPERTIES if c in props]
-                bias = bias_probe(props[probe_columns], labels, seed=seed)
-                for row in bias[bias["flagged"]].itertuples():
-                    best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
-                    extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
-                    findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
-                                     "threshold": 0.2, "group": row.property,
-                                     "reason": (f"'{row.property}' alone predicts the label: accuracy "
-                                                f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
-                                                f"guessing the majority class{extra}")})
-            else:
-                bias = bias_probe(pd.DataFrame(index=props.index), labels)
-                skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
-            del labels
-            findings.extend(_error_bias(ws, table, audited, props, skipped))
+                outlier_fence=outlier_fence, embedding_model=embedding_model, used=used,
+                skipped=skipped)
+            findings.extend(more)
+            del more
+            findings.extend(probe_findings)
+            skipped.update(probe_skipped)
+            del probe_findings
         finally:
             if knn_file is not None:
                 knn_file.path.unlink(missing_ok=True)
@@ -536,7 +541,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
                 ((run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
                  for r in frame.itertuples()))
         audited_ids, n_samples = table.ids[audited], len(table)
-        del props, table
+        del table
         result = AuditResult(run_id, version, frame,
                              functools.partial(_properties_frame, ws, version, audited_ids), used,
                              bias, duplicate_groups, {}, 0.0, computed=n_todo, skipped=skipped)
@@ -568,13 +573,9 @@ def _label_series(table: _Samples, audited: np.ndarray) -> pd.Series:
     return pd.Series(names[table.label[audited]], dtype=object)
 
 
-def _findings(ws, version, table: _Samples, audited: np.ndarray, props: pd.DataFrame,
-              vectors, thumbs, *, thresholds, errors, neighbours, candidate_similarity,
-              near_duplicate_similarity, outlier_fence, embedding_model):
-    """Per-image checks, duplicates, outliers and imbalance: findings as dicts."""
-    def sid(position: int) -> str:
-        return table.id(audited[position])
-
+def _check_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame, *,
+                    thresholds, errors) -> tuple[list[dict], dict, dict]:
+    """Unreadable files and the per-image checks: ``(findings, used, skipped)``."""
     skipped: dict[str, str] = {}
     findings = [{"kind": "unreadable", "sample_id": sid_, "score": 1.0, "threshold": None,
                  "reason": f"could not be decoded for the audit: {error}"} for sid_, error in errors]
@@ -582,8 +583,6 @@ def _findings(ws, version, table: _Samples, audited: np.ndarray, props: pd.DataF
         findings.append({"kind": "unreadable", "sample_id": None, "score": 1.0, "threshold": None,
                          "reason": f"{issue.relpath}: {issue.reason} ({issue.detail})",
                          "group": issue.reason})
-    thresholds = dict(thresholds or {})
-    near_given = thresholds.pop("near_duplicate", None)
     check_findings, used = run_checks(props, thresholds)
     # A flat image has no edges, and a tiny one too few pixels to tell: "blurry" would only
     # repeat "low information" or "odd size" there.
@@ -593,15 +592,47 @@ def _findings(ws, version, table: _Samples, audited: np.ndarray, props: pd.DataF
                  or (f["kind"] == "odd_size" and not larger[int(f["sample_id"])])}
     for f in check_findings:
         if not (f["kind"] == "blurry" and int(f["sample_id"]) in explained):
-            findings.append({**f, "sample_id": sid(int(f["sample_id"]))})
-    del larger, check_findings
-    # Checks done: from here on only the probes read properties; keep just their columns.
-    for column in [c for c in props.columns if c not in PROBED_PROPERTIES]:
-        del props[column]
+            findings.append({**f, "sample_id": table.id(audited[int(f["sample_id"])])})
     for name, info in used.items():
         if "skipped" in info:
             skipped[name] = info["skipped"]
+    return findings, used, skipped
 
+
+def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame, *,
+                    seed, skipped: dict) -> tuple[pd.DataFrame, list[dict]]:
+    """The bias probes (properties that predict the label) and the error-bias probes
+    (properties that predict the model's errors): ``(bias table, findings)``."""
+    findings = []
+    labels = _label_series(table, audited)
+    if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
+        probe_columns = [c for c in PROBED_PROPERTIES if c in props]
+        bias = bias_probe(props[probe_columns], labels, seed=seed)
+        for row in bias[bias["flagged"]].itertuples():
+            best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
+            extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
+            findings.append({"kind": "bias", "sample_id": None, "score": row.skill,
+                             "threshold": 0.2, "group": row.property,
+                             "reason": (f"'{row.property}' alone predicts the label: accuracy "
+                                        f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
+                                        f"guessing the majority class{extra}")})
+    else:
+        bias = bias_probe(pd.DataFrame(index=props.index), labels)
+        skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
+    del labels
+    findings.extend(_error_bias(ws, table, audited, props, skipped))
+    return bias, findings
+
+
+def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vectors, thumbs, *,
+                        near_given, neighbours, candidate_similarity, near_duplicate_similarity,
+                        outlier_fence, embedding_model, used: dict, skipped: dict):
+    """Duplicates, outliers and imbalance: ``(findings, duplicate groups, search)``; adds
+    the near-duplicate rule to ``used`` and what was skipped to ``skipped``."""
+    def sid(position: int) -> str:
+        return table.id(audited[position])
+
+    findings: list[dict] = []
     duplicate_groups, search = [], None
     k = min(neighbours, _USED_NEIGHBOURS)
     if len(audited) >= 2:
@@ -640,7 +671,7 @@ def _findings(ws, version, table: _Samples, audited: np.ndarray, props: pd.DataF
     else:
         skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
     findings.extend(_imbalance(_label_series(table, audited), skipped))
-    return findings, used, skipped, duplicate_groups, search
+    return findings, duplicate_groups, search
 
 
 def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
@@ -721,7 +752,7 @@ def _outliers(labels: np.ndarray, names: list[str], sims: np.ndarray, vectors, s
     # float32 sums row after row, carried from block to block: the very sum (and mean)
     # NumPy takes over all of a class's rows at once.
     sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
-    block = 16384
+    block = _VECTOR_BLOCK
     for start in range(0, len(labels), block):
         part = np.asarray(vectors[start:start + block], dtype=np.float32)
         codes = labels[start:start + block]

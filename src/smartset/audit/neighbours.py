@@ -11,6 +11,7 @@ vector as float32.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -24,8 +25,13 @@ __all__ = ["knn", "search_neighbours", "NeighbourSearch", "recall_at_k", "Vector
 
 EXACT_LIMIT = 200_000
 """Up to this many vectors the search is exact; above it, approximate (IVF)."""
-_QUERY_BLOCK = 8192
-_BASE_BLOCK = 16384
+# faiss multiplies queries by database rows in BLAS blocks of 4096 x 1024, and a product's
+# rounding depends on its shape: with _QUERY_BLOCK a multiple of 4096 and _BASE_BLOCK one
+# of 1024, faiss's products keep their shapes whatever the blocks, and the similarities
+# their last bit.
+_QUERY_BLOCK = 4096
+_BASE_BLOCK = 8192  # rows of a database block: 3.5 MB as float32
+_FLAT_INDEX_LIMIT = 16384  # in-memory vectors up to this many: one faiss flat index
 _BLOCK = 256  # query rows per NumPy product (memory: block x base block floats)
 
 
@@ -50,7 +56,7 @@ class VectorFile:
         with open(path, "wb") as handle:
             for block in blocks:
                 block = np.ascontiguousarray(block, dtype=dtype).reshape(-1, dim)
-                handle.write(block.tobytes())
+                handle.write(memoryview(block).cast("B"))  # no bytes copy of the block
                 n += len(block)
         return cls(path, n, dim, dtype)
 
@@ -132,8 +138,8 @@ def _merge(best: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarra
 def _exact(vectors, queries: np.ndarray, k: int, faiss) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` of ``queries`` over every row of ``vectors``, read block by block."""
     n = len(vectors)
-    if faiss is not None and isinstance(vectors, np.ndarray) and n <= _BASE_BLOCK:
-        index = faiss.IndexFlatIP(vectors.shape[1])  # one block: the plain flat index
+    if faiss is not None and isinstance(vectors, np.ndarray) and n <= _FLAT_INDEX_LIMIT:
+        index = faiss.IndexFlatIP(vectors.shape[1])  # small and in memory: one flat index
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         return index.search(queries, k)
     if faiss is not None:
@@ -142,6 +148,7 @@ def _exact(vectors, queries: np.ndarray, k: int, faiss) -> tuple[np.ndarray, np.
             base = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
             sims, found = faiss.knn(queries, base, min(k, len(base)),
                                     metric=faiss.METRIC_INNER_PRODUCT)
+            del base
             heap.add_result(sims, np.where(found >= 0, found + start, -1))
         heap.finalize()
         return heap.D, heap.I
@@ -269,20 +276,24 @@ _WINDOWS = ([(scale, 0.0, 0.0) for scale in (1.0, 0.975, 0.95, 0.925, 0.9)]
 _REFERENCE = [(1.0, 0.0, 0.0), (_SHIFT_SCALE, 0.0, 0.0)]
 _REFERENCE_OF = np.array([0 if scale != _SHIFT_SCALE else 1 for scale, _, _ in _WINDOWS])
 _VERIFY_SIDE = 24
-_CHUNK = 256
+_CHUNK = 64  # images per verification chunk: about 10 MB of crops
 
 
+@functools.lru_cache(maxsize=64)
 def _area_matrix(side: int, scale: float, offset: float, out: int) -> np.ndarray:
     """``out x side`` weights that take the ``scale`` share of ``side`` pixels, centred
     then moved by ``offset`` (a share of the side), and average it down to ``out`` pixels
-    (area resampling), as one matrix product."""
+    (area resampling), as one matrix product. Cached (read-only): every chunk of
+    :func:`verified_similarity` asks for the same few."""
     size = max(1.0, side * scale)
     start = (side - size) / 2.0 + offset * side
     edges = start + np.arange(out + 1) * size / out
     pixels = np.arange(side)
     overlap = (np.minimum(edges[1:, None], pixels[None, :] + 1)
                - np.maximum(edges[:-1, None], pixels[None, :])).clip(min=0.0)
-    return (overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
+    matrix = (overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def crop_vectors(thumbs: np.ndarray, windows=_WINDOWS) -> np.ndarray:
@@ -315,9 +326,19 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
     of a window of image i (centred crops at scales 1 to 0.9, and small shifts) with the
     whole of its neighbour, so a cropped, padded or shifted copy still lines up. ``read_thumbs(rows)`` returns the gray
     thumbnails of those images. Returns ``(first, second, similarity)`` with first <
-    second, one entry per pair, the better of its two directions. Rows are done in chunks,
-    so memory does not grow with the number of images."""
-    firsts, seconds, values = [], [], []
+    second, one entry per pair, the better of its two directions. Rows are done in chunks
+    of ``_CHUNK`` (about 10 MB of crops each) and the pairs land in arrays sized up front
+    from ``mask``, so memory does not grow with the number of images beyond a few bytes a
+    candidate pair."""
+    total = int(np.count_nonzero(mask))
+    if not total:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    small = np.int32 if len(indices) < 2**31 else np.int64  # 4 bytes an index suffice
+    firsts = np.empty(total, dtype=small)
+    seconds = np.empty(total, dtype=small)
+    values = np.empty(total, dtype=np.float32)
+    filled = 0
     for start in range(0, len(indices), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(indices)))
         local_rows, cols = np.nonzero(mask[rows])
@@ -328,19 +349,18 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
         crops = crop_vectors(read_thumbs(rows[unique_rows]))
         unique_partners, partner_position = np.unique(partners, return_inverse=True)
         reference = crop_vectors(read_thumbs(unique_partners), windows=_REFERENCE)
-        best = np.full(len(partners), -1.0, dtype=np.float32)
+        part = slice(filled, filled + len(partners))
+        best = values[part]
+        best.fill(-1.0)
         for w, ref in enumerate(_REFERENCE_OF):  # one window at a time: no pairs x windows copy
             scores = np.einsum("pd,pd->p", crops[row_position, w], reference[partner_position, ref])
             np.maximum(best, scores, out=best)
+        del crops, reference, scores
         mine = rows[local_rows]
-        small = np.int32 if len(indices) < 2**31 else np.int64  # 4 bytes an index suffice
-        firsts.append(np.minimum(mine, partners).astype(small))
-        seconds.append(np.maximum(mine, partners).astype(small))
-        values.append(best)
-    if not values:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    return _best_per_pair(np.concatenate(firsts), np.concatenate(seconds), np.concatenate(values))
+        firsts[part] = np.minimum(mine, partners)
+        seconds[part] = np.maximum(mine, partners)
+        filled += len(partners)
+    return _best_per_pair(firsts, seconds, values)
 
 
 def _best_per_pair(first: np.ndarray, second: np.ndarray, value: np.ndarray):
