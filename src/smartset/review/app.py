@@ -487,11 +487,11 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
 
 def _event_samples(ws, label_events, mark_events, annotation_events=()) -> list[str]:
     ids: list[str] = []
-    for source, events in (("label_events t", list(label_events)),
-                           ("sample_marks t", list(mark_events)),
-                           ("annotation_events e JOIN annotations t ON t.id = e.annotation_id",
-                            list(annotation_events))):
-        key = "e.id" if source.startswith("annotation") else "t.id"
+    for source, key, events in (
+            ("label_events t", "t.id", list(label_events)),
+            ("sample_marks t", "t.id", list(mark_events)),
+            ("annotation_events e JOIN annotations t ON t.id = e.annotation_id", "e.id",
+             list(annotation_events))):
         for start in range(0, len(events), 500):
             chunk = events[start:start + 500]
             ids += [r[0] for r in ws.catalog.query(

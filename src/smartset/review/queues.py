@@ -45,12 +45,10 @@ def reviewed_ids(catalog, sample_ids: Iterable[str] | None = None) -> set[str]:
     """Samples with a label, mark or annotation (box) event of origin ``review`` that no
     undo reverted."""
     found: set[str] = set()
-    tables = {"label_events": "label_events t",
-              "sample_marks": "sample_marks t",
-              "annotation_events": "annotation_events t JOIN annotations a"
-                                   " ON a.id = t.annotation_id"}
-    for table, source in tables.items():
-        sample = "a.sample_id" if table == "annotation_events" else "t.sample_id"
+    sources = (("label_events t", "t.sample_id"), ("sample_marks t", "t.sample_id"),
+               ("annotation_events t JOIN annotations a ON a.id = t.annotation_id",
+                "a.sample_id"))
+    for source, sample in sources:
         select = f"SELECT t.id, {sample} AS sample_id, t.origin, t.reverts FROM {source}"
         if sample_ids is None:
             rows = catalog.query(f"{select} WHERE t.origin IN (?, 'undo')", (REVIEW_ORIGIN,))
