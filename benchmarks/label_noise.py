@@ -26,7 +26,8 @@ Every detector gets the same arrays:
   the kNN posterior, and the ``consensus``.
 
 Then: downstream accuracy (the same small CNN trained on the noisy labels, on the labels
-the consensus's plan proposes (flagged labels relabeled as suggested: ``gap_closed``), on
+the consensus's plan proposes (``clean.label_actions``: a flagged label relabeled where the
+suggestion is likely enough, else excluded: ``gap_closed``), on
 each detector's cleaned set (flagged samples removed), and on the true labels, scored on
 the clean held-out 2,000 and averaged over ``--downstream-seeds`` training seeds), on the
 ``asym`` noise by default (``--downstream``: with 10% uniform noise and a few epochs the
@@ -58,7 +59,7 @@ from smartset import clean  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 ASYM = {7: 1, 4: 9, 3: 5, 2: 7}
-PLAN_SET = "smartset consensus (relabeled, as the plan proposes)"
+PLAN_SET = "smartset consensus (as the plan proposes: relabel or exclude)"
 
 
 def parse_args(argv=None):
@@ -293,7 +294,7 @@ def main(argv=None) -> None:
                 results.setdefault(scenario, {}).setdefault(name, []).append(
                     (*prf(mask, truth), int(mask.sum()), times.get(name, 0.0)))
             if scenario == args.downstream and seed == 0:
-                keep_for_downstream = (noisy, truth, flags, found)
+                keep_for_downstream = (noisy, truth, flags, found, probs, features, folds)
     # -- detection tables
     summary = {}
     for scenario, by_name in results.items():
@@ -318,13 +319,26 @@ def main(argv=None) -> None:
     # -- downstream
     downstream, downstream_runs = {}, {}
     if keep_for_downstream is not None:
-        noisy, truth, flags, found = keep_for_downstream
+        (noisy, truth, flags, found, probs_downstream, features_downstream,
+         folds_downstream) = keep_for_downstream
+        probs_downstream = probs_downstream.astype(np.float64)
+        probs_downstream /= probs_downstream.sum(axis=1, keepdims=True)
+        groups_downstream = folds_downstream if len(np.unique(folds_downstream)) > 1 else None
         sets = {"noisy labels": (np.arange(args.n), noisy),
                 "true labels": (np.arange(args.n), train_true)}
-        # what 'smartset clean' proposes for a flagged label: relabel as the suggestion
-        relabeled = noisy.copy()
-        relabeled[found.is_issue] = found.suggested[found.is_issue]
-        sets[PLAN_SET] = (np.arange(args.n), relabeled)
+        # what 'smartset clean' proposes for each flagged label (clean.label_actions):
+        # relabel, exclude, or multi-label (trained here with its given label, one of the two)
+        ambiguity = clean.find_ambiguous(probs_downstream, labels=noisy, features=features_downstream,
+                                         groups=groups_downstream, k=20)
+        proposed = noisy.copy()
+        excluded = np.zeros(args.n, dtype=bool)
+        for i, action, value in clean.label_actions(noisy, found, ambiguity):
+            if action == "relabel":
+                proposed[i] = value
+            elif action == "exclude":
+                excluded[i] = True
+        keep = np.flatnonzero(~excluded)
+        sets[PLAN_SET] = (keep, proposed[keep])
         names = ([] if args.quick else
                  ["smartset consensus", "cleanlab prune_by_noise_rate", "cleanlab prune_by_class",
                   "imblearn ENN (mode)"])

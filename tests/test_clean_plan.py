@@ -206,3 +206,30 @@ def test_cli_reduce_without_an_audit_says_what_to_run(planted):
     result = CliRunner().invoke(app, ["clean", "reduce", "-w", str(planted.path)])
     assert result.exit_code == 1, result.output
     assert "smartset audit" in " ".join(result.output.split())
+
+
+def test_label_actions_relabel_only_a_convincing_suggestion():
+    """A flagged label is relabeled when its suggested class is likely enough, excluded
+    when no class is, and marked multi-label when the image is split between its label and
+    another; most suspicious first."""
+    from smartset.clean import Ambiguity, CleanInputError, Consensus, label_actions
+
+    posterior = np.array([[0.05, 0.90, 0.05],   # labeled 0, clearly 1: relabel
+                          [0.20, 0.45, 0.35],   # labeled 0, not clearly anything: exclude
+                          [0.48, 0.50, 0.02],   # labeled 0, split 0/1: multi-label
+                          [0.90, 0.05, 0.05]])  # labeled 0 and right: not flagged
+    labels = np.zeros(4, dtype=int)
+    found = Consensus(is_issue=np.array([True, True, True, False]),
+                      score=1 - posterior[:, 0], suggested=np.array([1, 1, 1, 1]),
+                      posterior=posterior, model_probs=posterior, knn_probs=None, flags={},
+                      disagreement=None, n_estimated=3)
+    assert label_actions(labels, found) == [(0, "relabel", 1), (1, "exclude", None),
+                                            (2, "exclude", None)]
+    assert label_actions(labels, found, min_relabel_posterior=0.4) == [
+        (0, "relabel", 1), (1, "relabel", 1), (2, "relabel", 1)]
+    split = Ambiguity(is_ambiguous=np.array([False, False, True, False]), score=np.zeros(4),
+                      classes=np.array([[1, 0]] * 4), margin=np.zeros(4), entropy=np.zeros(4),
+                      knn_split=None, suggestion=np.array(["", "", "multi_label", ""]))
+    assert label_actions(labels, found, split)[2] == (2, "multi_label", [0, 1])
+    with pytest.raises(CleanInputError, match="min_relabel_posterior"):
+        label_actions(labels, found, min_relabel_posterior=1.5)

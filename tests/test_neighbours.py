@@ -33,6 +33,12 @@ def test_blocked_exact_search_from_disk_equals_brute_force(tmp_path, monkeypatch
     np.testing.assert_array_equal(on_disk[np.array([5, 1, 600])], data[[5, 1, 600]])
     found = search_neighbours(on_disk, 6)
     assert found.index == "flat" and not found.approximate and found.recall is None
+    kept = search_neighbours(on_disk, 6, out=tmp_path / "answer.bin")  # the answer on disk
+    np.testing.assert_array_equal(kept.indices, found.indices)
+    np.testing.assert_array_equal(kept.similarities, found.similarities)
+    rows = np.array([650, 3, 77])
+    np.testing.assert_array_equal(kept.table.take(rows)[0], found.indices[rows])
+    np.testing.assert_array_equal(kept.table.column(2), found.indices[:, 2])
     np.testing.assert_array_equal(found.indices, _brute_force(data, 6))
     expected = np.take_along_axis(data @ data.T, found.indices, axis=1)
     np.testing.assert_allclose(found.similarities, expected, atol=1e-5)
@@ -54,6 +60,24 @@ def test_ivf_above_the_limit_reports_its_recall():
     broken = exact.indices.copy()
     broken[:, 5:] = -1
     assert recall_at_k(data, broken, sample=300) == pytest.approx(0.5)
+
+
+def test_ivf_in_shards_finds_what_one_index_finds(monkeypatch, tmp_path):
+    """The database is searched a shard at a time and the answer kept on disk (bounded
+    memory): the merged answer is the one index's, similarities and neighbours, never the
+    query itself."""
+    data = _clustered(3000)
+    whole = search_neighbours(data, 8, method="ivf", recall_queries=200)
+    monkeypatch.setattr(neighbours, "_IVF_SHARD", 700)  # 5 shards, the last one short
+    monkeypatch.setattr(neighbours, "_QUERY_BLOCK", 512)
+    sharded = search_neighbours(data, 8, method="ivf", recall_queries=200,
+                                out=tmp_path / "answer.bin")
+    assert sharded.table.path.stat().st_size == 3000 * 8 * 8
+    np.testing.assert_allclose(sharded.similarities, whole.similarities, atol=1e-6)
+    same = (sharded.indices == whole.indices).mean()
+    assert same > 0.99  # only ties may come in another order
+    assert not (sharded.indices == np.arange(3000)[:, None]).any()
+    assert sharded.recall == pytest.approx(whole.recall, abs=0.01)
 
 
 def test_fewer_rows_than_neighbours_are_padded():

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ import pandas as pd
 
 from smartset._progress import progress_bar
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
-from smartset.audit.checks import add_derived_properties, robust_fence, run_checks
+from smartset.audit._columns import ColumnStore
+from smartset.audit.checks import (add_derived_properties, derived_properties, robust_fence,
+                                   run_checks)
 from smartset.audit.neighbours import (VectorFile, group_pairs, near_duplicate_pairs,
                                        search_neighbours)
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
@@ -36,13 +39,13 @@ class AuditResult:
     """What an audit found. ``findings`` has one row per (kind, sample) with ``kind``,
     ``sample_id`` (None for data-set-level findings), ``score``, ``threshold``,
     ``reason`` and ``group``; ``properties`` one row per audited sample: its catalog
-    columns, properties and derived columns. That wide table is read from the catalog when
-    first asked for (the audit itself keeps typed arrays), so an audit that nobody asks it
-    of never holds it."""
+    columns, properties and derived columns. Both are read from the catalog when first
+    asked for (the audit writes its findings as it goes and keeps typed arrays), so an
+    audit that nobody asks them of never holds them."""
 
     run_id: int
     version: str | None
-    findings: pd.DataFrame
+    _findings: pd.DataFrame | Callable[[], pd.DataFrame]
     _properties: pd.DataFrame | Callable[[], pd.DataFrame]
     thresholds: dict
     bias: pd.DataFrame
@@ -53,6 +56,13 @@ class AuditResult:
     report_path: Path | None = None
     json_path: Path | None = None
     skipped: dict = field(default_factory=dict)
+    _counts: dict[str, int] | None = None
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        if callable(self._findings):
+            self._findings = self._findings()
+        return self._findings
 
     @property
     def properties(self) -> pd.DataFrame:
@@ -61,7 +71,11 @@ class AuditResult:
         return self._properties
 
     def counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.findings["kind"].value_counts().items()}
+        """Findings per kind, most frequent first."""
+        if self._counts is None:
+            self._counts = {str(k): int(v)
+                            for k, v in self.findings["kind"].value_counts().items()}
+        return dict(self._counts)
 
 
 def _vector_file(ws) -> Path:
@@ -194,39 +208,52 @@ def embeddings(ws, sample_ids=None) -> tuple[np.ndarray, np.ndarray]:
 _CHUNK = 4096  # rows per catalog read: the Python objects of one chunk at a time
 _NUMERIC = [name for name in PROPERTIES if name not in _TEXT_PROPERTIES]
 _VECTOR_BLOCK = 4096  # embeddings per block read from disk: 1.8 MB as float32
+_DIMS = ("width", "height", "size")  # catalog columns the checks read, kept on disk
 _USED_NEIGHBOURS = 5
 """Neighbours the audit reads: candidates are the 3 nearest, density the 5th, isolation
 the mean of 5; a larger ``neighbours`` changes nothing past these, so none are kept."""
 
 
 class _Samples:
-    """The audit's per-sample columns as NumPy arrays (ids as fixed-width bytes, labels
-    and splits as integer codes), read from the catalog in chunks: no per-sample Python
-    object outlives a chunk."""
+    """The audit's per-sample columns as NumPy arrays, read from the catalog in chunks: no
+    per-sample Python object outlives a chunk. Ids are kept once, sorted (fixed-width
+    bytes), with the permutation both ways (4 bytes each below 2**31 samples); contents
+    as the first 64 bits of their SHA-256; labels and splits as integer codes."""
 
-    def __init__(self, ws, version):
-        ids, sha, size, width, height, label, split = [], [], [], [], [], [], []
+    def __init__(self, ws, version, scratch: Path):
+        ids, sha, label, split = [], [], [], []
         self.label_names: list[str] = []
         self.split_names: list[str] = []
         label_code: dict[str, int] = {}
         split_code: dict[str, int] = {}
-        for chunk in ws.iter_samples(version, chunk_size=_CHUNK):
-            ids.append(_encode(chunk["id"]))
-            sha.append(_encode(chunk["sha256"]))
-            size.append(chunk["size"].to_numpy(dtype=np.float64))
-            width.append(chunk["width"].to_numpy(dtype=np.float64, na_value=np.nan))
-            height.append(chunk["height"].to_numpy(dtype=np.float64, na_value=np.nan))
-            label.append(_codes(chunk["label"], label_code, self.label_names))
-            split.append(_codes(chunk["split"], split_code, self.split_names))
-        self.ids = np.concatenate(ids)
+        scratch.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=scratch, prefix="dims-", suffix=".f8")
+        self.dims_path = Path(name)
+        with os.fdopen(descriptor, "wb") as dims:  # width, height, size: row-major, on disk
+            for chunk in ws.iter_samples(version, chunk_size=_CHUNK):
+                ids.append(_encode(chunk["id"]))
+                sha.append(_sha_key(chunk["sha256"]))
+                dims.write(np.column_stack([
+                    chunk[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in _DIMS
+                ]).tobytes())
+                label.append(_codes(chunk["label"], label_code, self.label_names))
+                split.append(_codes(chunk["split"], split_code, self.split_names))
         self.sha = np.concatenate(sha)
-        self.size, self.width, self.height = (np.concatenate(c) for c in (size, width, height))
         self.label, self.split = np.concatenate(label), np.concatenate(split)
-        self._order = np.argsort(self.ids, kind="stable")
-        self._sorted = self.ids[self._order]
+        del sha, label, split
+        ids = np.concatenate(ids)
+        small = self.index_dtype = np.int32 if len(ids) < 2**31 else np.int64
+        self._order = np.argsort(ids, kind="stable").astype(small)  # sorted -> position
+        ids.sort()  # in place: ids are unique, so this is ids[self._order]
+        self._sorted = ids
+        self._rank = np.empty(len(self._order), dtype=small)  # position -> sorted
+        self._rank[self._order] = np.arange(len(self._order), dtype=small)
+
+    def remove_scratch(self) -> None:
+        self.dims_path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._order)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Position of each id (bytes) in this table, -1 where absent."""
@@ -235,8 +262,19 @@ class _Samples:
         at = np.searchsorted(self._sorted, ids).clip(max=len(self._sorted) - 1)
         return np.where(self._sorted[at] == ids, self._order[at], -1)
 
+    def ids(self, positions: np.ndarray) -> np.ndarray:
+        """The ids (bytes) at ``positions``."""
+        return self._sorted[self._rank[positions]]
+
     def id(self, position: int) -> str:
-        return self.ids[position].decode()
+        return self._sorted[self._rank[position]].decode()
+
+
+def _sha_key(values) -> np.ndarray:
+    """The first 64 bits of each hex SHA-256 (0 where missing): enough to tell a changed
+    file from the one measured."""
+    return np.array([int(v[:16], 16) if isinstance(v, str) and v else 0 for v in values],
+                    dtype=np.uint64)
 
 
 def _give_back_memory() -> None:
@@ -287,7 +325,7 @@ def _todo_mask(ws, table: _Samples) -> np.ndarray:
     with ws.catalog.read() as con:
         for rows in _cached_rows(con, "sample_id, sha256"):
             ids = _encode([r[0] for r in rows])
-            sha = _encode([r[1] for r in rows])
+            sha = _sha_key([r[1] for r in rows])
             at = table.positions(ids)
             known = at >= 0
             fresh[at[known]] = table.sha[at[known]] == sha[known]
@@ -309,20 +347,27 @@ def _todo_batches(ws, version, table: _Samples, todo: np.ndarray):
                                "sha256": part["sha256"].tolist()}, batch_size)
 
 
-def _load_properties(ws, table: _Samples) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, rows)``: the cached numeric properties (``n x len(_NUMERIC)`` float64,
-    NaN where missing) and embedding rows (-1 where unmeasured), read in chunks straight
-    into preallocated arrays."""
-    values = np.full((len(table), len(_NUMERIC)), np.nan)
+def _load_properties(ws, table: _Samples, rows_path: Path) -> np.ndarray:
+    """Write the cached numeric properties to ``rows_path``, row-major (``n x
+    len(_NUMERIC)`` float64, one row per sample in table order, NaN where missing), and
+    return the embedding rows (-1 where unmeasured: their rows are left unwritten). The
+    catalog's rows come in its own order: each chunk lands at its positions through a
+    memory map opened for that chunk only, so at most a chunk's pages are resident."""
     rows = np.full(len(table), -1, dtype=np.int64)
+    shape = (len(table), len(_NUMERIC))
+    with open(rows_path, "wb") as handle:
+        handle.truncate(shape[0] * shape[1] * 8)
     with ws.catalog.read() as con:
         for chunk in _cached_rows(con, "sample_id, embedding_row, " + ", ".join(_NUMERIC)):
             at = table.positions(_encode([r[0] for r in chunk]))
             known = at >= 0
-            numbers = np.array([r[1:] for r in chunk], dtype=np.float64)
+            numbers = np.array([r[1:] for r in chunk], dtype=np.float64)  # None reads NaN
             rows[at[known]] = numbers[known, 0].astype(np.int64)
+            values = np.memmap(rows_path, dtype=np.float64, mode="r+", shape=shape)
             values[at[known]] = numbers[known, 1:]
-    return values, rows
+            values.flush()
+            del values
+    return rows
 
 
 def _exact_duplicate_pairs(ws, table: _Samples, audited: np.ndarray) -> list[tuple[int, int]]:
@@ -367,19 +412,23 @@ def _properties_frame(ws, version, audited_ids: np.ndarray) -> pd.DataFrame:
     return props.drop(columns=["embedding_row"])
 
 
-def _check_frame(table: _Samples, audited: np.ndarray, values: np.ndarray) -> pd.DataFrame:
-    """The numeric table the checks and probes read, one row per audited sample; ``id``
-    holds the row's position (findings get their sample ids afterwards)."""
-    width, height = table.width[audited], table.height[audited]
-    columns = {"id": np.arange(len(audited))}
-    columns.update((name, values[audited, i]) for i, name in enumerate(_NUMERIC))
-    columns.update(width=width, height=height, size=table.size[audited])
-    frame = pd.DataFrame(columns, copy=False)
-    add_derived_properties(frame, inplace=True)
-    frame["aspect_ratio"] = width / height
-    frame["megapixels"] = width * height / 1e6
-    frame["file_bytes"] = frame["size"]
-    return frame
+def _check_columns(table: _Samples, audited: np.ndarray, rows_path: Path,
+                   path: Path) -> ColumnStore:
+    """The columns the checks and probes read, one value per audited sample, on disk:
+    the cached properties, width, height, size and the derived ones; ``id`` holds the
+    row's position (findings get their sample ids afterwards)."""
+    store = ColumnStore(path, len(audited))
+    store.add_rows(rows_path, len(table), _NUMERIC, audited)
+    store.add_rows(table.dims_path, len(table), list(_DIMS), audited)
+    store.add("id", np.arange(len(audited)))
+    width, height = store.values("width"), store.values("height")
+    for name, values in derived_properties(width, height).items():
+        store.add(name, values)
+    store.add("aspect_ratio", width / height)
+    store.add("megapixels", width * height / 1e6)
+    del width, height
+    store.add("file_bytes", store.values("size"))
+    return store
 
 
 def _embedding_file(ws, record_rows: np.ndarray, run_id: int) -> VectorFile:
@@ -459,9 +508,10 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         raise ValueError(f"candidate_similarity must be in [-1, 1], got {candidate_similarity}")
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
-    table = _Samples(ws, version)
+    table = _Samples(ws, version, ws.cache_dir / "audit")
     _give_back_memory()
     if not len(table):
+        table.remove_scratch()
         raise EmptyDataError(
             f"Nothing to audit: {'version ' + repr(version) if version else 'the catalog'} has "
             f"no available samples. Add images with 'smartset ingest', or check "
@@ -471,7 +521,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
               "embedding_model": None if embedding_model is None else str(embedding_model)}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
-    knn_file = None
+    knn_file, scratch_files = None, []
+    writer = _FindingWriter(ws, run_id, version)
     with ws.catalog.failing_run(run_id):
         try:
             todo = _todo_mask(ws, table)
@@ -488,24 +539,31 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             del todo, results
             _give_back_memory()
 
-            values, record_rows = _load_properties(ws, table)
+            scratch = ws.cache_dir / "audit"
+            scratch.mkdir(parents=True, exist_ok=True)
+            rows_path = scratch / f"properties-run{run_id}.f8"
+            scratch_files += [rows_path, scratch / f"columns-run{run_id}.f8"]
+            record_rows = _load_properties(ws, table, rows_path)
             failed = table.positions(_encode([sid for sid, _ in errors]))
             record_rows[failed[failed >= 0]] = -1
-            audited = np.flatnonzero(record_rows >= 0)
-            props = _check_frame(table, audited, values)
-            del values
-            table.size = table.width = table.height = None  # in props now
+            audited = np.flatnonzero(record_rows >= 0).astype(table.index_dtype)
+            props = _check_columns(table, audited, rows_path, scratch_files[-1])
+            rows_path.unlink()
+            table.remove_scratch()  # in props now
             record_rows = record_rows[audited]
             check_thresholds = dict(thresholds or {})
             near_given = check_thresholds.pop("near_duplicate", None)
             findings, used, skipped = _check_findings(ws, table, audited, props,
                                                       thresholds=check_thresholds, errors=errors)
+            writer.extend(findings)
+            del findings
             # The probes read the properties; the neighbour stages do not: run the probes
             # now, so the property table is gone before the kNN search (their findings and
             # skips are listed last all the same).
             probe_skipped: dict[str, str] = {}
             bias, probe_findings = _probe_findings(ws, table, audited, props, seed=seed,
                                                    skipped=probe_skipped)
+            props.remove()
             del props
             _give_back_memory()
             knn_file = _embedding_file(ws, record_rows, run_id) if len(audited) else None
@@ -515,36 +573,27 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             def thumbs(positions: np.ndarray) -> np.ndarray:
                 return vectors.thumbs(record_rows[positions])
 
-            more, duplicate_groups, search = _neighbour_findings(
-                ws, version, table, audited, knn_file, thumbs, near_given=near_given,
+            duplicate_groups, search = _neighbour_findings(
+                ws, version, table, audited, knn_file, thumbs, writer, near_given=near_given,
                 neighbours=neighbours, candidate_similarity=candidate_similarity,
                 near_duplicate_similarity=near_duplicate_similarity,
                 outlier_fence=outlier_fence, embedding_model=embedding_model, used=used,
                 skipped=skipped)
-            findings.extend(more)
-            del more
-            findings.extend(probe_findings)
+            writer.extend(probe_findings)
+            writer.flush()
             skipped.update(probe_skipped)
             del probe_findings
         finally:
-            if knn_file is not None:
-                knn_file.path.unlink(missing_ok=True)
+            table.remove_scratch()
+            for path in scratch_files + ([knn_file.path] if knn_file is not None else []):
+                path.unlink(missing_ok=True)
 
-        frame = pd.DataFrame(findings, columns=["kind", "sample_id", "score", "threshold", "reason",
-                                                "group"])
-        del findings
-        frame = frame.astype({"group": object}).where(frame.notna(), None)
-        with ws.catalog.write() as con:
-            con.executemany(
-                "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
-                " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, version, r.kind, r.sample_id, r.score, r.threshold, r.reason, r.group)
-                 for r in frame.itertuples()))
-        audited_ids, n_samples = table.ids[audited], len(table)
+        audited_ids, n_samples = table.ids(audited), len(table)
         del table
-        result = AuditResult(run_id, version, frame,
+        result = AuditResult(run_id, version, functools.partial(_findings_frame, ws, run_id),
                              functools.partial(_properties_frame, ws, version, audited_ids), used,
-                             bias, duplicate_groups, {}, 0.0, computed=n_todo, skipped=skipped)
+                             bias, duplicate_groups, {}, 0.0, computed=n_todo, skipped=skipped,
+                             _counts=writer.sorted_counts())
         result.summary = {"n_samples": int(n_samples), "n_audited": int(len(audited_ids)),
                           "computed": n_todo, "cached": int(n_samples - n_todo),
                           "findings": result.counts(), "skipped": skipped,
@@ -566,6 +615,60 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     return result
 
 
+_FINDING_COLUMNS = ["kind", "sample_id", "score", "threshold", "reason", "group"]
+
+
+class _FindingWriter:
+    """Findings go to the catalog in batches as they are found, so memory holds a batch,
+    not every finding of a large data set. They are rows of the audit's run, which stays
+    'failed' if the audit stops: readers take the newest finished run."""
+
+    _BATCH = 20_000
+
+    def __init__(self, ws, run_id: int, version: str | None):
+        self.ws, self.run_id, self.version = ws, run_id, version
+        self.pending: list[dict] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, finding: dict) -> None:
+        self.pending.append(finding)
+        self.counts[finding["kind"]] = self.counts.get(finding["kind"], 0) + 1
+        if len(self.pending) >= self._BATCH:
+            self.flush()
+
+    def extend(self, findings) -> None:
+        for finding in findings:
+            self.add(finding)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with self.ws.catalog.write() as con:
+            con.executemany(
+                "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, threshold,"
+                " reason, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ((self.run_id, self.version, f["kind"], f["sample_id"], _number(f["score"]),
+                  _number(f["threshold"]), f["reason"], f.get("group"))
+                 for f in self.pending))
+        self.pending = []
+
+    def sorted_counts(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items(), key=lambda kv: -kv[1]))
+
+
+def _number(value) -> float | None:
+    return None if value is None or value != value else float(value)  # NaN: None
+
+
+def _findings_frame(ws, run_id: int) -> pd.DataFrame:
+    """The findings of ``run_id`` in the order they were found."""
+    rows = [tuple(r) for r in ws.catalog.query(
+        "SELECT kind, sample_id, score, threshold, reason, grp FROM audit_findings"
+        " WHERE run_id = ? ORDER BY id", (run_id,))]
+    frame = pd.DataFrame(rows, columns=_FINDING_COLUMNS)
+    return frame.astype({"group": object}).where(frame.notna(), None)
+
+
 def _label_series(table: _Samples, audited: np.ndarray) -> pd.Series:
     """The audited samples' labels as an object Series (None where unlabeled), as the
     probes and the imbalance count read them; the strings are shared, one per class."""
@@ -573,7 +676,7 @@ def _label_series(table: _Samples, audited: np.ndarray) -> pd.Series:
     return pd.Series(names[table.label[audited]], dtype=object)
 
 
-def _check_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame, *,
+def _check_findings(ws, table: _Samples, audited: np.ndarray, props: ColumnStore, *,
                     thresholds, errors) -> tuple[list[dict], dict, dict]:
     """Unreadable files and the per-image checks: ``(findings, used, skipped)``."""
     skipped: dict[str, str] = {}
@@ -599,15 +702,14 @@ def _check_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFram
     return findings, used, skipped
 
 
-def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame, *,
+def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: ColumnStore, *,
                     seed, skipped: dict) -> tuple[pd.DataFrame, list[dict]]:
     """The bias probes (properties that predict the label) and the error-bias probes
     (properties that predict the model's errors): ``(bias table, findings)``."""
     findings = []
     labels = _label_series(table, audited)
     if labels.notna().sum() >= 10 and labels.dropna().nunique() >= 2:
-        probe_columns = [c for c in PROBED_PROPERTIES if c in props]
-        bias = bias_probe(props[probe_columns], labels, seed=seed)
+        bias = bias_probe(props.select(PROBED_PROPERTIES), labels, seed=seed)
         for row in bias[bias["flagged"]].itertuples():
             best = max(row.lift_by_class.items(), key=lambda kv: kv[1], default=None)
             extra = f"; predicts '{best[0]}' {best[1]:.1f}x better than chance" if best else ""
@@ -617,22 +719,23 @@ def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: pd.DataFram
                                         f"{row.accuracy:.2f} vs {row.baseline:.2f} for always "
                                         f"guessing the majority class{extra}")})
     else:
-        bias = bias_probe(pd.DataFrame(index=props.index), labels)
+        bias = bias_probe(props.select([]), labels)
         skipped["bias"] = "needs at least 10 labeled images in 2 or more classes"
     del labels
     findings.extend(_error_bias(ws, table, audited, props, skipped))
     return bias, findings
 
 
-def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vectors, thumbs, *,
-                        near_given, neighbours, candidate_similarity, near_duplicate_similarity,
-                        outlier_fence, embedding_model, used: dict, skipped: dict):
-    """Duplicates, outliers and imbalance: ``(findings, duplicate groups, search)``; adds
-    the near-duplicate rule to ``used`` and what was skipped to ``skipped``."""
+def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vectors, thumbs,
+                        findings: _FindingWriter, *, near_given, neighbours,
+                        candidate_similarity, near_duplicate_similarity, outlier_fence,
+                        embedding_model, used: dict, skipped: dict):
+    """Duplicates, outliers and imbalance, written to ``findings``: returns ``(duplicate
+    groups, search)``; adds the near-duplicate rule to ``used`` and what was skipped to
+    ``skipped``."""
     def sid(position: int) -> str:
         return table.id(audited[position])
 
-    findings: list[dict] = []
     duplicate_groups, search = [], None
     k = min(neighbours, _USED_NEIGHBOURS)
     if len(audited) >= 2:
@@ -655,7 +758,7 @@ def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vecto
                 for m in members:
                     score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
                     what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
-                    findings.append({
+                    findings.add({
                         "kind": kind, "sample_id": sid(m), "score": score,
                         "threshold": None if kind == "exact_duplicate" else near_threshold,
                         "group": key,
@@ -671,7 +774,7 @@ def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vecto
     else:
         skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
     findings.extend(_imbalance(_label_series(table, audited), skipped))
-    return findings, duplicate_groups, search
+    return duplicate_groups, search
 
 
 def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
@@ -693,7 +796,7 @@ def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
     return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def _error_bias(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame,
+def _error_bias(ws, table: _Samples, audited: np.ndarray, props: ColumnStore,
                 skipped: dict) -> list[dict]:
     """Properties that predict the model's out-of-fold errors (when predictions exist)."""
     from smartset.predictions import PredictionsNotFoundError
@@ -715,8 +818,8 @@ def _error_bias(ws, table: _Samples, audited: np.ndarray, props: pd.DataFrame,
     if known.sum() < 50:
         skipped["error_bias"] = "fewer than 50 audited samples have out-of-fold predictions"
         return []
-    columns = [c for c in PROBED_PROPERTIES if c in props]
-    table_ = error_probe(props.loc[known, columns].reset_index(drop=True), correct[known])
+    table_ = error_probe(props.select(PROBED_PROPERTIES),
+                         np.where(known, correct, np.nan))  # NaN: no prediction, left out
     findings = []
     for row in table_[table_["flagged"]].itertuples():
         findings.append({

@@ -58,8 +58,9 @@ def bias_probe(values: pd.DataFrame, labels, *, folds: int = 5, bins: int = 10,
     rng = resolve_rng(seed)
     rows = []
     for name in values.columns:
-        mask = values[name].notna() & labels.notna()
-        x = values.loc[mask, name].astype(float).to_numpy()
+        column = values[name]  # one column at a time: values may be read from disk
+        mask = column.notna() & labels.notna()
+        x = column[mask].astype(float).to_numpy()
         y_text = labels[mask].astype(str).to_numpy()
         classes, y = np.unique(y_text, return_inverse=True)
         if len(classes) < 2 or len(x) < 2 * folds or np.unique(x).size < 2:
@@ -93,17 +94,19 @@ def error_probe(values: pd.DataFrame, correct, *, bins: int = 5, min_ratio: floa
     """Which properties predict a model's errors: the error rate per quantile bin of each
     property against the overall rate.
 
-    ``correct``: per sample, whether the model (out-of-fold) was right. Returns one row per
-    property with its worst bin (``low``/``high`` edges), that bin's ``n``, ``errors``,
-    ``error_rate``, the ``overall`` rate, their ``ratio``, and ``flagged``: the ratio is at
-    least ``min_ratio``, the bin holds ``min_errors`` errors or more, and the excess is
-    ``z`` binomial standard errors above the overall rate (not chance).
+    ``correct``: per sample, whether the model (out-of-fold) was right (NaN where it is not
+    known: left out). Returns one row per property with its worst bin (``low``/``high``
+    edges), that bin's ``n``, ``errors``, ``error_rate``, the ``overall`` rate, their
+    ``ratio``, and ``flagged``: the ratio is at least ``min_ratio``, the bin holds
+    ``min_errors`` errors or more, and the excess is ``z`` binomial standard errors above
+    the overall rate (not chance).
     """
     correct = pd.Series(correct, index=values.index)
     rows = []
     for name in values.columns:
-        mask = values[name].notna() & correct.notna()
-        x = values.loc[mask, name].astype(float).to_numpy()
+        column = values[name]
+        mask = column.notna() & correct.notna()
+        x = column[mask].astype(float).to_numpy()
         wrong = ~correct[mask].astype(bool).to_numpy()
         if len(x) < 5 * bins or np.unique(x).size < bins or not wrong.any():
             continue

@@ -92,7 +92,8 @@ def run_checks(properties: pd.DataFrame, thresholds: dict[str, float] | None = N
                             "threshold": threshold, "set_by": how, "absolute": check.absolute,
                             "fence": None if math.isnan(fence) else fence,
                             "flagged": int(flagged.sum())}
-        for _, row in properties[flagged.fillna(False)].iterrows():
+        rows = np.flatnonzero(flagged.fillna(False).to_numpy(dtype=bool))
+        for _, row in properties.take(rows).iterrows():
             findings.append({"kind": check.name, "sample_id": row["id"],
                              "score": float(row[check.property]), "threshold": threshold,
                              "reason": check.reason(row, threshold)})
@@ -142,12 +143,21 @@ register_check(Check(
 def add_derived_properties(properties: pd.DataFrame, *, inplace: bool = False) -> pd.DataFrame:
     """Columns the checks read that come from the catalog's width and height (on a copy,
     unless ``inplace``)."""
-    area = properties["width"].astype(float) * properties["height"].astype(float)
     if not inplace:
         properties = properties.copy()
-    log_ratio = np.log10(area / area.median()) if len(area) else area
-    properties["size_ratio"] = np.abs(log_ratio)
-    properties["larger"] = log_ratio > 0
-    properties["aspect_skew"] = np.abs(np.log(properties["width"].astype(float)
-                                              / properties["height"].astype(float)))
+    derived = derived_properties(properties["width"].to_numpy(dtype=float),
+                                 properties["height"].to_numpy(dtype=float))
+    for name, values in derived.items():
+        properties[name] = values
     return properties
+
+
+def derived_properties(width: np.ndarray, height: np.ndarray) -> dict[str, np.ndarray]:
+    """``size_ratio`` (|log10| of the area over the median area), ``larger`` (bool) and
+    ``aspect_skew`` (|log| of width over height), from width and height arrays."""
+    area = width * height
+    median = np.nanmedian(area) if np.isfinite(area).any() else np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log10(area / median)
+        aspect_skew = np.abs(np.log(width / height))
+    return {"size_ratio": np.abs(log_ratio), "larger": log_ratio > 0, "aspect_skew": aspect_skew}

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["knn", "search_neighbours", "NeighbourSearch", "recall_at_k", "VectorFile",
+__all__ = ["knn", "search_neighbours", "NeighbourSearch", "NeighbourTable", "recall_at_k",
+           "VectorFile",
            "near_duplicate_pairs", "group_pairs", "EXACT_LIMIT"]
 
 EXACT_LIMIT = 200_000
@@ -33,6 +34,9 @@ _QUERY_BLOCK = 4096
 _BASE_BLOCK = 8192  # rows of a database block: 3.5 MB as float32
 _FLAT_INDEX_LIMIT = 16384  # in-memory vectors up to this many: one faiss flat index
 _BLOCK = 256  # query rows per NumPy product (memory: block x base block floats)
+_IVF_SHARD = 262144  # database vectors per IVF shard: ~30 MB of 8-bit codes and ids
+_IVF_TRAIN = 65536  # vectors that train the IVF lists (at most 40 a list): 29 MB at d=112
+_SQ_TRAIN = 16384  # of which these train the 8-bit ranges
 
 
 class VectorFile:
@@ -81,15 +85,88 @@ class VectorFile:
         return out
 
 
+class NeighbourTable:
+    """An ``n x k`` answer, nearest first: indices (int32 below 2**31 rows, -1 padded) and
+    similarities (float32, -inf padded). In memory, or with ``path`` in a raw file of one
+    record a row, written and read a block of rows at a time with plain reads (pages of a
+    memory map would count in the process's resident memory)."""
+
+    def __init__(self, n: int, k: int, path: str | Path | None = None):
+        self.n, self.k = int(n), int(k)
+        self.path = None if path is None else Path(path)
+        self.record = np.dtype([("indices", np.int32 if n < 2**31 else np.int64, (self.k,)),
+                                ("similarities", np.float32, (self.k,))])
+        if self.path is None:
+            self._rows = np.empty(self.n, dtype=self.record)
+            self._rows["indices"], self._rows["similarities"] = -1, -np.inf
+            return
+        padding = np.empty(min(self.n, _QUERY_BLOCK), dtype=self.record)
+        padding["indices"], padding["similarities"] = -1, -np.inf
+        with open(self.path, "wb") as handle:
+            for start, stop in _blocks(self.n, len(padding) or 1):
+                handle.write(padding[:stop - start].tobytes())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def write(self, start: int, indices: np.ndarray, similarities: np.ndarray) -> None:
+        """Rows ``start:start + len(indices)`` (their first ``indices.shape[1]`` columns;
+        the rest stay padding)."""
+        rows = np.empty(len(indices), dtype=self.record)
+        rows["indices"], rows["similarities"] = -1, -np.inf
+        rows["indices"][:, :indices.shape[1]] = indices
+        rows["similarities"][:, :indices.shape[1]] = similarities
+        if self.path is None:
+            self._rows[start:start + len(rows)] = rows
+            return
+        with open(self.path, "r+b") as handle:
+            os.pwrite(handle.fileno(), rows.tobytes(), start * self.record.itemsize)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, similarities)`` of rows ``start:stop``."""
+        if self.path is None:
+            rows = self._rows[start:stop]
+        else:
+            with open(self.path, "rb") as handle:
+                handle.seek(start * self.record.itemsize)
+                rows = np.fromfile(handle, dtype=self.record, count=max(0, stop - start))
+        return rows["indices"], rows["similarities"]
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, similarities)`` of the rows ``rows`` (one read each on disk)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.path is None:
+            found = self._rows[rows]
+        else:
+            found = np.empty(len(rows), dtype=self.record)
+            size = self.record.itemsize
+            with open(self.path, "rb") as handle:
+                for i, row in enumerate(rows):
+                    found[i] = np.frombuffer(os.pread(handle.fileno(), size, int(row) * size),
+                                             dtype=self.record)[0]
+        return found["indices"], found["similarities"]
+
+    def blocks(self, size: int = _QUERY_BLOCK):
+        """``(start, stop, indices, similarities)`` block after block."""
+        for start, stop in _blocks(self.n, size):
+            yield (start, stop, *self.read(start, stop))
+
+    def column(self, c: int) -> np.ndarray:
+        """Column ``c`` of the indices, every row (read block by block)."""
+        out = np.empty(self.n, dtype=self.record["indices"].base)
+        for start, stop, indices, _ in self.blocks():
+            out[start:stop] = indices[:, c]
+        return out
+
+
 @dataclass
 class NeighbourSearch:
-    """What :func:`search_neighbours` found: ``indices`` (int32 below 2**31 rows) and
-    ``similarities`` (float32), ``n x k``, nearest first, padded with -1 / -inf, the ``index`` used (``"flat"``, or
+    """What :func:`search_neighbours` found: the ``table`` (:class:`NeighbourTable`; also
+    as arrays, ``indices`` and ``similarities``), the ``index`` used (``"flat"``, or
     ``"ivf-sq8"``), and for an approximate index its parameters and ``recall`` (recall@k
     against exact search on ``params["recall_queries"]`` sampled queries)."""
 
-    indices: np.ndarray
-    similarities: np.ndarray
+    table: NeighbourTable
     index: str
     recall: float | None = None
     params: dict = field(default_factory=dict)
@@ -97,6 +174,15 @@ class NeighbourSearch:
     @property
     def approximate(self) -> bool:
         return self.index != "flat"
+
+    @property
+    def indices(self) -> np.ndarray:
+        """``n x k`` (on disk: read whole)."""
+        return self.table.read(0, self.table.n)[0]
+
+    @property
+    def similarities(self) -> np.ndarray:
+        return self.table.read(0, self.table.n)[1]
 
 
 def _faiss():
@@ -171,22 +257,26 @@ def _drop_self(found: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int
 
 
 def _ivf(vectors, n: int, dim: int, faiss, *, nlist: int | None, seed: int):
-    nlist = nlist or int(min(65536, max(64, 2 ** round(math.log2(4 * math.sqrt(n))))))
+    nlist = nlist or int(min(_IVF_TRAIN // 16, max(64, 2 ** round(math.log2(4 * math.sqrt(n))))))
     rng = np.random.default_rng(seed)
-    train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
+    train_rows = np.sort(rng.choice(n, size=min(n, 40 * nlist, _IVF_TRAIN), replace=False))
+    train = np.ascontiguousarray(vectors[train_rows], dtype=np.float32)
     quantizer = faiss.IndexFlatIP(dim)
+    # The lists first, then the 8-bit ranges on the residuals of a part of the same
+    # sample: faiss would otherwise copy every training vector as a residual.
+    clustering = faiss.Clustering(dim, nlist)
+    clustering.seed = seed
+    clustering.min_points_per_centroid = min(39, max(1, len(train) // nlist))
+    clustering.train(train, quantizer)
     index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                           faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    index.train(np.ascontiguousarray(vectors[train_rows], dtype=np.float32))
-    for start, stop in _blocks(n, _BASE_BLOCK * 4):
-        index.add(np.ascontiguousarray(vectors[start:stop], dtype=np.float32))
-    return index, quantizer, nlist  # the quantizer must outlive the index
+    index.train(train[:_SQ_TRAIN])  # the quantizer is trained: only the ranges are
+    return index, quantizer, nlist  # trained, empty; the quantizer must outlive the index
 
 
 def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int | None = None,
                       nlist: int | None = None, nprobe: int = 32, recall_queries: int = 1000,
-                      seed: int = 0) -> NeighbourSearch:
+                      seed: int = 0, out: str | Path | None = None) -> NeighbourSearch:
     """The ``k`` nearest other rows of each row of ``vectors`` by inner product (cosine
     for unit-normed rows).
 
@@ -194,44 +284,59 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
     read ``16,384`` rows at a time. ``method``: ``"flat"`` (exact), ``"ivf"`` (FAISS
     ``IndexIVFScalarQuantizer``, 8-bit, ``nlist`` lists (default about ``4 sqrt(n)``, a
     power of two), ``nprobe`` of them searched), or ``"auto"``: flat up to ``exact_limit``
-    rows (default :data:`EXACT_LIMIT`), IVF above. An approximate search is followed by :func:`recall_at_k` on
-    ``recall_queries`` sampled rows. Without FAISS the search is exact, with NumPy.
+    rows (default :data:`EXACT_LIMIT`), IVF above. An approximate search is followed by
+    :func:`recall_at_k` on ``recall_queries`` sampled rows. Without FAISS the search is
+    exact, with NumPy. ``out``: a file for the answer (:class:`NeighbourTable`), so
+    memory holds a block of it, not all ``n x k``; IVF keeps one shard of the database
+    (:data:`_IVF_SHARD` vectors) in memory at a time.
     """
     if method not in ("auto", "flat", "ivf"):
         raise ValueError(f"method must be 'auto', 'flat' or 'ivf', got {method!r}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     n = len(vectors)
-    indices = np.full((n, k), -1, dtype=np.int32 if n < 2**31 else np.int64)
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
+    table = NeighbourTable(n, k, out)
     k_eff = min(k, max(n - 1, 0))
     faiss = _faiss()
     exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
     approximate = faiss is not None and (method == "ivf" or (method == "auto" and n > exact_limit))
     if k_eff == 0:
-        return NeighbourSearch(indices, sims, "flat")
+        return NeighbourSearch(table, "flat")
     dim = vectors.shape[1]
     started = time.perf_counter()
     if not approximate:
         for start, stop in _blocks(n, _QUERY_BLOCK):
             queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
             found_sims, found = _exact(vectors, queries, k_eff + 1, faiss)
-            indices[start:stop, :k_eff], sims[start:stop, :k_eff] = _drop_self(
-                found, found_sims, np.arange(start, stop), k_eff)
-        return NeighbourSearch(indices, sims, "flat",
+            table.write(start, *_drop_self(found, found_sims, np.arange(start, stop), k_eff))
+        return NeighbourSearch(table, "flat",
                                params={"query_s": round(time.perf_counter() - started, 3)})
-    index, quantizer, used_nlist = _ivf(vectors, n, dim, faiss, nlist=nlist, seed=seed)
-    index.nprobe = min(nprobe, used_nlist)
+    trained, quantizer, used_nlist = _ivf(vectors, n, dim, faiss, nlist=nlist, seed=seed)
     built = time.perf_counter()
-    for start, stop in _blocks(n, _QUERY_BLOCK):
-        queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
-        found_sims, found = index.search(queries, k_eff + 1)
-        indices[start:stop, :k_eff], sims[start:stop, :k_eff] = _drop_self(
-            found, found_sims, np.arange(start, stop), k_eff)
-    del index, quantizer
+    # The database in shards of _IVF_SHARD vectors, one shard's codes in memory at a
+    # time (each shard shares the trained lists): every query meets every shard, and the
+    # best k of the shards' answers are kept, as one index over all would find them.
+    for shard_start, shard_stop in _blocks(n, _IVF_SHARD):
+        index = faiss.clone_index(trained)
+        index.nprobe = min(nprobe, used_nlist)
+        for start, stop in _blocks(shard_stop - shard_start, _BASE_BLOCK * 4):
+            index.add(np.ascontiguousarray(vectors[shard_start + start:shard_start + stop],
+                                           dtype=np.float32))
+        for start, stop in _blocks(n, _QUERY_BLOCK):
+            queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+            found_sims, found = index.search(queries, k_eff + 1)
+            found = np.where(found >= 0, found + shard_start, -1)
+            answer = _drop_self(found, found_sims, np.arange(start, stop), k_eff)
+            if shard_start:
+                best, best_sims = table.read(start, stop)
+                answer = _merge((best_sims[:, :k_eff], best[:, :k_eff]), answer[::-1],
+                                k_eff)[::-1]
+            table.write(start, *answer)
+        del index
+    del trained, quantizer
     queried = time.perf_counter()
-    recall = recall_at_k(vectors, indices[:, :k_eff], sample=recall_queries, seed=seed)
-    return NeighbourSearch(indices, sims, "ivf-sq8", recall,
+    recall = _recall(vectors, table, k_eff, sample=recall_queries, seed=seed)
+    return NeighbourSearch(table, "ivf-sq8", recall,
                            {"nlist": used_nlist, "nprobe": min(nprobe, used_nlist),
                             "recall_queries": min(recall_queries, n), "k": k_eff,
                             "build_s": round(built - started, 3),
@@ -242,16 +347,23 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
 def recall_at_k(vectors, indices: np.ndarray, *, sample: int = 1000, seed: int = 0) -> float:
     """recall@k of ``indices`` (``n x k`` neighbours found, -1 padded): on ``sample`` rows
     drawn at random, the share of each row's exact ``k`` nearest others that were found."""
-    n, k = indices.shape
+    table = NeighbourTable(len(indices), indices.shape[1])
+    table.write(0, indices, np.zeros(indices.shape, dtype=np.float32))
+    return _recall(vectors, table, indices.shape[1], sample=sample, seed=seed)
+
+
+def _recall(vectors, table: NeighbourTable, k: int, *, sample: int, seed: int) -> float:
+    n = table.n
     if n < 2 or k == 0:
         return 1.0
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    found_rows = table.take(rows)[0][:, :k]
     queries = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     k_true = min(k, n - 1)
     sims, found = _exact(vectors, queries, k_true + 1, _faiss())
     truth, _ = _drop_self(found, sims, rows, k_true)
-    hits = sum(len((set(truth[i].tolist()) - {-1}) & set(indices[row].tolist()))
-               for i, row in enumerate(rows))
+    hits = sum(len((set(truth[i].tolist()) - {-1}) & set(found_rows[i].tolist()))
+               for i in range(len(rows)))
     return hits / max(1, int((truth >= 0).sum()))
 
 

@@ -15,7 +15,7 @@ probabilities) and ``features`` (embeddings):
 - imbalance :func:`imbalance_report`, :func:`class_weights`, :func:`undersample`,
   :func:`oversample`.
 
-Over a workspace: :func:`make_plan`, :func:`load_plan`, :func:`apply_plan`,
+Over a workspace: :func:`make_plan` (its label actions: :func:`label_actions`), :func:`load_plan`, :func:`apply_plan`,
 :func:`undo_apply`; the CLI is ``smartset clean``.
 """
 
@@ -31,8 +31,8 @@ from smartset.clean.imbalance import (class_weights, imbalance_report, oversampl
 from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_posterior,
                                         repeated_edited_nearest_neighbours)
 from smartset.clean.merge import class_confusion, find_classes_to_merge
-from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, load_plan,
-                                 make_plan, undo_apply, workspace_inputs)
+from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, label_actions,
+                                 load_plan, make_plan, undo_apply, workspace_inputs)
 from smartset.clean.reduction import (condensed_nearest_neighbour,
                                       fast_condensed_nearest_neighbour, reduction_curve,
                                       stratified_subset)
@@ -49,7 +49,7 @@ __all__ = [
     "condensed_nearest_neighbour", "fast_condensed_nearest_neighbour", "reduction_curve",
     "stratified_subset",
     "imbalance_report", "class_weights", "oversampling_copies", "undersample", "oversample",
-    "make_plan", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
+    "label_actions", "make_plan", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",
 ]

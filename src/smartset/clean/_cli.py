@@ -42,6 +42,9 @@ def clean(
         help="auto (out-of-fold features if stored, else the audit's embeddings), oof, "
              "audit or none.")] = "auto",
     k: Annotated[int, typer.Option(min=1, help="Neighbours of the kNN evidence.")] = 20,
+    min_relabel_posterior: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Propose a relabel only when the suggested class's posterior "
+                               "is at least this; below it, exclude.")] = 0.6,
     top: Annotated[int, typer.Option(min=0, help="Rows of the suspicious-labels table.")] = 20,
     no_ambiguous: Annotated[bool, typer.Option("--no-ambiguous", help="Skip ambiguous images.")] = False,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Skip classes to merge.")] = False,
@@ -79,7 +82,7 @@ def clean(
         return
     plan = make_plan(ws, version=version, run=run, features=features, k=k,
                      ambiguous=not no_ambiguous, merge=not no_merge,
-                     duplicates=not no_duplicates)
+                     duplicates=not no_duplicates, min_relabel_posterior=min_relabel_posterior)
     if as_json:
         print_json(plan)
         return

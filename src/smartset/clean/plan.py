@@ -27,8 +27,8 @@ from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
 from smartset.errors import EmptyDataError, SmartsetError
 
-__all__ = ["PLAN_FORMAT", "ACTIONS", "make_plan", "load_plan", "apply_plan", "undo_apply",
-           "PlanError", "workspace_inputs"]
+__all__ = ["PLAN_FORMAT", "ACTIONS", "label_actions", "make_plan", "load_plan", "apply_plan",
+           "undo_apply", "PlanError", "workspace_inputs"]
 
 PLAN_FORMAT = "smartset.clean-plan/1"
 ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
@@ -36,6 +36,43 @@ ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
 
 class PlanError(SmartsetError, ValueError):
     """A cleaning plan cannot be read or applied as it is."""
+
+
+def label_actions(labels, found, ambiguity=None, *,
+                  min_relabel_posterior: float = 0.6) -> list[tuple[int, str, object]]:
+    """What the plan proposes for each of ``labels`` (int class indices) that the
+    consensus ``found`` flags, most suspicious first: ``(i, action, value)`` with
+    ``action`` one of
+
+    - ``"relabel"`` (``value`` the suggested class index) when the posterior of the
+      suggested class is at least ``min_relabel_posterior``;
+    - ``"exclude"`` (``value`` None) when it is not: the given label is wrong but no class
+      is convincing enough to put in its place, and a wrong relabel teaches the model a
+      wrong label it did not have before; also when ``ambiguity`` says the evidence is
+      spread over many classes;
+    - ``"multi_label"`` (``value`` the two leading class indices) when ``ambiguity`` finds
+      the image split between its given class and another.
+    """
+    if not 0.0 <= min_relabel_posterior <= 1.0:
+        raise CleanInputError(f"min_relabel_posterior must be in [0, 1], got "
+                              f"{min_relabel_posterior!r}.")
+    out = []
+    for i in found.ranked():
+        i = int(i)
+        j = int(found.suggested[i])
+        if ambiguity is not None and ambiguity.is_ambiguous[i]:
+            pair = [int(c) for c in ambiguity.classes[i]]
+            if ambiguity.suggestion[i] == "exclude":
+                out.append((i, "exclude", None))
+                continue
+            if int(labels[i]) in pair:
+                out.append((i, "multi_label", sorted(pair)))
+                continue
+        if found.posterior[i, j] < min_relabel_posterior:
+            out.append((i, "exclude", None))
+        else:
+            out.append((i, "relabel", j))
+    return out
 
 
 # -- inputs from the workspace ------------------------------------------------------------------
@@ -140,7 +177,8 @@ def _duplicates(ws, allowed: set[str]) -> list[dict]:
     """Duplicate sets of the newest audit: every member after the first is a duplicate of it."""
     rows = ws.catalog.query(
         "SELECT kind, sample_id, score, grp, reason FROM audit_findings WHERE run_id = "
-        "(SELECT MAX(run_id) FROM audit_findings) AND kind IN ('exact_duplicate', "
+        "(SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r ON r.id = f.run_id WHERE "
+        "r.status = 'done') AND kind IN ('exact_duplicate', "
         "'near_duplicate') ORDER BY grp, sample_id")
     groups: dict[tuple, list] = {}
     for row in rows:
@@ -162,13 +200,14 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
               features: str = "auto", k: int = 20, model_weight: float = 0.6,
               cut="auto", ambiguous: bool = True, merge: bool = True,
               duplicates: bool = True, min_confusion: float = 0.2,
-              max_actions: int | None = None, author: str | None = None) -> dict:
+              min_relabel_posterior: float = 0.6, max_actions: int | None = None,
+              author: str | None = None) -> dict:
     """Detect, rank and explain; write the plan and the ranked suspicious labels.
 
     Uses the newest out-of-fold predictions (or ``run``) and the embeddings found by
     :func:`workspace_inputs` (``features``). Proposes ``relabel`` for labels the
-    consensus flags (``multi_label`` or ``exclude`` instead when the image is also
-    ambiguous), ``multi_label`` / ``exclude`` for ambiguous images, ``merge_classes`` for
+    consensus flags, or ``exclude`` / ``multi_label`` (see :func:`label_actions`,
+    ``min_relabel_posterior``), ``multi_label`` / ``exclude`` for ambiguous images, ``merge_classes`` for
     classes confused both ways (``min_confusion``), and ``duplicate_of`` for the audit's
     duplicate sets. Writes ``ws/reports/clean/plan-RUN.json`` (atomically, registered as
     artifact kind ``clean_plan``) and the ``label_issues`` rows of the run. Returns the
@@ -181,7 +220,7 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
     params = {"version": version, "predictions_run": run, "features": features, "k": k,
               "model_weight": model_weight, "cut": cut, "ambiguous": ambiguous,
               "merge": merge, "duplicates": duplicates, "min_confusion": min_confusion,
-              "max_actions": max_actions}
+              "min_relabel_posterior": min_relabel_posterior, "max_actions": max_actions}
     run_id = ws.catalog.start_run("clean", params)
     with ws.catalog.failing_run(run_id):
         inputs = workspace_inputs(ws, version=version, run=run, features=features)
@@ -216,7 +255,8 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                 ev["top2_margin"] = round(float(amb.margin[i]), 4)
             return ev
 
-        for i in found.ranked():
+        for i, action, value in label_actions(labels, found, amb,
+                                              min_relabel_posterior=min_relabel_posterior):
             sid = str(ids[i])
             ev = evidence_of(i)
             given, suggested = ev["label"], ev["suggested"]
@@ -227,15 +267,18 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                       f"{ev['model_p_suggested']:.0%} (and '{given}' "
                       f"{ev['model_p_label']:.0%}){knn_text}; flagged by "
                       f"{len(detectors)} detector(s): {', '.join(detectors)}")
-            action, value = "relabel", suggested
-            if amb is not None and amb.is_ambiguous[i]:
-                pair = [classes[c] for c in amb.classes[i]]
-                if amb.suggestion[i] == "exclude":
-                    action, value = "exclude", None
-                    reason += "; the evidence is spread over many classes"
-                elif given in pair:
-                    action, value = "multi_label", sorted(pair)
-                    reason += f"; it may show both '{pair[0]}' and '{pair[1]}'"
+            if action == "relabel":
+                value = suggested
+            elif action == "multi_label":
+                pair = [classes[c] for c in value]
+                value = sorted(pair)
+                reason += f"; it may show both '{pair[0]}' and '{pair[1]}'"
+            elif amb is not None and amb.is_ambiguous[i]:
+                reason += "; the evidence is spread over many classes"
+            else:
+                reason += (f"; no class is likely enough to relabel it (posterior of "
+                           f"'{suggested}' {ev['posterior_suggested']:.0%}, below "
+                           f"{min_relabel_posterior:.0%})")
             actions.append({"action": action, "sample_id": sid, "value": value,
                             "detector": "consensus", "score": round(float(found.score[i]), 4),
                             "reason": reason, "evidence": ev})

@@ -57,7 +57,8 @@ def duplicate_groups(ws, ids) -> np.ndarray:
     for members in by_sha.values():
         if len(members) > 1:
             union(members)
-    newest = ws.catalog.query("SELECT MAX(run_id) FROM audit_findings")
+    newest = ws.catalog.query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r"
+                              " ON r.id = f.run_id WHERE r.status = 'done'")
     if newest and newest[0][0] is not None:
         groups: dict[str, list[str]] = {}
         for sid, grp in ws.catalog.query(
