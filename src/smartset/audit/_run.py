@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from smartset._progress import progress_bar
-from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit._columns import ColumnStore
+from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import (add_derived_properties, derived_properties, robust_fence,
                                    run_checks)
-from smartset.audit.neighbours import (VectorFile, group_pairs, near_duplicate_pairs,
-                                       search_neighbours)
+from smartset.audit.neighbours import (NeighbourTable, VectorFile, group_arrays,
+                                       near_duplicate_pairs, search_neighbours)
 from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
                                        RECORD, THUMB_SIDE, compute_properties)
 from smartset.catalog import now
@@ -49,7 +50,7 @@ class AuditResult:
     _properties: pd.DataFrame | Callable[[], pd.DataFrame]
     thresholds: dict
     bias: pd.DataFrame
-    duplicate_groups: list[dict]
+    _duplicate_groups: list[dict] | Callable[[], list[dict]]
     summary: dict
     seconds: float
     computed: int
@@ -63,6 +64,13 @@ class AuditResult:
         if callable(self._findings):
             self._findings = self._findings()
         return self._findings
+
+    @property
+    def duplicate_groups(self) -> list[dict]:
+        """The duplicate sets: ``group``, ``kind``, ``scopes`` and ``members`` (ids)."""
+        if callable(self._duplicate_groups):
+            self._duplicate_groups = self._duplicate_groups()
+        return self._duplicate_groups
 
     @property
     def properties(self) -> pd.DataFrame:
@@ -462,25 +470,59 @@ def _describe_group(table: _Samples, audited: np.ndarray, members: list[int]
 
 
 def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k: int,
-                candidate_similarity: float, min_similarity: float, threshold: float | None):
+                candidate_similarity: float, min_similarity: float, threshold: float | None,
+                scratch: Path):
+    """Exact and near duplicate sets (each ``(members, starts)``, see
+    :func:`group_arrays`), each near member's best verified similarity (aligned with its
+    members), the search, the near-duplicate threshold, and each image's isolation."""
     n = len(audited)
-    exact_groups = group_pairs(n, _exact_duplicate_pairs(ws, table, audited))
+    pairs = np.array(_exact_duplicate_pairs(ws, table, audited), dtype=np.int64).reshape(-1, 2)
+    exact = group_arrays(n, pairs[:, 0], pairs[:, 1])
     _give_back_memory()  # SQLite's grouping: freed, not yet handed back
-    search = search_neighbours(vectors, k)
+    search = search_neighbours(vectors, k, out=scratch / f"neighbours-{os.getpid()}.bin")
+    try:
+        isolation = _isolation(search.table)
+        _give_back_memory()
+        first, second, value, threshold = near_duplicate_pairs(
+            search.table, thumbs, candidate_similarity=candidate_similarity,
+            min_similarity=min_similarity, threshold=threshold, scratch=scratch)
+    finally:
+        search.table.path.unlink(missing_ok=True)
     _give_back_memory()
-    indices, sims = search.indices, search.similarities
-    near, threshold = near_duplicate_pairs(indices, sims, thumbs,
-                                           candidate_similarity=candidate_similarity,
-                                           min_similarity=min_similarity, threshold=threshold)
-    _give_back_memory()
-    exact_of = {m: g for g, members in enumerate(exact_groups) for m in members}
-    near = [(i, j, s) for i, j, s in near if exact_of.get(i, -1) != exact_of.get(j, -2)]
-    near_groups = group_pairs(n, near)
-    best_sim: dict[int, float] = {}
-    for i, j, s in near:
-        best_sim[i] = max(best_sim.get(i, 0.0), s)
-        best_sim[j] = max(best_sim.get(j, 0.0), s)
-    return exact_groups, near_groups, best_sim, search, threshold
+    # a pair inside one exact set is that set's business
+    members, starts = exact
+    exact_group = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    order = np.argsort(members, kind="stable")
+    sorted_members, sorted_group = members[order], exact_group[order]
+
+    def exact_set(positions: np.ndarray, missing: int) -> np.ndarray:
+        if not len(sorted_members):
+            return np.full(len(positions), missing)
+        at = np.searchsorted(sorted_members, positions).clip(max=len(sorted_members) - 1)
+        return np.where(sorted_members[at] == positions, sorted_group[at], missing)
+
+    keep = exact_set(first, -1) != exact_set(second, -2)
+    first, second, value = first[keep], second[keep], value[keep]
+    near = group_arrays(n, first, second)
+    nodes = np.unique(np.concatenate([first, second]))
+    best = np.full(len(nodes), -np.inf, dtype=np.float32)
+    np.maximum.at(best, np.searchsorted(nodes, first), value)
+    np.maximum.at(best, np.searchsorted(nodes, second), value)
+    best_of_member = best[np.searchsorted(nodes, near[0])]
+    return exact, near, best_of_member, search, threshold, isolation
+
+
+def _isolation(neighbours: NeighbourTable, k: int = _USED_NEIGHBOURS) -> np.ndarray:
+    """1 - the mean similarity of each image to its ``k`` nearest (float32, NaN without
+    any), read block by block."""
+    out = np.empty(len(neighbours), dtype=np.float32)
+    k = min(k, neighbours.k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image with no neighbour: NaN
+        for start, stop, _, sims in neighbours.blocks():
+            finite = np.where(np.isfinite(sims[:, :k]), sims[:, :k], np.nan)
+            out[start:stop] = 1.0 - np.nanmean(finite, axis=1)
+    return out
 
 
 def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None = None,
@@ -573,12 +615,12 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             def thumbs(positions: np.ndarray) -> np.ndarray:
                 return vectors.thumbs(record_rows[positions])
 
-            duplicate_groups, search = _neighbour_findings(
+            sets, search = _neighbour_findings(
                 ws, version, table, audited, knn_file, thumbs, writer, near_given=near_given,
                 neighbours=neighbours, candidate_similarity=candidate_similarity,
                 near_duplicate_similarity=near_duplicate_similarity,
                 outlier_fence=outlier_fence, embedding_model=embedding_model, used=used,
-                skipped=skipped)
+                skipped=skipped, scratch=scratch)
             writer.extend(probe_findings)
             writer.flush()
             skipped.update(probe_skipped)
@@ -592,15 +634,16 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         del table
         result = AuditResult(run_id, version, functools.partial(_findings_frame, ws, run_id),
                              functools.partial(_properties_frame, ws, version, audited_ids), used,
-                             bias, duplicate_groups, {}, 0.0, computed=n_todo, skipped=skipped,
+                             bias, functools.partial(_duplicate_groups, ws, run_id), {}, 0.0,
+                             computed=n_todo, skipped=skipped,
                              _counts=writer.sorted_counts())
         result.summary = {"n_samples": int(n_samples), "n_audited": int(len(audited_ids)),
                           "computed": n_todo, "cached": int(n_samples - n_todo),
                           "findings": result.counts(), "skipped": skipped,
-                          "duplicate_groups": {k: sum(g["kind"] == k for g in duplicate_groups)
+                          "duplicate_groups": {k: sets[k]
                                                for k in ("exact_duplicate", "near_duplicate")},
-                          "label_conflicts": sum("label conflict" in g["scopes"] for g in duplicate_groups),
-                          "split_leakage": sum("split leakage" in g["scopes"] for g in duplicate_groups)}
+                          "label_conflicts": sets["label conflict"],
+                          "split_leakage": sets["split leakage"]}
         if search is not None and search.approximate:
             result.summary["neighbour_search"] = {"index": search.index,
                                                   "recall_at_k": round(search.recall, 4),
@@ -729,52 +772,81 @@ def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: ColumnStore
 def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vectors, thumbs,
                         findings: _FindingWriter, *, near_given, neighbours,
                         candidate_similarity, near_duplicate_similarity, outlier_fence,
-                        embedding_model, used: dict, skipped: dict):
+                        embedding_model, used: dict, skipped: dict, scratch: Path):
     """Duplicates, outliers and imbalance, written to ``findings``: returns ``(duplicate
-    groups, search)``; adds the near-duplicate rule to ``used`` and what was skipped to
-    ``skipped``."""
+    set counts, search)``; adds the near-duplicate rule to ``used`` and what was skipped
+    to ``skipped``."""
     def sid(position: int) -> str:
         return table.id(audited[position])
 
-    duplicate_groups, search = [], None
+    counts = {"exact_duplicate": 0, "near_duplicate": 0, "label conflict": 0,
+              "split leakage": 0}
+    search = None
     k = min(neighbours, _USED_NEIGHBOURS)
     if len(audited) >= 2:
-        exact_groups, near_groups, best_sim, search, near_threshold = _duplicates(
+        exact, near, best_sim, search, near_threshold, isolation = _duplicates(
             ws, table, audited, vectors, thumbs, k=k, candidate_similarity=candidate_similarity,
-            min_similarity=near_duplicate_similarity, threshold=near_given)
+            min_similarity=near_duplicate_similarity, threshold=near_given, scratch=scratch)
         used["near_duplicate"] = {
             "property": "verified similarity", "direction": "high", "threshold": near_threshold,
             "set_by": ("given" if near_given is not None else
                        "absolute limit" if near_threshold == near_duplicate_similarity
                        else "local density (median shown)"),
             "absolute": near_duplicate_similarity, "fence": None,
-            "flagged": sum(len(g) for g in near_groups)}
-        for kind, groups in (("exact_duplicate", exact_groups), ("near_duplicate", near_groups)):
-            for number, members in enumerate(groups, start=1):
-                key = f"{kind.split('_')[0]}-{number}"
-                scopes, detail = _describe_group(table, audited, members)
-                duplicate_groups.append({"group": key, "kind": kind, "scopes": scopes,
-                                         "members": [sid(m) for m in members]})
-                for m in members:
-                    score = 1.0 if kind == "exact_duplicate" else best_sim.get(m, 1.0)
-                    what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
+            "flagged": int(len(near[0]))}
+        for kind, (members, starts) in (("exact_duplicate", exact), ("near_duplicate", near)):
+            what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
+            for number in range(len(starts) - 1):
+                group = members[starts[number]:starts[number + 1]]
+                key = f"{kind.split('_')[0]}-{number + 1}"
+                scopes, detail = _describe_group(table, audited, group)
+                counts[kind] += 1
+                for scope in scopes:
+                    counts[scope] = counts.get(scope, 0) + 1
+                reason = _duplicate_reason(what, len(group), scopes, detail)
+                for at, m in enumerate(group, start=int(starts[number])):
                     findings.add({
-                        "kind": kind, "sample_id": sid(m), "score": score,
+                        "kind": kind, "sample_id": sid(int(m)),
+                        "score": 1.0 if kind == "exact_duplicate" else float(best_sim[at]),
                         "threshold": None if kind == "exact_duplicate" else near_threshold,
-                        "group": key,
-                        "reason": (f"{what} in a set of {len(members)} ({', '.join(scopes)}"
-                                   f"{': ' + detail if detail else ''})")})
-        sims = search.similarities
+                        "group": key, "reason": reason})
+        del exact, near, best_sim
         if embedding_model is not None:
             vectors = _model_embeddings(ws, version, [sid(i) for i in range(len(audited))],
                                         embedding_model)
-            sims = search_neighbours(vectors, k).similarities
-        findings.extend(_outliers(table.label[audited], table.label_names, sims, vectors, sid,
-                                  fence=outlier_fence, skipped=skipped))
+            isolation = _isolation(search_neighbours(vectors, k).table, k)
+        findings.extend(_outliers(table.label[audited], table.label_names, isolation, k, vectors,
+                                  sid, fence=outlier_fence, skipped=skipped))
     else:
         skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
     findings.extend(_imbalance(_label_series(table, audited), skipped))
-    return duplicate_groups, search
+    return counts, search
+
+
+def _duplicate_reason(what: str, size: int, scopes: list[str], detail: str) -> str:
+    """A duplicate finding's reason; :func:`_duplicate_scopes` reads the scopes back."""
+    return f"{what} in a set of {size} ({', '.join(scopes)}{': ' + detail if detail else ''})"
+
+
+def _duplicate_scopes(reason: str) -> list[str]:
+    inner = reason.split(" (", 1)[1]
+    return (inner.split(": ", 1)[0] if ": " in inner else inner[:-1]).split(", ")
+
+
+def _duplicate_groups(ws, run_id: int) -> list[dict]:
+    """The duplicate sets of ``run_id``, from its findings: ``group``, ``kind``, ``scopes``
+    and ``members``, in the order found."""
+    groups: dict[tuple[str, str], dict] = {}
+    for row in ws.catalog.query(
+            "SELECT kind, sample_id, grp, reason FROM audit_findings WHERE run_id = ? AND kind"
+            " IN ('exact_duplicate', 'near_duplicate') ORDER BY id", (run_id,)):
+        group = groups.get((row["kind"], row["grp"]))
+        if group is None:
+            group = groups[(row["kind"], row["grp"])] = {
+                "group": row["grp"], "kind": row["kind"],
+                "scopes": _duplicate_scopes(row["reason"]), "members": []}
+        group["members"].append(row["sample_id"])
+    return list(groups.values())
 
 
 def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
@@ -831,15 +903,13 @@ def _error_bias(ws, table: _Samples, audited: np.ndarray, props: ColumnStore,
     return findings
 
 
-def _outliers(labels: np.ndarray, names: list[str], sims: np.ndarray, vectors, sid, *,
-              fence: float, skipped: dict) -> list[dict]:
-    """Images far from their nearest neighbours, and images far from their class centre
-    (centres accumulated over blocks of ``vectors``, never all vectors at once)."""
+def _outliers(labels: np.ndarray, names: list[str], isolation: np.ndarray, k: int, vectors,
+              sid, *, fence: float, skipped: dict) -> list[dict]:
+    """Images far from their ``k`` nearest neighbours (``isolation``), and images far from
+    their class centre (centres accumulated over blocks of ``vectors``, never all vectors
+    at once)."""
     findings = []
-    k = min(5, sims.shape[1])
-    finite = np.where(np.isfinite(sims[:, :k]), sims[:, :k], np.nan)
-    isolation = pd.Series(1.0 - np.nanmean(finite, axis=1))
-    del finite
+    isolation = pd.Series(isolation, copy=False)
     limit = robust_fence(isolation, "high", fence)
     for i in np.flatnonzero(isolation.to_numpy() > limit):
         findings.append({"kind": "outlier", "sample_id": sid(int(i)),

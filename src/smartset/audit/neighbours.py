@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["knn", "search_neighbours", "NeighbourSearch", "NeighbourTable", "recall_at_k",
            "VectorFile",
-           "near_duplicate_pairs", "group_pairs", "EXACT_LIMIT"]
+           "near_duplicate_pairs", "window_scores", "group_pairs", "group_arrays", "EXACT_LIMIT"]
 
 EXACT_LIMIT = 200_000
 """Up to this many vectors the search is exact; above it, approximate (IVF)."""
@@ -432,25 +432,14 @@ def crop_vectors(thumbs: np.ndarray, windows=_WINDOWS) -> np.ndarray:
     return out
 
 
-def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For the kNN pairs ``(i, indices[i, c])`` where ``mask[i, c]``: the best correlation
-    of a window of image i (centred crops at scales 1 to 0.9, and small shifts) with the
-    whole of its neighbour, so a cropped, padded or shifted copy still lines up. ``read_thumbs(rows)`` returns the gray
-    thumbnails of those images. Returns ``(first, second, similarity)`` with first <
-    second, one entry per pair, the better of its two directions. Rows are done in chunks
-    of ``_CHUNK`` (about 10 MB of crops each) and the pairs land in arrays sized up front
-    from ``mask``, so memory does not grow with the number of images beyond a few bytes a
-    candidate pair."""
-    total = int(np.count_nonzero(mask))
-    if not total:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    small = np.int32 if len(indices) < 2**31 else np.int64  # 4 bytes an index suffice
-    firsts = np.empty(total, dtype=small)
-    seconds = np.empty(total, dtype=small)
-    values = np.empty(total, dtype=np.float32)
-    filled = 0
+def window_scores(indices: np.ndarray, mask: np.ndarray, read_thumbs) -> np.ndarray:
+    """For each ``(i, c)`` where ``mask[i, c]``: the best correlation of a window of image i
+    (centred crops at scales 1 to 0.9, and small shifts) with the whole of its neighbour
+    ``indices[i, c]``, so a cropped, padded or shifted copy still lines up; NaN where not
+    masked. ``read_thumbs(rows)`` returns the gray thumbnails of those images. Rows are
+    done in chunks of ``_CHUNK`` (about 10 MB of crops each), so memory holds the answer
+    (4 bytes an entry) and a chunk."""
+    out = np.full(mask.shape, np.nan, dtype=np.float32)
     for start in range(0, len(indices), _CHUNK):
         rows = np.arange(start, min(start + _CHUNK, len(indices)))
         local_rows, cols = np.nonzero(mask[rows])
@@ -461,101 +450,210 @@ def verified_similarity(indices: np.ndarray, mask: np.ndarray, read_thumbs
         crops = crop_vectors(read_thumbs(rows[unique_rows]))
         unique_partners, partner_position = np.unique(partners, return_inverse=True)
         reference = crop_vectors(read_thumbs(unique_partners), windows=_REFERENCE)
-        part = slice(filled, filled + len(partners))
-        best = values[part]
-        best.fill(-1.0)
+        best = np.full(len(partners), -1.0, dtype=np.float32)
         for w, ref in enumerate(_REFERENCE_OF):  # one window at a time: no pairs x windows copy
             scores = np.einsum("pd,pd->p", crops[row_position, w], reference[partner_position, ref])
             np.maximum(best, scores, out=best)
-        del crops, reference, scores
-        mine = rows[local_rows]
-        firsts[part] = np.minimum(mine, partners)
-        seconds[part] = np.maximum(mine, partners)
-        filled += len(partners)
-    return _best_per_pair(firsts, seconds, values)
+        out[rows[local_rows], cols] = best
+    return out
 
 
-def _best_per_pair(first: np.ndarray, second: np.ndarray, value: np.ndarray):
-    """One entry per ``(first, second)`` pair, sorted, with its largest value: in NumPy,
-    a few bytes a pair (a pandas group-by holds an index many times that size)."""
-    key = first.astype(np.int64) * (int(max(first.max(), second.max())) + 1) + second
-    order = np.argsort(key, kind="stable")
-    key, value = key[order], value[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    best = np.maximum.reduceat(value, starts)
-    return first[order][starts], second[order][starts], best
+def _pair_values(indices: np.ndarray, mask: np.ndarray, scores: np.ndarray, start: int,
+                 stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of the masked entries of rows ``start:stop``, each unordered pair once
+    (from its smaller row when both rows hold it), valued by its better direction:
+    ``(first, second, value)`` with ``first < second``."""
+    rows, cols = np.nonzero(mask[start:stop])
+    rows += start
+    partners = indices[rows, cols]
+    value = scores[rows, cols]
+    back = (indices[partners] == rows[:, None]) & mask[partners]  # the partner holds it too
+    mutual = back.any(axis=1)
+    value = np.where(mutual, np.maximum(value, np.where(back, scores[partners], -np.inf)
+                                        .max(axis=1)), value)
+    once = ~mutual | (rows < partners)
+    rows, partners = rows[once], partners[once]
+    return np.minimum(rows, partners), np.maximum(rows, partners), value[once]
 
 
-def near_duplicate_pairs(indices: np.ndarray, sims: np.ndarray, read_thumbs, *,
-                         candidate_similarity: float, min_similarity: float,
-                         density_factor: float = 0.1, density_rank: int = 5,
-                         per_image: int = 3, threshold: float | None = None
-                         ) -> tuple[list[tuple[int, int, float]], float]:
-    """Pairs ``(i, j, similarity)``, ``i < j``, that are near copies, and the median
-    threshold applied.
+_PAIR_ROWS = 65536  # rows per block of pairs
 
-    Candidates are each image's ``per_image`` nearest neighbours with embedding similarity
-    at least ``candidate_similarity``, verified on thumbnails (:func:`verified_similarity`);
-    a copy is its original's nearest neighbour, or nearly. Each pair's threshold adapts to
-    how crowded its neighbourhood is: at least ``min_similarity``, and closer to 1 than a
-    share (``density_factor``) of the verified distance from each image to its
-    ``density_rank``-th neighbour. Among many look-alikes (handwritten ones) only a copy
-    far closer than the rest passes; among distinct photos, ``min_similarity`` rules. A
-    given ``threshold`` replaces the rule.
+
+def near_duplicate_pairs(neighbours: NeighbourTable, read_thumbs, *, candidate_similarity: float,
+                         min_similarity: float, density_factor: float = 0.1,
+                         density_rank: int = 5, per_image: int = 3,
+                         threshold: float | None = None, scratch: str | Path | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Pairs of near copies, ``(first, second, similarity)`` arrays with ``first <
+    second``, and the median threshold applied.
+
+    Candidates are each image's ``per_image`` nearest neighbours (in the
+    :class:`NeighbourTable` ``neighbours``) with embedding similarity at least
+    ``candidate_similarity``, verified on thumbnails (:func:`window_scores`, the better of
+    a pair's two directions); a copy is its original's nearest neighbour, or nearly. Each
+    pair's threshold adapts to how crowded its neighbourhood is: at least
+    ``min_similarity``, and closer to 1 than a share (``density_factor``) of the verified
+    distance from each image to its ``density_rank``-th neighbour. Among many look-alikes
+    (handwritten ones) only a copy far closer than the rest passes; among distinct photos,
+    ``min_similarity`` rules. A given ``threshold`` replaces the rule.
+
+    Memory: about 30 bytes an image (the candidates, their scores and each image's
+    density) and the pairs kept; the thresholds of all candidate pairs, whose median is
+    reported, go to a file in ``scratch`` (default: a temporary folder).
     """
-    candidates = (sims >= candidate_similarity) & (indices >= 0)
-    candidates[:, per_image:] = False
-    first, second, similarity = verified_similarity(indices, candidates, read_thumbs)
-    if first.size == 0:
-        return [], threshold if threshold is not None else min_similarity
-    if threshold is not None:
-        limits = np.full(first.shape, float(threshold))
-    else:
-        rank = min(density_rank, indices.shape[1]) - 1
-        rows = np.unique(np.concatenate([first, second]))
-        reference = np.zeros_like(indices, dtype=bool)
-        reference[rows, rank] = indices[rows, rank] >= 0
-        a, b, s = verified_similarity(indices, reference, read_thumbs)
-        # Each row's verified similarity to its density_rank-th neighbour, looked up by pair
-        # in sorted arrays (no dict of every pair).
-        partner = indices[rows, rank]
-        width = len(indices)
-        keys = a.astype(np.int64) * width + b  # sorted: pairs come back in (a, b) order
-        wanted = np.minimum(rows, partner).astype(np.int64) * width + np.maximum(rows, partner)
-        verified = np.zeros(len(rows))
-        if len(keys):
-            at = np.searchsorted(keys, wanted).clip(max=len(keys) - 1)
-            verified = np.where(keys[at] == wanted, s[at].astype(np.float64), 0.0)
-        distance = np.ones(len(indices))
-        has = partner >= 0
-        distance[rows[has]] = 1.0 - verified[has]
-        local = (distance[first] + distance[second]) / 2.0
-        limits = np.maximum(min_similarity, 1.0 - density_factor * local)
-    keep = similarity >= limits
-    pairs = [(int(i), int(j), float(v)) for i, j, v in zip(first[keep], second[keep], similarity[keep])]
-    return pairs, float(np.median(limits))
+    n = len(neighbours)
+    per_image = min(per_image, neighbours.k)
+    near = np.empty((n, per_image), dtype=neighbours.record["indices"].base)
+    candidate = np.zeros((n, per_image), dtype=bool)
+    for start, stop, indices, sims in neighbours.blocks():
+        near[start:stop] = indices[:, :per_image]
+        candidate[start:stop] = (sims[:, :per_image] >= candidate_similarity) & (near[start:stop] >= 0)
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, np.float32))
+    if not candidate.any():
+        return (*empty, threshold if threshold is not None else min_similarity)
+    scores = window_scores(near, candidate, read_thumbs)
+    distance = None
+    if threshold is None:
+        # Each image in a candidate pair: its verified similarity to its density_rank-th
+        # neighbour (the better direction when that neighbour has it at the same rank).
+        involved = np.zeros(n, dtype=bool)
+        involved[np.flatnonzero(candidate.any(axis=1))] = True
+        involved[near[candidate]] = True
+        rank = min(density_rank, neighbours.k) - 1
+        partner = neighbours.column(rank)[:, None]
+        reference = involved[:, None] & (partner >= 0)
+        own = window_scores(partner, reference, read_thumbs)
+        del reference
+        partner = partner[:, 0]
+        has = involved & (partner >= 0)
+        verified = own[:, 0]
+        mutual = has & (partner[partner.clip(min=0)] == np.arange(n)) & involved[partner.clip(min=0)]
+        verified[mutual] = np.maximum(verified[mutual], own[partner[mutual], 0])
+        distance = np.ones(n)
+        distance[has] = 1.0 - verified[has].astype(np.float64)
+        del own, verified, partner, mutual, has, involved
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with _Scratch(scratch) as limits_file:
+        for start in range(0, n, _PAIR_ROWS):
+            first, second, value = _pair_values(near, candidate, scores, start,
+                                                min(start + _PAIR_ROWS, n))
+            if distance is None:
+                limits = np.full(first.shape, float(threshold))
+            else:
+                local = (distance[first] + distance[second]) / 2.0
+                limits = np.maximum(min_similarity, 1.0 - density_factor * local)
+                limits_file.append(limits)
+            keep = value >= limits
+            kept.append((first[keep], second[keep], value[keep]))
+        median = float(threshold) if distance is None else limits_file.median()
+    first, second, value = (np.concatenate(parts) for parts in zip(*kept))
+    return first, second, value, median
+
+
+class _Scratch:
+    """float64 values appended to a scratch file, and their exact median, read back a
+    block at a time: never all values in memory."""
+
+    _BLOCK = 1 << 20  # values per read: 8 MB
+    _SORT = 1 << 18  # few enough values left to sort
+
+    def __init__(self, folder: str | Path | None):
+        import tempfile
+
+        self._folder = folder
+        descriptor, name = tempfile.mkstemp(dir=folder, prefix="limits-", suffix=".f8")
+        self.path, self.count = Path(name), 0
+        self._handle = os.fdopen(descriptor, "wb")
+
+    def __enter__(self) -> _Scratch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+    def append(self, values: np.ndarray) -> None:
+        self._handle.write(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        self.count += len(values)
+
+    def _blocks(self):
+        self._handle.flush()
+        with open(self.path, "rb") as handle:
+            while (block := np.fromfile(handle, dtype=np.float64, count=self._BLOCK)).size:
+                yield block
+
+    def _kth(self, k: int) -> float:
+        """The ``k``-th smallest value (0-based): histograms narrow its range pass after
+        pass until few values are left in it."""
+        lo, hi, below = -np.inf, np.inf, 0  # the value lies in [lo, hi], after `below` others
+        while True:
+            inside, least, most = 0, np.inf, -np.inf
+            for block in self._blocks():
+                part = block[(block >= lo) & (block <= hi)]
+                if part.size:
+                    inside += part.size
+                    least, most = min(least, part.min()), max(most, part.max())
+            if least == most:
+                return float(least)
+            if inside <= self._SORT:
+                values = np.concatenate([b[(b >= lo) & (b <= hi)] for b in self._blocks()])
+                return float(np.partition(values, k - below)[k - below])
+            if np.nextafter(least, np.inf) == most:  # two neighbouring floats: count them
+                at_least = sum(int((b == least).sum()) for b in self._blocks())
+                return float(least if k - below < at_least else most)
+            edges = np.linspace(least, most, 1025)
+            counts = np.zeros(1024, dtype=np.int64)
+            for block in self._blocks():
+                counts += np.histogram(block[(block >= least) & (block <= most)], edges)[0]
+            cumulative = np.cumsum(counts)
+            b = int(np.searchsorted(cumulative, k - below, side="right"))
+            below += int(cumulative[b - 1]) if b else 0
+            lo = edges[b]
+            hi = edges[b + 1] if b == len(counts) - 1 else np.nextafter(edges[b + 1], -np.inf)
+
+    def median(self) -> float:
+        """As ``np.median`` of every value appended."""
+        if not self.count:
+            return float("nan")
+        middle = [(self.count - 1) // 2, self.count // 2]
+        values = [self._kth(k) for k in dict.fromkeys(middle)]
+        return float(np.mean([values[0], values[-1]]))
 
 
 def group_pairs(n: int, pairs) -> list[list[int]]:
-    """Connected components (union-find) of the pairs: the duplicate sets, largest first.
+    """Connected components of the pairs ``(i, j, ...)``: the duplicate sets, largest
+    first (then by first member), members ascending. See :func:`group_arrays`."""
+    pairs = list(pairs)
+    first = np.array([int(p[0]) for p in pairs], dtype=np.int64)
+    second = np.array([int(p[1]) for p in pairs], dtype=np.int64)
+    members, starts = group_arrays(n, first, second)
+    return [members[a:b].tolist() for a, b in zip(starts[:-1], starts[1:])]
 
-    Only images named in a pair are touched, so memory follows the pairs, not ``n``."""
-    parent: dict[int, int] = {}
 
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+def group_arrays(n: int, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of the pairs ``(first[p], second[p])`` of ``0..n-1``, as
+    ``(members, starts)``: group g is ``members[starts[g]:starts[g + 1]]``, groups largest
+    first (then by first member), members ascending. Only images named in a pair take
+    memory, a few bytes each."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    for i, j, *_ in pairs:
-        if not (0 <= i < n and 0 <= j < n):
-            raise IndexError(f"pair ({i}, {j}) outside 0..{n - 1}")
-        root_i, root_j = find(int(i)), find(int(j))
-        if root_i != root_j:
-            parent[max(root_i, root_j)] = min(root_i, root_j)
-    groups: dict[int, list[int]] = {}
-    for member in sorted(parent):
-        groups.setdefault(find(member), []).append(member)
-    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
+    first, second = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+    outside = (first < 0) | (first >= n) | (second < 0) | (second >= n)
+    if outside.any():
+        at = int(np.flatnonzero(outside)[0])
+        raise IndexError(f"pair ({first[at]}, {second[at]}) outside 0..{n - 1}")
+    nodes = np.unique(np.concatenate([first, second]))
+    if not len(nodes):
+        return nodes, np.zeros(1, dtype=np.int64)
+    a, b = np.searchsorted(nodes, first), np.searchsorted(nodes, second)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int32), (a, b)), shape=(len(nodes),) * 2)
+    count, label = connected_components(graph, directed=False)
+    sizes = np.bincount(label, minlength=count)
+    smallest = np.full(count, len(nodes))
+    np.minimum.at(smallest, label, np.arange(len(nodes)))  # nodes are sorted
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.lexsort((smallest, -sizes))] = np.arange(count)
+    order = np.lexsort((nodes, rank[label]))
+    starts = np.r_[0, np.cumsum(sizes[np.argsort(rank)])]
+    return nodes[order], starts
