@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from smartset.audit import neighbours
-from smartset.audit.neighbours import (VectorFile, group_pairs, recall_at_k, search_neighbours)
+from smartset.audit.neighbours import (
+    VectorFile,
+    group_pairs,
+    recall_at_k,
+    search_neighbours,
+)
 
 
 def _clustered(n: int, dim: int = 32, clusters: int = 40, seed: int = 0) -> np.ndarray:
@@ -97,9 +102,10 @@ def test_group_pairs_touches_only_paired_images():
 
 
 def test_an_audit_above_the_limit_reports_the_approximate_search(tmp_path, monkeypatch):
+    from PIL import Image
+
     import smartset
     from smartset.audit import audit
-    from PIL import Image
 
     rng = np.random.default_rng(0)
     for i in range(120):
@@ -116,3 +122,43 @@ def test_an_audit_above_the_limit_reports_the_approximate_search(tmp_path, monke
     info = approx.summary["neighbour_search"]
     assert info["index"] == "ivf-sq8" and 0.0 <= info["recall_at_k"] <= 1.0 and info["k"] == 5
     ws.close()
+
+
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).normal(size=10_001),                    # odd count
+    np.round(np.random.default_rng(1).uniform(0.9, 1.0, 20_000), 3),  # even, many ties
+    np.full(5_000, 0.98),                                             # one value
+    np.r_[np.full(3_000, 0.5), np.full(3_001, np.nextafter(0.5, 1))],  # two neighbouring floats
+])
+def test_the_median_from_a_file_is_exact(tmp_path, monkeypatch, values):
+    """The near-duplicate threshold's median is taken from a scratch file a block at a
+    time, narrowing by histograms: it equals np.median exactly."""
+    monkeypatch.setattr(neighbours._Scratch, "_BLOCK", 1000)
+    monkeypatch.setattr(neighbours._Scratch, "_SORT", 64)  # force several narrowing passes
+    with neighbours._Scratch(tmp_path) as scratch:
+        for part in np.array_split(values, 7):
+            scratch.append(part)
+        assert scratch.median() == np.median(values)
+        path = scratch.path
+    assert not path.exists()
+
+
+def test_group_arrays_matches_a_plain_union_find():
+    rng = np.random.default_rng(3)
+    first, second = rng.integers(0, 500, 300), rng.integers(0, 500, 300)
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in zip(first.tolist(), second.tolist()):
+        parent[find(a)] = find(b)
+    expected = {}
+    for x in sorted(parent):
+        expected.setdefault(find(x), []).append(x)
+    expected = sorted(expected.values(), key=lambda g: (-len(g), g[0]))
+    members, starts = neighbours.group_arrays(500, first, second)
+    assert [members[a:b].tolist() for a, b in zip(starts[:-1], starts[1:])] == expected

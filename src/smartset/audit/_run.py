@@ -3,11 +3,9 @@ outliers, imbalance and bias probes over a version, stored in the catalog."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -18,15 +16,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from smartset._memory import give_back_memory
 from smartset._progress import progress_bar
 from smartset.audit._columns import ColumnStore
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
-from smartset.audit.checks import (add_derived_properties, derived_properties, robust_fence,
-                                   run_checks)
-from smartset.audit.neighbours import (NeighbourTable, VectorFile, group_arrays,
-                                       near_duplicate_pairs, search_neighbours)
-from smartset.audit.properties import (EMBEDDING_DIM, PROPERTIES, PROPERTIES_VERSION,
-                                       RECORD, THUMB_SIDE, compute_properties)
+from smartset.audit.checks import (
+    add_derived_properties,
+    derived_properties,
+    robust_fence,
+    run_checks,
+)
+from smartset.audit.neighbours import (
+    NeighbourTable,
+    VectorFile,
+    group_arrays,
+    near_duplicate_pairs,
+    search_neighbours,
+)
+from smartset.audit.properties import (
+    EMBEDDING_DIM,
+    PROPERTIES,
+    PROPERTIES_VERSION,
+    RECORD,
+    THUMB_SIDE,
+    compute_properties,
+)
 from smartset.catalog import now
 from smartset.engine import Engine, batches_of, get_engine
 from smartset.errors import EmptyDataError
@@ -285,20 +299,6 @@ def _sha_key(values) -> np.ndarray:
                     dtype=np.uint64)
 
 
-def _give_back_memory() -> None:
-    """Hand freed memory back to the OS between phases. glibc's heap and Arrow's pool (the
-    catalog's strings pass through it) keep freed pages, and the next phase's peak would
-    stack on them; this makes the audit's peak that of its largest phase, not their sum."""
-    arrow = sys.modules.get("pyarrow")
-    if arrow is not None:
-        arrow.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-
-
 def _encode(values) -> np.ndarray:
     return np.array([v.encode() for v in values], dtype=np.bytes_)
 
@@ -478,17 +478,17 @@ def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k:
     n = len(audited)
     pairs = np.array(_exact_duplicate_pairs(ws, table, audited), dtype=np.int64).reshape(-1, 2)
     exact = group_arrays(n, pairs[:, 0], pairs[:, 1])
-    _give_back_memory()  # SQLite's grouping: freed, not yet handed back
+    give_back_memory()  # SQLite's grouping: freed, not yet handed back
     search = search_neighbours(vectors, k, out=scratch / f"neighbours-{os.getpid()}.bin")
     try:
         isolation = _isolation(search.table)
-        _give_back_memory()
+        give_back_memory()
         first, second, value, threshold = near_duplicate_pairs(
             search.table, thumbs, candidate_similarity=candidate_similarity,
             min_similarity=min_similarity, threshold=threshold, scratch=scratch)
     finally:
         search.table.path.unlink(missing_ok=True)
-    _give_back_memory()
+    give_back_memory()
     # a pair inside one exact set is that set's business
     members, starts = exact
     exact_group = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
@@ -551,7 +551,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
     table = _Samples(ws, version, ws.cache_dir / "audit")
-    _give_back_memory()
+    give_back_memory()
     if not len(table):
         table.remove_scratch()
         raise EmptyDataError(
@@ -579,7 +579,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
                     errors.extend(_store(ws, batch, embedding_path))
                     advance(len(batch["id"]))
             del todo, results
-            _give_back_memory()
+            give_back_memory()
 
             scratch = ws.cache_dir / "audit"
             scratch.mkdir(parents=True, exist_ok=True)
@@ -607,9 +607,9 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
                                                    skipped=probe_skipped)
             props.remove()
             del props
-            _give_back_memory()
+            give_back_memory()
             knn_file = _embedding_file(ws, record_rows, run_id) if len(audited) else None
-            _give_back_memory()
+            give_back_memory()
             vectors = _RecordFile(embedding_path)
 
             def thumbs(positions: np.ndarray) -> np.ndarray:
@@ -700,7 +700,7 @@ class _FindingWriter:
 
 
 def _number(value) -> float | None:
-    return None if value is None or value != value else float(value)  # NaN: None
+    return None if value is None or np.isnan(value) else float(value)  # NaN: None
 
 
 def _findings_frame(ws, run_id: int) -> pd.DataFrame:

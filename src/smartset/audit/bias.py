@@ -56,13 +56,20 @@ def bias_probe(values: pd.DataFrame, labels, *, folds: int = 5, bins: int = 10,
     """
     labels = pd.Series(labels, index=values.index)
     rng = resolve_rng(seed)
+    # The labels as codes of their sorted names, once (not once a property).
+    known = labels.notna().to_numpy()
+    names, codes = np.unique(labels[known].astype(str).to_numpy(), return_inverse=True)
+    label_code = np.full(len(labels), -1, dtype=np.int64)
+    label_code[known] = codes
+    del codes
     rows = []
     for name in values.columns:
         column = values[name]  # one column at a time: values may be read from disk
-        mask = column.notna() & labels.notna()
-        x = column[mask].astype(float).to_numpy()
-        y_text = labels[mask].astype(str).to_numpy()
-        classes, y = np.unique(y_text, return_inverse=True)
+        mask = column.notna().to_numpy() & known
+        x = column.to_numpy(dtype=float)[mask]
+        del column
+        present, y = np.unique(label_code[mask], return_inverse=True)
+        classes = names[present]
         if len(classes) < 2 or len(x) < 2 * folds or np.unique(x).size < 2:
             continue
         fold = _fold_ids(y, folds, rng)

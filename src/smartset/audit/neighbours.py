@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smartset._memory import give_back_memory
+
 __all__ = ["knn", "search_neighbours", "NeighbourSearch", "NeighbourTable", "recall_at_k",
            "VectorFile",
            "near_duplicate_pairs", "window_scores", "group_pairs", "group_arrays", "EXACT_LIMIT"]
@@ -312,6 +314,7 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
         return NeighbourSearch(table, "flat",
                                params={"query_s": round(time.perf_counter() - started, 3)})
     trained, quantizer, used_nlist = _ivf(vectors, n, dim, faiss, nlist=nlist, seed=seed)
+    give_back_memory()  # the training sample's pages, before the shards take theirs
     built = time.perf_counter()
     # The database in shards of _IVF_SHARD vectors, one shard's codes in memory at a
     # time (each shard shares the trained lists): every query meets every shard, and the
@@ -333,6 +336,7 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
                                 k_eff)[::-1]
             table.write(start, *answer)
         del index
+        give_back_memory()
     del trained, quantizer
     queried = time.perf_counter()
     recall = _recall(vectors, table, k_eff, sample=recall_queries, seed=seed)
@@ -545,8 +549,11 @@ def near_duplicate_pairs(neighbours: NeighbourTable, read_thumbs, *, candidate_s
                 limits_file.append(limits)
             keep = value >= limits
             kept.append((first[keep], second[keep], value[keep]))
-        median = float(threshold) if distance is None else limits_file.median()
-    first, second, value = (np.concatenate(parts) for parts in zip(*kept))
+        del near, candidate, scores, distance, first, second, value, limits
+        first, second, value = (np.concatenate(parts) for parts in zip(*kept))
+        del kept
+        give_back_memory()
+        median = float(threshold) if threshold is not None else limits_file.median()
     return first, second, value, median
 
 
@@ -554,7 +561,7 @@ class _Scratch:
     """float64 values appended to a scratch file, and their exact median, read back a
     block at a time: never all values in memory."""
 
-    _BLOCK = 1 << 20  # values per read: 8 MB
+    _BLOCK = 1 << 18  # values per read: 2 MB
     _SORT = 1 << 18  # few enough values left to sort
 
     def __init__(self, folder: str | Path | None):
