@@ -5,7 +5,21 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["give_back_memory"]
+__all__ = ["give_back_memory", "return_large_blocks"]
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def return_large_blocks(threshold: int = 1 << 20) -> None:
+    """Serve allocations of ``threshold`` bytes or more from their own mappings, returned
+    to the OS when freed. glibc raises this threshold as large blocks are freed, after
+    which the large temporaries of array code come from the heap and stay resident: a
+    phase's peak then stacks on the last one's leftovers."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, int(threshold))
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 def give_back_memory() -> None:

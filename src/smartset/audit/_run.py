@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smartset._memory import give_back_memory
+from smartset._memory import give_back_memory, return_large_blocks
 from smartset._progress import progress_bar
 from smartset.audit._columns import ColumnStore
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
@@ -550,6 +550,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         raise ValueError(f"candidate_similarity must be in [-1, 1], got {candidate_similarity}")
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    return_large_blocks()
     table = _Samples(ws, version, ws.cache_dir / "audit")
     give_back_memory()
     if not len(table):

@@ -36,7 +36,7 @@ _QUERY_BLOCK = 4096
 _BASE_BLOCK = 8192  # rows of a database block: 3.5 MB as float32
 _FLAT_INDEX_LIMIT = 16384  # in-memory vectors up to this many: one faiss flat index
 _BLOCK = 256  # query rows per NumPy product (memory: block x base block floats)
-_IVF_SHARD = 262144  # database vectors per IVF shard: ~30 MB of 8-bit codes and ids
+_IVF_SHARD = 131072  # database vectors per IVF shard: ~16 MB of 8-bit codes and ids
 _IVF_TRAIN = 65536  # vectors that train the IVF lists (at most 40 a list): 29 MB at d=112
 _SQ_TRAIN = 16384  # of which these train the 8-bit ranges
 
@@ -520,9 +520,9 @@ def near_duplicate_pairs(neighbours: NeighbourTable, read_thumbs, *, candidate_s
     if threshold is None:
         # Each image in a candidate pair: its verified similarity to its density_rank-th
         # neighbour (the better direction when that neighbour has it at the same rank).
-        involved = np.zeros(n, dtype=bool)
-        involved[np.flatnonzero(candidate.any(axis=1))] = True
-        involved[near[candidate]] = True
+        involved = candidate.any(axis=1)
+        for c in range(per_image):  # a column at a time: no copy of every candidate
+            involved[near[candidate[:, c], c]] = True
         rank = min(density_rank, neighbours.k) - 1
         partner = neighbours.column(rank)[:, None]
         reference = involved[:, None] & (partner >= 0)
