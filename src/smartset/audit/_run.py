@@ -274,6 +274,20 @@ class _Samples:
     def remove_scratch(self) -> None:
         self.dims_path.unlink(missing_ok=True)
 
+    def spill_ids(self, path: Path) -> None:
+        """Move the ids to ``path`` for a phase that does not read them (:meth:`load_ids`
+        brings them back)."""
+        with open(path, "wb") as handle:
+            for array in (self._sorted, self._order, self._rank):
+                np.save(handle, array)
+        self._sorted = self._order = self._rank = None
+        self._spilled = path
+
+    def load_ids(self) -> None:
+        with open(self._spilled, "rb") as handle:
+            self._sorted, self._order, self._rank = (np.load(handle) for _ in range(3))
+        self._spilled.unlink()
+
     def __len__(self) -> int:
         return len(self._order)
 
@@ -478,17 +492,21 @@ def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k:
     n = len(audited)
     pairs = np.array(_exact_duplicate_pairs(ws, table, audited), dtype=np.int64).reshape(-1, 2)
     exact = group_arrays(n, pairs[:, 0], pairs[:, 1])
+    table.spill_ids(scratch / f"ids-{os.getpid()}.npy")  # the search and pairs use positions
     give_back_memory()  # SQLite's grouping: freed, not yet handed back
-    search = search_neighbours(vectors, k, out=scratch / f"neighbours-{os.getpid()}.bin")
+    search = None
     try:
+        search = search_neighbours(vectors, k, out=scratch / f"neighbours-{os.getpid()}.bin")
         isolation = _isolation(search.table)
         give_back_memory()
         first, second, value, threshold = near_duplicate_pairs(
             search.table, thumbs, candidate_similarity=candidate_similarity,
             min_similarity=min_similarity, threshold=threshold, scratch=scratch)
     finally:
-        search.table.path.unlink(missing_ok=True)
-    give_back_memory()
+        if search is not None:
+            search.table.path.unlink(missing_ok=True)
+        give_back_memory()
+        table.load_ids()
     # a pair inside one exact set is that set's business
     members, starts = exact
     exact_group = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
@@ -667,7 +685,7 @@ class _FindingWriter:
     not every finding of a large data set. They are rows of the audit's run, which stays
     'failed' if the audit stops: readers take the newest finished run."""
 
-    _BATCH = 20_000
+    _BATCH = 4096
 
     def __init__(self, ws, run_id: int, version: str | None):
         self.ws, self.run_id, self.version = ws, run_id, version

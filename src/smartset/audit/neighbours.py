@@ -516,7 +516,7 @@ def near_duplicate_pairs(neighbours: NeighbourTable, read_thumbs, *, candidate_s
     if not candidate.any():
         return (*empty, threshold if threshold is not None else min_similarity)
     scores = window_scores(near, candidate, read_thumbs)
-    distance = None
+    verified = None
     if threshold is None:
         # Each image in a candidate pair: its verified similarity to its density_rank-th
         # neighbour (the better direction when that neighbour has it at the same rank).
@@ -533,23 +533,23 @@ def near_duplicate_pairs(neighbours: NeighbourTable, read_thumbs, *, candidate_s
         verified = own[:, 0]
         mutual = has & (partner[partner.clip(min=0)] == np.arange(n)) & involved[partner.clip(min=0)]
         verified[mutual] = np.maximum(verified[mutual], own[partner[mutual], 0])
-        distance = np.ones(n)
-        distance[has] = 1.0 - verified[has].astype(np.float64)
-        del own, verified, partner, mutual, has, involved
+        verified[~has] = 0.0  # distance 1 where no partner to measure against
+        del own, partner, mutual, has, involved
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     with _Scratch(scratch) as limits_file:
         for start in range(0, n, _PAIR_ROWS):
             first, second, value = _pair_values(near, candidate, scores, start,
                                                 min(start + _PAIR_ROWS, n))
-            if distance is None:
+            if threshold is not None:
                 limits = np.full(first.shape, float(threshold))
             else:
-                local = (distance[first] + distance[second]) / 2.0
+                local = ((1.0 - verified[first].astype(np.float64))
+                         + (1.0 - verified[second].astype(np.float64))) / 2.0
                 limits = np.maximum(min_similarity, 1.0 - density_factor * local)
                 limits_file.append(limits)
             keep = value >= limits
             kept.append((first[keep], second[keep], value[keep]))
-        del near, candidate, scores, distance, first, second, value, limits
+        del near, candidate, scores, verified, first, second, value, limits
         first, second, value = (np.concatenate(parts) for parts in zip(*kept))
         del kept
         give_back_memory()
