@@ -316,29 +316,34 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
     trained, quantizer, used_nlist = _ivf(vectors, n, dim, faiss, nlist=nlist, seed=seed)
     give_back_memory()  # the training sample's pages, before the shards take theirs
     built = time.perf_counter()
+    probes = min(nprobe, used_nlist)
     # The database in shards of _IVF_SHARD vectors, one shard's codes in memory at a
     # time (each shard shares the trained lists): every query meets every shard, and the
-    # best k of the shards' answers are kept, as one index over all would find them.
-    for shard_start, shard_stop in _blocks(n, _IVF_SHARD):
-        index = faiss.clone_index(trained)
-        index.nprobe = min(nprobe, used_nlist)
-        for start, stop in _blocks(shard_stop - shard_start, _BASE_BLOCK * 4):
-            index.add(np.ascontiguousarray(vectors[shard_start + start:shard_start + stop],
-                                           dtype=np.float32))
-        for start, stop in _blocks(n, _QUERY_BLOCK):
-            queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
-            found_sims, found = index.search(queries, k_eff + 1)
-            found = np.where(found >= 0, found + shard_start, -1)
-            answer = _drop_self(found, found_sims, np.arange(start, stop), k_eff)
-            if shard_start:
-                best, best_sims = table.read(start, stop)
-                answer = _merge((best_sims[:, :k_eff], best[:, :k_eff]), answer[::-1],
-                                k_eff)[::-1]
-            table.write(start, *answer)
-        del index
-        give_back_memory()
+    # best k of the shards' answers are kept, as one index over all would find them. The
+    # lists each query probes are found once, kept on disk, and reused by every shard.
+    coarse = _CoarseFile(n, probes, out)
+    try:
+        for shard_start, shard_stop in _blocks(n, _IVF_SHARD):
+            index = faiss.clone_index(trained)
+            index.nprobe = probes
+            for start, stop in _blocks(shard_stop - shard_start, _BASE_BLOCK * 4):
+                index.add(np.ascontiguousarray(vectors[shard_start + start:shard_start + stop],
+                                               dtype=np.float32))
+            for start, stop in _blocks(n, _QUERY_BLOCK):
+                queries = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+                if shard_start == 0:
+                    coarse.write(start, *quantizer.search(queries, probes))
+                lists_sims, lists = coarse.read(start, stop)
+                found_sims, found = index.search_preassigned(queries, k_eff + 1, lists,
+                                                             lists_sims)
+                _merge_shard(table, start, stop, found_sims, found, shard_start, k_eff)
+            del index
+            give_back_memory()
+    finally:
+        coarse.remove()
     del trained, quantizer
     queried = time.perf_counter()
+
     recall = _recall(vectors, table, k_eff, sample=recall_queries, seed=seed)
     return NeighbourSearch(table, "ivf-sq8", recall,
                            {"nlist": used_nlist, "nprobe": min(nprobe, used_nlist),
@@ -346,6 +351,54 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
                             "build_s": round(built - started, 3),
                             "query_s": round(queried - built, 3),
                             "recall_s": round(time.perf_counter() - queried, 3)})
+
+
+def _merge_shard(table: NeighbourTable, start: int, stop: int, found_sims: np.ndarray,
+                 found: np.ndarray, shard_start: int, k: int) -> None:
+    """Merge a shard's answer for rows ``start:stop`` into the best so far in ``table``."""
+    found = np.where(found >= 0, found + shard_start, -1)
+    answer = _drop_self(found, found_sims, np.arange(start, stop), k)
+    if shard_start:
+        best, best_sims = table.read(start, stop)
+        answer = _merge((best_sims[:, :k], best[:, :k]), answer[::-1], k)[::-1]
+    table.write(start, *answer)
+
+
+class _CoarseFile:
+    """The IVF lists each query probes (``n x probes`` list numbers and similarities), in
+    memory, or in a scratch file beside ``beside`` (a :class:`NeighbourTable` path)."""
+
+    def __init__(self, n: int, probes: int, beside: str | Path | None):
+        self.record = np.dtype([("lists", np.int32, (probes,)),
+                                ("sims", np.float32, (probes,))])
+        self.path = None if beside is None else Path(f"{beside}.coarse")
+        self._rows = np.empty(n, dtype=self.record) if self.path is None else None
+        if self.path is not None:
+            self.path.write_bytes(b"")
+
+    def write(self, start: int, sims: np.ndarray, lists: np.ndarray) -> None:
+        rows = np.empty(len(lists), dtype=self.record)
+        rows["lists"], rows["sims"] = lists, sims
+        if self.path is None:
+            self._rows[start:start + len(rows)] = rows
+        else:
+            with open(self.path, "r+b") as handle:
+                os.pwrite(handle.fileno(), rows.tobytes(), start * self.record.itemsize)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, lists)`` of queries ``start:stop``, as faiss takes them."""
+        if self.path is None:
+            rows = self._rows[start:stop]
+        else:
+            with open(self.path, "rb") as handle:
+                handle.seek(start * self.record.itemsize)
+                rows = np.fromfile(handle, dtype=self.record, count=stop - start)
+        return (np.ascontiguousarray(rows["sims"]),
+                np.ascontiguousarray(rows["lists"], dtype=np.int64))
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def recall_at_k(vectors, indices: np.ndarray, *, sample: int = 1000, seed: int = 0) -> float:
