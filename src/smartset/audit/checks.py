@@ -44,13 +44,15 @@ def register_check(check: Check) -> Check:
     return check
 
 
-def robust_fence(values: pd.Series, direction: str, k: float) -> float:
+def robust_fence(values, direction: str, k: float) -> float:
     """``median -/+ k`` robust standard deviations (1.4826 x MAD) of ``values``."""
-    values = values.dropna().astype(float)
-    if values.empty:
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]  # a copy: worked on in place below
+    if not values.size:
         return math.nan
-    median = float(values.median())
-    spread = 1.4826 * float((values - median).abs().median())
+    median = float(np.median(values))
+    np.abs(np.subtract(values, median, out=values), out=values)
+    spread = 1.4826 * float(np.median(values, overwrite_input=True))
     return median - k * spread if direction == "low" else median + k * spread
 
 
