@@ -260,7 +260,9 @@ def knn_section(sizes, flat_up_to: int, scratch: Path) -> list[dict]:
             search_neighbours(vectors, 10, method="flat")
             rows.append({"n": n, "index": "flat (exact)", "build_s": 0.0,
                          "query_s": time.perf_counter() - started, "recall_at_10": 1.0})
-        found = search_neighbours(vectors, 10, method="ivf", recall_queries=1000)
+        found = search_neighbours(vectors, 10, method="ivf", recall_queries=1000,
+                                  out=scratch / f"answer-{n}.bin")  # on disk, as the audit
+        found.table.path.unlink()
         rows.append({"n": n, "index": f"ivf-sq8 nlist={found.params['nlist']} "
                                       f"nprobe={found.params['nprobe']}",
                      "build_s": found.params["build_s"], "query_s": found.params["query_s"],
