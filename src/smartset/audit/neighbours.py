@@ -87,7 +87,31 @@ class VectorFile:
         return out
 
 
-class NeighbourTable:
+class _Records:
+    """Fixed-size records, one a row: in memory, or in a raw file (``path``) written and
+    read a block of rows at a time with plain reads (pages of a memory map would count in
+    the process's resident memory)."""
+
+    def __init__(self, record: np.dtype, n: int, path: str | Path | None):
+        self.record, self.path = record, None if path is None else Path(path)
+        self._rows = np.empty(n, dtype=record) if self.path is None else None
+
+    def _write_rows(self, start: int, rows: np.ndarray) -> None:
+        if self.path is None:
+            self._rows[start:start + len(rows)] = rows
+            return
+        with open(self.path, "r+b") as handle:
+            os.pwrite(handle.fileno(), rows.tobytes(), start * self.record.itemsize)
+
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        if self.path is None:
+            return self._rows[start:stop]
+        with open(self.path, "rb") as handle:
+            handle.seek(start * self.record.itemsize)
+            return np.fromfile(handle, dtype=self.record, count=max(0, stop - start))
+
+
+class NeighbourTable(_Records):
     """An ``n x k`` answer, nearest first: indices (int32 below 2**31 rows, -1 padded) and
     similarities (float32, -inf padded). In memory, or with ``path`` in a raw file of one
     record a row, written and read a block of rows at a time with plain reads (pages of a
@@ -95,11 +119,9 @@ class NeighbourTable:
 
     def __init__(self, n: int, k: int, path: str | Path | None = None):
         self.n, self.k = int(n), int(k)
-        self.path = None if path is None else Path(path)
-        self.record = np.dtype([("indices", np.int32 if n < 2**31 else np.int64, (self.k,)),
-                                ("similarities", np.float32, (self.k,))])
+        super().__init__(np.dtype([("indices", np.int32 if n < 2**31 else np.int64, (self.k,)),
+                                   ("similarities", np.float32, (self.k,))]), self.n, path)
         if self.path is None:
-            self._rows = np.empty(self.n, dtype=self.record)
             self._rows["indices"], self._rows["similarities"] = -1, -np.inf
             return
         padding = np.empty(min(self.n, _QUERY_BLOCK), dtype=self.record)
@@ -118,20 +140,11 @@ class NeighbourTable:
         rows["indices"], rows["similarities"] = -1, -np.inf
         rows["indices"][:, :indices.shape[1]] = indices
         rows["similarities"][:, :indices.shape[1]] = similarities
-        if self.path is None:
-            self._rows[start:start + len(rows)] = rows
-            return
-        with open(self.path, "r+b") as handle:
-            os.pwrite(handle.fileno(), rows.tobytes(), start * self.record.itemsize)
+        self._write_rows(start, rows)
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, similarities)`` of rows ``start:stop``."""
-        if self.path is None:
-            rows = self._rows[start:stop]
-        else:
-            with open(self.path, "rb") as handle:
-                handle.seek(start * self.record.itemsize)
-                rows = np.fromfile(handle, dtype=self.record, count=max(0, stop - start))
+        rows = self._read_rows(start, stop)
         return rows["indices"], rows["similarities"]
 
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,35 +377,25 @@ def _merge_shard(table: NeighbourTable, start: int, stop: int, found_sims: np.nd
     table.write(start, *answer)
 
 
-class _CoarseFile:
+class _CoarseFile(_Records):
     """The IVF lists each query probes (``n x probes`` list numbers and similarities), in
     memory, or in a scratch file beside ``beside`` (a :class:`NeighbourTable` path)."""
 
     def __init__(self, n: int, probes: int, beside: str | Path | None):
-        self.record = np.dtype([("lists", np.int32, (probes,)),
-                                ("sims", np.float32, (probes,))])
-        self.path = None if beside is None else Path(f"{beside}.coarse")
-        self._rows = np.empty(n, dtype=self.record) if self.path is None else None
+        super().__init__(np.dtype([("lists", np.int32, (probes,)),
+                                   ("sims", np.float32, (probes,))]), n,
+                         None if beside is None else f"{beside}.coarse")
         if self.path is not None:
             self.path.write_bytes(b"")
 
     def write(self, start: int, sims: np.ndarray, lists: np.ndarray) -> None:
         rows = np.empty(len(lists), dtype=self.record)
         rows["lists"], rows["sims"] = lists, sims
-        if self.path is None:
-            self._rows[start:start + len(rows)] = rows
-        else:
-            with open(self.path, "r+b") as handle:
-                os.pwrite(handle.fileno(), rows.tobytes(), start * self.record.itemsize)
+        self._write_rows(start, rows)
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """``(similarities, lists)`` of queries ``start:stop``, as faiss takes them."""
-        if self.path is None:
-            rows = self._rows[start:stop]
-        else:
-            with open(self.path, "rb") as handle:
-                handle.seek(start * self.record.itemsize)
-                rows = np.fromfile(handle, dtype=self.record, count=stop - start)
+        rows = self._read_rows(start, stop)
         return (np.ascontiguousarray(rows["sims"]),
                 np.ascontiguousarray(rows["lists"], dtype=np.int64))
 
