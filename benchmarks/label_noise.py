@@ -227,14 +227,15 @@ def detect(noisy, probs, features, folds):
     return flags, times, found
 
 
-def planned(labels, probs, features, folds):
+def planned(labels, probs, features, folds, found=None):
     """``(kept rows, their labels)``: what 'smartset clean' proposes for each flagged label
     (``clean.label_actions``): relabel, exclude, or multi-label (trained here with its
-    given label, one of the two)."""
+    given label, one of the two). ``found``: the consensus of these inputs, if known."""
     probs = probs.astype(np.float64)
     probs /= probs.sum(axis=1, keepdims=True)
     groups = folds if len(np.unique(folds)) > 1 else None
-    found = clean.consensus(labels, probs, features=features, groups=groups)
+    if found is None:
+        found = clean.consensus(labels, probs, features=features, groups=groups)
     ambiguity = clean.find_ambiguous(probs, labels=labels, features=features, groups=groups,
                                      k=20)
     proposed = labels.copy()
@@ -346,7 +347,8 @@ def main(argv=None) -> None:
          folds_downstream) = keep_for_downstream
         sets = {"noisy labels": (np.arange(args.n), noisy),
                 "true labels": (np.arange(args.n), train_true)}
-        keep, proposed = planned(noisy, probs_downstream, features_downstream, folds_downstream)
+        keep, proposed = planned(noisy, probs_downstream, features_downstream, folds_downstream,
+                                 found)
         sets[PLAN_SET] = (keep, proposed)
         if not args.quick:
             # the workflow's second round: out-of-fold predictions again on the version the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -621,9 +622,6 @@ class _Scratch:
     _SORT = 1 << 18  # few enough values left to sort
 
     def __init__(self, folder: str | Path | None):
-        import tempfile
-
-        self._folder = folder
         descriptor, name = tempfile.mkstemp(dir=folder, prefix="limits-", suffix=".f8")
         self.path, self.count = Path(name), 0
         self._handle = os.fdopen(descriptor, "wb")
