@@ -25,16 +25,21 @@ Every detector gets the same arrays:
 - smartset: ``confident_learning`` (must equal cleanlab's default), ENN, RENN, All-kNN,
   the kNN posterior, and the ``consensus``.
 
-Then: downstream accuracy (the same small CNN trained on the noisy labels, on the labels
-the consensus's plan proposes (``clean.label_actions``: a flagged label relabeled where the
-suggestion is likely enough, else excluded: ``gap_closed``), on the labels of a second
-round (out-of-fold predictions again on the version the plan made, then its plan:
-``gap_closed_two_rounds``; not with ``--quick``), on each detector's cleaned set (flagged samples removed), and on the true labels, scored on
-the clean held-out 2,000 and averaged over ``--downstream-seeds`` training seeds), on the
-``asym`` noise by default (``--downstream``: with 10% uniform noise and a few epochs the
-CNN trained on noisy labels is as accurate as on true ones, so there is no gap to close),
-and the data reduction curve (held-out 1-NN accuracy on PCA-50 against subset size:
-random, FCNN, CNN).
+Then: downstream accuracy, on the ``asym`` noise by default (``--downstream``: with 10%
+uniform noise and a few epochs the CNN trained on noisy labels is as accurate as on true
+ones, so there is no gap to close). The sets are cleaned as the docs recommend: out-of-fold
+probabilities from fold models trained with online augmentation
+(``--downstream-augment``, default ``translation-rotation``: they fit the wrong labels
+less), and every downstream detector runs on those. The same small CNN (no augmentation)
+is trained on the noisy labels; on the labels the consensus's plan proposes
+(``clean.label_actions``: a flagged label relabeled where the suggestion is likely enough,
+else excluded: ``gap_closed``); on the labels of a second round (out-of-fold predictions
+again on the version the plan made, then its plan: ``gap_closed_two_rounds``; not with
+``--quick``); on the plan made from the detection tables' probabilities (no augmentation:
+``gap_closed_without_augmentation``); on each detector's cleaned set (flagged samples
+removed); and on the true labels. Each is scored on the clean held-out 2,000 and averaged
+over ``--downstream-seeds`` training seeds. Last, the data reduction curve (held-out 1-NN
+accuracy on PCA-50 against subset size: random, FCNN, CNN).
 
 Last line of stdout: one JSON object (``f1_consensus``, ``f1_cleanlab``,
 ``err_ratio_vs_cleanlab``, ``gap_closed``, each detector's precision/recall/F1, ...).
@@ -61,6 +66,7 @@ from smartset import clean  # noqa: E402
 CACHE = Path(__file__).resolve().parent / ".cache"
 ASYM = {7: 1, 4: 9, 3: 5, 2: 7}
 PLAN_SET = "smartset consensus (as the plan proposes: relabel or exclude)"
+PLAN_PLAIN_SET = "smartset consensus, plan from fold models trained without augmentation"
 TWO_ROUNDS_SET = "smartset consensus, 2 rounds (plan, out-of-fold again, plan)"
 
 
@@ -79,7 +85,12 @@ def parse_args(argv=None):
                              "label errors hurt a trained model; uniform10 with --quick)")
     parser.add_argument("--downstream-seeds", type=int, default=None,
                         help="training seeds each downstream accuracy is averaged over "
-                             "(default 2; 1 quick): one run's spread is as large as the gap")
+                             "(default 3; 1 quick): one run's spread is as large as the gap")
+    parser.add_argument("--downstream-augment", default=None,
+                        help="online augmentation policy of the fold models whose out-of-fold "
+                             "probabilities the downstream sets are cleaned with (default "
+                             "translation-rotation; none with --quick; 'none': the detection "
+                             "tables' probabilities)")
     parser.add_argument("--source", choices=["auto", "cnn", "lr"], default="auto",
                         help="probabilities: small_cnn OOF (auto when smartset.learn exists) "
                              "or the PCA-50 + logistic regression stand-in")
@@ -87,7 +98,11 @@ def parse_args(argv=None):
     args.n = 2000 if args.quick else 8000
     args.seeds = args.seeds or (1 if args.quick else 2)
     args.epochs = args.epochs or (2 if args.quick else 4)
-    args.downstream_seeds = args.downstream_seeds or (1 if args.quick else 2)
+    args.downstream_seeds = args.downstream_seeds or (1 if args.quick else 3)
+    if args.downstream_augment is None:
+        args.downstream_augment = None if args.quick else "translation-rotation"
+    elif args.downstream_augment.lower() == "none":
+        args.downstream_augment = None
     args.scenarios = ["uniform10"] if args.quick else ["uniform10", "uniform20", "asym"]
     args.downstream = args.downstream or ("uniform10" if args.quick else "asym")
     if args.downstream not in args.scenarios:
@@ -122,8 +137,12 @@ def source_of(args) -> str:
         return "lr"
 
 
-def oof(images, noisy, *, source: str, seed: int, epochs: int, key: dict):
-    """(probs, features, folds), cached by parameters and a digest of the labels."""
+def oof(images, noisy, *, source: str, seed: int, epochs: int, key: dict,
+        augment: str | None = None):
+    """(probs, features, folds), cached by parameters and a digest of the labels.
+    ``augment``: the online augmentation policy the fold models train with (CNN only)."""
+    if augment is not None:
+        key = {**key, "augment": augment}
     digest = hashlib.sha256(noisy.tobytes() + images[:50].tobytes()).hexdigest()[:12]
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = CACHE / f"oof-{name}-{digest}.npz"
@@ -137,7 +156,7 @@ def oof(images, noisy, *, source: str, seed: int, epochs: int, key: dict):
         folds = fold_ids(noisy, 5, seed)
         probs, features = cross_val_predict(images, noisy, model="small_cnn", folds=5,
                                             epochs=epochs, seed=seed, return_features=True,
-                                            fold=folds)
+                                            fold=folds, augment=augment)
     else:
         from sklearn.decomposition import PCA
         from sklearn.linear_model import LogisticRegression
@@ -294,6 +313,8 @@ def main(argv=None) -> None:
     train_images, train_true = images[train_rows], labels[train_rows]
     test_images, test_true = images[test_rows], labels[test_rows]
     source = source_of(args)
+    if source == "lr":
+        args.downstream_augment = None  # the stand-in trains no network
     started = time.perf_counter()
     print(f"label_noise: {args.n} digits, scenarios {args.scenarios}, {args.seeds} seed(s), "
           f"probabilities from {'small_cnn OOF (smartset.learn.cross_val_predict, 5 folds, ' + str(args.epochs) + ' epochs)' if source == 'cnn' else 'PCA-50 + logistic regression OOF (stand-in)'}")
@@ -341,12 +362,29 @@ def main(argv=None) -> None:
           ["scenario", "seed", "true wrong", "estimated", "OOF acc (true)"],
           [(s, d, t, e, f"{a:.4f}") for s, d, t, e, a in estimates])
     # -- downstream
-    downstream, downstream_runs = {}, {}
+    downstream, downstream_runs, wrong_left = {}, {}, {}
+    downstream_detection = None
     if keep_for_downstream is not None:
         (noisy, truth, flags, found, probs_downstream, features_downstream,
          folds_downstream) = keep_for_downstream
         sets = {"noisy labels": (np.arange(args.n), noisy),
                 "true labels": (np.arange(args.n), train_true)}
+        if args.downstream_augment:
+            # the plan from the detection tables' probabilities, for reference; then the
+            # cleaning workflow the docs recommend: fold models trained with augmentation
+            # (they fit the wrong labels less), every downstream detector on their output
+            keep, proposed = planned(noisy, probs_downstream, features_downstream,
+                                     folds_downstream, found)
+            sets[PLAN_PLAIN_SET] = (keep, proposed)
+            key = {"n": args.n, "scenario": args.downstream, "seed": 0, "epochs": args.epochs,
+                   "source": source, "model": "small_cnn", "folds": 5}
+            probs_downstream, features_downstream, folds_downstream, _ = oof(
+                train_images, noisy, source=source, seed=0, epochs=args.epochs, key=key,
+                augment=args.downstream_augment)
+            flags, _, found = detect(noisy, probs_downstream, features_downstream,
+                                     folds_downstream)
+        downstream_detection = {name: round(prf(mask, truth)[2], 4)
+                                for name, mask in flags.items()}
         keep, proposed = planned(noisy, probs_downstream, features_downstream, folds_downstream,
                                  found)
         sets[PLAN_SET] = (keep, proposed)
@@ -356,7 +394,8 @@ def main(argv=None) -> None:
             key = {"n": args.n, "scenario": args.downstream, "seed": 0, "epochs": args.epochs,
                    "source": source, "model": "small_cnn", "folds": 5, "round": 2}
             probs2, features2, folds2, _ = oof(train_images[keep], proposed, source=source,
-                                               seed=0, epochs=args.epochs, key=key)
+                                               seed=0, epochs=args.epochs, key=key,
+                                               augment=args.downstream_augment)
             kept2, proposed2 = planned(proposed, probs2, features2, folds2)
             sets[TWO_ROUNDS_SET] = (keep[kept2], proposed2)
         names = ([] if args.quick else
@@ -372,16 +411,20 @@ def main(argv=None) -> None:
                     for seed in range(args.downstream_seeds)]
             downstream[name] = float(np.mean(runs))
             downstream_runs[name] = runs
+            wrong_left[name] = int((y != train_true[rows]).sum())
         low, high = downstream["noisy labels"], downstream["true labels"]
         rows = []
         for name, acc in sorted(downstream.items(), key=lambda kv: -kv[1]):
             closed = (acc - low) / (high - low) if high > low else float("nan")
-            rows.append((name, len(sets[name][0]), f"{acc:.4f}",
+            rows.append((name, len(sets[name][0]), wrong_left[name], f"{acc:.4f}",
                          " ".join(f"{a:.4f}" for a in downstream_runs[name]), f"{closed:.2f}"))
+        probabilities = (f"out-of-fold probabilities of fold models trained with "
+                         f"'{args.downstream_augment}' augmentation"
+                         if args.downstream_augment else "the detection tables' probabilities")
         table(f"Downstream: small CNN trained on each set, accuracy on the clean held-out "
-              f"{len(test_true)} ({args.downstream} noise, seed 0; mean of "
+              f"{len(test_true)} ({args.downstream} noise, seed 0; {probabilities}; mean of "
               f"{args.downstream_seeds} training seed(s))",
-              ["training set", "n", "accuracy", "per seed", "gap closed"], rows)
+              ["training set", "n", "wrong labels", "accuracy", "per seed", "gap closed"], rows)
     # -- reduction curve
     from sklearn.decomposition import PCA
 
@@ -414,7 +457,10 @@ def main(argv=None) -> None:
         "gap_closed": None, "gap_closed_two_rounds": None, "gap_closed_removed": None,
         "downstream_scenario": args.downstream,
         "downstream_seeds": args.downstream_seeds,
+        "downstream_augment": args.downstream_augment,
         "downstream_accuracy": {k: round(v, 4) for k, v in downstream.items()},
+        "downstream_wrong_labels": wrong_left,
+        "downstream_detection_f1": downstream_detection,
         "detectors": {scenario: by_name for scenario, by_name in summary.items()},
         "reduction_curve": curve[["method", "n", "accuracy"]].round(4).to_dict("records"),
         "seconds": round(time.perf_counter() - started, 1),
@@ -430,6 +476,9 @@ def main(argv=None) -> None:
             if TWO_ROUNDS_SET in downstream:
                 out["gap_closed_two_rounds"] = round(
                     (downstream[TWO_ROUNDS_SET] - low) / (high - low), 4)
+            if PLAN_PLAIN_SET in downstream:
+                out["gap_closed_without_augmentation"] = round(
+                    (downstream[PLAN_PLAIN_SET] - low) / (high - low), 4)
             if "smartset consensus (removed)" in downstream:
                 out["gap_closed_removed"] = round(
                     (downstream["smartset consensus (removed)"] - low) / (high - low), 4)
