@@ -16,7 +16,8 @@ probabilities) and ``features`` (embeddings):
   :func:`oversample`.
 
 Over a workspace: :func:`make_plan` (its label actions: :func:`label_actions`), :func:`load_plan`, :func:`apply_plan`,
-:func:`undo_apply`; the CLI is ``smartset clean``.
+:func:`undo_apply`; :func:`clean_rounds` (predict -> plan -> apply the label actions, in
+rounds); the CLI is ``smartset clean``.
 """
 
 from smartset.clean._validation import CleanInputError, CleanWarning, InSampleWarning
@@ -36,6 +37,7 @@ from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, la
 from smartset.clean.reduction import (condensed_nearest_neighbour,
                                       fast_condensed_nearest_neighbour, reduction_curve,
                                       stratified_subset)
+from smartset.clean.rounds import clean_rounds
 
 __all__ = [
     "find_label_issues", "consensus", "Consensus", "estimate_noise_count", "noise_corrected",
@@ -49,7 +51,7 @@ __all__ = [
     "condensed_nearest_neighbour", "fast_condensed_nearest_neighbour", "reduction_curve",
     "stratified_subset",
     "imbalance_report", "class_weights", "oversampling_copies", "undersample", "oversample",
-    "label_actions", "make_plan", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
+    "label_actions", "make_plan", "clean_rounds", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",
 ]

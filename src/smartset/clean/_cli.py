@@ -1,6 +1,7 @@
 """``smartset clean``: detect -> plan (a table of the most suspicious labels), ``--apply``
 a plan (or ``--only`` some of its actions) into label events, marks and a new version,
-``--undo`` an application; ``clean imbalance`` and ``clean reduce`` report. Mounted by the
+``--undo`` an application; ``clean rounds`` runs predict -> plan -> apply as a policy;
+``clean imbalance`` and ``clean reduce`` report. Mounted by the
 main CLI with ``app.add_typer(clean_app, name="clean")``."""
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import typer
 from rich.table import Table
 
 from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  out, print_json)
+                                  out, print_json, show_progress)
 from smartset.errors import EmptyDataError
 
 clean_app = typer.Typer(
     help="Cleaning: find wrong labels, ambiguous images, classes to merge and duplicates, as "
          "a reviewable plan (smartset clean); apply it (--apply PLAN) into a new version; "
-         "undo (--undo RUN). Reports: clean imbalance, clean reduce.",
+         "undo (--undo RUN); clean rounds: predict, plan and apply the label actions, twice. "
+         "Reports: clean imbalance, clean reduce.",
     invoke_without_command=True,
 )
 
@@ -119,6 +121,60 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
     out.print(f"Plan: {summary}. Written to {plan['path']}\n"
               f"Review it, then: smartset clean --apply {plan['path']} [--only a0001,...] "
               f"[--version NEW_NAME]")
+
+
+@clean_app.command("rounds")
+@handle_errors
+def rounds(
+    version: Annotated[Optional[str], typer.Option(
+        help="Version to start from (default: the live catalog).")] = None,
+    rounds: Annotated[int, typer.Option(
+        "--rounds", min=1, help="At most this many rounds (stops when one proposes nothing).")] = 2,
+    name: Annotated[str, typer.Option(
+        help="Name of the final version; earlier rounds make NAME-round1, ...")] = "cleaned",
+    augment: Annotated[str, typer.Option(
+        help="Online augmentation of the fold models (a policy name or file; 'none').")] = "translation-rotation",
+    model: Annotated[str, typer.Option(help="Network of the fold models (see 'smartset models').")] = "small_cnn",
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    folds: Annotated[int, typer.Option(min=2)] = 5,
+    size: Annotated[Optional[int], typer.Option(
+        help="Resize images to SIZE x SIZE (needed when their sizes differ).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="L (gray) or RGB.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and training (round r: seed + r - 1).")] = 0,
+    min_relabel_posterior: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Relabel only when the suggested class's posterior is at least "
+                               "this; below it, exclude.")] = 0.6,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Clean in rounds as an explicit policy: predict --oof (fold models trained with
+    augmentation) -> plan -> apply its label actions (relabel, exclude, multi-label) as a new
+    version; again on that version. Merges, duplicates and ambiguous images stay proposals."""
+    from smartset.clean.rounds import clean_rounds
+
+    ws = open_workspace(workspace)
+
+    def report(record: dict) -> None:
+        if as_json:
+            return
+        applied = ", ".join(f"{n} {kind}" for kind, n in sorted(record["applied"].items()))
+        out.print(f"round {record['round']}: out-of-fold accuracy {record['oof_accuracy']:.4f} "
+                  f"(run {record['predict_run']}); applied {applied or 'nothing'} from "
+                  f"{record['plan']} -> version {record['version']!r} "
+                  f"({record['n_samples']} samples; undo: smartset clean --undo "
+                  f"{record['apply_run']})")
+
+    result = clean_rounds(ws, version, rounds=rounds, name=name,
+                          augment=None if augment.lower() == "none" else augment,
+                          model=model, epochs=epochs, folds=folds, size=size, mode=mode,
+                          seed=seed, min_relabel_posterior=min_relabel_posterior,
+                          progress=show_progress(as_json), on_round=report)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"Final version {result['version']!r} after {len(result['rounds'])} round(s). "
+              f"Each round's plan also lists merges, duplicates and ambiguous images for a "
+              f"person to decide.")
 
 
 @clean_app.command("imbalance")

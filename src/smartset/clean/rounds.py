@@ -1,0 +1,94 @@
+"""Cleaning in rounds, as one call: out-of-fold predictions, the plan, its label actions
+applied as a new version; then again on that version.
+
+This is the loop ``benchmarks/label_noise.py`` measures. Two choices come from it (MNIST,
+30% of the 7s, 4s, 3s and 2s flipped; a small CNN trained on the result):
+
+- The fold models train with online augmentation (``augment``, default
+  ``translation-rotation``): a model that sees each image a little differently every epoch
+  fits the wrong labels less, so its out-of-fold probabilities point at more of them.
+  One round then closed 0.89 of the noisy-to-true accuracy gap instead of 0.79.
+- A second round, on the version the first made, finds wrong labels the first model
+  agreed with: it closed 0.98 of the gap.
+
+The policy is explicit and narrow: only the consensus's label actions (``relabel``,
+``exclude``, ``multi_label``) are applied. Classes to merge, duplicates and merely
+ambiguous images stay in each round's plan for a person to decide. Every round's plan is
+kept, each application is a ``clean apply`` run that :func:`undo_apply` reverts, and each
+round is a new version; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+from smartset.clean.plan import PlanError, apply_plan, make_plan
+
+__all__ = ["clean_rounds", "ROUND_DETECTOR"]
+
+#: the plan actions a round applies: the consensus's label actions (see :func:`label_actions`)
+ROUND_DETECTOR = "consensus"
+
+
+def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str = "cleaned",
+                 augment: str | None = "translation-rotation", model: str = "small_cnn",
+                 epochs: int = 8, folds: int = 5, size=None, mode: str | None = None,
+                 seed: int = 0, min_relabel_posterior: float = 0.6,
+                 author: str | None = None, progress: bool | None = None,
+                 on_round=None, **options) -> dict:
+    """Run ``rounds`` rounds of predict --oof -> plan -> apply the label actions.
+
+    Parameters
+    ----------
+    version : the version to start from (default: the live catalog).
+    rounds : at most this many rounds; it stops early when a round proposes no label action.
+    name : the final version's name; earlier rounds make ``NAME-round1``, ``NAME-round2``...
+        None of these may exist yet (checked before any training).
+    augment : online augmentation of the fold models (a policy name or file; None: none).
+    model, epochs, folds, size, mode, seed, options : as :func:`smartset.learn.predict_oof`
+        (round ``r`` uses ``seed + r - 1``, so its folds differ from the last round's).
+    min_relabel_posterior : as :func:`make_plan`.
+    on_round : called with each round's record as it finishes (progress for a CLI).
+
+    Returns ``version`` (the final one) and ``rounds``: per round its ``version_in``,
+    ``predict_run``, ``oof_accuracy``, ``plan_run``, ``plan``, ``applied`` (count per
+    action), ``apply_run``, ``version`` and ``n_samples``.
+    """
+    from smartset.learn._workspace import predict_oof
+
+    if not isinstance(rounds, int) or rounds < 1:
+        raise PlanError(f"rounds must be a positive integer, got {rounds!r}.")
+    if not name or not isinstance(name, str):
+        raise PlanError("name must be a non-empty version name.")
+    wanted = [f"{name}-round{r}" for r in range(1, rounds)] + [name]
+    taken = sorted(set(wanted) & set(ws.versions()["name"]))
+    if taken:
+        raise PlanError(f"Version(s) {', '.join(map(repr, taken))} exist already; versions are "
+                        f"immutable, so choose another --name.")
+    if version is not None and version not in set(ws.versions()["name"]):
+        raise PlanError(f"No version {version!r}: see 'smartset version list'.")
+    current, records = version, []
+    for r in range(1, rounds + 1):
+        predicted = predict_oof(ws, current, model=model, folds=folds, size=size, mode=mode,
+                                seed=seed + r - 1, epochs=epochs, augment=augment,
+                                progress=progress, **options)
+        plan = make_plan(ws, version=current, run=predicted["run_id"],
+                         min_relabel_posterior=min_relabel_posterior, author=author)
+        chosen = [a for a in plan["actions"] if a["detector"] == ROUND_DETECTOR]
+        last = r == rounds or not chosen
+        target = name if last else f"{name}-round{r}"
+        applied = apply_plan(ws, plan, only=[a["id"] for a in chosen], version=target,
+                             author=author)
+        counts: dict[str, int] = {}
+        for a in chosen:
+            if a["id"] in applied["applied"]:
+                counts[a["action"]] = counts.get(a["action"], 0) + 1
+        record = {"round": r, "version_in": current, "predict_run": predicted["run_id"],
+                  "oof_accuracy": predicted["oof"]["accuracy"], "plan_run": plan["run_id"],
+                  "plan": plan["path"], "applied": counts, "apply_run": applied["run_id"],
+                  "version": applied["version"], "n_samples": applied["n_samples"]}
+        records.append(record)
+        if on_round is not None:
+            on_round(record)
+        current = target
+        if last:
+            break
+    return {"version": current, "rounds": records}

@@ -1,0 +1,95 @@
+"""Cleaning in rounds on real digits with planted wrong labels: predict --oof -> plan ->
+apply the label actions -> a new version, twice; every round undoable; bad arguments
+refused before any training."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+
+import smartset  # noqa: E402
+from smartset.cli import app  # noqa: E402
+from smartset.clean import PlanError, clean_rounds, undo_apply  # noqa: E402
+
+runner = CliRunner()
+DIGITS = (1, 4, 7)
+
+
+@pytest.fixture
+def noisy_digits(tmp_path, shared_data):
+    """450 real 1s, 4s and 7s; 10% of the 4s labeled 7 and of the 7s labeled 1."""
+    with np.load(shared_data / "mnist10k.npz") as data:
+        images, labels = data["images"], data["labels"].astype(np.int64)
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.choice(np.flatnonzero(labels == d), 150, replace=False)
+                           for d in DIGITS])
+    rows = rng.permutation(rows)
+    true = labels[rows]
+    noisy = true.copy()
+    for source, wrong in ((4, 7), (7, 1)):
+        chosen = np.flatnonzero(true == source)[:15]
+        noisy[chosen] = wrong
+    np.savez(tmp_path / "digits.npz", images=images[rows], labels=noisy)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "digits.npz", show_progress=False)
+    yield ws, true
+    ws.close()
+
+
+def _wrong(ws, version, true) -> int:
+    samples = ws.samples(version)
+    index = samples["relpath"].str.removesuffix(".png").astype(int).to_numpy()
+    return int((samples["label"].astype(int).to_numpy() != true[index]).sum())
+
+
+def test_two_rounds_leave_fewer_wrong_labels_and_undo_restores_them(noisy_digits):
+    ws, true = noisy_digits
+    before = _wrong(ws, None, true)
+    assert before == 30
+    seen = []
+    result = clean_rounds(ws, rounds=2, name="clean", epochs=3, folds=3, seed=0,
+                          progress=False, on_round=seen.append)
+    assert seen == result["rounds"] and 1 <= len(seen) <= 2
+    assert result["version"] == "clean"
+    first = seen[0]
+    assert first["version_in"] is None and first["applied"]
+    assert set(first["applied"]) <= {"relabel", "exclude", "multi_label"}
+    runs = ws.runs().set_index("id")
+    assert runs.loc[first["predict_run"], "config"]["options"]["augment"] == "translation-rotation"
+    if len(seen) == 2:
+        assert seen[1]["version_in"] == "clean-round1" == first["version"]
+    after = _wrong(ws, "clean", true)
+    assert after <= before // 2, (before, after)
+    assert ws.samples("clean")["id"].isin(ws.samples(None, include_excluded=True)["id"]).all()
+    # the plans stay, and nothing outside the label actions was applied
+    for record in seen:
+        plan = smartset.clean.load_plan(record["plan"])
+        assert plan["run_id"] == record["plan_run"]
+    for record in reversed(seen):
+        undo_apply(ws, record["apply_run"])
+    assert _wrong(ws, None, true) == before
+    assert ws.marks("exclude").empty
+
+
+def test_bad_arguments_are_refused_before_training(noisy_digits):
+    ws, _ = noisy_digits
+    ws.create_version("clean")
+    with pytest.raises(PlanError, match="'clean' exist already"):
+        clean_rounds(ws, name="clean", rounds=1)
+    with pytest.raises(PlanError, match="rounds must be a positive integer"):
+        clean_rounds(ws, rounds=0)
+    with pytest.raises(PlanError, match="No version 'nope'"):
+        clean_rounds(ws, "nope", name="other")
+    assert not (ws.runs()["command"] == "predict --oof").any()
+
+
+def test_cli_runs_one_round(noisy_digits):
+    ws, true = noisy_digits
+    result = runner.invoke(app, ["clean", "rounds", "-w", str(ws.path), "--rounds", "1",
+                                 "--name", "once", "--epochs", "2", "--folds", "3",
+                                 "--augment", "none"])
+    assert result.exit_code == 0, result.output
+    assert "round 1: out-of-fold accuracy" in result.output
+    assert "Final version 'once' after 1 round(s)" in result.output
+    assert _wrong(ws, "once", true) < 30
