@@ -93,3 +93,21 @@ def test_cli_runs_one_round(noisy_digits):
     assert "round 1: out-of-fold accuracy" in result.output
     assert "Final version 'once' after 1 round(s)" in result.output
     assert _wrong(ws, "once", true) < 30
+
+
+def test_a_label_a_person_reviewed_is_never_changed(noisy_digits):
+    from smartset.review.actions import decide
+
+    ws, true = noisy_digits
+    samples = ws.samples()
+    index = samples["relpath"].str.removesuffix(".png").astype(int).to_numpy()
+    planted = samples["id"][samples["label"].astype(int).to_numpy() != true[index]]
+    for sample_id in planted:  # a person looked and kept the (wrong) label
+        decide(ws, "accept", sample_id, queue="suspicious")
+    result = clean_rounds(ws, rounds=1, name="policy", epochs=3, folds=3, progress=False)
+    record = result["rounds"][0]
+    assert record["kept_as_reviewed"] > 0
+    after = ws.samples("policy", include_excluded=True).set_index("id")["label"]
+    before = samples.set_index("id")["label"]
+    assert (after.loc[planted] == before.loc[planted]).all()
+    assert set(planted) <= set(ws.samples("policy")["id"])  # none excluded either

@@ -149,7 +149,9 @@ def rounds(
 ) -> None:
     """Clean in rounds as an explicit policy: predict --oof (fold models trained with
     augmentation) -> plan -> apply its label actions (relabel, exclude, multi-label) as a new
-    version; again on that version. Merges, duplicates and ambiguous images stay proposals."""
+    version; again on that version. Samples a person reviewed are kept as they are; merges,
+    duplicates and ambiguous images stay proposals. It trusts the model: use it where the
+    model is good on the classes, else review the plan."""
     from smartset.clean.rounds import clean_rounds
 
     ws = open_workspace(workspace)
@@ -160,7 +162,10 @@ def rounds(
         applied = ", ".join(f"{n} {kind}" for kind, n in sorted(record["applied"].items()))
         out.print(f"round {record['round']}: out-of-fold accuracy {record['oof_accuracy']:.4f} "
                   f"(run {record['predict_run']}); applied {applied or 'nothing'} from "
-                  f"{record['plan']} -> version {record['version']!r} "
+                  f"{record['plan']}"
+                  + (f" ({record['kept_as_reviewed']} reviewed sample(s) kept)"
+                     if record["kept_as_reviewed"] else "")
+                  + f" -> version {record['version']!r} "
                   f"({record['n_samples']} samples; undo: smartset clean --undo "
                   f"{record['apply_run']})")
 
@@ -173,8 +178,9 @@ def rounds(
         print_json(result)
         return
     out.print(f"Final version {result['version']!r} after {len(result['rounds'])} round(s). "
-              f"Each round's plan also lists merges, duplicates and ambiguous images for a "
-              f"person to decide.")
+              f"The policy trusts the model: look at what it changed (smartset review, queue "
+              f"'suspicious'). Each round's plan also lists merges, duplicates and ambiguous "
+              f"images for a person to decide.")
 
 
 @clean_app.command("imbalance")
