@@ -102,8 +102,9 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
               f"{params['n_estimated_wrong']} wrong label(s).")
     rows = [a for a in plan["actions"] if a["detector"] in ("consensus", "ambiguity")][:top]
     if rows:
-        table = Table(title=f"Most suspicious labels (top {len(rows)})")
-        for column in ("id", "file", "label", "action", "score", "reason"):
+        table = Table(title=f"Most suspicious labels (top {len(rows)}; each action's full "
+                            f"reason is in the plan file)")
+        for column in ("id", "file", "label", "action", "score", "evidence"):
             table.add_column(column, overflow="fold")
         for a in rows:
             value = a["value"]
@@ -111,7 +112,7 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
                      f"{a['action']} {value}" if value else a["action"])
             table.add_row(a["id"], names.get(a["sample_id"], a["sample_id"]),
                           a["evidence"].get("label", ""),
-                          shown, f"{a['score']:.3f}", a["reason"])
+                          shown, f"{a['score']:.3f}", _evidence_in_short(a))
         out.print(table)
     for a in plan["actions"]:
         if a["action"] == "merge_classes":
@@ -121,6 +122,19 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
     out.print(f"Plan: {summary}. Written to {plan['path']}\n"
               f"Review it, then: smartset clean --apply {plan['path']} [--only a0001,...] "
               f"[--version NEW_NAME]")
+
+
+def _evidence_in_short(action: dict) -> str:
+    """One line for the table: what speaks for the action (the plan file has the reason)."""
+    ev = action["evidence"]
+    if action["detector"] == "ambiguity":
+        first, second = ev["classes"]
+        return f"split '{first}'/'{second}', top-2 margin {ev.get('top2_margin', 0.0):.2f}"
+    parts = [f"model {ev['model_p_suggested']:.0%} '{ev['suggested']}'"]
+    if "knn_p_suggested" in ev:
+        parts.append(f"neighbours {ev['knn_p_suggested']:.0%}")
+    parts.append(f"{1 + sum(bool(v) for v in ev['flags'].values())} detector(s)")
+    return ", ".join(parts)
 
 
 @clean_app.command("rounds")
