@@ -428,8 +428,6 @@ def _properties_frame(ws, version, audited_ids: np.ndarray) -> pd.DataFrame:
     for name in _NUMERIC:
         props[name] = pd.to_numeric(props[name], errors="coerce")
     props = add_derived_properties(props)
-    props["aspect_ratio"] = props["width"] / props["height"]
-    props["megapixels"] = props["width"] * props["height"] / 1e6
     props["file_bytes"] = props["size"]
     return props.drop(columns=["embedding_row"])
 
@@ -446,8 +444,6 @@ def _check_columns(table: _Samples, audited: np.ndarray, rows_path: Path,
     width, height = store.values("width"), store.values("height")
     for name, values in derived_properties(width, height).items():
         store.add(name, values)
-    store.add("aspect_ratio", width / height)
-    store.add("megapixels", width * height / 1e6)
     del width, height
     store.add("file_bytes", store.values("size"))
     return store

@@ -155,11 +155,14 @@ def add_derived_properties(properties: pd.DataFrame, *, inplace: bool = False) -
 
 
 def derived_properties(width: np.ndarray, height: np.ndarray) -> dict[str, np.ndarray]:
-    """``size_ratio`` (|log10| of the area over the median area), ``larger`` (bool) and
-    ``aspect_skew`` (|log| of width over height), from width and height arrays."""
+    """``size_ratio`` (|log10| of the area over the median area), ``larger`` (bool),
+    ``aspect_skew`` (|log| of width over height), ``aspect_ratio`` and ``megapixels``, from
+    width and height arrays."""
     area = width * height
     median = np.nanmedian(area) if np.isfinite(area).any() else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = np.log10(area / median)
-        aspect_skew = np.abs(np.log(width / height))
-    return {"size_ratio": np.abs(log_ratio), "larger": log_ratio > 0, "aspect_skew": aspect_skew}
+        aspect_ratio = width / height
+        aspect_skew = np.abs(np.log(aspect_ratio))
+    return {"size_ratio": np.abs(log_ratio), "larger": log_ratio > 0, "aspect_skew": aspect_skew,
+            "aspect_ratio": aspect_ratio, "megapixels": area / 1e6}
