@@ -137,6 +137,12 @@ def source_of(args) -> str:
         return "lr"
 
 
+def oof_key(args, source: str, scenario: str, seed: int, **extra) -> dict:
+    """The parameters an out-of-fold run is cached under."""
+    return {"n": args.n, "scenario": scenario, "seed": seed, "epochs": args.epochs,
+            "source": source, "model": "small_cnn", "folds": 5, **extra}
+
+
 def oof(images, noisy, *, source: str, seed: int, epochs: int, key: dict,
         augment: str | None = None):
     """(probs, features, folds), cached by parameters and a digest of the labels.
@@ -325,10 +331,9 @@ def main(argv=None) -> None:
     for scenario in args.scenarios:
         for seed in range(args.seeds if scenario == "uniform10" else args.extra_seeds):
             noisy, truth = add_noise(train_true, scenario, seed)
-            key = {"n": args.n, "scenario": scenario, "seed": seed, "epochs": args.epochs,
-                   "source": source, "model": "small_cnn", "folds": 5}
             probs, features, folds, cached = oof(train_images, noisy, source=source, seed=seed,
-                                                 epochs=args.epochs, key=key)
+                                                 epochs=args.epochs,
+                                                 key=oof_key(args, source, scenario, seed))
             flags, times, found = detect(noisy, probs, features, folds)
             if "cleanlab prune_by_noise_rate" in flags:
                 agreement.append(bool(np.array_equal(flags["cleanlab prune_by_noise_rate"],
@@ -376,11 +381,9 @@ def main(argv=None) -> None:
             keep, proposed = planned(noisy, probs_downstream, features_downstream,
                                      folds_downstream, found)
             sets[PLAN_PLAIN_SET] = (keep, proposed)
-            key = {"n": args.n, "scenario": args.downstream, "seed": 0, "epochs": args.epochs,
-                   "source": source, "model": "small_cnn", "folds": 5}
             probs_downstream, features_downstream, folds_downstream, _ = oof(
-                train_images, noisy, source=source, seed=0, epochs=args.epochs, key=key,
-                augment=args.downstream_augment)
+                train_images, noisy, source=source, seed=0, epochs=args.epochs,
+                key=oof_key(args, source, args.downstream, 0), augment=args.downstream_augment)
             flags, _, found = detect(noisy, probs_downstream, features_downstream,
                                      folds_downstream)
         downstream_detection = {name: round(prf(mask, truth)[2], 4)
@@ -391,10 +394,10 @@ def main(argv=None) -> None:
         if not args.quick:
             # the workflow's second round: out-of-fold predictions again on the version the
             # plan made, and the plan of those
-            key = {"n": args.n, "scenario": args.downstream, "seed": 0, "epochs": args.epochs,
-                   "source": source, "model": "small_cnn", "folds": 5, "round": 2}
             probs2, features2, folds2, _ = oof(train_images[keep], proposed, source=source,
-                                               seed=0, epochs=args.epochs, key=key,
+                                               seed=0, epochs=args.epochs,
+                                               key=oof_key(args, source, args.downstream, 0,
+                                                           round=2),
                                                augment=args.downstream_augment)
             kept2, proposed2 = planned(proposed, probs2, features2, folds2)
             sets[TWO_ROUNDS_SET] = (keep[kept2], proposed2)

@@ -11,6 +11,7 @@ pytest.importorskip("torch")
 import smartset  # noqa: E402
 from smartset.cli import app  # noqa: E402
 from smartset.clean import PlanError, clean_rounds, undo_apply  # noqa: E402
+from smartset.augment.errors import UnknownNameError  # noqa: E402
 
 runner = CliRunner()
 DIGITS = (1, 4, 7)
@@ -81,6 +82,8 @@ def test_bad_arguments_are_refused_before_training(noisy_digits):
         clean_rounds(ws, rounds=0)
     with pytest.raises(PlanError, match="No version 'nope'"):
         clean_rounds(ws, "nope", name="other")
+    with pytest.raises(UnknownNameError, match="Unknown policy 'sideways'"):
+        clean_rounds(ws, name="other", augment="sideways")
     assert not (ws.runs()["command"] == "predict --oof").any()
 
 

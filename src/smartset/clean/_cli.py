@@ -139,7 +139,7 @@ def _evidence_in_short(action: dict) -> str:
 
 @clean_app.command("rounds")
 @handle_errors
-def rounds(
+def rounds_command(
     version: Annotated[Optional[str], typer.Option(
         help="Version to start from (default: the live catalog).")] = None,
     rounds: Annotated[int, typer.Option(

@@ -74,6 +74,10 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
                         f"immutable, so choose another --name.")
     if version is not None and version not in set(ws.versions()["name"]):
         raise PlanError(f"No version {version!r}: see 'smartset version list'.")
+    if augment is not None:
+        from smartset.augment import resolve_policy
+
+        resolve_policy(augment)  # an unknown policy fails here, not after the first fold
     current, records = version, []
     for r in range(1, rounds + 1):
         predicted = predict_oof(ws, current, model=model, folds=folds, size=size, mode=mode,
