@@ -27,6 +27,8 @@ gets wrong. Use it where the model is good on the classes; elsewhere, review the
 
 from __future__ import annotations
 
+from collections import Counter
+
 from smartset.clean.plan import PlanError, apply_plan, make_plan
 
 __all__ = ["clean_rounds", "ROUND_DETECTOR"]
@@ -67,12 +69,13 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         raise PlanError(f"rounds must be a positive integer, got {rounds!r}.")
     if not name or not isinstance(name, str):
         raise PlanError("name must be a non-empty version name.")
+    existing = set(ws.versions()["name"])
     wanted = [f"{name}-round{r}" for r in range(1, rounds)] + [name]
-    taken = sorted(set(wanted) & set(ws.versions()["name"]))
+    taken = sorted(set(wanted) & existing)
     if taken:
         raise PlanError(f"Version(s) {', '.join(map(repr, taken))} exist already; versions are "
                         f"immutable, so choose another --name.")
-    if version is not None and version not in set(ws.versions()["name"]):
+    if version is not None and version not in existing:
         raise PlanError(f"No version {version!r}: see 'smartset version list'.")
     if augment is not None:
         from smartset.augment import resolve_policy
@@ -92,10 +95,7 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         target = name if last else f"{name}-round{r}"
         applied = apply_plan(ws, plan, only=[a["id"] for a in chosen], version=target,
                              author=author)
-        counts: dict[str, int] = {}
-        for a in chosen:
-            if a["id"] in applied["applied"]:
-                counts[a["action"]] = counts.get(a["action"], 0) + 1
+        counts = dict(Counter(a["action"] for a in chosen if a["id"] in applied["applied"]))
         record = {"round": r, "version_in": current, "predict_run": predicted["run_id"],
                   "oof_accuracy": predicted["oof"]["accuracy"], "plan_run": plan["run_id"],
                   "plan": plan["path"], "applied": counts,
