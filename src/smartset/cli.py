@@ -22,6 +22,7 @@ from smartset.detection._cli import annotations_app, detect_app, synth_app
 from smartset.clean._cli import clean_app
 from smartset.errors import SmartsetError
 from smartset.learn._cli import register as register_learn_commands
+from smartset._embed_cli import register as register_embed_command
 from smartset.review._cli import review as review_command
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.add_typer(detect_app, name="detect")
 app.add_typer(synth_app, name="synth")
 app.add_typer(clean_app, name="clean")
 register_learn_commands(app)
+register_embed_command(app)
 app.command("review")(review_command)
 
 @app.command()

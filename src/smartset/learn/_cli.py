@@ -51,18 +51,24 @@ def baseline_command(workspace: WorkspaceOption = None, version: VersionOption =
                      size: SizeOption = None, mode: ModeOption = None,
                      k: Annotated[int, typer.Option(help="Neighbours of the kNN baselines.")] = 3,
                      test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
+                     backbone: Annotated[Optional[str], typer.Option(help="Features of knn_embeddings and linear_probe: a backbone (default on photos: efficientnet_lite0), or 'pixels' (the 8x8 pixel embedding; the default on small gray images).")] = None,
+                     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="Where missing embeddings are computed: serial (default), local or ray.")] = None,
                      seed: SeedOption = 0, as_json: JsonOption = False) -> None:
     """Dummy, kNN and linear-probe baselines: the numbers every model must beat."""
     from smartset.learn._workspace import baselines
 
+    _check_engine(engine)
     ws = open_workspace(workspace)
     result = baselines(ws, version, size=size, mode=mode, k=k, test_fraction=test_fraction,
-                       seed=seed, progress=show_progress(as_json))
+                       seed=seed, backbone=None if backbone == "pixels" else (backbone or "auto"),
+                       engine=engine, progress=show_progress(as_json))
     if as_json:
         print_json(result)
         return
-    columns = ["baseline", "accuracy", "macro_f1", "seconds"] if "accuracy" in result["baselines"][0] \
-        else ["baseline", "mae", "rmse"]
+    columns = ["baseline", "features", "accuracy", "macro_f1", "seconds"] \
+        if "accuracy" in result["baselines"][0] else ["baseline", "mae", "rmse"]
+    if result.get("size_note"):
+        out.print(f"size: {result['size_note']}")
     out.print(_table(f"baselines (run {result['run_id']}; train {result['n_train']}, held out "
                      f"{result['n_test']}: {result['holdout']})", result["baselines"], columns))
 
@@ -123,41 +129,97 @@ def train_command(
 
 @handle_errors
 def predict_command(
+    run: Annotated[Optional[str], typer.Argument(
+        metavar="[RUN]",
+        help="A training run id, 'last', a checkpoint file, several run ids '3,4,5' (an "
+             "ensemble), or a 'predict --oof' run on a backbone (its linear head): predict "
+             "the images of --version or --folder and write a CSV.")] = None,
     workspace: WorkspaceOption = None, version: VersionOption = None,
     oof: Annotated[bool, typer.Option("--oof", help="Out-of-fold: each sample predicted by a model that did not see it.")] = False,
+    folder: Annotated[Optional[Path], typer.Option(help="With RUN: predict every image under this folder (recursively) instead of a version.")] = None,
+    out_csv: Annotated[Optional[Path], typer.Option("--out", help="With RUN: the CSV to write (default: ws/reports/predict/run-N-NAME.csv).")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="With RUN: average the probabilities of each image and its mirror image.")] = False,
+    tta_shift: Annotated[bool, typer.Option("--tta-shift", help="With --tta: also 4% shifted views (6 views in all).")] = False,
     folds: Annotated[int, typer.Option(min=2)] = 5,
-    model: Annotated[str, typer.Option(help="Network (see 'smartset models').")] = "small_cnn",
-    epochs: Annotated[int, typer.Option(min=1)] = 8,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="--oof with a frozen backbone + linear head (default on photos: efficientnet_lite0; see 'smartset models').")] = None,
+    model: Annotated[Optional[str], typer.Option(help="--oof with a CNN trained per fold (default on small gray images: small_cnn).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="CNN: epochs per fold (default 8).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="CNN: training batch (default 64); backbone: embedding batch (default 32).")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy of the fold CNNs (implies a CNN).")] = None,
     size: SizeOption = None, mode: ModeOption = None, seed: SeedOption = 0,
     engine: Annotated[Optional[str], typer.Option(
         envvar="SMARTSET_ENGINE",
-        help="Where the fold models predict their held-out samples: serial, local or ray "
-             "(Ray Data: pip install 'smartset[ray]'); default: in this process. Training "
-             "runs here either way.")] = None,
+        help="CNN: where the fold models predict their held-out samples; backbone: where "
+             "the images are embedded. serial, local or ray (Ray Data: pip install "
+             "'smartset[ray]'); default: in this process.")] = None,
     ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Store out-of-fold class probabilities for every labeled sample (for 'smartset clean')."""
-    from smartset.learn._workspace import predict_oof
+    """Out-of-fold probabilities (--oof, for 'smartset clean'), or a RUN's predictions as a CSV."""
+    from smartset.learn._workspace import predict_images, predict_oof
 
-    if not oof:
-        raise typer.BadParameter("only --oof predictions are stored by this command; to "
-                                 "predict with a trained model use 'smartset evaluate'.")
+    if oof and run is not None:
+        raise typer.BadParameter("give RUN (predict with a trained model) or --oof "
+                                 "(out-of-fold probabilities), not both.")
+    if not oof and run is None:
+        raise typer.BadParameter("give a trained RUN to predict with ('smartset predict 7 "
+                                 "--folder test/'), or --oof for out-of-fold probabilities.")
+    _check_engine(engine)
     ws = open_workspace(workspace)
+    if run is not None:
+        if tta_shift and not tta:
+            raise typer.BadParameter("--tta-shift adds views to --tta: give both.")
+        result = predict_images(ws, _last_run(ws, run), version, folder=folder, out=out_csv,
+                                tta="flip+shift" if tta_shift else tta,
+                                batch_size=batch_size or 64, progress=show_progress(as_json))
+        if as_json:
+            print_json(result)
+            return
+        views = f", test-time views averaged: {', '.join(result['tta'])}" if result["tta"] else ""
+        out.print(f"run {result['run_id']}: {result['n']} images predicted with "
+                  f"{result['model']}{views}")
+        out.print(_table("predicted classes", [{"class": c, "images": n}
+                                               for c, n in result["counts"].items()],
+                         ["class", "images"]))
+        for name, reason in result["skipped"][:10]:
+            out.print(f"  skipped {name}: {reason}")
+        if len(result["skipped"]) > 10:
+            out.print(f"  ... and {len(result['skipped']) - 10} more skipped")
+        out.print(f"CSV (file, label, one probability column per class): {result['path']}")
+        return
     use_ray_address(ray_address)
-    result = predict_oof(ws, version, model=model, folds=folds, size=size, mode=mode,
-                         seed=seed, engine=engine, progress=show_progress(as_json),
-                         epochs=epochs, batch_size=batch_size, augment=augment)
+    options = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
+                                 ("augment", augment)) if v is not None}
+    result = predict_oof(ws, version, model=model, backbone=backbone, folds=folds, size=size,
+                         mode=mode, seed=seed, engine=engine, progress=show_progress(as_json),
+                         **options)
     if as_json:
         print_json(result)
         return
     oof_report = result["oof"]
+    config = result["config"]
+    out.print(f"model: {result['chosen']['reason']}")
+    if config.get("size_note"):
+        out.print(f"size: {config['size_note']}")
+    if config.get("ignored_options"):
+        out.print(f"[yellow]ignored with a frozen backbone:[/] "
+                  f"{', '.join('--' + o.replace('_', '-') for o in config['ignored_options'])}")
+    if "embedding" in result:
+        e = result["embedding"]
+        out.print(f"embeddings: {e['backbone']} at {e['size']} px, {e['dim']}-d; "
+                  f"{e['cached']} cached, {e['computed']} computed ({e['seconds']:.1f} s); "
+                  f"head fitted in {result['head_seconds']:.2f} s")
+        if e["missing"]:
+            out.print(f"  {len(e['missing'])} sample(s) could not be decoded and have no "
+                      f"probabilities (see 'smartset embed')")
+    what = config["backbone"] + " + linear head" if config.get("backbone") else config["model"]
     out.print(f"run {result['run_id']}: out-of-fold probabilities for {oof_report['n']} samples "
-              f"({folds} folds, {model}); out-of-fold accuracy {oof_report['accuracy']:.4f}")
+              f"({folds} folds, {what}); out-of-fold accuracy {oof_report['accuracy']:.4f}")
     for pair in oof_report["most_confused"][:5]:
         out.print(f"  ({pair['true']}) predicted {pair['predicted']}: {pair['count']}")
+    if config.get("backbone"):
+        out.print(f"predict new images with it: smartset predict {result['run_id']} "
+                  f"--folder PATH")
 
 
 @handle_errors
@@ -266,3 +328,25 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict_command)
     app.command("evaluate")(evaluate_command)
     app.add_typer(study_app, name="study")
+
+
+def _check_engine(engine: str | None) -> None:
+    """An unknown --engine is a usage error naming the engines (not a traceback)."""
+    if engine is None:
+        return
+    from smartset.engine import available_engines
+
+    known = list(available_engines())
+    if engine not in known and engine != "ray":
+        raise typer.BadParameter(f"unknown engine {engine!r}; choose one of: "
+                                 f"{', '.join(known)}.")
+
+
+def _last_run(ws, run: str) -> str:
+    """``last``: the newest finished training run."""
+    if run != "last":
+        return run
+    done = ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = 'train' AND status = 'done'")
+    if not done or done[0][0] is None:
+        raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
+    return str(done[0][0])

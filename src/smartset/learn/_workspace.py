@@ -25,7 +25,8 @@ from smartset.learn.metrics import (classification_report, misclassified_montage
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
-           "split_holdout", "read_oof_features", "run_dir"]
+           "split_holdout", "read_oof_features", "run_dir", "choose_oof_model", "auto_size",
+           "embedding_cache_status", "predict_images"]
 
 _HELD_OUT = ("test", "val", "valid", "validation")
 
@@ -178,19 +179,139 @@ def train(ws, version: str | None = None, *, model: str = "lenet", size=None,
     return {"run_id": run_id, "config": config, **metrics}
 
 
-def predict_oof(ws, version: str | None = None, *, model: str = "small_cnn", folds: int = 5,
-                size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
-                engine=None, progress: bool | None = None, **options) -> dict:
+# -- choosing the out-of-fold model and the image size --------------------------------------
+PHOTO_MIN_SIDE = 64  # gray images at least this large (median shorter side) count as photos
+CNN_PHOTO_SIZE = 64  # the CNN's input side on photos of differing sizes, unless --size
+
+
+def _labeled_frame(ws, version):
+    frame = ws.samples(version)
+    if "status" in frame.columns:
+        frame = frame[frame["status"] == "ok"]
+    labeled = frame[frame["label"].notna()]
+    if labeled.empty:
+        where = f"version {version!r}" if version else "the catalog"
+        if len(frame) and frame["targets"].map(lambda t: t is not None).any():
+            raise LearnError("out-of-fold probabilities are for classification; this version "
+                             "has regression targets.")
+        raise LearnError(f"No labeled samples in {where}: ingest labeled data, or label it "
+                         f"('smartset label set').")
+    return labeled
+
+
+def _shorter_side(frame) -> float:
+    sides = np.minimum(frame["width"].to_numpy(dtype=float), frame["height"].to_numpy(dtype=float))
+    sides = sides[np.isfinite(sides)]
+    return float(np.median(sides)) if len(sides) else 0.0
+
+
+def _is_colour(frame) -> bool:
+    return not set(frame["mode"].dropna()) <= {"L", "1", "I;16", "I"}
+
+
+def choose_oof_model(ws, version: str | None = None, *, model: str | None = None,
+                     backbone: str | None = None, augment=None) -> dict:
+    """Which model ``predict_oof`` fits, and why: ``{"kind": "backbone" | "cnn", "model",
+    "backbone", "reason"}``.
+
+    ``backbone`` given: a frozen backbone + linear head. ``model`` given: that CNN. Else,
+    by the data: colour images (or gray ones with a median shorter side of at least
+    :data:`PHOTO_MIN_SIDE` px) get :data:`smartset.backbones.DEFAULT_BACKBONE` + a linear
+    head when its package is installed; small gray images (digits) and ``augment`` (which
+    only trained fold models can use) get ``small_cnn``.
+    """
+    from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
+
+    if backbone is not None:
+        if model is not None:
+            raise LearnError(f"Give --backbone (a frozen backbone + linear head) or --model "
+                             f"(a CNN trained per fold), not both (got {backbone!r} and "
+                             f"{model!r}).")
+        spec = backbone_spec(backbone)
+        return {"kind": "backbone", "model": "linear_head", "backbone": spec.name,
+                "reason": f"--backbone {spec.name}: a frozen backbone + linear head"}
+    if model is not None:
+        return {"kind": "cnn", "model": model, "backbone": None,
+                "reason": f"--model {model}: a CNN trained per fold"}
+    frame = _labeled_frame(ws, version)
+    colour, side = _is_colour(frame), _shorter_side(frame)
+    looks = (f"{'colour' if colour else 'gray'} images, median shorter side {side:.0f} px")
+    if augment is not None:
+        return {"kind": "cnn", "model": "small_cnn", "backbone": None,
+                "reason": f"--augment trains the fold models on augmented images: small_cnn "
+                          f"({looks}; a frozen backbone would ignore the augmentation)"}
+    if colour or side >= PHOTO_MIN_SIDE:
+        spec = backbone_spec(DEFAULT_BACKBONE)
+        if not spec.installed():
+            return {"kind": "cnn", "model": "small_cnn", "backbone": None,
+                    "reason": f"photos ({looks}), but {spec.name} is not installed "
+                              f"(pip install {spec.pip}): small_cnn"}
+        return {"kind": "backbone", "model": "linear_head", "backbone": spec.name,
+                "reason": f"photos ({looks}): a frozen {spec.name} + linear head "
+                          f"(--model small_cnn trains a CNN instead)"}
+    return {"kind": "cnn", "model": "small_cnn", "backbone": None,
+            "reason": f"small gray images ({looks}): small_cnn"}
+
+
+def auto_size(ws, version: str | None = None, size=None) -> tuple:
+    """The CNN input size for ``version``: ``(size, note)``. ``size`` given: it, unchanged.
+    Images of one size: ``None`` (kept as they are). Differing sizes: ``min(64, median
+    shorter side)`` px, rounded down to a multiple of 8 (at least 16), and a note saying so."""
+    if size is not None:
+        return size, None
+    frame = ws.samples(version)
+    if "status" in frame.columns:
+        frame = frame[frame["status"] == "ok"]
+    sizes = frame.dropna(subset=["width", "height"]).groupby(["height", "width"]).size()
+    if len(sizes) <= 1:
+        return None, None
+    side = _shorter_side(frame)
+    chosen = max(16, int(min(CNN_PHOTO_SIZE, side)) // 8 * 8)
+    low, high = frame["width"] * frame["height"], frame["width"] * frame["height"]
+    small, large = frame.loc[low.idxmin()], frame.loc[high.idxmax()]
+    note = (f"images resized to {chosen}x{chosen} px (their sizes differ, "
+            f"{int(small['width'])}x{int(small['height'])} to "
+            f"{int(large['width'])}x{int(large['height'])}; --size to choose)")
+    return chosen, note
+
+
+def predict_oof(ws, version: str | None = None, *, model: str | None = None,
+                backbone: str | None = None, folds: int = 5, size=None,
+                mode: str | None = None, fit: str = "stretch", seed: int = 0, engine=None,
+                progress: bool | None = None, **options) -> dict:
     """Out-of-fold class probabilities for every labeled sample of ``version``.
 
-    Each sample is predicted by the fold model that did not train on it; folds are
-    stratified and keep duplicate groups together (a copy in the training folds would leak
-    its label). Probabilities are stored (kind ``oof``) with the run; the fold models'
-    features are stored as an artifact (:func:`read_oof_features`). Training runs here;
-    ``engine`` (``serial``, ``local``, ``ray``; default None: here, on the model in memory)
-    runs the held-out predictions as batch inference, each fold model saved as
-    ``models/run-N/fold-K.pt`` and loaded once per worker.
+    Each sample is predicted by a model that did not see it; folds are stratified and keep
+    duplicate groups together (a copy in the training folds would leak its label).
+    Probabilities are stored (kind ``oof``) with the run, the features as an artifact
+    (:func:`read_oof_features`).
+
+    Which model (:func:`choose_oof_model`; the result's ``chosen`` says which and why):
+
+    - a frozen backbone + linear head (``backbone="efficientnet_lite0"``, the default for
+      photos): the embeddings (:func:`smartset.embeddings.embed`, cached by content, on
+      ``engine``: default this process) are the stored features; a logistic regression per
+      fold (:mod:`smartset.learn.heads`) gives the probabilities, and one fitted on every
+      sample is saved as ``models/run-N/head.npz`` for ``smartset predict RUN``. ``size``,
+      ``mode``, ``fit`` and the training options do not apply (the backbone's own
+      preprocessing does, recorded in the config); ``batch_size`` is the embedding batch.
+    - a CNN trained per fold (``model="small_cnn"``, the default for small gray images):
+      ``options`` go to :class:`ImageClassifier` (epochs, batch_size, augment...);
+      ``size`` defaults to the images' own when they share one, else :func:`auto_size`;
+      ``engine`` (``serial``, ``local``, ``ray``; default None: here, on the model in
+      memory) runs the held-out predictions as batch inference, each fold model saved as
+      ``models/run-N/fold-K.pt`` and loaded once per worker.
     """
+    chosen = choose_oof_model(ws, version, model=model, backbone=backbone,
+                              augment=options.get("augment"))
+    if chosen["kind"] == "backbone":
+        return _predict_oof_backbone(ws, version, chosen=chosen, folds=folds, seed=seed,
+                                     engine=engine, progress=progress,
+                                     batch_size=int(options.get("batch_size") or 32),
+                                     ignored=sorted(k for k, v in options.items()
+                                                    if v is not None and k != "batch_size"))
+    model = chosen["model"]
+    size, size_note = auto_size(ws, version, size)
     data = load_version(ws, version, size=size, mode=mode, fit=fit, progress=progress)
     if data.targets is not None:
         raise LearnError("out-of-fold probabilities are for classification; this version "
@@ -200,7 +321,8 @@ def predict_oof(ws, version: str | None = None, *, model: str = "small_cnn", fol
     fold = _group_folds(codes, duplicate_groups(ws, data.ids), folds, seed)
     config = {"stage": "predict", "oof": True, "model": model, "version": version,
               "folds": folds, "size": list(data.size), "mode": data.mode, "fit": fit,
-              "classes": classes, "n": int(len(data)), "options": _jsonable(options)}
+              "classes": classes, "n": int(len(data)), "options": _jsonable(options),
+              "chosen": chosen["reason"], "size_note": size_note}
     run_id = ws.catalog.start_run("predict --oof", config, seed=seed)
     with ws.catalog.failing_run(run_id):
         from smartset.learn.crossval import cross_val_predict
@@ -212,22 +334,101 @@ def predict_oof(ws, version: str | None = None, *, model: str = "small_cnn", fol
                                             classes=list(range(len(classes))),
                                             engine=engine, checkpoint_dir=out_dir,
                                             progress=progress, **options)
-        write_predictions(ws.catalog, run_id, data.ids.tolist(), kind="oof", classes=classes,
-                          probs=probs, labels=data.labels.tolist(), folds=fold)
-        features_path = out_dir / "oof_features.npz"
-        np.savez(features_path, ids=data.ids.astype(str), features=features)
-        with ws.catalog.write() as con:
-            con.execute("INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta,"
-                        " created_at) VALUES (?, ?, 'features', ?, ?, ?)",
-                        (f"oof_features.run{run_id}", features_path.relative_to(ws.path).as_posix(),
-                         str(run_id), json.dumps({"run_id": run_id, "dim": int(features.shape[1])}),
-                         now()))
-        report = classification_report(data.labels, probs, classes)
-        metrics = {"oof": {k: report[k] for k in ("n", "accuracy", "log_loss", "macro",
-                                                   "most_confused")},
-                   "features": features_path.relative_to(ws.path).as_posix()}
+        metrics = _store_oof(ws, run_id, data.ids, data.labels, classes, probs, fold,
+                             features, {"source": f"{model} fold models"})
         ws.catalog.finish_run(run_id, metrics)
-    return {"run_id": run_id, "config": config, **metrics}
+    return {"run_id": run_id, "config": config, "chosen": chosen, **metrics}
+
+
+def _store_oof(ws, run_id, ids, labels, classes, probs, fold, features, meta) -> dict:
+    """Write the out-of-fold probabilities and the features artifact; the run's metrics."""
+    out_dir = run_dir(ws, run_id)
+    write_predictions(ws.catalog, run_id, ids.tolist(), kind="oof", classes=classes,
+                      probs=probs, labels=labels.tolist(), folds=fold)
+    features_path = out_dir / "oof_features.npz"
+    np.savez(features_path, ids=ids.astype(str), features=features)
+    with ws.catalog.write() as con:
+        con.execute("INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta,"
+                    " created_at) VALUES (?, ?, 'features', ?, ?, ?)",
+                    (f"oof_features.run{run_id}", features_path.relative_to(ws.path).as_posix(),
+                     str(run_id), json.dumps({"run_id": run_id, "dim": int(features.shape[1]),
+                                              **meta}), now()))
+    report = classification_report(labels, probs, classes)
+    return {"oof": {k: report[k] for k in ("n", "accuracy", "log_loss", "macro",
+                                           "most_confused")},
+            "features": features_path.relative_to(ws.path).as_posix()}
+
+
+def _predict_oof_backbone(ws, version, *, chosen: dict, folds: int, seed: int, engine,
+                          progress, batch_size: int, ignored: list[str]) -> dict:
+    """The frozen-backbone path of :func:`predict_oof`."""
+    import time
+
+    from smartset.backbones import backbone_spec
+    from smartset.embeddings import embed
+    from smartset.learn.heads import HEAD_C, LinearHead, cross_val_head
+
+    started = time.perf_counter()
+    spec = backbone_spec(chosen["backbone"])
+    frame = _labeled_frame(ws, version)
+    cached_before = embedding_cache_status(ws, version, backbone=spec.name,
+                                           sample_ids=frame["id"].tolist())["cached"]
+    embedded = embed(ws, version, backbone=spec.name, sample_ids=frame["id"].tolist(),
+                     engine=engine, batch_size=batch_size, progress=progress)
+    embed_seconds = time.perf_counter() - started
+    labels_of = dict(zip(frame["id"], frame["label"]))
+    ids = np.asarray(embedded.ids, dtype=object)
+    labels = np.array([labels_of[i] for i in ids], dtype=object)
+    classes = sorted(set(labels.tolist()), key=str)
+    codes = np.array([classes.index(v) for v in labels.tolist()])
+    fold = _group_folds(codes, duplicate_groups(ws, ids), folds, seed)
+    head_params = {"kind": "logistic_regression", "C": HEAD_C, "standardize": False,
+                   "features": "L2-normalised pooled embeddings"}
+    config = {"stage": "predict", "oof": True, "model": "linear_head", "backbone": spec.name,
+              "preprocessing": spec.preprocessing(), "head": head_params, "version": version,
+              "folds": folds, "size": [spec.size, spec.size], "mode": "RGB",
+              "classes": classes, "n": int(len(ids)), "chosen": chosen["reason"],
+              "ignored_options": ignored, "skipped": embedded.missing[:50]}
+    run_id = ws.catalog.start_run("predict --oof", config, seed=seed)
+    with ws.catalog.failing_run(run_id):
+        out_dir = run_dir(ws, run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        head_started = time.perf_counter()
+        probs = cross_val_head(embedded.vectors, codes, fold, classes=classes, seed=seed)
+        head = LinearHead(classes, backbone=spec.name, preprocessing=spec.preprocessing(),
+                          seed=seed).fit(embedded.vectors, codes)
+        head.save(out_dir / "head.npz")
+        head_seconds = time.perf_counter() - head_started
+        metrics = _store_oof(ws, run_id, ids, labels, classes, probs, fold, embedded.vectors,
+                             {"source": f"{spec.name} embeddings", "backbone": spec.name})
+        metrics |= {"head": (out_dir / "head.npz").relative_to(ws.path).as_posix(),
+                    "embedding": {"backbone": spec.name, "size": spec.size,
+                                  "dim": int(embedded.vectors.shape[1]),
+                                  "cached": int(min(cached_before, len(ids))),
+                                  "computed": int(max(0, len(ids) - cached_before)),
+                                  "missing": [list(m) for m in embedded.missing],
+                                  "seconds": round(embed_seconds, 3)},
+                    "head_seconds": round(head_seconds, 3),
+                    "seconds": round(time.perf_counter() - started, 3)}
+        ws.catalog.finish_run(run_id, metrics)
+    return {"run_id": run_id, "config": config, "chosen": chosen, **metrics}
+
+
+def embedding_cache_status(ws, version: str | None = None, *, backbone: str,
+                           sample_ids=None) -> dict:
+    """How many samples of ``version`` have cached embeddings of ``backbone``:
+    ``{"n", "cached", "folder"}`` (computes nothing)."""
+    from smartset.backbones import backbone_spec
+    from smartset.embeddings import _cache_folder, _read_cache
+
+    spec = backbone_spec(backbone)
+    frame = ws.samples(version)
+    if sample_ids is not None:
+        frame = frame[frame["id"].astype(str).isin(set(map(str, sample_ids)))]
+    folder = _cache_folder(ws, spec.name, spec.size)
+    cached = _read_cache(folder)
+    keys = frame["sha256"].astype(str).tolist()
+    return {"n": len(keys), "cached": sum(k in cached for k in keys), "folder": folder}
 
 
 def read_oof_features(ws, run: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -422,26 +623,66 @@ def _leakage(ws, run_ids, ids) -> dict:
 
 def baselines(ws, version: str | None = None, *, size=None, mode: str | None = None,
               test_fraction: float = 0.2, k: int = 3, seed: int = 0,
+              backbone: str | None = "auto", engine=None,
               progress: bool | None = None) -> dict:
-    """The dummy, kNN and linear-probe baselines on the same hold-out ``train`` would use."""
+    """The dummy, kNN and linear-probe baselines on the same hold-out ``train`` would use.
+
+    ``backbone``: the features of ``knn_embeddings`` and ``linear_probe``. ``"auto"``
+    (default): photos (see :func:`choose_oof_model`) use the embeddings of
+    :data:`smartset.backbones.DEFAULT_BACKBONE` (cached; computed on ``engine`` when
+    missing), small gray images the pixel embedding (8x8 gray + 4x4 colour); a backbone
+    name forces it; ``None`` forces the pixel embedding. ``size`` defaults as in
+    :func:`auto_size` (the images' own when they share one, else at most 64 px). Each row
+    names its feature source (``features``).
+    """
+    size, size_note = auto_size(ws, version, size)
     data = load_version(ws, version, size=size, mode=mode, progress=progress)
+    embedded = None
+    if data.targets is None and backbone is not None:
+        if backbone == "auto":
+            try:
+                chosen = choose_oof_model(ws, version)
+            except LearnError:
+                chosen = {"kind": "cnn"}
+            backbone = chosen.get("backbone") if chosen["kind"] == "backbone" else None
+        if backbone is not None:
+            from smartset.embeddings import embed
+
+            embedded = embed(ws, version, backbone=backbone, sample_ids=data.ids.tolist(),
+                             engine=engine, progress=progress)
+            position = {sid: i for i, sid in enumerate(embedded.ids.tolist())}
+            data = data.subset(np.flatnonzero([sid in position for sid in data.ids]))
+            vectors = embedded.vectors[[position[sid] for sid in data.ids]]
     groups = duplicate_groups(ws, data.ids)
     train_rows, test_rows, holdout = split_holdout(data, groups, test_fraction=test_fraction,
                                                    seed=seed)
     if not len(test_rows):
         raise LearnError("Nothing held out to evaluate the baselines on.")
+    feature_source = (f"{embedded.backbone} embeddings ({embedded.size} px)" if embedded
+                      else "pixel embedding (8x8 gray + 4x4 colour)")
     config = {"stage": "baseline", "version": version, "size": list(data.size),
-              "mode": data.mode, "holdout": holdout, "k": k}
+              "mode": data.mode, "holdout": holdout, "k": k, "size_note": size_note,
+              "features": feature_source,
+              "backbone": embedded.backbone if embedded else None,
+              "preprocessing": _preprocessing_of(embedded.backbone) if embedded else None}
     run_id = ws.catalog.start_run("baseline", config, seed=seed)
     with ws.catalog.failing_run(run_id):
         rows = []
         if data.targets is None:
+            features = {}
+            if embedded is not None:
+                features = {"train_features": vectors[train_rows],
+                            "test_features": vectors[test_rows], "standardize_probe": False}
             for result in classification_baselines(
                     data.images[train_rows], data.labels[train_rows], data.images[test_rows],
-                    k=k, seed=seed):
+                    k=k, seed=seed, **features):
                 report = classification_report(data.labels[test_rows], result["probs"],
                                                result["classes"])
-                rows.append({"baseline": result["name"], "accuracy": report["accuracy"],
+                source = ("" if result["name"] in ("most_frequent", "stratified", "uniform")
+                          else f"pixels ({min(28, max(data.size))} px gray)"
+                          if result["name"].startswith("knn_pixels") else feature_source)
+                rows.append({"baseline": result["name"], "features": source,
+                             "accuracy": report["accuracy"],
                              "macro_f1": report["macro"]["f1"],
                              "seconds": round(result["seconds"], 3)})
         else:
@@ -450,9 +691,16 @@ def baselines(ws, version: str | None = None, *, size=None, mode: str | None = N
                 rows.append({"baseline": result["name"], "mae": report["mae"],
                              "rmse": report["rmse"]})
         metrics = {"holdout": holdout, "n_train": int(len(train_rows)),
-                   "n_test": int(len(test_rows)), "baselines": rows}
+                   "n_test": int(len(test_rows)), "features": feature_source,
+                   "size_note": size_note, "baselines": rows}
         ws.catalog.finish_run(run_id, metrics)
     return {"run_id": run_id, **metrics}
+
+
+def _preprocessing_of(backbone: str) -> dict:
+    from smartset.backbones import backbone_spec
+
+    return backbone_spec(backbone).preprocessing()
 
 
 def _jsonable(options: dict) -> dict:
@@ -466,3 +714,229 @@ def _jsonable(options: dict) -> dict:
             label = getattr(value, "label", None)
             out[key] = label() if callable(label) else repr(value)
     return out
+
+
+# -- predicting new images with a trained run ----------------------------------------------
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif")
+TTA_VIEWS = {"flip": ("original", "hflip"),
+             "flip+shift": ("original", "hflip", "shift+", "shift-", "hflip shift+",
+                            "hflip shift-")}
+
+
+def _tta_name(tta) -> str | None:
+    if tta in (None, False, "none"):
+        return None
+    name = "flip" if tta is True else str(tta)
+    if name not in TTA_VIEWS:
+        raise LearnError(f"Unknown test-time augmentation {tta!r}; choose "
+                         f"{', '.join(TTA_VIEWS)} (or none).")
+    return name
+
+
+def _view(images: np.ndarray, view: str) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` under one test-time view: ``hflip`` mirrors left-right,
+    ``shift+``/``shift-`` move the image by 4% of its side down-right / up-left (edges
+    reflected)."""
+    import cv2
+
+    out = images
+    if "hflip" in view:
+        out = out[:, :, ::-1]
+    if "shift" in view:
+        h, w = out.shape[1:3]
+        sign = 1 if "shift+" in view else -1
+        dy, dx = sign * max(1, round(0.04 * h)), sign * max(1, round(0.04 * w))
+        matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+        shifted = [cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h),
+                                  borderMode=cv2.BORDER_REFLECT_101) for image in out]
+        out = np.stack([s[..., None] if s.ndim == 2 else s for s in shifted])
+    return np.ascontiguousarray(out)
+
+
+def _predictor(ws, model):
+    """``(kind, thing, runs, description)``: a linear head (``models/run-N/head.npz`` of a
+    ``predict --oof`` run, or a ``.npz`` path) or a fitted network (:func:`_load_model`)."""
+    from smartset.learn.heads import LinearHead
+
+    if isinstance(model, LinearHead):
+        return "head", model, [], f"linear head on {model.backbone}"
+    head_path = None
+    if isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
+        folder = run_dir(ws, int(model))
+        if not (folder / "model.pt").is_file() and (folder / "head.npz").is_file():
+            head_path = folder / "head.npz"
+        elif not (folder / "model.pt").is_file():
+            raise LearnError(f"Run {model} has no model to predict with (no model.pt, no "
+                             f"head.npz): give a 'smartset train' run, or a 'smartset predict "
+                             f"--oof' run on a backbone. See 'smartset runs'.")
+    elif isinstance(model, (str, Path)) and str(model).endswith(".npz"):
+        head_path = Path(model)
+    if head_path is not None:
+        head = LinearHead.load(head_path)
+        runs = [int(head_path.parent.name[4:])] if head_path.parent.name.startswith("run-") else []
+        return "head", head, runs, f"a linear head on frozen {head.backbone} embeddings"
+    estimator, runs = _load_model(ws, model)
+    c, h, w = estimator.input_shape_
+    return "network", estimator, runs, f"{estimator.model_name_} ({c}-channel {w}x{h})"
+
+
+def _files_to_predict(ws, version, folder) -> tuple[list[str], list[str], list[str | None]]:
+    """``(names, paths, sample_ids)``: the images of ``folder`` (recursive, sorted; names
+    relative to it) or of ``version`` (relpaths; labeled or not)."""
+    if folder is not None:
+        root = Path(folder)
+        if not root.is_dir():
+            raise LearnError(f"No folder {root}: give a folder of images (--folder PATH).")
+        paths = sorted(p for p in root.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise LearnError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {root}.")
+        return ([p.relative_to(root).as_posix() for p in paths], [str(p) for p in paths],
+                [None] * len(paths))
+    frame = ws.samples(version)
+    if "status" in frame.columns:
+        frame = frame[frame["status"] == "ok"]
+    if frame.empty:
+        where = f"version {version!r}" if version else "the catalog"
+        raise LearnError(f"No images in {where} to predict: ingest some, or give --folder.")
+    return frame["relpath"].astype(str).tolist(), frame["path"].tolist(), frame["id"].tolist()
+
+
+def predict_images(ws, model, version: str | None = None, *, folder=None, out=None,
+                   tta=False, fit: str | None = None, batch_size: int = 64,
+                   progress: bool | None = None) -> dict:
+    """Predict the classes of images with a trained run and write them as a CSV.
+
+    ``model``: a ``smartset train`` run id (its ``model.pt``), a checkpoint path, several
+    (``"3,4,5"``: an ensemble), or a ``predict --oof`` run on a backbone (its linear head
+    ``head.npz`` over the backbone's embeddings). The images: ``folder`` (every image file
+    under it, recursively, sorted) or the samples of ``version`` (default: the live
+    catalog; labeled or not). Each is decoded at the model's input size and mode (the
+    network's checkpoint; ``fit``: ``stretch`` or ``pad``, default the training run's) or
+    the backbone's preprocessing (a head). ``tta``: ``True``/``"flip"`` averages the
+    probabilities of the image and its mirror; ``"flip+shift"`` adds 4% shifts (6 views).
+
+    The CSV (``out``, default ``reports/predict/run-N-NAME.csv``) has one row per image:
+    ``file`` (relative to ``folder``, or the sample's relpath), ``label`` (the predicted
+    class), then one probability column per class (rows sum to 1): a contest submission.
+    Files that cannot be decoded are left out and listed in ``skipped``. Returns ``path``,
+    ``n``, ``classes``, ``counts`` (per predicted class), ``model``, ``tta`` (views),
+    ``skipped``, ``run_id`` (the recorded run) and ``seconds``.
+    """
+    import csv
+    import time
+
+    from smartset._progress import progress_bar
+    from smartset.errors import ImageDecodeError
+
+    started = time.perf_counter()
+    if folder is not None and version is not None:
+        raise LearnError("Give --version or --folder, not both.")
+    tta = _tta_name(tta)
+    views = TTA_VIEWS[tta] if tta else ("original",)
+    kind, predictor, runs, description = _predictor(ws, model)
+    names, paths, sample_ids = _files_to_predict(ws, version, folder)
+    classes = [str(c) for c in predictor.classes_] if kind == "network" \
+        else [str(c) for c in predictor.classes]
+    if fit is None:
+        fit = "stretch"
+        if runs:
+            found = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (runs[0],))
+            if found:
+                fit = json.loads(found[0][0] or "{}").get("fit") or "stretch"
+    if kind == "network":
+        from smartset.learn.data import _decode
+
+        c, h, w = predictor.input_shape_
+        mode = "L" if c == 1 else "RGB"
+
+        def decode(path):
+            return _decode(path, mode, (h, w), fit)
+    else:
+        from smartset.backbones import backbone_spec
+        from smartset.embeddings import decode_for_backbone, embed_images
+
+        spec = backbone_spec(predictor.backbone)
+
+        def decode(path):
+            return decode_for_backbone(path, spec.size)
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        total = None
+        for view in views:
+            shown = _view(images, view) if view != "original" else images
+            if kind == "network":
+                probs = predictor.predict_proba(shown)
+            else:
+                probs = predictor.predict_proba(embed_images(shown, backbone=spec.name,
+                                                             batch_size=batch_size,
+                                                             progress=False))
+            total = probs.astype(np.float64) if total is None else total + probs
+        return (total / len(views)).astype(np.float32)
+
+    kept, skipped, parts = [], [], []
+    cached = None
+    if kind == "head" and folder is None and tta is None:
+        from smartset.embeddings import embed  # a version: the cached embeddings serve
+
+        embedded = embed(ws, version, backbone=spec.name,
+                         sample_ids=[s for s in sample_ids if s is not None],
+                         batch_size=batch_size, progress=progress)
+        cached = dict(zip(embedded.ids.tolist(), range(len(embedded.ids))))
+        reasons = dict(embedded.missing)
+        rows = [i for i, s in enumerate(sample_ids) if s in cached]
+        skipped = [(names[i], reasons.get(sample_ids[i], "could not be decoded"))
+                   for i, s in enumerate(sample_ids) if s not in cached]
+        if rows:
+            parts.append(predictor.predict_proba(
+                embedded.vectors[[cached[sample_ids[i]] for i in rows]]))
+        kept = rows
+    else:
+        with progress_bar(len(paths), f"predicting {len(paths)} images"
+                          + (f" ({len(views)} views)" if tta else ""),
+                          enabled=progress) as advance:
+            for first in range(0, len(paths), batch_size):
+                block, rows = [], []
+                for i in range(first, min(len(paths), first + batch_size)):
+                    try:
+                        block.append(decode(paths[i]))
+                        rows.append(i)
+                    except ImageDecodeError as error:
+                        skipped.append((names[i], error.reason))
+                if block:
+                    parts.append(probabilities(np.stack(block)))
+                    kept.extend(rows)
+                advance(min(batch_size, len(paths) - first))
+    if not kept:
+        raise LearnError("None of the images could be decoded: nothing to predict.")
+    probs = np.concatenate(parts)
+    predicted = [classes[j] for j in probs.argmax(1)]
+    config = {"stage": "predict", "oof": False, "model_runs": runs, "model": description,
+              "version": version, "folder": str(folder) if folder is not None else None,
+              "tta": list(views) if tta else None, "classes": classes}
+    run_id = ws.catalog.start_run("predict", config)
+    with ws.catalog.failing_run(run_id):
+        if out is None:
+            source = (Path(folder).name if folder is not None else version) or "catalog"
+            label = "-".join(str(r) for r in runs) or "model"
+            out = ws.path / "reports" / "predict" / f"run-{label}-{source}.csv"
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        columns = [c if c not in ("file", "label") else f"p_{c}" for c in classes]
+        temporary = out.with_name(f".{out.name}.{run_id}.tmp")
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "label", *columns])
+            for row, i in enumerate(kept):
+                writer.writerow([names[i], predicted[row],
+                                 *(f"{p:.6f}" for p in probs[row].tolist())])
+        import os
+
+        os.replace(temporary, out)
+        counts = {c: predicted.count(c) for c in classes}
+        metrics = {"path": str(out), "n": len(kept), "classes": classes, "counts": counts,
+                   "model": description, "tta": list(views) if tta else None,
+                   "skipped": [list(s) for s in skipped],
+                   "seconds": round(time.perf_counter() - started, 3)}
+        ws.catalog.finish_run(run_id, metrics)
+    return {"run_id": run_id, **metrics}

@@ -2,7 +2,8 @@
 
 Dummy classifiers (most frequent, stratified, uniform) and mean/median regressors; kNN on
 pixels (resized to at most ``pixel_side``) and on embeddings; a linear probe (logistic
-regression) on embeddings. All report the same metrics as the trained models.
+regression) on embeddings: the pixel embedding by default, backbone embeddings when given
+(the workspace's :func:`smartset.learn.baselines` gives them on photos). All report the same metrics as the trained models.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def pixel_vectors(images: np.ndarray, side: int = 28) -> np.ndarray:
 
 
 def pixel_embeddings(images: np.ndarray) -> np.ndarray:
-    """The audit's pixel embedding (gray 8x8 layout + 4x4 colour, unit norm) per image."""
-    from smartset.audit.properties import _embedding
+    """The pixel embedding (gray 8x8 layout + 4x4 colour, unit norm; the audit's) per image:
+    float32 ``(N, 112)``."""
+    from smartset._pixels import pixel_embedding
 
     out = []
     for image in _with_channels(images):
         rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        out.append(_embedding(gray, rgb))
+        out.append(pixel_embedding(gray, rgb))
     return np.stack(out).astype(np.float32)
 
 
@@ -61,12 +63,17 @@ def _timed(name, fit_predict) -> dict:
 
 def classification_baselines(train_images, train_labels, test_images, *, k: int = 3,
                              pixel_side: int = 28, train_features=None, test_features=None,
-                             which=BASELINES, seed: int = 0) -> list[dict]:
+                             which=BASELINES, seed: int = 0,
+                             standardize_probe: bool = True) -> list[dict]:
     """Fit each baseline on the training set and predict the test set.
 
     Returns one dict per baseline: ``name``, ``predicted`` (labels), ``probs`` and
-    ``classes``, ``seconds``. ``train_features``/``test_features`` replace the pixel
-    embeddings (e.g. a trained network's features).
+    ``classes``, ``seconds``. ``train_features``/``test_features`` (float ``(n, d)``)
+    replace the pixel embeddings of ``knn_embeddings`` and ``linear_probe`` (e.g. backbone
+    embeddings, or a trained network's features). ``standardize_probe`` (default True):
+    the linear probe standardises the features first; False fits
+    :class:`smartset.learn.heads.LinearHead`'s logistic regression (``C=1``) on them as
+    they are, measured better on L2-normalised backbone embeddings.
     """
     from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression
@@ -113,7 +120,12 @@ def classification_baselines(train_images, train_labels, test_images, *, k: int 
             results.append(_timed(f"knn_embeddings (k={k})", sklearn_run(
                 KNeighborsClassifier(k, metric="cosine"), train_features, test_features)))
         if "linear_probe" in which:
-            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            if standardize_probe:
+                probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            else:
+                from smartset.learn.heads import HEAD_C
+
+                probe = LogisticRegression(C=HEAD_C, max_iter=2000, random_state=seed)
             results.append(_timed("linear_probe", sklearn_run(probe, train_features,
                                                               test_features)))
     for result in results:
