@@ -111,3 +111,14 @@ def test_embed_workspace_is_cached_by_content(tmp_path):
     same = sims[labels[:, None] == labels[None, :]].mean()
     other = sims[labels[:, None] != labels[None, :]].mean()
     assert same > other
+
+
+def test_fused_copy_for_inference_gives_the_same_features():
+    network, _ = load_backbone("efficientnet_lite0")
+    network.eval()
+    fused = network.fused_for_inference()
+    x = torch.rand(3, 3, 112, 100)
+    with torch.no_grad():
+        assert torch.allclose(fused.forward_features(x), network.forward_features(x), atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # untouched

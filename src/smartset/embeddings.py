@@ -72,7 +72,11 @@ def _network(backbone: str, device: str):
             torch = require_torch("smartset.embeddings")
             one_thread_in_worker_processes(torch)
             network, spec = load_backbone(backbone)
-            network = network.eval().to(device).to(memory_format=torch.channels_last)
+            network = network.eval()
+            if hasattr(network, "fused_for_inference"):  # batch norm folded into the convs
+                network = network.fused_for_inference()
+            # channels-last: oneDNN's fast layout for convolutions (about 1.3x here)
+            network = network.to(device).to(memory_format=torch.channels_last)
             _models[key] = (network, spec)
         return _models[key]
 
