@@ -8,7 +8,6 @@ import json
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +19,10 @@ from smartset._memory import give_back_memory, return_large_blocks
 from smartset._progress import progress_bar
 from smartset.audit._columns import ColumnStore
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
-from smartset.audit.checks import (
-    add_derived_properties,
-    derived_properties,
-    robust_fence,
-    run_checks,
-)
-from smartset.audit.neighbours import (
-    NeighbourTable,
-    VectorFile,
-    group_arrays,
-    near_duplicate_pairs,
-    search_neighbours,
-)
+from smartset.audit.checks import add_derived_properties, derived_properties, run_checks
+from smartset.audit.features import plan_features
+from smartset.audit.neighbour_phase import neighbour_findings
+from smartset.audit.neighbours import VectorFile
 from smartset.audit.properties import (
     EMBEDDING_DIM,
     PROPERTIES,
@@ -231,9 +221,6 @@ _CHUNK = 4096  # rows per catalog read: the Python objects of one chunk at a tim
 _NUMERIC = [name for name in PROPERTIES if name not in _TEXT_PROPERTIES]
 _VECTOR_BLOCK = 4096  # embeddings per block read from disk: 1.8 MB as float32
 _DIMS = ("width", "height", "size")  # catalog columns the checks read, kept on disk
-_USED_NEIGHBOURS = 5
-"""Neighbours the audit reads: candidates are the 3 nearest, density the 5th, isolation
-the mean of 5; a larger ``neighbours`` changes nothing past these, so none are kept."""
 
 
 class _Samples:
@@ -459,98 +446,23 @@ def _embedding_file(ws, record_rows: np.ndarray, run_id: int) -> VectorFile:
     return VectorFile.write(path, blocks, EMBEDDING_DIM, np.float16)
 
 
-def _describe_group(table: _Samples, audited: np.ndarray, members: list[int]
-                    ) -> tuple[list[str], str]:
-    rows = audited[members]
-    labels = sorted({table.label_names[c] for c in table.label[rows] if c >= 0})
-    splits = sorted({table.split_names[c] for c in table.split[rows]})
-    scopes = []
-    if len(labels) > 1:
-        scopes.append("label conflict")
-    if len(splits) > 1:
-        scopes.append("split leakage")
-    if not scopes:
-        scopes.append("same class" if labels else "unlabeled")
-    detail = []
-    if len(labels) > 1:
-        detail.append(f"labels {' / '.join(labels)}")
-    if len(splits) > 1:
-        detail.append(f"splits {' / '.join(splits)}")
-    return scopes, ", ".join(detail)
-
-
-def _duplicates(ws, table: _Samples, audited: np.ndarray, vectors, thumbs, *, k: int,
-                candidate_similarity: float, min_similarity: float, threshold: float | None,
-                scratch: Path):
-    """Exact and near duplicate sets (each ``(members, starts)``, see
-    :func:`group_arrays`), each near member's best verified similarity (aligned with its
-    members), the search, the near-duplicate threshold, and each image's isolation."""
-    n = len(audited)
-    pairs = np.array(_exact_duplicate_pairs(ws, table, audited), dtype=np.int64).reshape(-1, 2)
-    exact = group_arrays(n, pairs[:, 0], pairs[:, 1])
-    table.spill_ids(scratch / f"ids-{os.getpid()}.npy")  # the search and pairs use positions
-    give_back_memory()  # SQLite's grouping: freed, not yet handed back
-    search = None
-    try:
-        search = search_neighbours(vectors, k, out=scratch / f"neighbours-{os.getpid()}.bin")
-        isolation = _isolation(search.table)
-        give_back_memory()
-        first, second, value, threshold = near_duplicate_pairs(
-            search.table, thumbs, candidate_similarity=candidate_similarity,
-            min_similarity=min_similarity, threshold=threshold, scratch=scratch)
-    finally:
-        if search is not None:
-            search.table.path.unlink(missing_ok=True)
-        give_back_memory()
-        table.load_ids()
-    # a pair inside one exact set is that set's business
-    members, starts = exact
-    exact_group = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
-    order = np.argsort(members, kind="stable")
-    sorted_members, sorted_group = members[order], exact_group[order]
-
-    def exact_set(positions: np.ndarray, missing: int) -> np.ndarray:
-        if not len(sorted_members):
-            return np.full(len(positions), missing)
-        at = np.searchsorted(sorted_members, positions).clip(max=len(sorted_members) - 1)
-        return np.where(sorted_members[at] == positions, sorted_group[at], missing)
-
-    keep = exact_set(first, -1) != exact_set(second, -2)
-    first, second, value = first[keep], second[keep], value[keep]
-    near = group_arrays(n, first, second)
-    nodes = np.unique(np.concatenate([first, second]))
-    best = np.full(len(nodes), -np.inf, dtype=np.float32)
-    np.maximum.at(best, np.searchsorted(nodes, first), value)
-    np.maximum.at(best, np.searchsorted(nodes, second), value)
-    best_of_member = best[np.searchsorted(nodes, near[0])]
-    return exact, near, best_of_member, search, threshold, isolation
-
-
-def _isolation(neighbours: NeighbourTable, k: int = _USED_NEIGHBOURS) -> np.ndarray:
-    """1 - the mean similarity of each image to its ``k`` nearest (float32, NaN without
-    any), read block by block."""
-    out = np.empty(len(neighbours), dtype=np.float32)
-    k = min(k, neighbours.k)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an image with no neighbour: NaN
-        for start, stop, _, sims in neighbours.blocks():
-            finite = np.where(np.isfinite(sims[:, :k]), sims[:, :k], np.nan)
-            out[start:stop] = 1.0 - np.nanmean(finite, axis=1)
-    return out
-
-
 def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None = None,
           neighbours: int = 10, near_duplicate_similarity: float = 0.98,
-          candidate_similarity: float = 0.85, outlier_fence: float = 4.0,
+          candidate_similarity: float | None = None, outlier_fence: float = 4.0,
           engine: str | Engine | None = None, workers: int | None = None,
           show_progress: bool | None = None, report: bool = True,
           out_dir: str | Path | None = None, seed: int = 0,
-          embedding_model: str | Path | None = None) -> AuditResult:
+          embedding_model: str | Path | None = None, features: str = "auto") -> AuditResult:
     """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`.
 
-    ``embedding_model``: a smartset checkpoint (or training run id) whose backbone features
-    replace the pixel embedding for outliers and class outliers (near duplicates stay on
-    pixels, where copies are alike).
+    ``features``: what near duplicates, outliers and class outliers read (see
+    :mod:`smartset.audit.features`): ``"auto"`` (a pretrained backbone on photos, pixels on
+    small gray images and when the backbone is unavailable), ``"pixels"``, or a backbone
+    name. Near-duplicate candidates are always verified on pixels. ``candidate_similarity``:
+    the least embedding similarity of a candidate (default: per embedding).
+    ``embedding_model``: a smartset checkpoint (or training run id) whose features replace
+    the embedding for outliers and class outliers. The summary's ``features`` (also in the
+    run config, the report and issues.json) says what each check read.
 
     Memory follows the per-sample columns only: samples and cached properties are read
     from the catalog in chunks into typed arrays, embeddings stay on disk and are read
@@ -560,7 +472,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     started = time.perf_counter()
     if not 0.0 < near_duplicate_similarity <= 1.0:
         raise ValueError(f"near_duplicate_similarity must be in (0, 1], got {near_duplicate_similarity}")
-    if not -1.0 <= candidate_similarity <= 1.0:
+    if candidate_similarity is not None and not -1.0 <= candidate_similarity <= 1.0:
         raise ValueError(f"candidate_similarity must be in [-1, 1], got {candidate_similarity}")
     if neighbours < 1:
         raise ValueError(f"neighbours must be at least 1, got {neighbours}")
@@ -573,10 +485,12 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             f"Nothing to audit: {'version ' + repr(version) if version else 'the catalog'} has "
             f"no available samples. Add images with 'smartset ingest', or check "
             f"'smartset issues' for files that could not be ingested.")
+    plan = plan_features(ws, version, features, embedding_model=embedding_model)
     config = {"version": version, "thresholds": thresholds or {}, "neighbours": neighbours,
               "near_duplicate_similarity": near_duplicate_similarity,
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
-              "embedding_model": None if embedding_model is None else str(embedding_model)}
+              "embedding_model": None if embedding_model is None else str(embedding_model),
+              "features": plan.describe()}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
     knn_file, scratch_files = None, []
     writer = _FindingWriter(ws, run_id, version)
@@ -630,8 +544,10 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             def thumbs(positions: np.ndarray) -> np.ndarray:
                 return vectors.thumbs(record_rows[positions])
 
-            sets, search = _neighbour_findings(
-                ws, version, table, audited, knn_file, thumbs, writer, near_given=near_given,
+            exact_pairs = _exact_duplicate_pairs(ws, table, audited) if len(audited) > 1 else []
+            sets, search, used_features = neighbour_findings(
+                ws, version, table, audited, knn_file, thumbs, writer, plan=plan,
+                exact_pairs=exact_pairs, near_given=near_given,
                 neighbours=neighbours, candidate_similarity=candidate_similarity,
                 near_duplicate_similarity=near_duplicate_similarity,
                 outlier_fence=outlier_fence, embedding_model=embedding_model, used=used,
@@ -658,7 +574,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
                           "duplicate_groups": {k: sets[k]
                                                for k in ("exact_duplicate", "near_duplicate")},
                           "label_conflicts": sets["label conflict"],
-                          "split_leakage": sets["split leakage"]}
+                          "split_leakage": sets["split leakage"], "features": used_features}
         if search is not None and search.approximate:
             result.summary["neighbour_search"] = {"index": search.index,
                                                   "recall_at_k": round(search.recall, 4),
@@ -784,65 +700,6 @@ def _probe_findings(ws, table: _Samples, audited: np.ndarray, props: ColumnStore
     return bias, findings
 
 
-def _neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, vectors, thumbs,
-                        findings: _FindingWriter, *, near_given, neighbours,
-                        candidate_similarity, near_duplicate_similarity, outlier_fence,
-                        embedding_model, used: dict, skipped: dict, scratch: Path):
-    """Duplicates, outliers and imbalance, written to ``findings``: returns ``(duplicate
-    set counts, search)``; adds the near-duplicate rule to ``used`` and what was skipped
-    to ``skipped``."""
-    def sid(position: int) -> str:
-        return table.id(audited[position])
-
-    counts = {"exact_duplicate": 0, "near_duplicate": 0, "label conflict": 0,
-              "split leakage": 0}
-    search = None
-    k = min(neighbours, _USED_NEIGHBOURS)
-    if len(audited) >= 2:
-        exact, near, best_sim, search, near_threshold, isolation = _duplicates(
-            ws, table, audited, vectors, thumbs, k=k, candidate_similarity=candidate_similarity,
-            min_similarity=near_duplicate_similarity, threshold=near_given, scratch=scratch)
-        used["near_duplicate"] = {
-            "property": "verified similarity", "direction": "high", "threshold": near_threshold,
-            "set_by": ("given" if near_given is not None else
-                       "absolute limit" if near_threshold == near_duplicate_similarity
-                       else "local density (median shown)"),
-            "absolute": near_duplicate_similarity, "fence": None,
-            "flagged": int(len(near[0]))}
-        for kind, (members, starts) in (("exact_duplicate", exact), ("near_duplicate", near)):
-            what = "same bytes or pixels" if kind == "exact_duplicate" else "near copy"
-            for number in range(len(starts) - 1):
-                group = members[starts[number]:starts[number + 1]]
-                key = f"{kind.split('_')[0]}-{number + 1}"
-                scopes, detail = _describe_group(table, audited, group)
-                counts[kind] += 1
-                for scope in scopes:
-                    counts[scope] = counts.get(scope, 0) + 1
-                reason = _duplicate_reason(what, len(group), scopes, detail)
-                for at, m in enumerate(group, start=int(starts[number])):
-                    findings.add({
-                        "kind": kind, "sample_id": sid(int(m)),
-                        "score": 1.0 if kind == "exact_duplicate" else float(best_sim[at]),
-                        "threshold": None if kind == "exact_duplicate" else near_threshold,
-                        "group": key, "reason": reason})
-        del exact, near, best_sim
-        if embedding_model is not None:
-            vectors = _model_embeddings(ws, version, [sid(i) for i in range(len(audited))],
-                                        embedding_model)
-            isolation = _isolation(search_neighbours(vectors, k).table, k)
-        findings.extend(_outliers(table.label[audited], table.label_names, isolation, k, vectors,
-                                  sid, fence=outlier_fence, skipped=skipped))
-    else:
-        skipped["duplicates"] = skipped["outlier"] = "fewer than 2 images"
-    findings.extend(_imbalance(_label_series(table, audited), skipped))
-    return counts, search
-
-
-def _duplicate_reason(what: str, size: int, scopes: list[str], detail: str) -> str:
-    """A duplicate finding's reason; :func:`_duplicate_scopes` reads the scopes back."""
-    return f"{what} in a set of {size} ({', '.join(scopes)}{': ' + detail if detail else ''})"
-
-
 def _duplicate_scopes(reason: str) -> list[str]:
     inner = reason.split(" (", 1)[1]
     return (inner.split(": ", 1)[0] if ": " in inner else inner[:-1]).split(", ")
@@ -862,25 +719,6 @@ def _duplicate_groups(ws, run_id: int) -> list[dict]:
                 "scopes": _duplicate_scopes(row["reason"]), "members": []}
         group["members"].append(row["sample_id"])
     return list(groups.values())
-
-
-def _model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
-    """A trained network's features of the audited images, unit-normed, in ``ids`` order."""
-    from smartset.learn._workspace import _load_model
-    from smartset.learn.data import load_version
-
-    estimator, _ = _load_model(ws, model)
-    channels, height, width = estimator.input_shape_
-    data = load_version(ws, version, size=(height, width), mode="L" if channels == 1 else "RGB",
-                        labeled_only=False, progress=False)
-    position = {sid: i for i, sid in enumerate(data.ids)}
-    missing = [sid for sid in ids if sid not in position]
-    if missing:
-        raise EmptyDataError(f"{len(missing)} audited images could not be decoded for the "
-                             f"embedding model (e.g. {missing[0]}).")
-    features = estimator.transform(data.images[[position[s] for s in ids]])
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _error_bias(ws, table: _Samples, audited: np.ndarray, props: ColumnStore,
@@ -915,82 +753,4 @@ def _error_bias(ws, table: _Samples, audited: np.ndarray, props: ColumnStore,
             "reason": (f"'{row.property}' between {row.low:.3g} and {row.high:.3g}: the model "
                        f"(run {predictions.run_id}, out-of-fold) is wrong on {row.error_rate:.1%}"
                        f" of {row.n} images vs {row.overall:.1%} overall ({row.ratio:.1f}x)")})
-    return findings
-
-
-def _outliers(labels: np.ndarray, names: list[str], isolation: np.ndarray, k: int, vectors,
-              sid, *, fence: float, skipped: dict) -> list[dict]:
-    """Images far from their ``k`` nearest neighbours (``isolation``), and images far from
-    their class centre (centres accumulated over blocks of ``vectors``, never all vectors
-    at once)."""
-    findings = []
-    isolation = pd.Series(isolation, copy=False)
-    limit = robust_fence(isolation, "high", fence)
-    for i in np.flatnonzero(isolation.to_numpy() > limit):
-        findings.append({"kind": "outlier", "sample_id": sid(int(i)),
-                         "score": float(isolation.iloc[i]), "threshold": limit,
-                         "reason": (f"unlike the rest: mean similarity to its {k} nearest images "
-                                    f"{1 - isolation.iloc[i]:.2f}, below {1 - limit:.2f}")})
-    del isolation
-    labeled = labels >= 0
-    if labeled.sum() == 0 or len(np.unique(labels[labeled])) < 2:
-        skipped["class_outlier"] = "needs labels in 2 or more classes"
-        return findings
-    counts = np.bincount(labels[labeled], minlength=len(names))
-    # float32 sums row after row, carried from block to block: the very sum (and mean)
-    # NumPy takes over all of a class's rows at once.
-    sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
-    block = _VECTOR_BLOCK
-    for start in range(0, len(labels), block):
-        part = np.asarray(vectors[start:start + block], dtype=np.float32)
-        codes = labels[start:start + block]
-        for code in np.unique(codes[codes >= 0]):
-            sums[code] = np.concatenate([sums[code][None], part[codes == code]]).sum(axis=0)
-    centres = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
-    usable = np.zeros(len(names), dtype=bool)
-    for code in range(len(names)):
-        if counts[code] < 10:
-            continue
-        centroid = sums[code] / np.float32(counts[code])
-        norm = float(np.linalg.norm(centroid))
-        if norm == 0:
-            continue
-        centres[code], usable[code] = centroid / norm, True
-    similarity = np.full(len(labels), np.nan, dtype=np.float32)
-    for start in range(0, len(labels), block):
-        codes = labels[start:start + block]
-        part = None
-        for code in np.unique(codes[codes >= 0]):
-            if usable[code]:
-                part = np.asarray(vectors[start:start + block], dtype=np.float32) if part is None else part
-                mine = np.flatnonzero(codes == code)
-                similarity[start + mine] = part[mine] @ centres[code]
-    for code in sorted(np.flatnonzero(usable), key=lambda c: names[c]):
-        rows = np.flatnonzero(labels == code)
-        values = pd.Series(similarity[rows], index=rows)
-        limit = robust_fence(values, "low", fence)
-        for row in values.index[values < limit]:
-            findings.append({"kind": "class_outlier", "sample_id": sid(int(row)),
-                             "score": float(1 - values[row]), "threshold": float(1 - limit),
-                             "reason": (f"far from its class '{names[code]}': similarity to the "
-                                        f"class centre {values[row]:.2f}, below {limit:.2f}")})
-    return findings
-
-
-def _imbalance(labels: pd.Series, skipped: dict) -> list[dict]:
-    counts = labels.dropna().value_counts()
-    if len(counts) < 2:
-        skipped["class_imbalance"] = "needs labels in 2 or more classes"
-        return []
-    largest, median = int(counts.max()), float(counts.median())
-    findings = []
-    for label, count in counts.items():
-        ratio = largest / count
-        if count < 0.5 * median or ratio >= 5:
-            findings.append({"kind": "class_imbalance", "sample_id": None,
-                             "score": float(count / largest), "threshold": 0.5,
-                             "group": str(label),
-                             "reason": (f"class '{label}' has {count} images, {ratio:.1f}x fewer "
-                                        f"than '{counts.index[0]}' ({largest}); median class "
-                                        f"size {median:.0f}")})
     return findings

@@ -168,6 +168,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
                  "then only images beyond the robust fence (median ± 3 × 1.4826 × MAD) are "
                  "flagged. Near duplicates must also be closer than the image's own "
                  "neighbourhood is crowded. Override with --threshold CHECK=VALUE.</p>")
+    parts.append(_features_table(s.get("features")))
 
     dataset_level = findings[findings["sample_id"].isna()]
     for kind in ("class_imbalance", "unreadable", "error_bias"):
@@ -257,3 +258,21 @@ def _json_default(value):
     if isinstance(value, (np.floating,)):
         return None if math.isnan(value) else float(value)
     return str(value)
+
+
+def _features_table(features: dict | None) -> str:
+    """Which features each neighbour check read (the summary's ``features``)."""
+    if not features:
+        return ""
+    near = features.get("near_duplicate", {})
+    rows = [("near duplicates: candidates", near.get("candidates", "")),
+            ("near duplicates: verification", near.get("verification", "")),
+            ("outliers", features.get("outlier", "")),
+            ("far from own class", features.get("class_outlier", ""))]
+    body = "".join(f"<tr><td>{html.escape(check)}</td><td>{html.escape(str(what))}</td></tr>"
+                   for check, what in rows)
+    note = features.get("note")
+    return ("<h2>Features</h2><table><tr><th>check</th><th>features</th></tr>" + body
+            + "</table>" + f"<p class='muted'>Images: {html.escape(features.get('images', ''))}; "
+            f"asked for: {html.escape(features.get('requested', ''))}."
+            + (f" <b>{html.escape(note)}</b>" if note else "") + "</p>")

@@ -1,0 +1,346 @@
+"""Near duplicates, as one phase with its own state: candidates from an embedding, each
+candidate pair verified on pixels, and sets that do not chain.
+
+1. **Candidates**: each image's nearest neighbours (a :class:`NeighbourTable` over the
+   embedding the features plan chose: a pretrained backbone on photos, pixels elsewhere,
+   see :mod:`smartset.audit.features`) that are at least ``candidate_similarity`` alike.
+2. **Verification** on the audit's 48 x 48 gray thumbnails, by one of two rules:
+
+   - ``windows`` (photos): every window of one image (the whole; crops of 97.5% to 90% of
+     each side at nine positions each, centred or against an edge; small shifts) against
+     the whole of the other, in both directions: a copy cropped anywhere, resized,
+     re-encoded or brightened lines up with its original;
+   - ``aligned`` (small gray images such as digits): both images centred on their centre
+     of mass and turned to their principal axis (moments of each pixel's distance from the
+     background), then correlated at 32 x 32 over shifts of up to 2 pixels: a shifted or
+     rotated copy lines up.
+
+   A pair passes when its verified similarity is at least the mode's floor and closer to
+   1 than a share (``density_factor``) of the verified distance from each image to its
+   ``density_rank``-th neighbour: among look-alikes (handwriting) only a copy far closer
+   than the rest passes.
+3. **Sets without chaining** (:func:`group_complete`): pairs are joined best first, and
+   two sets merge only when every pair across them passes verification (complete
+   linkage; pairs that were not candidates are verified when asked). A chain of
+   look-alikes A~B~C with A and C unlike stays apart.
+
+Memory: the candidates and their scores (about 30 bytes an image), thumbnails read a
+chunk at a time, and the pairs that pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from smartset._memory import give_back_memory
+from smartset.audit.neighbours import NeighbourTable, _pair_values, _Scratch, crop_vectors
+
+__all__ = ["MODES", "WINDOWS", "window_pair_scores", "aligned_thumbs", "aligned_vectors",
+           "aligned_pair_scores", "pair_scorer", "near_copy_pairs", "group_complete",
+           "MODE_FLOOR", "MODE_DENSITY"]
+
+MODES = ("windows", "aligned")
+
+
+def _offsets(scale: float) -> list[float]:
+    slack = (1.0 - scale) / 2.0
+    return [-slack, 0.0, slack]
+
+
+# (scale, x offset, y offset) of one image's windows, each compared with the whole of the
+# other; then shifted windows compared with the other's centred window of the same scale.
+_SHIFT = 0.94
+WINDOWS = ([(1.0, 0.0, 0.0)]
+           + [(s, dx, dy) for s in (0.975, 0.95, 0.925, 0.9)
+              for dx in _offsets(s) for dy in _offsets(s)]
+           + [(_SHIFT, dx, dy) for dx in (-0.03, 0.0, 0.03) for dy in (-0.03, 0.0, 0.03)
+              if dx or dy])
+_REFERENCES = [(1.0, 0.0, 0.0), (_SHIFT, 0.0, 0.0)]
+_REFERENCE_OF = np.array([1 if s == _SHIFT else 0 for s, _, _ in WINDOWS])
+_PAIR_CHUNK = 48  # pairs per verification chunk: ~4 MB of window vectors per side
+
+MODE_FLOOR = {"windows": None, "aligned": 0.9}
+"""The least verified similarity a pair needs, per mode (None: the audit's
+``near_duplicate_similarity``). The aligned score runs higher for look-alikes (smooth
+strokes correlate well), so there the density rule decides and the floor only guards."""
+MODE_DENSITY = {"windows": 0.1, "aligned": 0.2}
+"""The share of the neighbourhood's verified distance a pair must beat, per mode."""
+
+
+def _one_direction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Best correlation of a window of ``a[p]`` with the whole (or the centred shift
+    window) of ``b[p]``, for each pair ``p``."""
+    crops = crop_vectors(a, WINDOWS)                 # P x W x 576
+    reference = crop_vectors(b, _REFERENCES)         # P x 2 x 576
+    best = np.full(len(a), -1.0, dtype=np.float32)
+    for r in (0, 1):
+        columns = np.flatnonzero(_REFERENCE_OF == r)
+        scores = np.einsum("pwd,pd->pw", crops[:, columns], reference[:, r])
+        np.maximum(best, scores.max(axis=1), out=best)
+    return best
+
+
+def window_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> np.ndarray:
+    """Verified similarity of each pair of gray thumbnails (``P x s x s`` each, pair ``p``
+    is ``(first_thumbs[p], second_thumbs[p])``): the better of both directions of
+    :func:`_one_direction`, so the crop may be either image, at any position."""
+    out = np.empty(len(first_thumbs), dtype=np.float32)
+    for start in range(0, len(out), _PAIR_CHUNK):
+        a = first_thumbs[start:start + _PAIR_CHUNK]
+        b = second_thumbs[start:start + _PAIR_CHUNK]
+        out[start:start + len(a)] = np.maximum(_one_direction(a, b), _one_direction(b, a))
+    return out
+
+
+_ALIGN_SIDE = 32
+_ALIGN_SHIFT = 2
+_VECTOR_SIDE = 16
+
+
+def _align_one(thumb: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    image = thumb.astype(np.float32)
+    background = float(np.median(image))
+    weight = np.abs(image - background)
+    moments = cv2.moments(weight)
+    height, width = image.shape
+    if moments["m00"] > 1e-6:
+        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+        axis = 0.5 * np.degrees(np.arctan2(2 * moments["mu11"],
+                                           moments["mu20"] - moments["mu02"]))
+        tilt = axis - 90.0 if axis > 0 else axis + 90.0  # from the vertical, in (-90, 90]
+        matrix = cv2.getRotationMatrix2D((cx, cy), tilt, 1.0)
+        matrix[0, 2] += width / 2.0 - cx
+        matrix[1, 2] += height / 2.0 - cy
+        image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=background)
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def aligned_thumbs(thumbs: np.ndarray, side: int = _ALIGN_SIDE) -> np.ndarray:
+    """Each gray thumbnail centred on its centre of mass and turned so that its principal
+    axis is upright (moments of each pixel's distance from the median, the background),
+    resized to ``side``: float32 ``n x side x side``. A shifted or rotated copy of an image
+    comes out nearly the same as the image."""
+    out = np.empty((len(thumbs), side, side), dtype=np.float32)
+    for i, thumb in enumerate(thumbs):
+        out[i] = _align_one(np.asarray(thumb), side)
+    return out
+
+
+def aligned_vectors(thumbs: np.ndarray) -> np.ndarray:
+    """Candidate embedding for the ``aligned`` mode: :func:`aligned_thumbs` at 16 x 16,
+    centred and unit-normed (float32 ``n x 256``)."""
+    small = aligned_thumbs(thumbs, _VECTOR_SIDE).reshape(len(thumbs), -1)
+    small -= small.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(small, axis=1, keepdims=True)
+    return small / np.where(norms > 1e-6, norms, 1.0)
+
+
+def aligned_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> np.ndarray:
+    """Verified similarity of each pair in the ``aligned`` mode: the best normalised
+    correlation of the aligned images over shifts of up to 2 pixels at 32 x 32."""
+    import cv2
+
+    a, b = aligned_thumbs(first_thumbs), aligned_thumbs(second_thumbs)
+    pad = _ALIGN_SHIFT
+    out = np.empty(len(a), dtype=np.float32)
+    for p in range(len(a)):
+        padded = cv2.copyMakeBorder(b[p], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        out[p] = float(cv2.matchTemplate(padded, a[p], cv2.TM_CCOEFF_NORMED).max())
+    return out
+
+
+def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray]
+                ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``score(first, second) -> similarities`` of pairs of positions, for ``mode``,
+    reading the thumbnails with ``read_thumbs(positions)`` a chunk at a time."""
+    if mode not in MODES:
+        raise ValueError(f"verification mode must be one of {MODES}, got {mode!r}")
+    compare = window_pair_scores if mode == "windows" else aligned_pair_scores
+    chunk = 1024
+
+    def score(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+        out = np.empty(len(first), dtype=np.float32)
+        for start in range(0, len(first), chunk):
+            stop = min(start + chunk, len(first))
+            out[start:stop] = compare(read_thumbs(first[start:stop]),
+                                      read_thumbs(second[start:stop]))
+        return out
+
+    return score
+
+
+def _scores_of(near: np.ndarray, mask: np.ndarray, score) -> np.ndarray:
+    """``score`` of each masked ``(row, near[row, c])``, NaN elsewhere, done in blocks."""
+    out = np.full(mask.shape, np.nan, dtype=np.float32)
+    block = 16384
+    for start in range(0, len(near), block):
+        rows, cols = np.nonzero(mask[start:start + block])
+        if rows.size:
+            rows += start
+            out[rows, cols] = score(rows, near[rows, cols])
+    return out
+
+
+def near_copy_pairs(neighbours, score, *, candidate_similarity, min_similarity: float,
+                    density_factor: float = 0.1, density_rank: int = 5, per_image: int = 3,
+                    threshold: float | None = None, scratch: str | Path | None = None):
+    """Candidate pairs verified with ``score`` (see :func:`pair_scorer`).
+
+    ``neighbours``: a :class:`NeighbourTable`, or several (one per embedding; their
+    candidates are pooled, each pair once), with ``candidate_similarity`` a number or one
+    per table. Each image's ``per_image`` nearest of each table at least that alike are
+    candidates; the first table's ``density_rank``-th neighbour measures how crowded an
+    image's neighbourhood is.
+
+    Returns ``(first, second, value, median_limit, limit_of)``: the pairs that pass
+    (``first < second``), their verified similarity, the median of every candidate
+    pair's limit, and ``limit_of(a, b)``: the limit pairs of positions must reach (for
+    pairs that were no candidates, asked by :func:`group_complete`).
+    """
+    tables = [neighbours] if isinstance(neighbours, NeighbourTable) else list(neighbours)
+    floors = (list(candidate_similarity) if isinstance(candidate_similarity, (list, tuple))
+              else [candidate_similarity] * len(tables))
+    n = len(tables[0])
+    width = sum(min(per_image, t.k) for t in tables)
+    near = np.full((n, width), -1, dtype=np.int64 if n >= 2**31 else np.int32)
+    candidate = np.zeros((n, width), dtype=bool)
+    column = 0
+    for table, floor in zip(tables, floors):
+        take = min(per_image, table.k)
+        for start, stop, indices, sims in table.blocks():
+            part = indices[:, :take]
+            fresh = (sims[:, :take] >= floor) & (part >= 0)
+            for c in range(column):  # a partner an earlier table proposed: once
+                fresh &= ~(candidate[start:stop, c:c + 1] & (near[start:stop, c:c + 1] == part))
+            near[start:stop, column:column + take] = part
+            candidate[start:stop, column:column + take] = fresh
+        column += take
+    neighbours = tables[0]
+    verified = None
+    if threshold is None:
+        # each image in a candidate pair: its verified similarity to its density_rank-th
+        # neighbour (the better direction when that neighbour has it at the same rank)
+        involved = candidate.any(axis=1)
+        for c in range(width):
+            involved[near[candidate[:, c], c]] = True
+        rank = min(density_rank, neighbours.k) - 1
+        partner = neighbours.column(rank)[:, None]
+        own = _scores_of(partner, involved[:, None] & (partner >= 0), score)[:, 0]
+        partner = partner[:, 0]
+        has = involved & (partner >= 0)
+        safe = partner.clip(min=0)
+        mutual = has & (partner[safe] == np.arange(n)) & involved[safe]
+        own[mutual] = np.maximum(own[mutual], own[partner[mutual]])
+        own[~has] = 0.0  # distance 1 where there is no partner to measure against
+        verified = own
+        del partner, has, mutual, involved
+
+    def limits_for(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        if threshold is not None:
+            return np.full(len(first), float(threshold))
+        local = ((1.0 - verified[first].astype(np.float64))
+                 + (1.0 - verified[second].astype(np.float64))) / 2.0
+        return np.maximum(min_similarity, 1.0 - density_factor * local)
+
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if not candidate.any():
+        median = threshold if threshold is not None else min_similarity
+        return (*empty, float(median), limits_for)
+    scores = _scores_of(near, candidate, score)
+    kept = []
+    with _Scratch(scratch) as limits_file:
+        for start in range(0, n, 65536):
+            first, second, value = _pair_values(near, candidate, scores, start,
+                                                min(start + 65536, n))
+            limits = limits_for(first, second)
+            if threshold is None:
+                limits_file.append(limits)
+            keep = value >= limits
+            kept.append((first[keep].astype(np.int64), second[keep].astype(np.int64),
+                         value[keep]))
+        del near, candidate, scores
+        first, second, value = (np.concatenate(parts) for parts in zip(*kept))
+        give_back_memory()
+        median = float(threshold) if threshold is not None else limits_file.median()
+    return first, second, value, median, limits_for
+
+
+def group_complete(first: np.ndarray, second: np.ndarray, value: np.ndarray,
+                   passes: Callable[[int, int], float | None] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sets of near copies from verified pairs, by complete linkage: pairs are taken best
+    first, and two sets merge only when every pair across them is a verified pair, or
+    ``passes(a, b)`` (called for the others) returns its similarity (None: it fails).
+    Without ``passes`` only the given pairs count.
+
+    Returns ``(members, starts, best)`` as :func:`smartset.audit.neighbours.group_arrays`
+    (sets largest first, then by first member; members ascending), and ``best``: each
+    member's best similarity inside its set (aligned with ``members``).
+    """
+    known: dict[tuple[int, int], float] = {}
+    for a, b, v in zip(first.tolist(), second.tolist(), value.tolist()):
+        key = (a, b) if a < b else (b, a)
+        known[key] = max(v, known.get(key, -np.inf))
+    failed: set[tuple[int, int]] = set()
+    group_of: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
+
+    def similarity(x: int, y: int) -> float | None:
+        key = (x, y) if x < y else (y, x)
+        if key in known:
+            return known[key]
+        if key in failed or passes is None:
+            return None
+        found = passes(*key)
+        if found is None:
+            failed.add(key)
+        else:
+            known[key] = float(found)
+        return None if found is None else float(found)
+
+    for p in np.argsort(-np.asarray(value, dtype=np.float64), kind="stable"):
+        a, b = int(first[p]), int(second[p])
+        ga, gb = group_of.get(a), group_of.get(b)
+        if ga is not None and ga == gb:
+            continue
+        left = members[ga] if ga is not None else [a]
+        right = members[gb] if gb is not None else [b]
+        if not all(similarity(x, y) is not None for x in left for y in right):
+            continue
+        target = ga if ga is not None else (gb if gb is not None else a)
+        joined = left + right
+        for old in (ga, gb):
+            if old is not None and old != target:
+                members.pop(old)
+        members[target] = joined
+        for m in joined:
+            group_of[m] = target
+    sets = sorted((sorted(m) for m in members.values()), key=lambda m: (-len(m), m[0]))
+    flat = [m for s in sets for m in s]
+    starts = np.r_[0, np.cumsum([len(s) for s in sets])].astype(np.int64)
+    best = np.array([max(known[(min(m, o), max(m, o))] for o in s if o != m and
+                         (min(m, o), max(m, o)) in known) for s in sets for m in s],
+                    dtype=np.float32)
+    return np.array(flat, dtype=np.int64), starts, best
+
+
+@functools.lru_cache(maxsize=1)
+def _describe_windows() -> str:
+    return (f"{len(WINDOWS)} windows (crops of 97.5-90% at 9 positions, shifts) against "
+            f"the whole, both directions, 24 x 24 correlation")
+
+
+def describe(mode: str) -> str:
+    """A line for the report: how candidate pairs are verified in ``mode``."""
+    if mode == "windows":
+        return "pixels: " + _describe_windows()
+    return ("pixels: centred on the centre of mass, turned to the principal axis, "
+            "32 x 32 correlation over shifts of up to 2 px")
