@@ -16,8 +16,11 @@ from rich.console import Console
 
 from smartset.errors import SmartsetError
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# soft_wrap: a message written to a pipe or a file is never hard-wrapped at a width (scripts
+# parse it; tests must not depend on the terminal or the length of a path); emoji=False: a
+# class named "dog" stays "dog" wherever ":dog:" appears in data.
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 WorkspaceOption = Annotated[Optional[Path], typer.Option(
     "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
@@ -50,6 +53,14 @@ def handle_errors(command):
                 print_json({"error": {"type": type(error).__name__, "message": str(error)}})
             else:
                 # escaped: a message may hold brackets ("pip install 'smartset[ray]'")
+                err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
+            raise typer.Exit(1) from None
+        except ImportError as error:  # an optional extra (timm, ray, datasets): one line
+            if "pip install" not in str(error):
+                raise
+            if kwargs.get("as_json"):
+                print_json({"error": {"type": "ImportError", "message": str(error)}})
+            else:
                 err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
             raise typer.Exit(1) from None
 
