@@ -9,7 +9,9 @@ probabilities) and ``features`` (embeddings):
 - :func:`confident_learning` and its parts (:func:`confident_joint`, ...);
 - kNN editing filters :func:`edited_nearest_neighbours`, :func:`repeated_edited_nearest_neighbours`,
   :func:`all_knn`, and :func:`knn_posterior`;
-- :func:`find_ambiguous`, :func:`find_classes_to_merge`;
+- :func:`find_ambiguous`, :func:`find_classes_to_merge`, :func:`find_atypical` (images far
+  from their class: on a pretrained backbone's embeddings, mostly images of none of the
+  classes);
 - prototype selection :func:`condensed_nearest_neighbour`,
   :func:`fast_condensed_nearest_neighbour`, :func:`reduction_curve`;
 - imbalance :func:`imbalance_report`, :func:`class_weights`, :func:`undersample`,
@@ -22,6 +24,7 @@ rounds); the CLI is ``smartset clean``.
 
 from smartset.clean._validation import CleanInputError, CleanWarning, InSampleWarning
 from smartset.clean.ambiguity import Ambiguity, find_ambiguous
+from smartset.clean.atypical import Atypical, find_atypical
 from smartset.clean.confident import (confident_joint, confident_learning, confident_thresholds,
                                       label_quality, noise_matrix, num_label_issues)
 from smartset.clean.consensus import (DETECTORS, Consensus, available_detectors,
@@ -33,7 +36,8 @@ from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_
                                         repeated_edited_nearest_neighbours)
 from smartset.clean.merge import class_confusion, find_classes_to_merge
 from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, label_actions,
-                                 load_plan, make_plan, undo_apply, workspace_inputs)
+                                 load_plan, looks_like_photos, make_plan, undo_apply,
+                                 workspace_inputs)
 from smartset.clean.reduction import (condensed_nearest_neighbour,
                                       fast_condensed_nearest_neighbour, reduction_curve,
                                       stratified_subset)
@@ -48,6 +52,7 @@ __all__ = [
     "edited_nearest_neighbours", "repeated_edited_nearest_neighbours", "all_knn",
     "knn_posterior",
     "find_ambiguous", "Ambiguity", "find_classes_to_merge", "class_confusion",
+    "find_atypical", "Atypical", "looks_like_photos",
     "condensed_nearest_neighbour", "fast_condensed_nearest_neighbour", "reduction_curve",
     "stratified_subset",
     "imbalance_report", "class_weights", "oversampling_copies", "undersample", "oversample",

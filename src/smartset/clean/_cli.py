@@ -41,12 +41,25 @@ def clean(
     run: Annotated[Optional[int], typer.Option(
         help="Predictions run (default: the newest out-of-fold run).")] = None,
     features: Annotated[str, typer.Option(
-        help="auto (out-of-fold features if stored, else the audit's embeddings), oof, "
+        help="auto (the run's out-of-fold features if stored; else on photos the pretrained "
+             "backbone's embeddings, else the audit's pixel embeddings), oof, backbone, "
              "audit or none.")] = "auto",
+    backbone: Annotated[Optional[str], typer.Option(
+        help="The pretrained backbone for --features auto/backbone on photos (default "
+             "efficientnet_lite0).")] = None,
     k: Annotated[int, typer.Option(min=1, help="Neighbours of the kNN evidence.")] = 20,
     min_relabel_posterior: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Propose a relabel only when the suggested class's posterior "
                                "is at least this; below it, exclude.")] = 0.6,
+    relabel_against_neighbours: Annotated[bool, typer.Option(
+        "--relabel-against-neighbours", help="Propose a relabel even when the sample's "
+                                             "neighbours side with its given label (default: "
+                                             "exclude it then).")] = False,
+    atypical_z: Annotated[float, typer.Option(
+        min=0.1, help="Images at least this robust z-score further from their class's "
+                      "centre than its members are typically: proposed for exclusion.")] = 3.5,
+    no_atypical: Annotated[bool, typer.Option(
+        "--no-atypical", help="Skip images far from their class.")] = False,
     top: Annotated[int, typer.Option(min=0, help="Rows of the suspicious-labels table.")] = 20,
     no_ambiguous: Annotated[bool, typer.Option("--no-ambiguous", help="Skip ambiguous images.")] = False,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Skip classes to merge.")] = False,
@@ -84,7 +97,10 @@ def clean(
         return
     plan = make_plan(ws, version=version, run=run, features=features, k=k,
                      ambiguous=not no_ambiguous, merge=not no_merge,
-                     duplicates=not no_duplicates, min_relabel_posterior=min_relabel_posterior)
+                     duplicates=not no_duplicates, min_relabel_posterior=min_relabel_posterior,
+                     neighbours_must_agree=not relabel_against_neighbours,
+                     atypical=not no_atypical, atypical_z=atypical_z, backbone=backbone,
+                     progress=show_progress(as_json))
     if as_json:
         print_json(plan)
         return
@@ -92,18 +108,27 @@ def clean(
     _print_plan(plan, top, names)
 
 
+#: the detectors whose actions are about a sample's label (the table's rows)
+LABEL_DETECTORS = ("consensus", "ambiguity", "atypical")
+
+
 def _print_plan(plan: dict, top: int, names: dict) -> None:
     params = plan["params"]
     counts: dict[str, int] = {}
     for action in plan["actions"]:
         counts[action["action"]] = counts.get(action["action"], 0) + 1
+    used = params.get("features_used") or {}
     out.print(f"Checked {params['n_samples']} labeled samples with the predictions of run "
               f"{params['predictions_run']} and {params['feature_source']}; an estimated "
-              f"{params['n_estimated_wrong']} wrong label(s).")
-    rows = [a for a in plan["actions"] if a["detector"] in ("consensus", "ambiguity")][:top]
+              f"{params['n_estimated_wrong']} wrong label(s), "
+              f"{params.get('n_atypical', 0)} image(s) far from their class.")
+    if used.get("note"):
+        out.print(f"Features: {used['description']}, because {used['note']}.")
+    rows = [a for a in plan["actions"] if a["detector"] in LABEL_DETECTORS][:top]
     if rows:
-        table = Table(title=f"Most suspicious labels (top {len(rows)}; each action's full "
-                            f"reason is in the plan file)")
+        table = Table(title=f"Most suspicious labels (top {len(rows)}: wrong labels, then "
+                            f"ambiguous images, then images far from their class; each "
+                            f"action's full reason is in the plan file)")
         for column in ("id", "file", "label", "action", "score", "evidence"):
             table.add_column(column, overflow="fold")
         for a in rows:
@@ -111,9 +136,13 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
             shown = (f"-> {value}" if a["action"] == "relabel" else
                      f"{a['action']} {value}" if value else a["action"])
             table.add_row(a["id"], names.get(a["sample_id"], a["sample_id"]),
-                          a["evidence"].get("label", ""),
-                          shown, f"{a['score']:.3f}", _evidence_in_short(a))
+                          a["evidence"].get("label", ""), shown,
+                          f"{a['score']:.3f}" if a["detector"] != "atypical"
+                          else f"z {a['score']:.1f}", _evidence_in_short(a))
         out.print(table)
+        out.print(f"Scores: wrong labels 1 - posterior of the label; ambiguous images 1 - "
+                  f"top-2 margin; far from their class (z) the robust z-score of the "
+                  f"distance to the class centre. Features: {params['feature_source']}.")
     for a in plan["actions"]:
         if a["action"] == "merge_classes":
             out.print(f"{a['id']} merge '{a['value']['from']}' into '{a['value']['into']}': "
@@ -130,6 +159,10 @@ def _evidence_in_short(action: dict) -> str:
     if action["detector"] == "ambiguity":
         first, second = ev["classes"]
         return f"split '{first}'/'{second}', top-2 margin {ev.get('top2_margin', 0.0):.2f}"
+    if action["detector"] == "atypical":
+        return (f"similarity to class {ev['class_similarity']:.2f} (typical "
+                f"{ev['class_similarity_typical']:.2f}), model {ev['model_p_label']:.0%} "
+                f"'{ev['label']}'")
     parts = [f"model {ev['model_p_suggested']:.0%} '{ev['suggested']}'"]
     if "knn_p_suggested" in ev:
         parts.append(f"neighbours {ev['knn_p_suggested']:.0%}")

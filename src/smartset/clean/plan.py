@@ -28,7 +28,7 @@ from smartset.clean._validation import CleanInputError, InSampleWarning
 from smartset.errors import EmptyDataError, SmartsetError
 
 __all__ = ["PLAN_FORMAT", "ACTIONS", "label_actions", "make_plan", "load_plan", "apply_plan",
-           "undo_apply", "PlanError", "workspace_inputs"]
+           "undo_apply", "PlanError", "workspace_inputs", "looks_like_photos", "FEATURE_CHOICES"]
 
 PLAN_FORMAT = "smartset.clean-plan/1"
 ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
@@ -38,24 +38,30 @@ class PlanError(SmartsetError, ValueError):
     """A cleaning plan cannot be read or applied as it is."""
 
 
-def label_actions(labels, found, ambiguity=None, *,
-                  min_relabel_posterior: float = 0.6) -> list[tuple[int, str, object]]:
+def label_actions(labels, found, ambiguity=None, *, min_relabel_posterior: float = 0.6,
+                  neighbours_must_agree: bool = True) -> list[tuple[int, str, object]]:
     """What the plan proposes for each of ``labels`` (int class indices) that the
     consensus ``found`` flags, most suspicious first: ``(i, action, value)`` with
     ``action`` one of
 
     - ``"relabel"`` (``value`` the suggested class index) when the posterior of the
-      suggested class is at least ``min_relabel_posterior``;
-    - ``"exclude"`` (``value`` None) when it is not: the given label is wrong but no class
-      is convincing enough to put in its place, and a wrong relabel teaches the model a
-      wrong label it did not have before; also when ``ambiguity`` says the evidence is
-      spread over many classes;
+      suggested class is at least ``min_relabel_posterior`` and (``neighbours_must_agree``,
+      when the consensus had features) the sample's neighbours side with the suggestion:
+      they give the suggested class at least as much of their (distance-weighted) vote as
+      the given label;
+    - ``"exclude"`` (``value`` None) otherwise: the given label is doubtful but no class is
+      convincing enough to put in its place, and a wrong relabel teaches the model a wrong
+      label it did not have before. The neighbour check is what keeps a model's systematic
+      error from becoming a label: a revolver among revolvers, or a rifle among the rifles
+      filed as "pistol", that the model calls "smartphone" has neighbours that do not;
+      also when ``ambiguity`` says the evidence is spread over many classes;
     - ``"multi_label"`` (``value`` the two leading class indices) when ``ambiguity`` finds
       the image split between its given class and another.
     """
     if not 0.0 <= min_relabel_posterior <= 1.0:
         raise CleanInputError(f"min_relabel_posterior must be in [0, 1], got "
                               f"{min_relabel_posterior!r}.")
+    knn = getattr(found, "knn_probs", None) if neighbours_must_agree else None
     out = []
     for i in found.ranked():
         i = int(i)
@@ -70,6 +76,8 @@ def label_actions(labels, found, ambiguity=None, *,
                 continue
         if found.posterior[i, j] < min_relabel_posterior:
             out.append((i, "exclude", None))
+        elif knn is not None and knn[i, j] < knn[i, int(labels[i])]:
+            out.append((i, "exclude", None))
         else:
             out.append((i, "relabel", j))
     return out
@@ -77,9 +85,17 @@ def label_actions(labels, found, ambiguity=None, *,
 
 # -- inputs from the workspace ------------------------------------------------------------------
 
+FEATURE_CHOICES = ("auto", "oof", "backbone", "audit", "none")
+#: ``features="auto"`` embeds at most this many photos that are not cached yet (about 20
+#: photos/s on one CPU core: 17 minutes); above it the audit's pixel embeddings are used
+#: and the plan says why. Cached embeddings are used whatever their number.
+BACKBONE_AUTO_LIMIT = 20_000
+
+
 def _oof_features(ws, run_id: int, sample_ids: np.ndarray):
     """Out-of-fold features the learning stage stored for ``run_id`` (artifact kind
-    ``oof_features``: a .npz with ``sample_ids`` and ``features``), or None."""
+    ``oof_features`` or ``features``: a .npz with ``sample_ids`` or ``ids``, and
+    ``features``), as ``(features, meta)``, or None."""
     for row in ws.catalog.query("SELECT path, meta FROM artifacts WHERE kind IN "
                                 "('oof_features', 'features') ORDER BY created_at DESC"):
         meta = json.loads(row["meta"] or "{}")
@@ -95,18 +111,93 @@ def _oof_features(ws, run_id: int, sample_ids: np.ndarray):
             position = {str(s): i for i, s in enumerate(ids)}
             if not all(s in position for s in sample_ids):
                 continue
-            return data["features"][[position[s] for s in sample_ids]].astype(np.float32)
+            vectors = data["features"][[position[s] for s in sample_ids]].astype(np.float32)
+            return vectors, meta
     return None
 
 
+def _frozen_backbone(config: dict, meta: dict) -> str | None:
+    """The pretrained backbone whose (frozen) embeddings a run stored as its out-of-fold
+    features, or None when they come from the fold models themselves. Frozen embeddings are
+    the same whichever fold embedded a sample, so neighbours need not stay within a fold."""
+    for source in (meta, config, config.get("options") or {}):
+        name = source.get("backbone") if isinstance(source, dict) else None
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def looks_like_photos(frame) -> bool:
+    """Whether the samples of ``frame`` (rows of ``ws.samples()``) are photos: most in
+    colour, median shorter side at least 32 px (the rule of the audit's ``features="auto"``).
+    Digits (small, gray) are not: they keep their pixel or trained-model features."""
+    if len(frame) == 0:
+        return False
+    channels = frame["channels"].to_numpy(dtype=np.float64, na_value=np.nan)
+    gray = frame["mode"].astype(str).isin(["L", "LA", "1", "I", "I;16", "F"]).to_numpy()
+    colour = int(((channels >= 3) & ~gray).sum())
+    short = np.minimum(frame["width"].to_numpy(dtype=np.float64, na_value=0),
+                       frame["height"].to_numpy(dtype=np.float64, na_value=0))
+    return colour * 2 > len(frame) and float(np.median(short)) >= 32
+
+
+def _backbone_vectors(ws, version, ids, backbone: str, *, compute: bool,
+                      progress: bool | None):
+    """``(vectors in the order of ids, description, note)``: the backbone's embeddings,
+    read from the cache, or computed when ``compute``; vectors None (and the note says why)
+    when they cannot be had."""
+    from smartset.backbones import MissingPackageError, UnknownBackboneError, backbone_spec
+    from smartset.embeddings import embed, read_embeddings
+
+    spec = backbone_spec(backbone)
+    found = read_embeddings(ws, version, backbone=spec.name, sample_ids=ids)
+    if found is None:
+        if not compute:
+            return None, None, (f"{spec.name} embeddings not cached for these {len(ids)} "
+                                f"samples (more than {BACKBONE_AUTO_LIMIT} to compute: run "
+                                f"'smartset embed', or --features backbone)")
+        try:
+            found = embed(ws, version, backbone=spec.name, sample_ids=ids, progress=progress)
+        except (MissingPackageError, UnknownBackboneError, ImportError) as error:
+            return None, None, f"{spec.name} cannot be loaded here: {error}"
+    position = {str(s): i for i, s in enumerate(found.ids)}
+    absent = [s for s in ids if str(s) not in position]
+    if absent:
+        return None, None, (f"{len(absent)} of {len(ids)} samples could not be embedded "
+                            f"with {spec.name} (first: {absent[0]})")
+    vectors = found.vectors[[position[str(s)] for s in ids]]
+    return vectors, f"{found.describe()} pretrained embeddings", None
+
+
 def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
-                     kind: str = "oof", features: str = "auto") -> dict:
+                     kind: str = "oof", features: str = "auto",
+                     backbone: str | None = None, progress: bool | None = None) -> dict:
     """The arrays the detectors take, for the labeled samples of ``version`` that have
-    predictions of ``run`` (default: the newest out-of-fold run): ``sample_ids``,
-    ``labels`` (int), ``classes``, ``pred_probs``, ``features`` (``auto``: the run's
-    out-of-fold features if stored, else the audit's pixel embeddings, else None;
-    ``oof``, ``audit`` or ``none``), ``groups`` (folds, with out-of-fold features),
-    ``feature_source``, ``run_id``, ``in_sample``, ``skipped``."""
+    predictions of ``run`` (default: the newest out-of-fold run).
+
+    Returns ``sample_ids``, ``labels`` (int), ``classes``, ``pred_probs``, ``features``,
+    ``groups`` (the folds, when the features came from the fold models and so compare only
+    within a fold; else None), ``feature_source`` (one line), ``features_used`` (a dict
+    for the plan: ``source`` ``oof`` / ``backbone`` / ``audit`` / ``none``, ``description``,
+    ``backbone``, ``within_folds``, ``note``: why the first choice was not taken),
+    ``run_id``, ``in_sample``, ``skipped``.
+
+    ``features``:
+
+    - ``auto`` (default): the run's out-of-fold features if it stored them; else, on
+      photos (:func:`looks_like_photos`), the pretrained ``backbone``'s embeddings
+      (default :data:`smartset.backbones.DEFAULT_BACKBONE`, read from the embedding cache,
+      computed when missing, up to :data:`BACKBONE_AUTO_LIMIT` images); else (digits, or
+      no backbone here) the audit's pixel embeddings; else none.
+    - ``oof``, ``backbone``, ``audit`` (pixel embeddings), ``none``: that one, or a clear
+      error.
+    """
+    from smartset.backbones import DEFAULT_BACKBONE
+
+    if features not in FEATURE_CHOICES:
+        raise CleanInputError(f"Unknown features {features!r}; choose one of "
+                              f"{', '.join(FEATURE_CHOICES)}.")
+    backbone = backbone or DEFAULT_BACKBONE
     preds = ws.predictions(run=run, kind=kind)
     config = {}
     rows = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (preds.run_id,))
@@ -145,32 +236,66 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
     labels = np.array([class_index[current[s]] for s in ids], dtype=np.int64)
     probs = preds.probs[keep].astype(np.float64)
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
-    vectors, groups, source = None, None, "none"
+    vectors, groups = None, None
+    used = {"source": "none", "description": "no features (the model's probabilities alone)",
+            "backbone": None, "within_folds": False, "note": None}
+    notes = []
     if features in ("auto", "oof"):
-        vectors = _oof_features(ws, preds.run_id, ids)
-        if vectors is not None:
-            groups, source = preds.folds[keep], f"oof features of run {preds.run_id}"
+        stored = _oof_features(ws, preds.run_id, ids)
+        if stored is not None:
+            vectors, meta = stored
+            frozen = _frozen_backbone(config, meta)
+            if frozen:
+                description = f"{frozen} embeddings stored with run {preds.run_id}"
+            else:
+                groups = preds.folds[keep]
+                description = f"oof features of run {preds.run_id}"
+            used.update(source="oof", description=description, backbone=frozen,
+                        within_folds=not frozen)
         elif features == "oof":
             raise CleanInputError(f"Run {preds.run_id} stored no out-of-fold features; use "
-                                  f"features='auto' or 'audit'.")
+                                  f"features='auto', 'backbone' or 'audit'.")
+        else:
+            notes.append(f"run {preds.run_id} stored no out-of-fold features")
+    if vectors is None and features in ("auto", "backbone"):
+        photos = looks_like_photos(samples[samples["id"].isin(set(ids))])
+        if features == "backbone" or photos:
+            compute = features == "backbone" or len(ids) <= BACKBONE_AUTO_LIMIT
+            found, description, note = _backbone_vectors(ws, version, ids, backbone,
+                                                         compute=compute, progress=progress)
+            if found is not None:
+                vectors = found
+                used.update(source="backbone", description=description, backbone=backbone)
+            elif features == "backbone":
+                raise CleanInputError(f"No {backbone} embeddings: {note}.")
+            else:
+                notes.append(note)
+        else:
+            notes.append("not photos (mostly gray or smaller than 32 px): pixel features")
     if vectors is None and features in ("auto", "audit"):
         try:
             from smartset.audit import embeddings
 
-            found, emb = embeddings(ws, list(ids))
-            if len(found) == len(ids):
-                vectors, source = emb, "audit pixel embeddings"
+            found_ids, emb = embeddings(ws, list(ids))
+            if len(found_ids) == len(ids):
+                vectors = emb
+                used.update(source="audit", description="audit pixel embeddings")
             elif features == "audit":
-                raise CleanInputError(f"The audit measured {len(found)} of {len(ids)} samples: "
-                                      f"run 'smartset audit' again.")
+                raise CleanInputError(f"The audit measured {len(found_ids)} of {len(ids)} "
+                                      f"samples: run 'smartset audit' again.")
+            else:
+                notes.append(f"the audit measured {len(found_ids)} of {len(ids)} samples")
         except (EmptyDataError, LookupError, OSError, sqlite3.Error) as error:
             if features == "audit":  # no audit yet: its tables or files are missing
                 raise CleanInputError(f"No audit embeddings for these samples ({error}): run "
                                       f"'smartset audit' first.") from None
+            notes.append("no audit embeddings")
+    if notes and features == "auto" and used["source"] != "backbone":
+        used["note"] = "; ".join(notes)  # why the better features were not used
     return {"sample_ids": ids, "labels": labels, "classes": list(preds.classes),
             "pred_probs": probs, "features": vectors, "groups": groups,
-            "feature_source": source, "run_id": preds.run_id, "in_sample": bool(in_sample),
-            "skipped": skipped}
+            "feature_source": used["description"], "features_used": used,
+            "run_id": preds.run_id, "in_sample": bool(in_sample), "skipped": skipped}
 
 
 def _duplicates(ws, allowed: set[str]) -> list[dict]:
@@ -200,30 +325,48 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
               features: str = "auto", k: int = 20, model_weight: float = 0.6,
               cut="auto", ambiguous: bool = True, merge: bool = True,
               duplicates: bool = True, min_confusion: float = 0.2,
-              min_relabel_posterior: float = 0.6, max_actions: int | None = None,
-              author: str | None = None) -> dict:
+              min_relabel_posterior: float = 0.6, neighbours_must_agree: bool = True,
+              atypical: bool = True, atypical_z: float = 3.5, backbone: str | None = None,
+              max_actions: int | None = None, author: str | None = None,
+              progress: bool | None = None) -> dict:
     """Detect, rank and explain; write the plan and the ranked suspicious labels.
 
     Uses the newest out-of-fold predictions (or ``run``) and the embeddings found by
-    :func:`workspace_inputs` (``features``). Proposes ``relabel`` for labels the
-    consensus flags, or ``exclude`` / ``multi_label`` (see :func:`label_actions`,
-    ``min_relabel_posterior``), ``multi_label`` / ``exclude`` for ambiguous images, ``merge_classes`` for
-    classes confused both ways (``min_confusion``), and ``duplicate_of`` for the audit's
-    duplicate sets. Writes ``ws/reports/clean/plan-RUN.json`` (atomically, registered as
-    artifact kind ``clean_plan``) and the ``label_issues`` rows of the run. Returns the
-    plan, with ``path`` added.
+    :func:`workspace_inputs` (``features``, ``backbone``: on photos a pretrained backbone's
+    embeddings by default; ``params.features_used`` records which). Proposes, in this
+    order:
+
+    - for labels the consensus flags, ``relabel``, or ``exclude`` / ``multi_label`` (see
+      :func:`label_actions`: ``min_relabel_posterior``, ``neighbours_must_agree``);
+    - ``multi_label`` / ``exclude`` for ambiguous images;
+    - ``exclude`` (detector ``atypical``) for images far from the other members of their
+      class (:func:`smartset.clean.find_atypical`, robust z-score at least ``atypical_z``):
+      on a pretrained backbone's embeddings, mostly images that show none of the classes
+      (a rifle filed as "pistol"), which the consensus cannot see because the model still
+      prefers the given class. For a person to confirm: ``clean rounds`` never applies
+      them;
+    - ``merge_classes`` for classes confused both ways (``min_confusion``), and
+      ``duplicate_of`` for the audit's duplicate sets.
+
+    Writes ``ws/reports/clean/plan-RUN.json`` (atomically, registered as artifact kind
+    ``clean_plan``) and the ``label_issues`` rows of the run. Returns the plan, with
+    ``path`` added.
     """
     from smartset.clean.ambiguity import find_ambiguous
+    from smartset.clean.atypical import find_atypical
     from smartset.clean.consensus import consensus
     from smartset.clean.merge import find_classes_to_merge
 
     params = {"version": version, "predictions_run": run, "features": features, "k": k,
               "model_weight": model_weight, "cut": cut, "ambiguous": ambiguous,
               "merge": merge, "duplicates": duplicates, "min_confusion": min_confusion,
-              "min_relabel_posterior": min_relabel_posterior, "max_actions": max_actions}
+              "min_relabel_posterior": min_relabel_posterior,
+              "neighbours_must_agree": neighbours_must_agree, "atypical": atypical,
+              "atypical_z": atypical_z, "backbone": backbone, "max_actions": max_actions}
     run_id = ws.catalog.start_run("clean", params)
     with ws.catalog.failing_run(run_id):
-        inputs = workspace_inputs(ws, version=version, run=run, features=features)
+        inputs = workspace_inputs(ws, version=version, run=run, features=features,
+                                  backbone=backbone, progress=progress)
         ids, labels, classes = inputs["sample_ids"], inputs["labels"], inputs["classes"]
         probs, vectors, groups = inputs["pred_probs"], inputs["features"], inputs["groups"]
         n = len(labels)
@@ -237,6 +380,8 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                           model_weight=model_weight, cut=cut, check_in_sample=False)
         amb = (find_ambiguous(probs, labels=labels, features=vectors, groups=groups,
                               k=k_used) if ambiguous else None)
+        odd = (find_atypical(labels, vectors, groups=groups, max_z=atypical_z)
+               if atypical and vectors is not None else None)
         actions: list[dict] = []
         issues: list[tuple] = []
 
@@ -253,10 +398,15 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                 ev["knn_p_suggested"] = round(float(found.knn_probs[i, j]), 4)
             if amb is not None:
                 ev["top2_margin"] = round(float(amb.margin[i]), 4)
+            if odd is not None:
+                ev["class_similarity"] = round(float(odd.similarity[i]), 4)
+                ev["class_similarity_typical"] = round(float(odd.typical[i]), 4)
+                ev["atypical_z"] = round(float(odd.score[i]), 2)
             return ev
 
         for i, action, value in label_actions(labels, found, amb,
-                                              min_relabel_posterior=min_relabel_posterior):
+                                              min_relabel_posterior=min_relabel_posterior,
+                                              neighbours_must_agree=neighbours_must_agree):
             sid = str(ids[i])
             ev = evidence_of(i)
             given, suggested = ev["label"], ev["suggested"]
@@ -275,6 +425,12 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                 reason += f"; it may show both '{pair[0]}' and '{pair[1]}'"
             elif amb is not None and amb.is_ambiguous[i]:
                 reason += "; the evidence is spread over many classes"
+            elif (found.posterior[i, found.suggested[i]] >= min_relabel_posterior
+                  and "knn_p_suggested" in ev):
+                reason += (f"; not relabeled: its neighbours side with '{given}' "
+                           f"({ev['knn_p_label']:.0%} of their vote, '{suggested}' "
+                           f"{ev['knn_p_suggested']:.0%}), so '{suggested}' may be the "
+                           f"model's own error, and the image may show neither class")
             else:
                 reason += (f"; no class is likely enough to relabel it (posterior of "
                            f"'{suggested}' {ev['posterior_suggested']:.0%}, below "
@@ -311,6 +467,27 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                 issues.append((run_id, sid, "ambiguous", float(amb.score[i]), ev["label"],
                                json.dumps(value) if value else None,
                                json.dumps(["ambiguity"]), reason, json.dumps(ev)))
+        if odd is not None:
+            listed = {a["sample_id"] for a in actions}
+            for i in odd.ranked():
+                sid = str(ids[i])
+                if sid in listed:
+                    continue
+                ev = evidence_of(int(i))
+                given = ev["label"]
+                reason = (f"far from the other '{given}' images: similarity to their centre "
+                          f"{odd.similarity[i]:.2f}, typical {odd.typical[i]:.2f} (robust z "
+                          f"{odd.score[i]:.1f}, cut {odd.max_z:g}); the model gives '{given}' "
+                          f"{ev['model_p_label']:.0%}. It may show none of the classes (another "
+                          f"object, a drawing, several objects): exclude it, or keep it if it "
+                          f"is an unusual '{given}'")
+                actions.append({"action": "exclude", "sample_id": sid, "value": None,
+                                "detector": "atypical", "score": round(float(odd.score[i]), 4),
+                                "reason": reason, "evidence": ev})
+                # the catalog's issues share the consensus's scale (1 - posterior of the
+                # label) so that the review queue ranks every label issue alike
+                issues.append((run_id, sid, "atypical", float(found.score[i]), given, None,
+                               json.dumps(["atypical"]), reason, json.dumps(ev)))
         if merge:
             pairs = find_classes_to_merge(labels, probs, features=vectors, groups=groups,
                                           k=k_used, min_confusion=min_confusion,
@@ -341,7 +518,10 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
             action["id"] = f"a{number:04d}"
         actions = [{key: a[key] for key in ("id", "action", "sample_id", "value", "detector",
                                             "score", "reason", "evidence")} for a in actions]
-        params.update(feature_source=inputs["feature_source"], predictions_run=inputs["run_id"],
+        params.update(feature_source=inputs["feature_source"],
+                      features_used=inputs["features_used"],
+                      n_atypical=0 if odd is None else int(odd.is_atypical.sum()),
+                      predictions_run=inputs["run_id"],
                       in_sample=inputs["in_sample"], n_samples=n, classes=classes,
                       n_estimated_wrong=int(found.n_estimated),
                       noise={"cut_used": found.params["cut_used"],
