@@ -4,6 +4,23 @@ scikit-learn conventions: ``__init__`` stores options, ``fit`` returns ``self``,
 state ends in ``_``. Seeded and reproducible on CPU (the global torch RNG is forked, never
 reseeded for the caller); CUDA when present. Checkpoints are written after every epoch, and
 a killed run resumes from its last one (``resume=True``).
+
+Transfer learning and fine-tuning (``model="efficientnet_lite0"``, any name of
+:mod:`smartset.backbones`, ``timm:NAME[=weights]``, or ``init_from`` a smartset checkpoint):
+
+- Input normalisation is the backbone's own (its ImageNet mean/std), or the source
+  checkpoint's: never recomputed on the new data (a pretrained network fed inputs scaled
+  differently from its training sees other images). It is saved in the checkpoint as
+  ``preprocessing`` (backbone, size, mean, std, where it came from).
+- ``trainable_blocks=0`` (a frozen backbone + a new head) without augmentation computes
+  the backbone's features once and trains the head on them (seconds, not an epoch of
+  forward passes each time); ``frozen_features=False`` turns that off.
+- ``head_epochs``: the new head trains alone first; then the backbone joins with
+  discriminative learning rates: block ``i`` of ``B`` (input first) learns at
+  ``lr * backbone_lr_scale * lr_decay ** (B - i)`` (the head at ``lr``);
+  ``unfreeze="gradual"`` adds one block from the top per epoch (ULMFiT) instead of all at
+  once. Frozen blocks keep their batch norms in eval mode (running statistics untouched);
+  ``freeze_bn=True`` keeps every batch norm of the backbone so (small data sets).
 """
 
 from __future__ import annotations
@@ -46,7 +63,9 @@ class _ImageModel:
                  resume: bool = False, init_from: str | Path | Net | None = None,
                  trainable_blocks: int = -1, backbone_lr_scale: float = 1.0,
                  schedule: str = "cosine", preprocess: str | None = None,
-                 head_epochs: int = 0, progress: bool | None = None):
+                 head_epochs: int = 0, lr_decay: float = 1.0, unfreeze: str = "all",
+                 freeze_bn: bool = False, frozen_features: bool = True,
+                 progress: bool | None = None):
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -67,13 +86,18 @@ class _ImageModel:
         self.schedule = schedule
         self.preprocess = preprocess
         self.head_epochs = head_epochs
+        self.lr_decay = lr_decay
+        self.unfreeze = unfreeze
+        self.freeze_bn = freeze_bn
+        self.frozen_features = frozen_features
         self.progress = progress
 
     def get_params(self) -> dict:
         params = {k: getattr(self, k) for k in (
             "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
             "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
-            "backbone_lr_scale", "schedule", "preprocess", "head_epochs")}
+            "backbone_lr_scale", "schedule", "preprocess", "head_epochs", "lr_decay",
+            "unfreeze", "freeze_bn", "frozen_features")}
         params["augment"] = _policy_label(self.augment)
         params["init_from"] = (None if self.init_from is None else
                                "network" if isinstance(self.init_from, Net) else str(self.init_from))
@@ -101,6 +125,23 @@ class _ImageModel:
             raise LearnError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.lr <= 0:
             raise LearnError(f"lr must be positive, got {self.lr}")
+        if self.unfreeze not in ("all", "gradual"):
+            raise LearnError(f"unfreeze must be 'all' or 'gradual', got {self.unfreeze!r}")
+        if not self.lr_decay > 0 or not self.backbone_lr_scale >= 0:
+            raise LearnError(f"lr_decay must be positive and backbone_lr_scale non-negative, "
+                             f"got {self.lr_decay} and {self.backbone_lr_scale}")
+        from smartset.learn.pretrained import check_model
+
+        check_model(self._architecture_name())  # a missing package: one line, before any work
+
+    def _architecture_name(self) -> str:
+        """The model to build: ``init_from`` when it names a pretrained backbone
+        (``timm:resnet18``, ``efficientnet_lite0``), else ``model``."""
+        from smartset.learn.pretrained import is_pretrained
+
+        if isinstance(self.init_from, str) and is_pretrained(self.init_from):
+            return self.init_from
+        return self.model
 
     # -- fitting ---------------------------------------------------------------------------
     def _prepare_targets(self, y):
@@ -130,39 +171,73 @@ class _ImageModel:
         self.input_shape_ = tuple(int(v) for v in x.shape[1:])
         self.model_name_ = self.model
         self.preprocess_ = self.preprocess
-        floats = self._preprocessed(x[:2048]).float()
-        self.mean_ = [float(v) for v in floats.mean(dim=(0, 2, 3)) / 255.0]
-        self.std_ = [max(float(v), 1e-3) for v in floats.std(dim=(0, 2, 3)) / 255.0]
-        del floats
         device = _device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.network_ = self._make_network().to(device)
+            network, source = self._make_network()
+            self._set_normalisation(network, source, x)
+            network.preprocessing = {k: self.preprocessing_[k]
+                                     for k in ("backbone", "size", "mean", "std")}
+            self.network_ = network.to(device)
+            if self._channels_last():
+                self.network_ = self.network_.to(memory_format=torch.channels_last)
             self._train(x, targets, val_x, val_t, device)
         return self
 
-    def _make_network(self) -> Net:
-        channels, height, width = self.input_shape_
-        if self.init_from is None:
-            return build_model(self.model, channels=channels, outputs=self._n_outputs(),
-                               size=(height, width))
-        if isinstance(self.init_from, str) and self.init_from.startswith("timm:"):
-            # "timm:NAME" downloads ImageNet weights; "timm:NAME=FILE" reads them from FILE.
-            from smartset.learn.pretrained import timm_network
+    def _set_normalisation(self, network: Net, source, x) -> None:
+        """``mean_``/``std_`` (per channel, on [0, 1]) and ``preprocessing_``: a pretrained
+        backbone's own, a source checkpoint's, or (from scratch) measured on ``x``."""
+        _, height, width = self.input_shape_
+        size = height if height == width else [height, width]
+        if source is not None:  # a smartset checkpoint: its normalisation, kept
+            self.mean_, self.std_ = list(source.mean_), list(source.std_)
+            backbone = (getattr(source, "preprocessing_", None) or {}).get("backbone")
+            origin = f"checkpoint {self.init_from}"
+        elif getattr(network, "preprocessing", None):  # a pretrained backbone (or a Net)
+            known = network.preprocessing
+            self.mean_, self.std_ = list(known["mean"]), list(known["std"])
+            backbone, origin = known.get("backbone"), "backbone"
+        else:
+            floats = self._preprocessed(x[:2048]).float()
+            self.mean_ = [float(v) for v in floats.mean(dim=(0, 2, 3)) / 255.0]
+            self.std_ = [max(float(v), 1e-3) for v in floats.std(dim=(0, 2, 3)) / 255.0]
+            backbone, origin = None, "data"
+        if len(self.mean_) != self.input_shape_[0]:
+            raise LearnError(f"The backbone was normalised for {len(self.mean_)}-channel "
+                             f"images; these have {self.input_shape_[0]}: load the data in "
+                             f"the same mode (--mode {'L' if len(self.mean_) == 1 else 'RGB'}).")
+        self.preprocessing_ = {"backbone": backbone, "size": size, "mean": self.mean_,
+                               "std": self.std_, "normalisation": origin}
 
-            name, _, weights = self.init_from[5:].partition("=")
-            self.model_name_ = f"timm:{name}"
-            network = timm_network(name, channels=channels, outputs=self._n_outputs(),
-                                   weights=weights or "download")
+    def _channels_last(self) -> bool:
+        from smartset.learn.pretrained import is_pretrained
+
+        return is_pretrained(self.model_name_)
+
+    def _make_network(self):
+        """``(network, source)``: the network to train and the source checkpoint's model
+        (None unless ``init_from`` is a checkpoint)."""
+        channels, height, width = self.input_shape_
+        source = None
+        if self.init_from is None or (isinstance(self.init_from, str)
+                                      and self._architecture_name() == self.init_from):
+            name = self._architecture_name()
+            network = build_model(name, channels=channels, outputs=self._n_outputs(),
+                                  size=(height, width))
+            if network.preprocessing:  # timm:NAME=weights.pth -> timm:NAME
+                self.model_name_ = network.preprocessing["backbone"]
             if self.trainable_blocks >= 0:
                 network.freeze_backbone(trainable_blocks=self.trainable_blocks)
-            return network
+            return network, None
         if isinstance(self.init_from, Net):
             network = self.init_from
         else:
+            from smartset.learn.pretrained import is_pretrained
+
             source = load_checkpoint(self.init_from)
-            if tuple(source.input_shape_) != tuple(self.input_shape_):
-                c, h, w = source.input_shape_
+            c, h, w = source.input_shape_
+            pooled = is_pretrained(source.model_name_)  # global pooling: any size
+            if c != channels or (not pooled and (h, w) != (height, width)):
                 raise LearnError(f"The backbone of {self.init_from} takes {c}-channel {w}x{h} "
                                  f"images; these are {channels}-channel {width}x{height}: load "
                                  f"the data with the same size and mode (--size {h}, --mode "
@@ -172,17 +247,38 @@ class _ImageModel:
 
         network = copy.deepcopy(network)
         network.replace_head(self._n_outputs())
+        for parameter in network.parameters():
+            parameter.requires_grad = True
         if self.trainable_blocks >= 0:
             network.freeze_backbone(trainable_blocks=self.trainable_blocks)
-        return network
+        return network, source
+
+    def block_learning_rates(self, n_blocks: int) -> list[float]:
+        """The base learning rate of each backbone block, input first:
+        ``lr * backbone_lr_scale * lr_decay ** (n_blocks - i)`` (the head learns at ``lr``)."""
+        return [self.lr * self.backbone_lr_scale * self.lr_decay ** (n_blocks - i)
+                for i in range(n_blocks)]
 
     def _optimizer(self, network: Net):
-        head = [p for p in network.head.parameters() if p.requires_grad]
-        body = [p for p in network.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": self.lr}]
-        if body:
-            groups.append({"params": body, "lr": self.lr * self.backbone_lr_scale})
+        """Adam with one parameter group per backbone block (discriminative rates), named
+        ``block{i}``, and ``head``; blocks frozen for good (``trainable_blocks``) are left
+        out."""
+        groups = [{"params": list(network.head.parameters()), "lr": self.lr, "name": "head"}]
+        blocks = network.blocks()
+        for i, (block, lr) in enumerate(zip(blocks, self.block_learning_rates(len(blocks)))):
+            params = [p for p in block.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr, "name": f"block{i}"})
         return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+
+    def _trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        """How many backbone blocks (from the top) may learn in ``epoch`` (0-based): none
+        during the head epochs; then all, or (``unfreeze="gradual"``) one more per epoch."""
+        if epoch < self.head_epochs:
+            return 0
+        if self.unfreeze == "gradual":
+            return min(n_blocks, epoch - self.head_epochs + 1)
+        return n_blocks
 
     def _preprocessed(self, batch: torch.Tensor) -> torch.Tensor:
         """The model's own test-time preprocessing (e.g. DaCoLT), also used in training."""
@@ -196,13 +292,45 @@ class _ImageModel:
     def _normalise(self, batch: torch.Tensor, device) -> torch.Tensor:
         mean = torch.tensor(self.mean_, device=device).view(1, -1, 1, 1)
         std = torch.tensor(self.std_, device=device).view(1, -1, 1, 1)
-        return (self._preprocessed(batch).to(device).float() / 255.0 - mean) / std
+        out = (self._preprocessed(batch).to(device).float() / 255.0 - mean) / std
+        if self._channels_last():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def _inference_batch(self) -> int:
+        """Images per forward pass at inference: 512 small ones, fewer large ones (the
+        activations of a 224 px batch of 512 would take gigabytes)."""
+        _, height, width = self.input_shape_
+        return int(max(8, min(512, 4_000_000 // max(1, height * width))))
+
+    def _set_trainable(self, network: Net, allowed: list[list[bool]], top: int) -> None:
+        """Let the top ``top`` blocks learn (those ``allowed``), freeze the rest, and put
+        frozen blocks (every batch norm with ``freeze_bn``) in eval mode."""
+        blocks = network.blocks()
+        first = len(blocks) - top
+        for i, (block, flags) in enumerate(zip(blocks, allowed)):
+            for parameter, flag in zip(block.parameters(), flags):
+                parameter.requires_grad = flag and i >= first
+        network.train()
+        for block in blocks:  # frozen blocks keep their batch-norm statistics and dropout off
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        if self.freeze_bn:
+            for module in network.backbone.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def _train(self, x, targets, val_x, val_t, device) -> None:
         network = self.network_
+        blocks = network.blocks()
+        allowed = [[p.requires_grad for p in block.parameters()] for block in blocks]
+        policy = _resolve_policy(self.augment)
+        if (self.frozen_features and policy is None
+                and not any(flag for flags in allowed for flag in flags)):
+            return self._train_head_on_features(x, targets, val_x, val_t, device)
         optimizer = self._optimizer(network)
         base_lrs = [group["lr"] for group in optimizer.param_groups]  # before any resume
-        policy = _resolve_policy(self.augment)
+        self.learning_rates_ = {g["name"]: lr for g, lr in zip(optimizer.param_groups, base_lrs)}
         generator = torch.Generator().manual_seed(self.seed)
         target_tensor = torch.from_numpy(targets)
         loss_fn = self._loss(targets, device)
@@ -224,19 +352,14 @@ class _ImageModel:
                 best = (state["best_loss"], state["best_state"], state["best_epoch"])
         n = len(x)
         steps = (n + self.batch_size - 1) // self.batch_size
-        with progress_bar((self.epochs - start_epoch) * steps, f"training {self.model}",
+        with progress_bar((self.epochs - start_epoch) * steps, f"training {self.model_name_}",
                           enabled=self.progress) as advance:
-            trainable = [p.requires_grad for p in network.backbone.parameters()]
             for epoch in range(start_epoch, self.epochs):
                 # Fine-tuning: the new head learns alone first, so its random start does not
-                # wreck the pretrained backbone; then the backbone joins (at its own rate).
-                warming = epoch < self.head_epochs
-                for parameter, allowed in zip(network.backbone.parameters(), trainable):
-                    parameter.requires_grad = allowed and not warming
-                network.train()
-                for block in network.backbone.children():  # frozen blocks keep their
-                    if not any(p.requires_grad for p in block.parameters()):  # BN statistics
-                        block.eval()
+                # wreck the pretrained backbone; then the backbone joins, all at once or one
+                # block from the top per epoch, each block at its own rate.
+                top = self._trainable_top_blocks(epoch, len(blocks))
+                self._set_trainable(network, allowed, top)
                 order = self._epoch_order(targets, generator)
                 total_loss, correct, seen = 0.0, 0, 0
                 for first in range(0, n, self.batch_size):
@@ -245,10 +368,8 @@ class _ImageModel:
                     if policy is not None:
                         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                         batch = policy(batch, seed=seed)
-                    if self.schedule == "cosine":  # per step, so a resumed run continues it
-                        done = (epoch * steps + first // self.batch_size) / (self.epochs * steps)
-                        for group, base in zip(optimizer.param_groups, base_lrs):
-                            group["lr"] = base * 0.5 * (1.0 + math.cos(math.pi * done))
+                    self._schedule_step(optimizer, base_lrs, epoch * steps + first // self.batch_size,
+                                        self.epochs * steps)
                     inputs = self._normalise(batch, device)
                     truth = target_tensor[rows].to(device)
                     outputs = network(inputs)
@@ -260,10 +381,12 @@ class _ImageModel:
                     seen += len(rows)
                     if self._task == "classification":
                         correct += int((outputs.argmax(1) == truth).sum())
-                    shown = f"{self.model} epoch {epoch + 1}/{self.epochs} loss {total_loss / seen:.4f}"
+                    shown = f"{self.model_name_} epoch {epoch + 1}/{self.epochs} loss {total_loss / seen:.4f}"
                     advance(1, shown + (f" acc {correct / seen:.4f}" if correct else ""))
                 record = {"epoch": epoch + 1, "loss": total_loss / seen,
-                          "seconds": round(time.perf_counter() - started, 3)}
+                          "seconds": round(time.perf_counter() - started, 3),
+                          "trainable_blocks": sum(any(p.requires_grad for p in b.parameters())
+                                                  for b in blocks)}
                 if self._task == "classification":
                     record["accuracy"] = correct / seen
                 if val_x is not None:
@@ -278,6 +401,17 @@ class _ImageModel:
                                               best)
                 if stop:
                     break
+        for block, flags in zip(blocks, allowed):  # as configured, for a later fit or save
+            for parameter, flag in zip(block.parameters(), flags):
+                parameter.requires_grad = flag
+        self._finish(network, best, started, checkpoint)
+
+    def _schedule_step(self, optimizer, base_lrs, step: int, total: int) -> None:
+        if self.schedule == "cosine":  # per step, so a resumed run continues it
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+    def _finish(self, network, best, started, checkpoint) -> None:
         if best[1] is not None:  # early stopping keeps the best epoch's weights
             network.load_state_dict(best[1])
         self.best_epoch_ = (best[2] + 1) if best[1] is not None else len(self.history_)
@@ -285,6 +419,76 @@ class _ImageModel:
         network.eval()
         if checkpoint is not None:
             self.save(checkpoint)
+
+    def _train_head_on_features(self, x, targets, val_x, val_t, device) -> None:
+        """A frozen backbone without augmentation: its features are computed once (eval
+        mode, as the per-epoch path would see them) and the head trains on them alone;
+        the same batches, schedule and loss as the full path, in seconds."""
+        network = self.network_
+        started = time.perf_counter()
+        checkpoint = Path(self.checkpoint) if self.checkpoint else None
+        if checkpoint is not None and self.resume and checkpoint.exists():
+            state = _read_checkpoint(checkpoint)
+            if state.get("finished"):
+                self._restore(state, network)
+                return
+        features = self._forward_all(network, x, device, features=True,
+                                     label="frozen features").to(device)
+        val_features = (None if val_x is None else
+                        self._forward_all(network, val_x, device, features=True).to(device))
+        head = network.head
+        optimizer = torch.optim.Adam([{"params": list(head.parameters()), "lr": self.lr,
+                                       "name": "head"}], lr=self.lr,
+                                     weight_decay=self.weight_decay)
+        base_lrs = [self.lr]
+        self.learning_rates_ = {"head": self.lr}
+        generator = torch.Generator().manual_seed(self.seed)
+        target_tensor = torch.from_numpy(targets).to(device)
+        loss_fn = self._loss(targets, device)
+        self.history_ = []
+        best = (np.inf, None, -1)
+        n = len(features)
+        steps = (n + self.batch_size - 1) // self.batch_size
+        self.features_seconds_ = time.perf_counter() - started
+        head.train()
+        with progress_bar(self.epochs, f"training the head of {self.model_name_}",
+                          enabled=self.progress) as advance:
+            for epoch in range(self.epochs):
+                order = self._epoch_order(targets, generator)
+                total_loss, correct = 0.0, 0
+                for first in range(0, n, self.batch_size):
+                    rows = order[first:first + self.batch_size].to(device)
+                    self._schedule_step(optimizer, base_lrs, epoch * steps + first // self.batch_size,
+                                        self.epochs * steps)
+                    outputs = head(features[rows])
+                    truth = target_tensor[rows]
+                    loss = loss_fn(outputs, truth)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total_loss += float(loss.detach()) * len(rows)
+                    if self._task == "classification":
+                        correct += int((outputs.argmax(1) == truth).sum())
+                record = {"epoch": epoch + 1, "loss": total_loss / n,
+                          "seconds": round(time.perf_counter() - started, 3),
+                          "trainable_blocks": 0}
+                if self._task == "classification":
+                    record["accuracy"] = correct / n
+                if val_features is not None:
+                    with torch.no_grad():
+                        outputs = head(val_features)
+                    truth = torch.from_numpy(val_t).to(device)
+                    record["val_loss"] = float(loss_fn(outputs, truth))
+                    if self._task == "classification":
+                        record["val_accuracy"] = float((outputs.argmax(1) == truth).float().mean())
+                    if record["val_loss"] < best[0]:
+                        best = (record["val_loss"], _copy_state(network), epoch)
+                self.history_.append(record)
+                advance(1, f"head epoch {epoch + 1}/{self.epochs} loss {record['loss']:.4f}")
+                if (self.patience is not None and val_features is not None
+                        and epoch - best[2] >= self.patience):
+                    break
+        self._finish(network, best, started, checkpoint)
 
     def _epoch_order(self, targets, generator) -> torch.Tensor:
         n = len(targets)
@@ -302,15 +506,22 @@ class _ImageModel:
             result["val_accuracy"] = float((outputs.argmax(1) == truth).float().mean())
         return result
 
-    def _forward_all(self, network, x, device, *, features: bool = False) -> torch.Tensor:
-        was_training = network.training
+    def _forward_all(self, network, x, device, *, features: bool = False,
+                     label: str | None = None) -> torch.Tensor:
+        """Outputs (or backbone features) ``(N, d)`` of ``x`` in eval mode, batched; a
+        progress bar when ``label`` is given."""
+        was_training = [m.training for m in network.modules()]
         network.eval()
         parts = []
-        with torch.no_grad():
-            for first in range(0, len(x), 512):
-                inputs = self._normalise(x[first:first + 512], device)
+        batch = self._inference_batch()
+        enabled = self.progress if label else False
+        with torch.no_grad(), progress_bar(len(x), label or "", enabled=enabled) as advance:
+            for first in range(0, len(x), batch):
+                inputs = self._normalise(x[first:first + batch], device)
                 parts.append((network.features(inputs) if features else network(inputs)).cpu())
-        network.train(was_training)
+                advance(len(inputs))
+        for module, mode in zip(network.modules(), was_training):
+            module.training = mode
         return torch.cat(parts)
 
     # -- using a fitted model ---------------------------------------------------------------
@@ -350,6 +561,7 @@ class _ImageModel:
         return {"format": CHECKPOINT_FORMAT, "task": self._task, "model": self.model_name_,
                 "params": self.get_params(), "input_shape": list(self.input_shape_),
                 "mean": self.mean_, "std": self.std_, "history": self.history_,
+                "preprocessing": getattr(self, "preprocessing_", None),
                 "preprocess": getattr(self, "preprocess_", None),
                 "classes": list(getattr(self, "classes_", [])),
                 "n_targets": getattr(self, "n_targets_", None),
@@ -377,6 +589,10 @@ class _ImageModel:
         self.model_name_ = state["model"]
         self.input_shape_ = tuple(state["input_shape"])
         self.mean_, self.std_ = list(state["mean"]), list(state["std"])
+        c, h, w = self.input_shape_
+        self.preprocessing_ = state.get("preprocessing") or {
+            "backbone": None, "size": h if h == w else [h, w], "mean": self.mean_,
+            "std": self.std_, "normalisation": "data"}
         self.preprocess_ = state.get("preprocess")
         self.history_ = list(state["history"])
         self.best_epoch_ = state.get("best_epoch")
@@ -390,6 +606,10 @@ class _ImageModel:
             network = _rebuild(state)
         network.load_state_dict(state["state_dict"])
         network.eval()
+        network.preprocessing = {k: self.preprocessing_[k]
+                                 for k in ("backbone", "size", "mean", "std")}
+        if self._channels_last():
+            network = network.to(memory_format=torch.channels_last)
         self.network_ = network
 
 
@@ -514,13 +734,10 @@ def _read_checkpoint(path: str | Path) -> dict:
 def _rebuild(state: dict) -> Net:
     c, h, w = state["input_shape"]
     outputs = state["architecture"]["head_outputs"]
-    model = state["model"]
-    if model.startswith("timm:"):
-        from smartset.learn.pretrained import timm_network
-
-        return timm_network(model[5:], channels=c, outputs=outputs, weights=None)
-    network = build_model(model, channels=c, outputs=outputs, size=(h, w))
-    return network
+    # A pretrained backbone is rebuilt without its ImageNet weights (the checkpoint holds
+    # the trained ones); timm models need timm (one line says so).
+    return build_model(state["model"], channels=c, outputs=outputs, size=(h, w),
+                       pretrained=False)
 
 
 def load_checkpoint(path: str | Path) -> ImageClassifier | ImageRegressor:

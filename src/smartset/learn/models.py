@@ -1,8 +1,15 @@
-"""Networks trained from scratch, and backbones for transfer learning, by name.
+"""Networks trained from scratch, and pretrained backbones for transfer learning, by name.
 
 Every network is a :class:`Net`: a ``backbone`` (a sequence of blocks ending in a flat
 feature vector) and a linear ``head``. Transfer learning swaps the head; fine-tuning
 unfreezes the last blocks of the backbone. Input size and channels come from the data.
+
+Pretrained models: every backbone of :mod:`smartset.backbones` (``efficientnet_lite0``,
+``efficientnet_lite1/2`` where installed, ``timm:NAME[=weights.pth]``) is a model too; its
+``backbone`` is ``nn.Sequential(*network.stages())`` (for EfficientNet-Lite: stem, seven
+MBConv stages, head + pooling: nine blocks), so ``freeze_backbone(trainable_blocks=k)``
+and discriminative learning rates work per stage. ``build_model(..., pretrained=False)``
+builds the architecture only (a checkpoint's weights are loaded over it).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ torch = require_torch("smartset.learn")
 nn = torch.nn
 
 __all__ = ["Net", "MODELS", "ModelSpec", "register_model", "build_model", "available_models",
-           "UnknownModelError"]
+           "UnknownModelError", "is_pretrained_model", "pretrained_net"]
 
 
 class UnknownModelError(SmartsetError, KeyError):
@@ -26,13 +33,20 @@ class UnknownModelError(SmartsetError, KeyError):
 
 
 class Net(nn.Module):
-    """``head(backbone(x))``; ``features(x)`` gives the backbone's feature vector."""
+    """``head(backbone(x))``; ``features(x)`` gives the backbone's feature vector.
 
-    def __init__(self, backbone: nn.Sequential, head: nn.Module, *, feature_dim: int):
+    ``preprocessing``: for a pretrained backbone, the input normalisation it was trained
+    with (``{"backbone", "size", "mean", "std"}``, mean/std per input channel on [0, 1]);
+    None for a network trained from scratch (its normalisation comes from its data).
+    """
+
+    def __init__(self, backbone: nn.Sequential, head: nn.Module, *, feature_dim: int,
+                 preprocessing: dict | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.feature_dim = feature_dim
+        self.preprocessing = preprocessing
 
     def forward(self, x):
         return self.head(self.backbone(x))
@@ -51,6 +65,10 @@ class Net(nn.Module):
         for i, block in enumerate(blocks):
             for parameter in block.parameters():
                 parameter.requires_grad = i >= cut
+
+    def blocks(self) -> list[nn.Module]:
+        """The backbone's blocks, input first (the units of freezing and of learning rates)."""
+        return list(self.backbone.children())
 
 
 def _flat_dim(body: nn.Module, channels: int, size: tuple[int, int]) -> int:
@@ -130,12 +148,44 @@ def _resnet(channels: int, outputs: int, size: tuple[int, int]) -> Net:
     return Net(backbone, nn.Linear(64, outputs), feature_dim=64)
 
 
+def _pretrained_builder(name: str) -> Callable[..., Net]:
+    def build(channels: int, outputs: int, size: tuple[int, int], *,
+              pretrained: bool = True) -> Net:
+        return pretrained_net(name, channels=channels, outputs=outputs, pretrained=pretrained)
+
+    return build
+
+
+def pretrained_net(name: str, *, channels: int, outputs: int, pretrained: bool = True) -> Net:
+    """The backbone ``name`` of :mod:`smartset.backbones` (ImageNet weights unless
+    ``pretrained=False``) as a :class:`Net` with a new linear head of ``outputs`` units.
+    ``channels`` 1: the stem's RGB filters are summed (a gray image sees what its RGB copy
+    would); the normalisation is then the mean of the RGB means and stds."""
+    from smartset.backbones import load_backbone
+
+    network, spec = load_backbone(name, in_channels=channels, pretrained=pretrained)
+    feature_dim = int(getattr(network, "num_features", 0) or spec.feature_dim)
+    backbone = nn.Sequential(*network.stages())
+    if channels == len(spec.mean):
+        mean, std = list(spec.mean), list(spec.std)
+    else:
+        mean = [sum(spec.mean) / len(spec.mean)] * channels
+        std = [sum(spec.std) / len(spec.std)] * channels
+    preprocessing = {"backbone": spec.name, "size": spec.size, "mean": mean, "std": std}
+    return Net(backbone, nn.Linear(feature_dim, outputs), feature_dim=feature_dim,
+               preprocessing=preprocessing)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """A named network. ``pretrained``: it starts from ImageNet weights (``build`` then
+    takes ``pretrained=False`` to build the architecture alone)."""
+
     name: str
-    build: Callable[[int, int, tuple[int, int]], Net]
+    build: Callable[..., Net]
     description: str
     min_size: int = 1
+    pretrained: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -158,18 +208,58 @@ for _spec in (
     register_model(_spec)
 
 
-def available_models() -> dict[str, str]:
-    return {name: spec.description for name, spec in MODELS.items()}
+def _register_backbones() -> None:
+    from smartset.backbones import BACKBONES
+
+    for name, backbone in BACKBONES.items():
+        if name not in MODELS:
+            register_model(ModelSpec(name, _pretrained_builder(name),
+                                     f"pretrained: {backbone.description}; input "
+                                     f"{backbone.size} px by default", min_size=16,
+                                     pretrained=True))
 
 
-def build_model(name: str, *, channels: int, outputs: int, size: tuple[int, int]) -> Net:
-    """A freshly initialised network ``name`` for ``channels`` x ``size`` inputs."""
+_register_backbones()
+
+
+def is_pretrained_model(name) -> bool:
+    """True for a registered pretrained backbone or ``timm:NAME[=weights]``."""
+    if not isinstance(name, str):
+        return False
+    return name.startswith("timm:") or (name in MODELS and MODELS[name].pretrained)
+
+
+def available_models(*, installed_only: bool = True) -> dict[str, str]:
+    """Every model name with its description (pretrained backbones say so; those whose
+    package is missing only with ``installed_only=False``); ``timm:NAME`` works too with
+    timm installed."""
+    from smartset.backbones import BACKBONES
+
+    return {name: spec.description for name, spec in MODELS.items()
+            if not (installed_only and spec.pretrained and name in BACKBONES
+                    and not BACKBONES[name].installed())}
+
+
+def build_model(name: str, *, channels: int, outputs: int, size: tuple[int, int],
+                pretrained: bool = True) -> Net:
+    """A network ``name`` for ``channels`` x ``size`` inputs with ``outputs`` outputs:
+    freshly initialised for a from-scratch model; for a pretrained backbone (registered or
+    ``timm:NAME[=weights]``), its ImageNet weights and a new head (``pretrained=False``:
+    the architecture only, to load a checkpoint into)."""
+    if isinstance(name, str) and name.startswith("timm:"):
+        if min(size) < 16:
+            raise SmartsetError(f"Model {name!r} needs images of at least 16x16 pixels, got "
+                                f"{size[1]}x{size[0]}: resize them (--size).")
+        return pretrained_net(name, channels=channels, outputs=outputs, pretrained=pretrained)
     if name not in MODELS:
         raise UnknownModelError(f"Unknown model {name!r}. Models: "
-                                f"{', '.join(f'{n} ({d})' for n, d in available_models().items())}.")
+                                f"{', '.join(f'{n} ({d})' for n, d in available_models(installed_only=False).items())}"
+                                f"; or timm:NAME[=weights.pth] with timm installed.")
     spec = MODELS[name]
     if min(size) < spec.min_size:
         raise SmartsetError(f"Model {name!r} needs images of at least {spec.min_size}x"
                             f"{spec.min_size} pixels, got {size[1]}x{size[0]}: resize them "
                             f"(--size) or pick another model.")
+    if spec.pretrained:
+        return spec.build(channels, outputs, tuple(size), pretrained=pretrained)
     return spec.build(channels, outputs, tuple(size))

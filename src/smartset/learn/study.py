@@ -1,9 +1,14 @@
-"""The augmentation study: the same model trained on each augmentation combination.
+"""Studies that measure what a data or training step is worth.
 
-For each named combination (``original``, ``rotation``, ``rotation-elastic``, ...), ``runs``
-trainings with seeds ``seed .. seed + runs - 1`` on the same training set and budget, then
-ensembles of the best runs. Reported as the source study's table: combination, training
-instances, average and best test accuracy, epochs, time (s); markdown, CSV and a plot.
+The augmentation study: for each named combination (``original``, ``rotation``,
+``rotation-elastic``, ...), ``runs`` trainings with seeds ``seed .. seed + runs - 1`` on the
+same training set and budget, then ensembles of the best runs. Reported as the source
+study's table: combination, training instances, average and best test accuracy, epochs,
+time (s); markdown, CSV and a plot.
+
+The transfer study (:func:`study_transfer`): from scratch (each scratch model tried, the
+best marked), a frozen pretrained backbone + a new linear head, and the backbone
+fine-tuned; mean, std, best and worst held-out accuracy over seeds, and training time.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import pandas as pd
 from smartset._progress import progress_bar
 from smartset.learn.errors import LearnError
 
-__all__ = ["study_augment", "study_augment_workspace", "STUDY_COMBINATIONS"]
+__all__ = ["study_augment", "study_augment_workspace", "STUDY_COMBINATIONS", "study_transfer",
+           "study_transfer_workspace", "TRANSFER_DEFAULTS"]
 
 STUDY_COMBINATIONS = ("original", "centering", "elastic", "translation", "rotation",
                       "elastic-centering", "rotation-centering", "translation-elastic",
@@ -207,3 +213,209 @@ def _stratified_take(rows: np.ndarray, labels: np.ndarray, n: int | None, rng) -
         share = int(round(n * len(members) / len(rows)))
         picked.append(rng.choice(members, min(len(members), max(1, share)), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+# -- the transfer study ----------------------------------------------------------------------
+TRANSFER_DEFAULTS = {
+    # From scratch: small networks at a small size (what smartset trained before backbones).
+    "scratch_models": ("small_cnn", "resnet"), "scratch_size": 64, "scratch_epochs": 20,
+    # A frozen backbone + a new linear head: features computed once, the head trained on them.
+    "frozen_epochs": 30,
+    # Fine-tuned: the head alone for head_epochs, then every block at discriminative rates.
+    "finetune_epochs": 4, "head_epochs": 1, "lr_decay": 0.7, "unfreeze": "all",
+    "freeze_bn": False, "batch_size": 32, "lr": 1e-3,
+}
+TRANSFER_SETTINGS = ("scratch", "frozen", "finetuned")
+
+
+def _resized(images: np.ndarray, size: int | None) -> np.ndarray:
+    """``images`` (uint8 ``(N, H, W, C)``) resized to ``size`` x ``size`` (area
+    interpolation); unchanged when ``size`` is None or already theirs."""
+    if size is None or images.shape[1:3] == (size, size):
+        return images
+    import cv2
+
+    out = np.stack([cv2.resize(np.ascontiguousarray(image), (size, size),
+                               interpolation=cv2.INTER_AREA) for image in images])
+    return out.reshape(len(images), size, size, images.shape[3])
+
+
+def study_transfer(images, labels, splits, *, backbone: str = "efficientnet_lite0",
+                   settings: Sequence[str] = TRANSFER_SETTINGS,
+                   scratch_models: Sequence[str] = TRANSFER_DEFAULTS["scratch_models"],
+                   scratch_size: int | None = TRANSFER_DEFAULTS["scratch_size"],
+                   scratch_epochs: int = TRANSFER_DEFAULTS["scratch_epochs"],
+                   frozen_epochs: int = TRANSFER_DEFAULTS["frozen_epochs"],
+                   finetune_epochs: int = TRANSFER_DEFAULTS["finetune_epochs"],
+                   head_epochs: int = TRANSFER_DEFAULTS["head_epochs"],
+                   lr_decay: float = TRANSFER_DEFAULTS["lr_decay"],
+                   unfreeze: str = TRANSFER_DEFAULTS["unfreeze"],
+                   freeze_bn: bool = TRANSFER_DEFAULTS["freeze_bn"],
+                   batch_size: int = TRANSFER_DEFAULTS["batch_size"],
+                   lr: float = TRANSFER_DEFAULTS["lr"], progress: bool | None = None) -> dict:
+    """The transfer table on arrays: from scratch vs a frozen backbone + new head vs the
+    backbone fine-tuned.
+
+    ``images``: uint8 ``(N, H, W, C)`` at the backbone's input size (scratch models get
+    them resized to ``scratch_size``); ``splits``: ``[(seed, train_rows, test_rows), ...]``,
+    one training run per setting and split, seeded with its ``seed``. Returns
+    ``{"table": DataFrame (one row per setting: mean, std, best, worst held-out accuracy,
+    mean training seconds), "runs": DataFrame (one row per run), "best_scratch": name,
+    "markdown": str}``. Training time is the wall time of ``fit`` (for the frozen head: the
+    one feature pass included).
+    """
+    from smartset.learn.estimator import ImageClassifier
+
+    unknown = [s for s in settings if s not in TRANSFER_SETTINGS]
+    if unknown or not settings:
+        raise LearnError(f"Unknown transfer setting(s) {unknown}; choose from "
+                         f"{', '.join(TRANSFER_SETTINGS)}.")
+    if not splits:
+        raise LearnError("the transfer study needs at least one seed")
+    if unfreeze not in ("all", "gradual"):
+        raise LearnError(f"unfreeze must be 'all' or 'gradual', got {unfreeze!r}")
+    if "finetuned" in settings and finetune_epochs < 2:
+        raise LearnError("fine-tuning needs at least 2 epochs (the head alone, then all)")
+    from smartset.learn.models import MODELS, UnknownModelError
+    from smartset.learn.pretrained import check_model
+
+    if "scratch" in settings:
+        for name in scratch_models:
+            if name not in MODELS or MODELS[name].pretrained:
+                raise UnknownModelError(f"{name!r} is not a from-scratch model; choose from "
+                                        f"{', '.join(n for n, m in MODELS.items() if not m.pretrained)}.")
+    check_model(backbone)
+    images = np.asarray(images)
+    labels = np.asarray(labels, dtype=object)
+    size = int(images.shape[1])
+    plans = []  # (setting, label, model, size, epochs, options)
+    if "scratch" in settings:
+        for name in scratch_models:
+            plans.append(("scratch", f"from scratch: {name}", name, scratch_size or size,
+                          scratch_epochs, {}))
+    if "frozen" in settings:
+        plans.append(("frozen", f"frozen {backbone} + new head", backbone, size, frozen_epochs,
+                      {"trainable_blocks": 0}))
+    if "finetuned" in settings:
+        plans.append(("finetuned", f"fine-tuned {backbone}", backbone, size, finetune_epochs,
+                      {"head_epochs": min(head_epochs, finetune_epochs - 1),
+                       "lr_decay": lr_decay, "unfreeze": unfreeze, "freeze_bn": freeze_bn}))
+    small = _resized(images, scratch_size) if "scratch" in settings else None
+    records = []
+    with progress_bar(len(plans) * len(splits), "transfer study", enabled=progress) as advance:
+        for seed, train_rows, test_rows in splits:
+            for setting, label, model, side, epochs, options in plans:
+                data = small if setting == "scratch" else images
+                started = time.perf_counter()
+                estimator = ImageClassifier(model, epochs=epochs, batch_size=batch_size, lr=lr,
+                                            seed=int(seed), progress=False, **options)
+                estimator.fit(data[train_rows], labels[train_rows])
+                seconds = time.perf_counter() - started
+                accuracy = estimator.score(data[test_rows], labels[test_rows])
+                records.append({"setting": setting, "label": label, "model": model,
+                                "size": side, "epochs": epochs, "seed": int(seed),
+                                "n_train": int(len(train_rows)), "n_test": int(len(test_rows)),
+                                "accuracy": accuracy, "seconds": seconds})
+                advance(1, f"{label} (seed {seed}): {accuracy:.4f}")
+    per_run = pd.DataFrame(records)
+    table = (per_run.groupby("label", sort=False)
+             .agg(setting=("setting", "first"), model=("model", "first"), size=("size", "first"),
+                  epochs=("epochs", "first"), seeds=("seed", "count"),
+                  mean=("accuracy", "mean"), std=("accuracy", "std"),
+                  best=("accuracy", "max"), worst=("accuracy", "min"),
+                  seconds=("seconds", "mean"))
+             .reset_index())
+    table["std"] = table["std"].fillna(0.0)
+    scratch = table[table["setting"] == "scratch"]
+    best_scratch = (str(scratch.loc[scratch["mean"].idxmax(), "label"])
+                    if len(scratch) else None)
+    table["best_scratch"] = table["label"] == best_scratch
+    return {"table": table, "runs": per_run, "best_scratch": best_scratch,
+            "markdown": _transfer_markdown(table, per_run)}
+
+
+def _transfer_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
+    lines = ["| setting | model | size (px) | epochs | held-out accuracy: mean ± std | best | "
+             "worst | seeds | training time (s, mean) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in table.itertuples():
+        mark = " (best from scratch)" if row.best_scratch else ""
+        lines.append(f"| {row.label}{mark} | {row.model} | {row.size} | {row.epochs} | "
+                     f"{row.mean:.4f} ± {row.std:.4f} | {row.best:.4f} | {row.worst:.4f} | "
+                     f"{row.seeds} | {row.seconds:.1f} |")
+    n_test = sorted(set(runs["n_test"].tolist()))
+    n_train = sorted(set(runs["n_train"].tolist()))
+    lines.append(f"\nHeld-out accuracy over {runs['seed'].nunique()} seed(s) (seeds "
+                 f"{', '.join(str(s) for s in sorted(set(runs['seed'])))}), each with its own "
+                 f"split and initialisation: {'/'.join(map(str, n_train))} training and "
+                 f"{'/'.join(map(str, n_test))} held-out images.")
+    return "\n".join(lines)
+
+
+def plot_transfer(table: pd.DataFrame, path: str | Path) -> Path:
+    """Bars of mean held-out accuracy per setting, whiskers from worst to best seed."""
+    frame = pd.DataFrame({"combination": table["label"], "average": table["mean"],
+                          "best": table["best"], "worst": table["worst"]})
+    return plot_study(frame, path)
+
+
+def study_transfer_workspace(ws, version: str | None = None, *,
+                             backbone: str = "efficientnet_lite0", seeds: int = 3,
+                             seed: int = 0, size: int | None = None, mode: str | None = None,
+                             test_fraction: float = 0.2, progress: bool | None = None,
+                             **options) -> dict:
+    """The transfer study over a workspace version, recorded as a run.
+
+    For each seed ``seed .. seed + seeds - 1``: the hold-out of ``smartset train``
+    (:func:`~smartset.learn._workspace.split_holdout`: the version's test split, else a
+    seeded stratified ``test_fraction`` with duplicates kept together), then every setting
+    of :func:`study_transfer` (``options``: its keywords). Images load at ``size`` (default:
+    the backbone's own input size). Writes ``study.csv`` (the table), ``runs.csv``,
+    ``study.md`` and ``study.png`` under ``reports/study/transfer-run-N/``.
+    """
+    from smartset._atomic import write_text
+    from smartset.learn._workspace import duplicate_groups, split_holdout
+    from smartset.learn.data import load_version
+    from smartset.learn.pretrained import check_model, default_size
+
+    if seeds < 1:
+        raise LearnError(f"seeds must be at least 1, got {seeds}")
+    check_model(backbone)
+    size, size_note = default_size(backbone, size)
+    data = load_version(ws, version, size=size, mode=mode, progress=progress)
+    if data.targets is not None:
+        raise LearnError("the transfer study is for classification versions")
+    groups = duplicate_groups(ws, data.ids)
+    splits, holdout = [], None
+    for run_seed in range(seed, seed + seeds):
+        train_rows, test_rows, holdout = split_holdout(data, groups,
+                                                       test_fraction=test_fraction,
+                                                       seed=run_seed)
+        if not len(test_rows):
+            raise LearnError("Nothing held out to measure on: add samples or a test split.")
+        splits.append((run_seed, train_rows, test_rows))
+    config = {"stage": "study transfer", "version": version, "backbone": backbone,
+              "size": list(data.size), "size_note": size_note, "mode": data.mode,
+              "seeds": list(range(seed, seed + seeds)), "holdout": holdout,
+              "options": {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in options.items()}}
+    run_id = ws.catalog.start_run("study transfer", config, seed=seed)
+    with ws.catalog.failing_run(run_id):
+        result = study_transfer(data.images, data.labels, splits, backbone=backbone,
+                                progress=progress, **options)
+        out_dir = ws.path / "reports" / "study" / f"transfer-run-{run_id}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv_path, runs_path, md_path = (out_dir / "study.csv", out_dir / "runs.csv",
+                                        out_dir / "study.md")
+        write_text(csv_path, result["table"].to_csv(index=False))
+        write_text(runs_path, result["runs"].to_csv(index=False))
+        markdown = result["markdown"] + (f"\n{size_note}." if size_note else "")
+        write_text(md_path, markdown + "\n")
+        plot = plot_transfer(result["table"], out_dir / "study.png")
+        metrics = {"table": result["table"].to_dict("records"),
+                   "runs": result["runs"].to_dict("records"),
+                   "best_scratch": result["best_scratch"], "holdout": holdout,
+                   "csv": str(csv_path), "runs_csv": str(runs_path),
+                   "markdown_file": str(md_path), "plot": str(plot)}
+        ws.catalog.finish_run(run_id, metrics)
+    return {"run_id": run_id, "config": config, **metrics, "markdown": markdown}
