@@ -76,7 +76,8 @@ def baseline_command(workspace: WorkspaceOption = None, version: VersionOption =
 @handle_errors
 def train_command(
     workspace: WorkspaceOption = None, version: VersionOption = None,
-    model: Annotated[str, typer.Option(help="Network (see 'smartset models').")] = "lenet",
+    model: Annotated[str, typer.Option(help="Network (see 'smartset models'): from scratch, or a pretrained backbone such as efficientnet_lite0.")] = "lenet",
+    backbone: Annotated[Optional[str], typer.Option(help="Transfer learning: a pretrained backbone (efficientnet_lite0, timm:NAME[=weights.pth]) or a smartset checkpoint (.pt); its own input normalisation is kept. Default size: the backbone's.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (Adam, cosine schedule).")] = 1e-3,
@@ -86,9 +87,12 @@ def train_command(
     balanced_sampling: Annotated[bool, typer.Option(help="Sample classes evenly in each epoch.")] = False,
     val_fraction: Annotated[float, typer.Option(help="Share of the training data held out for early stopping.")] = 0.0,
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better validation loss.")] = None,
-    init_from: Annotated[Optional[Path], typer.Option(help="Checkpoint whose backbone to start from (transfer learning; the head is replaced).")] = None,
-    trainable_blocks: Annotated[int, typer.Option(help="With --init-from: backbone blocks to train (0 = frozen backbone, -1 = all: fine-tuning).")] = -1,
+    init_from: Annotated[Optional[Path], typer.Option(help="Checkpoint (or timm:NAME[=weights.pth]) whose backbone to start from (transfer learning; the head is replaced; its normalisation is kept).")] = None,
+    trainable_blocks: Annotated[int, typer.Option(help="Transfer: backbone blocks to train, from the top (0 = frozen backbone + new head, trained on features computed once; -1 = all: fine-tuning).")] = -1,
     backbone_lr_scale: Annotated[float, typer.Option(help="Learning-rate factor of the backbone (fine-tuning: e.g. 0.1).")] = 1.0,
+    lr_decay: Annotated[float, typer.Option(help="Discriminative rates: each backbone block learns at this factor of the block above it (the top one: of the head), e.g. 0.7.")] = 1.0,
+    unfreeze: Annotated[str, typer.Option(help="Fine-tuning: 'all' blocks join after --head-epochs, or 'gradual': one more block from the top per epoch (ULMFiT).")] = "all",
+    freeze_bn: Annotated[bool, typer.Option(help="Fine-tuning: keep every batch norm of the backbone in eval mode (its statistics frozen; small data sets).")] = False,
     head_epochs: Annotated[int, typer.Option(help="Fine-tuning: epochs that train the new head alone before the backbone joins.")] = 0,
     preprocess: Annotated[Optional[str], typer.Option(help="'dacolt': brightness-guided CLAHE + gamma, at learning and (kept with the model) at test time.")] = None,
     size: SizeOption = None, mode: ModeOption = None,
@@ -99,7 +103,21 @@ def train_command(
 ) -> None:
     """Train a network on a version and evaluate it on held-out samples."""
     from smartset.learn._workspace import train
+    from smartset.learn.pretrained import check_model, default_size, is_pretrained
 
+    if backbone is not None:  # a pretrained name is the model; a checkpoint is --init-from
+        if init_from is not None:
+            raise typer.BadParameter("give --backbone or --init-from, not both.")
+        if is_pretrained(backbone):
+            model = backbone
+        else:
+            init_from = Path(backbone)
+    if init_from is not None and is_pretrained(str(init_from)):  # --init-from timm:NAME
+        model, init_from = str(init_from), None
+    check_model(model)  # a missing package: one line, before any image is decoded
+    size, size_note = default_size(model, size)
+    if size_note and not as_json:
+        out.print(size_note)
     ws = open_workspace(workspace)
     result = train(ws, version, model=model, size=size, mode=mode, test_fraction=test_fraction,
                    seed=seed, resume_run=resume, progress=show_progress(as_json), epochs=epochs,
@@ -108,14 +126,17 @@ def train_command(
                    val_fraction=val_fraction, patience=patience,
                    init_from=str(init_from) if init_from else None,
                    trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
-                   head_epochs=head_epochs, preprocess=preprocess)
+                   head_epochs=head_epochs, preprocess=preprocess, lr_decay=lr_decay,
+                   unfreeze=unfreeze, freeze_bn=freeze_bn)
     if as_json:
         print_json(result)
         return
     history = result["history"]
-    columns = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-               if c in history[-1]]
+    columns = [c for c in ("epoch", "trainable_blocks", "loss", "accuracy", "val_loss",
+                           "val_accuracy", "seconds") if c in history[-1]]
     out.print(_table(f"run {result['run_id']}: {model}", history, columns))
+    if size_note:
+        out.print(size_note)
     test = result.get("test")
     if test:
         if "accuracy" in test:
@@ -319,6 +340,50 @@ def study_augment_command(
         return
     out.print(result["markdown"])
     out.print(f"table: {result['csv']}\nplot: {result['plot']}")
+
+
+@study_app.command("transfer")
+@handle_errors
+def study_transfer_command(
+    workspace: WorkspaceOption = None, version: VersionOption = None,
+    backbone: Annotated[str, typer.Option(help="The pretrained backbone (see 'smartset models').")] = "efficientnet_lite0",
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per setting, seeds SEED..SEED+N-1, each with its own hold-out split.")] = 3,
+    settings: Annotated[str, typer.Option(help="Comma-separated: scratch, frozen, finetuned.")] = "scratch,frozen,finetuned",
+    scratch_models: Annotated[str, typer.Option(help="Comma-separated models trained from scratch (the best is marked).")] = "small_cnn,resnet",
+    scratch_size: Annotated[int, typer.Option(min=8, help="Input side of the scratch models.")] = 64,
+    scratch_epochs: Annotated[int, typer.Option(min=1)] = 20,
+    frozen_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the new head on the frozen features.")] = 30,
+    finetune_epochs: Annotated[int, typer.Option(min=2, help="Fine-tuning epochs, --head-epochs of them the head alone.")] = 4,
+    head_epochs: Annotated[int, typer.Option(min=0)] = 1,
+    lr_decay: Annotated[float, typer.Option(help="Discriminative rates: factor per block below the head.")] = 0.7,
+    unfreeze: Annotated[str, typer.Option(help="'all' or 'gradual'.")] = "all",
+    freeze_bn: Annotated[bool, typer.Option(help="Keep the backbone's batch-norm statistics frozen while fine-tuning.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    size: Annotated[Optional[int], typer.Option(help="Input side of the backbone (default: its own, 224 for efficientnet_lite0; 160 is about twice as fast on a CPU).")] = None,
+    mode: ModeOption = None,
+    test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """From scratch vs frozen backbone + new head vs fine-tuned: held-out accuracy over
+    seeds (mean, std, best) and training time, as CSV, markdown and a plot."""
+    from smartset.learn.study import study_transfer_workspace
+
+    ws = open_workspace(workspace)
+    result = study_transfer_workspace(
+        ws, version, backbone=backbone, seeds=seeds, seed=seed, size=size, mode=mode,
+        test_fraction=test_fraction, progress=show_progress(as_json),
+        settings=[x.strip() for x in settings.split(",") if x.strip()],
+        scratch_models=[x.strip() for x in scratch_models.split(",") if x.strip()],
+        scratch_size=scratch_size, scratch_epochs=scratch_epochs, frozen_epochs=frozen_epochs,
+        finetune_epochs=finetune_epochs, head_epochs=head_epochs, lr_decay=lr_decay,
+        unfreeze=unfreeze, freeze_bn=freeze_bn, batch_size=batch_size, lr=lr)
+    if as_json:
+        print_json(result)
+        return
+    out.print(result["markdown"])
+    out.print(f"table: {result['csv']}\nruns: {result['runs_csv']}\nplot: {result['plot']}")
 
 
 def register(app: typer.Typer) -> None:
