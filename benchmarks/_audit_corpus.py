@@ -45,13 +45,17 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 #: per-image issue kinds injected into photos, in report order
 PER_IMAGE_KINDS = ("dark", "bright", "blurry", "low_information", "odd_aspect_ratio",
                    "odd_size", "grayscale")
-#: the four near-duplicate transforms the issue names, used equally often
+#: the four near-duplicate transforms the issue names, one per copy (``near_style="single"``)
 NEAR_DUPLICATE_TRANSFORMS = ("jpeg_q40", "resize_0.8", "crop_5pct", "brightness_+10pct")
+#: the protocol the goal was set on (issue 23): all four on every copy, the crop window at
+#: a random position
+COMBINED_TRANSFORM = "crop95_random+resize0.8+brightness+10%+jpeg_q40"
 GROUND_TRUTH_COLUMNS = ["relpath", "label", "kind", "origin", "source", "transform"]
 
-__all__ = ["PER_IMAGE_KINDS", "NEAR_DUPLICATE_TRANSFORMS", "list_images",
-           "build_photo_corpus", "build_mnist_corpus", "write_mnist_pngs",
-           "write_mnist_augmented", "truth_pairs", "usable_photos"]
+__all__ = ["PER_IMAGE_KINDS", "NEAR_DUPLICATE_TRANSFORMS", "COMBINED_TRANSFORM",
+           "list_images", "build_photo_corpus", "build_mnist_corpus", "write_mnist_pngs",
+           "write_mnist_augmented", "truth_pairs", "usable_photos", "combined_copy",
+           "build_near_duplicate_corpus", "build_mnist_copies"]
 
 
 # -- transforms: plain functions, PIL image (RGB) in, PIL image out --------------------------
@@ -136,6 +140,23 @@ def near_duplicate(image: Image.Image, transform: str) -> tuple[Image.Image, dic
                      f"expected one of {NEAR_DUPLICATE_TRANSFORMS}")
 
 
+def combined_copy(image: Image.Image, rng: np.random.Generator
+                  ) -> tuple[Image.Image, dict, str]:
+    """All four edits on one copy (issue 23's protocol): a window of 95% of each side at a
+    random position, resized x0.8, brightness +10%, saved as JPEG quality 40. Returns the
+    copy, its save options and a description (the window's corner)."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    crop_w, crop_h = max(1, round(width * 0.95)), max(1, round(height * 0.95))
+    x = int(rng.integers(0, width - crop_w + 1))
+    y = int(rng.integers(0, height - crop_h + 1))
+    copy = rgb.crop((x, y, x + crop_w, y + crop_h))
+    copy = copy.resize((max(1, round(crop_w * 0.8)), max(1, round(crop_h * 0.8))),
+                       Image.Resampling.LANCZOS)
+    copy = ImageEnhance.Brightness(copy).enhance(1.10)
+    return copy, {"quality": 40}, f"95% window at ({x}, {y}) of {width}x{height}, x0.8, +10%, q40"
+
+
 # -- photo corpus ---------------------------------------------------------------------------
 
 def list_images(root: Path) -> list[Path]:
@@ -186,15 +207,18 @@ def _save(image: Image.Image, path: Path, **options) -> None:
 
 
 def build_photo_corpus(photos: Path, out: Path, *, n_base: int = 300, per_kind: int = 30,
-                       n_near: int = 100, n_exact: int = 20, seed: int = 0) -> pd.DataFrame:
+                       n_near: int = 100, n_exact: int = 20, seed: int = 0,
+                       near_style: str = "combined") -> pd.DataFrame:
     """Write the injected photo corpus under ``out``; return its ground truth.
 
     ``n_base`` clean photos are byte copies of distinct real colour photos (kept as they
     are, not resized; see :func:`usable_photos`). Each of :data:`PER_IMAGE_KINDS` is
     injected into ``per_kind`` further photos (one issue per photo, written as lossless PNG,
     or JPEG quality 90 for huge odd sizes). ``n_near`` near duplicates (split equally over
-    :data:`NEAR_DUPLICATE_TRANSFORMS`) and ``n_exact`` byte copies are made from distinct
-    clean photos. ``seed`` fixes every draw.
+    :data:`NEAR_DUPLICATE_TRANSFORMS`, one edit each, with ``near_style="single"``; by
+    default all four on each copy, the crop at a random position: :func:`combined_copy`)
+    and ``n_exact`` byte copies are made from distinct clean photos. ``seed`` fixes every
+    draw.
     """
     rng = np.random.default_rng(seed)
     pool = usable_photos(photos)
@@ -255,11 +279,17 @@ def build_photo_corpus(photos: Path, out: Path, *, n_base: int = 300, per_kind: 
 
     # copies come from distinct clean photos, drawn apart from the order above
     originals = [rows[i] for i in rng.permutation(n_base)[:n_near + n_exact]]
+    if near_style not in ("combined", "single"):
+        raise ValueError(f"near_style must be 'combined' or 'single', got {near_style!r}")
     for index, original in enumerate(originals[:n_near]):
-        transform = NEAR_DUPLICATE_TRANSFORMS[index % len(NEAR_DUPLICATE_TRANSFORMS)]
         with Image.open(out / original["relpath"]) as opened:
             opened.load()
-            copy, options = near_duplicate(opened, transform)
+            if near_style == "combined":
+                copy, options, _ = combined_copy(opened, rng)
+                transform = COMBINED_TRANSFORM
+            else:
+                transform = NEAR_DUPLICATE_TRANSFORMS[index % len(NEAR_DUPLICATE_TRANSFORMS)]
+                copy, options = near_duplicate(opened, transform)
         relpath = f"{original['label']}/near_{index:04d}.jpg"
         _save(copy, out / relpath, **options)
         record(relpath, "near_duplicate", photos / original["source"], transform,
@@ -270,6 +300,64 @@ def build_photo_corpus(photos: Path, out: Path, *, n_base: int = 300, per_kind: 
         shutil.copyfile(out / original["relpath"], out / relpath)
         record(relpath, "exact_duplicate", photos / original["source"], "byte copy",
                original["relpath"])
+    return _finish(rows, out)
+
+
+def build_near_duplicate_corpus(photos: Path, out: Path, *, n_near: int = 100,
+                                limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Every usable photo (:func:`usable_photos`: distinct, colour; ``limit`` of them drawn
+    at random when given) as a byte copy, plus ``n_near`` copies of distinct ones made with
+    :func:`combined_copy`. The ground truth's near pairs are (original, copy)."""
+    rng = np.random.default_rng(seed)
+    pool = usable_photos(photos)
+    if limit is not None:
+        pool = [pool[i] for i in sorted(rng.permutation(len(pool))[:limit])]
+    if n_near > len(pool):
+        raise ValueError(f"{n_near} copies need as many distinct photos (have {len(pool)})")
+    rows: list[dict] = []
+    for index, source in enumerate(pool):
+        relpath = f"{source.parent.name}/clean_{index:04d}{source.suffix.lower()}"
+        (out / relpath).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out / relpath)
+        rows.append({"relpath": relpath, "label": source.parent.name, "kind": "clean",
+                     "origin": "", "source": str(source.relative_to(photos)), "transform": ""})
+    for index, at in enumerate(rng.permutation(len(pool))[:n_near]):
+        original = rows[at]
+        with Image.open(out / original["relpath"]) as opened:
+            opened.load()
+            copy, options, description = combined_copy(opened, rng)
+        relpath = f"{original['label']}/near_{index:04d}.jpg"
+        _save(copy, out / relpath, **options)
+        rows.append({"relpath": relpath, "label": original["label"], "kind": "near_duplicate",
+                     "origin": original["relpath"], "source": original["source"],
+                     "transform": description})
+    return _finish(rows, out)
+
+
+def build_mnist_copies(npz: Path, out: Path, *, n: int = 10_000, n_near: int = 200,
+                       seed: int = 0) -> pd.DataFrame:
+    """The first ``n`` digits as PNG, plus ``n_near`` copies of distinct digits, each
+    rotated by 5-15 degrees either way and shifted by -3..3 pixels in x and y (the
+    transform of :func:`write_mnist_augmented`)."""
+    images, labels = _load_mnist(npz, n)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index, (array, label) in enumerate(zip(images, labels)):
+        relpath = f"{label}/clean_{index:05d}.png"
+        _save(Image.fromarray(array), out / relpath)
+        rows.append({"relpath": relpath, "label": str(label), "kind": "clean", "origin": "",
+                     "source": f"mnist10k[{index}]", "transform": ""})
+    for index, digit in enumerate(rng.permutation(len(images))[:n_near]):
+        angle = float(rng.uniform(5, 15)) * (1 if rng.random() < 0.5 else -1)
+        dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+        image = _shift(Image.fromarray(images[digit]).rotate(
+            angle, resample=Image.Resampling.BILINEAR), dx, dy)
+        relpath = f"{labels[digit]}/near_{index:04d}.png"
+        _save(image, out / relpath)
+        rows.append({"relpath": relpath, "label": str(labels[digit]), "kind": "near_duplicate",
+                     "origin": f"{labels[digit]}/clean_{digit:05d}.png",
+                     "source": f"mnist10k[{digit}]",
+                     "transform": f"rotate {angle:+.1f} deg, shift ({dx}, {dy}) px"})
     return _finish(rows, out)
 
 

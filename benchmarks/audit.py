@@ -26,7 +26,15 @@ Sections:
    (both tools report exact duplicates apart). The same near-duplicate scoring runs on
    MNIST digits plus near copies (shifted one pixel, brightness +10%, JPEG re-encoded):
    digits of one class look alike, so false positives are likely there.
-3. Memory (not with ``--quick``; alone with ``--memory-only``): peak RSS of ``audit`` in a child process, on 10,000 and
+3. Near duplicates at full size (alone with ``--near-duplicates-only``; ``--quick``: a
+   smaller corpus, one seed): every usable photo (distinct, colour) plus 100 copies, each
+   with all four edits (a 95% window at a random position, x0.8, +10% brightness, JPEG
+   quality 40; ``_audit_corpus.build_near_duplicate_corpus``), for seeds 0, 1, 2, audited
+   with the default features (the backbone on photos) and with ``features="pixels"``; and
+   the 10,000 MNIST digits plus 200 copies rotated 5-15 degrees and shifted up to 3
+   pixels. Scored on pairs (recall, precision), with the number and size of the sets (a
+   set larger than a copy's family means chaining).
+4. Memory (not with ``--quick``; alone with ``--memory-only``): peak RSS of ``audit`` in a child process, on 10,000 and
    on 50,000 MNIST-derived images (the 10,000 digits, then rotated and shifted copies),
    each ingested first in another child. Main process ``ru_maxrss``, its largest worker,
    and the sampled sum over the process tree (with psutil).
@@ -88,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected corpora")
     parser.add_argument("--memory-only", action="store_true",
                         help="run only the memory section (10,000 and 50,000 images)")
+    parser.add_argument("--near-duplicates-only", action="store_true",
+                        help="run only the near-duplicate section (with --quick: smaller)")
     parser.add_argument("--memory-child", nargs=3, metavar=("STEP", "IMAGES", "WORKSPACE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -430,6 +440,88 @@ def memory_section(audit, npz: Path, scratch: Path, sizes: tuple[int, ...], seed
 
 # -- main -----------------------------------------------------------------------------------
 
+NEARDUP_SIZES = {"full": {"seeds": (0, 1, 2), "photos": dict(n_near=100, limit=None),
+                           "mnist": dict(n=10_000, n_near=200)},
+                 "quick": {"seeds": (0,), "photos": dict(n_near=30, limit=150),
+                           "mnist": dict(n=2_000, n_near=40)}}
+
+
+def audit_features(audit, root: Path, scratch: Path, features: tuple[str, ...]) -> list[dict]:
+    """Ingest ``root`` once, audit it with each of ``features`` (the later audits read the
+    cached properties and embeddings); per audit: the near-duplicate sets by real path,
+    the seconds, and what the audit says it used."""
+    folder = Path(tempfile.mkdtemp(dir=scratch, prefix="ws-"))
+    out = []
+    with smartset.init(folder / "ws") as ws:
+        ws.ingest(root, show_progress=False)
+        paths = {sid: os.path.realpath(p) for sid, p in
+                 zip(ws.samples()["id"], ws.samples()["path"])}
+        for feature in features:
+            started = time.perf_counter()
+            result = audit(ws, show_progress=False, report=False, features=feature)
+            seconds = time.perf_counter() - started
+            near = result.findings[result.findings["kind"] == "near_duplicate"]
+            sets = [sorted(paths[i] for i in members["sample_id"])
+                    for _, members in near.groupby("group")]
+            out.append({"features": feature, "seconds": seconds, "sets": sets,
+                        "used": result.summary["features"]["near_duplicate"]["candidates"],
+                        "note": result.summary["features"].get("note")})
+    return out
+
+
+def neardup_section(audit, photos: Path, npz: Path, scratch: Path, quick: bool) -> dict:
+    """Section 3: near-duplicate recall, precision and set sizes (see the module doc)."""
+    sizes = NEARDUP_SIZES["quick" if quick else "full"]
+    rows = []
+    for seed in sizes["seeds"]:
+        for name, build, args, features in (
+                ("photos", corpus.build_near_duplicate_corpus, (photos,), ("auto", "pixels")),
+                ("mnist", corpus.build_mnist_copies, (npz,), ("auto",))):
+            root = scratch / f"neardup-{name}-{seed}"
+            truth = build(*args, root, seed=seed, **sizes[name])
+            near, _ = corpus.truth_pairs(truth)
+            absolute = lambda rel: os.path.realpath(root / rel)  # noqa: E731
+            near = {frozenset(map(absolute, p)) for p in near}
+            for run in audit_features(audit, root, scratch, features):
+                score = score_pairs(run["sets"], near)
+                rows.append({"corpus": name, "seed": seed, "images": len(truth),
+                             "features": run["features"], "used": run["used"],
+                             "note": run["note"], "seconds": run["seconds"], **score})
+    print("\nNear duplicates: photos = every usable photo + copies with all four edits "
+          "(95% window at a random position, x0.8, +10%, JPEG q40); mnist = digits + copies "
+          "rotated 5-15 deg and shifted up to 3 px. Pairs scored; 'largest' is the largest "
+          "set (a copy and its original: 2).")
+    print(f"{'corpus':<7} {'seed':>4} {'images':>6} {'features':<8} {'pairs':>5} {'found':>5} "
+          f"{'false':>5} {'recall':>6} {'prec.':>6} {'sets':>5} {'largest':>7} {'audit s':>7}"
+          "  candidates from")
+    for r in rows:
+        print(f"{r['corpus']:<7} {r['seed']:>4} {r['images']:>6} {r['features']:<8} "
+              f"{r['actual']:>5} {r['tp']:>5} {r['fp']:>5} {fmt(r['recall']):>6} "
+              f"{fmt(r['precision']):>6} {r['sets']:>5} {r['largest_set']:>7} "
+              f"{r['seconds']:>7.1f}  {r['used']}" + (f" ({r['note']})" if r["note"] else ""))
+    for r in rows:
+        if r["fp_files"] or r["missed"]:
+            short = lambda pair: " ~ ".join(Path(p).name for p in pair)  # noqa: E731
+            print(f"  {r['corpus']} seed {r['seed']} {r['features']}: missed "
+                  f"{', '.join(map(short, r['missed'][:4])) or '-'}; false "
+                  f"{', '.join(map(short, r['fp_files'][:4])) or '-'}")
+
+    def pick(corpus_name: str, features: str, key: str, how=min):
+        values = [r[key] for r in rows if r["corpus"] == corpus_name
+                  and r["features"] == features and r[key] is not None]
+        return round(how(values), 4) if values else None
+
+    return {"neardup_seeds": list(sizes["seeds"]),
+            "neardup_photos_recall_min": pick("photos", "auto", "recall"),
+            "neardup_photos_precision_min": pick("photos", "auto", "precision"),
+            "neardup_photos_recall_min_pixels": pick("photos", "pixels", "recall"),
+            "neardup_photos_precision_min_pixels": pick("photos", "pixels", "precision"),
+            "neardup_photos_largest_set": pick("photos", "auto", "largest_set", max),
+            "neardup_mnist_recall_min": pick("mnist", "auto", "recall"),
+            "neardup_mnist_precision_min": pick("mnist", "auto", "precision"),
+            "neardup_mnist_largest_set": pick("mnist", "auto", "largest_set", max)}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.memory_child:
@@ -443,6 +535,19 @@ def main(argv=None) -> None:
             result = memory_section(audit, npz, Path(tmp), FULL_SIZES["memory"], args.seed)
         print()
         print(json.dumps({"cores": os.cpu_count(), **result}))
+        return
+    if args.near_duplicates_only:
+        from smartset.audit import audit
+        print(f"smartset {smartset.__version__} near-duplicate benchmark: {os.cpu_count()} "
+              f"cores, load average {os.getloadavg()[0]:.1f} at the start"
+              f"{', quick' if args.quick else ''}.")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="smartset-audit-bench-") as tmp:
+            result = neardup_section(audit, photos, npz, Path(tmp), args.quick)
+        print(f"(near-duplicate section: {time.perf_counter() - started:.0f} s; load average "
+              f"{os.getloadavg()[0]:.1f} at the end)")
+        print()
+        print(json.dumps({"cores": os.cpu_count(), "quick": args.quick, **result}))
         return
     audit, Imagelab, cleanvision_version = load_tools()
     n_jobs = None
@@ -580,7 +685,13 @@ def main(argv=None) -> None:
                    "precision_smartset": rounded(ours, "precision"),
                    "precision_cleanvision": rounded(theirs, "precision")}
 
-        # 3. memory
+        # 3. near duplicates at full size
+        if audit is not None:
+            section = time.perf_counter()
+            result |= neardup_section(audit, photos, npz, scratch, args.quick)
+            print(f"(near-duplicate section: {time.perf_counter() - section:.0f} s)")
+
+        # 4. memory
         result |= memory_section(audit, npz, scratch, sizes["memory"], args.seed)
     print()
     print(json.dumps(result))
