@@ -216,7 +216,8 @@ def audit(
     engine: EngineOption = None,
     ray_address: RayAddressOption = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
-    embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: pixel embeddings).")] = None,
+    embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: the --features embedding).")] = None,
+    features: Annotated[str, typer.Option(help="What near duplicates, outliers and far-from-class read: auto (a pretrained backbone on photos, aligned pixels on small gray images, pixels otherwise or without torch), pixels, or a backbone name (efficientnet_lite0, timm:NAME). Near-duplicate candidates are always verified on pixels.")] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Find what is wrong with the data: dark, bright, blurry, flat, odd sizes, duplicates
@@ -235,7 +236,7 @@ def audit(
         use_ray_address(ray_address)
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json),
-                           embedding_model=embedding_model)
+                           embedding_model=embedding_model, features=features)
     except SmartsetError:
         raise
     except ValueError as error:  # a bad threshold name or value: a usage error
@@ -257,6 +258,11 @@ def audit(
     out.print(table)
     for name, why in result.skipped.items():
         out.print(f"not checked: {name}: {why}")
+    used = result.summary.get("features")
+    if used:
+        out.print(f"features: near-duplicate candidates from {used['near_duplicate']['candidates']}, "
+                  f"verified on pixels; outliers on {used['outlier']}"
+                  + (f" ({used['note']})" if used.get("note") else ""))
     if result.report_path:
         out.print(f"Report: {result.report_path}\nIssues: {result.json_path}")
 
