@@ -402,7 +402,12 @@ def test_focus_view_shows_predictions_neighbours_lineage(client, rws, tmp_path):
     assert [p["label"] for p in focus["model"]["top"]] == ["dog", "cat", "bird"]
     assert focus["neighbours"]["available"]
     assert all(n["label"] == "cat" for n in focus["neighbours"]["own"])
-    assert len(focus["neighbours"]["own"]) == 3  # the other cats
+    # the other cats; the augmented copy too where the neighbours come from the backbone's
+    # embeddings, cached by content (the audit embeds photos with it)
+    own = {n["sample_id"] for n in focus["neighbours"]["own"]}
+    other_cats = {ids[f"cat_0{i}"] for i in (1, 2, 3)}
+    assert other_cats <= own <= other_cats | {aug}
+    assert (aug in own) == (focus["neighbours"]["source"]["kind"] == "backbone")
     assert {n["label"] for n in focus["neighbours"]["other"]} <= {"dog", "bird"}
     assert focus["lineage"] is None and focus["overlays"] == []
     assert [h["origin"] for h in focus["history"]] == ["ingest"]

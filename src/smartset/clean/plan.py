@@ -120,11 +120,10 @@ def _frozen_backbone(config: dict, meta: dict) -> str | None:
     """The pretrained backbone whose (frozen) embeddings a run stored as its out-of-fold
     features, or None when they come from the fold models themselves. Frozen embeddings are
     the same whichever fold embedded a sample, so neighbours need not stay within a fold."""
-    for source in (meta, config, config.get("options") or {}):
-        name = source.get("backbone") if isinstance(source, dict) else None
-        if isinstance(name, str) and name:
-            return name
-    return None
+    name = meta.get("backbone")  # the learning stage's artifact says so (predict_oof)
+    if not name and config.get("model") == "linear_head":  # a head on frozen embeddings
+        name = config.get("backbone")
+    return name if isinstance(name, str) and name else None
 
 
 def looks_like_photos(frame) -> bool:

@@ -13,11 +13,14 @@ import threading
 
 import numpy as np
 
+from smartset.backbones import DEFAULT_BACKBONE
 from smartset.review.queues import reviewed_ids
 
-__all__ = ["sample_states", "sample_overlays", "mask_png", "FocusData", "MARK_KINDS"]
+__all__ = ["sample_states", "sample_overlays", "mask_png", "FocusData", "MARK_KINDS", "BACKBONE"]
 
 MARK_KINDS = ("exclude", "multi_label", "duplicate_of")
+#: the pretrained backbone whose cached embeddings the focus view's neighbours use
+BACKBONE = DEFAULT_BACKBONE
 MAX_OVERLAYS = 500
 _CHUNK = 500
 
@@ -160,23 +163,64 @@ class FocusData:
             self._predictions = (key, value)
             return value
 
+    def _embedding_key(self, backbone: str):
+        """Changes when the neighbours may: a new audit or other run, samples added or
+        removed, or new shards in the backbone's embedding cache (``smartset embed``
+        records no run)."""
+        from smartset.backbones import backbone_spec
+        from smartset.embeddings import _cache_folder
+
+        spec = backbone_spec(backbone)
+        folder = _cache_folder(self.ws, spec.name, spec.size)
+        shards = tuple(sorted(p.name for p in folder.glob("shard-*.npz"))) if folder.is_dir() else ()
+        count = self.ws.catalog.query("SELECT COUNT(*) FROM samples")[0][0]
+        return (self._newest_run("audit"), self._newest_run(), count, shards)
+
     def embeddings(self):
-        """``(ids, unit vectors, row of each id)`` or ``(None, hint)``."""
+        """``(ids, unit vectors, row of each id, source)`` or ``(None, hint)``.
+
+        The pretrained backbone's embeddings (:data:`BACKBONE`) when every sample has them
+        cached (``smartset embed``, or any stage that embedded them: ``predict --oof``,
+        the audit, ``clean`` on photos); else the audit's pixel embeddings, with a hint
+        that says how to get better neighbours. Nothing is computed here: a request
+        never waits for a network to embed the data set. ``source``: ``{"kind": "backbone"
+        | "audit", "description", "hint"}``."""
         from smartset.audit import embeddings
+        from smartset.embeddings import read_embeddings
         from smartset.errors import EmptyDataError
 
-        key = self._newest_run("audit")
+        key = self._embedding_key(BACKBONE)
         with self._lock:
             if self._embeddings[0] == key:
                 return self._embeddings[1]
-            value = (None, "No audit yet: run 'smartset audit WORKSPACE' to see neighbours.")
-            if key is not None:
-                try:
-                    ids, vectors = embeddings(self.ws)
-                    value = (ids, vectors, {sid: i for i, sid in enumerate(ids)})
-                except (EmptyDataError, OSError) as error:
-                    value = (None, f"No audit embeddings ({error}): run 'smartset audit "
-                                   f"WORKSPACE' again.")
+            value = None
+            samples = self.ws.samples()
+            if "status" in samples.columns:
+                samples = samples[samples["status"] == "ok"]
+            found = (read_embeddings(self.ws, backbone=BACKBONE, sample_ids=samples["id"])
+                     if len(samples) else None)
+            if found is not None:
+                source = {"kind": "backbone", "backbone": found.backbone,
+                          "description": f"{found.describe()} pretrained embeddings",
+                          "hint": None}
+                value = (found.ids, found.vectors,
+                         {str(sid): i for i, sid in enumerate(found.ids)}, source)
+            else:
+                embed = (f"'smartset embed WORKSPACE' caches {BACKBONE} embeddings, "
+                         f"neighbours that know what the images show")
+                if key[0] is None:
+                    value = (None, f"No neighbours yet: {embed}; 'smartset audit WORKSPACE' "
+                                   f"gives pixel neighbours.")
+                else:
+                    try:
+                        ids, vectors = embeddings(self.ws)
+                        source = {"kind": "audit", "backbone": None,
+                                  "description": "audit pixel embeddings",
+                                  "hint": f"Pixel neighbours (colour and layout): {embed}."}
+                        value = (ids, vectors, {sid: i for i, sid in enumerate(ids)}, source)
+                    except (EmptyDataError, OSError) as error:
+                        value = (None, f"No audit embeddings ({error}): run 'smartset audit "
+                                       f"WORKSPACE' again; or {embed}.")
             self._embeddings = (key, value)
             return value
 
@@ -203,16 +247,18 @@ class FocusData:
         found = self.embeddings()
         if found[0] is None:
             return {"available": False, "hint": found[1]}
-        ids, vectors, rows = found
+        ids, vectors, rows, source = found
         row = rows.get(sample_id)
         if row is None:
+            how = ("run 'smartset embed WORKSPACE' again" if source["kind"] == "backbone"
+                   else "run 'smartset audit' again")
             return {"available": False,
-                    "hint": "The audit has not measured this sample: run 'smartset audit' again."}
+                    "hint": f"No {source['description']} for this sample: {how}."}
         sims = vectors @ vectors[row]
         sims[row] = -np.inf
         pool = min(len(sims) - 1, 50 * self.neighbours)
         if pool <= 0:
-            return {"available": True, "own": [], "other": []}
+            return {"available": True, "own": [], "other": [], "source": source}
         candidates = np.argpartition(-sims, pool - 1)[:pool]
         candidates = candidates[np.argsort(-sims[candidates], kind="stable")]
         cand_ids = [str(ids[i]) for i in candidates]
@@ -230,7 +276,7 @@ class FocusData:
                 target.append(item)
             if len(own) >= self.neighbours and len(other) >= self.neighbours:
                 break
-        return {"available": True, "own": own, "other": other}
+        return {"available": True, "own": own, "other": other, "source": source}
 
     def lineage(self, sample_id: str) -> dict | None:
         rows = self.ws.catalog.query(

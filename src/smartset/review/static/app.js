@@ -667,6 +667,11 @@ async function showFocus() {
   if (neighbours.available) {
     parts.push(section("Nearest of its own class", neighbourFigures(neighbours.own)));
     parts.push(section("Nearest of other classes", neighbourFigures(neighbours.other)));
+    const source = neighbours.source;  // which embeddings found them, and how to do better
+    if (source) {
+      parts.push(el("p", { class: "muted", text: `by ${source.description}` +
+        (source.hint ? `. ${source.hint}` : "") }));
+    }
   } else {
     parts.push(section("Nearest neighbours", el("p", { class: "muted", text: neighbours.hint })));
   }
