@@ -74,3 +74,25 @@ def test_sigkill_mid_ingest_then_rerun_completes(tmp_path, digit_folder):
         assert len(history) == N_FILES  # exactly one ingest event per sample, none doubled
         assert history["sample_id"].is_unique
         assert ws.issues().empty
+
+
+def test_a_run_whose_process_is_gone_reads_interrupted(tmp_path):
+    """A killed or timed-out command leaves its run 'running' in the catalog; once its
+    process is gone, `runs` says 'interrupted' (and a live run stays 'running')."""
+    import subprocess
+    import sys
+
+    import smartset
+
+    ws = smartset.init(tmp_path / "ws")
+    script = ("import os, sys, smartset; ws = smartset.open(sys.argv[1]); "
+              "print(ws.catalog.start_run('train', {}), flush=True); os._exit(9)")
+    done = subprocess.run([sys.executable, "-c", script, str(ws.path)], capture_output=True,
+                          text=True, timeout=60)
+    killed = int(done.stdout.strip())
+    alive = ws.catalog.start_run("train", {})  # this process: still running
+    runs = ws.runs().set_index("id")
+    assert runs.loc[killed, "status"] == "interrupted"
+    assert runs.loc[alive, "status"] == "running"
+    stored = dict(ws.catalog.query("SELECT id, status FROM runs"))
+    assert stored[killed] == "interrupted"

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,8 +285,47 @@ _SCHEMA = [
         meta TEXT                         -- JSON: the source's other image fields
     );
     """,
+    # 5: which process runs a run (host, pid and the process's start time), so a run whose
+    # process is gone (killed, timed out) reads as 'interrupted', not 'running' for ever.
+    """
+    ALTER TABLE runs ADD COLUMN process TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
+
+
+def process_token(pid: int | None = None) -> str:
+    """``host:pid:start``: this process (or ``pid``) told apart from a later one that reuses
+    its pid (the start time comes from /proc where there is one, else it is empty)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def process_alive(token: str | None) -> bool | None:
+    """True/False when ``token``'s process is / is not running on this host; None when it
+    cannot be told (another host, or no token: runs recorded before schema 5)."""
+    if not token:
+        return None
+    host, _, rest = token.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return not start or _start_time(pid) == start
 
 
 def now() -> str:
@@ -385,10 +426,10 @@ class Catalog:
 
         with self.write() as con:
             cur = con.execute(
-                "INSERT INTO runs(command, config, seed, software, started_at, status)"
-                " VALUES (?, ?, ?, ?, ?, 'running')",
+                "INSERT INTO runs(command, config, seed, software, started_at, status, process)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?)",
                 (command, json.dumps(config, default=str), seed,
-                 json.dumps(software_versions()), now()),
+                 json.dumps(software_versions()), now(), process_token()),
             )
             return int(cur.lastrowid)
 
@@ -401,6 +442,21 @@ class Catalog:
             self.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
                             status="failed")
             raise
+
+    def mark_interrupted_runs(self) -> list[int]:
+        """Mark ``interrupted`` every ``running`` run whose process is gone (killed, timed
+        out, the machine restarted); returns their ids. A read-only catalog is left as it
+        is (the ids are still returned, so readers can show them as interrupted)."""
+        gone = [int(r[0]) for r in self.query("SELECT id, process FROM runs WHERE status = "
+                                               "'running'") if process_alive(r[1]) is False]
+        if gone:
+            try:
+                with self.write() as con:
+                    con.executemany("UPDATE runs SET status = 'interrupted' WHERE id = ? AND "
+                                    "status = 'running'", [(i,) for i in gone])
+            except sqlite3.OperationalError:  # read-only workspace: only shown
+                pass
+        return gone
 
     def finish_run(self, run_id: int, metrics: dict, *, status: str = "done") -> None:
         with self.write() as con:

@@ -497,8 +497,12 @@ class Workspace:
 
     # -- runs, stats, data -------------------------------------------------------------
     def runs(self) -> pd.DataFrame:
+        """Every run; one whose process is gone without finishing reads ``interrupted``."""
+        gone = set(self.catalog.mark_interrupted_runs())
         rows = [dict(r) for r in self.catalog.query("SELECT * FROM runs ORDER BY id")]
         for row in rows:
+            if row["id"] in gone:
+                row["status"] = "interrupted"
             for key in ("config", "software", "metrics"):
                 row[key] = json.loads(row[key]) if row[key] else None
         return pd.DataFrame(rows, columns=["id", "command", "config", "seed", "software",
