@@ -308,8 +308,11 @@ def predict_oof(ws, version: str | None = None, *, model: str | None = None,
         return _predict_oof_backbone(ws, version, chosen=chosen, folds=folds, seed=seed,
                                      engine=engine, progress=progress,
                                      batch_size=int(options.get("batch_size") or 32),
-                                     ignored=sorted(k for k, v in options.items()
-                                                    if v is not None and k != "batch_size"))
+                                     ignored=sorted([k for k, v in options.items()
+                                                     if v is not None and k != "batch_size"]
+                                                    + [k for k, v in (("size", size),
+                                                                      ("mode", mode))
+                                                       if v is not None]))
     model = chosen["model"]
     size, size_note = auto_size(ws, version, size)
     data = load_version(ws, version, size=size, mode=mode, fit=fit, progress=progress)
