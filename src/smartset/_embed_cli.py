@@ -26,7 +26,7 @@ def embed_command(
     engine: Annotated[Optional[str], typer.Option(
         envvar="SMARTSET_ENGINE",
         help="serial (default: this process, all its threads; CUDA when present), local (a "
-             "process pool) or ray (Ray Data: pip install 'smartset[ray]').")] = None,
+             "process pool) or ray (Ray Data: pip install 'smartset\\[ray]').")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     ray_address: RayAddressOption = None,
     as_json: JsonOption = False,

@@ -21,6 +21,8 @@ SeedOption = Annotated[int, typer.Option(help="Seed of the split, the folds and 
 
 
 def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
@@ -135,8 +137,6 @@ def train_command(
     columns = [c for c in ("epoch", "trainable_blocks", "loss", "accuracy", "val_loss",
                            "val_accuracy", "seconds") if c in history[-1]]
     out.print(_table(f"run {result['run_id']}: {model}", history, columns))
-    if size_note:
-        out.print(size_note)
     test = result.get("test")
     if test:
         if "accuracy" in test:
@@ -162,17 +162,18 @@ def predict_command(
     tta: Annotated[bool, typer.Option("--tta", help="With RUN: average the probabilities of each image and its mirror image.")] = False,
     tta_shift: Annotated[bool, typer.Option("--tta-shift", help="With --tta: also 4% shifted views (6 views in all).")] = False,
     folds: Annotated[int, typer.Option(min=2)] = 5,
-    backbone: Annotated[Optional[str], typer.Option(help="--oof with a frozen backbone + linear head (default on photos: efficientnet_lite0; see 'smartset models').")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="--oof with a frozen backbone + linear head: efficientnet_lite0 (the default on photos), efficientnet_lite1/2, timm:NAME[=weights.pth].")] = None,
     model: Annotated[Optional[str], typer.Option(help="--oof with a CNN trained per fold (default on small gray images: small_cnn).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="CNN: epochs per fold (default 8).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="CNN: training batch (default 64); backbone: embedding batch (default 32).")] = None,
     augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy of the fold CNNs (implies a CNN).")] = None,
-    size: SizeOption = None, mode: ModeOption = None, seed: SeedOption = 0,
+    size: Annotated[Optional[int], typer.Option(help="CNN: resize images to SIZE x SIZE (default: their own size when they share one, else at most 64 px).")] = None,
+    mode: ModeOption = None, seed: SeedOption = 0,
     engine: Annotated[Optional[str], typer.Option(
         envvar="SMARTSET_ENGINE",
         help="CNN: where the fold models predict their held-out samples; backbone: where "
              "the images are embedded. serial, local or ray (Ray Data: pip install "
-             "'smartset[ray]'); default: in this process.")] = None,
+             "'smartset\\[ray]'); default: in this process.")] = None,
     ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
