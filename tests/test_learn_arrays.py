@@ -199,6 +199,7 @@ def test_shifts_dacolt_and_the_condition_table(digits):
     assert rows[0] == {"condition": "high", "n": 4, "positives": 2, "TP": 1, "FP": 1, "FN": 1,
                        "precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert rows[-1]["condition"] == "average" and rows[-1]["recall"] == pytest.approx(0.75)
+    assert rows[-1]["n"] == 6  # disjoint conditions: counts add up
 
 
 def test_regression_beats_the_mean(digits):

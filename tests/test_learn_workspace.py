@@ -183,6 +183,11 @@ def test_ensembles_conditions_and_test_time_preprocessing(digits_ws):
     names = [row["condition"] for row in report["condition_table"]]
     assert names == ["original", "brighter", "low brightness", "medium brightness",
                      "high brightness", "average"]
+    # shifted copies and terciles of the same images: counts are not summed (they were
+    # 4 x the images before)
+    average = report["condition_table"][-1]
+    assert average["n"] is None and average["TP"] is None
+    assert 0 <= average["recall"] <= 1
     with pytest.raises(LeakageError):
         evaluate(ws, f"{runs[0]},{runs[1]}")  # each member's training samples count
     tuned = evaluate(ws, runs[0], sample_ids=held, preprocess="dacolt")

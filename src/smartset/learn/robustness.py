@@ -111,11 +111,16 @@ def dacolt_policy():
                    name="dacolt")
 
 
-def condition_table(conditions: dict[str, tuple[Sequence, Sequence]], positive) -> list[dict]:
+def condition_table(conditions: dict[str, tuple[Sequence, Sequence]], positive, *,
+                    disjoint: bool = True) -> list[dict]:
     """The knife-study table: per condition, ``n``, ``TP``, ``FP``, ``FN``, precision,
     recall and F1 of the ``positive`` class, plus the average row.
 
-    ``conditions`` maps a condition name to ``(y_true, y_pred)``.
+    ``conditions`` maps a condition name to ``(y_true, y_pred)``. The average row holds the
+    mean precision, recall and F1 over the conditions; its counts are the sums only when
+    the conditions are ``disjoint`` sets of images (the knife study's frames). When they
+    overlap (shifted copies of the same images, brightness terciles of them), summed counts
+    would count an image several times: they are None.
     """
     rows = []
     for name, (truth, pred) in conditions.items():
@@ -129,10 +134,9 @@ def condition_table(conditions: dict[str, tuple[Sequence, Sequence]], positive) 
                      "TP": tp, "FP": fp, "FN": fn_, "precision": precision, "recall": recall,
                      "f1": f1})
     if rows:
-        rows.append({"condition": "average", "n": sum(r["n"] for r in rows),
-                     "positives": sum(r["positives"] for r in rows),
-                     "TP": sum(r["TP"] for r in rows), "FP": sum(r["FP"] for r in rows),
-                     "FN": sum(r["FN"] for r in rows),
+        counts = ("n", "positives", "TP", "FP", "FN")
+        rows.append({"condition": "average",
+                     **{k: sum(r[k] for r in rows) if disjoint else None for k in counts},
                      **{k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")}})
     return rows
 
