@@ -228,3 +228,28 @@ def test_study_table_has_every_combination_and_ensembles(digits):
                              combinations=["rotation"], runs=1, epochs=1, factor=3,
                              model="small_cnn", progress=False)
     assert expanded["table"].loc[0, "instances"] == 300
+
+
+def test_an_ensemble_of_members_at_different_sizes_and_modes(digits):
+    """Members trained at 28x28 gray and 20x20 RGB vote together: each sees the images
+    resized and converted to its own input (they were refused before)."""
+    import cv2
+
+    from smartset.learn import EnsembleClassifier
+
+    train_x, train_y, test_x, test_y = digits
+    big = ImageClassifier("small_cnn", epochs=2, seed=0, progress=False).fit(
+        train_x[:400], train_y[:400])
+    small_rgb = np.stack([cv2.cvtColor(cv2.resize(im, (20, 20), interpolation=cv2.INTER_AREA),
+                                       cv2.COLOR_GRAY2RGB) for im in train_x[:400]])
+    small = ImageClassifier("small_cnn", epochs=2, seed=1, progress=False).fit(
+        small_rgb, train_y[:400])
+    ensemble = EnsembleClassifier([big, small])
+    assert ensemble.input_shape_ == (3, 28, 28)  # loaded once at the largest size
+    probs = ensemble.predict_proba(test_x[:100])
+    assert probs.shape == (100, 10) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    alone = small.predict_proba(np.stack([cv2.cvtColor(
+        cv2.resize(im, (20, 20), interpolation=cv2.INTER_AREA), cv2.COLOR_GRAY2RGB)
+        for im in test_x[:100]]))
+    assert np.allclose(probs, (big.predict_proba(test_x[:100]) + alone) / 2, atol=1e-5)
+    assert ensemble.score(test_x[:100], test_y[:100]) > 0.5

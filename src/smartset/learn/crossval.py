@@ -107,7 +107,10 @@ def ensemble_proba(models: Sequence, images) -> np.ndarray:
 
 class EnsembleClassifier:
     """Fitted classifiers as one: the mean of their probabilities. Evaluated like any model
-    (``predict_proba``, ``predict``, ``score``); members must share classes and input shape."""
+    (``predict_proba``, ``predict``, ``score``); members must share their classes. Members
+    trained at different image sizes or modes each see the images resized (area
+    interpolation) and converted to their own: ``input_shape_`` is the largest member's, so
+    the data is loaded once at that size and only ever shrunk."""
 
     def __init__(self, members: Sequence):
         if not members:
@@ -116,18 +119,41 @@ class EnsembleClassifier:
         for member in members[1:]:
             if list(member.classes_) != list(first.classes_):
                 raise LearnError("ensemble members were trained on different classes")
-            if tuple(member.input_shape_) != tuple(first.input_shape_):
-                raise LearnError("ensemble members take different image sizes or modes")
         self.members = list(members)
         self.classes_ = list(first.classes_)
-        self.input_shape_ = tuple(first.input_shape_)
+        shapes = [tuple(m.input_shape_) for m in members]
+        channels = max(c for c, _, _ in shapes)
+        _, height, width = max(shapes, key=lambda s: s[1] * s[2])
+        self.input_shape_ = (channels, height, width)
         self.model_name_ = "ensemble(" + ", ".join(m.model_name_ for m in members) + ")"
 
     def predict_proba(self, images) -> np.ndarray:
-        return ensemble_proba(self.members, images)
+        images = np.asarray(images)
+        return np.mean([m.predict_proba(_fit_to(images, tuple(m.input_shape_)))
+                        for m in self.members], axis=0).astype(np.float32)
 
     def predict(self, images) -> np.ndarray:
         return np.asarray(self.classes_, dtype=object)[self.predict_proba(images).argmax(1)]
 
     def score(self, images, labels) -> float:
         return float(np.mean(self.predict(images) == np.asarray(labels, dtype=object)))
+
+
+def _fit_to(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 ``(N, H, W[, C])`` resized and converted to a member's ``(C, H, W)``."""
+    import cv2
+
+    channels, height, width = shape
+    x = images[..., None] if images.ndim == 3 else images
+    if x.shape[1:3] != (height, width):
+        shrink = x.shape[1] >= height and x.shape[2] >= width
+        method = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        x = np.stack([cv2.resize(np.ascontiguousarray(im), (width, height),
+                                 interpolation=method).reshape(height, width, -1) for im in x])
+    if x.shape[-1] != channels:
+        if channels == 1:
+            x = np.stack([cv2.cvtColor(np.ascontiguousarray(im[..., :3]), cv2.COLOR_RGB2GRAY)
+                          for im in x])[..., None]
+        else:
+            x = np.repeat(x[..., :1], channels, axis=-1)
+    return x
