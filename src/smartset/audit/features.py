@@ -68,7 +68,7 @@ class FeaturePlan:
 
         out = {"requested": self.requested, "images": self.kind,
                "near_duplicate": {"candidates": " + ".join(
-                   [_long(self.candidates)] + ([_long("pixels")] if self.candidates != "pixels"
+                   [_long(self.candidates)] + ([_long("pixels")] if self.backbone is not None
                                                else [])),
                                   "verification": describe(self.verification)},
                "outlier": _long(self.outliers), "class_outlier": _long(self.outliers)}
@@ -190,10 +190,27 @@ def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path,
 
 def aligned_vector_file(read_thumbs, n: int, path: Path):
     """The aligned pixel embedding of positions ``0..n-1`` (thumbnails read with
-    ``read_thumbs(positions)`` a block at a time), as a float16 VectorFile."""
+    ``read_thumbs(positions)`` a block at a time), as a float16 VectorFile, and beside it
+    (``path`` + ``.img``) the aligned 32 x 32 images the verification reads (uint8, 1 KB
+    an image): each image is aligned once. Returns ``(vectors, read_aligned)``."""
     from smartset.audit.near_copies import aligned_vectors
     from smartset.audit.neighbours import VectorFile
 
-    blocks = (aligned_vectors(read_thumbs(np.arange(start, min(start + _CHUNK, n))))
-              for start in range(0, n, _CHUNK))
-    return VectorFile.write(path, blocks, 256, np.float16)
+    images = Path(f"{path}.img")
+    side = 32
+
+    def blocks():
+        with open(images, "wb") as handle:
+            for start in range(0, n, _CHUNK):
+                vectors, aligned = aligned_vectors(
+                    read_thumbs(np.arange(start, min(start + _CHUNK, n))), with_images=True)
+                handle.write(aligned.tobytes())
+                yield vectors
+
+    vectors = VectorFile.write(path, blocks(), 256, np.float16)
+    stored = VectorFile(images, n, side * side, np.uint8)
+
+    def read_aligned(positions: np.ndarray) -> np.ndarray:
+        return stored[np.asarray(positions)].reshape(-1, side, side)
+
+    return vectors, read_aligned

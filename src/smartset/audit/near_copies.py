@@ -112,7 +112,11 @@ def _align_one(thumb: np.ndarray, side: int) -> np.ndarray:
     import cv2
 
     image = thumb.astype(np.float32)
-    background = float(np.median(image))
+    if thumb.dtype == np.uint8:  # the median of 256 levels, from their counts
+        counts = np.cumsum(np.bincount(thumb.reshape(-1), minlength=256))
+        background = float(np.searchsorted(counts, (thumb.size + 1) // 2))
+    else:
+        background = float(np.median(image))
     weight = np.abs(image - background)
     moments = cv2.moments(weight)
     height, width = image.shape
@@ -140,21 +144,38 @@ def aligned_thumbs(thumbs: np.ndarray, side: int = _ALIGN_SIDE) -> np.ndarray:
     return out
 
 
-def aligned_vectors(thumbs: np.ndarray) -> np.ndarray:
+def aligned_vectors(thumbs: np.ndarray, *, with_images: bool = False):
     """Candidate embedding for the ``aligned`` mode: :func:`aligned_thumbs` at 16 x 16,
-    centred and unit-normed (float32 ``n x 256``)."""
-    small = aligned_thumbs(thumbs, _VECTOR_SIDE).reshape(len(thumbs), -1)
+    centred and unit-normed (float32 ``n x 256``). With ``with_images``, also the aligned
+    images at 32 x 32 (uint8), from the same alignment."""
+    import cv2
+
+    images = aligned_thumbs(thumbs)
+    small = np.stack([cv2.resize(image, (_VECTOR_SIDE, _VECTOR_SIDE),
+                                 interpolation=cv2.INTER_AREA) for image in images]
+                     ).reshape(len(images), -1) if len(images) else np.zeros((0, 256), np.float32)
     small -= small.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(small, axis=1, keepdims=True)
-    return small / np.where(norms > 1e-6, norms, 1.0)
+    vectors = small / np.where(norms > 1e-6, norms, 1.0)
+    if with_images:
+        return vectors, np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    return vectors
 
 
 def aligned_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> np.ndarray:
     """Verified similarity of each pair in the ``aligned`` mode: the best normalised
     correlation of the aligned images over shifts of up to 2 pixels at 32 x 32."""
+    return _aligned_scores(aligned_thumbs(first_thumbs), aligned_thumbs(second_thumbs))
+
+
+def _aligned_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For pairs of aligned images (``P x s x s`` each): the best normalised correlation
+    (OpenCV's ``TM_CCOEFF_NORMED``) of ``a[p]`` with the windows of ``b[p]`` padded by its
+    edge pixels, shifted by up to ``_ALIGN_SHIFT`` pixels (one small call a pair: faster
+    here than NumPy over all pairs at once)."""
     import cv2
 
-    a, b = aligned_thumbs(first_thumbs), aligned_thumbs(second_thumbs)
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     pad = _ALIGN_SHIFT
     out = np.empty(len(a), dtype=np.float32)
     for p in range(len(a)):
@@ -163,13 +184,15 @@ def aligned_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> 
     return out
 
 
-def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray]
+def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray],
+                read_aligned: Callable[[np.ndarray], np.ndarray] | None = None
                 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``score(first, second) -> similarities`` of pairs of positions, for ``mode``,
-    reading the thumbnails with ``read_thumbs(positions)`` a chunk at a time."""
+    reading the thumbnails with ``read_thumbs(positions)`` a chunk at a time (in the
+    ``aligned`` mode, ``read_aligned(positions)``, when given, returns them aligned
+    already: :func:`aligned_vectors` made them once)."""
     if mode not in MODES:
         raise ValueError(f"verification mode must be one of {MODES}, got {mode!r}")
-    compare = window_pair_scores if mode == "windows" else aligned_pair_scores
     chunk = 1024
 
     def score(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -177,8 +200,17 @@ def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray]
         out = np.empty(len(first), dtype=np.float32)
         for start in range(0, len(first), chunk):
             stop = min(start + chunk, len(first))
-            out[start:stop] = compare(read_thumbs(first[start:stop]),
-                                      read_thumbs(second[start:stop]))
+            if mode == "windows":
+                out[start:stop] = window_pair_scores(read_thumbs(first[start:stop]),
+                                                     read_thumbs(second[start:stop]))
+                continue
+            # each image of the chunk read and aligned once, however many pairs it is in
+            rows, at = np.unique(np.r_[first[start:stop], second[start:stop]],
+                                 return_inverse=True)
+            aligned = (read_aligned(rows).astype(np.float32) if read_aligned is not None
+                       else aligned_thumbs(read_thumbs(rows)))
+            out[start:stop] = _aligned_scores(aligned[at[:stop - start]],
+                                              aligned[at[stop - start:]])
         return out
 
     return score

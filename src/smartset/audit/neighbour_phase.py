@@ -65,7 +65,7 @@ def describe_group(table: _Samples, audited: np.ndarray, members: list[int]
 def duplicates(table: _Samples, audited: np.ndarray, exact_pairs, search_vectors,
                candidate_vectors: list, thumbs, *, verification: str, k: int,
                candidate_similarity: list[float], min_similarity: float,
-               threshold: float | None, scratch: Path):
+               threshold: float | None, scratch: Path, read_aligned=None):
     """Exact and near duplicate sets (each ``(members, starts)``, see
     :func:`group_arrays`), each near member's best verified similarity (aligned with its
     members), the search over ``search_vectors``, the near-duplicate threshold (median),
@@ -100,7 +100,7 @@ def duplicates(table: _Samples, audited: np.ndarray, exact_pairs, search_vectors
         for number, vectors in enumerate(candidate_vectors):
             candidates.append(search if vectors is search_vectors else search_neighbours(
                 vectors, k, out=scratch / f"candidates{number}-{os.getpid()}.bin"))
-        score = pair_scorer(verification, thumbs)
+        score = pair_scorer(verification, thumbs, read_aligned)
         first, second, value, threshold, limit_of = near_copy_pairs(
             [c.table for c in candidates], score, candidate_similarity=candidate_similarity,
             min_similarity=floor, density_factor=MODE_DENSITY[verification],
@@ -140,10 +140,11 @@ def isolation_of(neighbours: NeighbourTable, k: int = _USED_NEIGHBOURS) -> np.nd
 
 def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file, thumbs,
                   plan: FeaturePlan, scratch: Path, made: list[Path]):
-    """``(search vectors, candidate vectors, note)`` for ``plan``: the pixel file, a
-    backbone file or an aligned file, each made once (paths appended to ``made``)."""
+    """``(search vectors, [(name, candidate vectors)], note, read_aligned)`` for
+    ``plan``: the pixel file, a backbone file or an aligned file (and its aligned images'
+    reader), each made once (paths appended to ``made``)."""
     files = {"pixels": pixel_file}
-    note = None
+    note = read_aligned = None
     if plan.backbone is not None:
         path = scratch / f"backbone-{os.getpid()}.f16"
         made.append(path)
@@ -155,10 +156,14 @@ def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file,
     if plan.candidates == "aligned pixels":
         path = scratch / f"aligned-{os.getpid()}.f16"
         made.append(path)
-        files["aligned pixels"] = aligned_vector_file(thumbs, len(audited), path)
+        made.append(Path(f"{path}.img"))
+        files["aligned pixels"], read_aligned = aligned_vector_file(thumbs, len(audited), path)
     search = files.get(plan.outliers, pixel_file)  # a trained model's come later
-    pooled = [plan.candidates] + (["pixels"] if plan.candidates != "pixels" else [])
-    return search, [(name, files[name]) for name in pooled], note
+    # backbone candidates are pooled with pixel ones (a few thousand more pairs on sets of
+    # photo size), so that a copy the backbone sees differently (a texture whose noise
+    # re-encoding removed) is still proposed; aligned pixels stand alone
+    pooled = [plan.candidates] + (["pixels"] if plan.backbone is not None else [])
+    return search, [(name, files[name]) for name in pooled], note, read_aligned
 
 
 def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_file, thumbs,
@@ -182,7 +187,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
     made: list[Path] = []
     try:
         if len(audited) >= 2:
-            vectors, candidate_vectors, note = _vector_files(
+            vectors, candidate_vectors, note, read_aligned = _vector_files(
                 ws, version, table, audited, pixel_file, thumbs, plan, scratch, made)
             if note:
                 features["note"] = "; ".join(filter(None, [features.get("note"), note]))
@@ -194,6 +199,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
             exact, near, best_sim, search, near_threshold, floor, isolation = duplicates(
                 table, audited, exact_pairs, vectors, [v for _, v in candidate_vectors], thumbs,
                 verification=plan.verification, k=k, candidate_similarity=similarity,
+                read_aligned=read_aligned,
                 min_similarity=near_duplicate_similarity, threshold=near_given,
                 scratch=scratch)
             used["near_duplicate"] = {
