@@ -323,3 +323,20 @@ def test_uniform_noise_keeps_one_global_cut():
     assert clean.class_conditional(noisy, np.array([0, 60, 0, 70]))
     with pytest.raises(CleanInputError, match="cut"):
         clean.consensus(noisy, probs, cut="sideways")
+
+
+def test_oversampling_reaches_the_target_exactly_for_every_class():
+    """Mild imbalance (ratio 1.72): rounding copies per class doubled one class past the
+    largest and left three untouched; per-sample copies reach the target exactly."""
+    counts = [100, 58, 80, 90, 72]
+    labels = np.repeat(np.arange(5), counts)
+    copies = clean.per_sample_copies(labels, seed=0)
+    after = np.bincount(labels, weights=copies + 1).astype(int)
+    assert after.tolist() == [100] * 5
+    assert copies[labels == 0].sum() == 0 and copies.max() <= 1
+    assert clean.oversampling_counts(labels).tolist() == [0, 42, 20, 10, 28]
+    again = clean.per_sample_copies(labels, seed=0)
+    assert np.array_equal(copies, again)  # seeded
+    median = np.bincount(labels, weights=clean.per_sample_copies(labels, target="median",
+                                                                 seed=1) + 1).astype(int)
+    assert median.tolist() == [100, 80, 80, 90, 80]

@@ -31,7 +31,8 @@ from smartset.clean.consensus import (DETECTORS, Consensus, available_detectors,
                                       class_conditional, consensus, estimate_noise_count,
                                       find_label_issues, noise_corrected, register_detector)
 from smartset.clean.imbalance import (class_weights, imbalance_report, oversample,
-                                      oversampling_copies, undersample)
+                                      oversampling_copies, oversampling_counts,
+                                      per_sample_copies, undersample)
 from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_posterior,
                                         repeated_edited_nearest_neighbours)
 from smartset.clean.merge import class_confusion, find_classes_to_merge
@@ -55,7 +56,8 @@ __all__ = [
     "find_atypical", "Atypical", "looks_like_photos",
     "condensed_nearest_neighbour", "fast_condensed_nearest_neighbour", "reduction_curve",
     "stratified_subset",
-    "imbalance_report", "class_weights", "oversampling_copies", "undersample", "oversample",
+    "imbalance_report", "class_weights", "oversampling_copies", "oversampling_counts",
+    "per_sample_copies", "undersample", "oversample",
     "label_actions", "make_plan", "clean_rounds", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",

@@ -270,12 +270,12 @@ def imbalance(
         print_json(report)
         return
     table = Table(title=f"Classes (imbalance ratio {report['imbalance_ratio']})")
-    for column in ("class", "count", "share", "weight", "copies/sample", "ENN flags"):
+    for column in ("class", "count", "share", "weight", "copies to add", "ENN flags"):
         table.add_column(column, justify="right" if column != "class" else "left")
     for c in classes:
         table.add_row(c, str(report["counts"][c]), f"{report['shares'][c]:.3f}",
                       f"{report['class_weights'][c]:.3f}",
-                      str(report["oversample_copies_per_sample"][c]),
+                      str(report["oversample_new_copies"][c]),
                       str(report.get("enn_undersample", {}).get(c, "-")))
     out.print(table)
     if report["minority"]:

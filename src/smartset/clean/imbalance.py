@@ -21,8 +21,8 @@ from smartset.clean._validation import CleanInputError, check_labels
 from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours,
                                         repeated_edited_nearest_neighbours)
 
-__all__ = ["imbalance_report", "class_weights", "oversampling_copies", "undersample",
-           "oversample", "UNDERSAMPLING_RULES"]
+__all__ = ["imbalance_report", "class_weights", "oversampling_copies", "oversampling_counts",
+           "per_sample_copies", "undersample", "oversample", "UNDERSAMPLING_RULES"]
 
 UNDERSAMPLING_RULES = ("enn", "renn", "all_knn", "random")
 
@@ -45,13 +45,7 @@ def class_weights(labels: np.ndarray, *, n_classes: int | None = None,
     return out
 
 
-def oversampling_copies(labels: np.ndarray, *, target: str | int = "max",
-                        n_classes: int | None = None) -> np.ndarray:
-    """``(k,)`` augmented copies to make of *each* sample of a class so the class reaches
-    ``target`` (``max``: the largest class; ``median``; or a count)."""
-    labels = check_labels(labels, n_classes)
-    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
-    counts = np.bincount(labels, minlength=k)
+def _goal(counts: np.ndarray, target) -> int:
     present = counts[counts > 0]
     if target == "max":
         goal = int(present.max())
@@ -61,10 +55,50 @@ def oversampling_copies(labels: np.ndarray, *, target: str | int = "max",
         goal = int(target)
     else:
         raise CleanInputError(f"target must be 'max', 'median' or a positive count, got {target!r}.")
-    copies = np.zeros(k, dtype=np.int64)
-    for c in np.flatnonzero(counts > 0):
-        copies[c] = max(0, int(round(goal / counts[c])) - 1)
-    return copies
+    return goal
+
+
+def oversampling_counts(labels: np.ndarray, *, target: str | int = "max",
+                        n_classes: int | None = None) -> np.ndarray:
+    """``(k,)`` augmented copies to add to each class so it reaches ``target`` exactly
+    (``max``: the largest class; ``median``; or a count); classes at or above it get 0."""
+    labels = check_labels(labels, n_classes)
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    counts = np.bincount(labels, minlength=k)
+    goal = _goal(counts, target)
+    return np.where(counts > 0, np.maximum(goal - counts, 0), 0).astype(np.int64)
+
+
+def oversampling_copies(labels: np.ndarray, *, target: str | int = "max",
+                        n_classes: int | None = None) -> np.ndarray:
+    """``(k,)`` the *whole* number of augmented copies every sample of a class gets on the
+    way to ``target`` (:func:`per_sample_copies` gives the remainder to some samples, so
+    the class reaches the target exactly)."""
+    labels = check_labels(labels, n_classes)
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    counts = np.bincount(labels, minlength=k)
+    add = oversampling_counts(labels, target=target, n_classes=k)
+    return np.where(counts > 0, add // np.maximum(counts, 1), 0).astype(np.int64)
+
+
+def per_sample_copies(labels: np.ndarray, *, target: str | int = "max",
+                      n_classes: int | None = None, seed=None) -> np.ndarray:
+    """``(n,)`` copies to make of each sample so every class reaches ``target`` exactly:
+    each sample of a class gets ``add // count``, and ``add % count`` of them, drawn with
+    ``seed``, one more. (Rounding copies per class instead overshoots some classes and
+    leaves others untouched: 1.72 -> 1 copy each doubles a class past the largest.)"""
+    labels = check_labels(labels, n_classes)
+    k = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    add = oversampling_counts(labels, target=target, n_classes=k)
+    rng = resolve_rng(seed)
+    out = np.zeros(len(labels), dtype=np.int64)
+    for c in np.flatnonzero(add > 0):
+        members = np.flatnonzero(labels == c)
+        whole, extra = divmod(int(add[c]), len(members))
+        out[members] = whole
+        if extra:
+            out[rng.choice(members, extra, replace=False)] += 1
+    return out
 
 
 def undersample(labels: np.ndarray, features: np.ndarray | None = None, *, rule: str = "enn",
@@ -117,6 +151,7 @@ def imbalance_report(labels, *, class_names=None, features=None) -> dict:
     mean = counts.mean() if k else 0.0
     weights = class_weights(labels, n_classes=k) if len(labels) else np.zeros(k)
     copies = oversampling_copies(labels, n_classes=k) if len(labels) else np.zeros(k, int)
+    added = oversampling_counts(labels, n_classes=k) if len(labels) else np.zeros(k, int)
     report = {
         "n": int(len(labels)), "classes": k,
         "counts": {names[i]: int(counts[i]) for i in range(k)},
@@ -126,6 +161,7 @@ def imbalance_report(labels, *, class_names=None, features=None) -> dict:
         "empty": [names[i] for i in range(k) if counts[i] == 0],
         "class_weights": {names[i]: round(float(weights[i]), 4) for i in range(k)},
         "oversample_copies_per_sample": {names[i]: int(copies[i]) for i in range(k)},
+        "oversample_new_copies": {names[i]: int(added[i]) for i in range(k)},
     }
     if features is not None and len(labels) > 4:
         flags = undersample(labels, features, rule="enn")
@@ -138,7 +174,7 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                mode: str | None = None, batch_size: int = 256, engine=None) -> dict:
     """A new version: the samples of ``version`` plus augmented copies of the minority
     classes' samples (``policy``, through :mod:`smartset.augment`), so each class nears
-    ``target``. Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage, written by
+    ``target`` exactly (:func:`per_sample_copies`). Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage, written by
     :func:`smartset.augment.offline.augment_files` on ``engine`` (each copy's parameters
     drawn from seed, sample and copy, as offline augmentation does)."""
     from smartset.augment.offline import _clear_leftovers, augment_files
@@ -153,7 +189,8 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
         raise CleanInputError("No labeled samples to oversample.")
     classes = sorted(frame["label"].unique())
     codes = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    copies = oversampling_copies(codes, target=target, n_classes=len(classes))
+    copies = per_sample_copies(codes, target=target, n_classes=len(classes), seed=seed)
+    added = np.bincount(codes, weights=copies, minlength=len(classes)).astype(np.int64)
     name = name or f"{version or 'live'}-oversampled"
     if name in set(ws.versions()["name"]):
         raise CleanInputError(f"Version {name!r} exists already: choose another name.")
@@ -165,12 +202,12 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
     relpaths, origins, records = [], [], []
     with ws.catalog.failing_run(run_id):
         runner = get_engine(engine)
-        for c in np.flatnonzero(copies > 0):
-            chosen = frame[codes == c]
+        for count in sorted(set(copies.tolist()) - {0}):  # samples with as many copies
+            chosen = frame[copies == count]
             batches = batches_of({"id": chosen["id"].tolist(), "path": chosen["path"].tolist()},
                                  batch_size)
             for written in runner.map_batches(augment_files, batches, fn_kwargs={
-                    "policy": policy, "copies": int(copies[c]), "seed": int(seed),
+                    "policy": policy, "copies": int(count), "seed": int(seed),
                     "folder": str(folder), "mode": mode}):
                 relpaths.extend(written["relpath"])
                 origins.extend(written["origin"])
@@ -179,13 +216,20 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                                           stage="oversample") if relpaths else [])
         info = ws.create_version(name, sample_ids=list(frame["id"]) + list(new_ids),
                                  params={"policy": policy.spec(), "target": target,
-                                         "copies": {classes[i]: int(copies[i])
+                                         "copies": {classes[i]: int(added[i])
                                                     for i in range(len(classes))}},
                                  description=f"{version or 'live catalog'} with minority "
                                              f"classes oversampled ({policy.label})")
     summary = {"version": info["name"], "n_samples": info["n_samples"],
                "n_augmented": len(new_ids),
-               "copies_per_sample": {classes[i]: int(copies[i]) for i in range(len(classes))},
+               "new_copies": {classes[i]: int(added[i]) for i in range(len(classes))},
+               "copies_per_sample": {classes[i]: _per_sample(added[i], (codes == i).sum())
+                                     for i in range(len(classes))},
                "seconds": round(time.perf_counter() - started, 3)}
     ws.catalog.finish_run(run_id, summary)
     return summary
+
+
+def _per_sample(added: int, count: int) -> int | float:
+    share = added / max(int(count), 1)
+    return int(share) if float(share).is_integer() else round(share, 2)
