@@ -97,6 +97,51 @@ def test_clean_picks_the_backbone_on_photos_and_records_it(photos):
         workspace_inputs(photos, run=run, features="pixels-please")
 
 
+def test_photos_prefer_the_backbone_to_a_fold_models_features(photos):
+    """A run that stored its fold models' own features (a CNN trained per fold): on photos
+    clean takes the backbone's embeddings instead, an independent view, and says why;
+    ``features="oof"`` still takes the run's, neighbours within each fold."""
+    import json
+
+    from smartset.catalog import now
+
+    run = _store_oof(photos, _confident)
+    frame = photos.samples()
+    path = photos.path / "models" / f"run-{run}" / "oof_features.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, ids=frame["id"].to_numpy(dtype=str),
+             features=np.random.default_rng(0).normal(size=(len(frame), 16)))
+    with photos.catalog.write() as con:
+        con.execute("INSERT INTO artifacts(name, path, kind, fingerprint, meta, created_at)"
+                    " VALUES (?, ?, 'features', ?, ?, ?)",
+                    (f"oof_features.run{run}", path.relative_to(photos.path).as_posix(),
+                     str(run), json.dumps({"run_id": run, "source": "small_cnn fold models"}),
+                     now()))
+    inputs = workspace_inputs(photos, run=run)
+    used = inputs["features_used"]
+    assert used["source"] == "backbone" and inputs["features"].shape[1] == 1280
+    assert "fold models themselves" in used["note"]
+    forced = workspace_inputs(photos, run=run, features="oof")
+    assert forced["features"].shape[1] == 16 and forced["features_used"]["within_folds"]
+    assert forced["groups"] is not None
+    plan = make_plan(photos, run=run, features="oof", merge=False, duplicates=False)
+    assert not plan["params"]["atypical_checked"]  # not on a fold model's features
+
+
+def test_a_frozen_backbone_run_is_used_as_stored(photos):
+    """``predict --oof`` on photos (frozen efficientnet_lite0 + linear head) stores the
+    embeddings as its features: clean takes them, neighbours across folds."""
+    from smartset.learn import predict_oof
+
+    result = predict_oof(photos, progress=False)
+    assert result["chosen"]["kind"] == "backbone"
+    inputs = workspace_inputs(photos, run=result["run_id"])
+    used = inputs["features_used"]
+    assert (used["source"], used["backbone"], used["within_folds"]) == (
+        "oof", "efficientnet_lite0", False)
+    assert inputs["groups"] is None and used["note"] is None
+
+
 def test_a_firearm_the_model_calls_a_phone_is_excluded_not_relabeled(photos):
     """The issue's case: a scratch model calls a long gun filed as "pistol" a smartphone,
     sure of it. Its neighbours on the backbone's embeddings are firearms filed as

@@ -183,11 +183,17 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
 
     ``features``:
 
-    - ``auto`` (default): the run's out-of-fold features if it stored them; else, on
-      photos (:func:`looks_like_photos`), the pretrained ``backbone``'s embeddings
-      (default :data:`smartset.backbones.DEFAULT_BACKBONE`, read from the embedding cache,
-      computed when missing, up to :data:`BACKBONE_AUTO_LIMIT` images); else (digits, or
-      no backbone here) the audit's pixel embeddings; else none.
+    - ``auto`` (default): on photos (:func:`looks_like_photos`), a pretrained backbone's
+      embeddings: those the run stored (``predict --oof`` with a frozen backbone, the
+      default for photos), else the ``backbone``'s (default
+      :data:`smartset.backbones.DEFAULT_BACKBONE`, read from the embedding cache, computed
+      when missing, up to :data:`BACKBONE_AUTO_LIMIT` images). They are preferred to the
+      out-of-fold features of fold-trained models because they are an independent view:
+      a fold model's features put a revolver it calls "smartphone" among the phones, so
+      its neighbours only echo its error (741 photos, a small CNN: 11 revolvers, submachine
+      guns and rifles relabeled "smartphone" on its own features, none on the backbone's).
+      Elsewhere (digits) the run's out-of-fold features (neighbours within each fold); else
+      the audit's pixel embeddings; else none.
     - ``oof``, ``backbone``, ``audit`` (pixel embeddings), ``none``: that one, or a clear
       error.
     """
@@ -239,25 +245,31 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
     used = {"source": "none", "description": "no features (the model's probabilities alone)",
             "backbone": None, "within_folds": False, "note": None}
     notes = []
+    photos = looks_like_photos(samples[samples["id"].isin(set(ids))])
+    fold_features = None  # out-of-fold features of fold-trained models, kept for later
     if features in ("auto", "oof"):
         stored = _oof_features(ws, preds.run_id, ids)
         if stored is not None:
-            vectors, meta = stored
-            frozen = _frozen_backbone(config, meta)
+            frozen = _frozen_backbone(config, stored[1])
             if frozen:
-                description = f"{frozen} embeddings stored with run {preds.run_id}"
-            else:
-                groups = preds.folds[keep]
-                description = f"oof features of run {preds.run_id}"
-            used.update(source="oof", description=description, backbone=frozen,
-                        within_folds=not frozen)
+                vectors = stored[0]
+                used.update(source="oof", backbone=frozen,
+                            description=f"{frozen} embeddings stored with run {preds.run_id}")
+            elif features == "oof" or not photos:
+                vectors, groups = stored[0], preds.folds[keep]
+                used.update(source="oof", within_folds=True,
+                            description=f"oof features of run {preds.run_id}")
+            else:  # photos: a pretrained backbone first, these if it cannot be had
+                fold_features = stored[0]
+                notes.append(f"the out-of-fold features of run {preds.run_id} come from the "
+                             f"fold models themselves, so their neighbours echo the model's "
+                             f"errors")
         elif features == "oof":
             raise CleanInputError(f"Run {preds.run_id} stored no out-of-fold features; use "
                                   f"features='auto', 'backbone' or 'audit'.")
         else:
             notes.append(f"run {preds.run_id} stored no out-of-fold features")
     if vectors is None and features in ("auto", "backbone"):
-        photos = looks_like_photos(samples[samples["id"].isin(set(ids))])
         if features == "backbone" or photos:
             compute = features == "backbone" or len(ids) <= BACKBONE_AUTO_LIMIT
             found, description, note = _backbone_vectors(ws, version, ids, backbone,
@@ -271,6 +283,10 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
                 notes.append(note)
         else:
             notes.append("not photos (mostly gray or smaller than 32 px): pixel features")
+    if vectors is None and fold_features is not None:
+        vectors, groups = fold_features, preds.folds[keep]
+        used.update(source="oof", within_folds=True,
+                    description=f"oof features of run {preds.run_id}")
     if vectors is None and features in ("auto", "audit"):
         try:
             from smartset.audit import embeddings
@@ -289,8 +305,8 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
                 raise CleanInputError(f"No audit embeddings for these samples ({error}): run "
                                       f"'smartset audit' first.") from None
             notes.append("no audit embeddings")
-    if notes and features == "auto" and used["source"] != "backbone":
-        used["note"] = "; ".join(notes)  # why the better features were not used
+    if notes and features == "auto":
+        used["note"] = "; ".join(notes)  # why the first choice was not taken
     return {"sample_ids": ids, "labels": labels, "classes": list(preds.classes),
             "pred_probs": probs, "features": vectors, "groups": groups,
             "feature_source": used["description"], "features_used": used,
@@ -339,11 +355,11 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
       :func:`label_actions`: ``min_relabel_posterior``, ``neighbours_must_agree``);
     - ``multi_label`` / ``exclude`` for ambiguous images;
     - ``exclude`` (detector ``atypical``) for images far from the other members of their
-      class (:func:`smartset.clean.find_atypical`, robust z-score at least ``atypical_z``):
-      on a pretrained backbone's embeddings, mostly images that show none of the classes
-      (a rifle filed as "pistol"), which the consensus cannot see because the model still
-      prefers the given class. For a person to confirm: ``clean rounds`` never applies
-      them;
+      class (:func:`smartset.clean.find_atypical`, robust z-score at least ``atypical_z``),
+      when the features are a pretrained backbone's embeddings (else ``params.atypical``
+      says why not): mostly images that show none of the classes (a rifle filed as
+      "pistol"), which the consensus cannot see because the model still prefers the given
+      class. For a person to confirm: ``clean rounds`` never applies them;
     - ``merge_classes`` for classes confused both ways (``min_confusion``), and
       ``duplicate_of`` for the audit's duplicate sets.
 
@@ -379,8 +395,12 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                           model_weight=model_weight, cut=cut, check_in_sample=False)
         amb = (find_ambiguous(probs, labels=labels, features=vectors, groups=groups,
                               k=k_used) if ambiguous else None)
+        # only on a pretrained backbone's embeddings: there "far from its class" means
+        # "shows something else"; on pixels or a fold model's features it means "looks
+        # unusual" or nothing (a small CNN's features of a class nearly coincide)
         odd = (find_atypical(labels, vectors, groups=groups, max_z=atypical_z)
-               if atypical and vectors is not None else None)
+               if atypical and vectors is not None and inputs["features_used"]["backbone"]
+               else None)
         actions: list[dict] = []
         issues: list[tuple] = []
 
@@ -520,6 +540,7 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
         params.update(feature_source=inputs["feature_source"],
                       features_used=inputs["features_used"],
                       n_atypical=0 if odd is None else int(odd.is_atypical.sum()),
+                      atypical_checked=odd is not None,
                       predictions_run=inputs["run_id"],
                       in_sample=inputs["in_sample"], n_samples=n, classes=classes,
                       n_estimated_wrong=int(found.n_estimated),
