@@ -18,11 +18,15 @@ duplicates and merely ambiguous images stay in each round's plan for a person to
 Every round's plan is kept, each application is a ``clean apply`` run that
 :func:`undo_apply` reverts, and each round is a new version; nothing is deleted.
 
-The policy trusts the model. Where the model's own mistakes are systematic, they look like
-wrong labels: on the 741 pistol/smartphone photos (out-of-fold accuracy 0.93) the first
-round relabels 23 photos, most of them revolvers and product shots on white that the model
-gets wrong. Use it where the model is good on the classes; elsewhere, review the plan
-(``smartset review``, queue ``suspicious``).
+The policy trusts the model where the neighbours agree. Where the model's own mistakes are
+systematic they look like wrong labels: on the 741 pistol/smartphone photos (a small CNN,
+out-of-fold accuracy 0.93) the first round relabeled 23 photos, most of them revolvers and
+product shots on white that the model gets wrong, when the plan's neighbours came from
+pixels or from the model's own features. On photos the plan now takes its neighbours from a
+pretrained backbone (an independent view) and relabels only where they side with the
+suggestion: the same round applies nothing. Images of none of the classes (a rifle filed as
+"pistol") are proposed for exclusion by the ``atypical`` detector, which a round never
+applies: review the plan (``smartset review``, queue ``suspicious``).
 """
 
 from __future__ import annotations
