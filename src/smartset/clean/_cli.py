@@ -41,9 +41,9 @@ def clean(
     run: Annotated[Optional[int], typer.Option(
         help="Predictions run (default: the newest out-of-fold run).")] = None,
     features: Annotated[str, typer.Option(
-        help="auto (the run's out-of-fold features if stored; else on photos the pretrained "
-             "backbone's embeddings, else the audit's pixel embeddings), oof, backbone, "
-             "audit or none.")] = "auto",
+        help="auto (on photos a pretrained backbone's embeddings: those the run stored, "
+             "else --backbone's; on digits the run's out-of-fold features; else the audit's "
+             "pixel embeddings), oof, backbone, audit or none.")] = "auto",
     backbone: Annotated[Optional[str], typer.Option(
         help="The pretrained backbone for --features auto/backbone on photos (default "
              "efficientnet_lite0).")] = None,
@@ -57,7 +57,8 @@ def clean(
                                              "exclude it then).")] = False,
     atypical_z: Annotated[float, typer.Option(
         min=0.1, help="Images at least this robust z-score further from their class's "
-                      "centre than its members are typically: proposed for exclusion.")] = 3.5,
+                      "centre than its members are typically: proposed for exclusion "
+                      "(on a pretrained backbone's embeddings only).")] = 3.5,
     no_atypical: Annotated[bool, typer.Option(
         "--no-atypical", help="Skip images far from their class.")] = False,
     top: Annotated[int, typer.Option(min=0, help="Rows of the suspicious-labels table.")] = 20,
