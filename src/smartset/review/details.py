@@ -250,7 +250,8 @@ class FocusData:
         ids, vectors, rows, source = found
         row = rows.get(sample_id)
         if row is None:
-            how = ("run 'smartset embed WORKSPACE' again" if source["kind"] == "backbone"
+            how = ("the neighbours are searched among the samples in use (not excluded), "
+                   "embedded by 'smartset embed'" if source["kind"] == "backbone"
                    else "run 'smartset audit' again")
             return {"available": False,
                     "hint": f"No {source['description']} for this sample: {how}."}
