@@ -172,7 +172,8 @@ class FocusData:
 
         spec = backbone_spec(backbone)
         folder = _cache_folder(self.ws, spec.name, spec.size)
-        shards = tuple(sorted(p.name for p in folder.glob("shard-*.npz"))) if folder.is_dir() else ()
+        shards = (tuple(sorted(p.name for p in folder.glob("shard-*.npz")))
+                  if folder.is_dir() else ())
         count = self.ws.catalog.query("SELECT COUNT(*) FROM samples")[0][0]
         return (self._newest_run("audit"), self._newest_run(), count, shards)
 
