@@ -165,6 +165,12 @@ def test_discriminative_rates_gradual_unfreezing_and_frozen_batch_norm(photos):
     assert not any(_block_changed(together.network_, pretrained, b, stats=True)
                    for b in range(9))
 
+    # defaults: an ImageNet backbone being fine-tuned warms its head up and decays rates
+    assert ImageClassifier("efficientnet_lite0", epochs=3)._head_epochs() == 1
+    assert ImageClassifier("efficientnet_lite0")._lr_decay() == 0.7
+    assert ImageClassifier("efficientnet_lite0", trainable_blocks=0)._head_epochs() == 0
+    assert ImageClassifier("small_cnn")._head_epochs() == 0
+    assert ImageClassifier("small_cnn")._lr_decay() == 1.0
     with pytest.raises(LearnError, match="unfreeze"):
         ImageClassifier("efficientnet_lite0", unfreeze="sometimes").fit(x, y)
 

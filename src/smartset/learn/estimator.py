@@ -17,7 +17,9 @@ Transfer learning and fine-tuning (``model="efficientnet_lite0"``, any name of
   forward passes each time); ``frozen_features=False`` turns that off.
 - ``head_epochs``: the new head trains alone first; then the backbone joins with
   discriminative learning rates: block ``i`` of ``B`` (input first) learns at
-  ``lr * backbone_lr_scale * lr_decay ** (B - i)`` (the head at ``lr``);
+  ``lr * backbone_lr_scale * lr_decay ** (B - i)`` (the head at ``lr``). Defaults (None):
+  for an ImageNet backbone that is fine-tuned, 1 head epoch and ``lr_decay`` 0.7; else 0
+  and 1.0 (one rate for all);
   ``unfreeze="gradual"`` adds one block from the top per epoch (ULMFiT) instead of all at
   once. Frozen blocks keep their batch norms in eval mode (running statistics untouched);
   ``freeze_bn=True`` keeps every batch norm of the backbone so (small data sets).
@@ -63,7 +65,8 @@ class _ImageModel:
                  resume: bool = False, init_from: str | Path | Net | None = None,
                  trainable_blocks: int = -1, backbone_lr_scale: float = 1.0,
                  schedule: str = "cosine", preprocess: str | None = None,
-                 head_epochs: int = 0, lr_decay: float = 1.0, unfreeze: str = "all",
+                 head_epochs: int | None = None, lr_decay: float | None = None,
+                 unfreeze: str = "all",
                  freeze_bn: bool = False, frozen_features: bool = True,
                  progress: bool | None = None):
         self.model = model
@@ -109,7 +112,8 @@ class _ImageModel:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise LearnError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.head_epochs, int) or not 0 <= self.head_epochs < self.epochs:
+        if self.head_epochs is not None and (not isinstance(self.head_epochs, int)
+                                             or not 0 <= self.head_epochs < self.epochs):
             raise LearnError(f"head_epochs must be an integer in [0, epochs), got "
                              f"{self.head_epochs!r}")
         if not 0.0 <= self.val_fraction < 0.9:
@@ -127,12 +131,30 @@ class _ImageModel:
             raise LearnError(f"lr must be positive, got {self.lr}")
         if self.unfreeze not in ("all", "gradual"):
             raise LearnError(f"unfreeze must be 'all' or 'gradual', got {self.unfreeze!r}")
-        if not self.lr_decay > 0 or not self.backbone_lr_scale >= 0:
+        if (self.lr_decay is not None and not self.lr_decay > 0) or not self.backbone_lr_scale >= 0:
             raise LearnError(f"lr_decay must be positive and backbone_lr_scale non-negative, "
                              f"got {self.lr_decay} and {self.backbone_lr_scale}")
         from smartset.learn.pretrained import check_model
 
         check_model(self._architecture_name())  # a missing package: one line, before any work
+
+    def _imagenet_finetuning(self) -> bool:
+        from smartset.learn.pretrained import is_pretrained
+
+        return (is_pretrained(self._architecture_name()) and self.trainable_blocks != 0
+                and (self.init_from is None or isinstance(self.init_from, str)))
+
+    def _head_epochs(self) -> int:
+        """``head_epochs``, or by default 1 when an ImageNet backbone is fine-tuned."""
+        if self.head_epochs is not None:
+            return self.head_epochs
+        return 1 if self._imagenet_finetuning() and self.epochs > 1 else 0
+
+    def _lr_decay(self) -> float:
+        """``lr_decay``, or by default 0.7 when an ImageNet backbone is fine-tuned."""
+        if self.lr_decay is not None:
+            return self.lr_decay
+        return 0.7 if self._imagenet_finetuning() else 1.0
 
     def _architecture_name(self) -> str:
         """The model to build: ``init_from`` when it names a pretrained backbone
@@ -256,7 +278,8 @@ class _ImageModel:
     def block_learning_rates(self, n_blocks: int) -> list[float]:
         """The base learning rate of each backbone block, input first:
         ``lr * backbone_lr_scale * lr_decay ** (n_blocks - i)`` (the head learns at ``lr``)."""
-        return [self.lr * self.backbone_lr_scale * self.lr_decay ** (n_blocks - i)
+        decay = self._lr_decay()
+        return [self.lr * self.backbone_lr_scale * decay ** (n_blocks - i)
                 for i in range(n_blocks)]
 
     def _optimizer(self, network: Net):
@@ -274,10 +297,11 @@ class _ImageModel:
     def _trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
         """How many backbone blocks (from the top) may learn in ``epoch`` (0-based): none
         during the head epochs; then all, or (``unfreeze="gradual"``) one more per epoch."""
-        if epoch < self.head_epochs:
+        head_epochs = self._head_epochs()
+        if epoch < head_epochs:
             return 0
         if self.unfreeze == "gradual":
-            return min(n_blocks, epoch - self.head_epochs + 1)
+            return min(n_blocks, epoch - head_epochs + 1)
         return n_blocks
 
     def _preprocessed(self, batch: torch.Tensor) -> torch.Tensor:
