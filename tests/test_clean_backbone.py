@@ -193,6 +193,30 @@ def test_relabel_needs_neighbours_that_side_with_the_suggestion():
     assert {a for _, a, _ in label_actions(labels, bare)} == {"relabel"}
 
 
+def test_wrong_labels_on_photos_are_still_relabeled(photos):
+    """The neighbour check does not stop real fixes: phones filed as "pistol" and a pistol
+    filed as "smartphone" (out-of-fold probabilities from a logistic regression on the
+    embeddings, as ``predict --oof`` fits) are relabeled to their true class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from smartset.embeddings import read_embeddings
+
+    found = read_embeddings(photos)
+    names = _ids(photos)
+    true = np.array([0 if sid in {names[n] for n in PISTOLS} else 1 for sid in found.ids])
+    phones, pistols = np.flatnonzero(true == 1), np.flatnonzero(true == 0)
+    flipped = [int(phones[0]), int(phones[5]), int(pistols[3])]
+    labels = true.copy()
+    labels[flipped] = 1 - labels[flipped]
+    probs = cross_val_predict(LogisticRegression(max_iter=2000), found.vectors, labels, cv=4,
+                              method="predict_proba")
+    result = consensus(labels, probs, features=found.vectors, k=10, check_in_sample=False)
+    actions = {i: (a, v) for i, a, v in label_actions(labels, result)}
+    assert {i: actions.get(i) for i in flipped} == {i: ("relabel", int(true[i])) for i in flipped}
+    assert set(actions) == set(flipped)  # and nothing else
+
+
 def test_images_far_from_their_class_are_proposed_for_exclusion(photos):
     """The model prefers "pistol" for the machine gun (it is a firearm), so the consensus
     does not flag it; on the backbone's embeddings it lies far from the handguns."""
