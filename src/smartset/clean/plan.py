@@ -193,7 +193,8 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
       its neighbours only echo its error (741 photos, a small CNN: 11 revolvers, submachine
       guns and rifles relabeled "smartphone" on its own features, none on the backbone's).
       Elsewhere (digits) the run's out-of-fold features (neighbours within each fold); else
-      the audit's pixel embeddings; else none.
+      the audit's pixel embeddings; else none. Naming a ``backbone`` takes its embeddings
+      whatever the images.
     - ``oof``, ``backbone``, ``audit`` (pixel embeddings), ``none``: that one, or a clear
       error.
     """
@@ -202,6 +203,7 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
     if features not in FEATURE_CHOICES:
         raise CleanInputError(f"Unknown features {features!r}; choose one of "
                               f"{', '.join(FEATURE_CHOICES)}.")
+    asked = backbone  # a backbone named by the caller wins over the one a run stored
     backbone = backbone or DEFAULT_BACKBONE
     preds = ws.predictions(run=run, kind=kind)
     config = {}
@@ -251,7 +253,10 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
         stored = _oof_features(ws, preds.run_id, ids)
         if stored is not None:
             frozen = _frozen_backbone(config, stored[1])
-            if frozen:
+            if frozen and features == "auto" and asked and asked != frozen:
+                notes.append(f"run {preds.run_id} stored {frozen} embeddings; {asked} was "
+                             f"asked for")
+            elif frozen:
                 vectors = stored[0]
                 used.update(source="oof", backbone=frozen,
                             description=f"{frozen} embeddings stored with run {preds.run_id}")
@@ -270,8 +275,8 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
         else:
             notes.append(f"run {preds.run_id} stored no out-of-fold features")
     if vectors is None and features in ("auto", "backbone"):
-        if features == "backbone" or photos:
-            compute = features == "backbone" or len(ids) <= BACKBONE_AUTO_LIMIT
+        if features == "backbone" or photos or asked:
+            compute = features == "backbone" or asked or len(ids) <= BACKBONE_AUTO_LIMIT
             found, description, note = _backbone_vectors(ws, version, ids, backbone,
                                                          compute=compute, progress=progress)
             if found is not None:
