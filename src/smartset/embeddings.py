@@ -34,7 +34,8 @@ from smartset.engine import Batch, batches_of, get_engine
 from smartset.errors import EmptyDataError, ImageDecodeError
 
 __all__ = ["Embeddings", "embed", "embed_images", "embed_batch", "embed_paths",
-           "EMBED_VERSION", "read_embeddings", "decode_for_backbone"]
+           "EMBED_VERSION", "read_embeddings", "decode_for_backbone", "cache_status",
+           "cache_signature"]
 
 EMBED_VERSION = 1  # bump when decoding or pooling changes: old caches are never served
 _SHARD = 512  # vectors per cache shard
@@ -286,12 +287,36 @@ def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
                       missing=missing)
 
 
-def read_embeddings(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
-                    sample_ids=None) -> Embeddings | None:
-    """The cached embeddings of ``version`` without computing any: None when some sample
-    has none yet (run :func:`embed` or ``smartset embed``)."""
+def cache_status(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
+                 sample_ids=None) -> dict:
+    """How many samples of ``version`` have cached embeddings of ``backbone`` (computes
+    nothing): ``{"n", "cached", "folder", "backbone", "size"}``."""
     spec = backbone_spec(backbone)
     frame = ws.samples(version)
+    if sample_ids is not None:
+        frame = frame[frame["id"].astype(str).isin(set(map(str, sample_ids)))]
+    folder = _cache_folder(ws, spec.name, spec.size)
+    cached = _read_cache(folder)
+    keys = frame["sha256"].astype(str).tolist()
+    return {"n": len(keys), "cached": sum(k in cached for k in keys), "folder": folder,
+            "backbone": spec.name, "size": spec.size}
+
+
+def cache_signature(ws, backbone: str = DEFAULT_BACKBONE) -> tuple[str, ...]:
+    """Changes whenever embeddings of ``backbone`` are added to the workspace's cache (the
+    names of its shards): for readers that keep vectors in memory."""
+    spec = backbone_spec(backbone)
+    folder = _cache_folder(ws, spec.name, spec.size)
+    return tuple(sorted(p.name for p in folder.glob("shard-*.npz"))) if folder.is_dir() else ()
+
+
+def read_embeddings(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
+                    sample_ids=None, include_excluded: bool = False) -> Embeddings | None:
+    """The cached embeddings of ``version`` without computing any: None when some sample
+    has none yet (run :func:`embed` or ``smartset embed``). ``include_excluded``: in the
+    live catalog, also samples marked ``exclude`` (the review app shows their neighbours)."""
+    spec = backbone_spec(backbone)
+    frame = ws.samples(version, include_excluded=include_excluded)
     if sample_ids is not None:
         frame = frame[frame["id"].astype(str).isin(set(map(str, sample_ids)))]
     cached = _read_cache(_cache_folder(ws, spec.name, spec.size))

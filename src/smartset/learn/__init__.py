@@ -26,7 +26,9 @@ _EXPORTS = {
                                   "dacolt_policy", "condition_table", "metrics_by_bucket"],
     "smartset.learn.data": ["load_version", "LoadedData"],
     "smartset.learn._workspace": ["train", "predict_oof", "evaluate", "baselines",
-                                  "read_oof_features"],
+                                  "read_oof_features", "predict_images", "choose_oof_model",
+                                  "auto_size"],
+    "smartset.learn.heads": ["LinearHead", "cross_val_head"],
     "smartset.learn.study": ["study_augment", "study_augment_workspace"],
 }
 

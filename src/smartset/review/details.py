@@ -167,13 +167,9 @@ class FocusData:
         """Changes when the neighbours may: a new audit or other run, samples added or
         removed, or new shards in the backbone's embedding cache (``smartset embed``
         records no run)."""
-        from smartset.backbones import backbone_spec
-        from smartset.embeddings import _cache_folder
+        from smartset.embeddings import cache_signature
 
-        spec = backbone_spec(backbone)
-        folder = _cache_folder(self.ws, spec.name, spec.size)
-        shards = (tuple(sorted(p.name for p in folder.glob("shard-*.npz")))
-                  if folder.is_dir() else ())
+        shards = cache_signature(self.ws, backbone)
         count = self.ws.catalog.query("SELECT COUNT(*) FROM samples")[0][0]
         return (self._newest_run("audit"), self._newest_run(), count, shards)
 
@@ -195,11 +191,11 @@ class FocusData:
             if self._embeddings[0] == key:
                 return self._embeddings[1]
             value = None
-            samples = self.ws.samples()
+            samples = self.ws.samples(include_excluded=True)  # excluded ones are reviewed too
             if "status" in samples.columns:
                 samples = samples[samples["status"] == "ok"]
-            found = (read_embeddings(self.ws, backbone=BACKBONE, sample_ids=samples["id"])
-                     if len(samples) else None)
+            found = (read_embeddings(self.ws, backbone=BACKBONE, sample_ids=samples["id"],
+                                     include_excluded=True) if len(samples) else None)
             if found is not None:
                 source = {"kind": "backbone", "backbone": found.backbone,
                           "description": f"{found.describe()} pretrained embeddings",
