@@ -54,7 +54,8 @@ def test_plan_has_the_agreed_shape_and_is_registered(planted):
     plan = make_plan(ws)
     on_disk = load_plan(plan["path"])
     assert on_disk["format"] == PLAN_FORMAT and on_disk["run_id"] == plan["run_id"]
-    assert set(on_disk) == {"format", "run_id", "created_at", "version", "params", "actions"}
+    assert set(on_disk) == {"format", "run_id", "created_at", "version", "params", "trust",
+                            "actions"}
     for action in on_disk["actions"]:
         assert list(action) == ["id", "action", "sample_id", "value", "detector", "score",
                                 "reason", "evidence"]

@@ -19,7 +19,10 @@ probabilities) and ``features`` (embeddings):
 
 Over a workspace: :func:`make_plan` (its label actions: :func:`label_actions`), :func:`load_plan`, :func:`apply_plan`,
 :func:`undo_apply`; :func:`clean_rounds` (predict -> plan -> apply the label actions, in
-rounds); the CLI is ``smartset clean``.
+rounds, applying only the actions that clear the evidence bar of :func:`automatic_actions`
+and refusing where a plan's ``trust`` section (:func:`assess_trust`) calls a class weak);
+:func:`ranking` (every labeled sample on one 0-1 score, with files) and
+:func:`atypical_list`; the CLI is ``smartset clean``.
 """
 
 from smartset.clean._validation import CleanInputError, CleanWarning, InSampleWarning
@@ -42,7 +45,9 @@ from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, la
 from smartset.clean.reduction import (condensed_nearest_neighbour,
                                       fast_condensed_nearest_neighbour, reduction_curve,
                                       stratified_subset)
+from smartset.clean.ranking import atypical_list, ranking
 from smartset.clean.rounds import clean_rounds
+from smartset.clean.trust import assess_trust, automatic_actions, weak_classes_touched
 
 __all__ = [
     "find_label_issues", "consensus", "Consensus", "estimate_noise_count", "noise_corrected",
@@ -58,6 +63,7 @@ __all__ = [
     "stratified_subset",
     "imbalance_report", "class_weights", "oversampling_copies", "oversampling_counts",
     "per_sample_copies", "undersample", "oversample",
+    "assess_trust", "automatic_actions", "weak_classes_touched", "ranking", "atypical_list",
     "label_actions", "make_plan", "clean_rounds", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  out, print_json, show_progress)
+from smartset._cli_common import (JsonOption, WorkspaceOption, err, handle_errors,
+                                  open_workspace, out, print_json, show_progress)
 from smartset.errors import EmptyDataError
 
 clean_app = typer.Typer(
@@ -61,7 +61,10 @@ def clean(
                       "(on a pretrained backbone's embeddings only).")] = 3.5,
     no_atypical: Annotated[bool, typer.Option(
         "--no-atypical", help="Skip images far from their class.")] = False,
-    top: Annotated[int, typer.Option(min=0, help="Rows of the suspicious-labels table.")] = 20,
+    top: Annotated[int, typer.Option(
+        min=0, help="List the N most suspicious labeled samples (the whole ranking, flagged "
+                    "or not, one 0-1 score), with their files; also in --json as "
+                    "'ranking'.")] = 20,
     no_ambiguous: Annotated[bool, typer.Option("--no-ambiguous", help="Skip ambiguous images.")] = False,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Skip classes to merge.")] = False,
     no_duplicates: Annotated[bool, typer.Option("--no-duplicates", help="Skip the audit's duplicates.")] = False,
@@ -102,18 +105,41 @@ def clean(
                      neighbours_must_agree=not relabel_against_neighbours,
                      atypical=not no_atypical, atypical_z=atypical_z, backbone=backbone,
                      progress=show_progress(as_json))
+    from smartset.clean.ranking import atypical_list, ranking
+    from smartset.clean.trust import warning_lines
+
+    ranked = ranking(ws, run=plan["run_id"], top=top)
+    far = atypical_list(ws, run=plan["run_id"], top=top)
     if as_json:
-        print_json(plan)
+        print_json({**plan, "ranking": ranked, "atypical": far})
         return
-    names = dict(zip(*[ws.samples(include_excluded=True)[c] for c in ("id", "relpath")]))
-    _print_plan(plan, top, names)
+    _print_plan(plan, ranked, far)
+    for line in warning_lines(plan.get("trust")):
+        err.print(line, style="bold yellow")
 
 
-#: the detectors whose actions are about a sample's label (the table's rows)
-LABEL_DETECTORS = ("consensus", "ambiguity", "atypical")
+def _file(entry: dict) -> str:
+    """The file of a ranking entry: its relpath, and for a sample ingested from a NumPy
+    archive also the archive and row it came from."""
+    if entry.get("row") is None:
+        return entry["relpath"]
+    return f"{entry['relpath']} ({Path(entry['array']).name} row {entry['row']})"
 
 
-def _print_plan(plan: dict, top: int, names: dict) -> None:
+def _trust_summary(trust: dict | None) -> str:
+    if not trust:
+        return ""
+    parts = []
+    for name, row in trust["classes"].items():
+        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
+        parts.append(f"'{name}' recall {row['recall']:.0%}, agreement {agreement} "
+                     f"({row['verdict']})" if row["recall"] is not None else
+                     f"'{name}' (no samples)")
+    return (f"Trust (out-of-fold model vs kNN on {trust['second_view']['description']}): "
+            + "; ".join(parts) + ".")
+
+
+def _print_plan(plan: dict, ranked: list[dict], far: list[dict]) -> None:
     params = plan["params"]
     counts: dict[str, int] = {}
     for action in plan["actions"]:
@@ -125,25 +151,39 @@ def _print_plan(plan: dict, top: int, names: dict) -> None:
               f"{params.get('n_atypical', 0)} image(s) far from their class.")
     if used.get("note"):
         out.print(f"Features: {used['description']}, because {used['note']}.")
-    rows = [a for a in plan["actions"] if a["detector"] in LABEL_DETECTORS][:top]
-    if rows:
-        table = Table(title=f"Most suspicious labels (top {len(rows)}: wrong labels, then "
-                            f"ambiguous images, then images far from their class; each "
-                            f"action's full reason is in the plan file)")
-        for column in ("id", "file", "label", "action", "score", "evidence"):
+    summary = _trust_summary(plan.get("trust"))
+    if summary:
+        out.print(summary)
+    by_id = {a["id"]: a for a in plan["actions"]}
+    if ranked:
+        table = Table(title=f"Most suspicious labels, top {len(ranked)} (every labeled "
+                            f"sample ranked by one score, flagged or not)")
+        for column in ("#", "file", "label", "score", "detector", "suggested (plan)"):
             table.add_column(column, overflow="fold")
-        for a in rows:
-            value = a["value"]
-            shown = (f"-> {value}" if a["action"] == "relabel" else
-                     f"{a['action']} {value}" if value else a["action"])
-            table.add_row(a["id"], names.get(a["sample_id"], a["sample_id"]),
-                          a["evidence"].get("label", ""), shown,
-                          f"{a['score']:.3f}" if a["detector"] != "atypical"
-                          else f"z {a['score']:.1f}", _evidence_in_short(a))
+        table.add_column("evidence", overflow="fold", min_width=18)
+        for entry in ranked:
+            action = by_id.get(entry["action_id"]) if entry["action_id"] else None
+            shown = entry["suggested"] or ""
+            if action is not None:
+                shown += (f" ({action['id']} relabel)" if action["action"] == "relabel" else
+                          f" ({action['id']} {action['action']})")
+            table.add_row(str(entry["rank"]), _file(entry), entry["label"] or "",
+                          f"{entry['score']:.3f}", entry["detector"], shown,
+                          "" if action is None else _evidence_in_short(action))
         out.print(table)
-        out.print(f"Scores: wrong labels 1 - posterior of the label; ambiguous images 1 - "
-                  f"top-2 margin; far from their class (z) the robust z-score of the "
-                  f"distance to the class centre. Features: {params['feature_source']}.")
+        out.print("Score: 1 - the posterior of the given label (model and neighbours, noise "
+                  "corrected), 0-1 for every sample; detector '-': not flagged. The full "
+                  "ranking is the review app's 'suspicious' queue.")
+    if far:
+        table = Table(title=f"Far from their class ({len(far)}; a separate list, ranked by "
+                            f"robust z-score, not on the 0-1 scale)")
+        for column in ("file", "label", "z", "similarity (typical)", "score"):
+            table.add_column(column, overflow="fold")
+        for entry in far:
+            table.add_row(entry["relpath"], entry["label"] or "", f"{entry['z']:.1f}",
+                          f"{entry['similarity']:.2f} ({entry['typical']:.2f})",
+                          f"{entry['score']:.3f}")
+        out.print(table)
     for a in plan["actions"]:
         if a["action"] == "merge_classes":
             out.print(f"{a['id']} merge '{a['value']['from']}' into '{a['value']['into']}': "
@@ -192,14 +232,22 @@ def rounds_command(
     min_relabel_posterior: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Relabel only when the suggested class's posterior is at least "
                                "this; below it, exclude.")] = 0.6,
+    min_apply_posterior: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Apply a relabel only when both views name the new class and "
+                               "its posterior is at least this (default 0.8).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Apply even where the plan says the model is weak for a class the "
+                        "actions touch (the evidence bar still holds).")] = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Clean in rounds as an explicit policy: predict --oof (fold models trained with
     augmentation) -> plan -> apply its label actions (relabel, exclude, multi-label) as a new
     version; again on that version. Samples a person reviewed are kept as they are; merges,
-    duplicates and ambiguous images stay proposals. It trusts the model: use it where the
-    model is good on the classes, else review the plan."""
+    duplicates and ambiguous images stay proposals. Only actions whose evidence clears the
+    bar are applied (both views name the new class, posterior >= 0.8; an exclude where both
+    reject the label), and a round that touches a class where the model is weak is refused
+    unless --force."""
     from smartset.clean.rounds import clean_rounds
 
     ws = open_workspace(workspace)
@@ -213,6 +261,10 @@ def rounds_command(
                   f"{record['plan']}"
                   + (f" ({record['kept_as_reviewed']} reviewed sample(s) kept)"
                      if record["kept_as_reviewed"] else "")
+                  + (f"; {sum(record['held_back'].values())} below the evidence bar left "
+                     f"for a person" if record["held_back"] else "")
+                  + (f"; FORCED past weak class(es) {', '.join(record['weak_classes'])}"
+                     if record["forced"] else "")
                   + f" -> version {record['version']!r} "
                   f"({record['n_samples']} samples; undo: smartset clean --undo "
                   f"{record['apply_run']})")
@@ -221,12 +273,13 @@ def rounds_command(
                           augment=None if augment.lower() == "none" else augment,
                           model=model, epochs=epochs, folds=folds, size=size, mode=mode,
                           seed=seed, min_relabel_posterior=min_relabel_posterior,
+                          min_apply_posterior=min_apply_posterior, force=force,
                           progress=show_progress(as_json), on_round=report)
     if as_json:
         print_json(result)
         return
     out.print(f"Final version {result['version']!r} after {len(result['rounds'])} round(s). "
-              f"The policy trusts the model: look at what it changed (smartset review, queue "
+              f"Look at what it changed (smartset review, queue "
               f"'suspicious'). Each round's plan also lists merges, duplicates and ambiguous "
               f"images for a person to decide.")
 

@@ -5,7 +5,7 @@ freeze a new version. Nothing is deleted, every action can be undone.
 Plan format ``smartset.clean-plan/1``::
 
     {"format": "smartset.clean-plan/1", "run_id": int, "created_at": str,
-     "version": str | null, "params": {...},
+     "version": str | null, "params": {...}, "trust": {...} (smartset.clean.trust),
      "actions": [{"id": "a0001", "action": "relabel" | "exclude" | "multi_label" |
                   "merge_classes" | "duplicate_of", "sample_id": str | null,
                   "value": new label | [classes] | other sample id | {"from": a, "into": b},
@@ -25,12 +25,15 @@ import numpy as np
 from smartset._atomic import write_text
 from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
+from smartset.clean.trust import assess_trust, view_evidence
 from smartset.errors import EmptyDataError, SmartsetError
 
 __all__ = ["PLAN_FORMAT", "ACTIONS", "label_actions", "make_plan", "load_plan", "apply_plan",
            "undo_apply", "PlanError", "workspace_inputs", "looks_like_photos", "FEATURE_CHOICES"]
 
 PLAN_FORMAT = "smartset.clean-plan/1"
+#: kind of the ``label_issues`` rows of samples no detector flagged (the rest of the ranking)
+UNFLAGGED = "unflagged"
 ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
 
 
@@ -339,6 +342,60 @@ def _duplicates(ws, allowed: set[str]) -> list[dict]:
     return out
 
 
+# -- the second, independent view of the trust section -----------------------------------------
+
+#: side of the gray thumbnails of the pixel view (:func:`pixel_vectors`)
+PIXEL_SIDE = 16
+
+
+def pixel_vectors(paths, side: int = PIXEL_SIDE) -> np.ndarray:
+    """``(n, side * side)`` float32: each image as a gray ``side`` x ``side`` thumbnail,
+    centred (its mean subtracted): the pixel view of :func:`make_plan`'s trust section,
+    independent of any trained model."""
+    from PIL import Image
+
+    out = np.zeros((len(paths), side * side), dtype=np.float32)
+    for row, path in enumerate(paths):
+        with Image.open(path) as image:
+            image.draft("L", (side * 4, side * 4))  # JPEGs decode small, fast
+            thumb = np.asarray(image.convert("L").resize((side, side), Image.BILINEAR),
+                               dtype=np.float32).ravel() / 255.0
+        out[row] = thumb - thumb.mean()
+    return out
+
+
+def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, k: int):
+    """``(view_probs, view)``: a kNN posterior on features independent of the out-of-fold
+    model, and what they are. The consensus's own kNN posterior when its features are a
+    pretrained backbone's or the audit's (pixel) embeddings; else (the fold models' own
+    features, or none) a kNN vote on the images' pixels (:func:`pixel_vectors`)."""
+    from smartset.clean.knn_filters import knn_posterior
+
+    used = inputs["features_used"]
+    if found.knn_probs is not None and not used.get("within_folds"):
+        if used.get("source") == "oof" and used.get("backbone"):
+            why = (f"kNN on {used['backbone']} embeddings; the model is a head on the same "
+                   f"embeddings, so the two views are two model families, not two feature "
+                   f"sets")
+        else:
+            why = f"kNN on {used['description']}, which no fold model was trained on"
+        return found.knn_probs, {"source": used.get("source"), "k": k,
+                                 "description": used["description"], "independent": why}
+    samples = ws.samples(version)
+    path_of = dict(zip(samples["id"], samples["path"]))
+    try:
+        vectors = pixel_vectors([path_of[str(s)] for s in ids])
+    except (KeyError, OSError) as error:
+        return None, {"source": "none", "description": "none", "k": None,
+                      "independent": f"no second view: the images could not be read ({error})"}
+    k_view = max(1, min(k, len(ids) - 1))
+    probs = knn_posterior(labels, vectors, k=k_view, n_classes=n_classes, metric="cosine")
+    return probs, {"source": "pixels", "k": k_view,
+                   "description": f"pixels ({PIXEL_SIDE}x{PIXEL_SIDE} gray)",
+                   "independent": ("kNN on the images' pixels, which the fold models' "
+                                   "features (the consensus's) are not")}
+
+
 # -- making the plan -----------------------------------------------------------------------------
 
 def make_plan(ws, *, version: str | None = None, run: int | None = None,
@@ -368,9 +425,18 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
     - ``merge_classes`` for classes confused both ways (``min_confusion``), and
       ``duplicate_of`` for the audit's duplicate sets.
 
+    The plan's ``trust`` section (:func:`smartset.clean.trust.assess_trust`) says how far
+    to trust it: per class the model's out-of-fold recall and precision, the agreement of
+    the model with a kNN vote on independent features (the backbone's embeddings on
+    photos, the pixels on digits: :func:`_second_view`), and a verdict, trusted or weak.
+    Each label action's evidence says what the two views say (``model_says_suggested``,
+    ``view_says_suggested``, ``model_rejects_label``, ``view_rejects_label``).
+
     Writes ``ws/reports/clean/plan-RUN.json`` (atomically, registered as artifact kind
-    ``clean_plan``) and the ``label_issues`` rows of the run. Returns the plan, with
-    ``path`` added.
+    ``clean_plan``) and the ``label_issues`` rows of the run: one per labeled sample, all
+    scored ``1 - posterior of the label`` (flagged ones by their detector, the rest as
+    ``unflagged``), so the review queue and ``smartset clean --top N`` rank the whole set
+    on one scale. Returns the plan, with ``path`` added.
     """
     from smartset.clean.ambiguity import find_ambiguous
     from smartset.clean.atypical import find_atypical
@@ -406,6 +472,10 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
         odd = (find_atypical(labels, vectors, groups=groups, max_z=atypical_z)
                if atypical and vectors is not None and inputs["features_used"]["backbone"]
                else None)
+        view_probs, view = _second_view(ws, version, ids, labels, len(classes), inputs,
+                                        found, k_used)
+        trust = assess_trust(labels, found.model_probs, view_probs, classes=classes,
+                             view=view, flagged=found.is_issue, suggested=found.suggested)
         actions: list[dict] = []
         issues: list[tuple] = []
 
@@ -420,6 +490,9 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
             if found.knn_probs is not None:
                 ev["knn_p_label"] = round(float(found.knn_probs[i, labels[i]]), 4)
                 ev["knn_p_suggested"] = round(float(found.knn_probs[i, j]), 4)
+            # the two views of the trust section (see smartset.clean.trust)
+            ev.update(view_evidence(int(labels[i]), j, found.model_probs[i],
+                                    None if view_probs is None else view_probs[i]))
             if amb is not None:
                 ev["top2_margin"] = round(float(amb.margin[i]), 4)
             if odd is not None:
@@ -485,10 +558,12 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                     action, value = "multi_label", sorted(pair)
                     reason = (f"split between '{pair[0]}' and '{pair[1]}' (top-2 margin "
                               f"{amb.margin[i]:.2f}); labeled '{ev['label']}'")
+                ev["ambiguity_score"] = round(float(amb.score[i]), 4)
                 actions.append({"action": action, "sample_id": sid, "value": value,
                                 "detector": "ambiguity", "score": round(float(amb.score[i]), 4),
                                 "reason": reason, "evidence": ev})
-                issues.append((run_id, sid, "ambiguous", float(amb.score[i]), ev["label"],
+                # the catalog ranks every issue by the one suspicion score (clean.ranking)
+                issues.append((run_id, sid, "ambiguous", float(found.score[i]), ev["label"],
                                json.dumps(value) if value else None,
                                json.dumps(["ambiguity"]), reason, json.dumps(ev)))
         if odd is not None:
@@ -512,6 +587,19 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                 # label) so that the review queue ranks every label issue alike
                 issues.append((run_id, sid, "atypical", float(found.score[i]), given, None,
                                json.dumps(["atypical"]), reason, json.dumps(ev)))
+        # the rest of the ranking: every labeled sample has a row, so that a person can go
+        # down the whole ranking (review queue 'suspicious', 'smartset clean --top N')
+        listed = {row[1] for row in issues}
+        for i in np.argsort(-found.score, kind="stable"):
+            sid = str(ids[i])
+            if sid in listed:
+                continue
+            ev = evidence_of(int(i))
+            reason = (f"not flagged: the evidence gives its label '{ev['label']}' "
+                      f"{ev['posterior_label']:.0%} (model {ev['model_p_label']:.0%}); "
+                      f"next most likely '{ev['suggested']}' {ev['posterior_suggested']:.0%}")
+            issues.append((run_id, sid, UNFLAGGED, float(found.score[i]), ev["label"],
+                           ev["suggested"], json.dumps([]), reason, json.dumps(ev)))
         if merge:
             pairs = find_classes_to_merge(labels, probs, features=vectors, groups=groups,
                                           k=k_used, min_confusion=min_confusion,
@@ -557,7 +645,7 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                       skipped=inputs["skipped"],
                       k_used=k_used, author=author)
         plan = {"format": PLAN_FORMAT, "run_id": run_id, "created_at": now(), "version": version,
-                "params": params, "actions": actions}
+                "params": params, "trust": trust, "actions": actions}
         path = ws.reports_dir / "clean" / f"plan-{run_id}.json"
         write_text(path, json.dumps(plan, indent=1, ensure_ascii=False, default=_json_default))
         with ws.catalog.write() as con:
@@ -574,7 +662,7 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
         counts[a["action"]] = counts.get(a["action"], 0) + 1
     ws.catalog.finish_run(run_id, {"actions": counts, "n_samples": n,
                                    "wrong_labels": int(found.is_issue.sum()),
-                                   "path": str(path)})
+                                   "weak_classes": trust["weak"], "path": str(path)})
     plan["path"] = str(path)
     return plan
 

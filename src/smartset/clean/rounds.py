@@ -11,8 +11,13 @@ This is the loop ``benchmarks/label_noise.py`` measures. Two choices come from i
 - A second round, on the version the first made, finds wrong labels the first model
   agreed with: it closed 0.95-0.98 of the gap.
 
-The policy is explicit and narrow: only the consensus's label actions (``relabel``,
-``exclude``, ``multi_label``) are applied, never on a sample a person has reviewed in the
+The policy is explicit and narrow: only the consensus's label actions whose evidence clears
+the bar of :func:`smartset.clean.trust.automatic_actions` are applied (a relabel where the
+out-of-fold model and a kNN vote on independent features both name the new class and its
+posterior is at least 0.8; an exclude where both views reject the given label; never a
+multi-label), and a round whose actions touch a class the plan's trust section calls weak
+is refused unless ``force``. The rest stays in the plan for a person. Applied actions are
+never on a sample a person has reviewed in the
 review app (a decision, ``accept`` included, that was not undone). Classes to merge,
 duplicates and merely ambiguous images stay in each round's plan for a person to decide.
 Every round's plan is kept, each application is a ``clean apply`` run that
@@ -34,6 +39,7 @@ from __future__ import annotations
 from collections import Counter
 
 from smartset.clean.plan import PlanError, apply_plan, make_plan
+from smartset.clean.trust import automatic_actions, weak_classes_touched
 
 __all__ = ["clean_rounds", "ROUND_DETECTOR"]
 
@@ -45,6 +51,7 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
                  augment: str | None = "translation-rotation", model: str = "small_cnn",
                  epochs: int = 8, folds: int = 5, size=None, mode: str | None = None,
                  seed: int = 0, min_relabel_posterior: float = 0.6,
+                 min_apply_posterior: float | None = None, force: bool = False,
                  author: str | None = None, progress: bool | None = None,
                  on_round=None, **options) -> dict:
     """Run ``rounds`` rounds of predict --oof -> plan -> apply the label actions.
@@ -59,12 +66,20 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
     model, epochs, folds, size, mode, seed, options : as :func:`smartset.learn.predict_oof`
         (round ``r`` uses ``seed + r - 1``, so its folds differ from the last round's).
     min_relabel_posterior : as :func:`make_plan`.
+    min_apply_posterior : the posterior a relabel needs to be applied (default
+        :data:`smartset.clean.trust.APPLY_POSTERIOR`); see
+        :func:`smartset.clean.trust.automatic_actions` for the whole bar.
+    force : apply even where the plan's trust section says the model is weak for a class
+        the actions touch (the evidence bar still holds). Without it such a round raises
+        :class:`PlanError`, naming the classes and their numbers; its plan stays for a person.
     on_round : called with each round's record as it finishes (progress for a CLI).
 
     Returns ``version`` (the final one) and ``rounds``: per round its ``version_in``,
     ``predict_run``, ``oof_accuracy``, ``plan_run``, ``plan``, ``applied`` (count per
-    action), ``kept_as_reviewed`` (label actions not applied because a person reviewed the
-    sample), ``apply_run``, ``version`` and ``n_samples``.
+    action), ``kept_as_reviewed`` (actions that cleared the bar but were not applied
+    because a person reviewed the sample), ``held_back`` (label actions below the evidence
+    bar, counted by why), ``weak_classes`` and ``forced``, ``apply_run``, ``version`` and
+    ``n_samples``.
     """
     from smartset.learn._workspace import predict_oof
     from smartset.review.queues import reviewed_ids
@@ -93,8 +108,13 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         plan = make_plan(ws, version=current, run=predicted["run_id"],
                          min_relabel_posterior=min_relabel_posterior, author=author)
         proposed = [a for a in plan["actions"] if a["detector"] == ROUND_DETECTOR]
+        weak = weak_classes_touched(plan.get("trust"), proposed)
+        if weak and not force:
+            raise PlanError(_refusal(plan, weak, r, records))
+        cleared, held = automatic_actions(plan, min_apply_posterior=min_apply_posterior,
+                                          force=force)
         decided = reviewed_ids(ws.catalog, [a["sample_id"] for a in proposed])
-        chosen = [a for a in proposed if a["sample_id"] not in decided]
+        chosen = [a for a in cleared if a["sample_id"] not in decided]
         last = r == rounds or not chosen
         target = name if last else f"{name}-round{r}"
         applied = apply_plan(ws, plan, only=[a["id"] for a in chosen], version=target,
@@ -103,7 +123,10 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         record = {"round": r, "version_in": current, "predict_run": predicted["run_id"],
                   "oof_accuracy": predicted["oof"]["accuracy"], "plan_run": plan["run_id"],
                   "plan": plan["path"], "applied": counts,
-                  "kept_as_reviewed": len(proposed) - len(chosen), "apply_run": applied["run_id"],
+                  "kept_as_reviewed": len(cleared) - len(chosen),
+                  "held_back": dict(Counter(held.values())),
+                  "weak_classes": sorted(weak), "forced": bool(weak and force),
+                  "apply_run": applied["run_id"],
                   "version": applied["version"], "n_samples": applied["n_samples"]}
         records.append(record)
         if on_round is not None:
@@ -112,3 +135,20 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         if last:
             break
     return {"version": current, "rounds": records}
+
+
+def _refusal(plan: dict, weak: dict[str, int], round_number: int, records: list) -> str:
+    """The one-line refusal: which weak classes the round's actions touch, their numbers,
+    what was kept, and the flag that forces it."""
+    trust = plan["trust"]
+    parts = []
+    for name, count in sorted(weak.items()):
+        row = trust["classes"][name]
+        parts.append(f"'{name}' ({count} action(s); {'; '.join(row['why'])})")
+    kept = (f" Round(s) before it stay applied (version {records[-1]['version']!r})."
+            if records else " Nothing was applied.")
+    return (f"Round {round_number} refused: the model is weak for class(es) "
+            f"{', '.join(parts)}, so its suggestions there may be its own errors "
+            f"(second view: {trust['second_view']['description']}).{kept} Review the plan "
+            f"{plan['path']} (smartset review, queue 'suspicious'), or rerun with --force "
+            f"to apply what clears the evidence bar anyway.")

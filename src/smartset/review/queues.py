@@ -2,8 +2,12 @@
 
 A queue is named by a string:
 
-- ``suspicious``: label issues of the newest cleaning run (table ``label_issues``), most
-  suspicious first (``smartset clean`` writes them);
+- ``suspicious``: every labeled sample the newest cleaning run ranked (table
+  ``label_issues``: ``smartset clean`` writes one row per labeled sample), most suspicious
+  first by the one 0-1 score of :mod:`smartset.clean.ranking`, flagged or not, so the
+  first 100 entries are the 100 most suspicious samples;
+- ``atypical``: the images far from their class of that run, by robust z-score (a separate
+  scale; only when the run found some);
 - ``duplicates``: exact and near duplicate sets of the newest audit, set by set;
 - ``audit:KIND``: one audit issue type (``dark``, ``blurry``, ``outlier``, ...), worst first;
 - ``class:NAME``: every sample labeled ``NAME`` (the "annotate the class" pass);
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from smartset.clean.plan import UNFLAGGED
 from smartset.errors import SmartsetError
 
 __all__ = ["list_queues", "queue", "queue_entries", "reviewed_ids", "QueueNotFoundError",
@@ -86,20 +91,23 @@ class _Snapshot:
         issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
         self.issues_run = issues_run
         self.issues = [] if issues_run is None else [dict(r) for r in query(
-            "SELECT sample_id, kind, score, label, suggested, reason FROM label_issues"
-            " WHERE run_id = ? ORDER BY score DESC, sample_id", (issues_run,))]
+            "SELECT sample_id, kind, score, label, suggested, reason, evidence FROM"
+            " label_issues WHERE run_id = ? ORDER BY score DESC, sample_id", (issues_run,))]
 
     def ok(self, sample_id: str | None) -> bool:
         return sample_id in self.labels
 
 
 def _suspicious(snap: _Snapshot) -> list[dict]:
+    """One entry per sample, in the order of the ranking (one score scale; see
+    :mod:`smartset.clean.ranking`); the reasons of every detector that flagged it."""
     by_sample: dict[str, dict] = {}
     for issue in snap.issues:  # newest run, most suspicious first
         sid = issue["sample_id"]
         if not snap.ok(sid):
             continue
-        suggested = issue["suggested"]
+        unflagged = issue["kind"] == UNFLAGGED
+        suggested = None if unflagged else issue["suggested"]
         what = f"{issue['kind']} {issue['score']:.2f}"
         if suggested:
             what += f": given {issue['label']!r}, suggested {suggested}"
@@ -107,9 +115,25 @@ def _suspicious(snap: _Snapshot) -> list[dict]:
             by_sample[sid]["reason"] += f"; {what}"
             continue
         by_sample[sid] = {"sample_id": sid, "score": float(issue["score"]),
-                          "reason": f"{what} ({issue['reason']})", "group": issue["kind"],
+                          "reason": issue["reason"] if unflagged
+                          else f"{what} ({issue['reason']})", "group": issue["kind"],
                           "item": None, "suggested": suggested}
     return list(by_sample.values())
+
+
+def _atypical(snap: _Snapshot) -> list[dict]:
+    """Images far from their class, most atypical first (robust z-score)."""
+    import json
+
+    found = []
+    for issue in snap.issues:
+        if issue["kind"] != "atypical" or not snap.ok(issue["sample_id"]):
+            continue
+        z = json.loads(issue["evidence"] or "{}").get("atypical_z")
+        found.append({"sample_id": issue["sample_id"], "score": z, "group": "atypical",
+                      "reason": f"z {z}: {issue['reason']}", "item": None, "suggested": None})
+    found.sort(key=lambda e: (-(e["score"] or 0.0), e["sample_id"]))
+    return found
 
 
 def _duplicates(snap: _Snapshot) -> list[dict]:
@@ -174,6 +198,8 @@ def queue_entries(ws, queue: str, *, _snapshot: _Snapshot | None = None) -> list
     snap = _snapshot or _Snapshot(ws)
     if queue == "suspicious":
         return _suspicious(snap)
+    if queue == "atypical":
+        return _atypical(snap)
     if queue == "duplicates":
         return _duplicates(snap)
     if queue == "unreviewed":
@@ -202,13 +228,15 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
         from smartset.review.plans import plan_decisions
 
         decided = plan_decisions(snap.ws, name)
-        info.update(title=f"Plan {name}", reviewed=sum(1 for e in entries if e["item"] in decided))
+        info.update(title=f"Plan {name}{_trust_note(snap.ws, name)}",
+                    reviewed=sum(1 for e in entries if e["item"] in decided))
     elif kind == "unreviewed":  # of all available samples, how many are reviewed
         info.update(title="Not yet reviewed", total=len(snap.labels),
                     reviewed=sum(1 for sid in snap.labels if sid in snap.reviewed),
                     hint="Every sample has been reviewed." if not entries else None)
     else:
         title = {"suspicious": "Suspicious labels", "duplicates": "Duplicate sets",
+                 "atypical": "Far from their class (z-score)",
                  "unlabeled": "Unlabeled", "audit": f"Audit: {name.replace('_', ' ')}",
                  "class": f"Class {name}"}[kind]
         info.update(title=title,
@@ -219,6 +247,22 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
             info["hint"] = (AUDIT_HINT if snap.audit_run is None
                             else "The newest audit found no duplicates.")
     return info
+
+
+def _trust_note(ws, name: str) -> str:
+    """For a plan queue's header: the classes its trust section calls weak, or ''."""
+    from smartset.review.plans import PlanError, load_plan
+
+    try:
+        trust = load_plan(ws, name).get("trust") or {}
+    except (PlanError, OSError, ValueError):
+        return ""
+    weak = trust.get("weak") or []
+    if not weak:
+        return " (model trusted on every class)" if trust.get("classes") else ""
+    parts = [f"'{c}' agreement {trust['classes'][c]['agreement']:.0%}"
+             if trust["classes"][c].get("agreement") is not None else f"'{c}'" for c in weak]
+    return f" (model WEAK for {', '.join(parts)}: review, do not trust its suggestions)"
 
 
 def queue(ws, queue_id: str) -> tuple[dict, list[dict]]:
@@ -235,7 +279,8 @@ def list_queues(ws, *, _snapshot: _Snapshot | None = None) -> list[dict]:
     from smartset.review.plans import plan_names
 
     snap = _snapshot or _Snapshot(ws)
-    ids = ["suspicious", "duplicates", *(f"audit:{k}" for k in _audit_kinds(snap))]
+    atypical = ["atypical"] if any(i["kind"] == "atypical" for i in snap.issues) else []
+    ids = ["suspicious", *atypical, "duplicates", *(f"audit:{k}" for k in _audit_kinds(snap))]
     queues = [_info(snap, q, queue_entries(ws, q, _snapshot=snap)) for q in ids]
     # classes and "not yet reviewed": counted in one pass, not listed
     totals: dict[str | None, list[int]] = {}

@@ -1,0 +1,216 @@
+"""How far to trust a cleaning plan: per class, how good the out-of-fold model is and how
+often a second, independent view agrees with it; and which of the plan's actions carry
+enough evidence to be applied without a person.
+
+A plan's suggestions come from the out-of-fold model. Where the model is wrong in a
+systematic way (revolvers a small CNN calls "smartphone"), its errors look exactly like
+wrong labels, with scores near 1, and nothing in the plan itself says so. So every plan
+carries a ``trust`` section:
+
+- per class (the given labels): ``n``, the model's out-of-fold ``recall`` (share of the
+  class's samples whose argmax is the class) and ``precision`` with their counts;
+- the ``agreement`` of two views per class: the share of the class's samples on which the
+  model's argmax equals the argmax of a kNN vote on *independent* features (a pretrained
+  backbone's embeddings on photos, the pixels on digits). It does not fall with label
+  noise: on a wrong label both views name the true class and still agree, whereas the
+  recall against the given labels drops by the noise rate. It falls where either view is
+  weak, which is what the plan has to be warned about;
+- a ``verdict`` per class, ``trusted`` or ``weak``, from :data:`THRESHOLDS` (the values
+  and why are in ``benchmarks/clean_trust.py``): a class is weak when it has fewer than
+  ``min_count`` samples, when the views agree on less than ``min_agreement`` of them, or
+  when the model's recall is below ``min_recall`` (a floor well under any realistic noise
+  rate: below it the model does not know the class, whatever the noise).
+
+:func:`automatic_actions` is the bar ``smartset clean rounds`` applies: a ``relabel`` only
+where both views name the suggested class, its posterior is at least
+``min_apply_posterior``, and both the given and the suggested class are trusted; an
+``exclude`` only where both views reject the given label and its class is trusted.
+Everything else stays in the plan for a person.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["THRESHOLDS", "APPLY_POSTERIOR", "assess_trust", "automatic_actions",
+           "view_evidence", "weak_classes_touched", "warning_lines"]
+
+#: the per-class verdict's thresholds (see the module notes and benchmarks/clean_trust.py)
+THRESHOLDS = {"min_agreement": 0.9, "min_recall": 0.5, "min_count": 10}
+#: the posterior of the suggested class a relabel needs to be applied automatically
+APPLY_POSTERIOR = 0.8
+
+
+def _rate(hits: int, n: int) -> float | None:
+    return None if n == 0 else round(hits / n, 4)
+
+
+def assess_trust(labels: np.ndarray, model_probs: np.ndarray, view_probs: np.ndarray | None,
+                 *, classes: list[str], view: dict, flagged: np.ndarray | None = None,
+                 suggested: np.ndarray | None = None,
+                 thresholds: dict | None = None) -> dict:
+    """The plan's ``trust`` section.
+
+    Parameters
+    ----------
+    labels : (n,) int given class indices.
+    model_probs : (n, k) the out-of-fold model's probabilities.
+    view_probs : (n, k) or None, the kNN posterior on independent features (the second
+        view); None when there are none: every class is then weak (nothing checks the
+        model).
+    classes : class names, by index.
+    view : what the second view is: ``source``, ``description``, ``independent`` (why it
+        is independent of the model).
+    flagged, suggested : (n,) the consensus's flags and suggested classes, for the
+        agreement on the flagged items.
+    thresholds : overrides of :data:`THRESHOLDS`.
+
+    Returns ``{"thresholds", "second_view", "overall", "classes": {name: {...}},
+    "flagged", "weak"}``; each class has ``n``, ``recall`` (``correct`` of ``n``),
+    ``precision`` (of ``n_predicted``), ``agreement`` (``agree`` of ``n``), ``verdict`` and
+    ``why`` (the failed checks, as text).
+    """
+    limits = {**THRESHOLDS, **(thresholds or {})}
+    labels = np.asarray(labels, dtype=np.int64)
+    model = np.asarray(model_probs).argmax(axis=1)
+    other = None if view_probs is None else np.asarray(view_probs).argmax(axis=1)
+    out_classes: dict[str, dict] = {}
+    weak = []
+    for c, name in enumerate(classes):
+        mine = labels == c
+        n = int(mine.sum())
+        correct = int((model[mine] == c).sum())
+        predicted = int((model == c).sum())
+        right = int(((model == c) & mine).sum())
+        agree = None if other is None else int((model[mine] == other[mine]).sum())
+        row = {"n": n, "correct": correct, "recall": _rate(correct, n),
+               "n_predicted": predicted, "precision": _rate(right, predicted),
+               "agree": agree, "agreement": None if agree is None else _rate(agree, n)}
+        why = []
+        if n < limits["min_count"]:
+            why.append(f"only {n} sample(s) (< {limits['min_count']})")
+        if other is None:
+            why.append("no independent view to check the model against")
+        elif n and agree / n < limits["min_agreement"]:
+            why.append(f"the two views agree on {agree / n:.0%} ({agree} of {n}; "
+                       f"< {limits['min_agreement']:.0%})")
+        if n and correct / n < limits["min_recall"]:
+            why.append(f"out-of-fold recall {correct / n:.0%} ({correct} of {n}; "
+                       f"< {limits['min_recall']:.0%})")
+        row.update(verdict="weak" if why else "trusted", why=why)
+        if why:
+            weak.append(name)
+        out_classes[name] = row
+    n_all = len(labels)
+    overall = {"n": n_all, "accuracy": _rate(int((model == labels).sum()), n_all),
+               "agreement": None if other is None else _rate(int((model == other).sum()),
+                                                             n_all)}
+    flagged_info = None
+    if flagged is not None and suggested is not None:
+        rows = np.flatnonzero(flagged)
+        both = (0 if other is None else
+                int(((model[rows] == suggested[rows]) & (other[rows] == suggested[rows])).sum()))
+        flagged_info = {"n": int(len(rows)), "views_agree_on_suggestion": both,
+                        "rate": _rate(both, len(rows)),
+                        "model_says_suggestion": int((model[rows] == suggested[rows]).sum()),
+                        "view_says_suggestion": None if other is None else
+                        int((other[rows] == suggested[rows]).sum())}
+    return {"thresholds": limits, "apply_posterior": APPLY_POSTERIOR, "second_view": view,
+            "overall": overall, "classes": out_classes, "flagged": flagged_info,
+            "weak": weak}
+
+
+def view_evidence(label: int, suggested: int, model_probs_row: np.ndarray,
+                  view_probs_row: np.ndarray | None) -> dict:
+    """What the two views say about one sample (given class ``label``, suggested class
+    ``suggested``): the keys each label action's evidence carries and
+    :func:`automatic_actions` reads."""
+    top = int(np.argmax(model_probs_row))
+    ev = {"model_says_suggested": top == suggested, "model_rejects_label": top != label}
+    if view_probs_row is not None:
+        other = int(np.argmax(view_probs_row))
+        ev.update(view_p_label=round(float(view_probs_row[label]), 4),
+                  view_p_suggested=round(float(view_probs_row[suggested]), 4),
+                  view_says_suggested=other == suggested, view_rejects_label=other != label)
+    return ev
+
+
+def warning_lines(trust: dict | None) -> list[str]:
+    """One line per weak class, for the command line."""
+    if not trust:
+        return []
+    lines = []
+    for name in trust.get("weak", []):
+        row = trust["classes"][name]
+        lines.append(f"WARNING: the model is weak for class '{name}': {'; '.join(row['why'])}. "
+                     f"Its suggestions there may be the model's own errors: review them "
+                     f"(smartset review, queue 'suspicious') rather than apply them.")
+    return lines
+
+
+def _classes_of(action: dict) -> list[str]:
+    ev = action.get("evidence") or {}
+    touched = [ev.get("label")]
+    if action.get("action") == "relabel":
+        touched.append(action.get("value"))
+    elif action.get("action") == "multi_label":
+        touched += list(action.get("value") or [])
+    return [c for c in touched if c is not None]
+
+
+def weak_classes_touched(trust: dict | None, actions: list[dict]) -> dict[str, int]:
+    """``{class: number of actions}`` for the weak classes that ``actions`` touch (the
+    given label, and the new label of a relabel / multi-label)."""
+    weak = set((trust or {}).get("weak", []))
+    touched: dict[str, int] = {}
+    for action in actions:
+        for name in set(_classes_of(action)):
+            if name in weak:
+                touched[name] = touched.get(name, 0) + 1
+    return touched
+
+
+def automatic_actions(plan: dict, *, min_apply_posterior: float | None = None,
+                      force: bool = False) -> tuple[list[dict], dict[str, str]]:
+    """Split the plan's consensus label actions into those whose evidence clears the bar
+    for applying them without a person, and the rest (``{action id: why not}``).
+
+    The bar (module notes): a ``relabel`` where the model and the independent view both
+    name the suggested class, its posterior is at least ``min_apply_posterior`` (default
+    the plan's ``trust.apply_posterior``) and both classes are trusted; an ``exclude`` where
+    both views reject the given label and its class is trusted; never a ``multi_label``.
+    ``force`` drops the class-trust condition only (the evidence bar stays).
+    """
+    trust = plan.get("trust") or {}
+    bar = (trust.get("apply_posterior", APPLY_POSTERIOR) if min_apply_posterior is None
+           else float(min_apply_posterior))
+    weak = set() if force else set(trust.get("weak", []))
+    chosen, held = [], {}
+    for action in plan["actions"]:
+        if action.get("detector") != "consensus":
+            continue
+        ev = action.get("evidence") or {}
+        kind = action["action"]
+        weak_here = sorted(set(_classes_of(action)) & weak)
+        if kind == "multi_label":
+            held[action["id"]] = "multi-label: for a person"
+        elif "view_p_label" not in ev:
+            held[action["id"]] = "no independent view in the plan"
+        elif weak_here:
+            held[action["id"]] = f"class(es) {', '.join(map(repr, weak_here))} weak"
+        elif kind == "relabel":
+            if not (ev.get("model_says_suggested") and ev.get("view_says_suggested")):
+                held[action["id"]] = "the two views do not both name the suggested class"
+            elif ev["posterior_suggested"] < bar:
+                held[action["id"]] = (f"posterior of the suggestion "
+                                      f"{ev['posterior_suggested']:.2f} < {bar:.2f}")
+            else:
+                chosen.append(action)
+        elif kind == "exclude":
+            if ev.get("model_rejects_label") and ev.get("view_rejects_label"):
+                chosen.append(action)
+            else:
+                held[action["id"]] = "not both views reject the given label"
+        else:
+            held[action["id"]] = f"{kind}: for a person"
+    return chosen, held
