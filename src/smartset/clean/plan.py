@@ -358,10 +358,18 @@ def pixel_vectors(paths, side: int = PIXEL_SIDE) -> np.ndarray:
     for row, path in enumerate(paths):
         with Image.open(path) as image:
             image.draft("L", (side * 4, side * 4))  # JPEGs decode small, fast
-            thumb = np.asarray(image.convert("L").resize((side, side), Image.BILINEAR),
-                               dtype=np.float32).ravel() / 255.0
-        out[row] = thumb - thumb.mean()
+            out[row] = pixel_thumbnail(image, side)
     return out
+
+
+def pixel_thumbnail(image, side: int = PIXEL_SIDE) -> np.ndarray:
+    """One PIL image as the pixel view's vector: gray, ``side`` x ``side``, values 0-1
+    with their mean subtracted."""
+    from PIL import Image
+
+    thumb = np.asarray(image.convert("L").resize((side, side), Image.BILINEAR),
+                       dtype=np.float32).ravel() / 255.0
+    return thumb - thumb.mean()
 
 
 def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, k: int):
