@@ -349,7 +349,7 @@ def study_transfer_command(
     workspace: WorkspaceOption = None, version: VersionOption = None,
     backbone: Annotated[str, typer.Option(help="The pretrained backbone (see 'smartset models').")] = "efficientnet_lite0",
     seeds: Annotated[int, typer.Option(min=1, help="Runs per setting, seeds SEED..SEED+N-1, each with its own hold-out split.")] = 3,
-    settings: Annotated[str, typer.Option(help="Comma-separated: scratch, frozen, finetuned.")] = "scratch,frozen,finetuned",
+    settings: Annotated[str, typer.Option(help="Comma-separated: scratch, frozen, finetuned, finetuned-frozen-bn (fine-tuned with the batch-norm statistics frozen).")] = "scratch,frozen,finetuned",
     scratch_models: Annotated[str, typer.Option(help="Comma-separated models trained from scratch (the best is marked).")] = "small_cnn,resnet",
     scratch_size: Annotated[int, typer.Option(min=8, help="Input side of the scratch models.")] = 64,
     scratch_epochs: Annotated[int, typer.Option(min=1)] = 20,

@@ -141,8 +141,9 @@ class _ImageModel:
     def _imagenet_finetuning(self) -> bool:
         from smartset.learn.pretrained import is_pretrained
 
-        return (is_pretrained(self._architecture_name()) and self.trainable_blocks != 0
-                and (self.init_from is None or isinstance(self.init_from, str)))
+        from_name = self.init_from is None or (isinstance(self.init_from, str)
+                                               and is_pretrained(self.init_from))
+        return from_name and is_pretrained(self._architecture_name()) and self.trainable_blocks != 0
 
     def _head_epochs(self) -> int:
         """``head_epochs``, or by default 1 when an ImageNet backbone is fine-tuned."""

@@ -169,14 +169,16 @@ def study_augment_workspace(ws, version: str | None = None, *, train_size: int |
     """The study over a workspace version: a stratified ``train_size``/``test_size`` split
     (duplicates kept together), recorded as a run with markdown, CSV and plot files."""
     from smartset._atomic import write_text
-    from smartset.learn._workspace import duplicate_groups, run_dir, split_holdout
+    from smartset.learn._workspace import derived_mask, duplicate_groups, run_dir, split_holdout
     from smartset.learn.data import load_version
 
     data = load_version(ws, version, size=size, mode=mode, progress=progress)
     if data.targets is not None:
         raise LearnError("the augmentation study is for classification versions")
+    derived = derived_mask(ws, data.ids)  # lineages kept together, only originals scored
     train_rows, test_rows, holdout = split_holdout(data, duplicate_groups(ws, data.ids),
-                                                   test_fraction=0.2, seed=seed)
+                                                   test_fraction=0.2, seed=seed,
+                                                   derived=derived)
     rng = np.random.default_rng(seed)
     train_rows = _stratified_take(train_rows, data.labels, train_size, rng)
     test_rows = _stratified_take(test_rows, data.labels, test_size, rng)
@@ -225,7 +227,8 @@ TRANSFER_DEFAULTS = {
     "finetune_epochs": 4, "head_epochs": 1, "lr_decay": 0.7, "unfreeze": "all",
     "freeze_bn": False, "batch_size": 32, "lr": 1e-3,
 }
-TRANSFER_SETTINGS = ("scratch", "frozen", "finetuned")
+TRANSFER_SETTINGS = ("scratch", "frozen", "finetuned", "finetuned-frozen-bn")
+DEFAULT_TRANSFER_SETTINGS = ("scratch", "frozen", "finetuned")
 
 
 def _resized(images: np.ndarray, size: int | None) -> np.ndarray:
@@ -241,7 +244,7 @@ def _resized(images: np.ndarray, size: int | None) -> np.ndarray:
 
 
 def study_transfer(images, labels, splits, *, backbone: str = "efficientnet_lite0",
-                   settings: Sequence[str] = TRANSFER_SETTINGS,
+                   settings: Sequence[str] = DEFAULT_TRANSFER_SETTINGS,
                    scratch_models: Sequence[str] = TRANSFER_DEFAULTS["scratch_models"],
                    scratch_size: int | None = TRANSFER_DEFAULTS["scratch_size"],
                    scratch_epochs: int = TRANSFER_DEFAULTS["scratch_epochs"],
@@ -254,7 +257,8 @@ def study_transfer(images, labels, splits, *, backbone: str = "efficientnet_lite
                    batch_size: int = TRANSFER_DEFAULTS["batch_size"],
                    lr: float = TRANSFER_DEFAULTS["lr"], progress: bool | None = None) -> dict:
     """The transfer table on arrays: from scratch vs a frozen backbone + new head vs the
-    backbone fine-tuned.
+    backbone fine-tuned (``settings``; ``finetuned-frozen-bn`` adds a fine-tune whose
+    batch norms keep their pretrained statistics).
 
     ``images``: uint8 ``(N, H, W, C)`` at the backbone's input size (scratch models get
     them resized to ``scratch_size``); ``splits``: ``[(seed, train_rows, test_rows), ...]``,
@@ -274,7 +278,7 @@ def study_transfer(images, labels, splits, *, backbone: str = "efficientnet_lite
         raise LearnError("the transfer study needs at least one seed")
     if unfreeze not in ("all", "gradual"):
         raise LearnError(f"unfreeze must be 'all' or 'gradual', got {unfreeze!r}")
-    if "finetuned" in settings and finetune_epochs < 2:
+    if any(s.startswith("finetuned") for s in settings) and finetune_epochs < 2:
         raise LearnError("fine-tuning needs at least 2 epochs (the head alone, then all)")
     from smartset.learn.models import MODELS, UnknownModelError
     from smartset.learn.pretrained import check_model
@@ -300,6 +304,12 @@ def study_transfer(images, labels, splits, *, backbone: str = "efficientnet_lite
         plans.append(("finetuned", f"fine-tuned {backbone}", backbone, size, finetune_epochs,
                       {"head_epochs": min(head_epochs, finetune_epochs - 1),
                        "lr_decay": lr_decay, "unfreeze": unfreeze, "freeze_bn": freeze_bn}))
+    if "finetuned-frozen-bn" in settings:
+        plans.append(("finetuned-frozen-bn",
+                      f"fine-tuned {backbone}, batch-norm statistics frozen", backbone, size,
+                      finetune_epochs,
+                      {"head_epochs": min(head_epochs, finetune_epochs - 1),
+                       "lr_decay": lr_decay, "unfreeze": unfreeze, "freeze_bn": True}))
     small = _resized(images, scratch_size) if "scratch" in settings else None
     records = []
     with progress_bar(len(plans) * len(splits), "transfer study", enabled=progress) as advance:
@@ -374,7 +384,7 @@ def study_transfer_workspace(ws, version: str | None = None, *,
     ``study.md`` and ``study.png`` under ``reports/study/transfer-run-N/``.
     """
     from smartset._atomic import write_text
-    from smartset.learn._workspace import duplicate_groups, split_holdout
+    from smartset.learn._workspace import derived_mask, duplicate_groups, split_holdout
     from smartset.learn.data import load_version
     from smartset.learn.pretrained import check_model, default_size
 
@@ -390,7 +400,8 @@ def study_transfer_workspace(ws, version: str | None = None, *,
     for run_seed in range(seed, seed + seeds):
         train_rows, test_rows, holdout = split_holdout(data, groups,
                                                        test_fraction=test_fraction,
-                                                       seed=run_seed)
+                                                       seed=run_seed,
+                                                       derived=derived_mask(ws, data.ids))
         if not len(test_rows):
             raise LearnError("Nothing held out to measure on: add samples or a test split.")
         splits.append((run_seed, train_rows, test_rows))
