@@ -177,6 +177,13 @@ def _print_stats(result: dict) -> None:
     out.print(f"[bold]{result['n_samples']}[/] images: {result['n_labeled']} labeled, "
               f"{result['n_with_targets']} with targets, {result['n_unlabeled']} unlabeled; "
               f"splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    derived = result.get("derived") or {}
+    if derived.get("n"):
+        out.print(f"  of them [bold]{result['n_original']}[/] originals and {derived['n']} "
+                  f"derived (augmented or oversampled copies, with lineage; splits: "
+                  + ", ".join(f"{k} {v}" for k, v in derived["splits"].items())
+                  + "). Counts below include the copies; train and evaluate keep each copy "
+                  "with its original and score originals only.")
     if result["classes"]:
         splits = sorted({s for c in result["classes"].values() for s in c if s != "total"})
         table = Table(title=f"{result['n_classes']} classes, imbalance ratio "
@@ -283,11 +290,15 @@ def samples(
     if as_json:
         print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
         return
-    table = Table(title=f"{len(shown)} of {len(frame)} samples")
-    for column in ("id", "label", "split", "width", "height", "relpath"):
+    n_derived = int(frame["origin_id"].notna().sum())
+    table = Table(title=f"{len(shown)} of {len(frame)} samples"
+                        + (f" ({n_derived} derived: copies of the sample in 'derived from')"
+                           if n_derived else ""))
+    for column in ("id", "label", "split", "width", "height", "relpath", "derived from"):
         table.add_column(column)
     for row in shown.itertuples():
-        table.add_row(row.id, str(row.label), row.split, str(row.width), str(row.height), row.relpath)
+        table.add_row(row.id, str(row.label), row.split, str(row.width), str(row.height),
+                      row.relpath, row.origin_id if isinstance(row.origin_id, str) else "")
     out.print(table)
 
 

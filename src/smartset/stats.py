@@ -37,7 +37,9 @@ def compute_stats(samples: pd.DataFrame, issues: pd.DataFrame | None = None) -> 
     """Counts per class and split, imbalance, size and aspect distributions, formats, modes.
 
     ``imbalance_ratio`` is the largest class count over the smallest (1.0 is balanced);
-    ``minority_classes`` are those under half the median class count.
+    ``minority_classes`` are those under half the median class count. Counts include the
+    derived samples (augmented or oversampled copies, with an ``origin_id``); ``derived``
+    says how many there are per split and class, and ``n_original`` how many are not.
     """
     labeled = samples[samples["label"].notna()]
     by_class = labeled.groupby(["label", "split"]).size().unstack(fill_value=0)
@@ -50,8 +52,17 @@ def compute_stats(samples: pd.DataFrame, issues: pd.DataFrame | None = None) -> 
     if not with_targets.empty:
         matrix = np.array(with_targets["targets"].tolist(), dtype=float)
         targets = {f"target_{i}": _summary(pd.Series(matrix[:, i])) for i in range(matrix.shape[1])}
+    is_derived = (samples["origin_id"].notna() if "origin_id" in samples.columns
+                  else pd.Series(False, index=samples.index))
+    derived = samples[is_derived]
     return {
         "n_samples": int(len(samples)),
+        "n_original": int(len(samples) - len(derived)),
+        "derived": {"n": int(len(derived)),
+                    "splits": {str(k): int(v) for k, v in
+                               derived["split"].value_counts().sort_index().items()},
+                    "classes": {str(k): int(v) for k, v in
+                                derived["label"].dropna().value_counts().sort_index().items()}},
         "n_labeled": int(len(labeled)),
         "n_with_targets": int(len(with_targets)),
         "n_unlabeled": int(len(samples) - len(labeled) - len(with_targets)),

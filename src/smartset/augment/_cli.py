@@ -39,6 +39,9 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Source images per batch (one task of the engine; the files do not depend on it).")] = 256,
     mode: Annotated[Optional[str], typer.Option(help="Decode images as this Pillow mode (L, RGB; default: as stored).")] = None,
     description: Annotated[Optional[str], typer.Option(help="What the new version is.")] = None,
+    split: Annotated[Optional[list[str]], typer.Option(
+        help="Augment this split (repeatable; 'all': every split). Default: every split but "
+             "test/val, whose samples join the new version unaugmented.")] = None,
     engine: EngineOption = None,
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
@@ -54,15 +57,21 @@ def run(
     use_ray_address(ray_address)
     result = augment_version(ws, policy=policy, factor=factor, version=version, name=name,
                              seed=seed, constraints=constraints, batch_size=batch_size,
-                             mode=mode, description=description, engine=engine,
-                             workers=workers, show_progress=show)
+                             mode=mode, description=description, splits=split,
+                             engine=engine, workers=workers, show_progress=show)
     if as_json:
         print_json(result)
         return
+    splits = ", ".join(result["augmented_splits"]) or "none"
     console.print(f"Version {result['version']!r}: {result['n_samples']} samples "
-               f"({result['n_original']} originals + {result['n_augmented']} augmented, "
-               f"x{result['factor']}, policy {result['policy']!r}, seed {result['seed']}) in "
-               f"{result['seconds']:.1f} s. Files: {result['folder']}")
+               f"({result['n_original']} originals of split {splits} + {result['n_augmented']} "
+               f"augmented copies, x{result['factor']}, policy {result['policy']!r}, seed "
+               f"{result['seed']}) in {result['seconds']:.1f} s. Files: {result['folder']}")
+    if result["n_kept_as_is"]:
+        kept = ", ".join(f"{k} {v}" for k, v in result["kept_splits"].items())
+        console.print(f"Not augmented, kept as they are: {kept} (held-out splits; --split "
+                      f"all to augment them too). The copies have lineage: train, evaluate "
+                      f"and the folds keep each with its original and score originals only.")
 
 
 @augment_app.command("preview")

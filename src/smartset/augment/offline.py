@@ -36,7 +36,8 @@ from smartset.errors import VersionError
 from smartset.imageio import load_image
 from smartset.ingest import add_derived
 
-__all__ = ["augment_version", "augment_files", "sample_rng"]
+__all__ = ["augment_version", "augment_files", "sample_rng", "augmented_splits",
+           "HELD_OUT_SPLITS"]
 
 
 def _default_name(version: str | None, label: str, factor: int) -> str:
@@ -47,8 +48,9 @@ def _default_name(version: str | None, label: str, factor: int) -> str:
 def augment_version(ws, *, policy, factor: int, version: str | None = None,
                     name: str | None = None, seed: int = 0, batch_size: int = 256,
                     constraints=None, mode: str | None = None, description: str | None = None,
-                    include_derived: bool | None = None, engine: str | Engine | None = None,
-                    workers: int | None = None, show_progress: bool | None = None) -> dict:
+                    include_derived: bool | None = None, splits=None,
+                    engine: str | Engine | None = None, workers: int | None = None,
+                    show_progress: bool | None = None) -> dict:
     """Write version ``name``: the samples of ``version`` (default: the live catalog) plus
     ``factor - 1`` augmented copies of each, so the version holds ``factor`` times as many
     samples (the study's factors: 1, 5, 25).
@@ -66,8 +68,13 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     with ``stage="augment"`` and each sample's replay record (see
     :func:`smartset.augment.replay`). ``include_derived``: also augment samples that are
     themselves derived (augmented) ones; default: yes for an explicit ``version`` (all its
-    members), no for the live catalog (so running twice does not compound). Returns a
-    summary dict.
+    members), no for the live catalog (so running twice does not compound).
+
+    ``splits``: the splits whose samples get copies. Default: every split but the held-out
+    ones (``test``, ``val``, ``valid``, ``validation``), whose samples join the new version
+    as they are: a copy of a test image would be scored as another test image, or leak it
+    into training. ``"all"`` (or a list naming them) augments them too. Returns a summary
+    dict (``augmented_splits``, ``n_kept_as_is``: samples of other splits not augmented).
     """
     started = time.perf_counter()
     policy = resolve_policy(policy)
@@ -95,10 +102,17 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     if frame.empty:
         raise AugmentError(f"{'Version ' + repr(version) if version else 'The catalog'} has no "
                            f"available samples to augment.")
+    chosen = augmented_splits(frame["split"], splits)
+    kept = frame[~frame["split"].isin(chosen)]
+    frame = frame[frame["split"].isin(chosen)]
+    if frame.empty:
+        raise AugmentError(f"No samples in the split(s) to augment ({', '.join(chosen) or 'none'}"
+                           f"); the source has {', '.join(sorted(map(str, set(kept['split']))))}: "
+                           f"name them with --split.")
     folder = ws.path / "data" / f"augment-{name}"
     _clear_leftovers(ws, folder)
     config = {"policy": policy.spec(), "factor": factor, "version": version, "name": name,
-              "batch_size": batch_size, "mode": mode}
+              "batch_size": batch_size, "mode": mode, "splits": chosen}
     run_id = ws.catalog.start_run("augment", config, seed=seed)
     copies = factor - 1
     relpaths, origins, records = [], [], []
@@ -127,9 +141,11 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
         registered = True
         summary = {"policy": policy.spec(), "factor": factor, "seed": seed,
                    "source_version": version, "batch_size": batch_size,
-                   "n_original": len(frame), "n_augmented": len(new_ids)}
+                   "n_original": len(frame), "n_augmented": len(new_ids),
+                   "augmented_splits": chosen, "n_kept_as_is": len(kept)}
         info = ws.create_version(
-            name, sample_ids=list(frame["id"]) + list(new_ids), params=summary,
+            name, sample_ids=list(frame["id"]) + list(kept["id"]) + list(new_ids),
+            params=summary,
             description=description or (f"{version or 'live catalog'} x{factor} with "
                                         f"augmentation policy {policy.label!r} (seed {seed})"))
     except BaseException as error:
@@ -140,12 +156,35 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
         raise
     seconds = time.perf_counter() - started
     result = {"version": info["name"], "n_samples": info["n_samples"],
-              "n_original": len(frame), "n_augmented": len(new_ids), "factor": factor,
+              "n_original": len(frame), "n_augmented": len(new_ids),
+              "augmented_splits": chosen, "n_kept_as_is": len(kept),
+              "kept_splits": {str(k): int(v) for k, v in kept["split"].value_counts().items()},
+              "factor": factor,
               "policy": policy.label, "seed": seed, "folder": str(folder),
               "fingerprint": info["fingerprint"], "seconds": round(seconds, 3),
               "images_per_s": round(len(new_ids) / seconds, 1) if seconds else None}
     ws.catalog.finish_run(run_id, result)
     return result
+
+
+HELD_OUT_SPLITS = ("test", "val", "valid", "validation")
+
+
+def augmented_splits(present, splits=None) -> list[str]:
+    """The splits to augment among ``present`` (split names): ``splits`` (a name, a list, or
+    ``"all"``), by default every one but :data:`HELD_OUT_SPLITS`. A named split that is
+    not there is an error."""
+    present = sorted({str(s) for s in present})
+    if splits is None:
+        return [s for s in present if s not in HELD_OUT_SPLITS]
+    wanted = [splits] if isinstance(splits, str) else [str(s) for s in splits]
+    if "all" in wanted:
+        return present
+    missing = sorted(set(wanted) - set(present))
+    if missing:
+        raise AugmentParameterError(f"No split {', '.join(missing)} in the source (it has "
+                                    f"{', '.join(present)}); name splits it has, or 'all'.")
+    return sorted(set(wanted))
 
 
 def _clear_leftovers(ws, folder: Path) -> None:

@@ -176,17 +176,27 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
     classes' samples (``policy``, through :mod:`smartset.augment`), so each class nears
     ``target`` exactly (:func:`per_sample_copies`). Copies are PNGs under ``ws/data/oversample-NAME/`` with lineage, written by
     :func:`smartset.augment.offline.augment_files` on ``engine`` (each copy's parameters
-    drawn from seed, sample and copy, as offline augmentation does)."""
-    from smartset.augment.offline import _clear_leftovers, augment_files
+    drawn from seed, sample and copy, as offline augmentation does).
+
+    Only the training samples are counted and copied: samples of held-out splits (test,
+    val) join the version as they are (a copy of a test image would be scored twice, or
+    leak into training), and in the live catalog so do derived samples (copies are not
+    copied again). ``n_kept_as_is`` in the result counts the samples kept as they are."""
+    from smartset.augment.offline import HELD_OUT_SPLITS, _clear_leftovers, augment_files
     from smartset.augment.policy import resolve_policy
     from smartset.engine import batches_of, get_engine
 
     started = time.perf_counter()
     policy = resolve_policy(policy)
-    frame = ws.samples(version)
-    frame = frame[frame["label"].notna()]
+    everything = ws.samples(version)
+    everything = everything[everything["label"].notna()]
+    eligible = ~everything["split"].isin(HELD_OUT_SPLITS)
+    if version is None:
+        eligible &= everything["origin_id"].isna()
+    kept, frame = everything[~eligible], everything[eligible]
     if frame.empty:
-        raise CleanInputError("No labeled samples to oversample.")
+        raise CleanInputError("No labeled training samples to oversample (held-out splits and "
+                              "copies are not oversampled).")
     classes = sorted(frame["label"].unique())
     codes = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     copies = per_sample_copies(codes, target=target, n_classes=len(classes), seed=seed)
@@ -214,14 +224,15 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                 records.extend(written["record"])
         new_ids = (ws.add_derived_samples(folder, relpaths, origin_ids=origins, params=records,
                                           stage="oversample") if relpaths else [])
-        info = ws.create_version(name, sample_ids=list(frame["id"]) + list(new_ids),
+        info = ws.create_version(name, sample_ids=list(frame["id"]) + list(kept["id"])
+                                 + list(new_ids),
                                  params={"policy": policy.spec(), "target": target,
                                          "copies": {classes[i]: int(added[i])
                                                     for i in range(len(classes))}},
                                  description=f"{version or 'live catalog'} with minority "
                                              f"classes oversampled ({policy.label})")
     summary = {"version": info["name"], "n_samples": info["n_samples"],
-               "n_augmented": len(new_ids),
+               "n_augmented": len(new_ids), "n_kept_as_is": int(len(kept)),
                "new_copies": {classes[i]: int(added[i]) for i in range(len(classes))},
                "copies_per_sample": {classes[i]: _per_sample(added[i], (codes == i).sum())
                                      for i in range(len(classes))},

@@ -259,6 +259,9 @@ def augment(
     seed: Annotated[int, typer.Option(help="Seed of every random parameter.")] = 0,
     min_visibility: Annotated[float, typer.Option(
         help="Drop moved boxes keeping less of their area.")] = 0.3,
+    split: Annotated[Optional[list[str]], typer.Option(
+        help="Augment this split (repeatable; 'all': every split). Default: every split but "
+             "test/val, whose images join the new version unaugmented.")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -266,13 +269,20 @@ def augment(
     from smartset.detection.augment import expand_version
 
     result = expand_version(open_workspace(workspace), policy=policy, factor=factor,
-                            version=version, name=name, seed=seed, min_visibility=min_visibility)
+                            version=version, name=name, seed=seed, min_visibility=min_visibility,
+                            splits=split)
     if as_json:
         print_json(result)
         return
     console.print(f"Version {result['version']!r}: {result['n_samples']} samples "
-                  f"({result['n_augmented']} augmented), {result['annotations_written']} "
-                  f"annotations written, {result['annotations_dropped']} dropped (moved out)")
+                  f"({result['n_augmented']} augmented copies of split "
+                  f"{', '.join(result['augmented_splits']) or 'none'}), "
+                  f"{result['annotations_written']} annotations written, "
+                  f"{result['annotations_dropped']} dropped (moved out)")
+    if result["n_kept_as_is"]:
+        kept = ", ".join(f"{k} {v}" for k, v in result["kept_splits"].items())
+        console.print(f"Not augmented, kept as they are: {kept} (held-out splits; --split all "
+                      f"to augment them too)")
 
 
 @annotations_app.command("preview")

@@ -146,13 +146,17 @@ def preview_targets(ws, *, policy, n: int = 4, k: int = 3, seed: int = 0,
 
 def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
                    name: str | None = None, seed: int = 0, min_visibility: float = 0.3,
-                   mode: str | None = None, description: str | None = None) -> dict:
+                   mode: str | None = None, description: str | None = None,
+                   splits=None) -> dict:
     """Write version ``name``: the samples of ``version`` (live: originals only) plus
     ``factor - 1`` augmented copies of each, with their annotations moved by ``policy``
     (a task policy such as ``whale-scale``/``knife-light``, or any augment policy). Copies
     are PNGs under ``data/augment-NAME/``, registered as derived samples with lineage (the
     replay record of each); their annotations are stored with origin ``augment``, and the
-    version pins them. Returns a summary dict."""
+    version pins them. ``splits``: the splits whose samples get copies (default: every
+    split but test/val, whose samples join the version as they are; ``"all"``: every one;
+    see :func:`smartset.augment.offline.augmented_splits`). Returns a summary dict."""
+    from smartset.augment.offline import augmented_splits
     from smartset.augment.policy import augment
     from smartset.detection.store import add_annotations, annotations, create_version
 
@@ -168,6 +172,9 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
     frame = ws.samples(version)
     if version is None:
         frame = frame[frame["origin_id"].isna()]
+    chosen = augmented_splits(frame["split"], splits)
+    kept = frame[~frame["split"].isin(chosen)]
+    frame = frame[frame["split"].isin(chosen)]
     ann = annotations(ws, version)
     groups = {sid: g.reset_index(drop=True) for sid, g in ann.groupby("sample_id", sort=False)}
     empty = ann.iloc[:0]
@@ -223,8 +230,11 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
                         reason=f"moved by policy {policy.label!r} (seed {seed})")
     summary = {"policy": policy.spec(), "factor": factor, "seed": seed, "source_version": version,
                "n_original": len(frame), "n_augmented": len(new_ids),
-               "annotations_written": len(flat), "annotations_dropped": dropped}
-    info = create_version(ws, name, sample_ids=list(frame["id"]) + list(new_ids), params=summary,
+               "annotations_written": len(flat), "annotations_dropped": dropped,
+               "augmented_splits": chosen, "n_kept_as_is": len(kept),
+               "kept_splits": {str(k): int(v) for k, v in kept["split"].value_counts().items()}}
+    info = create_version(ws, name, sample_ids=list(frame["id"]) + list(kept["id"])
+                          + list(new_ids), params=summary,
                           description=description or f"{version or 'live catalog'} x{factor} "
                           f"with task policy {policy.label!r} (seed {seed})")
     return {**summary, "version": info["name"], "n_samples": info["n_samples"],

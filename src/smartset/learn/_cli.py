@@ -77,6 +77,7 @@ def baseline_command(workspace: WorkspaceOption = None, version: VersionOption =
 
 @handle_errors
 def train_command(
+    context: typer.Context,
     workspace: WorkspaceOption = None, version: VersionOption = None,
     model: Annotated[str, typer.Option(help="Network (see 'smartset models'): from scratch, or a pretrained backbone such as efficientnet_lite0.")] = "lenet",
     backbone: Annotated[Optional[str], typer.Option(help="Transfer learning: a pretrained backbone (efficientnet_lite0, timm:NAME[=weights.pth]) or a smartset checkpoint (.pt); its own input normalisation is kept. Default size: the backbone's.")] = None,
@@ -100,13 +101,31 @@ def train_command(
     size: SizeOption = None, mode: ModeOption = None,
     test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
     seed: SeedOption = 0,
-    resume: Annotated[Optional[int], typer.Option(help="Resume run N from its last checkpoint.")] = None,
+    resume: Annotated[Optional[int], typer.Option(help="Resume run N from its last checkpoint, with run N's own settings (a differing option is refused).")] = None,
+    include_derived: Annotated[bool, typer.Option(help="Also score augmented copies among the held-out samples (default: originals only).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train a network on a version and evaluate it on held-out samples."""
     from smartset.learn._workspace import train
     from smartset.learn.pretrained import check_model, default_size, is_pretrained
 
+    if resume is not None:  # the run's own settings; only the options given are checked
+        explicit = {name for name in context.params
+                    if getattr(context.get_parameter_source(name), "name", "DEFAULT")
+                    != "DEFAULT"}
+        given = {name: value for name, value in context.params.items()
+                 if name in explicit and name not in ("workspace", "resume", "as_json",
+                                                      "include_derived")}
+        if "backbone" in given:
+            given["init_from" if not is_pretrained(given["backbone"]) else "model"] = \
+                given.pop("backbone")
+        if given.get("init_from") is not None:
+            given["init_from"] = str(given["init_from"])
+        ws = open_workspace(workspace)
+        result = train(ws, resume_run=resume, include_derived=include_derived,
+                       progress=show_progress(as_json), **given)
+        _print_train(ws, result, as_json)
+        return
     if backbone is not None:  # a pretrained name is the model; a checkpoint is --init-from
         if init_from is not None:
             raise typer.BadParameter("give --backbone or --init-from, not both.")
@@ -129,14 +148,21 @@ def train_command(
                    init_from=str(init_from) if init_from else None,
                    trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
                    head_epochs=head_epochs, preprocess=preprocess, lr_decay=lr_decay,
-                   unfreeze=unfreeze, freeze_bn=freeze_bn)
+                   unfreeze=unfreeze, freeze_bn=freeze_bn, include_derived=include_derived)
+    _print_train(ws, result, as_json)
+
+
+def _print_train(ws, result: dict, as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
+    config = result["config"]
     history = result["history"]
     columns = [c for c in ("epoch", "trainable_blocks", "loss", "accuracy", "val_loss",
                            "val_accuracy", "seconds") if c in history[-1]]
-    out.print(_table(f"run {result['run_id']}: {model}", history, columns))
+    where = f"version {config['version']!r}" if config.get("version") else "the live catalog"
+    out.print(_table(f"run {result['run_id']}: {config['model']} on {where} (train "
+                     f"{config['n_train']})", history, columns))
     test = result.get("test")
     if test:
         if "accuracy" in test:
@@ -145,6 +171,16 @@ def train_command(
             out.print(f"confusion matrix: {test.get('confusion_png')}")
         else:
             out.print(f"held-out MAE {test['mae']:.4f}, RMSE {test['rmse']:.4f} on {test['n']}")
+    leakage = result.get("leakage") or {}
+    if leakage.get("n"):
+        with_leaked = result.get("test_with_leaked") or {}
+        score = (f"; with them: accuracy {with_leaked['accuracy']:.4f} on {with_leaked['n']}"
+                 if "accuracy" in with_leaked else "")
+        out.print(f"[bold yellow]overlap:[/] {leakage['n']} held-out samples copy training "
+                  f"samples ({leakage['same_sample']} the same, {leakage['lineage']} by "
+                  f"lineage, {leakage['duplicates']} duplicates: same bytes or an audit "
+                  f"duplicate set); left out of the score above{score}. 'smartset evaluate "
+                  f"--exclude-leaked' scores the same way.")
     out.print(f"checkpoint: {ws.path / result['checkpoint']}")
 
 
@@ -254,12 +290,12 @@ def evaluate_command(
     positive: Annotated[Optional[str], typer.Option(help="A class: add the knife-study table (TP, FP, precision, recall, F1) per condition.")] = None,
     preprocess: Annotated[Optional[str], typer.Option(help="Test-time preprocessing: 'dacolt', or 'none' (default: the model's own).")] = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on samples seen in training (the report is marked).")] = False,
+    exclude_leaked: Annotated[bool, typer.Option(help="Score without the samples seen in training (the same, copies by lineage, duplicates) and say how many were left out.")] = False,
+    include_derived: Annotated[bool, typer.Option(help="Also score augmented copies (default: originals only).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, top losses, robustness."""
-    import json as json_
-
-    from smartset.learn._workspace import evaluate, run_dir
+    from smartset.learn._workspace import evaluate
 
     ws = open_workspace(workspace)
     if model == "last":
@@ -267,21 +303,24 @@ def evaluate_command(
         if not done or done[0][0] is None:
             raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
         model = str(done[0][0])
-    sample_ids = None
-    if held_out:
-        runs = [part.strip() for part in model.split(",")]
-        paths = [run_dir(ws, int(r)) / "train_ids.json" for r in runs if r.isdigit()]
-        if len(paths) != len(runs) or not all(p.exists() for p in paths):
-            raise typer.BadParameter("--held-out needs training run ids with their recorded "
-                                     "training samples.")
-        trained = set().union(*(set(json_.loads(p.read_text())) for p in paths))
-        sample_ids = [s for s in ws.samples(version)["id"] if s not in trained]
-    result = evaluate(ws, model, version, split=split, sample_ids=sample_ids, force=force,
+    result = evaluate(ws, model, version, split=split, force=force, held_out=held_out,
+                      exclude_leaked=exclude_leaked, include_derived=include_derived,
                       shifts=shift or (), positive=positive, preprocess=preprocess,
                       progress=show_progress(as_json))
     if as_json:
         print_json(result)
         return
+    where = (f"version {version!r}" if version else "the live catalog") + \
+        (f", split {split!r}" if split else "")
+    left = result.get("left_out") or {}
+    notes = [f"{left['derived']} augmented copies (only originals are scored; "
+             f"--include-derived)" if left.get("derived") else "",
+             f"{left['trained']} samples the model trained on" if left.get("trained") else "",
+             f"{left['copies_of_trained']} copies or duplicates of them"
+             if left.get("copies_of_trained") else ""]
+    notes = [n for n in notes if n]
+    out.print(f"scored {result['n']} samples of {where}"
+              + (f"; left out: {', '.join(notes)}" if notes else ""))
     if result["leakage"]["n"]:
         out.print(f"[bold red]LEAKAGE:[/] {result['leakage']['n']} evaluated samples were seen "
                   f"in training; this score is inflated.")

@@ -1,5 +1,9 @@
 """The learning stage over a workspace: runs, checkpoints and predictions in the catalog.
 
+Every split, fold and leakage check groups samples by lineage (an original and its
+augmented copies) and by duplicate set (:func:`duplicate_groups`), and only originals are
+scored unless asked (:func:`split_holdout`, :func:`evaluate`).
+
 ``train`` fits a model on a version and evaluates it on held-out samples; ``predict_oof``
 stores out-of-fold probabilities (and features) for every sample; ``evaluate`` measures a
 trained model on a version, refusing leaked samples unless forced; ``baselines`` reports
@@ -25,7 +29,7 @@ from smartset.learn.metrics import (classification_report, misclassified_montage
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
-           "split_holdout", "read_oof_features", "run_dir", "choose_oof_model", "auto_size",
+           "lineage_roots", "derived_mask", "split_holdout", "read_oof_features", "run_dir", "choose_oof_model", "auto_size",
            "embedding_cache_status", "predict_images"]
 
 _HELD_OUT = ("test", "val", "valid", "validation")
@@ -171,39 +175,70 @@ def _report(task, model, data: LoadedData, rows, out_dir: Path | None, title: st
     return regression_report(data.targets[rows], predicted) | {"predicted": predicted}
 
 
-def train(ws, version: str | None = None, *, model: str = "lenet", size=None,
-          mode: str | None = None, fit: str = "stretch", test_fraction: float = 0.2,
-          seed: int = 0, resume_run: int | None = None, progress: bool | None = None,
-          **options) -> dict:
-    """Train ``model`` on ``version`` and evaluate it on held-out samples.
+_TRAIN_DEFAULTS = {"model": "lenet", "fit": "stretch", "test_fraction": 0.2, "seed": 0}
+
+
+def train(ws, version: str | None = None, *, model: str | None = None, size=None,
+          mode: str | None = None, fit: str | None = None, test_fraction: float | None = None,
+          seed: int | None = None, resume_run: int | None = None,
+          include_derived: bool = False, progress: bool | None = None, **options) -> dict:
+    """Train ``model`` (default ``lenet``) on ``version`` and evaluate it on held-out samples.
 
     ``options`` go to :class:`ImageClassifier` (epochs, batch_size, lr, augment,
     class_weight, balanced_sampling, val_fraction, patience, init_from, trainable_blocks,
-    ...). The run records its config, seed, versions, per-epoch metrics, wall time and
+    ...). The hold-out is :func:`split_holdout` (default ``test_fraction`` 0.2, ``seed``
+    0): lineages and duplicates stay on one side, and only originals are scored unless
+    ``include_derived``. Held-out samples that copy a training sample (the version's test
+    split can hold some: same bytes, an audit duplicate set, a lineage) are the overlap
+    ``evaluate`` refuses: they are reported (``leakage``) and left out of the score, which
+    is also given with them (``test_with_leaked``).
+
+    The run records its config, seed, versions, per-epoch metrics, wall time and
     checkpoint; held-out predictions are stored (kind ``eval``). ``resume_run`` continues a
-    killed run from its last checkpoint.
+    killed run from its last checkpoint with the run's own configuration (version, model,
+    size, mode, fit, hold-out, seed, options); a setting given that differs from it is
+    refused, and so is data that no longer gives the run's training samples.
     """
+    given = {"version": version, "model": model, "size": size, "mode": mode, "fit": fit,
+             "test_fraction": test_fraction, "seed": seed, **options}
+    if resume_run is not None:
+        run_id = int(resume_run)
+        settings = _resume_settings(ws, run_id, given)
+    else:
+        run_id = None
+        settings = {**given, **{k: v if given.get(k) is None else given[k]
+                                for k, v in _TRAIN_DEFAULTS.items()}}
+    version, model, size, mode, fit, test_fraction, seed = (
+        settings.pop(k) for k in ("version", "model", "size", "mode", "fit", "test_fraction",
+                                  "seed"))
+    options = settings  # the options given, or (resuming) the run's own
     data = load_version(ws, version, size=size, mode=mode, fit=fit, progress=progress)
     task = "classification" if data.targets is None else "regression"
     groups = duplicate_groups(ws, data.ids)
-    train_rows, test_rows, holdout = split_holdout(data, groups, test_fraction=test_fraction,
-                                                   seed=seed)
+    train_rows, test_rows, holdout = split_holdout(
+        data, groups, test_fraction=test_fraction, seed=seed,
+        derived=derived_mask(ws, data.ids), include_derived=include_derived)
+    leakage = _leakage_counts(ws, data.ids[train_rows], data.ids[test_rows])
+    leaked = np.isin(data.ids[test_rows].astype(str), list(leakage.pop("leaked")))
+    scored_rows = test_rows[~leaked]
     classes = sorted(set(data.labels[train_rows].tolist()), key=str) if task == "classification" else []
     config = {"stage": "train", "model": model, "version": version, "size": list(data.size),
               "mode": data.mode, "fit": fit, "task": task, "classes": classes,
-              "holdout": holdout, "n_train": int(len(train_rows)),
-              "n_test": int(len(test_rows)), "options": _jsonable(options)}
-    if resume_run is not None:
-        run_id = int(resume_run)
-        previous = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (run_id,))
-        if not previous:
-            raise LearnError(f"No run {run_id} to resume. See 'smartset runs'.")
+              "holdout": holdout, "test_fraction": test_fraction,
+              "include_derived": include_derived, "n_train": int(len(train_rows)),
+              "n_test": int(len(scored_rows)), "n_test_leaked": int(leaked.sum()),
+              "options": _jsonable(options)}
+    if run_id is not None:
+        _check_resumed_data(ws, run_id, data.ids[train_rows])
     else:
         run_id = ws.catalog.start_run("train", config, seed=seed)
     out_dir = run_dir(ws, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "model.pt"
     with ws.catalog.failing_run(run_id):
+        # written first: a resumed run checks its data against it, and evaluate's guard
+        # reads it
+        atomic_write_text(out_dir / "train_ids.json", json.dumps(data.ids[train_rows].tolist()))
         estimator = _estimator(task, model, {**options, "seed": seed, "checkpoint": checkpoint,
                                              "resume": resume_run is not None,
                                              "progress": progress})
@@ -212,23 +247,96 @@ def train(ws, version: str | None = None, *, model: str = "lenet", size=None,
             estimator.fit(data.images[train_rows], data.labels[train_rows])
         else:
             estimator.fit(data.images[train_rows], data.targets[train_rows])
-        atomic_write_text(out_dir / "train_ids.json", json.dumps(data.ids[train_rows].tolist()))
         metrics = {"history": estimator.history_, "best_epoch": estimator.best_epoch_,
                    "train_seconds": round(estimator.train_seconds_, 3),
-                   "checkpoint": str(checkpoint.relative_to(ws.path)), "holdout": holdout}
-        if len(test_rows):
-            report = _report(task, estimator, data, test_rows, out_dir, f"{model} on held-out")
+                   "checkpoint": str(checkpoint.relative_to(ws.path)), "holdout": holdout,
+                   "leakage": leakage}
+        if len(scored_rows):
+            report = _report(task, estimator, data, scored_rows, out_dir,
+                             f"{model} on held-out")
             if task == "classification":
-                write_predictions(ws.catalog, run_id, data.ids[test_rows].tolist(), kind="eval",
-                                  classes=classes, probs=report.pop("probs"),
-                                  labels=data.labels[test_rows].tolist())
+                write_predictions(ws.catalog, run_id, data.ids[scored_rows].tolist(),
+                                  kind="eval", classes=classes, probs=report.pop("probs"),
+                                  labels=data.labels[scored_rows].tolist())
             else:
                 predicted = report.pop("predicted")
-                write_predictions(ws.catalog, run_id, data.ids[test_rows].tolist(), kind="eval",
-                                  targets=predicted[:, 0])
+                write_predictions(ws.catalog, run_id, data.ids[scored_rows].tolist(),
+                                  kind="eval", targets=predicted[:, 0])
             metrics["test"] = report
+        if leakage["n"]:
+            with_leaked = _report(task, estimator, data, test_rows, None, "")
+            with_leaked.pop("probs", None)
+            with_leaked.pop("predicted", None)
+            metrics["test_with_leaked"] = {k: with_leaked[k] for k in
+                                           ("n", "accuracy", "mae", "rmse") if k in with_leaked}
         ws.catalog.finish_run(run_id, metrics)
     return {"run_id": run_id, "config": config, **metrics}
+
+
+def _resume_settings(ws, run_id: int, given: dict) -> dict:
+    """The settings of training run ``run_id`` (its stored config and seed), or a
+    :class:`LearnError` naming each setting in ``given`` (not None) that differs from it."""
+    found = ws.catalog.query("SELECT command, config, seed FROM runs WHERE id = ?", (run_id,))
+    if not found:
+        raise LearnError(f"No run {run_id} to resume. See 'smartset runs'.")
+    command, config, seed = found[0]
+    if command != "train":
+        raise LearnError(f"Run {run_id} is a '{command}' run, not a training run: resume a "
+                         f"'train' run (see 'smartset runs').")
+    config = json.loads(config or "{}")
+    stored = {"version": config.get("version"), "model": config.get("model"),
+              "size": tuple(config["size"]) if config.get("size") else None,
+              "mode": config.get("mode"), "fit": config.get("fit") or "stretch",
+              "test_fraction": config.get("test_fraction", _TRAIN_DEFAULTS["test_fraction"]),
+              "seed": 0 if seed is None else int(seed), **(config.get("options") or {})}
+    conflicts = []
+    for key, value in given.items():
+        if value is None:
+            continue
+        mine = stored.get(key)
+        if key == "size":
+            value = (value, value) if isinstance(value, int) else tuple(value)
+        elif not isinstance(value, (str, int, float, bool, list, tuple, dict)):
+            value = _jsonable({key: value})[key]
+        if isinstance(mine, list):
+            mine = tuple(mine)
+        if isinstance(value, list):
+            value = tuple(value)
+        if value != mine:
+            conflicts.append(f"--{key.replace('_', '-')} {_flag(value)} (run {run_id}: "
+                             f"{_flag(mine)})")
+    if conflicts:
+        raise LearnError(f"Run {run_id} is resumed with its own settings; these differ: "
+                         f"{'; '.join(conflicts)}. Drop them, or start a new run without "
+                         f"--resume.")
+    return dict(stored)
+
+
+def _flag(value) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return str(value[0])
+    return "none" if value is None else str(value)
+
+
+def _check_resumed_data(ws, run_id: int, train_ids) -> None:
+    """Refuse to resume run ``run_id`` when its version no longer gives the samples it
+    trained on (the live catalog changed since: copies added, samples excluded)."""
+    path = run_dir(ws, run_id) / "train_ids.json"
+    config = json.loads(ws.catalog.query("SELECT config FROM runs WHERE id = ?",
+                                         (run_id,))[0][0] or "{}")
+    now_ids = [str(i) for i in train_ids]
+    if path.exists():
+        before = json.loads(path.read_text())
+        same = sorted(before) == sorted(now_ids)
+    else:
+        before = [None] * int(config.get("n_train", len(now_ids)))
+        same = len(before) == len(now_ids)
+    if not same:
+        where = f"version {config['version']!r}" if config.get("version") else "the live catalog"
+        raise LearnError(f"Run {run_id} trained on {len(before)} samples of {where}; it now "
+                         f"gives {len(now_ids)} other training samples, so the run cannot "
+                         f"continue: start a new run (or train on a version, which pins its "
+                         f"samples).")
 
 
 # -- choosing the out-of-fold model and the image size --------------------------------------
@@ -492,7 +600,8 @@ def read_oof_features(ws, run: int | None = None) -> tuple[np.ndarray, np.ndarra
 
 
 def _group_folds(codes, groups, folds, seed) -> np.ndarray:
-    """Stratified folds over duplicate groups (a group's members share a fold)."""
+    """Stratified folds over lineage and duplicate groups (:func:`duplicate_groups`: a
+    group's members share a fold, so no copy of a sample trains the model that predicts it)."""
     base = fold_ids(codes, folds, seed)
     first: dict = {}
     out = base.copy()
@@ -527,20 +636,30 @@ def _load_model(ws, model_or_run):
 
 
 def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=None,
-             force: bool = False, shifts=(), positive=None, preprocess: str | None = None,
-             progress: bool | None = None) -> dict:
+             force: bool = False, held_out: bool = False, exclude_leaked: bool = False,
+             include_derived: bool = False, shifts=(), positive=None,
+             preprocess: str | None = None, progress: bool | None = None) -> dict:
     """Evaluate a trained model on ``version``: a run id, a checkpoint path, or several
     (an ensemble: their probabilities averaged).
 
-    Leakage guard: samples the model was trained on, or duplicates of them, are refused
-    unless ``force``, and then every report says so. The report holds metrics per bucket of
-    brightness, contrast and image size; ``shifts`` adds rows under synthetic shifts of the
-    evaluated images (:data:`smartset.learn.robustness.SHIFTS`); ``positive`` (a class) adds
-    the knife-study table (condition, n, TP, FP, precision, recall, F1) over those
-    conditions. ``preprocess``: ``None`` uses the model's own test-time preprocessing,
-    ``"dacolt"`` applies brightness-guided preprocessing at test time, ``"none"`` turns
-    it off.
+    Which samples: those of ``version`` (``split``, ``sample_ids`` narrow them), originals
+    only: augmented copies are left out unless ``include_derived``. Leakage guard: samples
+    the model was trained on, augmented copies (or the originals) of them, and duplicates
+    of them (same bytes, an audit duplicate set) are refused unless ``force``, and then
+    every report says so; ``exclude_leaked`` scores the rest instead, and ``held_out``
+    (the samples the run(s) did not train on) leaves them out too. ``left_out`` in the
+    result counts what was left out and why.
+
+    The report holds metrics per bucket of brightness, contrast and image size; ``shifts``
+    adds rows under synthetic shifts of the evaluated images
+    (:data:`smartset.learn.robustness.SHIFTS`); ``positive`` (a class) adds the knife-study
+    table (condition, n, TP, FP, precision, recall, F1) over those conditions.
+    ``preprocess``: ``None`` uses the model's own test-time preprocessing, ``"dacolt"``
+    applies brightness-guided preprocessing at test time, ``"none"`` turns it off.
     """
+    if force and (held_out or exclude_leaked):
+        raise LearnError("--force measures seen samples too; --held-out and --exclude-leaked "
+                         "leave them out: give one or the other.")
     estimator, run_ids = _load_model(ws, model)
     c, h, w = estimator.input_shape_
     data = load_version(ws, version, size=(h, w), mode="L" if c == 1 else "RGB",
@@ -550,6 +669,15 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
         data = data.subset(np.flatnonzero([i in wanted for i in data.ids]))
     if not len(data):
         raise LearnError("No samples to evaluate: check the version, --split or --held-out.")
+    left_out = {"derived": 0, "trained": 0, "copies_of_trained": 0}
+    if not include_derived:
+        derived = derived_mask(ws, data.ids)
+        if derived.all():
+            raise LearnError(f"All {len(data)} samples to evaluate are augmented copies, and "
+                             f"only originals are scored: pass --include-derived to score "
+                             f"copies.")
+        left_out["derived"] = int(derived.sum())
+        data = data.subset(np.flatnonzero(~derived))
     task = "classification" if hasattr(estimator, "classes_") else "regression"
     if task == "classification":
         unknown = sorted(set(data.labels.tolist()) - set(estimator.classes_), key=str)
@@ -563,14 +691,31 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
                              f"({estimator.classes_[:10]}).")
     _set_preprocess(estimator, preprocess)
     leakage = _leakage(ws, run_ids, data.ids)
-    if leakage["n"] and not force:
+    leaked = leakage.pop("leaked")
+    if held_out and not leakage["checked"]:
+        raise LearnError("--held-out needs training run ids with their recorded training "
+                         "samples (models/run-N/train_ids.json): give a 'smartset train' run.")
+    if leakage["n"] and (held_out or exclude_leaked):
+        if leakage["n"] == len(data):
+            raise LearnError(f"All {len(data)} samples to evaluate were seen in training (or "
+                             f"copy samples that were): nothing held out is left to score.")
+        left_out["trained"] = leakage["same_sample"]
+        left_out["copies_of_trained"] = leakage["n"] - leakage["same_sample"]
+        data = data.subset(np.flatnonzero([i not in leaked for i in data.ids]))
+        leakage = {**leakage, "excluded": leakage["n"], "n": 0, "same_sample": 0,
+                   "lineage": 0, "duplicates": 0, "sample_ids": []}
+    elif leakage["n"] and not force:
+        rest = len(data) - leakage["n"]
         raise LeakageError(
             f"{leakage['n']} of the {len(data)} evaluated samples were seen in training "
-            f"({leakage['same_sample']} the same samples, {leakage['duplicates']} duplicates of "
-            f"them): the score would be inflated. Evaluate on held-out samples (--held-out, "
-            f"--split test), or pass --force to measure anyway (the report is then marked).")
+            f"({leakage['same_sample']} the same samples, {leakage['lineage']} augmented "
+            f"copies or originals of them, {leakage['duplicates']} duplicates of them): the "
+            f"score would be inflated. Pass --exclude-leaked to score the other {rest}, or "
+            f"--force to measure them too (the report is then marked).")
     config = {"stage": "evaluate", "model_runs": run_ids, "model": estimator.model_name_,
-              "version": version, "split": split, "force": force, "shifts": list(shifts),
+              "version": version, "split": split, "force": force, "held_out": held_out,
+              "exclude_leaked": exclude_leaked, "include_derived": include_derived,
+              "left_out": left_out, "shifts": list(shifts),
               "positive": positive, "preprocess": preprocess,
               "classes": list(getattr(estimator, "classes_", []))}
     eval_id = ws.catalog.start_run("evaluate", config)
@@ -581,6 +726,7 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
         probs = report.pop("probs", None)
         report.pop("predicted", None)
         report["leakage"] = leakage
+        report["left_out"] = left_out
         if probs is not None:
             write_predictions(ws.catalog, eval_id, data.ids.tolist(), kind="eval",
                               classes=list(estimator.classes_), probs=probs,
@@ -651,6 +797,8 @@ def _by_condition(ws, version, data: LoadedData, predicted: np.ndarray) -> dict:
 
 
 def _leakage(ws, run_ids, ids) -> dict:
+    """Which of ``ids`` the training runs ``run_ids`` saw (their ``train_ids.json``), the
+    same samples or copies of them (:func:`_leakage_counts`)."""
     trained: set[str] = set()
     checked = False
     for run_id in run_ids:
@@ -659,15 +807,29 @@ def _leakage(ws, run_ids, ids) -> dict:
             trained |= set(json.loads(path.read_text()))
             checked = True
     if not checked:
-        return {"n": 0, "same_sample": 0, "duplicates": 0, "checked": False}
-    ids = list(ids)
+        return {"n": 0, "same_sample": 0, "lineage": 0, "duplicates": 0, "checked": False,
+                "leaked": set()}
+    return _leakage_counts(ws, trained, ids)
+
+
+def _leakage_counts(ws, trained, ids) -> dict:
+    """Which of ``ids`` a model trained on ``trained`` has seen: ``same_sample`` (trained
+    on it), ``lineage`` (an augmented copy of it, or its original, was trained on),
+    ``duplicates`` (same bytes or an audit duplicate set); ``n`` in all, ``sample_ids``
+    (the first 50) and ``leaked`` (the set)."""
+    trained = {str(t) for t in trained}
+    ids = [str(i) for i in ids]
     same = {i for i in ids if i in trained}
     every = list(trained | set(ids))
     keyed = dict(zip(every, duplicate_groups(ws, every)))
+    roots = lineage_roots(ws, every)
     trained_groups = {keyed[t] for t in trained}
-    dup = {i for i in ids if i not in same and keyed[i] in trained_groups}
-    return {"n": len(same) + len(dup), "same_sample": len(same), "duplicates": len(dup),
-            "checked": True, "sample_ids": sorted(same | dup)[:50]}
+    trained_roots = {roots[t] for t in trained}
+    related = {i for i in ids if i not in same and keyed[i] in trained_groups}
+    lineage = {i for i in related if roots[i] in trained_roots}
+    return {"n": len(same) + len(related), "same_sample": len(same), "lineage": len(lineage),
+            "duplicates": len(related - lineage), "checked": True,
+            "sample_ids": sorted(same | related)[:50], "leaked": same | related}
 
 
 def baselines(ws, version: str | None = None, *, size=None, mode: str | None = None,
@@ -704,7 +866,7 @@ def baselines(ws, version: str | None = None, *, size=None, mode: str | None = N
             vectors = embedded.vectors[[position[sid] for sid in data.ids]]
     groups = duplicate_groups(ws, data.ids)
     train_rows, test_rows, holdout = split_holdout(data, groups, test_fraction=test_fraction,
-                                                   seed=seed)
+                                                   seed=seed, derived=derived_mask(ws, data.ids))
     if not len(test_rows):
         raise LearnError("Nothing held out to evaluate the baselines on.")
     feature_source = (f"{embedded.backbone} embeddings ({embedded.size} px)" if embedded

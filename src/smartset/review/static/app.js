@@ -224,6 +224,10 @@ function cardBody(index, entry) {
   const badges = el("div", { class: "badges" });
   if (item) {
     if (item.marks.exclude) badges.append(el("span", { class: "badge exclude", text: "excluded" }));
+    if (item.origin_id) {
+      badges.append(el("span", { class: "badge derived", text: "derived",
+        title: `an augmented copy of ${item.origin_id}: kept with it in every split, never scored` }));
+    }
     if (item.marks.multi_label) {
       badges.append(el("span", { class: "badge multi", text: `multi: ${item.marks.multi_label.join(", ")}` }));
     }
