@@ -408,8 +408,10 @@ def study_transfer_command(
 ) -> None:
     """From scratch vs frozen backbone + new head vs fine-tuned: held-out accuracy over
     seeds (mean, std, best) and training time, as CSV, markdown and a plot."""
+    from smartset.learn.pretrained import check_model
     from smartset.learn.study import study_transfer_workspace
 
+    check_model(backbone)  # a missing package: one line, before any image is decoded
     ws = open_workspace(workspace)
     result = study_transfer_workspace(
         ws, version, backbone=backbone, seeds=seeds, seed=seed, size=size, mode=mode,
