@@ -188,6 +188,12 @@ def test_bar_keeps_relabels_one_view_disputes():
     assert [a["id"] for a in chosen] == ["a1"]
     assert set(held) == {"a2", "a3", "a4"}
     assert "0.70 < 0.80" in held["a3"]
+    assert held["a4"].startswith("exclude")  # excludes are for a person
+    # where the plan estimates few wrong labels, even a relabel both views back waits
+    plan["trust"]["classes"] = {"a": {"noise_rate": 0.005}}
+    chosen, held = automatic_actions(plan)
+    assert chosen == [] and "few wrong labels" in held["a1"]
+    plan["trust"]["classes"] = {"a": {"noise_rate": 0.05}}
     plan["trust"]["weak"] = ["b"]
     assert automatic_actions(plan)[0] == []
     assert [a["id"] for a in automatic_actions(plan, force=True)[0]] == ["a1"]

@@ -25,7 +25,7 @@ import numpy as np
 from smartset._atomic import write_text
 from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
-from smartset.clean.trust import assess_trust, view_evidence
+from smartset.clean.trust import assess_trust, estimated_by_class, view_evidence
 from smartset.errors import EmptyDataError, SmartsetError
 
 __all__ = ["PLAN_FORMAT", "ACTIONS", "label_actions", "make_plan", "load_plan", "apply_plan",
@@ -483,7 +483,8 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
         view_probs, view = _second_view(ws, version, ids, labels, len(classes), inputs,
                                         found, k_used)
         trust = assess_trust(labels, found.model_probs, view_probs, classes=classes,
-                             view=view, flagged=found.is_issue, suggested=found.suggested)
+                             view=view, flagged=found.is_issue, suggested=found.suggested,
+                             estimated_wrong=estimated_by_class(labels, found, len(classes)))
         actions: list[dict] = []
         issues: list[tuple] = []
 
