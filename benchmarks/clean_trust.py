@@ -302,9 +302,14 @@ def real_photos(args, truth_data) -> dict | None:
             return None
         return False
 
+    shows = truth_data["photos"]["what_it_shows"]
+
     def truth(action):
-        wrong = verdict(names[action["sample_id"]])
-        return wrong, None  # nothing in the set belongs to the other class
+        relpath = names[action["sample_id"]]
+        seen = shows.get(relpath.rsplit("/", 1)[-1])
+        if seen is not None:  # looked at: what the photo shows
+            return seen != relpath.split("/", 1)[0], (None if seen == "neither" else seen)
+        return verdict(relpath), None  # the 741 hold no photo of the other class
 
     label_actions = [a for a in plan["actions"] if a["detector"] == "consensus"]
     rows = rules({"actions": label_actions, "trust": plan["trust"]}, truth)
@@ -318,12 +323,15 @@ def real_photos(args, truth_data) -> dict | None:
     in_far = sum(verdict(r["relpath"]) is True for r in far)
     print(f"  not of their class among the 0-1 ranking's top 100: {top100}; in the atypical "
           f"list ({len(far)}): {in_far}")
-    # the plan as it was before #16 (relabels without the neighbour check): the relabels
-    # that were all the model's errors; what the bar lets through of them
-    old = clean.make_plan(ws, run=run, neighbours_must_agree=False, progress=False)
+    # the plan as it was before #16 (the fold models' own features, no neighbour check):
+    # relabels that were all the model's errors; what the bar lets through of them
+    old = clean.make_plan(ws, run=run, features="oof", neighbours_must_agree=False,
+                          progress=False)
     old_rows = rules({"actions": [a for a in old["actions"] if a["detector"] == "consensus"],
                       "trust": old["trust"]}, truth)
-    table("Real photos, the plan without the neighbour check (as before #16)", old_rows)
+    table("Real photos, the plan as before #16 (the fold models' own features, no "
+          "neighbour check)", old_rows)
+    print(trust_line(old["trust"]))
     return {"rules": rows, "rules_without_neighbour_check": old_rows,
             "weak": plan["trust"]["weak"], "top100": top100,
             "atypical_n": len(far), "atypical_hits": in_far,

@@ -372,11 +372,17 @@ def pixel_thumbnail(image, side: int = PIXEL_SIDE) -> np.ndarray:
     return thumb - thumb.mean()
 
 
-def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, k: int):
+def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, k: int,
+                 *, backbone: str | None = None, progress: bool | None = None):
     """``(view_probs, view)``: a kNN posterior on features independent of the out-of-fold
     model, and what they are. The consensus's own kNN posterior when its features are a
     pretrained backbone's or the audit's (pixel) embeddings; else (the fold models' own
-    features, or none) a kNN vote on the images' pixels (:func:`pixel_vectors`)."""
+    features, or none): on photos a pretrained backbone's embeddings (cached, or computed
+    up to :data:`BACKBONE_AUTO_LIMIT` images), on digits the images' pixels
+    (:func:`pixel_vectors`). Pixels do not tell what a photo shows (a product shot on white
+    looks like the other product shots, whatever the product), so on photos a pixel view is
+    marked ``reliable: False`` and every class comes out weak."""
+    from smartset.backbones import DEFAULT_BACKBONE
     from smartset.clean.knn_filters import knn_posterior
 
     used = inputs["features_used"]
@@ -390,18 +396,35 @@ def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, 
         return found.knn_probs, {"source": used.get("source"), "k": k,
                                  "description": used["description"], "independent": why}
     samples = ws.samples(version)
+    k_view = max(1, min(k, len(ids) - 1))
+    photos = looks_like_photos(samples[samples["id"].isin(set(map(str, ids)))])
+    note = None
+    if photos:
+        name = backbone or DEFAULT_BACKBONE
+        vectors, description, note = _backbone_vectors(
+            ws, version, [str(s) for s in ids], name,
+            compute=len(ids) <= BACKBONE_AUTO_LIMIT, progress=progress)
+        if vectors is not None:
+            probs = knn_posterior(labels, vectors, k=k_view, n_classes=n_classes,
+                                  metric="cosine")
+            return probs, {"source": "backbone", "k": k_view, "description": description,
+                           "independent": f"kNN on {description}, which no fold model was "
+                                          f"trained on", "reliable": True}
     path_of = dict(zip(samples["id"], samples["path"]))
     try:
         vectors = pixel_vectors([path_of[str(s)] for s in ids])
     except (KeyError, OSError) as error:
         return None, {"source": "none", "description": "none", "k": None,
                       "independent": f"no second view: the images could not be read ({error})"}
-    k_view = max(1, min(k, len(ids) - 1))
     probs = knn_posterior(labels, vectors, k=k_view, n_classes=n_classes, metric="cosine")
-    return probs, {"source": "pixels", "k": k_view,
-                   "description": f"pixels ({PIXEL_SIDE}x{PIXEL_SIDE} gray)",
-                   "independent": ("kNN on the images' pixels, which the fold models' "
-                                   "features (the consensus's) are not")}
+    view = {"source": "pixels", "k": k_view,
+            "description": f"pixels ({PIXEL_SIDE}x{PIXEL_SIDE} gray)",
+            "independent": ("kNN on the images' pixels, which the fold models' features "
+                            "(the consensus's) are not"), "reliable": not photos}
+    if photos:
+        view["independent"] = (f"pixels only ({note}): on photos they do not tell what an "
+                               f"image shows, so they cannot vouch for the model")
+    return probs, view
 
 
 # -- making the plan -----------------------------------------------------------------------------
@@ -481,7 +504,7 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
                if atypical and vectors is not None and inputs["features_used"]["backbone"]
                else None)
         view_probs, view = _second_view(ws, version, ids, labels, len(classes), inputs,
-                                        found, k_used)
+                                        found, k_used, backbone=backbone, progress=progress)
         trust = assess_trust(labels, found.model_probs, view_probs, classes=classes,
                              view=view, flagged=found.is_issue, suggested=found.suggested,
                              estimated_wrong=estimated_by_class(labels, found, len(classes)))

@@ -100,6 +100,9 @@ def assess_trust(labels: np.ndarray, model_probs: np.ndarray, view_probs: np.nda
             why.append(f"only {n} sample(s) (< {limits['min_count']})")
         if other is None:
             why.append("no independent view to check the model against")
+        elif view.get("reliable") is False:
+            why.append(f"the second view ({view.get('description')}) cannot vouch for the "
+                       f"model here: {view.get('independent')}")
         elif n and agree / n < limits["min_agreement"]:
             why.append(f"the two views agree on {agree / n:.0%} ({agree} of {n}; "
                        f"< {limits['min_agreement']:.0%})")
