@@ -64,8 +64,8 @@ def run(
         return
     splits = ", ".join(result["augmented_splits"]) or "none"
     console.print(f"Version {result['version']!r}: {result['n_samples']} samples "
-               f"({result['n_original']} originals of split {splits} + {result['n_augmented']} "
-               f"augmented copies, x{result['factor']}, policy {result['policy']!r}, seed "
+               f"({result['n_original']} originals + {result['n_augmented']} augmented "
+               f"copies of split {splits}, x{result['factor']}, policy {result['policy']!r}, seed "
                f"{result['seed']}) in {result['seconds']:.1f} s. Files: {result['folder']}")
     if result["n_kept_as_is"]:
         kept = ", ".join(f"{k} {v}" for k, v in result["kept_splits"].items())
