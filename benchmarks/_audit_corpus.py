@@ -140,12 +140,24 @@ def near_duplicate(image: Image.Image, transform: str) -> tuple[Image.Image, dic
                      f"expected one of {NEAR_DUPLICATE_TRANSFORMS}")
 
 
-def combined_copy(image: Image.Image, rng: np.random.Generator
+def combined_copy(image: Image.Image, rng: np.random.Generator, *, extra: str = ""
                   ) -> tuple[Image.Image, dict, str]:
     """All four edits on one copy (issue 23's protocol): a window of 95% of each side at a
     random position, resized x0.8, brightness +10%, saved as JPEG quality 40. Returns the
-    copy, its save options and a description (the window's corner)."""
+    copy, its save options and a description (the window's corner). ``extra``:
+    ``"rotate5"`` first turns the image by 5 degrees either way (bicubic, the corners
+    filled by the crop's edge), ``"flip"`` mirrors it left to right."""
     rgb = image.convert("RGB")
+    note = ""
+    if extra == "rotate5":
+        angle = 5.0 if rng.random() < 0.5 else -5.0
+        rgb = rgb.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
+        note = f", rotated {angle:+.0f} deg"
+    elif extra == "flip":
+        rgb = rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        note = ", mirrored"
+    elif extra:
+        raise ValueError(f"extra must be '', 'rotate5' or 'flip', got {extra!r}")
     width, height = rgb.size
     crop_w, crop_h = max(1, round(width * 0.95)), max(1, round(height * 0.95))
     x = int(rng.integers(0, width - crop_w + 1))
@@ -154,7 +166,8 @@ def combined_copy(image: Image.Image, rng: np.random.Generator
     copy = copy.resize((max(1, round(crop_w * 0.8)), max(1, round(crop_h * 0.8))),
                        Image.Resampling.LANCZOS)
     copy = ImageEnhance.Brightness(copy).enhance(1.10)
-    return copy, {"quality": 40}, f"95% window at ({x}, {y}) of {width}x{height}, x0.8, +10%, q40"
+    return copy, {"quality": 40}, (f"95% window at ({x}, {y}) of {width}x{height}, x0.8, "
+                                   f"+10%, q40{note}")
 
 
 # -- photo corpus ---------------------------------------------------------------------------
@@ -304,10 +317,12 @@ def build_photo_corpus(photos: Path, out: Path, *, n_base: int = 300, per_kind: 
 
 
 def build_near_duplicate_corpus(photos: Path, out: Path, *, n_near: int = 100,
-                                limit: int | None = None, seed: int = 0) -> pd.DataFrame:
+                                limit: int | None = None, seed: int = 0,
+                                extra: str = "") -> pd.DataFrame:
     """Every usable photo (:func:`usable_photos`: distinct, colour; ``limit`` of them drawn
     at random when given) as a byte copy, plus ``n_near`` copies of distinct ones made with
-    :func:`combined_copy`. The ground truth's near pairs are (original, copy)."""
+    :func:`combined_copy` (``extra``: a rotation or a mirror on top). The ground truth's
+    near pairs are (original, copy)."""
     rng = np.random.default_rng(seed)
     pool = usable_photos(photos)
     if limit is not None:
@@ -325,7 +340,7 @@ def build_near_duplicate_corpus(photos: Path, out: Path, *, n_near: int = 100,
         original = rows[at]
         with Image.open(out / original["relpath"]) as opened:
             opened.load()
-            copy, options, description = combined_copy(opened, rng)
+            copy, options, description = combined_copy(opened, rng, extra=extra)
         relpath = f"{original['label']}/near_{index:04d}.jpg"
         _save(copy, out / relpath, **options)
         rows.append({"relpath": relpath, "label": original["label"], "kind": "near_duplicate",

@@ -546,7 +546,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
 
             exact_pairs = _exact_duplicate_pairs(ws, table, audited) if len(audited) > 1 else []
             sets, search, used_features = neighbour_findings(
-                ws, version, table, audited, knn_file, thumbs, writer, plan=plan,
+                ws, version, table, audited, knn_file, thumbs, writer, plan=plan, engine=engine,
                 exact_pairs=exact_pairs, near_given=near_given,
                 neighbours=neighbours, candidate_similarity=candidate_similarity,
                 near_duplicate_similarity=near_duplicate_similarity,

@@ -161,14 +161,24 @@ def plan_features(ws, version, features: str = "auto", *, embedding_model=None
 
 
 def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path, *,
-                         progress: bool | None = None):
+                         engine=None, progress: bool | None = None):
     """The backbone embeddings of ``ids`` (audit order) as a float16
     :class:`~smartset.audit.neighbours.VectorFile` at ``path``, and how many had none
-    (undecodable for the backbone: zero rows, so they read as unlike everything)."""
+    (undecodable for the backbone: zero rows, so they read as unlike everything).
+
+    The network runs on ``engine`` (default: worker processes, ``local``), not in this
+    process, unless torch is loaded here already: a process that has run torch's thread
+    pools must not fork the audit's later worker pools (a forked pool hung in a second
+    audit of the same process)."""
+    import sys
+
     from smartset.audit.neighbours import VectorFile
     from smartset.embeddings import embed
 
-    found = embed(ws, version, backbone=backbone, sample_ids=ids, progress=progress)
+    if engine is None:
+        engine = "serial" if "torch" in sys.modules else "local"
+    found = embed(ws, version, backbone=backbone, sample_ids=ids, engine=engine,
+                  progress=progress)
     row_of = {str(sid): i for i, sid in enumerate(found.ids)}
     dim = found.vectors.shape[1]
     missing = 0

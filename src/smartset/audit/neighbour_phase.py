@@ -139,7 +139,7 @@ def isolation_of(neighbours: NeighbourTable, k: int = _USED_NEIGHBOURS) -> np.nd
 
 
 def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file, thumbs,
-                  plan: FeaturePlan, scratch: Path, made: list[Path]):
+                  plan: FeaturePlan, scratch: Path, made: list[Path], engine=None):
     """``(search vectors, [(name, candidate vectors)], note, read_aligned)`` for
     ``plan``: the pixel file, a backbone file or an aligned file (and its aligned images'
     reader), each made once (paths appended to ``made``)."""
@@ -150,7 +150,7 @@ def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file,
         made.append(path)
         ids = [table.id(int(a)) for a in audited]
         files[plan.backbone], missing = backbone_vector_file(ws, version, ids, plan.backbone,
-                                                             path)
+                                                             path, engine=engine)
         if missing:
             note = f"{missing} images could not be decoded for {plan.backbone} (zero vectors)"
     if plan.candidates == "aligned pixels":
@@ -168,6 +168,7 @@ def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file,
 
 def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_file, thumbs,
                        findings, *, plan: FeaturePlan, exact_pairs, near_given, neighbours,
+                       engine=None,
                        candidate_similarity, near_duplicate_similarity, outlier_fence,
                        embedding_model, used: dict, skipped: dict, scratch: Path):
     """Duplicates, outliers and imbalance, written to ``findings`` (a writer with ``add``
@@ -188,7 +189,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
     try:
         if len(audited) >= 2:
             vectors, candidate_vectors, note, read_aligned = _vector_files(
-                ws, version, table, audited, pixel_file, thumbs, plan, scratch, made)
+                ws, version, table, audited, pixel_file, thumbs, plan, scratch, made, engine)
             if note:
                 features["note"] = "; ".join(filter(None, [features.get("note"), note]))
             similarity = [candidate_similarity if candidate_similarity is not None else
