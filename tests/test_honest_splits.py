@@ -146,6 +146,7 @@ def test_folds_keep_a_lineage_group_together(tmp_path):
     oof = ws.predictions(run=result["run_id"])
     fold = dict(zip(oof.sample_ids, oof.folds))
     assert len(fold) == 180
+    assert result["oof"]["n_scored"] == 60 and result["oof"]["derived_not_scored"] == 120
     assert all(fold[c] == fold[o] for c, o in zip(lineage["sample_id"], lineage["origin_id"]))
     ws.close()
 
@@ -213,3 +214,29 @@ def test_evaluate_exclude_leaked_scores_the_rest_and_says_how_many(leaky):
     shown = cli("evaluate", run["run_id"], "-w", ws.path, "--split", "test",
                 "--exclude-leaked").output
     assert "left out: 6 copies or duplicates" in " ".join(shown.split())
+
+
+# -- transfer at another size --------------------------------------------------------------
+def test_init_from_a_checkpoint_at_another_size_where_the_architecture_allows(tmp_path):
+    import cv2
+
+    from smartset.learn import ImageClassifier
+    from smartset.learn.estimator import load_checkpoint
+
+    with np.load(DIGITS) as data:
+        images, labels = data["images"][:120], data["labels"][:120]
+    big = np.stack([cv2.resize(i, (36, 36), interpolation=cv2.INTER_AREA) for i in images])
+    options = dict(epochs=1, batch_size=32, seed=0, progress=False)
+    for model in ("resnet", "small_cnn"):
+        ImageClassifier(model, **options).fit(images, labels).save(tmp_path / f"{model}.pt")
+
+    # resnet ends in global pooling: its backbone serves 36x36 digits as well as 28x28
+    moved = ImageClassifier("resnet", init_from=tmp_path / "resnet.pt", **options).fit(big, labels)
+    assert moved.input_shape_ == (1, 36, 36)
+    moved.save(tmp_path / "moved.pt")
+    again = load_checkpoint(tmp_path / "moved.pt")
+    np.testing.assert_allclose(again.predict_proba(big), moved.predict_proba(big), atol=1e-5)
+
+    # small_cnn at 28 px flattens a 7x7 grid: one line says which size to use
+    with pytest.raises(LearnError, match=r"flatten layer.*--size 28"):
+        ImageClassifier("small_cnn", init_from=tmp_path / "small_cnn.pt", **options).fit(big, labels)

@@ -516,9 +516,14 @@ def _store_oof(ws, run_id, ids, labels, classes, probs, fold, features, meta) ->
                     (f"oof_features.run{run_id}", features_path.relative_to(ws.path).as_posix(),
                      str(run_id), json.dumps({"run_id": run_id, "dim": int(features.shape[1]),
                                               **meta}), now()))
-    report = classification_report(labels, probs, classes)
-    return {"oof": {k: report[k] for k in ("n", "accuracy", "log_loss", "macro",
-                                           "most_confused")},
+    originals = ~derived_mask(ws, ids)  # every sample gets probabilities; originals a score
+    if not originals.any():
+        originals[:] = True
+    report = classification_report(labels[originals], probs[originals], classes)
+    return {"oof": {**{k: report[k] for k in ("accuracy", "log_loss", "macro",
+                                              "most_confused")},
+                    "n": int(len(ids)), "n_scored": int(originals.sum()),
+                    "derived_not_scored": int((~originals).sum())},
             "features": features_path.relative_to(ws.path).as_posix()}
 
 

@@ -247,6 +247,7 @@ class _ImageModel:
             name = self._architecture_name()
             network = build_model(name, channels=channels, outputs=self._n_outputs(),
                                   size=(height, width))
+            network.built_size = (height, width)
             if network.preprocessing:  # timm:NAME=weights.pth -> timm:NAME
                 self.model_name_ = network.preprocessing["backbone"]
             if self.trainable_blocks >= 0:
@@ -260,11 +261,17 @@ class _ImageModel:
             source = load_checkpoint(self.init_from)
             c, h, w = source.input_shape_
             pooled = is_pretrained(source.model_name_)  # global pooling: any size
-            if c != channels or (not pooled and (h, w) != (height, width)):
-                raise LearnError(f"The backbone of {self.init_from} takes {c}-channel {w}x{h} "
-                                 f"images; these are {channels}-channel {width}x{height}: load "
-                                 f"the data with the same size and mode (--size {h}, --mode "
-                                 f"{'L' if c == 1 else 'RGB'}).")
+            if c != channels:
+                raise LearnError(f"The backbone of {self.init_from} takes {c}-channel images; "
+                                 f"these are {channels}-channel: load the data in its mode "
+                                 f"(--mode {'L' if c == 1 else 'RGB'}).")
+            if not pooled and (h, w) != (height, width) and not _takes_size(
+                    source.network_, channels, height, width):
+                raise LearnError(f"The backbone of {self.init_from} ({source.model_name_}, "
+                                 f"trained on {w}x{h} images) ends in a flatten layer that "
+                                 f"fixes its input size; these are {width}x{height}: load the "
+                                 f"data at its size (--size {h}), or start from a checkpoint "
+                                 f"with global pooling (resnet, a pretrained backbone).")
             network, self.model_name_ = source.network_, source.model_name_
         import copy
 
@@ -728,7 +735,25 @@ def _copy_state(network) -> dict:
 
 
 def _architecture(network: Net) -> dict:
-    return {"head_outputs": int(network.head.out_features), "feature_dim": network.feature_dim}
+    built = getattr(network, "built_size", None)
+    return {"head_outputs": int(network.head.out_features), "feature_dim": network.feature_dim,
+            "built_size": None if built is None else [int(v) for v in built]}
+
+
+def _takes_size(network: Net, channels: int, height: int, width: int) -> bool:
+    """Whether ``network``'s backbone turns ``channels`` x ``height`` x ``width`` images
+    into the features its head takes: any size behind global pooling, only its own behind
+    a flatten layer."""
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            features = network.features(torch.zeros(1, channels, height, width))
+        return int(features.reshape(1, -1).shape[1]) == int(network.feature_dim)
+    except RuntimeError:
+        return False
+    finally:
+        network.train(was_training)
 
 
 def _atomic_save(state: dict, path: Path) -> Path:
@@ -759,10 +784,15 @@ def _read_checkpoint(path: str | Path) -> dict:
 def _rebuild(state: dict) -> Net:
     c, h, w = state["input_shape"]
     outputs = state["architecture"]["head_outputs"]
+    # The size the architecture was built for: a backbone transferred to another input size
+    # (behind global pooling) keeps the layers of its first size.
+    built = tuple(state["architecture"].get("built_size") or (h, w))
     # A pretrained backbone is rebuilt without its ImageNet weights (the checkpoint holds
     # the trained ones); timm models need timm (one line says so).
-    return build_model(state["model"], channels=c, outputs=outputs, size=(h, w),
-                       pretrained=False)
+    network = build_model(state["model"], channels=c, outputs=outputs, size=built,
+                          pretrained=False)
+    network.built_size = built
+    return network
 
 
 def load_checkpoint(path: str | Path) -> ImageClassifier | ImageRegressor:
