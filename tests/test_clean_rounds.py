@@ -49,19 +49,24 @@ def test_two_rounds_leave_fewer_wrong_labels_and_undo_restores_them(noisy_digits
     before = _wrong(ws, None, true)
     assert before == 30
     seen = []
+    # 3 epochs on 450 digits: the model is weak for a class, so the round is forced (#17:
+    # without --force it is refused, tests/test_clean_trust.py); the evidence bar still holds
     result = clean_rounds(ws, rounds=2, name="clean", epochs=3, folds=3, seed=0,
-                          progress=False, on_round=seen.append)
+                          force=True, progress=False, on_round=seen.append)
     assert seen == result["rounds"] and 1 <= len(seen) <= 2
     assert result["version"] == "clean"
     first = seen[0]
     assert first["version_in"] is None and first["applied"]
-    assert set(first["applied"]) <= {"relabel", "exclude", "multi_label"}
+    assert set(first["applied"]) == {"relabel"}  # only relabels clear the bar (#17)
     runs = ws.runs().set_index("id")
     assert runs.loc[first["predict_run"], "config"]["options"]["augment"] == "translation-rotation"
     if len(seen) == 2:
         assert seen[1]["version_in"] == "clean-round1" == first["version"]
     after = _wrong(ws, "clean", true)
-    assert after <= before // 2, (before, after)
+    # only relabels that clear the evidence bar (both views, posterior >= 0.9) are applied:
+    # fewer than before #17 (it applied every label action), and (nearly) all of them right
+    relabeled = sum(record["applied"].get("relabel", 0) for record in seen)
+    assert after < before and after <= before - relabeled + 1, (before, after, relabeled)
     assert ws.samples("clean")["id"].isin(ws.samples(None, include_excluded=True)["id"]).all()
     # the plans stay, and nothing outside the label actions was applied
     for record in seen:
@@ -91,9 +96,10 @@ def test_cli_runs_one_round(noisy_digits):
     ws, true = noisy_digits
     result = runner.invoke(app, ["clean", "rounds", "-w", str(ws.path), "--rounds", "1",
                                  "--name", "once", "--epochs", "2", "--folds", "3",
-                                 "--augment", "none"])
+                                 "--augment", "none", "--force"])
     assert result.exit_code == 0, result.output
     assert "round 1: out-of-fold accuracy" in result.output
+    assert "FORCED past weak class" in " ".join(result.output.split())  # 2 epochs: weak
     assert "Final version 'once' after 1 round(s)" in result.output
     assert _wrong(ws, "once", true) < 30
 
@@ -107,10 +113,12 @@ def test_a_label_a_person_reviewed_is_never_changed(noisy_digits):
     planted = samples["id"][samples["label"].astype(int).to_numpy() != true[index]]
     for sample_id in planted:  # a person looked and kept the (wrong) label
         decide(ws, "accept", sample_id, queue="suspicious")
-    result = clean_rounds(ws, rounds=1, name="policy", epochs=3, folds=3, progress=False)
+    result = clean_rounds(ws, rounds=1, name="policy", epochs=3, folds=3, force=True,
+                          progress=False)
     record = result["rounds"][0]
-    assert record["kept_as_reviewed"] > 0
+    proposed = {a["sample_id"] for a in smartset.clean.load_plan(record["plan"])["actions"]}
+    assert proposed & set(planted)  # the plan proposed changing reviewed labels ...
     after = ws.samples("policy", include_excluded=True).set_index("id")["label"]
     before = samples.set_index("id")["label"]
-    assert (after.loc[planted] == before.loc[planted]).all()
+    assert (after.loc[planted] == before.loc[planted]).all()  # ... and none was changed
     assert set(planted) <= set(ws.samples("policy")["id"])  # none excluded either
