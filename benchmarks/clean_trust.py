@@ -170,7 +170,8 @@ def table(title, rows: dict, extra: str = "") -> None:
 
 
 def trust_line(trust: dict) -> str:
-    parts = [f"{name} {row['agreement']:.2f}/{row['recall']:.2f}{'' if row['verdict'] == 'trusted' else ' WEAK'}"
+    parts = [f"{name} {row['agreement']:.2f}/{row['recall']:.2f}"
+             + ("" if row["verdict"] == "trusted" else " WEAK")
              for name, row in trust["classes"].items()]
     return "  trust (agreement/recall): " + ", ".join(parts)
 
@@ -385,6 +386,12 @@ def main(argv=None) -> None:
             summary[section] = {"before_n": before["n"], "before_precision": before["precision"],
                                 "bar_n": after["n"], "bar_precision": after["precision"],
                                 "weak": found["weak"]}
+    if out["photos"]:
+        before = out["photos"]["rules_without_neighbour_check"]
+        summary["photos_before_16"] = {
+            "before_n": before["proposed (clean rounds before #17)"]["n"],
+            "before_precision": before["proposed (clean rounds before #17)"]["precision"],
+            "bar_n": before[bar]["n"], "bar_precision": before[bar]["precision"]}
     print(f"\n{summary['seconds']} s")
     print(json.dumps({**summary, "detail": out}))
 

@@ -22,7 +22,7 @@ from smartset.clean import (PlanError, assess_trust, automatic_actions, clean_ro
                             make_plan, ranking)
 from smartset.clean.trust import THRESHOLDS, warning_lines
 from smartset.predictions import write_predictions
-from smartset.review.queues import queue_entries
+from smartset.review.queues import list_queues, queue_entries
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "data" / "digits.npz"
 KEEP = (0, 1, 3, 5)
@@ -128,6 +128,9 @@ def test_plan_carries_trust_and_the_cli_warns_per_weak_class(digits):
     result = CliRunner().invoke(app, ["clean", "-w", str(ws.path), "--top", "3"])
     assert result.exit_code == 0, result.output
     assert "WARNING: the model is weak for class '3'" in " ".join(result.output.split())
+    # the review app's plan queue says so in its header
+    titles = {q["id"]: q["title"] for q in list_queues(ws)}
+    assert "WEAK for '3'" in titles[f"plan:clean.plan.{plan['run_id']}"]
 
 
 def test_rounds_refuse_a_weak_class_and_force_applies_only_the_bar(digits, monkeypatch):

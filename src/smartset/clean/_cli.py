@@ -129,11 +129,15 @@ def _file(entry: dict) -> str:
 def _trust_summary(trust: dict | None) -> str:
     if not trust:
         return ""
+    from smartset.clean.trust import THRESHOLDS, short_reason
+
     parts = []
     for name, row in trust["classes"].items():
         agreement = "-" if row["agreement"] is None else f"{row['agreement']:.0%}"
+        verdict = (row["verdict"] if row["verdict"] == "trusted" else
+                   f"WEAK: {short_reason(row, trust.get('thresholds', THRESHOLDS))}")
         parts.append(f"'{name}' recall {row['recall']:.0%}, agreement {agreement} "
-                     f"({row['verdict']})" if row["recall"] is not None else
+                     f"({verdict})" if row["recall"] is not None else
                      f"'{name}' (no samples)")
     return (f"Trust (out-of-fold model vs kNN on {trust['second_view']['description']}): "
             + "; ".join(parts) + ".")

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["THRESHOLDS", "APPLY_POSTERIOR", "MIN_NOISE_RATE", "assess_trust", "automatic_actions",
-           "estimated_by_class", "view_evidence", "weak_classes_touched", "warning_lines"]
+           "estimated_by_class", "short_reason", "view_evidence", "weak_classes_touched", "warning_lines"]
 
 #: the per-class verdict's thresholds (see the module notes and benchmarks/clean_trust.py)
 THRESHOLDS = {"min_agreement": 0.85, "min_recall": 0.5, "min_count": 10,
@@ -179,6 +179,20 @@ def view_evidence(label: int, suggested: int, model_probs_row: np.ndarray,
                   view_p_suggested=round(float(view_probs_row[suggested]), 4),
                   view_says_suggested=other == suggested, view_rejects_label=other != label)
     return ev
+
+
+def short_reason(row: dict, thresholds: dict) -> str:
+    """A few words on why a class row of the trust section is weak (for a header)."""
+    parts = []
+    if row.get("agreement") is not None and row["agreement"] < thresholds["min_agreement"]:
+        parts.append(f"views agree {row['agreement']:.0%}")
+    if row.get("recall") is not None and row["recall"] < thresholds["min_recall"]:
+        parts.append(f"recall {row['recall']:.0%}")
+    if (row.get("flagged", 0) >= thresholds.get("min_flagged", 5)
+            and row.get("flagged_backed", 0) < thresholds.get("min_flagged_backed", 0.5)
+            * row["flagged"]):
+        parts.append(f"view backs {row['flagged_backed']} of {row['flagged']} flagged")
+    return ", ".join(parts) or "; ".join(row.get("why", [])) or "weak"
 
 
 def warning_lines(trust: dict | None) -> list[str]:

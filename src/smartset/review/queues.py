@@ -91,8 +91,9 @@ class _Snapshot:
         issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
         self.issues_run = issues_run
         self.issues = [] if issues_run is None else [dict(r) for r in query(
-            "SELECT sample_id, kind, score, label, suggested, reason, evidence FROM"
-            " label_issues WHERE run_id = ? ORDER BY score DESC, sample_id", (issues_run,))]
+            "SELECT sample_id, kind, score, label, suggested, reason, CASE kind WHEN"
+            " 'atypical' THEN evidence END AS evidence FROM label_issues WHERE run_id = ?"
+            " ORDER BY score DESC, sample_id", (issues_run,))]
 
     def ok(self, sample_id: str | None) -> bool:
         return sample_id in self.labels
@@ -251,6 +252,7 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
 
 def _trust_note(ws, name: str) -> str:
     """For a plan queue's header: the classes its trust section calls weak, or ''."""
+    from smartset.clean.trust import THRESHOLDS, short_reason
     from smartset.review.plans import PlanError, load_plan
 
     try:
@@ -260,8 +262,8 @@ def _trust_note(ws, name: str) -> str:
     weak = trust.get("weak") or []
     if not weak:
         return " (model trusted on every class)" if trust.get("classes") else ""
-    parts = [f"'{c}' agreement {trust['classes'][c]['agreement']:.0%}"
-             if trust["classes"][c].get("agreement") is not None else f"'{c}'" for c in weak]
+    parts = [f"'{c}': {short_reason(trust['classes'][c], trust.get('thresholds', THRESHOLDS))}"
+             for c in weak]
     return f" (model WEAK for {', '.join(parts)}: review, do not trust its suggestions)"
 
 
