@@ -238,7 +238,7 @@ def rounds_command(
                                "this; below it, exclude.")] = 0.6,
     min_apply_posterior: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, help="Apply a relabel only when both views name the new class and "
-                               "its posterior is at least this (default 0.8).")] = None,
+                               "its posterior is at least this (default 0.9).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Apply even where the plan says the model is weak for a class the "
                         "actions touch (the evidence bar still holds).")] = False,
@@ -246,12 +246,11 @@ def rounds_command(
     as_json: JsonOption = False,
 ) -> None:
     """Clean in rounds as an explicit policy: predict --oof (fold models trained with
-    augmentation) -> plan -> apply its label actions (relabel, exclude, multi-label) as a new
-    version; again on that version. Samples a person reviewed are kept as they are; merges,
-    duplicates and ambiguous images stay proposals. Only actions whose evidence clears the
-    bar are applied (both views name the new class, posterior >= 0.8; an exclude where both
-    reject the label), and a round that touches a class where the model is weak is refused
-    unless --force."""
+    augmentation) -> plan -> apply the relabels whose evidence clears the bar (the model and
+    an independent view both name the new class, posterior >= 0.9, at least 2% of the class
+    estimated wrong) as a new version; again on that version. A round that touches a class
+    where the model is weak is refused unless --force. Samples a person reviewed are kept
+    as they are; excludes, merges, duplicates and ambiguous images stay proposals."""
     from smartset.clean.rounds import clean_rounds
 
     ws = open_workspace(workspace)
