@@ -132,13 +132,19 @@ def test_hf_export_uses_datasets_when_installed(tmp_path, source, monkeypatch):
         def save_to_disk(self, path):
             calls["saved"] = path
 
-    def load_dataset(builder, data_dir):
+    def load_dataset(builder, data_dir, **options):
         calls["load"] = (builder, data_dir)
+        calls["features"] = options.get("features")
         return FakeDict()
 
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    fake = types.SimpleNamespace(  # the feature types the export declares, as plain values
+        load_dataset=load_dataset, Features=dict, Image=lambda: "image", Value=lambda t: t,
+        ClassLabel=lambda names: ("ClassLabel", tuple(names)), List=lambda f, length=-1: [f])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
     summary = det.export(ws, None, tmp_path / "hf", format="hf")
     assert calls["load"] == ("imagefolder", str(tmp_path / "hf"))
+    assert calls["features"]["objects"]["category"] == [("ClassLabel", ("circle", "square",
+                                                                         "triangle"))]
     assert summary["datasets"] == calls["saved"] == str(tmp_path / "hf" / "hf_dataset")
 
 

@@ -7,11 +7,18 @@ is installed. Any version can leave smartset: a cleaned or augmented one include
 Images are copied (or hard-linked, ``images="link"``) beside the annotations, so the export
 is a self-contained folder; files are written atomically. Reading an export back with
 :func:`~smartset.detection.import_annotations` gives the same annotations (tested per format).
+
+Every name ingest accepts can be exported: control characters (a newline, a tab) in a file
+name become ``_``, and a name too long to leave room for the derived files and the atomic
+write's temporary name (over :data:`MAX_NAME_BYTES`) is shortened, keeping its extension and
+a hash of the full name. A detection format (COCO, YOLO, VOC, masks, pairs) of a version
+that has labels but no annotations is refused, naming the formats that keep labels.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -28,10 +35,37 @@ from smartset._atomic import atomic_path, write_text
 from smartset.detection import _rle
 from smartset.errors import SourceError
 
-__all__ = ["EXPORT_FORMATS", "export"]
+__all__ = ["EXPORT_FORMATS", "LABEL_FORMATS", "MAX_NAME_BYTES", "export"]
 
 EXPORT_FORMATS = ("coco", "yolo", "voc", "masks", "pairs", "imagefolder", "csv", "hf")
+#: the formats that keep image-level (classification) labels
+LABEL_FORMATS = ("imagefolder", "csv", "hf")
 _SPLITS = ("train", "val", "test")
+#: the longest exported file name, in bytes: file systems allow 255, and the export adds up
+#: to 16 to an image's name for its derived files (``x_mask.png``, ``x.xml``, a ``id-``
+#: prefix) plus 14 for the temporary name of an atomic write
+MAX_NAME_BYTES = 200
+
+
+def _safe_part(part: str, limit: int = MAX_NAME_BYTES) -> str:
+    """One path component that every exporter can write: control characters become ``_``;
+    a name over ``limit`` bytes keeps its extension and gets a hash of the full name."""
+    clean = "".join("_" if ord(ch) < 32 or ord(ch) == 127 else ch for ch in str(part))
+    if clean in ("", ".", ".."):
+        clean = f"_{clean}"
+    if len(os.fsencode(clean)) <= limit:
+        return clean
+    stem, ext = os.path.splitext(clean)
+    if len(os.fsencode(ext)) > 16:
+        stem, ext = clean, ""
+    tag = "~" + hashlib.sha1(os.fsencode(str(part))).hexdigest()[:10]
+    room = limit - len(os.fsencode(ext)) - len(tag)
+    # cut at a byte count, dropping a character cut in half (and any undecodable byte)
+    return os.fsencode(stem)[:room].decode("utf-8", "ignore") + tag + ext
+
+
+def _safe_path(relpath: str) -> str:
+    return "/".join(_safe_part(p) for p in str(relpath).split("/"))
 
 
 def _num(value: float) -> float | int:
@@ -42,9 +76,9 @@ def _num(value: float) -> float | int:
 def _names(frame: pd.DataFrame, *, flat: bool = False) -> list[str]:
     """A file name per sample: its relative path (``flat``: its base name), or
     ``id-name`` where names repeat."""
-    names = [os.path.basename(r) if flat else r for r in frame["relpath"]]
+    names = [_safe_part(os.path.basename(r)) if flat else _safe_path(r) for r in frame["relpath"]]
     counts = Counter(names)
-    return [name if counts[name] == 1 else f"{sid}-{os.path.basename(name)}"
+    return [name if counts[name] == 1 else _safe_part(f"{sid}-{os.path.basename(name)}")
             for sid, name in zip(frame["id"], names)]
 
 
@@ -87,6 +121,14 @@ def export(ws, version: str | None, out_dir: str | Path, *, format: str = "coco"
     # YOLO finds a label by the image path's last "images" folder: keep names flat there
     frame["name"] = _names(frame, flat=format == "yolo")
     ann = annotations(ws, version)
+    labeled = int(frame["label"].notna().sum()) if "label" in frame else 0
+    if format not in LABEL_FORMATS and not len(ann) and labeled:
+        where = f"Version {version!r}" if version else "The live catalog"
+        raise SourceError(
+            f"{where} has {labeled} labeled image(s) and no boxes or masks: --format {format} "
+            f"holds annotations only, so the labels would be lost. Export a classification set "
+            f"with --format imagefolder (SPLIT/CLASS/IMAGE), csv (labels.csv) or hf "
+            f"(datasets.load_dataset, label as a ClassLabel).")
     cats = categories(ws)
     meta = {r[0]: json.loads(r[1]) for r in ws.catalog.query(
         "SELECT sample_id, meta FROM annotation_images WHERE meta IS NOT NULL")}
@@ -289,10 +331,10 @@ def _imagefolder(out, frame, ann, cats, meta, how, **_):
         if label is None:
             skipped += 1
             continue
-        base = os.path.basename(rel)
-        target = out / _split(split) / label / base
+        base = _safe_part(os.path.basename(rel))
+        target = out / _split(split) / _safe_part(str(label).replace("/", "_")) / base
         if target.exists():
-            target = target.with_name(f"{sid}-{base}")
+            target = target.with_name(_safe_part(f"{sid}-{base}"))
         _place(path, target, how)
         counts[label] += 1
     return {"files": ["SPLIT/CLASS/IMAGE"], "images": sum(counts.values()),
@@ -313,38 +355,99 @@ def _csv(out, frame, ann, cats, meta, how, **_):
 
 
 # -- Hugging Face ---------------------------------------------------------------------------------------
+def _hf_schema(labels: list[str] | None, categories: list[str] | None) -> list[dict]:
+    """The features of the export in the dataset card's YAML form (read by
+    ``datasets.load_dataset(OUT)``): ``label`` a ClassLabel of the image labels (only where
+    there are labels), ``objects`` typed boxes with a ClassLabel category (only where there
+    are annotations); never an all-null column."""
+    def class_label(names):
+        return {"class_label": {"names": {str(i): n for i, n in enumerate(names)}}}
+
+    schema = [{"name": "image", "dtype": "image"}, {"name": "sample_id", "dtype": "string"}]
+    if labels is not None:
+        schema.append({"name": "label", "dtype": class_label(labels)})
+    schema += [{"name": "width", "dtype": "int64"}, {"name": "height", "dtype": "int64"}]
+    if categories is not None:
+        schema.append({"name": "objects", "struct": [
+            {"name": "bbox", "sequence": {"sequence": "float32", "length": 4}},
+            {"name": "category", "sequence": class_label(categories)},
+            {"name": "area", "sequence": "float32"},
+            {"name": "id", "sequence": "string"}]})
+    return schema
+
+
+def _hf_features(datasets, labels: list[str] | None, categories: list[str] | None):
+    """The same features built with ``datasets`` (for the saved DatasetDict)."""
+    seq = getattr(datasets, "List", None) or datasets.Sequence
+    features = {"image": datasets.Image(), "sample_id": datasets.Value("string")}
+    if labels is not None:
+        features["label"] = datasets.ClassLabel(names=labels)
+    features.update(width=datasets.Value("int64"), height=datasets.Value("int64"))
+    if categories is not None:
+        features["objects"] = {"bbox": seq(seq(datasets.Value("float32"), length=4)),
+                               "category": seq(datasets.ClassLabel(names=categories)),
+                               "area": seq(datasets.Value("float32")),
+                               "id": seq(datasets.Value("string"))}
+    return datasets.Features(features)
+
+
 def _hf(out, frame, ann, cats, meta, how, **_):
+    import yaml
+
     groups = _groups(ann)
+    present = frame["label"].dropna()
+    labels = sorted(set(present)) if len(present) else None
+    categories = [name for _, name in sorted(cats.items())] if len(ann) else None
     lines: dict[str, list[str]] = {}
     for sid, name, path, label, split, width, height in zip(
             frame["id"], frame["name"], frame["path"], frame["label"], frame["split"],
             frame["width"], frame["height"]):
         split = _split(split)
         _place(path, out / split / name, how)
-        rows = groups.get(sid, [])
-        record = {"file_name": name, "sample_id": sid, "label": label,
-                  "width": int(width), "height": int(height),
-                  "objects": {"bbox": [[_num(r["x"]), _num(r["y"]), _num(r["w"]), _num(r["h"])]
-                                       for r in rows],
-                              "category": [r["category"] for r in rows],
-                              "area": [_num(r["area"]) for r in rows],
-                              "id": [r["id"] for r in rows]}}
+        record = {"file_name": name, "sample_id": sid}
+        if labels is not None:
+            record["label"] = None if pd.isna(label) else label
+        record.update(width=int(width), height=int(height))
+        if categories is not None:
+            rows = groups.get(sid, [])
+            record["objects"] = {
+                "bbox": [[_num(r["x"]), _num(r["y"]), _num(r["w"]), _num(r["h"])] for r in rows],
+                "category": [r["category"] for r in rows],
+                "area": [_num(r["area"]) for r in rows],
+                "id": [r["id"] for r in rows]}
         lines.setdefault(split, []).append(json.dumps(record))
     for split, records in lines.items():
         write_text(out / split / "metadata.jsonl", "\n".join(records) + "\n")
-    names = [name for _, name in sorted(cats.items())]
-    write_text(out / "README.md", "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
-        f"  - split: {'validation' if s == 'val' else s}\n    path: {s}/**\n" for s in lines)
-        + "---\n\n# Exported by smartset\n\nLoad with `datasets.load_dataset(\"imagefolder\", "
-        f"data_dir=...)`. Object categories: {', '.join(names) or 'none'}.\n")
+    card = {"configs": [{"config_name": "default", "data_files": [
+                {"split": "validation" if s == "val" else s, "path": f"{s}/**"} for s in lines],
+                         "features": _hf_schema(labels, categories)}]}
+    what = []
+    if labels is not None:
+        what.append(f"`label` is a ClassLabel of {', '.join(labels)}")
+    if categories is not None:
+        what.append(f"`objects` holds COCO-style boxes `[x, y, w, h]` in pixels, `category` a "
+                    f"ClassLabel of {', '.join(categories)}")
+    card_yaml = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+    write_text(out / "README.md", "---\n" + card_yaml
+               + "---\n\n# Exported by smartset\n\nLoad with `datasets.load_dataset(\"PATH\")` "
+               "(with the features of the card above: " + ("; ".join(what) or "images only") + "). "
+               "`load_dataset(\"imagefolder\", data_dir=PATH)` reads the same files but infers "
+               "the types from `metadata.jsonl` (`label` as a string), and `hf_dataset/` (written "
+               "when `datasets` is installed) is the typed `DatasetDict` for `load_from_disk`.\n")
     result = {"files": [f"{s}/metadata.jsonl" for s in lines] + ["README.md"],
               "annotations": len(ann), "datasets": None}
     try:
         import datasets
     except ImportError:
         return result
-    dataset = datasets.load_dataset("imagefolder", data_dir=str(out))
-    dataset.save_to_disk(str(out / "hf_dataset"))
+    import tempfile
+
+    # a cache of its own, removed after: never a stale entry of the user's cache (keyed by
+    # the files' names, not their folder), never a second copy left in ~/.cache
+    with tempfile.TemporaryDirectory(prefix=".hf-cache-", dir=out) as cache:
+        dataset = datasets.load_dataset("imagefolder", data_dir=str(out), cache_dir=cache,
+                                        features=_hf_features(datasets, labels, categories))
+        dataset.save_to_disk(str(out / "hf_dataset"))
     result["datasets"] = str(out / "hf_dataset")
     result["files"].append("hf_dataset/")
     return result
