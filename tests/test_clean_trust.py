@@ -127,7 +127,7 @@ def test_plan_carries_trust_and_the_cli_warns_per_weak_class(digits):
     assert sum(a["evidence"]["view_says_suggested"] for a in fooled) <= 2  # the 3s look like 3s
     result = CliRunner().invoke(app, ["clean", "-w", str(ws.path), "--top", "3"])
     assert result.exit_code == 0, result.output
-    assert "WARNING: the model is weak for class '3'" in " ".join(result.output.split())
+    assert "WARNING: class '3' is weak" in " ".join(result.output.split())
     # the review app's plan queue says so in its header
     titles = {q["id"]: q["title"] for q in list_queues(ws)}
     assert "WEAK for '3'" in titles[f"plan:clean.plan.{plan['run_id']}"]

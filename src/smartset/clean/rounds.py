@@ -147,8 +147,9 @@ def _refusal(plan: dict, weak: dict[str, int], round_number: int, records: list)
         parts.append(f"'{name}' ({count} action(s); {'; '.join(row['why'])})")
     kept = (f" Round(s) before it stay applied (version {records[-1]['version']!r})."
             if records else " Nothing was applied.")
-    return (f"Round {round_number} refused: the model is weak for class(es) "
-            f"{', '.join(parts)}, so its suggestions there may be its own errors "
-            f"(second view: {trust['second_view']['description']}).{kept} Review the plan "
+    return (f"Round {round_number} refused: the plan is weak for class(es) "
+            f"{', '.join(parts)}, so the model's suggestions there cannot be checked and may "
+            f"be its own errors (second view: {trust['second_view']['description']}).{kept} "
+            f"Review the plan "
             f"{plan['path']} (smartset review, queue 'suspicious'), or rerun with --force "
             f"to apply what clears the evidence bar anyway.")

@@ -202,9 +202,10 @@ def warning_lines(trust: dict | None) -> list[str]:
     lines = []
     for name in trust.get("weak", []):
         row = trust["classes"][name]
-        lines.append(f"WARNING: the model is weak for class '{name}': {'; '.join(row['why'])}. "
-                     f"Its suggestions there may be the model's own errors: review them "
-                     f"(smartset review, queue 'suspicious') rather than apply them.")
+        lines.append(f"WARNING: class '{name}' is weak: {'; '.join(row['why'])}. The plan's "
+                     f"suggestions there cannot be checked and may be the model's own "
+                     f"errors: review them (smartset review, queue 'suspicious') rather than "
+                     f"apply them.")
     return lines
 
 

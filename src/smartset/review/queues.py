@@ -264,7 +264,7 @@ def _trust_note(ws, name: str) -> str:
         return " (model trusted on every class)" if trust.get("classes") else ""
     parts = [f"'{c}': {short_reason(trust['classes'][c], trust.get('thresholds', THRESHOLDS))}"
              for c in weak]
-    return f" (model WEAK for {', '.join(parts)}: review, do not trust its suggestions)"
+    return f" (WEAK for {', '.join(parts)}: review its suggestions, do not trust them)"
 
 
 def queue(ws, queue_id: str) -> tuple[dict, list[dict]]:
