@@ -270,8 +270,9 @@ class _ImageModel:
                 raise LearnError(f"The backbone of {self.init_from} ({source.model_name_}, "
                                  f"trained on {w}x{h} images) ends in a flatten layer that "
                                  f"fixes its input size; these are {width}x{height}: load the "
-                                 f"data at its size (--size {h}), or start from a checkpoint "
-                                 f"with global pooling (resnet, a pretrained backbone).")
+                                 f"data with the same size and mode (--size {h}), or start "
+                                 f"from a checkpoint with global pooling (resnet, a "
+                                 f"pretrained backbone).")
             network, self.model_name_ = source.network_, source.model_name_
         import copy
 
