@@ -630,8 +630,10 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
             reason = (f"not flagged: the evidence gives its label '{ev['label']}' "
                       f"{ev['posterior_label']:.0%} (model {ev['model_p_label']:.0%}); "
                       f"next most likely '{ev['suggested']}' {ev['posterior_suggested']:.0%}")
+            short = {key: ev[key] for key in ("label", "suggested", "posterior_label",
+                                              "posterior_suggested", "model_p_label")}
             issues.append((run_id, sid, UNFLAGGED, float(found.score[i]), ev["label"],
-                           ev["suggested"], json.dumps([]), reason, json.dumps(ev)))
+                           ev["suggested"], json.dumps([]), reason, json.dumps(short)))
         if merge:
             pairs = find_classes_to_merge(labels, probs, features=vectors, groups=groups,
                                           k=k_used, min_confusion=min_confusion,
