@@ -241,3 +241,24 @@ def test_init_from_a_checkpoint_at_another_size_where_the_architecture_allows(tm
     # small_cnn at 28 px flattens a 7x7 grid: one line says which size to use
     with pytest.raises(LearnError, match=r"flatten layer.*--size 28"):
         ImageClassifier("small_cnn", init_from=tmp_path / "small_cnn.pt", **options).fit(big, labels)
+
+
+def test_annotations_augment_copies_only_the_training_split(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from detection_helpers import imported
+
+    from smartset import detection as det
+
+    ws, _ = imported(tmp_path, n=6)
+    test_ids = list(ws.samples()["id"][:2])
+    with ws.catalog.write() as con:  # two images form the test split
+        con.executemany("UPDATE samples SET split = 'test' WHERE id = ?", [(i,) for i in test_ids])
+    result = det.expand_version(ws, policy="detection-basic", factor=3, name="x3", seed=0)
+    assert result["n_augmented"] == 2 * 4 and result["n_kept_as_is"] == 2
+    frame = ws.samples("x3").set_index("id")
+    copies = frame[frame["origin_id"].notna()]
+    assert not set(copies["origin_id"]) & set(test_ids) and len(frame) == 6 + 8
+    pinned, live = det.annotations(ws, "x3"), det.annotations(ws)
+    assert (pinned["sample_id"].isin(test_ids).sum() == live["sample_id"].isin(test_ids).sum())
