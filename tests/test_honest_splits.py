@@ -240,7 +240,8 @@ def test_init_from_a_checkpoint_at_another_size_where_the_architecture_allows(tm
 
     # small_cnn at 28 px flattens a 7x7 grid: one line says which size to use
     with pytest.raises(LearnError, match=r"flatten layer.*--size 28"):
-        ImageClassifier("small_cnn", init_from=tmp_path / "small_cnn.pt", **options).fit(big, labels)
+        ImageClassifier("small_cnn", init_from=tmp_path / "small_cnn.pt",
+                        **options).fit(big, labels)
 
 
 def test_annotations_augment_copies_only_the_training_split(tmp_path):

@@ -29,8 +29,8 @@ from smartset.learn.metrics import (classification_report, misclassified_montage
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
-           "lineage_roots", "derived_mask", "split_holdout", "read_oof_features", "run_dir", "choose_oof_model", "auto_size",
-           "embedding_cache_status", "predict_images"]
+           "lineage_roots", "derived_mask", "split_holdout", "read_oof_features", "run_dir",
+           "choose_oof_model", "auto_size", "embedding_cache_status", "predict_images"]
 
 _HELD_OUT = ("test", "val", "valid", "validation")
 
