@@ -200,3 +200,108 @@ def test_markup_in_names_renders_as_text(browser, tmp_path):
         assert page.locator("#main img[src='x']").count() == 0
         assert problems == [] and page.evaluate("typeof window.alertCalled") == "undefined"
         page.close()
+
+
+# -- layout: what a person reads (measured, at the two common screen sizes) -------------------
+SIZES = [(1280, 800), (1920, 1080)]
+LONG_REASON = ("labeled 'cat' but the model gives 'smartphone_with_case' 97% (and 'cat' 3%), 98% "
+               "of its neighbours' vote says 'smartphone_with_case'; flagged by 4 detector(s): "
+               "consensus, confident_learning, enn, knn_posterior")
+
+
+def _add_issue_and_finding(ws, sample_id):
+    clean_run = ws.catalog.start_run("clean", {})
+    with ws.catalog.write() as con:
+        con.execute(
+            "INSERT INTO label_issues(run_id, sample_id, kind, score, label, suggested, detectors,"
+            " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (clean_run, sample_id, "wrong_label", 0.97, "cat", "smartphone_with_case", "[]",
+             LONG_REASON))
+    ws.catalog.finish_run(clean_run, {})
+    audit_run = ws.catalog.start_run("audit", {})
+    with ws.catalog.write() as con:
+        con.execute(
+            "INSERT INTO audit_findings(run_id, kind, sample_id, score, threshold, reason, grp)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (audit_run, "class_outlier", sample_id, 0.609, 0.56, "far from its class 'cat': "
+             "similarity to the class centre 0.39, below 0.56", None))
+    ws.catalog.finish_run(audit_run, {})
+
+
+def _fits(locator) -> bool:
+    """Nothing of the element's text is cut off (no ellipsis, no hidden overflow)."""
+    return locator.evaluate("e => e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight")
+
+
+def test_cards_focus_tables_and_toasts_read_well(browser, tmp_path):
+    ws = make_workspace(tmp_path / "ws", {"cat": 3, "smartphone_with_case": 2})
+    cat = ws.samples().set_index("relpath").loc["cat/cat_00.png", "id"]
+    _add_issue_and_finding(ws, cat)
+    with running_server(ws.path, token=TOKEN, author="tester") as server:
+        for width, height in SIZES:
+            page, problems = open_app(browser, server.url + "&queue=suspicious")
+            page.set_viewport_size({"width": width, "height": height})
+            wait_js(page, "window.smartsetReview.state.queue.id === 'suspicious'")
+            card = page.locator('#grid .card[data-index="0"]')
+            # the grid card says which class is suggested, whole, however long the reason
+            suggest = card.locator(".suggest")
+            assert suggest.inner_text().replace("\n", " ") == "→ smartphone_with_case"
+            assert _fits(suggest) and _fits(suggest.locator(".name"))
+            # the focus view's tables: short facts on one line, the reason at full width
+            page.keyboard.press("Enter")
+            wait_js(page, "document.querySelector('#focus-info table.findings') !== null")
+            for title in ("Label issues", "Audit findings"):
+                section = page.locator("#focus-info section", has=page.locator(
+                    "h3", has_text=title))
+                kind = section.locator(".facts .kind")
+                assert kind.evaluate("e => e.getClientRects().length") == 1  # one line
+                box = kind.bounding_box()
+                assert box["height"] < 20 and box["width"] > 6 * len(kind.inner_text())
+                why = section.locator(".why td").bounding_box()
+                assert why["width"] > 200, (width, title, why)  # > ~35 characters a line
+            facts = page.locator("#focus-info .facts").first.inner_text()
+            assert facts == "wrong_label · 0.97 · suggested smartphone_with_case"
+            page.screenshot(path=str(ARTIFACTS / f"focus-{width}x{height}.png"))
+            page.keyboard.press("Escape")
+            assert problems == []
+            page.close()
+        # a decision's toast names the file, not the sample id
+        page, problems = open_app(browser, server.url + "&queue=suspicious")
+        page.keyboard.press("a")
+        settle(page)
+        toast = page.locator("#toast").inner_text()
+        assert toast.startswith("cat/cat_00.png: ") and cat not in toast, toast
+        assert problems == []
+        page.close()
+
+
+def test_detection_cards_show_their_boxes(browser, tmp_path):
+    from review_helpers import write_images
+    from smartset import detection as det
+
+    write_images(tmp_path / "src" / "images", {"x": 3}, size=48)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "src" / "images" / "x", layout="unlabeled", engine="serial",
+              show_progress=False)
+    first, second, third = ws.samples().sort_values("relpath")["id"]
+    det.add_box(ws, first, "knife", [2, 2, 10, 10])
+    det.add_box(ws, first, "phone", [20, 20, 8, 8])
+    det.add_box(ws, first, "knife", [30, 4, 6, 6])
+    det.add_box(ws, second, "phone", [5, 5, 20, 20])
+    with running_server(ws.path, token=TOKEN) as server:
+        page, problems = open_app(browser, server.url)
+        page.set_viewport_size({"width": 1280, "height": 800})
+        labels = page.evaluate("[...document.querySelectorAll('#grid .card')].map(c => ["
+                               "c.dataset.sample, c.querySelector('.label').textContent,"
+                               "(c.querySelector('.boxes-line') || {}).textContent || ''])")
+        assert sorted(labels) == sorted([[first, "3 boxes", "knife 2, phone"],
+                                         [second, "1 box", "phone"], [third, "no boxes", ""]])
+        assert all(_fits(page.locator(f'#grid .card[data-sample="{s}"] .boxes-line'))
+                   for s in (first, second))
+        page.click(f'#grid .card[data-sample="{first}"]')
+        page.keyboard.press("Enter")
+        wait_js(page, "document.querySelector('#focus-caption').textContent.includes('box')")
+        caption = page.locator("#focus-caption").inner_text()
+        assert caption.startswith("3 boxes: knife 2, phone · ") and "(unlabeled)" not in caption
+        assert problems == []
+        page.close()

@@ -227,8 +227,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError):
-        return _envelope(409, str(exc), {"sample_id": exc.sample_id, "expected": exc.expected,
-                                         "current": exc.current})
+        message = str(exc)
+        store = getattr(request.app.state, "store", None)
+        if store is not None and exc.sample_id:  # a person knows the file, not its id
+            message = _with_file(message, exc.sample_id, _relpath(store.reader, exc.sample_id))
+        return _envelope(409, message, {"sample_id": exc.sample_id, "expected": exc.expected,
+                                        "current": exc.current})
 
     @app.exception_handler(QueueNotFoundError)
     async def no_queue(request: Request, exc: QueueNotFoundError):
@@ -433,7 +437,9 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
             of=request.of, kind=request.kind, note=request.note,
             expected_event=request.expected_event if "expected_event" in given else actions.UNSET,
             expected_mark=request.expected_mark if "expected_mark" in given else actions.UNSET)
-        return _json({**result, "sample": state_of(request.sample_id)})
+        state = state_of(request.sample_id)
+        message = _with_file(result.get("message"), request.sample_id, (state or {}).get("relpath"))
+        return _json({**result, "message": message, "sample": state})
 
     @app.post("/api/boxes")
     def box_decision(request: BoxDecisionRequest):
@@ -442,7 +448,9 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
                              category=request.category, expected_event=request.expected_event,
                              note=request.note)
         sample_id = result["sample_id"]
-        return _json({**result, "sample": state_of(sample_id),
+        state = state_of(sample_id)
+        message = _with_file(result.get("message"), sample_id, (state or {}).get("relpath"))
+        return _json({**result, "message": message, "sample": state,
                       "overlays": sample_overlays(store.reader, sample_id)})
 
     @app.post("/api/undo")
@@ -483,6 +491,23 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         return store.write(actions.export_version, request.name, description=request.description)
 
     return app
+
+
+def _relpath(ws, sample_id: str) -> str | None:
+    rows = ws.catalog.query("SELECT relpath FROM samples WHERE id = ?", (sample_id,))
+    return rows[0][0] if rows else None
+
+
+def _with_file(message: str, sample_id: str, relpath: str | None) -> str:
+    """``message`` naming the sample by its file: ``ID: accepted`` -> ``cat/x.png: accepted``;
+    elsewhere the id is kept beside the file (``cat/x.png (ID)``)."""
+    if not relpath or not isinstance(message, str):
+        return message
+    if message.startswith(f"{sample_id}:"):
+        return relpath + message[len(sample_id):]
+    if sample_id in message:
+        return message.replace(sample_id, f"{relpath} ({sample_id})", 1)
+    return f"{message} (image {relpath})"
 
 
 def _event_samples(ws, label_events, mark_events, annotation_events=()) -> list[str]:

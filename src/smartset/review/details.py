@@ -33,8 +33,9 @@ def _chunks(ids: list[str]):
 def sample_states(ws, sample_ids: list[str]) -> dict[str, dict]:
     """Per sample: ``label``, ``label_event_id`` (its version), ``marks`` (kind -> value),
     ``mark_versions`` (kind -> newest mark event id), ``reviewed``, ``relpath``, ``split``,
-    ``width``, ``height``, ``format``, ``status``, ``origin_id``, ``sha`` (12 hex digits).
-    Unknown ids are left out."""
+    ``width``, ``height``, ``format``, ``status``, ``origin_id``, ``sha`` (12 hex digits);
+    for a sample with annotations ``boxes``: ``{"count", "categories": {name: n}}`` (most
+    frequent first). Unknown ids are left out."""
     ids = list(dict.fromkeys(s for s in sample_ids if isinstance(s, str)))
     states: dict[str, dict] = {}
     query = ws.catalog.query
@@ -72,6 +73,17 @@ def sample_states(ws, sample_ids: list[str]) -> dict[str, dict]:
                 state["marks"][r["kind"]] = json.loads(r["value"]) if r["value"] else True
     for sid in reviewed_ids(ws.catalog, list(states)):
         states[sid]["reviewed"] = True
+    for chunk in _chunks(list(states)):  # detection/segmentation: the card's box summary
+        for r in query(
+                f"SELECT a.sample_id, e.category, COUNT(*) AS n FROM annotations a"
+                f" JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM annotation_events"
+                f" WHERE annotation_id = a.id) WHERE a.sample_id IN"
+                f" ({', '.join('?' * len(chunk))}) AND e.deleted = 0"
+                f" GROUP BY a.sample_id, e.category ORDER BY a.sample_id, n DESC, e.category",
+                tuple(chunk)):
+            boxes = states[r["sample_id"]].setdefault("boxes", {"count": 0, "categories": {}})
+            boxes["count"] += r["n"]
+            boxes["categories"][r["category"]] = r["n"]
     return states
 
 

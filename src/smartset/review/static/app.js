@@ -218,8 +218,20 @@ function cardBody(index, entry) {
   } else {
     parts.push(el("div", { class: "noimg", text: entry.reason }));
   }
-  parts.push(el("div", { class: "label",
-    text: item ? (item.label == null ? "(unlabeled)" : item.label) : "" }));
+  const boxes = item ? boxSummary(item.boxes) : "";
+  let labelText = "";
+  if (item && item.label != null) labelText = item.label;
+  else if (item && boxes) labelText = `${item.boxes.count} ${item.boxes.count === 1 ? "box" : "boxes"}`;
+  else if (item) labelText = S.boxCategories.length ? "no boxes" : "(unlabeled)";
+  parts.push(el("div", { class: "label", text: labelText, title: labelText }));
+  if (boxes) {
+    const cats = boxes.slice(boxes.indexOf(": ") + 2);
+    parts.push(el("div", { class: "boxes-line", text: cats, title: boxes }));
+  }
+  if (entry.suggested != null && (!item || entry.suggested !== item.label)) {
+    parts.push(el("div", { class: "suggest", title: `suggested: ${entry.suggested}` },
+      el("span", { class: "arrow", text: "→" }), el("span", { class: "name", text: entry.suggested })));
+  }
   parts.push(el("div", { class: "reason", text: entry.reason, title: entry.reason }));
   const badges = el("div", { class: "badges" });
   if (item) {
@@ -277,6 +289,17 @@ function updateSample(sampleId) {
 }
 
 function currentEntry() { return S.entries[S.cursor] || null; }
+// a sample as a person knows it: its file (relative path), else its id
+function fileOf(sampleId) {
+  const item = sampleId ? S.items.get(sampleId) : null;
+  return item && item.relpath ? item.relpath : sampleId;
+}
+// "3 boxes: circle 2, square 1" for a detection or segmentation image, else ""
+function boxSummary(boxes) {
+  if (!boxes || !boxes.count) return "";
+  const cats = Object.entries(boxes.categories).map(([c, n]) => (n > 1 ? `${c} ${n}` : c));
+  return `${boxes.count} ${boxes.count === 1 ? "box" : "boxes"}: ${cats.join(", ")}`;
+}
 function currentItem() {
   const entry = currentEntry();
   return entry && entry.sample_id ? S.items.get(entry.sample_id) || null : null;
@@ -458,7 +481,7 @@ function selectOriginal() {
   S.selected = entry.sample_id;
   if (previous) updateSample(previous);
   updateSample(S.selected);
-  $("selected-info").textContent = `Selected original: ${S.selected}`;
+  $("selected-info").textContent = `Selected original: ${fileOf(S.selected)}`;
   saveTabState();
   toast("Selected as the original: press d on its copies.");
 }
@@ -537,10 +560,11 @@ function planDecision(decision, started = performance.now()) {
       updateCard(index);
       setClasses(result.classes);
       S.undo.push({ label_events: result.label_events, mark_events: result.mark_events,
-        plan: { name: body.plan, item: entry.item }, text: `${result.decision} ${entry.item}` });
+        plan: { name: body.plan, item: entry.item },
+        text: `${result.decision} ${entry.item}` + (entry.sample_id ? ` (${fileOf(entry.sample_id)})` : "") });
       saveTabState();
       renderProgress();
-      toast(`${entry.item} ${result.decision}`);
+      toast(`${entry.item}` + (entry.sample_id ? ` (${fileOf(entry.sample_id)})` : "") + ` ${result.decision}`);
     } catch (error) {
       if (error instanceof ApiError && error.status === 409) toast(error.message, true);
       else throw error;
@@ -615,17 +639,28 @@ function table(rows) {
     el("tr", {}, ...cells.map((c) => el("td", {}, c == null ? "" : (c instanceof Node ? c : String(c))))))));
 }
 
+// findings: one line of short facts (kind, score, suggestion; never broken inside a word),
+// then the explanation across the whole width
+function findingsTable(rows) {
+  return el("table", { class: "findings" }, el("tbody", {}, ...rows.flatMap(([facts, reason]) => [
+    el("tr", { class: "facts" }, el("td", {}, ...facts.filter((f) => f).flatMap((f, i) => [
+      i ? " · " : "", el("span", { class: f.cls || "", text: f.text })]))),
+    el("tr", { class: "why" }, el("td", { text: reason || "" }))])));
+}
+
 function neighbourFigures(list) {
   if (!list.length) return el("p", { class: "muted", text: "none" });
   return el("div", { class: "neigh" }, ...list.map((n) => el("figure", {
     title: `${n.sample_id}: ${n.label} (similarity ${n.similarity}); click: select as original`,
-    onclick: () => {
+    onclick: async () => {
       S.selected = n.sample_id;
-      $("selected-info").textContent = `Selected original: ${n.sample_id}`;
-      toast(`Selected ${n.sample_id} as the original: press d to mark this image its duplicate.`);
+      try { await ensureItems([n.sample_id]); } catch (error) { /* named by id then */ }
+      $("selected-info").textContent = `Selected original: ${fileOf(n.sample_id)}`;
+      toast(`Selected ${fileOf(n.sample_id)} as the original: press d to mark this image its duplicate.`);
     } },
   el("img", { src: imageUrl(n.sample_id, "thumb"), alt: n.label == null ? "" : n.label }),
-  el("figcaption", { text: `${n.label == null ? "(unlabeled)" : n.label} ${n.similarity.toFixed(2)}` }))));
+  el("figcaption", {}, el("span", { class: "name", text: n.label == null ? "(unlabeled)" : n.label }),
+    el("span", { class: "sim", text: n.similarity.toFixed(2) })))));
 }
 
 async function showFocus() {
@@ -651,9 +686,16 @@ async function showFocus() {
   const data = await api("GET", `/api/samples/${encodeURIComponent(entry.sample_id)}`);
   if (seq !== S.focusSeq) return;  // moved on meanwhile
   img.classList.toggle("smooth", (data.width || 0) >= 256);
+  const shown = (data.overlays || []).length;
+  let what = data.label == null ? "(unlabeled)" : data.label;
+  if (shown) {
+    const counts = {};
+    for (const o of data.overlays) counts[o.category] = (counts[o.category] || 0) + 1;
+    const summary = boxSummary({ count: shown, categories: counts });
+    what = data.label == null ? summary : `${data.label} · ${summary}`;
+  }
   $("focus-caption").textContent =
-    `${data.label == null ? "(unlabeled)" : data.label} · ${data.relpath} · ${data.split} · ` +
-    `${data.width}×${data.height} · ${entry.reason}`;
+    `${what} · ${data.relpath} · ${data.split} · ${data.width}×${data.height} · ${entry.reason}`;
   const parts = [];
   const model = data.model;
   if (model.available) {
@@ -689,12 +731,14 @@ async function showFocus() {
       el("pre", { class: "params", text: JSON.stringify(l.params, null, 1) })));
   }
   if (data.label_issues.length) {
-    parts.push(section("Label issues", table(data.label_issues.map((i) =>
-      [i.kind, i.score.toFixed(2), i.suggested ? `suggested ${i.suggested}` : "", i.reason]))));
+    parts.push(section("Label issues", findingsTable(data.label_issues.map((i) => [[
+      { text: i.kind, cls: "kind" }, { text: i.score.toFixed(2), cls: "num" },
+      i.suggested ? { text: `suggested ${i.suggested}`, cls: "suggested" } : null], i.reason]))));
   }
   if (data.findings.length) {
-    parts.push(section("Audit findings", table(data.findings.map((f) =>
-      [f.kind, f.score == null ? "" : Number(f.score).toFixed(3), f.reason]))));
+    parts.push(section("Audit findings", findingsTable(data.findings.map((f) => [[
+      { text: f.kind, cls: "kind" },
+      f.score == null ? null : { text: Number(f.score).toFixed(3), cls: "num" }], f.reason]))));
   }
   if (data.overlays && data.overlays.length) parts.push(el("section", { id: "box-panel" }));
   const marks = Object.entries(data.marks).map(([k, v]) => `${k}${v === true ? "" : ": " + JSON.stringify(v)}`);
