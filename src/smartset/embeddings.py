@@ -37,7 +37,7 @@ __all__ = ["Embeddings", "embed", "embed_images", "embed_batch", "embed_paths",
            "EMBED_VERSION", "read_embeddings", "decode_for_backbone", "cache_status",
            "cache_signature"]
 
-EMBED_VERSION = 1  # bump when decoding or pooling changes: old caches are never served
+EMBED_VERSION = 2  # bump when decoding or pooling changes: old caches are never served
 _SHARD = 512  # vectors per cache shard
 
 _models: dict = {}
@@ -118,13 +118,9 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 def decode_for_backbone(path: str, size: int) -> np.ndarray:
     """The image at ``path`` as uint8 RGB ``(size, size, 3)``: JPEGs decoded at reduced
     scale (never below ``size``), EXIF orientation applied, stretched to a square."""
-    from PIL import ImageOps
+    from smartset.imageio import decode
 
-    from smartset.imageio import _open_checked
-
-    image = _open_checked(path, draft_size=size)
-    image = ImageOps.exif_transpose(image).convert("RGB")
-    return _resize(np.asarray(image), size)
+    return _resize(np.asarray(decode(path, mode="RGB", draft=size)), size)
 
 
 def embed_images(images, *, backbone: str = DEFAULT_BACKBONE, batch_size: int = 32,

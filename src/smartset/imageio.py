@@ -7,6 +7,23 @@ truncation and corruption are caught, for a fraction of the cost of a full decod
 
 Paths are local paths or fsspec URLs (:mod:`smartset.storage`); every later stage opens an
 image through :func:`open_image`, the one place that tells the two apart.
+
+Every stage that looks at pixels (the audit, thumbnails, ``ws.dataset()``, training, the
+embeddings) decodes through :func:`decode` (or :func:`normalize` on an image already open),
+so each sees the same ``uint8`` pixels in the same orientation:
+
+* EXIF orientation is applied (as viewers show the photo); the catalog's ``width`` and
+  ``height`` are the upright ones too.
+* Animated images: the first frame.
+* 16-bit integers (``I;16*``, and ``I`` whose values lie in 0..65535): the high byte
+  (``value >> 8``), so 65535 is 255 and a full-range gradient keeps its mean.
+* Other 32-bit integers (``I`` with negative values or values above 65535): the image's
+  own range stretched linearly to 0..255.
+* Floats (``F``): values within [0, 1] are multiplied by 255; values within [0, 255] are
+  kept; any other range is stretched linearly to 0..255. Rounded, clipped; NaN is 0.
+* Palette, CMYK, YCbCr, 1-bit, ``LA``, ``RGBX``...: to ``L``, ``RGB`` or ``RGBA`` (``RGBA``
+  whenever the file has alpha or a transparent palette entry). Asking for ``RGB`` drops
+  alpha (the stored colours are kept, not composited).
 """
 
 from __future__ import annotations
@@ -29,6 +46,9 @@ __all__ = [
     "ISSUE_REASONS",
     "inspect_files",
     "open_image",
+    "decode",
+    "normalize",
+    "upright_size",
     "load_image",
     "thumbnail",
 ]
@@ -100,8 +120,9 @@ def _inspect_one(path: str, max_pixels: int) -> dict:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-        record.update(format=image.format, width=width, height=height, mode=image.mode,
-                      channels=len(image.getbands()))
+        upright_width, upright_height = upright_size(image)
+        record.update(format=image.format, width=upright_width, height=upright_height,
+                      mode=image.mode, channels=len(image.getbands()))
         if width * height > max_pixels:
             record.update(reason="too_large",
                           detail=f"{width}x{height} = {width * height:,} pixels > limit {max_pixels:,}")
@@ -174,30 +195,108 @@ def _open_checked(path: str | Path, *, draft_size: int | None = None) -> Image.I
     return image
 
 
-def load_image(path: str | Path, *, mode: str | None = None, exif_transpose: bool = True
-               ) -> np.ndarray:
-    """Decode an image file to a ``uint8`` array of shape ``(H, W)`` or ``(H, W, C)``.
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_WIDE_INTEGER = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
-    ``mode`` converts with Pillow (``"RGB"``, ``"L"``, ...); None keeps the file's own mode,
-    except that 16-bit and palette images become ``L``/``RGB``/``RGBA`` so the result is
-    always ``uint8``. ``exif_transpose`` turns the image as its EXIF orientation says, as
-    viewers show it. Raises :class:`~smartset.errors.ImageDecodeError` naming the file.
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1 when absent or damaged)."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block must not make the image unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of ``image`` as :func:`decode` returns it (EXIF orientation applied)."""
+    width, height = image.size
+    return (height, width) if _orientation(image) in _ROTATED else (width, height)
+
+
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    if _orientation(image) == 1:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # same rule as _orientation: damaged EXIF means upright
+        return image
+
+
+def _to_uint8_gray(image: Image.Image) -> Image.Image:
+    """A wide single-channel image (16/32-bit integer, float) as ``L``, by the module's rule."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if low >= 0.0 and high <= 1.0:
+            scaled = values * 255.0
+        elif low >= 0.0 and high <= 255.0:
+            scaled = values
+        else:
+            scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0.0
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    values = values.astype(np.int64)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if image.mode != "I" or (low >= 0 and high <= 65535):
+        gray = (values >> 8).astype(np.uint8)
+    else:  # a true 32-bit image: its own range
+        gray = np.clip(np.rint((values - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L")
+
+
+def normalize(image: Image.Image, mode: str | None = None) -> Image.Image:
+    """``image`` (open, from :func:`open_image`) as every stage sees it: first frame, EXIF
+    orientation applied, 8 bits per channel, in ``mode`` (``"L"``, ``"RGB"``, ``"RGBA"``) or,
+    for None, the nearest of ``L``/``RGB``/``RGBA``. See the module docstring for the rules."""
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    image = _exif_transpose(image)
+    if image.mode in _WIDE_INTEGER or image.mode == "F":
+        image = _to_uint8_gray(image)
+    elif image.mode == "I;16S" or image.mode.startswith("I;"):
+        image = _to_uint8_gray(image.convert("I"))
+    if mode is None:
+        if image.mode in ("L", "RGB", "RGBA"):
+            return image
+        mode = "RGBA" if has_alpha else ("L" if image.mode in ("1", "L") else "RGB")
+    if image.mode == mode:
+        return image
+    if image.mode == "P" and mode in ("RGB", "L"):
+        image = image.convert("RGBA")  # resolve the palette (and its transparency) first
+    if image.mode == "RGBA" and mode == "L":
+        image = image.convert("RGB")
+    return image.convert(mode)
+
+
+def decode(path: str | Path, *, mode: str | None = None, draft: int | None = None
+           ) -> Image.Image:
+    """The one decoder: ``path`` (a local path or fsspec URL) opened, checked and
+    :func:`normalize`-d. ``draft``: JPEGs may be decoded at reduced scale, never with a
+    side below ``draft`` (fast thumbnails; other formats decode in full). Raises
+    :class:`~smartset.errors.ImageDecodeError` naming the file and the fix."""
+    image = _open_checked(path, draft_size=draft)
+    try:
+        return normalize(image, mode)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        reason = _classify_decode_error(error)
+        raise ImageDecodeError(
+            f"Could not decode '{path}' ({reason}: {error}). {_FIXES[reason]}",
+            path=str(path), reason=reason) from error
+
+
+def load_image(path: str | Path, *, mode: str | None = None) -> np.ndarray:
+    """:func:`decode` as a ``uint8`` array of shape ``(H, W)`` or ``(H, W, C)``.
+
+    ``mode``: ``"RGB"``, ``"L"``, ``"RGBA"``, or None for the nearest of those to the file's
+    own. Raises :class:`~smartset.errors.ImageDecodeError` naming the file.
     """
-    image = _open_checked(path)
-    if exif_transpose:
-        image = ImageOps.exif_transpose(image)
-    if mode is not None:
-        image = image.convert(mode)
-    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8))
-    elif image.mode not in ("L", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info
-                              else "RGB")
-    return np.array(image)  # writable: callers (and torch) may change it in place
+    return np.array(decode(path, mode=mode))  # writable: callers (and torch) may change it
 
 
 def thumbnail(path: str | Path, size: int = 96) -> Image.Image:
     """A decoded RGB thumbnail whose longer side is at most ``size`` pixels."""
-    image = ImageOps.exif_transpose(_open_checked(path, draft_size=size)).convert("RGB")
+    image = decode(path, mode="RGB", draft=size)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     return image

@@ -14,12 +14,12 @@ from PIL import Image, ImageOps
 
 from smartset._progress import progress_bar
 from smartset.errors import ImageDecodeError
-from smartset.imageio import _open_checked
+from smartset.imageio import decode
 from smartset.learn.errors import LearnError
 
 __all__ = ["LoadedData", "load_version", "LOAD_VERSION"]
 
-LOAD_VERSION = 1  # bump when decoding changes: old caches are then never served
+LOAD_VERSION = 2  # bump when decoding changes: old caches are then never served
 
 
 @dataclass
@@ -54,7 +54,8 @@ def _pick_mode(frame: pd.DataFrame, mode: str | None) -> str:
         if mode not in ("L", "RGB"):
             raise LearnError(f"mode must be 'L' (gray) or 'RGB', got {mode!r}")
         return mode
-    return "L" if set(frame["mode"].dropna()) <= {"L", "1", "I;16", "I"} else "RGB"
+    gray = {"L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+    return "L" if set(frame["mode"].dropna()) <= gray else "RGB"
 
 
 def _pick_size(frame: pd.DataFrame, size) -> tuple[int, int]:
@@ -73,8 +74,7 @@ def _pick_size(frame: pd.DataFrame, size) -> tuple[int, int]:
 
 
 def _decode(path: str, mode: str, size: tuple[int, int], fit: str) -> np.ndarray:
-    image = ImageOps.exif_transpose(_open_checked(path, draft_size=2 * max(size)))
-    image = image.convert(mode)
+    image = decode(path, mode=mode, draft=2 * max(size))  # the one decoder (smartset.imageio)
     h, w = size
     if image.size != (w, h):
         if fit == "pad":  # keep the aspect ratio; pad with black
