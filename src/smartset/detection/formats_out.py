@@ -444,10 +444,18 @@ def _hf(out, frame, ann, cats, meta, how, **_):
 
     # a cache of its own, removed after: never a stale entry of the user's cache (keyed by
     # the files' names, not their folder), never a second copy left in ~/.cache
-    with tempfile.TemporaryDirectory(prefix=".hf-cache-", dir=out) as cache:
-        dataset = datasets.load_dataset("imagefolder", data_dir=str(out), cache_dir=cache,
-                                        features=_hf_features(datasets, labels, categories))
-        dataset.save_to_disk(str(out / "hf_dataset"))
+    # its bars say "Downloading data" of local files: quiet, so nobody thinks it fetches
+    quiet = getattr(datasets, "is_progress_bar_enabled", lambda: False)()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix=".hf-cache-", dir=out) as cache:
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(out), cache_dir=cache,
+                                            features=_hf_features(datasets, labels, categories))
+            dataset.save_to_disk(str(out / "hf_dataset"))
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
     result["datasets"] = str(out / "hf_dataset")
     result["files"].append("hf_dataset/")
     return result
