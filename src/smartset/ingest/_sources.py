@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import errno
+import math
 import os
 import re
 import stat as stat_module
@@ -42,6 +43,41 @@ FILENAME_PRESETS = {
     # great_pyrenees_173.jpg (Oxford pets) -> everything before the last _number
     "suffix-number": r"^(?P<label>.+?)[_ -]\d+\.[^.]+$",
 }
+
+MAX_LABEL_LENGTH = 200
+"""Longest class label ingest (and the review app) accepts, in characters."""
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a class name (None when it can): blank, longer than
+    :data:`MAX_LABEL_LENGTH`, or holding a control character (NUL, newline, tab...).
+    Checked at the door by every source and by the review app's rename, merge and set."""
+    if not isinstance(label, str):
+        return f"it is {type(label).__name__}, not text"
+    if not label.strip():
+        return "it is blank"
+    if len(label) > MAX_LABEL_LENGTH:
+        return f"it has {len(label):,} characters (at most {MAX_LABEL_LENGTH})"
+    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        return f"it holds the control character {bad!r}"
+    return None
+
+
+def _checked_label(plan: "SourcePlan", label: str | None, relpath: str, where: str = ""
+                   ) -> str | None:
+    """``label``, or None with a ``bad_label`` issue when :func:`label_problem` refuses it."""
+    if label is None:
+        return None
+    problem = label_problem(label)
+    if problem is None:
+        return label
+    shown = label if len(label) <= 40 else f"{label[:40]}..."
+    plan.issues.append(Issue("bad_label", f"{where}label {shown!r} is refused: {problem}; "
+                             f"ingested unlabeled. Fix the label in the source and ingest again.",
+                             relpath))
+    return None
+
 
 _PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "file_path", "image",
                  "image_path", "img", "img_path", "image_id", "name")
@@ -251,7 +287,7 @@ def plan_folders(root: Path | str, *, split: str | None, layout: str) -> SourceP
         file_split = split or "train"
         if layout == "split-folders":
             file_split, parts = _split_of(parts[0]) or file_split, parts[1:]
-        label = parts[0] if len(parts) > 1 else None
+        label = _checked_label(plan, parts[0], relpath) if len(parts) > 1 else None
         if label is None and file_split not in ("test", "val"):
             # A loose file beside the class folders: kept, unlabeled.
             file_split = "unlabeled"
@@ -280,7 +316,9 @@ def plan_filenames(root: Path | str, *, pattern: str, split: str | None) -> Sour
     for relpath, info in files:
         match = regex.search(relpath.rsplit("/", 1)[-1])
         label = (match.group("label") if "label" in regex.groupindex else match.group(1)) if match else None
-        if not label:
+        if label and label_problem(label):
+            label = _checked_label(plan, label, relpath)
+        elif not label:
             plan.issues.append(Issue("label_pattern_mismatch",
                                      f"no label found by pattern {pattern!r}; ingested unlabeled",
                                      relpath))
@@ -387,9 +425,11 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
     plan = SourcePlan("csv", root, f"csv:{table.resolve()}", "")
     first_line: dict[str, int] = {}
     for line, row in rows:
-        if len(row) < len(header):
+        if len(row) != len(header):
+            hint = ("; quote fields that hold the delimiter" if len(row) > len(header)
+                    else "")
             plan.issues.append(Issue("csv_bad_row", f"line {line} has {len(row)} fields, "
-                                     f"the header has {len(header)}", f"line {line}"))
+                                     f"the header has {len(header)}{hint}", f"line {line}"))
             continue
         cell = row[index[path_col]].strip()
         if not cell:
@@ -407,7 +447,8 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
         first_line[relpath] = line
         label, values = None, None
         if label_col is not None:
-            label = row[index[label_col]] or None
+            label = _checked_label(plan, row[index[label_col]] or None, relpath,
+                                   f"line {line}: ")
         if targets:
             try:
                 values = tuple(float(row[index[t]]) for t in targets)
@@ -415,6 +456,13 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
                 shown = ", ".join(f"{t}={row[index[t]]!r}" for t in targets)
                 plan.issues.append(Issue("bad_target", f"line {line}: {shown} is not a number; "
                                          f"ingested without targets", relpath))
+            else:
+                if not all(math.isfinite(v) for v in values):
+                    shown = ", ".join(f"{t}={row[index[t]]!r}" for t in targets)
+                    plan.issues.append(Issue("bad_target", f"line {line}: {shown} is not a "
+                                             f"finite number (NaN or infinity); ingested "
+                                             f"without targets", relpath))
+                    values = None
         row_split = split or ("unlabeled" if label is None and values is None else "train")
         if split_col is not None and row[index[split_col]].strip():
             given = row[index[split_col]].strip()
