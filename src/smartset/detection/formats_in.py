@@ -27,6 +27,7 @@ checks paths and geometry against the images.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -39,6 +40,47 @@ from smartset.detection import _rle
 from smartset.detection._model import Annotation, AnnotationSet, ImageRecord
 from smartset.errors import SourceError
 from smartset.imageio import IMAGE_EXTENSIONS
+from smartset.ingest._sources import label_problem
+
+_INT64 = 1 << 63
+_MAX_SIDE = 1 << 31
+
+
+def _coco_id(value):
+    """``value`` when it can be an id (an integer within 64 bits, or non-empty text), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else None
+    if isinstance(value, str) and value and len(value) <= 200:
+        return value
+    return None
+
+
+def _load_json(path: Path):
+    """``path`` parsed as JSON, or a :class:`SourceError` naming the file and the fix."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise SourceError(f"'{path}' is not valid JSON (line {error.lineno}, column "
+                          f"{error.colno}: {error.msg}). Fix the file and import again.") from None
+    except RecursionError:
+        raise SourceError(f"'{path}' nests JSON too deeply to read. Fix the file and import "
+                          f"again.") from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise SourceError(f"'{path}' holds a value JSON readers refuse ({error}). Fix the "
+                          f"file and import again.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SourceError(f"Cannot read '{path}': {error}.") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SourceError(f"Cannot read '{path}' as UTF-8 text ({error}). Save it as UTF-8 "
+                          f"and import again.") from None
 
 __all__ = ["FORMATS", "detect_format", "read_annotations", "read_coco", "read_yolo",
            "read_voc", "read_masks", "read_pairs", "read_class_map", "image_size"]
@@ -178,15 +220,9 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
         if not found:
             raise SourceError(f"No COCO .json in '{path}'.")
         path = found[0]
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise SourceError(f"'{path}' is not valid JSON (line {error.lineno}, column "
-                          f"{error.colno}: {error.msg}). Fix the file and import again.") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SourceError(f"Cannot read '{path}': {error}.") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images", []), list):
+    data = _load_json(path)
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(key) or [], list) for key in ("images", "annotations", "categories")):
         raise SourceError(f"'{path}' is not a COCO file: expected an object with 'images', "
                           f"'annotations' and 'categories' lists.")
     where = path.name
@@ -200,20 +236,33 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
             out.issue("bad_annotation", f"{where}: category {cat!r}"[:200],
                       "a category needs 'id' and 'name'; dropped.")
             continue
-        number = cat["id"]
+        number = _coco_id(cat["id"])
+        if number is None:
+            out.issue("bad_annotation", f"{where}: category {str(cat)[:80]}",
+                      "a category id must be an integer within 64 bits (or text); dropped.")
+            continue
+        if not isinstance(cat["name"], (str, int)) or label_problem(str(cat["name"])):
+            problem = label_problem(str(cat["name"])) or "it is not text"
+            out.issue("bad_annotation", f"{where}: category {number}",
+                      f"its name {str(cat['name'])[:40]!r} is refused: {problem}; dropped with "
+                      f"its annotations. Give the category a name.")
+            continue
         if number in out.categories:
             out.issue("duplicate_id", f"{where}: category id {number}",
                       f"category id {number} is declared twice ({out.categories[number]!r} "
                       f"and {cat['name']!r}); the first is kept. Give each category its own id.")
             continue
         out.categories[number] = str(cat["name"])
-        if cat.get("supercategory"):
+        if isinstance(cat.get("supercategory"), str) and not label_problem(cat["supercategory"]):
             out.supercategories[str(cat["name"])] = str(cat["supercategory"])
     by_id: dict = {}
     for im in raw_images:
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+        if not isinstance(im, dict) or _coco_id(im.get("id")) is None \
+                or not isinstance(im.get("file_name"), str) or not im["file_name"] \
+                or "\x00" in im["file_name"]:
             out.issue("bad_annotation", f"{where}: image {str(im)[:80]}",
-                      "an image needs 'id' and 'file_name'; dropped.")
+                      "an image needs an 'id' (an integer within 64 bits) and a "
+                      "'file_name'; dropped.")
             continue
         if im["id"] in by_id:
             out.issue("duplicate_id", f"{where}: image id {im['id']}",
@@ -234,7 +283,15 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
                       "an annotation must be an object; dropped.")
             continue
         key = ann.get("id")
-        label = f"{where}: annotation {key}"
+        label = f"{where}: annotation {str(key)[:40]}"
+        if key is not None and _coco_id(key) is None:
+            out.issue("bad_annotation", label, "an annotation id must be an integer within 64 "
+                      "bits (or text); dropped.")
+            continue
+        if _coco_id(ann.get("image_id")) is None or _coco_id(ann.get("category_id")) is None:
+            out.issue("bad_annotation", label, "'image_id' and 'category_id' must be integers "
+                      "within 64 bits (or text); dropped.")
+            continue
         if key is not None:
             if key in seen:
                 out.issue("duplicate_id", label, f"annotation id {key} is used twice; the "
@@ -258,10 +315,15 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
         segmentation = ann.get("segmentation") or None
         if bbox is not None:
             try:
+                if not isinstance(bbox, (list, tuple)) or any(
+                        isinstance(v, (bool, str)) for v in bbox):
+                    raise TypeError(bbox)
                 x, y, w, h = (float(v) for v in bbox)
-            except (TypeError, ValueError):
-                out.issue("bad_annotation", label, f"bbox {bbox!r} is not four numbers "
-                          f"[x, y, width, height]; dropped.")
+                if not all(map(math.isfinite, (x, y, w, h))):
+                    raise ValueError(bbox)
+            except (TypeError, ValueError, OverflowError):
+                out.issue("bad_annotation", label, f"bbox {str(bbox)[:80]} is not four finite "
+                          f"numbers [x, y, width, height]; dropped.")
                 continue
             bbox = (x, y, w, h)
         elif segmentation is None:
@@ -277,24 +339,46 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
 
 
 def _int_or_none(value):
+    """A positive image side below 2^31, or None."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if 0 < number < _MAX_SIDE else None
 
 
 # -- YOLO ---------------------------------------------------------------------------------
-def _names_from(value) -> dict[int, str]:
+def _checked_names(names: dict, where) -> dict[int, str]:
+    """A class map ``{id: name}`` with integer ids and acceptable names, or a SourceError."""
+    out = {}
+    for key, value in names.items():
+        try:
+            number = int(key)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None or isinstance(key, (bool, float)) or not -_INT64 <= number < _INT64:
+            raise SourceError(f"Class map '{where}': id {str(key)[:40]!r} is not an integer; "
+                              f"give each class an integer id.")
+        if not isinstance(value, (str, int)) or isinstance(value, bool) \
+                or label_problem(str(value)):
+            problem = label_problem(str(value)) or "it is not text"
+            raise SourceError(f"Class map '{where}': the name of class {number} "
+                              f"({str(value)[:40]!r}) is refused: {problem}. Fix the name.")
+        out[number] = str(value)
+    return out
+
+
+def _names_from(value, where="names") -> dict[int, str]:
     if isinstance(value, dict):
-        return {int(k): str(v) for k, v in value.items()}
+        return _checked_names(value, where)
     if isinstance(value, (list, tuple)):
-        return {i: str(v) for i, v in enumerate(value)}
+        return _checked_names(dict(enumerate(value)), where)
     return {}
 
 
 def _read_names_file(path: Path) -> dict[int, str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return {i: name for i, name in enumerate(line for line in lines if line)}
+    lines = [line.strip() for line in _read_text(path).splitlines()]
+    return _checked_names(dict(enumerate(line for line in lines if line)), path)
 
 
 def _label_path(image: Path) -> Path:
@@ -319,11 +403,18 @@ def read_yolo(path: str | Path, *, root: str | Path | None = None) -> Annotation
         import yaml
 
         try:
-            spec = yaml.safe_load(yaml_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
+            spec = yaml.safe_load(_read_text(yaml_file)) or {}
+        except (yaml.YAMLError, RecursionError, ValueError) as error:
             raise SourceError(f"'{yaml_file}' is not valid YAML: {error}") from None
-        out.categories = _names_from(spec.get("names"))
+        if not isinstance(spec, dict):
+            raise SourceError(f"'{yaml_file}' is not a YOLO data.yaml: expected a mapping with "
+                              f"'names' and 'train'/'val'/'test' folders.")
+        out.categories = _names_from(spec.get("names"), yaml_file)
         given = spec.get("path")
+        if given is not None and not isinstance(given, str):
+            given = str(given)
+        if given and "\x00" in given:
+            raise SourceError(f"'{yaml_file}': 'path' holds a NUL character. Fix it.")
         if given:
             candidate = (base / given).resolve()
             if _inside(candidate, base):
@@ -335,7 +426,14 @@ def read_yolo(path: str | Path, *, root: str | Path | None = None) -> Annotation
         out.root = str(base)
         for split in ("train", "val", "test"):
             entries = spec.get(split)
+            if entries is not None and not isinstance(entries, (str, list)):
+                entries = str(entries)
             for entry in [entries] if isinstance(entries, str) else entries or []:
+                if not isinstance(entry, str) or not entry or "\x00" in entry:
+                    out.issue("bad_file", f"{yaml_file.name}: {split}",
+                              f"'{split}' entry {str(entry)[:40]!r} is not a folder or list "
+                              f"name; refused.")
+                    continue
                 folder = (base / entry).resolve()
                 if not _inside(folder, base):
                     out.issue("path_escape", f"{yaml_file.name}: {split}",
@@ -355,8 +453,8 @@ def read_yolo(path: str | Path, *, root: str | Path | None = None) -> Annotation
     known_labels: set[Path] = set()
     for split, folder in splits:
         if folder.suffix == ".txt" and folder.is_file():  # a list of image paths
-            listed = [line.strip() for line in folder.read_text(encoding="utf-8").splitlines()
-                      if line.strip()]
+            listed = [line.strip() for line in _read_text(folder).splitlines()
+                      if line.strip() and "\x00" not in line]
             images = [(root_path / p).resolve() for p in listed]
         elif folder.is_dir():
             images = [folder / f for f in _walk(folder) if _is_image(f)]
@@ -423,6 +521,8 @@ def _read_yolo_labels(out: AnnotationSet, label: Path, record: ImageRecord, root
         try:
             cls = int(fields[0])
             values = [float(v) for v in fields[1:]]
+            if cls < 0 or not all(map(math.isfinite, values)):
+                raise ValueError(line)
         except ValueError:
             out.issue("bad_annotation", key, f"line {number} {line.strip()!r} is not "
                       f"'class cx cy w h' numbers; dropped.")
@@ -463,21 +563,21 @@ def read_voc(path: str | Path, *, root: str | Path | None = None) -> AnnotationS
     sets = base / "ImageSets" / "Main"
     for split in ("train", "val", "test"):
         if (sets / f"{split}.txt").is_file():
-            for line in (sets / f"{split}.txt").read_text(encoding="utf-8").split():
+            for line in _read_text(sets / f"{split}.txt").split():
                 splits[line] = split
     numbers: dict[str, int] = {}
     for xml in xmls:
         where = os.path.relpath(xml, base).replace(os.sep, "/")
         try:
             tree = ET.parse(xml).getroot()
-        except (ET.ParseError, OSError) as error:
+        except (ET.ParseError, OSError, RecursionError, ValueError) as error:
             out.issue("bad_file", where, f"not valid XML ({error}); its boxes are dropped. "
                       f"Fix or re-export the file.")
             continue
         filename = (tree.findtext("filename") or "").strip()
         if not filename:
             filename = xml.with_suffix(".jpg").name
-        if os.path.isabs(filename) or ".." in Path(filename).parts:
+        if os.path.isabs(filename) or ".." in Path(filename).parts or "\x00" in filename:
             relfile = filename  # refused by validation, with the file named
         else:
             candidates = ([images_dir / filename] if images_dir else []) + [
@@ -496,12 +596,15 @@ def read_voc(path: str | Path, *, root: str | Path | None = None) -> AnnotationS
             try:
                 xmin, ymin, xmax, ymax = (float(box.findtext(t)) for t in
                                           ("xmin", "ymin", "xmax", "ymax"))
+                if not all(map(math.isfinite, (xmin, ymin, xmax, ymax))):
+                    raise ValueError(box)
             except (AttributeError, TypeError, ValueError):
                 out.issue("bad_annotation", key, "object without a numeric bndbox "
                           "(xmin, ymin, xmax, ymax); dropped.")
                 continue
-            if not name:
-                out.issue("bad_annotation", key, "object without a <name>; dropped.")
+            if not name or label_problem(name):
+                out.issue("bad_annotation", key, f"object without a usable <name> "
+                          f"({label_problem(name) if name else 'none'}); dropped.")
                 continue
             numbers.setdefault(name, len(numbers) + 1)
             attributes = {}
@@ -544,16 +647,24 @@ def read_class_map(folder: Path) -> tuple[dict[int, str], str | None]:
         if not path.is_file():
             continue
         if name.endswith(".json"):
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = _load_json(path)
             if isinstance(data, list):
-                return {i: str(v) for i, v in enumerate(data)}, name
-            if all(isinstance(v, int) for v in data.values()):
-                return {int(v): str(k) for k, v in data.items()}, name
-            return {int(k): str(v) for k, v in data.items()}, name
+                return _checked_names(dict(enumerate(data)), path), name
+            if not isinstance(data, dict):
+                raise SourceError(f"Class map '{path}' must be a list of names or an object "
+                                  f"of id: name (or name: id). Fix the file.")
+            if data and all(isinstance(v, int) and not isinstance(v, bool)
+                            for v in data.values()):
+                if len(set(data.values())) != len(data):
+                    raise SourceError(f"Class map '{path}' gives two names the same id. Fix "
+                                      f"the file.")
+                return _checked_names({v: k for k, v in data.items()}, path), name
+            return _checked_names(data, path), name
         if name == "labelmap.txt":  # VOC/CVAT: "name:r,g,b:parts:actions"
-            lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+            lines = [line for line in _read_text(path).splitlines()
                      if line.strip() and not line.startswith("#")]
-            return {i: line.split(":")[0].strip() for i, line in enumerate(lines)}, name
+            return _checked_names({i: line.split(":")[0].strip()
+                                   for i, line in enumerate(lines)}, path), name
         return _read_names_file(path), name
     return {}, None
 
