@@ -3,10 +3,12 @@ error handler, and opening the workspace. Stage CLIs (cli.py, augment/_cli.py) i
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -57,27 +59,90 @@ def print_json(data) -> None:
                                 allow_nan=False) + "\n")
 
 
+def _say(kind: str, message: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"error": {"type": kind, "message": message}})
+    else:
+        # escaped: a message may hold brackets ("pip install 'smartset[ray]'")
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+_UNCHANGED = ("each catalog write is one transaction, so the catalog is as it was before the "
+              "write that failed")
+
+
+def environment_fault(error: BaseException) -> tuple[str, str] | None:
+    """``(kind, one-line message)`` when ``error`` (or an error it was raised from) is a
+    fault of the machine, not of smartset or its input: a full disk or quota, a read-only
+    or forbidden path, a catalog SQLite cannot open, write or lock. Else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, sqlite3.OperationalError):
+            text = str(error).lower()
+            if "disk is full" in text or "disk i/o error" in text:
+                return ("DiskFullError",
+                        f"The disk holding the workspace is full or failing ({error}): free some "
+                        f"space (or move the workspace), then run the command again; "
+                        f"{_UNCHANGED}.")
+            if "readonly" in text or "read-only" in text:
+                return ("ReadOnlyError",
+                        f"The workspace's catalog cannot be written ({error}): make the "
+                        f"workspace writable (chmod -R u+w, or mount it read-write); reading "
+                        f"works as it is.")
+            if "unable to open database" in text:
+                return ("CatalogOpenError",
+                        f"The workspace's catalog cannot be opened ({error}): check that "
+                        f"catalog.sqlite and its folder exist and are readable (and writable "
+                        f"to change them).")
+            if "locked" in text or "busy" in text:
+                return ("WorkspaceBusyError",
+                        f"The catalog stayed locked by another process for too long ({error}): "
+                        f"wait for it to finish, then run the command again.")
+        if isinstance(error, OSError) and error.errno is not None:
+            where = f" '{error.filename}'" if error.filename else ""
+            if error.errno in _NO_SPACE:
+                return ("DiskFullError",
+                        f"No space left on the device while writing{where} ({error.strerror}): "
+                        f"free some space (or move the workspace), then run the command "
+                        f"again; {_UNCHANGED}.")
+            if error.errno in _NOT_WRITABLE:
+                return ("ReadOnlyError",
+                        f"Cannot write{where} ({error.strerror}): make it writable, or choose "
+                        f"a folder you can write.")
+            if error.errno == errno.EIO:
+                return ("DiskError",
+                        f"The disk reported an input/output error{' at' + where if where else ''}"
+                        f": check the device, then run the command again; {_UNCHANGED}.")
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def handle_errors(command):
-    """Show a SmartsetError as one clear message (JSON with --json), exit code 1."""
+    """Show a SmartsetError, a missing optional extra, or a fault of the machine (disk full,
+    read-only, catalog locked) as one clear line (JSON with --json), exit code 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return command(*args, **kwargs)
         except SmartsetError as error:
-            if kwargs.get("as_json"):
-                print_json({"error": {"type": type(error).__name__, "message": str(error)}})
-            else:
-                # escaped: a message may hold brackets ("pip install 'smartset[ray]'")
-                err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
+            _say(type(error).__name__, str(error), as_json)
             raise typer.Exit(1) from None
         except ImportError as error:  # an optional extra (timm, ray, datasets): one line
             if "pip install" not in str(error):
                 raise
-            if kwargs.get("as_json"):
-                print_json({"error": {"type": "ImportError", "message": str(error)}})
-            else:
-                err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
+            _say("ImportError", str(error), as_json)
+            raise typer.Exit(1) from None
+        except (OSError, sqlite3.Error, RuntimeError) as error:
+            fault = environment_fault(error)
+            if fault is None:
+                raise
+            kind, message = fault
+            _say(kind, " ".join(message.split()), as_json)  # one line, whatever it held
             raise typer.Exit(1) from None
 
     return wrapper

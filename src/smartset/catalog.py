@@ -35,7 +35,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Catalog", "CATALOG_FILE", "SCHEMA_VERSION", "now"]
+from smartset.errors import SmartsetError
+
+__all__ = ["Catalog", "CATALOG_FILE", "SCHEMA_VERSION", "LOCK_FILE", "WorkspaceBusyError", "now"]
 
 CATALOG_FILE = "catalog.sqlite"
 
@@ -292,6 +294,31 @@ _SCHEMA = [
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
+LOCK_FILE = ".smartset.lock"
+_HELD: dict[str, list] = {}  # resolved catalog path -> [fd, depth] of locks this process holds
+
+
+def _read_only(path: Path) -> bool:
+    """True when the catalog cannot be written: the file or its folder is not writable
+    (for root too: ``access`` reports a read-only mount)."""
+    try:
+        return path.exists() and not (os.access(path, os.W_OK)
+                                      and os.access(path.parent, os.W_OK))
+    except OSError:
+        return False
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return (f"PID {info['pid']} ('smartset {info['command']}', on {info['host']} since "
+                f"{info['since'][:19]})")
+    except (ValueError, KeyError, TypeError):
+        return "another smartset process"
+
+
+class WorkspaceBusyError(SmartsetError, RuntimeError):
+    """Another process holds the workspace's write lock (see :meth:`Catalog.exclusive`)."""
 
 
 def process_token(pid: int | None = None) -> str:
@@ -343,15 +370,91 @@ class Catalog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._writer: sqlite3.Connection | None = None
+        self.read_only = _read_only(self.path)
 
     # -- connections -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA foreign_keys = ON")
         con.execute("PRAGMA busy_timeout = 30000")
         con.execute("PRAGMA synchronous = NORMAL")
         return con
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only workspace (file or folder not writable, a read-only mount): SQLite
+        reads a WAL database read-only when its -shm and -wal files exist and are readable;
+        when they cannot be created (the folder is not writable) nobody can write it either,
+        so it is opened ``immutable`` (no -shm needed). See sqlite.org/wal.html#readonly."""
+        from urllib.parse import quote
+
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        shm = self.path.with_name(self.path.name + "-shm")
+        if not shm.exists() and not os.access(self.path.parent, os.W_OK):
+            uri += "&immutable=1"
+        con = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 30000")
+        return con
+
+    def check_writable(self) -> None:
+        """Raise :class:`~smartset.errors.WorkspaceError` (one line, with the fix) when the
+        workspace cannot be written."""
+        if self.read_only:
+            from smartset.errors import WorkspaceError
+
+            raise WorkspaceError(
+                f"The workspace '{self.path.parent}' is read-only (its folder or "
+                f"{self.path.name} cannot be written): reading works, writing does not. Make "
+                f"it writable (chmod -R u+w, or mount it read-write) or copy it elsewhere.")
+
+    @contextlib.contextmanager
+    def exclusive(self, command: str) -> Iterator[None]:
+        """Hold the workspace's write lock for ``command`` (ingest, augment, ...): a second
+        process that asks for it meanwhile gets :class:`WorkspaceBusyError` at once, naming
+        the process that holds it. Re-entrant within one process; released by the kernel
+        when the holder dies (kill -9 leaves no stale lock)."""
+        self.check_writable()
+        key = str(self.path.resolve())
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            try:
+                yield
+            finally:
+                held[1] -= 1
+            return
+        import fcntl
+
+        lock_path = self.path.with_name(LOCK_FILE)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+                raise WorkspaceBusyError(
+                    f"The workspace '{self.path.parent}' is busy: "
+                    f"{_describe_holder(holder)} is writing it. Wait for it to finish (or "
+                    f"stop it), then run this again; nothing was changed.") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command,
+                                      "host": socket.gethostname(),
+                                      "since": now()}).encode(), 0)
+            _HELD[key] = [fd, 1]
+            try:
+                yield
+            finally:
+                del _HELD[key]
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @classmethod
     def create(cls, path: str | Path) -> Catalog:
@@ -363,7 +466,20 @@ class Catalog:
         return catalog
 
     def migrate(self) -> None:
-        """Bring the schema up to :data:`SCHEMA_VERSION`, one transaction per step."""
+        """Bring the schema up to :data:`SCHEMA_VERSION`, one transaction per step (a
+        read-only catalog is only checked: it must be current)."""
+        if self.read_only:
+            with self.read() as con:
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current != SCHEMA_VERSION:
+                from smartset.errors import WorkspaceError
+
+                raise WorkspaceError(
+                    f"The workspace '{self.path.parent}' is read-only and its catalog has "
+                    f"schema {current}, not {SCHEMA_VERSION}: open it writable once (chmod -R "
+                    f"u+w) so smartset can upgrade it, then it reads read-only too.")
+            return
         with self.write() as con:
             has_meta = con.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
@@ -394,12 +510,17 @@ class Catalog:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed whole on success, rolled back whole on error."""
+        self.check_writable()
         con = self.writer
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # SQLite may have rolled back itself (disk full, I/O)
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             raise
         con.execute("COMMIT")
 
@@ -439,8 +560,11 @@ class Catalog:
         try:
             yield
         except BaseException as error:
-            self.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
-                            status="failed")
+            try:  # best effort: a full disk must not hide the error that stopped the run
+                self.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
+                                status="failed")
+            except (sqlite3.Error, OSError):
+                pass
             raise
 
     def mark_interrupted_runs(self) -> list[int]:
@@ -449,7 +573,7 @@ class Catalog:
         is (the ids are still returned, so readers can show them as interrupted)."""
         gone = [int(r[0]) for r in self.query("SELECT id, process FROM runs WHERE status = "
                                                "'running'") if process_alive(r[1]) is False]
-        if gone:
+        if gone and not self.read_only:
             try:
                 with self.write() as con:
                     con.executemany("UPDATE runs SET status = 'interrupted' WHERE id = ? AND "

@@ -159,10 +159,17 @@ def stats(
     samples = ws.samples(version)
     result = compute_stats(samples, ws.issues())
     target = out_dir or ws.reports_dir / "stats" / (version or "live")
-    if plots:
-        result["plots"] = write_plots(samples, target, seed=seed)
-    write_text(target / "stats.json", json.dumps(result, indent=2, default=str))
-    result["output"] = str(target)
+    if out_dir is None and ws.catalog.read_only:  # read-only workspace: the numbers only
+        from smartset._cli_common import err
+
+        err.print("The workspace is read-only: no plots or stats.json written (--out DIR "
+                  "writes them elsewhere).", highlight=False)
+        result["output"] = None
+    else:
+        if plots:
+            result["plots"] = write_plots(samples, target, seed=seed)
+        write_text(target / "stats.json", json.dumps(result, indent=2, default=str))
+        result["output"] = str(target)
     if as_json:
         print_json(result)
         return
@@ -206,7 +213,8 @@ def _print_stats(result: dict) -> None:
               + "; modes: " + ", ".join(f"{k} {v}" for k, v in result["modes"].items()))
     if result["issues"]:
         out.print("ingest issues: " + ", ".join(f"{k} {v}" for k, v in result["issues"].items()))
-    out.print(f"Output: {result['output']}")
+    if result["output"]:
+        out.print(f"Output: {result['output']}")
 
 
 @app.command()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from smartset._names import check_name
 from smartset.catalog import CATALOG_FILE, Catalog, now
 from smartset.errors import ConflictError, LabelError, VersionError, WorkspaceError
 
@@ -22,7 +22,6 @@ __all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
 
 _SUBDIRS = ("cache", "data", "reports")
 MARK_KINDS = ("exclude", "multi_label", "duplicate_of")
-_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
 
 class Workspace:
@@ -407,12 +406,10 @@ class Workspace:
         The selection is ``sample_ids`` if given, else the samples of ``parent`` (or of the
         live catalog), restricted to ``split``. Versions never change; make a new one.
         """
-        if not _VERSION_NAME.match(name):
-            raise VersionError(f"Version name {name!r} is not valid: use letters, digits and "
-                               f". _ + - (up to 100), starting with a letter or digit.")
+        check_version_name(name)
+        self.catalog.check_writable()
         if any(r[0] == name for r in self.catalog.query("SELECT name FROM versions")):
-            raise VersionError(f"Version {name!r} exists already; versions are immutable, so "
-                               f"choose a new name.")
+            raise _version_exists(name)
         frame = self.samples(parent, split=split)
         if sample_ids is not None:
             wanted = set(sample_ids)
@@ -429,19 +426,49 @@ class Workspace:
             current = frame["id"].map(live)
         members = sorted(zip(frame["id"], frame["sha256"],
                              [None if pd.isna(e) else int(e) for e in current]))
-        digest = hashlib.sha256()
-        for sid, sha, event in members:
-            digest.update(f"{sid}:{sha}:{event}\n".encode())
         parent_id = self.version(parent)["id"] if parent else None
         with self.catalog.write() as con:
-            version_id = con.execute(
-                "INSERT INTO versions(name, parent_id, created_at, description, params, n_samples,"
-                " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, parent_id, now(), description, json.dumps(params or {}), len(members),
-                 digest.hexdigest())).lastrowid
-            con.executemany("INSERT INTO version_members(version_id, sample_id, label_event_id)"
-                            " VALUES (?, ?, ?)", [(version_id, s, e) for s, _, e in members])
+            _insert_version(con, name, members, parent_id=parent_id, description=description,
+                            params=params)
         return self.version(name)
+
+    def add_derived_version(self, name: str, folder: str | Path, relpaths: Sequence[str], *,
+                            origin_ids: Sequence[str], params: Sequence[dict], stage: str,
+                            sample_ids: Sequence[str], description: str | None = None,
+                            version_params: dict | None = None, engine=None,
+                            before_version=None) -> tuple[list[str], dict]:
+        """Register files a stage wrote under ``folder`` as derived samples (see
+        :meth:`add_derived_samples`) and create version ``name`` of ``sample_ids`` (samples
+        of the live catalog) plus the new ones, in one catalog transaction: a failure or a
+        kill at any point leaves no sample that belongs to no version.
+
+        ``before_version(con, new_ids)``: more writes in the same transaction before the
+        version is made (annotations of the new samples); a dict it returns joins the
+        version's params. Returns ``(new sample ids, the version's info)``.
+        """
+        from smartset.ingest import add_derived
+
+        check_version_name(name)
+        self.catalog.check_writable()
+        if any(r[0] == name for r in self.catalog.query("SELECT name FROM versions")):
+            raise _version_exists(name)
+        wanted = set(sample_ids)
+        available = set(self.samples(None)["id"])
+        missing = wanted - available
+        if missing:
+            raise VersionError(f"{len(missing)} sample id(s) are not available in the catalog: "
+                               f"{', '.join(sorted(missing)[:5])}")
+
+        def then(con, new_ids):
+            extra = before_version(con, new_ids) if before_version is not None else None
+            members = _members_in(con, list(wanted) + list(new_ids))
+            _insert_version(con, name, members, parent_id=None, description=description,
+                            params={**(version_params or {}), **(extra or {})})
+
+        new_ids = add_derived(self.catalog, self.path, folder, list(relpaths),
+                              origin_ids=list(origin_ids), params=list(params), stage=stage,
+                              engine=engine, then=then)
+        return new_ids, self.version(name)
 
     def version(self, name: str) -> dict:
         rows = self.catalog.query(
@@ -558,6 +585,54 @@ def _check_expected_mark(con, kind: str, expected: dict[str, int | None]) -> Non
                 f"Mark {kind!r} of sample {sid} was changed since it was read: it is {state}, "
                 f"not mark event {based_on}. Nothing was saved: look at the newer state and "
                 f"decide again.", sample_id=sid, expected=based_on, current=newer)
+
+
+def check_version_name(name) -> str:
+    """A version name becomes a folder name (``data/augment-NAME``): checked by
+    :func:`smartset._names.check_name` before anything is written or deleted."""
+    return check_name(name, "version name", example="v2-augmented")
+
+
+def _version_exists(name: str) -> VersionError:
+    return VersionError(f"Version {name!r} exists already; versions are immutable, so choose "
+                        f"a new name.")
+
+
+def _members_in(con, sample_ids) -> list[tuple]:
+    """``(id, sha256, current label event)`` of ``sample_ids``, sorted, read inside the
+    caller's transaction (so samples it inserted count)."""
+    ids = sorted(set(sample_ids))
+    members = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        members += [tuple(r) for r in con.execute(
+            f"SELECT s.id, s.sha256, (SELECT MAX(e.id) FROM label_events e WHERE e.sample_id ="
+            f" s.id) FROM samples s WHERE s.id IN ({', '.join('?' * len(chunk))})", chunk)]
+    if len(members) != len(ids):
+        found = {m[0] for m in members}
+        lost = [i for i in ids if i not in found]
+        raise VersionError(f"{len(lost)} sample id(s) are not in the catalog: "
+                           f"{', '.join(lost[:5])}")
+    return sorted(members)
+
+
+def _insert_version(con, name: str, members, *, parent_id, description, params) -> int:
+    """Insert version ``name`` of ``members`` (sorted ``(id, sha256, event)``) in the
+    caller's write transaction; a name taken meanwhile (another process) is refused, not an
+    IntegrityError."""
+    if con.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
+        raise _version_exists(name)
+    digest = hashlib.sha256()
+    for sid, sha, event in members:
+        digest.update(f"{sid}:{sha}:{event}\n".encode())
+    version_id = con.execute(
+        "INSERT INTO versions(name, parent_id, created_at, description, params, n_samples,"
+        " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (name, parent_id, now(), description, json.dumps(params or {}, default=str),
+         len(members), digest.hexdigest())).lastrowid
+    con.executemany("INSERT INTO version_members(version_id, sample_id, label_event_id)"
+                    " VALUES (?, ?, ?)", [(version_id, s, e) for s, _, e in members])
+    return version_id
 
 
 def _default_author() -> str:

@@ -10,14 +10,17 @@ engine, batch size and worker order writes the same bytes.
 
 Nothing is left half-written: the files go to a new folder first (each written under a
 temporary name, then renamed), and only when all are there are they registered and the
-version made; an error before that removes the folder and leaves the catalog as it was.
+version made, the samples and the version in one catalog transaction; an error before it
+commits removes the folder and leaves the catalog as it was, and a kill leaves only the
+folder, which the next run of the same name clears. The version name is checked before
+anything is written or deleted, and a second writer of the workspace meanwhile is refused
+(``Catalog.exclusive``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import torch
 from PIL import Image
 
 from smartset._atomic import atomic_path
+from smartset._names import inside, remove_tree, safe_name
 from smartset._progress import progress_bar
 from smartset._torch import one_thread_in_worker_processes
 from smartset.augment._params import Params
@@ -34,15 +38,14 @@ from smartset.augment.policy import PolicyParams, resolve_policy, validate_polic
 from smartset.engine import Batch, Engine, batches_of, get_engine
 from smartset.errors import VersionError
 from smartset.imageio import load_image
-from smartset.ingest import add_derived
+from smartset.workspace import check_version_name
 
 __all__ = ["augment_version", "augment_files", "sample_rng", "augmented_splits",
            "HELD_OUT_SPLITS"]
 
 
 def _default_name(version: str | None, label: str, factor: int) -> str:
-    name = f"{version or 'live'}-{label}-x{factor}"
-    return re.sub(r"[^A-Za-z0-9._+-]", "-", name)[:100]
+    return safe_name(f"{version or 'live'}-{label}-x{factor}")
 
 
 def augment_version(ws, *, policy, factor: int, version: str | None = None,
@@ -77,6 +80,9 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     dict (``augmented_splits``, ``n_kept_as_is``: samples of other splits not augmented).
     """
     started = time.perf_counter()
+    if name is not None:  # it names a folder: checked before anything is read or written
+        check_version_name(name)
+    ws.catalog.check_writable()
     policy = resolve_policy(policy)
     if constraints:
         validate_policy(policy, constraints)
@@ -92,7 +98,19 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     if factor > 1 and not policy.leaves():
         raise AugmentParameterError(f"Policy {policy.label!r} changes nothing, so its copies "
                                     f"would repeat the originals: use factor 1.")
-    name = name or _default_name(version, policy.label, factor)
+    name = check_version_name(name or _default_name(version, policy.label, factor))
+    # One writer at a time: a second augment (of the same name above all: it would clear
+    # this one's folder) or ingest meanwhile is told which process holds the workspace.
+    with ws.catalog.exclusive("augment run"):
+        return _augment_locked(ws, started, policy=policy, factor=factor, version=version,
+                               name=name, seed=seed, batch_size=batch_size, mode=mode,
+                               description=description, include_derived=include_derived,
+                               splits=splits, engine=engine, workers=workers,
+                               show_progress=show_progress)
+
+
+def _augment_locked(ws, started, *, policy, factor, version, name, seed, batch_size, mode,
+                    description, include_derived, splits, engine, workers, show_progress):
     if name in set(ws.versions()["name"]):
         raise VersionError(f"Version {name!r} exists already; versions are immutable, so "
                            f"choose a new name (--name).")
@@ -116,7 +134,6 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
     run_id = ws.catalog.start_run("augment", config, seed=seed)
     copies = factor - 1
     relpaths, origins, records = [], [], []
-    registered = False
     try:
         if copies:
             engine = get_engine(engine, workers=workers)
@@ -133,26 +150,29 @@ def augment_version(ws, *, policy, factor: int, version: str | None = None,
                     origins.extend(written["origin"])
                     records.extend(written["record"])
                     advance(len(written["relpath"]))
-            registered = True  # from here on files may be referenced by the catalog
-            new_ids = add_derived(ws.catalog, ws.path, folder, relpaths, origin_ids=origins,
-                                  params=records, stage="augment", engine=engine)
-        else:
-            new_ids = []
-        registered = True
         summary = {"policy": policy.spec(), "factor": factor, "seed": seed,
                    "source_version": version, "batch_size": batch_size,
-                   "n_original": len(frame), "n_augmented": len(new_ids),
+                   "n_original": len(frame), "n_augmented": len(relpaths),
                    "augmented_splits": chosen, "n_kept_as_is": len(kept)}
-        info = ws.create_version(
-            name, sample_ids=list(frame["id"]) + list(kept["id"]) + list(new_ids),
-            params=summary,
+        # The copies and the version in one transaction: a failure or a kill before it
+        # commits leaves no sample in the catalog, and a re-run clears the folder.
+        new_ids, info = ws.add_derived_version(
+            name, folder, relpaths, origin_ids=origins, params=records, stage="augment",
+            sample_ids=list(frame["id"]) + list(kept["id"]), version_params=summary,
             description=description or (f"{version or 'live catalog'} x{factor} with "
-                                        f"augmentation policy {policy.label!r} (seed {seed})"))
+                                        f"augmentation policy {policy.label!r} (seed {seed})"),
+            engine=engine)
     except BaseException as error:
-        if not registered:
-            shutil.rmtree(folder, ignore_errors=True)
-        ws.catalog.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
-                              status="failed")
+        try:  # files of a version that committed are never removed
+            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+                remove_tree(ws.path, folder)
+        except (sqlite3.Error, OSError):
+            pass
+        try:  # best effort: a full disk must not hide the error that stopped the run
+            ws.catalog.finish_run(run_id, {"error": f"{type(error).__name__}: {error}"},
+                                  status="failed")
+        except (sqlite3.Error, OSError):
+            pass
         raise
     seconds = time.perf_counter() - started
     result = {"version": info["name"], "n_samples": info["n_samples"],
@@ -189,15 +209,17 @@ def augmented_splits(present, splits=None) -> list[str]:
 
 def _clear_leftovers(ws, folder: Path) -> None:
     """A folder of this name from an interrupted run is removed, unless the catalog knows
-    its files (then the name is taken)."""
-    if not folder.exists():
+    its files (then the name is taken). Only ever a folder inside the workspace: anything
+    that resolves outside it is refused (:func:`smartset._names.remove_tree`)."""
+    inside(ws.path / "data", folder)
+    if not folder.exists() and not folder.is_symlink():
         return
     prefix = str(folder) + "/"
     known = ws.samples(None, include_unavailable=True)
     if known["path"].str.startswith(prefix).any():
         raise AugmentError(f"'{folder}' holds samples of the catalog already; choose another "
                            f"version name (--name).")
-    shutil.rmtree(folder)
+    remove_tree(ws.path, folder)
 
 
 def augment_files(batch: Batch, *, policy, copies: int, seed: int, folder: str,

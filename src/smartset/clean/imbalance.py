@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import time
 
@@ -186,7 +188,12 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
     from smartset.augment.policy import resolve_policy
     from smartset.engine import batches_of, get_engine
 
+    from smartset.workspace import check_version_name
+
     started = time.perf_counter()
+    if name is not None:  # it names a folder: checked before anything is read or written
+        check_version_name(name)
+    ws.catalog.check_writable()
     policy = resolve_policy(policy)
     everything = ws.samples(version)
     everything = everything[everything["label"].notna()]
@@ -201,16 +208,25 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
     codes = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     copies = per_sample_copies(codes, target=target, n_classes=len(classes), seed=seed)
     added = np.bincount(codes, weights=copies, minlength=len(classes)).astype(np.int64)
-    name = name or f"{version or 'live'}-oversampled"
-    if name in set(ws.versions()["name"]):
-        raise CleanInputError(f"Version {name!r} exists already: choose another name.")
+    name = check_version_name(name or f"{version or 'live'}-oversampled")
+    held = contextlib.ExitStack()  # one writer of samples at a time: the workspace lock
+    held.enter_context(ws.catalog.exclusive("clean oversample"))
     folder = ws.path / "data" / f"oversample-{name}"
-    _clear_leftovers(ws, folder)
-    run_id = ws.catalog.start_run("clean oversample", {"policy": policy.spec(), "target": target,
-                                                        "version": version, "name": name},
-                                  seed=seed)
+    try:
+        if name in set(ws.versions()["name"]):
+            raise CleanInputError(f"Version {name!r} exists already: choose another name.")
+        _clear_leftovers(ws, folder)  # inside the workspace only, never a catalog's files
+        run_id = ws.catalog.start_run("clean oversample", {
+            "policy": policy.spec(), "target": target, "version": version, "name": name},
+            seed=seed)
+    except BaseException:
+        held.close()
+        raise
     relpaths, origins, records = [], [], []
-    with ws.catalog.failing_run(run_id):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(held)  # released when this block ends
+        stack.enter_context(ws.catalog.failing_run(run_id))
+        stack.enter_context(_removed_on_error(ws, folder, name))
         runner = get_engine(engine)
         for count in sorted(set(copies.tolist()) - {0}):  # samples with as many copies
             chosen = frame[copies == count]
@@ -222,15 +238,14 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                 relpaths.extend(written["relpath"])
                 origins.extend(written["origin"])
                 records.extend(written["record"])
-        new_ids = (ws.add_derived_samples(folder, relpaths, origin_ids=origins, params=records,
-                                          stage="oversample") if relpaths else [])
-        info = ws.create_version(name, sample_ids=list(frame["id"]) + list(kept["id"])
-                                 + list(new_ids),
-                                 params={"policy": policy.spec(), "target": target,
-                                         "copies": {classes[i]: int(added[i])
-                                                    for i in range(len(classes))}},
-                                 description=f"{version or 'live catalog'} with minority "
-                                             f"classes oversampled ({policy.label})")
+        # the copies and the version in one transaction: no copy belongs to no version
+        new_ids, info = ws.add_derived_version(
+            name, folder, relpaths, origin_ids=origins, params=records, stage="oversample",
+            sample_ids=list(frame["id"]) + list(kept["id"]),
+            version_params={"policy": policy.spec(), "target": target,
+                            "copies": {classes[i]: int(added[i]) for i in range(len(classes))}},
+            description=f"{version or 'live catalog'} with minority classes oversampled "
+                        f"({policy.label})")
     summary = {"version": info["name"], "n_samples": info["n_samples"],
                "n_augmented": len(new_ids), "n_kept_as_is": int(len(kept)),
                "new_copies": {classes[i]: int(added[i]) for i in range(len(classes))},
@@ -239,6 +254,23 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
                "seconds": round(time.perf_counter() - started, 3)}
     ws.catalog.finish_run(run_id, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _removed_on_error(ws, folder, name):
+    """On an error before version ``name`` committed, its folder goes (inside the
+    workspace only)."""
+    from smartset._names import remove_tree
+
+    try:
+        yield
+    except BaseException:
+        try:
+            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+                remove_tree(ws.path, folder)
+        except Exception:  # noqa: BLE001 - the first error is the one to show
+            pass
+        raise
 
 
 def _per_sample(added: int, count: int) -> int | float:

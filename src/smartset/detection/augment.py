@@ -19,18 +19,19 @@ Task policies (:data:`smartset.augment.TASK_POLICIES`, taken by name wherever a 
 
 from __future__ import annotations
 
-import re
-import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
 from smartset._atomic import atomic_path
+from smartset._names import remove_tree, safe_name
 from smartset.augment.policy import TASK_POLICIES, resolve_policy
 from smartset.detection import _rle
 from smartset.detection._model import Annotation
 from smartset.errors import VersionError
+from smartset.workspace import check_version_name
 
 __all__ = ["TASK_POLICIES", "targets_for", "annotations_from_targets",
            "preview_targets", "expand_version"]
@@ -156,16 +157,28 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
     version pins them. ``splits``: the splits whose samples get copies (default: every
     split but test/val, whose samples join the version as they are; ``"all"``: every one;
     see :func:`smartset.augment.offline.augmented_splits`). Returns a summary dict."""
-    from smartset.augment.offline import augmented_splits
-    from smartset.augment.policy import augment
-    from smartset.detection.store import add_annotations, annotations, create_version
-
     started = time.perf_counter()
+    if name is not None:  # it names a folder: checked before anything is read or written
+        check_version_name(name)
+    ws.catalog.check_writable()
     policy = resolve_policy(policy)
     if isinstance(factor, bool) or int(factor) != factor or factor < 1:
         raise ValueError(f"factor must be a whole number >= 1, got {factor!r}")
     factor = int(factor)
-    name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", f"{version or 'live'}-{policy.label}-x{factor}")
+    name = check_version_name(name or safe_name(f"{version or 'live'}-{policy.label}-x{factor}"))
+    with ws.catalog.exclusive("annotations augment"):
+        return _expand_locked(ws, started, policy=policy, factor=factor, version=version,
+                              name=name, seed=seed, min_visibility=min_visibility, mode=mode,
+                              description=description, splits=splits)
+
+
+def _expand_locked(ws, started, *, policy, factor, version, name, seed, min_visibility, mode,
+                   description, splits) -> dict:
+    from smartset.augment.offline import _clear_leftovers, augmented_splits
+    from smartset.augment.policy import augment
+    from smartset.detection.store import AnnotationSet, _merge_categories, _write_annotations, \
+        annotations
+
     if name in set(ws.versions()["name"]):
         raise VersionError(f"Version {name!r} exists already; versions are immutable, so "
                            f"choose a new name.")
@@ -179,8 +192,7 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
     groups = {sid: g.reset_index(drop=True) for sid, g in ann.groupby("sample_id", sort=False)}
     empty = ann.iloc[:0]
     folder = ws.path / "data" / f"augment-{name}"
-    if folder.exists():
-        shutil.rmtree(folder)
+    _clear_leftovers(ws, folder)  # inside the workspace only, and never a catalog's files
     copies = factor - 1
     relpaths, origins, records, new_anns, dropped = [], [], [], [], 0
     try:
@@ -214,29 +226,48 @@ def expand_version(ws, *, policy, factor: int = 2, version: str | None = None,
                 origins.append(sid)
                 records.append(record)
                 new_anns.append(moved)
-        new_ids = ws.add_derived_samples(folder, relpaths, origin_ids=origins, params=records,
-                                         stage="augment") if relpaths else []
+        flat_count = sum(len(a) for a in new_anns)
+        summary = {"policy": policy.spec(), "factor": factor, "seed": seed,
+                   "source_version": version, "n_original": len(frame),
+                   "n_augmented": len(relpaths), "annotations_written": flat_count,
+                   "annotations_dropped": dropped, "augmented_splits": chosen,
+                   "n_kept_as_is": len(kept),
+                   "kept_splits": {str(k): int(v) for k, v in kept["split"].value_counts().items()}}
+
+        def with_annotations(con, new_ids):
+            """In the samples' transaction: their moved annotations, then the version's
+            pin of the annotations current now (as ``detection.store.create_version``)."""
+            flat, owners = [], []
+            for sid, anns in zip(new_ids, new_anns):
+                for i, a in enumerate(anns):
+                    flat.append(Annotation(sid, a.category, a.bbox, a.segmentation,
+                                           a.attributes, f"{sid}#{i}"))
+                    owners.append(sid)
+            if flat:
+                aset = AnnotationSet("augment", "", f"augment:{name}", categories={})
+                aset.annotations = flat
+                _merge_categories(con, aset)
+                _write_annotations(con, flat, {s: s for s in owners}, f"augment:{name}",
+                                   "smartset", origin="augment",
+                                   reason=f"moved by policy {policy.label!r} (seed {seed})")
+            row = con.execute("SELECT MAX(id) FROM annotation_events").fetchone()
+            return {"annotation_event_id": int(row[0] or 0)}
+
+        # The copies, their annotations and the version in one transaction: a failure or a
+        # kill before it commits leaves nothing in the catalog (a re-run clears the folder).
+        new_ids, info = ws.add_derived_version(
+            name, folder, relpaths, origin_ids=origins, params=records, stage="augment",
+            sample_ids=list(frame["id"]) + list(kept["id"]), version_params=summary,
+            description=description or f"{version or 'live catalog'} x{factor} with task "
+                                       f"policy {policy.label!r} (seed {seed})",
+            before_version=with_annotations)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        try:  # files of a version that committed are never removed
+            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+                remove_tree(ws.path, folder)
+        except (sqlite3.Error, OSError):
+            pass
         raise
-    flat, owners = [], []
-    for sid, anns in zip(new_ids, new_anns):
-        for i, a in enumerate(anns):
-            a.key = f"{sid}#{i}"
-            flat.append(a)
-            owners.append(sid)
-    if flat:
-        add_annotations(ws, flat, owners, source=f"augment:{name}", origin="augment",
-                        reason=f"moved by policy {policy.label!r} (seed {seed})")
-    summary = {"policy": policy.spec(), "factor": factor, "seed": seed, "source_version": version,
-               "n_original": len(frame), "n_augmented": len(new_ids),
-               "annotations_written": len(flat), "annotations_dropped": dropped,
-               "augmented_splits": chosen, "n_kept_as_is": len(kept),
-               "kept_splits": {str(k): int(v) for k, v in kept["split"].value_counts().items()}}
-    info = create_version(ws, name, sample_ids=list(frame["id"]) + list(kept["id"])
-                          + list(new_ids), params=summary,
-                          description=description or f"{version or 'live catalog'} x{factor} "
-                          f"with task policy {policy.label!r} (seed {seed})")
     return {**summary, "version": info["name"], "n_samples": info["n_samples"],
             "folder": str(folder), "policy": policy.label,
             "seconds": round(time.perf_counter() - started, 3)}

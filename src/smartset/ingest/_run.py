@@ -134,11 +134,22 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
     csv_options = {"root": Path(root).resolve() if root else None, "path_column": path_column,
                    "label_column": label_column, "target_columns": target_columns,
                    "split_column": split_column}
-    plan = _plan(source, workspace / "data", layout=layout, pattern=pattern, split=split,
-                 csv_options=csv_options, classes=classes, show_progress=show_progress)
-    flag_label_variants(plan)
-    config = {"source": str(source), "layout": plan.layout, "pattern": pattern, "split": split,
-              "max_pixels": max_pixels, **{k: (str(v) if v else v) for k, v in csv_options.items()}}
+    # One writer of samples at a time: a second ingest (or augment) meanwhile is told which
+    # process holds the workspace, instead of racing it for the same sample ids and files.
+    with catalog.exclusive("ingest"):
+        plan = _plan(source, workspace / "data", layout=layout, pattern=pattern, split=split,
+                     csv_options=csv_options, classes=classes, show_progress=show_progress)
+        flag_label_variants(plan)
+        config = {"source": str(source), "layout": plan.layout, "pattern": pattern,
+                  "split": split, "max_pixels": max_pixels,
+                  **{k: (str(v) if v else v) for k, v in csv_options.items()}}
+        return _ingest_locked(catalog, workspace, plan, config, started, engine=engine,
+                              workers=workers, batch_size=batch_size, max_pixels=max_pixels,
+                              author=author, show_progress=show_progress)
+
+
+def _ingest_locked(catalog, workspace, plan, config, started, *, engine, workers, batch_size,
+                   max_pixels, author, show_progress) -> IngestReport:
     run_id = catalog.start_run("ingest", config)
     with catalog.failing_run(run_id):
         with catalog.write() as con:
@@ -292,10 +303,12 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
                 origin_ids: list[str], params: list[dict], stage: str,
                 labels: list[str | None] | None = None,
                 targets: list | None = None, splits: list[str] | None = None,
-                engine: str | Engine | None = None, author: str = "smartset") -> list[str]:
+                engine: str | Engine | None = None, author: str = "smartset",
+                then=None) -> list[str]:
     """Add files smartset wrote under ``folder`` (inside the workspace) as samples derived
     from ``origin_ids``, with the ``params`` that replay each; see
-    :meth:`smartset.Workspace.add_derived_samples`."""
+    :meth:`smartset.Workspace.add_derived_samples`. All are added in one transaction;
+    ``then(con, ids)`` runs inside it last (to make the version that holds them)."""
     folder = Path(folder).resolve()
     try:
         folder.relative_to(workspace)
@@ -313,20 +326,20 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
     unknown = sorted(set(origin_ids) - set(origins))
     if unknown:
         raise SourceError(f"Unknown origin sample id(s): {', '.join(unknown[:5])}")
-    with catalog.write() as con:
-        root_id, root_key = _register_root(con, folder, workspace)
+    catalog.check_writable()
+    root_key = folder.relative_to(workspace).as_posix()
     source = f"{stage}:{folder}"
     ids = []
+    rows, events, lineage = [], [], []
     results = get_engine(engine).map_batches(
         inspect_files, batches_of({"path": [os.fspath(folder / r) for r in relpaths],
-                                   "index": list(range(n))}, 256))
+                                   "index": list(range(n))}, 256)) if n else []
     for batch in results:
         bad = [(p, r, d) for p, r, d in zip(batch["path"], batch["reason"], batch["detail"]) if r]
         if bad:
             raise SourceError(f"smartset wrote '{bad[0][0]}' but cannot read it back "
-                              f"({bad[0][1]}: {bad[0][2]}); nothing of this batch was added.")
+                              f"({bad[0][1]}: {bad[0][2]}); nothing was added.")
         stamp = now()
-        rows, events, lineage = [], [], []
         for i, index in enumerate(batch["index"]):
             origin = origins[origin_ids[index]]
             relpath = relpaths[index]
@@ -336,15 +349,36 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
             label = labels[index] if labels is not None else origin["label"]
             target = (targets[index] if targets is not None else
                       json.loads(origin["targets"]) if origin["targets"] else None)
-            rows.append((batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
+            rows.append([batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
                          batch["width"][i], batch["height"][i], batch["mode"][i],
-                         batch["channels"][i], split, source, sid, root_id, relpath, stamp, stamp))
+                         batch["channels"][i], split, source, sid, None, relpath, stamp, stamp])
             events.append((sid, label, _targets_json(target), author, stamp,
                            f"derived from {origin_ids[index]}", stage))
             lineage.append((sid, origin_ids[index], stage, json.dumps(params[index]), stamp))
             ids.append(sid)
-        with catalog.write() as con:
-            _insert_samples(con, rows, events)
-            con.executemany("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
-                            " VALUES (?, ?, ?, ?, ?)", lineage)
+    # One transaction: the root, every sample, its label event and lineage, and what the
+    # caller adds (the version that holds them): a failure or a kill leaves none of them.
+    with catalog.write() as con:
+        root_id, _ = _register_root(con, folder, workspace)
+        for row in rows:
+            row[11] = root_id
+        taken = _taken(con, root_id, relpaths)
+        if taken:
+            raise SourceError(f"'{folder / taken[0]}' is a sample of the catalog already; "
+                              f"write derived files to a new folder (another version name).")
+        _insert_samples(con, rows, events)
+        con.executemany("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)", lineage)
+        if then is not None:
+            then(con, ids)
     return ids
+
+
+def _taken(con, root_id: int, relpaths: list[str]) -> list[str]:
+    taken = []
+    for start in range(0, len(relpaths), 500):
+        chunk = relpaths[start:start + 500]
+        taken += [r[0] for r in con.execute(
+            f"SELECT relpath FROM samples WHERE root_id = ? AND relpath IN "
+            f"({', '.join('?' * len(chunk))})", (root_id, *chunk))]
+    return taken
