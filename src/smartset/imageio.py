@@ -121,9 +121,8 @@ def _inspect_one(path: str, max_pixels: int) -> dict:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         width, height = image.size
-        upright_width, upright_height = upright_size(image)
-        record.update(format=image.format, width=upright_width, height=upright_height,
-                      mode=image.mode, channels=len(image.getbands()))
+        record.update(format=image.format, width=width, height=height, mode=image.mode,
+                      channels=len(image.getbands()))
         if width * height > max_pixels:
             record.update(reason="too_large",
                           detail=f"{width}x{height} = {width * height:,} pixels > limit {max_pixels:,}")
@@ -131,6 +130,10 @@ def _inspect_one(path: str, max_pixels: int) -> dict:
         if image.format in ("JPEG", "MPO"):
             image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
         image.load()
+        # The upright size, as decode() returns the image (read after load(): a PNG's EXIF
+        # may follow its pixel data, and reading it first would hide a corrupt file).
+        if _orientation(image) in _ROTATED:
+            record.update(width=height, height=width)
     except Image.DecompressionBombError as error:
         record.update(reason="too_large", detail=str(error))
     except UnidentifiedImageError:
@@ -252,6 +255,7 @@ def normalize(image: Image.Image, mode: str | None = None) -> Image.Image:
     for None, the nearest of ``L``/``RGB``/``RGBA``. See the module docstring for the rules."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
+    image.load()  # errors surface here, not hidden inside the EXIF read below
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     image = _exif_transpose(image)
     if image.mode in _WIDE_INTEGER or image.mode == "F":
