@@ -50,7 +50,8 @@ MAX_LABEL_LENGTH = 200
 
 def label_problem(label: str) -> str | None:
     """Why ``label`` cannot be a class name (None when it can): blank, longer than
-    :data:`MAX_LABEL_LENGTH`, or holding a control character (NUL, newline, tab...).
+    :data:`MAX_LABEL_LENGTH`, or holding a control or format character (NUL, newline, tab,
+    zero-width and direction marks).
     Checked at the door by every source and by the review app's rename, merge and set."""
     if not isinstance(label, str):
         return f"it is {type(label).__name__}, not text"
@@ -58,7 +59,7 @@ def label_problem(label: str) -> str | None:
         return "it is blank"
     if len(label) > MAX_LABEL_LENGTH:
         return f"it has {len(label):,} characters (at most {MAX_LABEL_LENGTH})"
-    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cs")), None)
+    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cf", "Cs")), None)
     if bad is not None:
         return f"it holds the control character {bad!r}"
     return None

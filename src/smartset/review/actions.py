@@ -12,9 +12,9 @@ or absent. Per-sample decisions are events of origin ``review`` whose reason nam
 from __future__ import annotations
 
 import datetime as _dt
-import unicodedata
 
 from smartset.errors import LabelError
+from smartset.ingest._sources import MAX_LABEL_LENGTH, label_problem
 from smartset.review.queues import CLASS_ORIGIN, REVIEW_ORIGIN
 
 __all__ = ["decide", "decide_box", "undo_events", "merge_classes", "export_version",
@@ -22,7 +22,8 @@ __all__ = ["decide", "decide_box", "undo_events", "merge_classes", "export_versi
 
 DECISIONS = ("label", "accept", "exclude", "include", "multi_label", "duplicate_of", "unmark")
 BOX_DECISIONS = ("relabel", "delete")
-MAX_LABEL = 200
+MAX_LABEL = MAX_LABEL_LENGTH
+_MAX_EVENT = 1 << 63  # SQLite integers are 64-bit
 
 
 class _Unset:
@@ -38,13 +39,29 @@ def check_label(label) -> str:
     """A class name as typed: stripped; refused if empty, too long or holding control
     characters."""
     if not isinstance(label, str) or not label.strip():
-        raise LabelError(f"A label must be a non-empty text, got {label!r}.")
+        raise LabelError(f"A label must be a non-empty text, got {str(label)[:40]!r}.")
     label = label.strip()
-    if len(label) > MAX_LABEL:
-        raise LabelError(f"A label is at most {MAX_LABEL} characters, got {len(label)}.")
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):
-        raise LabelError(f"Label {label!r} holds control characters; type it again.")
+    problem = label_problem(label)  # the rule ingest applies at the door
+    if problem is not None:
+        raise LabelError(f"Label {label[:40]!r} is refused: {problem}; type it again.")
     return label
+
+
+def _event_id(value, what: str = "event") -> int:
+    """``value`` as an event id (a positive 64-bit integer), or a :class:`LabelError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _MAX_EVENT:
+        raise LabelError(f"{what} id {str(value)[:40]!r} is not an event id (a positive "
+                         f"integer below 2^63); reload the page.")
+    return value
+
+
+def _existing_class(ws, name) -> str:
+    """A class named for a merge or rename: as it is in the catalog (even a label a newer
+    ingest would refuse, so it can be repaired), else as typed."""
+    if isinstance(name, str) and name and ws.catalog.query(
+            "SELECT 1 FROM current_labels WHERE label = ? LIMIT 1", (name,)):
+        return name
+    return check_label(name)
 
 
 def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
@@ -56,7 +73,7 @@ def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
         return None, None
     else:
         rows = ws.catalog.query("SELECT label, id FROM label_events WHERE id = ? AND"
-                                " sample_id = ?", (int(event_id), sample_id))
+                                " sample_id = ?", (_event_id(event_id, "label event"), sample_id))
         if not rows:
             raise LabelError(f"Label event {event_id} is not an event of sample {sample_id}.")
     if not rows:
@@ -68,7 +85,7 @@ def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
 
 def _mark_version(ws, sample_id: str, kind: str, expected):
     if expected is not UNSET:
-        return expected
+        return None if expected is None else _event_id(expected, "mark event")
     rows = ws.catalog.query("SELECT MAX(id) FROM sample_marks WHERE sample_id = ? AND kind = ?",
                             (sample_id, kind))
     return rows[0][0]
@@ -155,7 +172,8 @@ def decide_box(ws, action: str, annotation_id: str, *, queue: str,
         raise LabelError(f"No annotation {annotation_id!r}: it may come from another "
                          f"workspace; reload the page.")
     sample_id, old = rows[0]
-    expected = None if expected_event is None else {annotation_id: int(expected_event)}
+    expected = (None if expected_event is None
+                else {annotation_id: _event_id(expected_event, "annotation event")})
     common = {"author": author, "origin": REVIEW_ORIGIN, "expected": expected}
     if action == "relabel":
         new = check_label(category)
@@ -175,6 +193,10 @@ def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = ()
     the newest of its sample (or annotation) raises :class:`ConflictError`; what was
     reverted before it stays reverted, nothing after it is."""
     from smartset.detection.store import undo_annotation
+
+    label_events = [_event_id(e, "label event") for e in label_events]
+    mark_events = [_event_id(e, "mark event") for e in mark_events]
+    annotation_events = [_event_id(e, "annotation event") for e in annotation_events]
 
     reverted_labels = [ws.undo(event_id, author=author,
                                reason=_reason(queue, f"undo event {event_id}", None))
@@ -196,7 +218,7 @@ def merge_classes(ws, sources: list[str], into: str, *, queue: str | None,
     one source and ``into`` is new), in one transaction, as events of origin
     ``review-class``."""
     into = check_label(into)
-    sources = [check_label(s) for s in dict.fromkeys(sources)]
+    sources = list(dict.fromkeys(_existing_class(ws, s) for s in sources))
     if not sources:
         raise LabelError("Name the classes to merge.")
     rows = ws.catalog.query(

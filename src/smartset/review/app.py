@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import threading
@@ -77,6 +78,11 @@ SampleId = Annotated[str, StringConstraints(min_length=1, max_length=128,
 AnnotationId = Annotated[str, StringConstraints(min_length=1, max_length=64,
                                                 pattern=r"^[A-Za-z0-9_.:-]+$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# A class as it is in the catalog (to rename or merge it): any text, even one a newer
+# ingest would refuse, so that old bad labels can be repaired.
+ExistingLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_BODY)]
+# An event id: SQLite's integers are 64-bit; a larger number is a 422, not a 500.
+EventId = Annotated[int, Field(ge=1, lt=1 << 63)]
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 Author = Annotated[str, StringConstraints(min_length=1, max_length=100,
                                           pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -98,8 +104,8 @@ class DecisionRequest(_Body):
     classes: list[Label] | None = Field(default=None, max_length=100)
     of: SampleId | None = None
     kind: Literal["exclude", "multi_label", "duplicate_of"] | None = None
-    expected_event: int | None = None
-    expected_mark: int | None = None
+    expected_event: EventId | None = None
+    expected_mark: EventId | None = None
     author: Author | None = None
     note: str | None = Field(default=None, max_length=500)
 
@@ -109,7 +115,7 @@ class BoxDecisionRequest(_Body):
     annotation_id: AnnotationId
     queue: QueueName
     category: Label | None = None
-    expected_event: int | None = None
+    expected_event: EventId | None = None
     author: Author | None = None
     note: str | None = Field(default=None, max_length=500)
 
@@ -120,23 +126,23 @@ class PlanRef(_Body):
 
 
 class UndoRequest(_Body):
-    label_events: list[int] = Field(default_factory=list, max_length=100_000)
-    mark_events: list[int] = Field(default_factory=list, max_length=100_000)
-    annotation_events: list[int] = Field(default_factory=list, max_length=100_000)
+    label_events: list[EventId] = Field(default_factory=list, max_length=100_000)
+    mark_events: list[EventId] = Field(default_factory=list, max_length=100_000)
+    annotation_events: list[EventId] = Field(default_factory=list, max_length=100_000)
     queue: QueueName
     plan: PlanRef | None = None
     author: Author | None = None
 
 
 class MergeRequest(_Body):
-    sources: list[Label] = Field(min_length=1, max_length=100)
+    sources: list[ExistingLabel] = Field(min_length=1, max_length=100)
     into: Label
     queue: QueueName
     author: Author | None = None
 
 
 class RenameRequest(_Body):
-    old: Label
+    old: ExistingLabel
     new: Label
     queue: QueueName
     author: Author | None = None
@@ -294,8 +300,12 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         return sample_states(store.reader, [sample_id]).get(sample_id)
 
     def sample_file(sample_id: str):
+        """The catalog row and the file of ``sample_id``, checked: the file must still be
+        the one ingest saw (same size; same bytes when its mtime moved) and, followed
+        through any links, lie inside its data root."""
         rows = store.reader.catalog.query(
-            "SELECT s.relpath, s.sha256, s.format, s.size, s.status, r.path AS root,"
+            "SELECT s.relpath, s.sha256, s.format, s.size, s.mtime_ns, s.status,"
+            " r.path AS root,"
             " r.in_workspace FROM samples s JOIN roots r ON r.id = s.root_id WHERE s.id = ?",
             (sample_id,))
         if not rows:
@@ -306,6 +316,8 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         if row["status"] != "ok" or not (is_url(file) or os.path.isfile(file)):
             state = row["status"] if row["status"] != "ok" else "missing"
             raise StarletteHTTPException(404, f"The image of sample {sample_id} is {state}.")
+        if not is_url(file):
+            _check_local_file(sample_id, row, root, file)
         return row, file
 
     thumbs_dir = store.path / "cache" / "thumbs" / str(THUMB_SIZE)
@@ -413,6 +425,8 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         media = _WEB_FORMATS.get(str(row["format"]).upper())
         if media and row["size"] <= _MAX_RAW_BYTES:
             data = read_bytes(file)
+            if hashlib.sha256(data).hexdigest() != row["sha256"]:  # the bytes served are
+                raise _changed(sample_id, row)                       # the bytes ingested
         else:
             data, media = thumb_bytes(sample_id, FOCUS_SIZE), "image/jpeg"
         return Response(data, media_type=media,
@@ -491,6 +505,37 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         return store.write(actions.export_version, request.name, description=request.description)
 
     return app
+
+
+def _changed(sample_id: str, row) -> StarletteHTTPException:
+    return StarletteHTTPException(
+        409, f"The image of sample {sample_id} ('{row['relpath']}') changed since it was "
+             f"ingested; it is not served. Re-run 'smartset ingest' to take the new file in.")
+
+
+def _check_local_file(sample_id: str, row, root: str, file: str) -> None:
+    """Refuse a file that leaves its data root through a link, is no longer a regular
+    file, or is not the file the catalog holds (size; content when the mtime moved)."""
+    import stat as stat_module
+
+    real_root, real = os.path.realpath(root), os.path.realpath(file)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise StarletteHTTPException(
+            403, f"The image of sample {sample_id} ('{row['relpath']}') is a link that leaves "
+                 f"the data root; it is not served. Replace the link with the file.")
+    try:
+        info = os.stat(real)
+    except OSError:
+        raise StarletteHTTPException(404, f"The image of sample {sample_id} is missing.") from None
+    if not stat_module.S_ISREG(info.st_mode) or info.st_size != row["size"]:
+        raise _changed(sample_id, row)
+    if info.st_mtime_ns != row["mtime_ns"]:
+        digest = hashlib.sha256()
+        with open(real, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != row["sha256"]:
+            raise _changed(sample_id, row)
 
 
 def _relpath(ws, sample_id: str) -> str | None:
