@@ -24,6 +24,9 @@ Three sections, each a table; the last line of stdout is one JSON object.
    judged wrong / right / unclear (the truth file, by row of the archive); an action on a
    digit nobody looked at counts as unjudged. Skipped with ``--quick`` unless cached.
 
+Time on one CPU core: about 7 minutes from nothing (the out-of-fold runs and the photos'
+workspace are cached under ``benchmarks/.cache/``), 20 s cached; ``--quick`` under a minute.
+
 Per section: the actions the plan proposes (what ``clean rounds`` applied before #17:
 every consensus label action), those that clear the bar (``automatic_actions``), and the
 bar's posterior swept, each with how many are correct (a relabel to the true class; an
