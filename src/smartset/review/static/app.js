@@ -174,6 +174,9 @@ async function showPage(page) {
   const start = page * PAGE;
   const slice = S.entries.slice(start, start + PAGE);
   await ensureItems(slice.map((e) => e.sample_id));
+  // the originals that cards name ("dup of FILE")
+  await ensureItems(slice.map((e) => e.sample_id && S.items.get(e.sample_id))
+    .map((item) => item && item.marks.duplicate_of).filter(Boolean));
   S.page = page;
   const started = performance.now();
   const grid = $("grid");
@@ -244,7 +247,8 @@ function cardBody(index, entry) {
       badges.append(el("span", { class: "badge multi", text: `multi: ${item.marks.multi_label.join(", ")}` }));
     }
     if (item.marks.duplicate_of) {
-      badges.append(el("span", { class: "badge dup", text: `dup of ${item.marks.duplicate_of}` }));
+      const of = item.marks.duplicate_of;
+      badges.append(el("span", { class: "badge dup", text: `dup of ${fileOf(of)}`, title: `duplicate of ${fileOf(of)} (${of})` }));
     }
   }
   if (entry.group && S.queue && S.queue.kind === "duplicates") {
