@@ -35,12 +35,13 @@ class InvalidNameError(SmartsetError, ValueError):
 NameError_ = InvalidNameError
 
 
-def check_name(name, what: str = "name", *, example: str = "v2-augmented") -> str:
-    """Return ``name`` if it is safe as one path component, else raise
-    :class:`InvalidNameError` naming the rule it broke and a valid example."""
+def check_name(name, what: str = "name", *, example: str = "v2-augmented",
+               error: type[InvalidNameError] = InvalidNameError) -> str:
+    """Return ``name`` if it is safe as one path component, else raise ``error`` (an
+    :class:`InvalidNameError`) naming the rule it broke and a valid example."""
     def refuse(why: str):
         shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60] + "...")
-        raise InvalidNameError(f"{what.capitalize()} {shown} is not valid: {why}. Use {NAME_RULE}"
+        raise error(f"{what.capitalize()} {shown} is not valid: {why}. Use {NAME_RULE}"
                                f", e.g. {example!r}.")
 
     if not isinstance(name, str):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from smartset._names import check_name
+from smartset._names import InvalidNameError, check_name
 from smartset.catalog import CATALOG_FILE, Catalog, now
 from smartset.errors import ConflictError, LabelError, VersionError, WorkspaceError
 
@@ -590,7 +590,11 @@ def _check_expected_mark(con, kind: str, expected: dict[str, int | None]) -> Non
 def check_version_name(name) -> str:
     """A version name becomes a folder name (``data/augment-NAME``): checked by
     :func:`smartset._names.check_name` before anything is written or deleted."""
-    return check_name(name, "version name", example="v2-augmented")
+    return check_name(name, "version name", example="v2-augmented", error=InvalidVersionName)
+
+
+class InvalidVersionName(VersionError, InvalidNameError):
+    """A version name that cannot name a folder (see :func:`smartset._names.check_name`)."""
 
 
 def _version_exists(name: str) -> VersionError:
