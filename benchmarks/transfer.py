@@ -12,19 +12,21 @@ runs):
   cost) at 64x64 px, 20 epochs (the best is marked);
 - frozen Lite0 + new linear head: the backbone's features computed once (no augmentation),
   the head trained on them for 30 epochs;
-- fine-tuned Lite0: the head alone for 1 epoch, then every block for 3 more with
-  discriminative rates (each block 0.7x the one above it), batch norms of the trained
-  blocks in training mode; and the same with every batch norm kept in eval mode
-  (``freeze_bn``: the pretrained statistics, as Keras' fine-tuning guide advises).
+- fine-tuned Lite0: the head alone for 1 epoch, then every block for 2 more
+  (``--epochs``, 3 in all) with discriminative rates (each block 0.7x the one above it),
+  batch norms of the trained blocks in training mode.
 
-The backbone sees ``--size`` (160) px. Measured on this shared 2-core CPU (1 torch
-thread): at 128 px, 1 + 2 epochs, a fine-tune took 71-88 s (load average 2-4) and reached
-0.998 mean held-out accuracy; at 160 px, 1 + 3 epochs, with 2 threads, it took 16 minutes
-under a load average of 7 (other processes on both cores). Side
-measurement on seed 0: the frozen head trained by pushing images through the frozen network
-every epoch instead of on cached features (``frozen_features=False``, 2 epochs, extrapolated
-to 30). Wall times depend on the load of the machine (other processes share its two
-cores); the load average (``os.getloadavg``) is recorded before and after.
+The backbone sees ``--size`` (128) px, chosen by measurement on this shared 2-core CPU with
+1 torch thread: 128 px, 1 + 2 epochs, fine-tuned in 71-88 s per run under a load average
+of 2-4 and reached 0.998 mean held-out accuracy over 3 seeds; 160 px, 1 + 3 epochs, took
+16 minutes for one run with 2 threads under a load average of 7 (other processes on both
+cores), past the 10-minute budget. Side measurements on
+seed 0 (full mode): the frozen head trained by pushing images through the frozen network
+every epoch instead of on cached features (``frozen_features=False``, 2 epochs,
+extrapolated to 30), and a fine-tune with every batch norm kept in eval mode
+(``freeze_bn``: the pretrained statistics; ``--bn-row`` runs it on every seed). Wall times
+depend on the load of the machine (other processes share its two cores); the load average
+(``os.getloadavg``) is recorded before and after; the recorded run used ``--threads 1``.
 
 ``--quick``: one seed, 80 of the photos, the backbone at 64 px, small_cnn at 32 px, fewer
 epochs (about a minute).
@@ -86,12 +88,13 @@ def _load(photos: Path, work: Path, size: int, quick: bool):
     return ws, data
 
 
-def transfer_section(photos: Path, *, quick: bool, seeds: int, size: int,
-                     scratch: list[str], side: bool) -> dict:
+def transfer_section(photos: Path, *, quick: bool, seeds: int, size: int, epochs: int,
+                     scratch: list[str], side: bool, bn_row: bool) -> dict:
     options = dict(scratch_models=scratch, scratch_size=64, scratch_epochs=20,
-                   frozen_epochs=30, finetune_epochs=4, head_epochs=1, lr_decay=0.7,
+                   frozen_epochs=30, finetune_epochs=epochs, head_epochs=1, lr_decay=0.7,
                    batch_size=32, lr=1e-3,
-                   settings=("scratch", "frozen", "finetuned", "finetuned-frozen-bn"))
+                   settings=("scratch", "frozen", "finetuned")
+                   + (("finetuned-frozen-bn",) if bn_row else ()))
     if quick:
         options |= dict(scratch_models=["small_cnn"], scratch_size=32, scratch_epochs=5,
                         frozen_epochs=20, finetune_epochs=2,
@@ -130,6 +133,7 @@ def transfer_section(photos: Path, *, quick: bool, seeds: int, size: int,
                          "finetuned_frozen_bn_seconds_mean": float(row.seconds)}
         best = table[table["best_scratch"]].iloc[0]
         out = {"n_photos": int(len(data)), "seeds": seeds, "size": size,
+               "finetune_epochs": options["finetune_epochs"],
                "finetuned_acc_mean": float(by["finetuned"].mean),
                "finetuned_acc_std": float(by["finetuned"].std),
                "finetuned_acc_best": float(by["finetuned"].best),
@@ -148,14 +152,15 @@ def transfer_section(photos: Path, *, quick: bool, seeds: int, size: int,
                "loadavg_before": round(load_before[0], 2),
                "loadavg_after": round(load_after[0], 2), **frozen_bn}
         if side and not quick:
-            out |= side_section(data, splits[0])
+            out |= side_section(data, splits[0], options["finetune_epochs"])
         out["transfer_wall_seconds"] = time.perf_counter() - started
         ws.close()
     return out
 
 
-def side_section(data, split) -> dict:
-    """Seed 0: the frozen head trained with and without the feature cache."""
+def side_section(data, split, epochs: int) -> dict:
+    """Seed 0: the frozen head trained with and without the feature cache, and a fine-tune
+    whose batch norms keep their pretrained statistics (``freeze_bn``)."""
     seed, train, test = split
     x, y = data.images, data.labels
     rows = []
@@ -172,13 +177,22 @@ def side_section(data, split) -> dict:
                  "accuracy": cached.score(x[test], y[test]), "seconds": cached_seconds})
     rows.append({"setting": "frozen head, images through the network each epoch (2 epochs)",
                  "accuracy": plain.score(x[test], y[test]), "seconds": plain_seconds})
+    started = time.perf_counter()
+    frozen_bn = ImageClassifier(BACKBONE, epochs=epochs, head_epochs=1, lr_decay=0.7,
+                                batch_size=32, freeze_bn=True, seed=seed,
+                                progress=False).fit(x[train], y[train])
+    bn_seconds = time.perf_counter() - started
+    rows.append({"setting": "fine-tuned, batch-norm statistics frozen",
+                 "accuracy": frozen_bn.score(x[test], y[test]), "seconds": bn_seconds})
     _print_table(f"Side measurements, seed {seed} (load average {os.getloadavg()[0]:.1f})",
                  rows, ["setting", "accuracy", "seconds"])
     print(f"a frozen head for 30 epochs without the cache: about {30 * per_epoch:.0f} s "
           f"(measured {per_epoch:.1f} s per epoch); with it, 2 epochs took {cached_seconds:.1f} s "
           f"(the feature pass; 30 epochs: the frozen row above)")
     return {"frozen_uncached_seconds_per_epoch": per_epoch,
-            "frozen_cached_seconds_2_epochs": cached_seconds}
+            "frozen_cached_seconds_2_epochs": cached_seconds,
+            "finetuned_frozen_bn_acc_seed0": rows[-1]["accuracy"],
+            "finetuned_frozen_bn_seconds_seed0": bn_seconds}
 
 
 def _optional_section(module: str, function: str, quick: bool) -> dict:
@@ -199,7 +213,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 quick)")
     parser.add_argument("--size", type=int, default=None,
-                        help="the backbone's input side (default 160; 64 quick)")
+                        help="the backbone's input side (default 128; 64 quick)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="fine-tuning epochs, the first the head alone (default 3)")
+    parser.add_argument("--bn-row", action="store_true",
+                        help="add a row: fine-tuned with batch-norm statistics frozen, every "
+                             "seed (the side measurement runs it on seed 0)")
     parser.add_argument("--scratch", default="small_cnn",
                         help="models trained from scratch at 64 px (comma-separated)")
     parser.add_argument("--no-side", action="store_true", help="skip the side measurements")
@@ -224,7 +243,8 @@ def main() -> None:
     if "transfer" in sections:
         figures |= transfer_section(
             photos, quick=args.quick, seeds=args.seeds or (1 if args.quick else 3),
-            size=args.size or (64 if args.quick else 160),
+            size=args.size or (64 if args.quick else 128), epochs=args.epochs,
+            bn_row=args.bn_row,
             scratch=[s for s in args.scratch.split(",") if s], side=not args.no_side)
     if "oof" in sections:
         figures |= _optional_section("_transfer_oof", "oof_section", args.quick)
