@@ -28,6 +28,14 @@ def source(tmp_path, fixtures):
     return root
 
 
+def test_version_flag_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"smartset {version('smartset')}"
+
+
 def test_help_lists_the_stages():
     output = run("--help").output
     for command in ("init", "ingest", "stats", "samples", "issues", "label", "version", "runs"):

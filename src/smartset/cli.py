@@ -49,6 +49,26 @@ register_learn_commands(app)
 register_embed_command(app)
 app.command("review")(review_command)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("smartset")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            number = "unknown (not installed)"
+        typer.echo(f"smartset {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print smartset's version and exit.")] = False) -> None:
+    """Turn a raw image collection into a quality data set."""
+
+
 @app.command()
 @handle_errors
 def init(workspace: Annotated[Path, typer.Argument(help="Folder to create (new or empty).")],
