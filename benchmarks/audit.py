@@ -454,16 +454,19 @@ NEARDUP_EXTRAS = ("rotate5", "flip")
 def audit_features(audit, root: Path, scratch: Path, features: tuple[str, ...]) -> list[dict]:
     """Ingest ``root`` once, audit it with each of ``features`` (the later audits read the
     cached properties and embeddings); per audit: the near-duplicate sets by real path,
-    the seconds, and what the audit says it used."""
+    the seconds, and what the audit says it used. Serial engine: this section runs many
+    audits in one process, and a worker pool forked there after earlier audits hung
+    (futex, in the children, with pyarrow's jemalloc background thread in the parent)."""
     folder = Path(tempfile.mkdtemp(dir=scratch, prefix="ws-"))
     out = []
     with smartset.init(folder / "ws") as ws:
-        ws.ingest(root, show_progress=False)
+        ws.ingest(root, show_progress=False, engine="serial")
         paths = {sid: os.path.realpath(p) for sid, p in
                  zip(ws.samples()["id"], ws.samples()["path"])}
         for feature in features:
             started = time.perf_counter()
-            result = audit(ws, show_progress=False, report=False, features=feature)
+            result = audit(ws, show_progress=False, report=False, features=feature,
+                           engine="serial")
             seconds = time.perf_counter() - started
             near = result.findings[result.findings["kind"] == "near_duplicate"]
             sets = [sorted(paths[i] for i in members["sample_id"])
@@ -492,6 +495,9 @@ def neardup_section(audit, photos: Path, npz: Path, scratch: Path, quick: bool) 
                 rows.append({"corpus": name, "seed": seed, "images": len(truth),
                              "features": run["features"], "used": run["used"],
                              "note": run["note"], "seconds": run["seconds"], **score})
+                print(f"  done: {name} seed {seed} {run['features']}: recall "
+                      f"{fmt(score['recall'])}, precision {fmt(score['precision'])}, largest "
+                      f"set {score['largest_set']}, {run['seconds']:.0f} s", flush=True)
     for extra in NEARDUP_EXTRAS:
         seed = sizes["seeds"][0]
         root = scratch / f"neardup-photos-{extra}-{seed}"

@@ -463,8 +463,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     ``embedding_model``: a smartset checkpoint (or training run id) whose features replace
     the embedding for outliers and class outliers. The summary's ``features`` (also in the
     run config, the report and issues.json) says what each check read. The backbone runs
-    on ``engine``'s workers (default: local worker processes; ``serial``: this process,
-    on CUDA when present).
+    in this process (on CUDA when present), or on ``engine`` when one is given.
 
     Memory follows the per-sample columns only: samples and cached properties are read
     from the catalog in chunks into typed arrays, embeddings stay on disk and are read

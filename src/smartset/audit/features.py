@@ -166,17 +166,12 @@ def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path,
     :class:`~smartset.audit.neighbours.VectorFile` at ``path``, and how many had none
     (undecodable for the backbone: zero rows, so they read as unlike everything).
 
-    The network runs on ``engine`` (default: worker processes, ``local``), not in this
-    process, unless torch is loaded here already: a process that has run torch's thread
-    pools must not fork the audit's later worker pools (a forked pool hung in a second
-    audit of the same process)."""
-    import sys
-
+    The network runs on ``engine`` (default: :func:`smartset.embeddings.embed`'s, this
+    process, on CUDA when present).
+    """
     from smartset.audit.neighbours import VectorFile
     from smartset.embeddings import embed
 
-    if engine is None:
-        engine = "serial" if "torch" in sys.modules else "local"
     found = embed(ws, version, backbone=backbone, sample_ids=ids, engine=engine,
                   progress=progress)
     row_of = {str(sid): i for i, sid in enumerate(found.ids)}
