@@ -212,36 +212,38 @@ def _mnist_folder(root: Path, shared_data: Path, n: int) -> Path:
 
 
 def test_sigkill_mid_augment_leaves_no_orphans_and_a_rerun_completes(tmp_path, shared_data):
-    source = _mnist_folder(tmp_path / "digits", shared_data, 300)
+    source = _mnist_folder(tmp_path / "digits", shared_data, 120)
     ws = smartset.init(tmp_path / "ws")
     ws.ingest(source, engine="serial", show_progress=False)
     ws.close()
     db = ws.catalog.path
     command = SMARTSET + ["augment", "run", "-w", str(ws.path), "--policy", "rotation-elastic",
-                          "--factor", "9", "--name", "big", "--engine", "serial",
-                          "--batch-size", "8"]
+                          "--factor", "6", "--name", "big", "--engine", "serial",
+                          "--batch-size", "4"]
     folder = ws.path / "data" / "augment-big"
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    log = tmp_path / "augment.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if folder.exists() and sum(1 for _ in folder.rglob("*.png")) >= 200:
+        if folder.exists() and sum(1 for _ in folder.rglob("*.png")) >= 40:
             break
         time.sleep(0.01)
-    assert process.poll() is None, process.stderr.read().decode()
+    assert process.poll() is None, log.read_text()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert _integrity(db) == "ok"
     with smartset.open(ws.path) as opened:
-        assert len(opened.samples(include_unavailable=True)) == 300  # no orphan copies
+        assert len(opened.samples(include_unavailable=True)) == 120  # no orphan copies
         assert opened.lineage().empty and opened.versions().empty
         assert opened.runs()["status"].tolist()[-1] == "interrupted"
     rerun = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     with smartset.open(ws.path) as opened:
-        assert opened.version("big")["n_samples"] == 2700
-        assert len(opened.samples(include_unavailable=True)) == 2700
-        assert len(list(folder.rglob("*.png"))) == 2400  # the killed run's files replaced
+        assert opened.version("big")["n_samples"] == 720
+        assert len(opened.samples(include_unavailable=True)) == 720
+        assert len(list(folder.rglob("*.png"))) == 600  # the killed run's files replaced
 
 
 # -- class 4: read-only workspaces and full disks -------------------------------------------------
@@ -341,15 +343,12 @@ def test_a_full_disk_is_one_line_and_the_catalog_stays_sound(full_disk, tmp_path
                 ["init", full_disk / "other"]]
     faults = 0
     for command in commands:
-        done = subprocess.run(SMARTSET + [str(c) for c in command], capture_output=True,
-                              text=True, timeout=120)
-        if done.returncode == 0:
+        result = _cli(*command)  # in this process: the same handler as the CLI's
+        if result.exit_code == 0:
             continue  # small enough to fit in what was left
         faults += 1
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 1 and len(lines) == 1, (command, done.stderr)
-        assert "Traceback" not in done.stderr and ("full" in lines[0] or "space" in lines[0]), \
-            (command, done.stderr)
+        _one_line_error(result)
+        assert "full" in result.output or "space" in result.output, (command, result.output)
     assert faults >= 2
     filler.unlink()
     with smartset.open(ws.path) as opened:
@@ -442,16 +441,13 @@ def test_two_ingests_of_one_folder(tmp_path, shared_data):
 
 def test_two_version_creates_of_one_name(small):
     ws, _ = small
-    for attempt in range(3):
-        name = f"v{attempt}"
-        results = _race([["version", "create", name, "-w", ws.path]] * 2)
-        _assert_clear(results, "exists already", "busy")
-        assert ws.version(name)["n_samples"] == 12
-    assert len(ws.versions()) == 3
+    results = _race([["version", "create", "v2", "-w", ws.path]] * 2)
+    _assert_clear(results, "exists already", "busy")
+    assert ws.version("v2")["n_samples"] == 12 and len(ws.versions()) == 1
 
 
 def test_two_augment_runs_of_one_name(tmp_path, shared_data):
-    source = _mnist_folder(tmp_path / "digits", shared_data, 200)
+    source = _mnist_folder(tmp_path / "digits", shared_data, 100)
     ws = smartset.init(tmp_path / "ws")
     ws.ingest(source, engine="serial", show_progress=False)
     ws.close()
@@ -460,7 +456,7 @@ def test_two_augment_runs_of_one_name(tmp_path, shared_data):
     _assert_clear(_race([command, command]), "busy", "exists already")
     with smartset.open(ws.path) as opened:
         members = opened.samples("v2")
-        assert len(members) == 600
+        assert len(members) == 300
         assert all(Path(p).is_file() for p in members["path"])  # nobody deleted the other's
-        assert len(opened.samples(include_unavailable=True)) == 600
+        assert len(opened.samples(include_unavailable=True)) == 300
     assert _integrity(ws.path / "catalog.sqlite") == "ok"
