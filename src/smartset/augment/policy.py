@@ -421,10 +421,17 @@ def _node(spec, defaults: dict):
         (op, options), = spec.items()
         if isinstance(options, list):
             options = {"transforms": options}
+        if options is not None and not isinstance(options, dict):
+            raise PolicyFileError(f"The options of step {str(op)[:40]!r} must be a mapping "
+                                  f"(e.g. {{degrees: 10}}), got {str(options)[:40]!r}.")
         spec = {"op": op, **(options or {})}
     op = spec.pop("op")
     if op in _NODES:
-        children = [_node(s, defaults) for s in spec.pop("transforms", [])]
+        steps = spec.pop("transforms", [])
+        if not isinstance(steps, list):
+            raise PolicyFileError(f"'{op}': 'transforms' must be a list of steps, got "
+                                  f"{str(steps)[:40]!r}.")
+        children = [_node(s, defaults) for s in steps]
         try:
             return _NODES[op](children, **spec)
         except TypeError as error:
@@ -468,15 +475,23 @@ def load_policy(path: str | Path) -> Policy:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise PolicyFileError(f"'{path}' is not valid YAML: {error}") from None
+        except (RecursionError, ValueError) as error:
+            raise PolicyFileError(f"'{path}' cannot be read as a policy ({type(error).__name__}: "
+                                  f"nested too deeply or a value too large).") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise PolicyFileError(f"'{path}' is not valid JSON: {error}") from None
+        except (RecursionError, ValueError) as error:
+            raise PolicyFileError(f"'{path}' cannot be read as a policy ({type(error).__name__}: "
+                                  f"nested too deeply or a value too large).") from None
     try:
         return _from_document(data)
     except PolicyFileError as error:
         raise PolicyFileError(f"Policy file '{path}': {error}") from None
+    except RecursionError:
+        raise PolicyFileError(f"Policy file '{path}': steps nest too deeply.") from None
 
 
 def _from_document(data) -> Policy:
@@ -576,6 +591,9 @@ def get_constraints(constraints) -> list[Constraints]:
         return [constraints]
     if isinstance(constraints, str):
         constraints = [c.strip() for c in constraints.split(",") if c.strip()]
+    if not isinstance(constraints, (list, tuple)):
+        raise PolicyFileError(f"constraints must be a name (e.g. 'digits') or a list of names, "
+                              f"got {str(constraints)[:40]!r}.")
     out = []
     for c in constraints:
         if isinstance(c, Constraints):

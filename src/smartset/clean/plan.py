@@ -720,6 +720,12 @@ def load_plan(path: str | Path) -> dict:
         raise PlanError(f"No plan file at '{path}'. Make one with 'smartset clean'.") from None
     except json.JSONDecodeError as error:
         raise PlanError(f"'{path}' is not valid JSON ({error}); was it cut short?") from None
+    except RecursionError:
+        raise PlanError(f"'{path}' nests JSON too deeply to be a plan. Make a new one with "
+                        f"'smartset clean'.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise PlanError(f"Cannot read plan file '{path}' ({error}). Make a new one with "
+                        f"'smartset clean'.") from None
     _check_plan(plan, str(path))
     return plan
 
@@ -730,7 +736,13 @@ def _check_plan(plan, where: str) -> None:
         raise PlanError(f"{where} is not a cleaning plan: expected format {PLAN_FORMAT!r}, got "
                         f"{got!r}.")
     seen = set()
-    for action in plan.get("actions", []):
+    actions = plan.get("actions", [])
+    if not isinstance(actions, list):
+        raise PlanError(f"{where}: 'actions' must be a list, got {type(actions).__name__}.")
+    for action in actions:
+        if not isinstance(action, dict) or not isinstance(action.get("id"), (str, int, type(None))):
+            raise PlanError(f"{where}: every action must be an object with an 'id', got "
+                            f"{str(action)[:60]}.")
         if action.get("action") not in ACTIONS:
             raise PlanError(f"Action {action.get('id')!r} in {where} has unknown kind "
                             f"{action.get('action')!r}; kinds: {', '.join(ACTIONS)}.")
