@@ -87,7 +87,8 @@ def test_check_name_refuses_with_the_rule_and_an_example(name):
         check_name(name, "version name")
 
 
-@pytest.mark.parametrize("name", ["v2", "original", "live-rotation-x5", "a.b_c+d-1", "9", "x" * 100])
+@pytest.mark.parametrize("name", ["v2", "original", "live-rotation-x5", "a.b_c+d-1", "9",
+                                  "x" * 100])
 def test_check_name_accepts_ordinary_names(name):
     assert check_name(name) == name
 

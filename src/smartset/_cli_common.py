@@ -101,6 +101,13 @@ def environment_fault(error: BaseException) -> tuple[str, str] | None:
                 return ("WorkspaceBusyError",
                         f"The catalog stayed locked by another process for too long ({error}): "
                         f"wait for it to finish, then run the command again.")
+        text = str(error)
+        if "No space left on device" in text or "file write failed" in text:
+            # torch.save and other C++ writers raise RuntimeError, errno lost on the way
+            return ("DiskFullError",
+                    f"No space left on the device while writing ({text.splitlines()[-1][:200]}"
+                    f"): free some space (or move the workspace), then run the command again; "
+                    f"{_UNCHANGED}.")
         if isinstance(error, OSError) and error.errno is not None:
             where = f" '{error.filename}'" if error.filename else ""
             if error.errno in _NO_SPACE:

@@ -40,7 +40,7 @@ def check_name(name, what: str = "name", *, example: str = "v2-augmented",
     """Return ``name`` if it is safe as one path component, else raise ``error`` (an
     :class:`InvalidNameError`) naming the rule it broke and a valid example."""
     def refuse(why: str):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else repr(name[:60] + "...")
+        shown = repr(name if not isinstance(name, str) or len(name) <= 60 else name[:60] + "...")
         raise error(f"{what.capitalize()} {shown} is not valid: {why}. Use {NAME_RULE}"
                                f", e.g. {example!r}.")
 

@@ -439,10 +439,13 @@ class Catalog:
                     f"The workspace '{self.path.parent}' is busy: "
                     f"{_describe_holder(holder)} is writing it. Wait for it to finish (or "
                     f"stop it), then run this again; nothing was changed.") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command,
-                                      "host": socket.gethostname(),
-                                      "since": now()}).encode(), 0)
+            try:  # who holds it, for the message a second process gets (best effort)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command,
+                                          "host": socket.gethostname(),
+                                          "since": now()}).encode(), 0)
+            except OSError:
+                pass
             _HELD[key] = [fd, 1]
             try:
                 yield

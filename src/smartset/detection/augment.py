@@ -139,7 +139,7 @@ def preview_targets(ws, *, policy, n: int = 4, k: int = 3, seed: int = 0,
             picture = Image.fromarray(tile)
             picture.thumbnail((cell, cell))
             grid.paste(picture, (4 + c * (cell + 4), 4 + r * (cell + 4)))
-    target = Path(out) if out else ws.reports_dir / "augment" / f"preview-targets-{policy.label}.png"
+    target = Path(out) if out else ws.reports_dir / "augment" / f"preview-targets-{safe_name(policy.label)}.png"
     with atomic_path(target) as tmp:
         grid.save(tmp, format="PNG")
     return {"path": str(target), "samples": chosen, "policy": policy.label, "rows": k + 1}
