@@ -357,29 +357,34 @@ study_app = typer.Typer(help="Measure what a data step is worth.", no_args_is_he
 def study_augment_command(
     workspace: WorkspaceOption = None, version: VersionOption = None,
     combinations: Annotated[Optional[str], typer.Option(help="Comma-separated named policies (default: all of the study).")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Runs per combination (seeds 0..R-1).")] = 3,
-    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per combination, seeds SEED..SEED+R-1, the same for every combination (paired with 'original'); under 3 the table cautions.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per run (ignored with --steps).")] = 5,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="A fixed budget of optimizer steps for every combination and factor (epochs then derived and recorded).")] = None,
+    factor: Annotated[str, typer.Option(help="Comma-separated expansion factors: 1 augments online, 5 or 25 expand the training set offline to 5x/25x (originals included), e.g. 1,5,25. 'original' runs at x1.")] = "1",
     train_size: Annotated[Optional[int], typer.Option(help="Training instances (a stratified subset).")] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Held-out instances.")] = None,
     model: Annotated[str, typer.Option()] = "lenet",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
     size: SizeOption = None, mode: ModeOption = None, seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Train the same model on each augmentation combination; the table of the source study."""
+    """Train the same model on each augmentation combination (and factor); the table of the
+    source study with mean ± std, min/max and a paired comparison with 'original'."""
     from smartset.learn.study import study_augment_workspace
 
     ws = open_workspace(workspace)
     result = study_augment_workspace(
         ws, version, combinations=combinations.split(",") if combinations else None, runs=runs,
-        epochs=epochs, train_size=train_size, test_size=test_size, model=model,
-        batch_size=batch_size, size=size, mode=mode, seed=seed,
-        progress=show_progress(as_json))
+        epochs=epochs, steps=steps, factor=factor, train_size=train_size, test_size=test_size,
+        model=model, batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size,
+        mode=mode, seed=seed, progress=show_progress(as_json))
     if as_json:
         print_json(result)
         return
     out.print(result["markdown"])
-    out.print(f"table: {result['csv']}\nplot: {result['plot']}")
+    out.print(f"table: {result['csv']}\nruns: {result['runs_csv']}\nplot: {result['plot']}")
 
 
 @study_app.command("transfer")

@@ -1,10 +1,13 @@
 """Studies that measure what a data or training step is worth.
 
 The augmentation study: for each named combination (``original``, ``rotation``,
-``rotation-elastic``, ...), ``runs`` trainings with seeds ``seed .. seed + runs - 1`` on the
-same training set and budget, then ensembles of the best runs. Reported as the source
-study's table: combination, training instances, average and best test accuracy, epochs,
-time (s); markdown, CSV and a plot.
+``rotation-elastic``, ...) and expansion factor (x1 online, x5/x25 offline), ``runs``
+trainings with seeds ``seed .. seed + runs - 1`` on the same training set and budget (epochs,
+or a fixed number of optimizer steps), then ensembles of the best runs. Reported as the
+source study's table (combination, training instances, test accuracy) with its uncertainty:
+mean ± std, min, max and n runs, a paired comparison with ``original`` on the same seeds
+(mean difference, 95% paired t-interval, sign count) and a caution under 3 runs; markdown,
+CSV and a bar chart whose axis starts at 0 or says it is cut.
 
 The transfer study (:func:`study_transfer`): from scratch (each scratch model tried, the
 best marked), a frozen pretrained backbone + a new linear head, and the backbone
@@ -23,7 +26,8 @@ import pandas as pd
 from smartset._progress import progress_bar
 from smartset.learn.errors import LearnError
 
-__all__ = ["study_augment", "study_augment_workspace", "STUDY_COMBINATIONS", "study_transfer",
+__all__ = ["study_augment", "study_augment_workspace", "STUDY_COMBINATIONS", "paired_differences",
+           "plot_study", "study_transfer",
            "study_transfer_workspace", "TRANSFER_DEFAULTS"]
 
 STUDY_COMBINATIONS = ("original", "centering", "elastic", "translation", "rotation",
@@ -32,35 +36,96 @@ STUDY_COMBINATIONS = ("original", "centering", "elastic", "translation", "rotati
                       "elastic-elastic")
 
 
+EXPAND_CHUNK = 4096  # images augmented per call when expanding offline (bounds memory)
+
+
+def _parse_factors(factor) -> list[int]:
+    if isinstance(factor, str):
+        factor = [part for part in factor.split(",") if part.strip()]
+    factors = list(factor) if isinstance(factor, (list, tuple)) else [factor]
+    try:
+        factors = [int(f) for f in factors]
+    except (TypeError, ValueError):
+        raise LearnError(f"factor must be whole numbers such as 1,5,25, got {factor!r}") from None
+    if not factors or any(f < 1 for f in factors):
+        raise LearnError(f"factors must be at least 1, got {factors}")
+    return list(dict.fromkeys(factors))
+
+
+def _copy_seed(seed: int, copy: int, chunk: int) -> int:
+    """The augmentation seed of copy ``copy`` of chunk ``chunk``: independent of the factor,
+    so the x5 set's copies are the first copies of the x25 set."""
+    return int(np.random.SeedSequence([int(seed), copy, chunk]).generate_state(1)[0])
+
+
 def _expand(images: np.ndarray, labels: np.ndarray, policy, factor: int, seed: int):
-    """The originals plus ``factor - 1`` augmented copies of each (offline expansion)."""
+    """The originals plus ``factor - 1`` augmented copies of each (offline expansion, in
+    memory). Each copy comes from :func:`smartset.augment.augment` with a seed made of
+    ``seed``, the copy number and the chunk of :data:`EXPAND_CHUNK` images, so the same
+    call rebuilds the same set (and ``augment``'s records replay any copy). Only the
+    training arrays given here are expanded: held-out images are never augmented."""
     if factor <= 1 or policy is None:
         return images, labels
+    from smartset.augment import augment
     from smartset.learn._arrays import as_image_tensor
 
     tensor = as_image_tensor(images)
     parts, part_labels = [images], [labels]
     for copy in range(1, factor):
-        augmented = policy(tensor, seed=seed * 1000 + copy).numpy().transpose(0, 2, 3, 1)
-        parts.append(augmented.reshape(images.shape))
+        chunks = []
+        for chunk, first in enumerate(range(0, len(tensor), EXPAND_CHUNK)):
+            out = augment(tensor[first:first + EXPAND_CHUNK], policy,
+                          seed=_copy_seed(seed, copy, chunk)).output
+            chunks.append(out.numpy().transpose(0, 2, 3, 1))
+        parts.append(np.concatenate(chunks).reshape(images.shape))
         part_labels.append(labels)
     return np.concatenate(parts), np.concatenate(part_labels)
 
 
+def _step_stream(n: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
+    """Rows for exactly ``steps`` batches of ``batch_size``: seeded passes over the ``n``
+    training instances (each a permutation), cut at ``steps * batch_size`` rows, so every
+    instance is seen ``k`` or ``k + 1`` times and a larger set is not trained longer."""
+    need = steps * batch_size
+    rng = np.random.default_rng([int(seed), 1])
+    passes = [rng.permutation(n) for _ in range(-(-need // n))]
+    return np.concatenate(passes)[:need]
+
+
 def study_augment(train_images, train_labels, test_images, test_labels, *,
                   combinations: Sequence[str] | None = None, runs: int = 3, epochs: int = 5,
-                  model: str = "lenet", factor: int = 1, batch_size: int = 64,
+                  model: str = "lenet", factor: int | Sequence[int] | str = 1,
+                  steps: int | None = None, batch_size: int = 64,
                   lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
                   ensembles: Sequence[int] = (3, 5), progress: bool | None = None,
                   **options) -> dict:
     """Run the study on arrays; returns ``{"table": DataFrame, "runs": DataFrame,
-    "ensembles": list, "markdown": str}``.
+    "ensembles": list, "markdown": str, "cautions": list}``.
 
-    ``factor`` 1 augments online (fresh parameters every epoch); ``factor`` F > 1 expands
-    the training set offline to F times its size (originals included), as the source study
-    did, and trains without further augmentation. Ensembles average the probabilities of
-    the ``k`` best runs overall (chosen by test accuracy, as in the source study, so they
-    are an optimistic figure; the table says so).
+    Every combination trains ``runs`` times with the seeds ``seed .. seed + runs - 1`` (the
+    same seeds for every combination, so each is compared with ``original`` seed by seed).
+
+    ``factor`` (an int, a list, or ``"1,5,25"``): 1 augments online (fresh parameters every
+    batch); F > 1 expands the training set offline to F times its size (originals included,
+    copies from the seeded, replayable :func:`smartset.augment.augment`), as the source
+    study did (60k -> 300k -> 1.5M), and trains without further augmentation. Each
+    combination runs at each factor; ``original`` (nothing to augment) runs once, at x1.
+    Only the training arrays are expanded; the test images are never augmented.
+
+    ``steps``: a fixed budget of optimizer steps for every combination and factor (a x25
+    set is not trained 25 times longer); ``epochs`` is then ignored and each run records
+    the passes over its set the budget makes (``steps * batch_size / instances``). The run
+    trains on exactly ``steps * batch_size`` rows drawn as seeded passes over its set (held
+    in memory). Without ``steps``, every run trains ``epochs`` epochs.
+
+    The table: per combination and factor, mean ("average"), std ("spread", NaN with one
+    run: unknown, not 0), min ("worst"), max ("best") and number of runs; and the paired
+    comparison with ``original`` on the seeds both ran: mean of the per-seed differences
+    ("vs_original"), their std, a 95% paired t-interval (Student's t with n - 1 degrees of
+    freedom; none with one shared seed) and the sign count (wins, ties, losses). Fewer
+    than 3 runs add a caution. Ensembles average the probabilities of the ``k`` best runs
+    overall (chosen by test accuracy, as in the source study, so they are an optimistic
+    figure; the markdown says so).
     """
     from smartset.augment import named_policy
     from smartset.learn.estimator import ImageClassifier
@@ -72,40 +137,51 @@ def study_augment(train_images, train_labels, test_images, test_labels, *,
                          f"{', '.join(STUDY_COMBINATIONS)}.")
     if runs < 1:
         raise LearnError(f"runs must be at least 1, got {runs}")
+    if steps is not None and int(steps) < 1:
+        raise LearnError(f"steps must be at least 1, got {steps}")
+    factors = _parse_factors(factor)
+    show_factor = factors != [1]
+    plans = []  # (combination, factor)
+    for name in combinations:
+        for f in ([1] if name == "original" else factors):
+            plans.append((name, f))
+    train_images, train_labels = np.asarray(train_images), np.asarray(train_labels)
     test_labels = np.asarray(test_labels, dtype=object)
     records, fitted = [], []
-    with progress_bar(len(combinations) * runs, "augmentation study", enabled=progress) as advance:
-        for name in combinations:
+    with progress_bar(len(plans) * runs, "augmentation study", enabled=progress) as advance:
+        for name, f in plans:
             policy = None if name == "original" else named_policy(name)
             for run in range(runs):
                 run_seed = seed + run
-                images, labels = _expand(np.asarray(train_images), np.asarray(train_labels),
-                                         policy, factor, run_seed)
+                images, labels = _expand(train_images, train_labels, policy, f, run_seed)
+                instances = int(len(images))
+                if steps is not None:
+                    rows = _step_stream(instances, int(steps), batch_size, run_seed)
+                    fit_images, fit_labels, fit_epochs = images[rows], labels[rows], 1
+                else:
+                    fit_images, fit_labels, fit_epochs = images, labels, epochs
                 started = time.perf_counter()
                 estimator = ImageClassifier(
-                    model, epochs=epochs, batch_size=batch_size, lr=lr,
+                    model, epochs=fit_epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, seed=run_seed, progress=False,
-                    augment=policy if factor <= 1 else None, **options)
-                estimator.fit(images, labels)
+                    augment=policy if f <= 1 else None, **options)
+                estimator.fit(fit_images, fit_labels)
                 seconds = time.perf_counter() - started
+                taken = len(estimator.history_) * -(-len(fit_images) // batch_size)
                 probs = estimator.predict_proba(test_images)
                 accuracy = float(np.mean(np.asarray(estimator.classes_, dtype=object)[
                     probs.argmax(1)] == test_labels))
-                records.append({"combination": name, "run": run, "seed": run_seed,
-                                "instances": int(len(images)), "epochs": epochs,
+                records.append({"combination": name, "factor": f, "run": run,
+                                "seed": run_seed, "instances": instances, "steps": int(taken),
+                                "epochs": round(taken * batch_size / instances, 4)
+                                if steps is not None else epochs,
                                 "accuracy": accuracy, "seconds": seconds})
-                fitted.append((accuracy, name, run, probs, estimator.classes_))
-                advance(1)
+                fitted.append((accuracy, _row_label(name, f, show_factor), run, probs,
+                               estimator.classes_))
+                advance(1, f"{name} x{f} (seed {run_seed}): {accuracy:.4f}")
+                del fit_images, fit_labels, images, labels
     per_run = pd.DataFrame(records)
-    table = (per_run.groupby("combination", sort=False)
-             .agg(instances=("instances", "first"), average=("accuracy", "mean"),
-                  best=("accuracy", "max"), worst=("accuracy", "min"),
-                  spread=("accuracy", "std"), epochs=("epochs", "first"),
-                  seconds=("seconds", "sum"))
-             .reset_index())
-    table["spread"] = table["spread"].fillna(0.0)
-    original = table.loc[table["combination"] == "original", "average"]
-    table["vs_original"] = (table["average"] - float(original.iloc[0])) if len(original) else np.nan
+    table = _augment_table(per_run, show_factor=show_factor)
     ensemble_rows = []
     ranked = sorted(fitted, key=lambda f: -f[0])
     for k in ensembles:
@@ -118,44 +194,180 @@ def study_augment(train_images, train_labels, test_images, test_labels, *,
         ensemble_rows.append({"ensemble": f"ensemble-{k}", "accuracy": accuracy,
                               "best_member": members[0][0],
                               "members": [f"{m[1]}#{m[2]}" for m in members]})
-    return {"table": table, "runs": per_run, "ensembles": ensemble_rows,
-            "markdown": _markdown(table, ensemble_rows, len(test_labels))}
+    cautions = _cautions(table, runs)
+    return {"table": table, "runs": per_run, "ensembles": ensemble_rows, "cautions": cautions,
+            "markdown": _markdown(table, ensemble_rows, len(test_labels), cautions,
+                                  steps=steps, batch_size=batch_size)}
 
 
-def _markdown(table: pd.DataFrame, ensembles: list[dict], n_test: int) -> str:
-    lines = ["| combination | training instances | average accuracy | best accuracy | spread "
-             "(std) | vs original | epochs | time (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def _row_label(name: str, factor: int, show_factor: bool) -> str:
+    return f"{name} x{factor}" if show_factor and name != "original" else name
+
+
+def paired_differences(runs: pd.DataFrame, combination: str, factor: int = 1, *,
+                       baseline: str = "original") -> dict:
+    """The paired comparison of ``combination`` at ``factor`` with ``baseline`` (x1) in a
+    study's per-run frame: the per-seed differences on the seeds both ran, their mean, std,
+    a 95% paired t-interval (Student's t, n - 1 degrees of freedom; NaN for n < 2) and
+    the sign count."""
+    base = runs[(runs["combination"] == baseline) & (runs["factor"] == 1)]
+    other = runs[(runs["combination"] == combination) & (runs["factor"] == factor)]
+    merged = other.merge(base, on="seed", suffixes=("", "_base"))
+    diffs = (merged["accuracy"] - merged["accuracy_base"]).to_numpy(dtype=float)
+    n = len(diffs)
+    out = {"paired_seeds": n, "diffs": diffs.tolist(),
+           "diff_mean": float(diffs.mean()) if n else np.nan,
+           "diff_std": float(diffs.std(ddof=1)) if n >= 2 else np.nan,
+           "ci_low": np.nan, "ci_high": np.nan,
+           "wins": int((diffs > 0).sum()), "ties": int((diffs == 0).sum()),
+           "losses": int((diffs < 0).sum())}
+    if n >= 2:
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.975, n - 1)) * out["diff_std"] / np.sqrt(n)
+        out["ci_low"], out["ci_high"] = out["diff_mean"] - half, out["diff_mean"] + half
+    return out
+
+
+def _augment_table(per_run: pd.DataFrame, *, show_factor: bool) -> pd.DataFrame:
+    table = (per_run.groupby(["combination", "factor"], sort=False)
+             .agg(instances=("instances", "first"), steps=("steps", "first"),
+                  epochs=("epochs", "first"), runs=("accuracy", "count"),
+                  average=("accuracy", "mean"), spread=("accuracy", "std"),
+                  worst=("accuracy", "min"), best=("accuracy", "max"),
+                  seconds=("seconds", "sum"))
+             .reset_index())
+    table.insert(0, "label", [_row_label(c, f, show_factor)
+                              for c, f in zip(table["combination"], table["factor"])])
+    # one run has no spread: NaN ("unknown"), never 0
+    has_original = bool(((per_run["combination"] == "original")).any())
+    paired = [paired_differences(per_run, c, f) if has_original and c != "original"
+              else {"diff_mean": 0.0} if c == "original" else {}
+              for c, f in zip(table["combination"], table["factor"])]
+    table["vs_original"] = [p.get("diff_mean", np.nan) for p in paired]
+    for key in ("diff_std", "ci_low", "ci_high", "paired_seeds", "wins", "ties", "losses"):
+        table[key] = [p.get(key, np.nan) for p in paired]
+    table["caution"] = [("spread unknown with 1 run" if n == 1 else
+                         f"spread from {n} runs only" if n < 3 else "")
+                        for n in table["runs"]]
+    return table
+
+
+def _cautions(table: pd.DataFrame, runs: int) -> list[str]:
+    notes = []
+    if runs < 3:
+        notes.append(f"Caution: {runs} run(s) per combination; "
+                     + ("spread unknown with 1 run and no paired interval"
+                        if runs == 1 else "the spread and the paired interval rest on 2 "
+                        "seeds (the t-interval is very wide)")
+                     + ": use --runs 3 or more before trusting a difference.")
+    if "original" not in set(table["combination"]):
+        notes.append("No 'original' in the study: no paired comparison.")
+    return notes
+
+
+def _fmt(value, spec: str = ".4f", missing: str = "n/a") -> str:
+    return missing if value is None or (isinstance(value, float) and np.isnan(value)) \
+        else format(value, spec)
+
+
+def _markdown(table: pd.DataFrame, ensembles: list[dict], n_test: int,
+              cautions: Sequence[str] = (), *, steps: int | None = None,
+              batch_size: int | None = None) -> str:
+    lines = ["| combination | factor | training instances | steps | epochs | runs | "
+             "accuracy: mean ± std | min | max | vs original (paired, mean) | "
+             "95% paired t-interval | wins/ties/losses | time (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in table.itertuples():
-        lines.append(f"| {row.combination} | {row.instances} | {row.average:.4f} | "
-                     f"{row.best:.4f} | {row.spread:.4f} | {row.vs_original:+.4f} | {row.epochs} "
-                     f"| {row.seconds:.1f} |")
+        spread = (f"± {row.spread:.4f}" if row.runs >= 2 and not np.isnan(row.spread)
+                  else "(spread unknown with 1 run)")
+        if row.combination == "original":
+            paired, interval, signs = "baseline", "", ""
+        else:
+            paired = _fmt(row.vs_original, "+.4f")
+            interval = ("n/a (1 seed)" if row.paired_seeds == 1 else
+                        f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
+                        if not np.isnan(row.ci_low) else "n/a")
+            signs = ("" if np.isnan(row.paired_seeds) else
+                     f"{int(row.wins)}/{int(row.ties)}/{int(row.losses)}")
+        epochs = row.epochs if isinstance(row.epochs, (int, np.integer)) else f"{row.epochs:.2f}"
+        lines.append(f"| {row.label} | x{row.factor} | {row.instances} | {row.steps} | "
+                     f"{epochs} | {row.runs} | {row.average:.4f} {spread} | {row.worst:.4f} | "
+                     f"{row.best:.4f} | {paired} | {interval} | {signs} | {row.seconds:.1f} |")
     for row in ensembles:
-        lines.append(f"| {row['ensemble']} (best runs: {', '.join(row['members'])}) | | "
-                     f"{row['accuracy']:.4f} | best member {row['best_member']:.4f} | | | | |")
-    lines.append(f"\nAccuracy on {n_test} held-out images. Ensembles average the probabilities "
-                 f"of the best runs, chosen on this same held-out set as in the source study, "
-                 f"so they are optimistic.")
+        lines.append(f"| {row['ensemble']} (best runs: {', '.join(row['members'])}) | | | | "
+                     f"| | {row['accuracy']:.4f} | | best member {row['best_member']:.4f} "
+                     f"| | | | |")
+    budget = (f"a fixed budget of {steps} optimizer steps of {batch_size} images for every "
+              f"row (epochs: passes over that row's training set)" if steps is not None
+              else "the same number of epochs for every row (a larger factor trains longer)")
+    lines.append(f"\nAccuracy on {n_test} held-out images (never augmented), {budget}. "
+                 f"Each combination runs on the same seeds as 'original'; 'vs original' is "
+                 f"the mean of the per-seed differences, with a 95% paired t-interval and "
+                 f"the count of seeds where it won/tied/lost. Factor x1 augments online; "
+                 f"xF expands the training set offline to F times its size (originals "
+                 f"included); 'original' runs at x1. Ensembles average the probabilities "
+                 f"of the best runs, chosen on this same held-out set as in the source "
+                 f"study, so they are optimistic.")
+    lines.extend(f"\n**{note}**" for note in cautions)
     return "\n".join(lines)
 
 
-def plot_study(table: pd.DataFrame, path: str | Path) -> Path:
+def _study_figure(table: pd.DataFrame):
+    """The bar chart: mean accuracy per row, error bars of the std over runs (else the
+    worst-to-best whiskers; a row of one run says its spread is unknown). The value axis
+    starts at 0 unless that hides the differences; then it is cut and says so (title,
+    axis label and break marks on the axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(table) + 1.5))
+    labels = table["label"] if "label" in table else table["combination"]
+    fig, ax = plt.subplots(figsize=(8.5, 0.38 * len(table) + 1.9))
     y = np.arange(len(table))
-    ax.barh(y, table["average"], color="#4c72b0")
-    ax.errorbar(table["average"], y, xerr=[table["average"] - table["worst"],
-                                           table["best"] - table["average"]],
-                fmt="none", ecolor="black", capsize=3)
-    ax.set_yticks(y, table["combination"])
-    low = float(table["worst"].min())
-    ax.set_xlim(max(0.0, low - 0.02), min(1.0, float(table["best"].max()) + 0.01))
-    ax.set_xlabel("test accuracy (bar: average; whiskers: worst to best run)")
+    mean = table["average"].to_numpy(dtype=float)
+    ax.barh(y, mean, color="#4c72b0")
+    if "spread" in table:
+        std = np.nan_to_num(table["spread"].to_numpy(dtype=float), nan=0.0)
+        ax.errorbar(mean, y, xerr=std, fmt="none", ecolor="black", capsize=3)
+        whiskers = "error bars: std over runs"
+        unknown = [i for i, n in enumerate(table.get("runs", [])) if n < 2]
+        for i in unknown:
+            ax.annotate("1 run: spread unknown", (mean[i], i), xytext=(4, 0),
+                        textcoords="offset points", va="center", fontsize=7, color="#aa3333")
+        low = float(np.nanmin(np.minimum(table["worst"], mean - std)))
+    else:
+        ax.errorbar(mean, y, xerr=[mean - table["worst"], table["best"] - mean],
+                    fmt="none", ecolor="black", capsize=3)
+        whiskers = "whiskers: worst to best run"
+        low = float(table["worst"].min())
+    high = min(1.0, float(np.nanmax(np.maximum(table["best"], mean + (std if "spread" in table
+                                                                     else 0.0)))) + 0.01)
+    start = 0.0
+    if low > 0.25:  # the differences would be invisible from 0: cut the axis, visibly
+        start = np.floor((low - 0.02) * 50) / 50
+    ax.set_xlim(start, high)
+    ax.set_yticks(y, labels)
+    if start > 0:
+        ax.set_title(f"axis cut: accuracy starts at {start:.2f}, not 0", fontsize=9,
+                     color="#aa3333")
+        ax.set_xlabel(f"test accuracy (bar: mean; {whiskers}) — axis cut at {start:.2f}")
+        kwargs = dict(transform=ax.transAxes, color="#aa3333", clip_on=False, lw=1.2)
+        for yy in (0.0, 1.0):  # break marks on the left end of the value axis
+            ax.plot([-0.012, 0.012], [yy - 0.02, yy + 0.02], **kwargs)
+            ax.plot([0.008, 0.032], [yy - 0.02, yy + 0.02], **kwargs)
+    else:
+        ax.set_xlabel(f"test accuracy (bar: mean; {whiskers})")
     ax.invert_yaxis()
     fig.tight_layout()
+    return fig, ax
+
+
+def plot_study(table: pd.DataFrame, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, _ = _study_figure(table)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -167,9 +379,12 @@ def study_augment_workspace(ws, version: str | None = None, *, train_size: int |
                             test_size: int | None = None, size=None, mode: str | None = None,
                             seed: int = 0, progress: bool | None = None, **options) -> dict:
     """The study over a workspace version: a stratified ``train_size``/``test_size`` split
-    (duplicates kept together), recorded as a run with markdown, CSV and plot files."""
+    (duplicates and lineages kept together; only the training rows are ever expanded),
+    recorded as a run; writes ``study.csv`` (the table), ``runs.csv`` (one row per run),
+    ``study.md`` and ``study.png`` under ``reports/study/augment-run-N/``. ``options``: the
+    keywords of :func:`study_augment` (``factor``, ``steps``, ``runs``, ...)."""
     from smartset._atomic import write_text
-    from smartset.learn._workspace import derived_mask, duplicate_groups, run_dir, split_holdout
+    from smartset.learn._workspace import derived_mask, duplicate_groups, split_holdout
     from smartset.learn.data import load_version
 
     data = load_version(ws, version, size=size, mode=mode, progress=progress)
@@ -184,20 +399,26 @@ def study_augment_workspace(ws, version: str | None = None, *, train_size: int |
     test_rows = _stratified_take(test_rows, data.labels, test_size, rng)
     config = {"stage": "study augment", "version": version, "holdout": holdout,
               "n_train": int(len(train_rows)), "n_test": int(len(test_rows)),
-              "options": {k: v for k, v in options.items() if k != "progress"}}
+              "options": {k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in options.items() if k != "progress"}}
     run_id = ws.catalog.start_run("study augment", config, seed=seed)
     with ws.catalog.failing_run(run_id):
         result = study_augment(data.images[train_rows], data.labels[train_rows],
                                data.images[test_rows], data.labels[test_rows], seed=seed,
                                progress=progress, **options)
-        out_dir = run_dir(ws, run_id)
+        out_dir = ws.path / "reports" / "study" / f"augment-run-{run_id}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        csv_path, md_path = out_dir / "study.csv", out_dir / "study.md"
+        csv_path, runs_path, md_path = (out_dir / "study.csv", out_dir / "runs.csv",
+                                        out_dir / "study.md")
         write_text(csv_path, result["table"].to_csv(index=False))
+        write_text(runs_path, result["runs"].to_csv(index=False))
         write_text(md_path, result["markdown"] + "\n")
         plot = plot_study(result["table"], out_dir / "study.png")
-        metrics = {"table": result["table"].to_dict("records"),
-                   "ensembles": result["ensembles"], "csv": str(csv_path),
+        table = result["table"].astype(object).where(result["table"].notna(), None)
+        metrics = {"table": table.to_dict("records"),
+                   "runs": result["runs"].to_dict("records"),
+                   "ensembles": result["ensembles"], "cautions": result["cautions"],
+                   "csv": str(csv_path), "runs_csv": str(runs_path),
                    "markdown_file": str(md_path), "plot": str(plot)}
         ws.catalog.finish_run(run_id, metrics)
     return {"run_id": run_id, **metrics, "markdown": result["markdown"]}
