@@ -29,7 +29,8 @@ _EXPORTS = {
                                   "read_oof_features", "predict_images", "choose_oof_model",
                                   "auto_size"],
     "smartset.learn.heads": ["LinearHead", "cross_val_head"],
-    "smartset.learn.study": ["study_augment", "study_augment_workspace"],
+    "smartset.learn.study": ["study_augment", "study_augment_workspace", "study_transfer",
+                             "study_transfer_workspace"],
 }
 
 __all__, __getattr__, __dir__ = lazy_exports("smartset.learn", _EXPORTS)

@@ -212,6 +212,11 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
         settings.pop(k) for k in ("version", "model", "size", "mode", "fit", "test_fraction",
                                   "seed"))
     options = settings  # the options given, or (resuming) the run's own
+    from smartset.learn.pretrained import default_size
+
+    size, size_note = default_size(model, size)  # a pretrained backbone: its own input size
+    if size is None and options.get("init_from") is None:
+        size, size_note = auto_size(ws, version, size)  # photos of many sizes: one, said
     data = load_version(ws, version, size=size, mode=mode, fit=fit, progress=progress)
     task = "classification" if data.targets is None else "regression"
     groups = duplicate_groups(ws, data.ids)
@@ -228,6 +233,8 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
               "include_derived": include_derived, "n_train": int(len(train_rows)),
               "n_test": int(len(scored_rows)), "n_test_leaked": int(leaked.sum()),
               "options": _jsonable(options)}
+    if size_note:
+        config["size_note"] = size_note
     if run_id is not None:
         _check_resumed_data(ws, run_id, data.ids[train_rows])
     else:
