@@ -388,23 +388,30 @@ def test_faults_of_the_machine_are_one_line_exit_1(small, monkeypatch, fault):
 
 
 # -- class 5: two processes on one workspace --------------------------------------------------------
-def test_a_second_writer_is_told_who_holds_the_workspace(small, tmp_path):
+def test_a_second_writer_is_told_who_holds_the_workspace_until_it_dies(small, tmp_path):
     ws, _ = small
     source = _images(tmp_path / "more", seed=2)
-    with ws.catalog.exclusive("test holder"):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from smartset.catalog import Catalog; "
+         "c = Catalog(sys.argv[1]); held = c.exclusive('test holder'); held.__enter__(); "
+         "print('held', flush=True); time.sleep(120)", str(ws.catalog.path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         for command in (["ingest", ws.path, source],
                         ["augment", "run", "--policy", "rotation", "--factor", "2", "--name",
-                         "v2", "-w", ws.path, "--engine", "serial"]):
-            done = subprocess.run(SMARTSET + [str(c) for c in command], capture_output=True,
-                                  text=True, timeout=120)
-            assert done.returncode == 1, done.stderr
-            line = done.stderr.strip()
-            assert len(line.splitlines()) == 1 and "busy" in line, line
-            assert f"PID {os.getpid()}" in line and "test holder" in line, line
-    # released: the same commands now run
-    done = subprocess.run(SMARTSET + ["ingest", str(ws.path), str(source)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+                         "v2", "-w", ws.path, "--engine", "serial"],
+                        ["annotations", "augment", "--policy", "whale-scale", "--factor", "2",
+                         "--name", "v3", "-w", ws.path]):
+            result = _cli(*command)
+            _one_line_error(result, "busy", f"PID {holder.pid}", "test holder")
+    finally:
+        holder.kill()  # kill -9: the kernel releases the lock, nothing stale is left
+        holder.wait()
+        holder.stdout.close()
+    assert _cli("ingest", ws.path, source).exit_code == 0
+    assert len(ws.samples()) == 24 and ws.versions().empty
 
 
 def _race(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
