@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -94,6 +94,10 @@ _csv_cells = st.sampled_from(["a.png", "b.png", "missing.png", "../x.png", "", "
 
 
 @FUZZ
+@example(header=["path", "target"], rows=[["a.png", "NaN"], ["b.png", "inf"]], delimiter=",",
+         targets=True)
+@example(header=["path", "label"], rows=[["a.png", "\x00"], ["b.png", " "]], delimiter=",",
+         targets=False)
 @given(header=st.lists(st.sampled_from(["path", "label", "split", "target", "t2", "file",
                                         "x", ""]), min_size=0, max_size=4),
        rows=st.lists(st.lists(_csv_cells, max_size=6), max_size=6),
@@ -159,9 +163,11 @@ def test_yolo_folders(scratch, spec, labels, raw):
     text = labels if raw else yaml.safe_dump(spec, allow_unicode=True)
     (folder / "data.yaml").write_text(text, encoding="utf-8")
     try:
-        read_yolo(folder)
+        result = read_yolo(folder)
     except SmartsetError:
         return
+    for annotation in result.annotations:
+        assert all(np.isfinite(annotation.bbox)), annotation
 
 
 # -- VOC ----------------------------------------------------------------------------------
@@ -170,6 +176,7 @@ _xml_text = st.sampled_from(["", " ", "a.png", "cat", "\x01", "1", "0", "-5", "n
 
 
 @FUZZ
+@example(filename="a.png", width="1e999", objects=[("cat", "1", "1", "nan", "3")], garbage="")
 @given(filename=_xml_text, width=_xml_text, objects=st.lists(st.tuples(
     _xml_text, _xml_text, _xml_text, _xml_text, _xml_text), max_size=3),
     garbage=st.sampled_from(["", "<", "<annotation>", "&bogus;", "\xff"]))
@@ -191,9 +198,11 @@ def test_voc_files(scratch, filename, width, objects, garbage):
            f"{garbage}")
     (folder / "Annotations" / "a.xml").write_text(xml, encoding="utf-8")
     try:
-        read_voc(folder)
+        result = read_voc(folder)
     except SmartsetError:
         return
+    for annotation in result.annotations:  # NaN or infinite boxes are refused, not kept
+        assert all(np.isfinite(annotation.bbox)), annotation
 
 
 # -- mask class maps ----------------------------------------------------------------------
@@ -287,8 +296,9 @@ def review_client(tmp_path_factory):
     ws.close()
 
 
-_ENDPOINTS = ["/api/decisions", "/api/boxes", "/api/undo", "/api/classes/merge",
-              "/api/classes/rename", "/api/plans/decide", "/api/items"]
+_ENDPOINTS = ["/api/decisions", "/api/decisions", "/api/boxes", "/api/undo", "/api/undo",
+              "/api/undo", "/api/classes/merge", "/api/classes/rename", "/api/plans/decide",
+              "/api/items"]
 _big = st.sampled_from([2 ** 63, 2 ** 64, 10 ** 40, -(2 ** 63) - 1, 0, -1, 1, 1.5, True])
 _fields = {
     "action": st.sampled_from(["label", "accept", "exclude", "include", "multi_label",
@@ -307,8 +317,13 @@ _fields = {
 
 
 @FUZZ
+@example(endpoint="/api/undo", body={"queue": "all", "label_events": [2 ** 63]}, raw=None)
+@example(endpoint="/api/decisions", body={"queue": "all", "sample_id": "S0", "action": "label",
+                                          "label": "dog", "expected_event": 2 ** 64}, raw=None)
 @given(endpoint=st.sampled_from(_ENDPOINTS),
-       body=st.fixed_dictionaries({}, optional=_fields) | _json_values,
+       body=st.fixed_dictionaries({}, optional=_fields) | st.fixed_dictionaries(
+           {"queue": st.just("all")}, optional={k: v for k, v in _fields.items()
+                                                 if k != "queue"}) | _json_values,
        raw=st.sampled_from([None, None, None, "deep", "{", "\xff", "1e999999"]))
 def test_review_json_bodies(review_client, endpoint, body, raw):
     client, ids = review_client
