@@ -298,3 +298,24 @@ def test_an_unchanged_file_is_still_served(client, rws):
 
 def test_every_malformed_case_is_a_smartset_error_type():
     assert issubclass(SourceError, SmartsetError)
+
+
+@pytest.mark.parametrize("number", [2 ** 63, 2 ** 64 + 1, -(2 ** 63) - 1])
+def test_coco_import_with_category_ids_beyond_64_bits(tmp_path, number):
+    """Before: OverflowError from SQLite, a traceback. Now: an issue, the rest imported."""
+    import smartset
+    from smartset.detection.store import import_annotations
+
+    _png(tmp_path / "a.png")
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 6, "height": 4}],
+           "categories": [{"id": number, "name": "big"}, {"id": 2, "name": "cat"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": number, "bbox": [0, 0, 2, 2]},
+                           {"id": 2, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2]}]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    ws = smartset.init(tmp_path / "ws")
+    try:
+        import_annotations(ws, tmp_path / "c.json", show_progress=False)
+        categories = ws.catalog.query("SELECT DISTINCT category FROM annotation_events")
+        assert {row[0] for row in categories} == {"cat"}
+    finally:
+        ws.close()
