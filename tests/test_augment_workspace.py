@@ -2,6 +2,7 @@
 run), the CLI (run, preview, list), preview grids, and the online Dataset wrapper."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,14 @@ def test_online_batches_of_mixed_sizes():
     sized = aug.AugmentedDataset(_Items(images), aug.Rotation(5), mode="batch", size=(16, 16))
     out, _ = sized.collate_fn([sized[0], sized[1]])
     assert out.shape == (2, 3, 16, 16) and out.dtype == torch.uint8
+
+
+def test_a_policy_named_like_a_path_previews_inside_the_workspace(digit_ws, tmp_path):
+    """A policy file's name becomes part of the preview's file name: made safe first."""
+    from smartset.augment.preview import write_preview
+
+    policy = tmp_path / "evil.yaml"
+    policy.write_text("name: ../../../escaped\ntransforms:\n  - rotation: {degrees: 10}\n")
+    written = Path(write_preview(digit_ws, policy=str(policy), n=2, k=1)["path"]).resolve()
+    assert written.parent == (digit_ws.reports_dir / "augment").resolve()
+    assert not (tmp_path / "escaped.png").exists()

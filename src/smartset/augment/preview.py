@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from smartset._atomic import atomic_path
+from smartset._names import safe_name
 from smartset.augment.policy import NAMED_POLICIES, augment, named_policy, resolve_policy
 from smartset.augment.targets import BoundingBoxes, Masks
 
@@ -156,7 +157,9 @@ def write_preview(ws, *, policy=None, n: int = 8, k: int = 4, out: str | Path | 
         title = f"policy {label}: originals, then {k} augmentations (seed {seed})"
     grid = preview_grid(images, policies, k=k, seed=seed, title=title,
                         labels=[str(v) if v is not None else "" for v in chosen["label"]])
-    target = Path(out) if out else ws.reports_dir / "augment" / f"preview-{label}.png"
+    # a policy's label comes from its file: made safe before it becomes part of a path
+    target = (Path(out) if out else
+              ws.reports_dir / "augment" / f"preview-{safe_name(label, 'policy')}.png")
     with atomic_path(target) as tmp:
         grid.save(tmp, format="PNG")
     return {"path": str(target), "samples": list(chosen["id"]), "policy": label,

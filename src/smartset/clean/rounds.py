@@ -88,6 +88,10 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
         raise PlanError(f"rounds must be a positive integer, got {rounds!r}.")
     if not name or not isinstance(name, str):
         raise PlanError("name must be a non-empty version name.")
+    from smartset._names import check_name
+
+    for candidate in (name, f"{name}-round{rounds}"):  # before any training round
+        check_name(candidate, "version name", example="cleaned")
     existing = set(ws.versions()["name"])
     wanted = [f"{name}-round{r}" for r in range(1, rounds)] + [name]
     taken = sorted(set(wanted) & existing)
