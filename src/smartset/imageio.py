@@ -283,12 +283,19 @@ def decode(path: str | Path, *, mode: str | None = None, draft: int | None = Non
     :class:`~smartset.errors.ImageDecodeError` naming the file and the fix."""
     image = _open_checked(path, draft_size=draft)
     try:
-        return normalize(image, mode)
+        result = normalize(image, mode)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
+        image.close()
         reason = _classify_decode_error(error)
         raise ImageDecodeError(
             f"Could not decode '{path}' ({reason}: {error}). {_FIXES[reason]}",
             path=str(path), reason=reason) from error
+    if getattr(image, "fp", None) is not None or getattr(image, "n_frames", 1) > 1:
+        # multi-frame files keep theirs open (for seeking): close it, keep the pixels
+        if result is image:
+            result = image.copy()
+        image.close()
+    return result
 
 
 def load_image(path: str | Path, *, mode: str | None = None) -> np.ndarray:
