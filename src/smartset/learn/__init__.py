@@ -30,7 +30,7 @@ _EXPORTS = {
                                   "auto_size"],
     "smartset.learn.heads": ["LinearHead", "cross_val_head"],
     "smartset.learn.study": ["study_augment", "study_augment_workspace", "study_transfer",
-                             "study_transfer_workspace"],
+                             "study_transfer_workspace", "paired_differences", "plot_study"],
 }
 
 __all__, __getattr__, __dir__ = lazy_exports("smartset.learn", _EXPORTS)
