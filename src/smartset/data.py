@@ -32,7 +32,9 @@ class ImageDataset(Dataset):
     ----------
     paths, labels, targets : per-sample lists (``labels``/``targets`` entries may be None).
     classes : class names in index order; default: sorted distinct labels.
-    mode : Pillow mode to decode to (``"RGB"``, ``"L"``) or None for the file's own.
+    mode : ``"RGB"``, ``"L"``, ``"RGBA"``, or None for the nearest of those to the file's own;
+        images are decoded by :func:`smartset.imageio.decode`, as every other stage decodes
+        them (EXIF orientation applied, 16-bit and float images scaled to ``uint8``).
     transform : callable applied to the image tensor.
     ids : sample ids, kept for tracing a prediction back to its sample.
     """
