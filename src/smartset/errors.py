@@ -25,6 +25,11 @@ class SmartsetError(Exception):
     """Base class of every error smartset raises on purpose."""
 
 
+def _rebuild(cls, message, fields):
+    """Unpickle an error whose constructor takes keyword-only fields."""
+    return cls(message, **fields)
+
+
 class WorkspaceError(SmartsetError, FileNotFoundError):
     """A workspace is missing, or a folder is not one."""
 
@@ -43,6 +48,10 @@ class ColumnNotFoundError(SourceError, KeyError):
         self.path = path
         self.line = line
 
+    def __reduce__(self):
+        return _rebuild, (type(self), self.args[0], {"column": self.column, "found": self.found,
+                                                     "path": self.path, "line": self.line})
+
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]
 
@@ -57,6 +66,9 @@ class ImageDecodeError(SmartsetError, OSError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+    def __reduce__(self):  # keyword-only fields: a worker process can send it back whole
+        return _rebuild, (type(self), self.args[0], {"path": self.path, "reason": self.reason})
 
 
 class StorageError(SmartsetError, OSError):
