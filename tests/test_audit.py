@@ -304,3 +304,41 @@ def test_embeddings_before_any_audit_say_to_run_it(ws):
 
     with pytest.raises(EmptyDataError, match="run 'smartset audit' first"):
         embeddings(ws)
+
+
+def test_an_experimental_audit_does_not_replace_what_later_stages_read(tmp_path, problems):
+    """An audit with an experimental threshold (or a report written elsewhere) is recorded,
+    but learn's splits, clean's duplicate actions and the review queues keep reading the
+    reference audit; before, the experiment's findings replaced it."""
+    from smartset.audit import duplicate_sets, findings, reference_run
+    from smartset.learn._workspace import duplicate_groups
+
+    source = tmp_path / "src"
+    for name in ["img00.jpg", "img01.jpg", "img02.jpg", "img03.jpg", "dark.jpg"]:
+        (source / "cat").mkdir(parents=True, exist_ok=True)
+        shutil.copy(problems / "train" / "cat" / name, source / "cat" / name)
+    for name in ["img40.jpg", "img41.jpg", "img42.jpg", "original.png",
+                 "recompressed_crop.jpg"]:
+        (source / "dog").mkdir(parents=True, exist_ok=True)
+        shutil.copy(problems / "train" / "dog" / name, source / "dog" / name)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(source, show_progress=False, engine="serial")
+    first = audit(ws, engine="serial", report=False, features="pixels")
+    assert first.summary["reference"] and reference_run(ws) == first.run_id
+    reference_sets = duplicate_sets(ws)
+    assert len(reference_sets) == 1  # the original and its recompressed crop
+    dark_before = set(findings(ws, kinds="dark")["sample_id"])
+    experiment = audit(ws, engine="serial", report=True, features="pixels",
+                       out_dir=tmp_path / "elsewhere", thresholds={"dark": 0.95})
+    assert not experiment.summary["reference"]
+    assert experiment.summary["reference_run"] == first.run_id
+    dark_experiment = set(findings(ws, kinds="dark", run=experiment.run_id)["sample_id"])
+    assert len(dark_experiment) > len(dark_before)  # the experiment flags more
+    assert reference_run(ws) == first.run_id
+    assert set(findings(ws, kinds="dark")["sample_id"]) == dark_before
+    assert duplicate_sets(ws) == reference_sets  # what learn, clean and review read
+    groups = duplicate_groups(ws, ws.samples()["id"])
+    assert len(set(groups.tolist())) == len(groups) - 1  # only the real pair is joined
+    assert set(findings(ws, run=experiment.run_id)["run_id"]) == {experiment.run_id}
+    again = audit(ws, engine="serial", report=False, features="pixels", reference=True)
+    assert reference_run(ws) == again.run_id  # a person may promote a setting

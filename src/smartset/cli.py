@@ -253,6 +253,10 @@ def audit(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: all cores).")] = None,
     embedding_model: Annotated[Optional[str], typer.Option(help="A training run id or checkpoint whose features find outliers (default: the --features embedding).")] = None,
     features: Annotated[str, typer.Option(help="What near duplicates, outliers and far-from-class read: auto (a pretrained backbone on photos, aligned pixels on small gray images, pixels otherwise or without torch), pixels, or a backbone name (efficientnet_lite0, timm:NAME). Near-duplicate candidates are always verified on pixels.")] = "auto",
+    reference: Annotated[Optional[bool], typer.Option(
+        "--reference/--experiment",
+        help="Whether later stages (splits, clean, review) read this audit. Default: yes, "
+             "unless a threshold is changed or the report goes outside the workspace.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find what is wrong with the data: dark, bright, blurry, flat, odd sizes, duplicates
@@ -271,7 +275,8 @@ def audit(
         use_ray_address(ray_address)
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json),
-                           embedding_model=embedding_model, features=features)
+                           embedding_model=embedding_model, features=features,
+                           reference=reference)
     except SmartsetError:
         raise
     except ValueError as error:  # a bad threshold name or value: a usage error
@@ -298,6 +303,11 @@ def audit(
         out.print(f"features: near-duplicate candidates from {used['near_duplicate']['candidates']}, "
                   f"verified on pixels; outliers on {used['outlier']}"
                   + (f" ({used['note']})" if used.get("note") else ""))
+    if not result.summary.get("reference", True):
+        kept = result.summary.get("reference_run")
+        out.print(f"An experiment: splits, clean and the review app keep reading "
+                  f"{'audit run ' + str(kept) if kept else 'no audit'} (--reference makes this "
+                  f"one the audit they read).")
     if result.report_path:
         out.print(f"Report: {result.report_path}\nIssues: {result.json_path}")
 

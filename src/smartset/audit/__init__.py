@@ -15,6 +15,7 @@ from smartset.audit._run import AuditResult, audit, embeddings
 from smartset.audit.bias import bias_probe
 from smartset.audit.checks import CHECKS, Check, register_check
 from smartset.audit.properties import PROPERTIES, compute_properties
+from smartset.audit.store import duplicate_sets, findings, reference_run
 
 __all__ = ["audit", "AuditResult", "embeddings", "bias_probe", "CHECKS", "Check", "register_check",
-           "PROPERTIES", "compute_properties"]
+           "PROPERTIES", "compute_properties", "findings", "duplicate_sets", "reference_run"]

@@ -446,13 +446,29 @@ def _embedding_file(ws, record_rows: np.ndarray, run_id: int) -> VectorFile:
     return VectorFile.write(path, blocks, EMBEDDING_DIM, np.float16)
 
 
+def _is_experiment(ws, thresholds, neighbours, near_duplicate_similarity,
+                   candidate_similarity, outlier_fence, out_dir) -> bool:
+    """An audit that changes a setting, or writes its report outside the workspace."""
+    if thresholds or candidate_similarity is not None or neighbours != 10:
+        return True
+    if near_duplicate_similarity != 0.98 or outlier_fence != 4.0:
+        return True
+    if out_dir is not None:
+        try:
+            Path(out_dir).resolve().relative_to(Path(ws.path).resolve())
+        except ValueError:
+            return True
+    return False
+
+
 def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None = None,
           neighbours: int = 10, near_duplicate_similarity: float = 0.98,
           candidate_similarity: float | None = None, outlier_fence: float = 4.0,
           engine: str | Engine | None = None, workers: int | None = None,
           show_progress: bool | None = None, report: bool = True,
           out_dir: str | Path | None = None, seed: int = 0,
-          embedding_model: str | Path | None = None, features: str = "auto") -> AuditResult:
+          embedding_model: str | Path | None = None, features: str = "auto",
+          reference: bool | None = None) -> AuditResult:
     """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`.
 
     ``features``: what near duplicates, outliers and class outliers read (see
@@ -464,6 +480,13 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     the embedding for outliers and class outliers. The summary's ``features`` (also in the
     run config, the report and issues.json) says what each check read. The backbone runs
     in this process (on CUDA when present), or on ``engine`` when one is given.
+
+    ``reference``: whether later stages (learn's splits, clean's duplicate actions, the
+    review queues) read this audit's findings. Default: yes, unless it is an experiment: a
+    threshold, ``candidate_similarity``, ``near_duplicate_similarity``, ``neighbours`` or
+    ``outlier_fence`` changed, or ``out_dir`` outside the workspace; an experiment is
+    recorded and reported, and the summary says which audit the other stages keep reading
+    (:mod:`smartset.audit.store`).
 
     Memory follows the per-sample columns only: samples and cached properties are read
     from the catalog in chunks into typed arrays, embeddings stay on disk and are read
@@ -487,7 +510,11 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             f"no available samples. Add images with 'smartset ingest', or check "
             f"'smartset issues' for files that could not be ingested.")
     plan = plan_features(ws, version, features, embedding_model=embedding_model)
-    config = {"version": version, "thresholds": thresholds or {}, "neighbours": neighbours,
+    if reference is None:
+        reference = not _is_experiment(ws, thresholds, neighbours, near_duplicate_similarity,
+                                       candidate_similarity, outlier_fence, out_dir)
+    config = {"version": version, "reference": bool(reference),
+              "thresholds": thresholds or {}, "neighbours": neighbours,
               "near_duplicate_similarity": near_duplicate_similarity,
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
               "embedding_model": None if embedding_model is None else str(embedding_model),
@@ -580,6 +607,11 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             result.summary["neighbour_search"] = {"index": search.index,
                                                   "recall_at_k": round(search.recall, 4),
                                                   **search.params}
+        result.summary["reference"] = bool(reference)
+        if not reference:  # an experiment: the other stages keep reading the reference
+            from smartset.audit.store import reference_run
+
+            result.summary["reference_run"] = reference_run(ws)
         if report:
             from smartset.audit.report import write_report
 

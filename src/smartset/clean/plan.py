@@ -323,11 +323,11 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
 
 def _duplicates(ws, allowed: set[str]) -> list[dict]:
     """Duplicate sets of the newest audit: every member after the first is a duplicate of it."""
-    rows = ws.catalog.query(
-        "SELECT kind, sample_id, score, grp, reason FROM audit_findings WHERE run_id = "
-        "(SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r ON r.id = f.run_id WHERE "
-        "r.status = 'done') AND kind IN ('exact_duplicate', "
-        "'near_duplicate') ORDER BY grp, sample_id")
+    from smartset.audit.store import DUPLICATE_KINDS, findings
+
+    found = findings(ws, kinds=DUPLICATE_KINDS)  # the reference audit, not an experiment
+    found = found[found["sample_id"].notna()].sort_values(["grp", "sample_id"], kind="stable")
+    rows = found[["kind", "sample_id", "score", "grp", "reason"]].to_dict("records")
     groups: dict[tuple, list] = {}
     for row in rows:
         if row["sample_id"] in allowed:

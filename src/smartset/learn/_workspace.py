@@ -92,16 +92,10 @@ def duplicate_groups(ws, ids) -> np.ndarray:
     for members in by_sha.values():
         if len(members) > 1:
             union(members)
-    newest = ws.catalog.query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r"
-                              " ON r.id = f.run_id WHERE r.status = 'done'")
-    if newest and newest[0][0] is not None:
-        groups: dict[str, list[str]] = {}
-        for sid, grp in ws.catalog.query(
-                "SELECT sample_id, grp FROM audit_findings WHERE run_id = ? AND kind IN "
-                "('exact_duplicate', 'near_duplicate')", (newest[0][0],)):
-            groups.setdefault(grp, []).append(sid)
-        for members in groups.values():
-            union(members)
+    from smartset.audit.store import duplicate_sets
+
+    for members in duplicate_sets(ws).values():  # the reference audit's sets
+        union(members)
     return np.array([find(roots[str(s)]) for s in ids], dtype=object)
 
 

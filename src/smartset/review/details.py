@@ -314,11 +314,14 @@ class FocusData:
         mark_history = [dict(r) for r in query(
             "SELECT id, kind, value, active, author, time, reason, origin, reverts FROM"
             " sample_marks WHERE sample_id = ? ORDER BY id DESC LIMIT 30", (sample_id,))]
-        audit_run = query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r"
-                          " ON r.id = f.run_id WHERE r.status = 'done'")[0][0]
-        findings = [dict(r) for r in query(
-            "SELECT kind, score, threshold, reason, grp FROM audit_findings WHERE run_id = ?"
-            " AND sample_id = ? ORDER BY id", (audit_run, sample_id))]
+        from smartset.audit.store import findings as audit_findings, reference_run
+
+        audit_run = reference_run(self.ws)  # the reference audit, not an experiment
+        found = (audit_findings(self.ws, run=audit_run, sample_ids=[sample_id])
+                 if audit_run is not None else None)
+        findings = [] if found is None else [
+            {k: r[k] for k in ("kind", "score", "threshold", "reason", "grp")}
+            for r in found.to_dict("records")]
         issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
         issues = [dict(r) for r in query(
             "SELECT kind, score, label, suggested, detectors, reason FROM label_issues"
@@ -327,9 +330,10 @@ class FocusData:
         dup = next((f for f in findings if f["kind"] in ("exact_duplicate", "near_duplicate")),
                    None)
         if dup is not None:
-            group_members = [r[0] for r in query(
-                "SELECT sample_id FROM audit_findings WHERE run_id = ? AND grp = ? AND kind = ?"
-                " ORDER BY sample_id", (audit_run, dup["grp"], dup["kind"]))]
+            from smartset.audit.store import duplicate_sets
+
+            group_members = duplicate_sets(self.ws, run=audit_run).get(
+                (dup["kind"], dup["grp"]), [])
         return {**state, "history": history, "mark_history": mark_history,
                 "model": self.model(sample_id), "neighbours": self.nearest(sample_id,
                                                                            state["label"]),

@@ -82,12 +82,15 @@ class _Snapshot:
                 "SELECT s.id, l.label FROM samples s LEFT JOIN current_labels l"
                 " ON l.sample_id = s.id WHERE s.status = 'ok' ORDER BY s.root_id, s.relpath")}
         self.reviewed = reviewed_ids(ws.catalog)
-        run = query("SELECT MAX(f.run_id) FROM audit_findings f JOIN runs r ON r.id = f.run_id"
-                    " WHERE r.status = 'done'")[0][0]
+        from smartset.audit.store import findings, reference_run
+
+        run = reference_run(ws)  # the reference audit: experiments do not replace it
         self.audit_run = run
-        self.findings = [] if run is None else [dict(r) for r in query(
-            "SELECT kind, sample_id, score, reason, grp FROM audit_findings"
-            " WHERE run_id = ? AND sample_id IS NOT NULL ORDER BY id", (run,))]
+        found = findings(ws, run=run) if run is not None else None
+        self.findings = [] if found is None else [
+            {"kind": r["kind"], "sample_id": r["sample_id"], "score": r["score"],
+             "reason": r["reason"], "grp": r["grp"]}
+            for r in found[found["sample_id"].notna()].to_dict("records")]
         issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
         self.issues_run = issues_run
         self.issues = [] if issues_run is None else [dict(r) for r in query(
