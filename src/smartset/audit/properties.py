@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 
 from smartset.engine import Batch
-from smartset.imageio import open_image
+from smartset.imageio import normalize, open_image
 
 __all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "RECORD",
            "THUMB_SIDE", "compute_properties"]
 
 AUDIT_SIDE = 256
-PROPERTIES_VERSION = 6
+PROPERTIES_VERSION = 7
 """Bump when a property's definition changes: cached values of other versions are recomputed."""
 _EMBED_SIDE = 8
 _EMBED_COLOUR_SIDE = 4
@@ -79,13 +79,9 @@ def _jpeg_quality(image: Image.Image) -> float | None:
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        gray = (np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode == "F":
-        gray = np.clip(np.asarray(image) * 255.0, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
+    """The one decoder's pixels (smartset.imageio.normalize): EXIF orientation applied,
+    16-bit and float images scaled as every other stage scales them."""
+    return np.asarray(normalize(image, "RGB"))
 
 
 def _phash(gray: np.ndarray) -> int:
