@@ -252,9 +252,16 @@ def _to_uint8_gray(image: Image.Image) -> Image.Image:
 def normalize(image: Image.Image, mode: str | None = None) -> Image.Image:
     """``image`` (open, from :func:`open_image`) as every stage sees it: first frame, EXIF
     orientation applied, 8 bits per channel, in ``mode`` (``"L"``, ``"RGB"``, ``"RGBA"``) or,
-    for None, the nearest of ``L``/``RGB``/``RGBA``. See the module docstring for the rules."""
+    for None, the nearest of ``L``/``RGB``/``RGBA``. See the module docstring for the rules.
+    A multi-frame ``image`` is closed (its file released); its first frame is returned."""
     if getattr(image, "n_frames", 1) > 1:
+        # The first frame, copied; the file (kept open for seeking) is closed with it.
         image.seek(0)
+        image.load()
+        frame = image.copy()
+        frame.info = dict(image.info)
+        image.close()
+        image = frame
     image.load()  # errors surface here, not hidden inside the EXIF read below
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     image = _exif_transpose(image)
