@@ -320,7 +320,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
             _check_local_file(sample_id, row, root, file)
         return row, file
 
-    thumbs_dir = store.path / "cache" / "thumbs" / str(THUMB_SIZE)
+    from smartset.thumbs import thumbnail_path
     shas: dict[str, str] = {}
     shas_lock = threading.Lock()
 
@@ -334,7 +334,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
             sha = shas.get(sample_id)
         if sha is None:
             return None
-        target = thumbs_dir / sha[:2] / f"{sha}.jpg"
+        target = thumbnail_path(store.path / "cache", sha, THUMB_SIZE)
         return target if target.is_file() else None
 
     def with_thumbs(states: dict[str, dict]) -> dict[str, dict]:
