@@ -48,7 +48,8 @@ def _coco_like():
     category = st.fixed_dictionaries({}, optional={"id": ident, "name": _scalars,
                                                    "supercategory": _scalars}) | _json_values
     image = st.fixed_dictionaries({}, optional={
-        "id": ident, "file_name": st.sampled_from(["a.png", "../a.png", "", "a\x00.png"]) | _scalars,
+        "id": ident,
+        "file_name": st.sampled_from(["a.png", "../a.png", "", "a\x00.png"]) | _scalars,
         "width": _numbers | _scalars, "height": _numbers | _scalars}) | _json_values
     box = st.lists(_numbers | _scalars, max_size=5) | _scalars
     annotation = st.fixed_dictionaries({}, optional={

@@ -221,8 +221,8 @@ def read_coco(path: str | Path, *, root: str | Path | None = None) -> Annotation
             raise SourceError(f"No COCO .json in '{path}'.")
         path = found[0]
     data = _load_json(path)
-    if not isinstance(data, dict) or not all(
-            isinstance(data.get(key) or [], list) for key in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(key) or [], list)
+                                             for key in ("images", "annotations", "categories")):
         raise SourceError(f"'{path}' is not a COCO file: expected an object with 'images', "
                           f"'annotations' and 'categories' lists.")
     where = path.name
