@@ -319,3 +319,31 @@ def test_coco_import_with_category_ids_beyond_64_bits(tmp_path, number):
         assert {row[0] for row in categories} == {"cat"}
     finally:
         ws.close()
+
+
+def test_relabel_and_rename_refuse_labels_ingest_would_refuse(tmp_path):
+    """The API and the CLI apply the rule the door applies: blank, NUL and 100,000-character
+    labels cannot be given by relabel, label set or rename either."""
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import smartset
+    from smartset.cli import app
+    from smartset.errors import LabelError
+
+    source = tmp_path / "src" / "cat"
+    source.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 30 * i, np.uint8)).save(source / f"{i}.png")
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(source.parent, show_progress=False, engine="serial")
+    sid = ws.samples()["id"].iloc[0]
+    for bad in ("", "   ", "a\x00b", "x" * 100_000, "line\nbreak"):
+        with pytest.raises(LabelError, match="cannot be a class name"):
+            ws.relabel(sid, bad)
+        with pytest.raises(LabelError, match="cannot be a class name"):
+            ws.rename_label("cat", bad)
+    result = CliRunner().invoke(app, ["label", "set", sid, "--to", "a\x00b", "-w", str(ws.path)])
+    assert result.exit_code == 1 and "cannot be a class name" in result.output
+    assert set(ws.samples()["label"]) == {"cat"}

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 from smartset.errors import SmartsetError
 
-__all__ = ["NameError_", "InvalidNameError", "check_name", "safe_name", "inside", "remove_tree",
+__all__ = ["MAX_LABEL_LENGTH", "label_problem", "NameError_", "InvalidNameError", "check_name", "safe_name", "inside", "remove_tree",
            "NAME_RULE", "MAX_NAME"]
 
 MAX_NAME = 100
@@ -96,3 +97,24 @@ def remove_tree(workspace: str | Path, folder: str | Path, *, missing_ok: bool =
             return
     target = inside(workspace, folder)
     shutil.rmtree(target)
+
+
+MAX_LABEL_LENGTH = 200
+"""Longest class label ingest (and the review app) accepts, in characters."""
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a class name (None when it can): blank, longer than
+    :data:`MAX_LABEL_LENGTH`, or holding a control or format character (NUL, newline, tab,
+    zero-width and direction marks).
+    Checked at the door by every source and by the review app's rename, merge and set."""
+    if not isinstance(label, str):
+        return f"it is {type(label).__name__}, not text"
+    if not label.strip():
+        return "it is blank"
+    if len(label) > MAX_LABEL_LENGTH:
+        return f"it has {len(label):,} characters (at most {MAX_LABEL_LENGTH})"
+    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cf", "Cs")), None)
+    if bad is not None:
+        return f"it holds the control character {bad!r}"
+    return None

@@ -225,6 +225,14 @@ class Workspace:
         yet); if another event came since, nothing is written and :class:`ConflictError`
         carries the newer value.
         """
+        if label is not None:
+            from smartset._names import label_problem
+
+            problem = label_problem(label)
+            if problem:
+                shown = label if len(label) <= 60 else label[:60] + "..."
+                raise LabelError(f"Label {shown!r} cannot be a class name: {problem}. Use "
+                                 f"printable text of at most 200 characters.")
         ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         author = author or _default_author()
         encoded = None if targets is None else json.dumps([float(t) for t in targets])

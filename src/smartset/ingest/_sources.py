@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from smartset._names import MAX_LABEL_LENGTH, label_problem  # one rule, below every stage
 from smartset.errors import ColumnNotFoundError, SourceError
 from smartset.imageio import IMAGE_EXTENSIONS
 from smartset.storage import is_url, list_dir, list_files, path_kind
@@ -43,27 +44,6 @@ FILENAME_PRESETS = {
     # great_pyrenees_173.jpg (Oxford pets) -> everything before the last _number
     "suffix-number": r"^(?P<label>.+?)[_ -]\d+\.[^.]+$",
 }
-
-MAX_LABEL_LENGTH = 200
-"""Longest class label ingest (and the review app) accepts, in characters."""
-
-
-def label_problem(label: str) -> str | None:
-    """Why ``label`` cannot be a class name (None when it can): blank, longer than
-    :data:`MAX_LABEL_LENGTH`, or holding a control or format character (NUL, newline, tab,
-    zero-width and direction marks).
-    Checked at the door by every source and by the review app's rename, merge and set."""
-    if not isinstance(label, str):
-        return f"it is {type(label).__name__}, not text"
-    if not label.strip():
-        return "it is blank"
-    if len(label) > MAX_LABEL_LENGTH:
-        return f"it has {len(label):,} characters (at most {MAX_LABEL_LENGTH})"
-    bad = next((c for c in label if unicodedata.category(c) in ("Cc", "Cf", "Cs")), None)
-    if bad is not None:
-        return f"it holds the control character {bad!r}"
-    return None
-
 
 def _checked_label(plan: "SourcePlan", label: str | None, relpath: str, where: str = ""
                    ) -> str | None:
