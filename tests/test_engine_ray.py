@@ -107,8 +107,10 @@ def _audit_state(ws, result):
 
 
 def _catalog_rows(ws) -> dict:
-    rows = ws.catalog.query("SELECT COUNT(*) AS n, COUNT(DISTINCT sample_id) AS d "
-                            "FROM audit_properties_v6")[0]
+    from smartset.audit._run import _TABLE
+
+    rows = ws.catalog.query(f"SELECT COUNT(*) AS n, COUNT(DISTINCT sample_id) AS d "
+                            f"FROM {_TABLE}")[0]
     [artifact] = ws.catalog.query("SELECT path FROM artifacts WHERE name LIKE 'audit.vectors.%'")
     records = (ws.path / artifact["path"]).stat().st_size // RECORD.itemsize
     return {"samples": len(ws.samples()), "properties": rows["n"], "distinct": rows["d"],

@@ -103,8 +103,13 @@ def test_learning_and_augmentation_read_urls(tmp_path, tree, memory_copy):
     data = load_version(ws, size=32, cache=False)
     assert data.images.shape == (22, 32, 32, 3)
     # augmentation decodes the originals from the URLs; its copies are local PNGs
-    result = augment_version(ws, policy="rotation", factor=2, engine="local", workers=2,
-                             batch_size=8, name="rotated")
+    # memory:// lives in this process: forked workers see it, spawned ones would not (the
+    # local engine spawns when a thread left by an earlier test is still running)
+    from smartset.engine import LocalEngine
+
+    result = augment_version(ws, policy="rotation", factor=2,
+                             engine=LocalEngine(2, start_method="fork"), batch_size=8,
+                             name="rotated")
     assert result["n_augmented"] == 22
     derived = ws.samples("rotated").dropna(subset=["origin_id"])
     assert not derived["path"].map(is_url).any()
