@@ -233,3 +233,24 @@ def test_a_policy_named_like_a_path_previews_inside_the_workspace(digit_ws, tmp_
     written = Path(write_preview(digit_ws, policy=str(policy), n=2, k=1)["path"]).resolve()
     assert written.parent == (digit_ws.reports_dir / "augment").resolve()
     assert not (tmp_path / "escaped.png").exists()
+
+
+def test_version_list_shows_the_parent_of_an_augmented_version(digit_ws):
+    """`version list` names the version a derived one was made from and prints no 'nan';
+    `runs` rounds its metrics."""
+    import re
+
+    from smartset.cli import app as cli_app
+
+    ws = digit_ws
+    if "original" not in set(ws.versions()["name"]):
+        ws.create_version("original")
+    aug.augment_version(ws, policy="rotation", factor=2, version="original", name="rot-x2")
+    versions = ws.versions().set_index("name")
+    assert versions.loc["rot-x2", "parent"] == "original"
+    listed = CliRunner().invoke(cli_app, ["version", "list", "-w", str(ws.path)])
+    assert listed.exit_code == 0, listed.output
+    assert "nan" not in listed.output and "rot-x2" in listed.output
+    runs = CliRunner().invoke(cli_app, ["runs", str(ws.path)])
+    assert runs.exit_code == 0, runs.output
+    assert re.search(r"\d\.\d{5,}", runs.output) is None  # no 0.123456789 in a table

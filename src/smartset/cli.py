@@ -376,8 +376,9 @@ def runs(
     for column in ("id", "command", "started", "status", "metrics"):
         table.add_column(column)
     for row in frame.itertuples():
-        metrics = ", ".join(f"{k}={v}" for k, v in (row.metrics or {}).items()
-                            if isinstance(v, (int, float)))
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in (row.metrics or {}).items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
         table.add_row(str(row.id), row.command, row.started_at[:19], row.status, metrics[:80])
     out.print(table)
 
@@ -484,8 +485,9 @@ def version_list(workspace: WorkspaceOption = None, as_json: JsonOption = False)
     for column in ("name", "parent", "samples", "created", "description"):
         table.add_column(column)
     for row in frame.itertuples():
-        table.add_row(row.name, str(row.parent or ""), str(row.n_samples), row.created_at[:19],
-                      str(row.description or ""))
+        parent = row.parent if isinstance(row.parent, str) else ""  # never "nan"
+        description = row.description if isinstance(row.description, str) else ""
+        table.add_row(row.name, parent, str(row.n_samples), row.created_at[:19], description)
     out.print(table)
 
 

@@ -444,7 +444,8 @@ class Workspace:
                             origin_ids: Sequence[str], params: Sequence[dict], stage: str,
                             sample_ids: Sequence[str], description: str | None = None,
                             version_params: dict | None = None, engine=None,
-                            before_version=None) -> tuple[list[str], dict]:
+                            before_version=None, parent: str | None = None
+                            ) -> tuple[list[str], dict]:
         """Register files a stage wrote under ``folder`` as derived samples (see
         :meth:`add_derived_samples`) and create version ``name`` of ``sample_ids`` (samples
         of the live catalog) plus the new ones, in one catalog transaction: a failure or a
@@ -460,6 +461,7 @@ class Workspace:
         self.catalog.check_writable()
         if any(r[0] == name for r in self.catalog.query("SELECT name FROM versions")):
             raise _version_exists(name)
+        parent_id = self.version(parent)["id"] if parent else None  # shown by 'version list'
         wanted = set(sample_ids)
         available = set(self.samples(None)["id"])
         missing = wanted - available
@@ -470,7 +472,7 @@ class Workspace:
         def then(con, new_ids):
             extra = before_version(con, new_ids) if before_version is not None else None
             members = _members_in(con, list(wanted) + list(new_ids))
-            _insert_version(con, name, members, parent_id=None, description=description,
+            _insert_version(con, name, members, parent_id=parent_id, description=description,
                             params={**(version_params or {}), **(extra or {})})
 
         new_ids = add_derived(self.catalog, self.path, folder, list(relpaths),

@@ -161,7 +161,7 @@ def _augment_locked(ws, started, *, policy, factor, version, name, seed, batch_s
             sample_ids=list(frame["id"]) + list(kept["id"]), version_params=summary,
             description=description or (f"{version or 'live catalog'} x{factor} with "
                                         f"augmentation policy {policy.label!r} (seed {seed})"),
-            engine=engine)
+            engine=engine, parent=version)
     except BaseException as error:
         try:  # files of a version that committed are never removed
             if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):

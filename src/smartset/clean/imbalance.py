@@ -244,6 +244,7 @@ def oversample(ws, *, policy: str = "rotation-elastic", version: str | None = No
             sample_ids=list(frame["id"]) + list(kept["id"]),
             version_params={"policy": policy.spec(), "target": target,
                             "copies": {classes[i]: int(added[i]) for i in range(len(classes))}},
+            parent=version,
             description=f"{version or 'live catalog'} with minority classes oversampled "
                         f"({policy.label})")
     summary = {"version": info["name"], "n_samples": info["n_samples"],

@@ -260,7 +260,7 @@ def _expand_locked(ws, started, *, policy, factor, version, name, seed, min_visi
             sample_ids=list(frame["id"]) + list(kept["id"]), version_params=summary,
             description=description or f"{version or 'live catalog'} x{factor} with task "
                                        f"policy {policy.label!r} (seed {seed})",
-            before_version=with_annotations)
+            before_version=with_annotations, parent=version)
     except BaseException:
         try:  # files of a version that committed are never removed
             if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
