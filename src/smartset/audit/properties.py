@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from smartset._pixels import PIXEL_EMBED_COLOUR_SIDE, PIXEL_EMBED_SIDE, pixel_embedding
 from smartset.engine import Batch
 from smartset.imageio import normalize, open_image
 
@@ -27,8 +28,8 @@ __all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "R
 AUDIT_SIDE = 256
 PROPERTIES_VERSION = 7
 """Bump when a property's definition changes: cached values of other versions are recomputed."""
-_EMBED_SIDE = 8
-_EMBED_COLOUR_SIDE = 4
+_EMBED_SIDE = PIXEL_EMBED_SIDE
+_EMBED_COLOUR_SIDE = PIXEL_EMBED_COLOUR_SIDE
 EMBEDDING_DIM = _EMBED_SIDE * _EMBED_SIDE + 3 * _EMBED_COLOUR_SIDE * _EMBED_COLOUR_SIDE
 THUMB_SIDE = 48
 """Side of the gray thumbnail kept to verify near-duplicate candidates."""
@@ -109,22 +110,7 @@ def _sharpness(gray: np.ndarray) -> float:
     return math.log10(1.0 + laplacian * max(1.0, (_REFERENCE_STD / spread) ** 2))
 
 
-def _embedding(gray: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Gray layout (8x8) plus coarse colour (4x4x3), each centred and unit-normed.
-
-    Centring and norming make it blind to brightness and contrast shifts; coarse area
-    resampling makes it blind to re-encoding, resizing and small crops. It finds
-    candidates; near duplicates are then verified on finer thumbnails.
-    """
-    parts = []
-    for array, side in ((gray, _EMBED_SIDE), (rgb, _EMBED_COLOUR_SIDE)):
-        small = cv2.resize(array, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-        small = small.reshape(-1) - small.mean()
-        norm = float(np.linalg.norm(small))
-        parts.append(small / norm if norm > 1e-6 else small)
-    gray_part, colour_part = parts
-    # Layout weighs more than colour; the result has unit norm.
-    return np.concatenate([gray_part * math.sqrt(0.8), colour_part * math.sqrt(0.2)])
+_embedding = pixel_embedding  # one pixel embedding for audit and learn (smartset._pixels)
 
 
 def _measure(path: str) -> dict:
