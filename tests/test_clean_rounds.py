@@ -125,15 +125,11 @@ def test_a_label_a_person_reviewed_is_never_changed(noisy_digits):
 
 
 def test_clean_rounds_refuses_a_traversal_name_before_any_training(tmp_path):
-    import time
-
     import smartset
     from smartset._names import InvalidNameError
     from smartset.clean import clean_rounds
 
     ws = smartset.init(tmp_path / "ws")
-    started = time.perf_counter()
     with pytest.raises(InvalidNameError, match="not valid"):
         clean_rounds(ws, name="../../victim")
-    assert time.perf_counter() - started < 5  # refused before any out-of-fold training
-    assert ws.runs().empty
+    assert ws.runs().empty  # refused before any out-of-fold training run was started
