@@ -18,6 +18,8 @@ What it holds, and the rules that keep it trustworthy:
 - ``annotations`` / ``annotation_events``: boxes, polygons and masks of detection and
   segmentation sets; each change (relabel, delete) an appended event, the current state a
   view (``current_annotations``); ``annotation_categories`` numbers the classes.
+- ``tag_events``: multi-label tags (several classes per image), append-only like labels;
+  read with :func:`tags_upto` (a version freezes the newest tag and mark event ids).
 - ``runs``: what each command was asked, with what seed and versions, and what it measured.
 
 Each write is one transaction, so a killed process leaves the catalog as it was before the
@@ -37,7 +39,8 @@ from pathlib import Path
 
 from smartset.errors import SmartsetError
 
-__all__ = ["Catalog", "CATALOG_FILE", "SCHEMA_VERSION", "LOCK_FILE", "WorkspaceBusyError", "now"]
+__all__ = ["Catalog", "CATALOG_FILE", "SCHEMA_VERSION", "LOCK_FILE", "WorkspaceBusyError", "now",
+           "append_tag_events", "sync_ingest_tags", "tags_upto", "newest_tag_ids"]
 
 CATALOG_FILE = "catalog.sqlite"
 
@@ -291,6 +294,24 @@ _SCHEMA = [
     # process is gone (killed, timed out) reads as 'interrupted', not 'running' for ever.
     """
     ALTER TABLE runs ADD COLUMN process TEXT;
+    """,
+    # 6: multi-label tags, append-only like labels (a sample's current tags: its newest event).
+    """
+    CREATE TABLE tag_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sample_id TEXT NOT NULL REFERENCES samples(id),
+        tags TEXT,                        -- JSON sorted list of class names; NULL: none
+        author TEXT NOT NULL,
+        time TEXT NOT NULL,
+        reason TEXT,
+        origin TEXT NOT NULL,             -- ingest, review, api, undo, ...
+        reverts INTEGER REFERENCES tag_events(id)
+    );
+    CREATE INDEX tag_events_sample ON tag_events(sample_id, id);
+    CREATE TRIGGER tag_events_no_update BEFORE UPDATE ON tag_events
+        BEGIN SELECT RAISE(ABORT, 'tag events are append-only: add an event instead'); END;
+    CREATE TRIGGER tag_events_no_delete BEFORE DELETE ON tag_events
+        BEGIN SELECT RAISE(ABORT, 'tag events are append-only: add an event instead'); END;
     """,
 ]
 SCHEMA_VERSION = len(_SCHEMA)
@@ -602,3 +623,58 @@ def _split_sql(script: str) -> list[str]:
             statements.append(buffer.strip())
             buffer = ""
     return statements
+
+
+# -- multi-label tags: the SQL of tag_events (read by smartset.Workspace.tags) ---------------
+def append_tag_events(con: sqlite3.Connection, rows, *, author: str, origin: str,
+                      reason: str | None, stamp: str | None = None) -> list[int]:
+    """Append one tag event per ``(sample_id, tags)`` (``tags`` an iterable of class names,
+    or None to clear) in the caller's transaction; returns the event ids."""
+    stamp = stamp or now()
+    return [con.execute(
+        "INSERT INTO tag_events(sample_id, tags, author, time, reason, origin)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (sid, None if tags is None else json.dumps(sorted(set(tags))), author, stamp, reason,
+         origin)).lastrowid for sid, tags in rows]
+
+
+def sync_ingest_tags(con: sqlite3.Connection, rows, *, author: str, reason: str) -> int:
+    """Ingest's tags for ``(sample_id, tags)``: an event only where the newest ingest event
+    of that sample says otherwise (re-ingesting an unchanged table writes nothing).
+    Returns the number of events appended."""
+    changed = []
+    for sid, tags in rows:
+        wanted = None if tags is None else json.dumps(sorted(set(tags)))
+        last = con.execute("SELECT tags FROM tag_events WHERE sample_id=? AND origin='ingest'"
+                           " ORDER BY id DESC LIMIT 1", (sid,)).fetchone()
+        if (last[0] if last else None) != wanted and not (last is None and wanted is None):
+            changed.append((sid, tags))
+    append_tag_events(con, changed, author=author, origin="ingest", reason=reason)
+    return len(changed)
+
+
+def newest_tag_ids(con: sqlite3.Connection) -> tuple[int, int]:
+    """``(newest tag event id, newest multi_label mark event id)``, 0 when none: a version
+    records them, so its tags stay as they were when it was made."""
+    tag = con.execute("SELECT COALESCE(MAX(id), 0) FROM tag_events").fetchone()[0]
+    mark = con.execute("SELECT COALESCE(MAX(id), 0) FROM sample_marks WHERE kind='multi_label'"
+                       ).fetchone()[0]
+    return int(tag), int(mark)
+
+
+def tags_upto(con: sqlite3.Connection, tag_id: int | None = None,
+              mark_id: int | None = None) -> tuple[dict[str, list[str] | None],
+                                                   dict[str, list[str]]]:
+    """``(tag events, multi_label marks)`` in force after events ``tag_id`` and ``mark_id``
+    (None: all): sample id -> the newest tag event's classes (None: cleared), and sample id
+    -> the classes of its active multi_label mark."""
+    tag_id = 2**62 if tag_id is None else int(tag_id)
+    mark_id = 2**62 if mark_id is None else int(mark_id)
+    tags = {sid: (None if value is None else json.loads(value)) for sid, value in con.execute(
+        "SELECT t.sample_id, t.tags FROM tag_events t JOIN (SELECT MAX(id) AS id FROM tag_events"
+        " WHERE id <= ? GROUP BY sample_id) last ON last.id = t.id", (tag_id,))}
+    marks = {sid: json.loads(value) for sid, value, active in con.execute(
+        "SELECT m.sample_id, m.value, m.active FROM sample_marks m JOIN (SELECT MAX(id) AS id"
+        " FROM sample_marks WHERE kind='multi_label' AND id <= ? GROUP BY sample_id) last"
+        " ON last.id = m.id", (mark_id,)) if active and value}
+    return tags, marks

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from smartset._names import InvalidNameError, check_name
-from smartset.catalog import CATALOG_FILE, Catalog, now
+from smartset.catalog import CATALOG_FILE, Catalog, newest_tag_ids, now
 from smartset.errors import ConflictError, LabelError, VersionError, WorkspaceError
+from smartset.tags import read_tags, set_tags
 
 __all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
 
@@ -405,6 +406,21 @@ class Workspace:
                 (sid, kind, encoded, active, author, stamp, reason, origin)).lastrowid
                 for sid in ids]
 
+    # -- multi-label tags (see smartset.tags) --------------------------------------------
+    def tags(self, version: str | None = None, *, merge_copies: bool = True
+             ) -> dict[str, frozenset[str]]:
+        """Sample id -> set of tags (classes the image shows) for every sample of ``version``
+        (default: the live catalog; a version's tags are frozen when it is made): a
+        reviewer's multi_label mark, else tag events, else the label; see :mod:`smartset.tags`."""
+        return read_tags(self, version, merge_copies=merge_copies)
+
+    def set_tags(self, sample_ids: str | Sequence[str], tags: Sequence[str] | None, *,
+                 author: str | None = None, reason: str | None = None,
+                 origin: str = "api") -> list[int]:
+        """Give samples several classes (``tags``; None clears them): one tag event each."""
+        return set_tags(self, sample_ids, tags, author=author or _default_author(),
+                        reason=reason, origin=origin)
+
     # -- versions ----------------------------------------------------------------------
     def create_version(self, name: str, *, sample_ids: Sequence[str] | None = None,
                        split: str | Sequence[str] | None = None, parent: str | None = None,
@@ -639,6 +655,10 @@ def _insert_version(con, name: str, members, *, parent_id, description, params) 
     digest = hashlib.sha256()
     for sid, sha, event in members:
         digest.update(f"{sid}:{sha}:{event}\n".encode())
+    tags_upto = newest_tag_ids(con)  # the version's tags stay as they are now (smartset.tags)
+    if any(tags_upto):  # none yet: a version without the key reads (0, 0), the same
+        digest.update(f"tags:{tags_upto[0]}:{tags_upto[1]}\n".encode())
+        params = {**(params or {}), "tags_upto": list(tags_upto)}
     version_id = con.execute(
         "INSERT INTO versions(name, parent_id, created_at, description, params, n_samples,"
         " fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
