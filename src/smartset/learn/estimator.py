@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,16 @@ def _device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+_TASKS: dict[str, type] = {}  # task name -> estimator class, for load_checkpoint
+
+
 class _ImageModel:
     _task = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._task:  # each task's estimator registers itself (multilabel.py's too)
+            _TASKS[cls._task] = cls
 
     def __init__(self, model: str = "lenet", *, epochs: int = 10, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 0.0, augment=None,
@@ -802,7 +811,13 @@ def load_checkpoint(path: str | Path) -> ImageClassifier | ImageRegressor:
     if not state.get("finished"):
         raise CheckpointError(f"{path} is the state of an unfinished training run: resume it "
                               f"('smartset train --resume') before using the model.")
-    cls = ImageClassifier if state["task"] == "classification" else ImageRegressor
+    cls = _TASKS.get(state["task"])
+    if cls is None:  # a task whose module is not imported yet
+        import_module({"multilabel": "smartset.learn.multilabel"}.get(state["task"], __name__))
+        cls = _TASKS.get(state["task"])
+    if cls is None:
+        raise CheckpointError(f"{path} holds a {state['task']!r} model, which this smartset "
+                              f"does not know ({', '.join(sorted(_TASKS))}): upgrade smartset.")
     params = dict(state["params"])
     params.pop("augment", None)
     params.pop("init_from", None)
