@@ -77,7 +77,7 @@ class _ImageModel:
                  head_epochs: int | None = None, lr_decay: float | None = None,
                  unfreeze: str = "all",
                  freeze_bn: bool = False, frozen_features: bool = True,
-                 progress: bool | None = None):
+                 precision: str = "fp32", progress: bool | None = None):
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -102,6 +102,7 @@ class _ImageModel:
         self.unfreeze = unfreeze
         self.freeze_bn = freeze_bn
         self.frozen_features = frozen_features
+        self.precision = precision
         self.progress = progress
 
     def get_params(self) -> dict:
@@ -109,7 +110,7 @@ class _ImageModel:
             "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
             "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
             "backbone_lr_scale", "schedule", "preprocess", "head_epochs", "lr_decay",
-            "unfreeze", "freeze_bn", "frozen_features")}
+            "unfreeze", "freeze_bn", "frozen_features", "precision")}
         params["augment"] = _policy_label(self.augment)
         params["init_from"] = (None if self.init_from is None else
                                "network" if isinstance(self.init_from, Net) else str(self.init_from))
@@ -134,8 +135,12 @@ class _ImageModel:
         if self.preprocess is not None and self.preprocess not in PREPROCESSING:
             raise LearnError(f"Unknown preprocessing {self.preprocess!r}; choose from "
                              f"{', '.join(PREPROCESSING)} (or none).")
-        if self.schedule not in ("cosine", "constant"):
-            raise LearnError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in ("cosine", "constant", "one-cycle"):
+            raise LearnError(f"schedule must be 'cosine', 'one-cycle' or 'constant', got "
+                             f"{self.schedule!r}")
+        from smartset.learn.precision import check_precision
+
+        check_precision(self.precision)
         if self.lr <= 0:
             raise LearnError(f"lr must be positive, got {self.lr}")
         if self.unfreeze not in ("all", "gradual"):
@@ -376,6 +381,10 @@ class _ImageModel:
         generator = torch.Generator().manual_seed(self.seed)
         target_tensor = torch.from_numpy(targets)
         loss_fn = self._loss(targets, device)
+        from smartset.learn.precision import autocast, grad_scaler, resolve_precision
+
+        self.precision_ = resolve_precision(self.precision, device, self._architecture_name())
+        scaler = grad_scaler(self.precision_, device)
         self.history_, start_epoch = [], 0
         best = (np.inf, None, -1)  # validation loss, weights, epoch
         started = time.perf_counter()
@@ -414,11 +423,13 @@ class _ImageModel:
                                         self.epochs * steps)
                     inputs = self._normalise(batch, device)
                     truth = target_tensor[rows].to(device)
-                    outputs = network(inputs)
-                    loss = loss_fn(outputs, truth)
+                    with autocast(self.precision_, device):
+                        outputs = network(inputs)
+                        loss = loss_fn(outputs, truth)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                     total_loss += float(loss.detach()) * len(rows)
                     seen += len(rows)
                     if self._task == "classification":
@@ -452,6 +463,13 @@ class _ImageModel:
         if self.schedule == "cosine":  # per step, so a resumed run continues it
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+        elif self.schedule == "one-cycle":  # fastai's fit_one_cycle: lr up then down,
+            from smartset.learn.schedule import one_cycle, set_momentum  # momentum opposite
+
+            factor, momentum = one_cycle(step, total)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            set_momentum(optimizer, momentum)
 
     def _finish(self, network, best, started, checkpoint) -> None:
         if best[1] is not None:  # early stopping keeps the best epoch's weights
@@ -484,6 +502,7 @@ class _ImageModel:
                                      weight_decay=self.weight_decay)
         base_lrs = [self.lr]
         self.learning_rates_ = {"head": self.lr}
+        self.precision_ = "fp32"  # a linear head on cached features: nothing to gain
         generator = torch.Generator().manual_seed(self.seed)
         target_tensor = torch.from_numpy(targets).to(device)
         loss_fn = self._loss(targets, device)

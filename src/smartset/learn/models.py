@@ -23,7 +23,7 @@ from smartset.errors import SmartsetError
 torch = require_torch("smartset.learn")
 nn = torch.nn
 
-__all__ = ["Net", "MODELS", "ModelSpec", "register_model", "build_model", "available_models",
+__all__ = ["Net", "DropConnectLinear", "MODELS", "ModelSpec", "register_model", "build_model", "available_models",
            "UnknownModelError", "is_pretrained_model", "pretrained_net"]
 
 
@@ -120,6 +120,44 @@ def _small_cnn(channels: int, outputs: int, size: tuple[int, int]) -> Net:
     return Net(backbone, nn.Linear(128, outputs), feature_dim=128)
 
 
+class DropConnectLinear(nn.Linear):
+    """A linear layer with DropConnect (Wan et al., 2013): in training, each weight is
+    kept with probability ``1 - p`` under one mask drawn per batch (kept weights scaled by
+    ``1 / (1 - p)``); at test time the layer uses the mean weights (no mask). The mask is
+    drawn from torch's RNG, which the estimator seeds."""
+
+    def __init__(self, in_features: int, out_features: int, *, p: float = 0.5):
+        super().__init__(in_features, out_features)
+        if not 0.0 <= p < 1.0:
+            raise SmartsetError(f"DropConnect probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        mask = torch.empty_like(self.weight).bernoulli_(keep)
+        return nn.functional.linear(x, self.weight * mask / keep, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", p={self.p}"
+
+
+def _dropconnect(channels: int, outputs: int, size: tuple[int, int]) -> Net:
+    # The MNIST study's third architecture: LeNet-like convolutions (conv5(32)-pool-
+    # conv5(64)-pool, batch norm, ReLU) and a fully connected layer of 150 units whose
+    # weights are masked by DropConnect (p 0.5) in training, their mean used at test time.
+    convs = nn.Sequential(
+        nn.Sequential(nn.Conv2d(channels, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(),
+                      nn.MaxPool2d(2)),
+        nn.Sequential(nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2)),
+    )
+    flat = _flat_dim(convs, channels, size)
+    backbone = nn.Sequential(*convs, nn.Sequential(nn.Flatten(), DropConnectLinear(flat, 150),
+                                                   nn.ReLU()))
+    return Net(backbone, nn.Linear(150, outputs), feature_dim=150)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -200,6 +238,8 @@ for _spec in (
     ModelSpec("lenet", _lenet, "LeNet-5-like: conv5(32)-pool-conv5(64)-pool-120-84, batch norm, dropout", min_size=12),
     ModelSpec("network3", _network3, "Network3-like: conv5-pool-conv5-pool-dense100-dropout",
               min_size=16),
+    ModelSpec("dropconnect", _dropconnect, "LeNet-like conv5(32)-pool-conv5(64)-pool, "
+              "DropConnect (p 0.5) on the dense 150 layer", min_size=12),
     ModelSpec("small_cnn", _small_cnn, "two 3x3 conv blocks with batch norm, dense 128 (fast)",
               min_size=4),
     ModelSpec("resnet", _resnet, "small ResNet: 3 stages of 2 basic blocks (16/32/64)",
