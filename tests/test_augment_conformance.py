@@ -25,7 +25,8 @@ def _images(dtype=torch.uint8, n=4, seed=0):
     return (x * 255).round().to(torch.uint8) if dtype == torch.uint8 else x.to(dtype)
 
 
-_OPTIONS = {"crop": {"size": (16, 18)}, "resize": {"size": (12, 16)}}
+_OPTIONS = {"crop": {"size": (16, 18)}, "resize": {"size": (12, 16)},
+            "resized_crop": {"size": (16, 18)}}
 
 
 def _make(name):

@@ -32,6 +32,10 @@ _EXPORTS = {
         "ColorJitter", "GaussianNoise", "SaltAndPepper", "GaussianBlur", "BoxBlur",
         "MedianBlur", "Smooth", "Sharpen", "Erasing", "Rescale", "SamplewiseCenter",
         "SamplewiseStdNormalization", "FeaturewiseNormalizer"],
+    "smartset.augment._warps": ["RandomResizedCrop", "GridDistortion", "OpticalDistortion"],
+    "smartset.augment._photo": [
+        "MotionBlur", "LowResolution", "JpegCompression", "Posterize", "Solarize",
+        "AutoContrast", "Equalize", "Color"],
     "smartset.augment.policy": [
         "Policy", "Compose", "OneOf", "SomeOf", "PolicyParams", "AugmentResult", "augment",
         "replay", "named_policy", "available_policies", "NAMED_POLICIES", "TASK_POLICIES",

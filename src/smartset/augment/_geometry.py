@@ -129,7 +129,9 @@ class GeoStep:
     """One geometric step for a batch. ``kind``: ``matrix`` (``backward``: N x 3 x 3, output
     pixel -> input pixel), ``field`` (an elastic displacement: ``alpha`` (N,) in pixels, 0
     where not applied, ``sigma``, noise ``streams``/``indices``) or ``center`` (shift the
-    centre of mass to the centre: ``shift`` (N, 2) forward, NaN until measured).
+    centre of mass to the centre: ``shift`` (N, 2) forward, NaN until measured) or ``mesh``
+    (a smooth backward map given as a function of points: grid and optical distortion;
+    rows that apply one are resampled through their full-resolution map).
 
     ``anchor``: a matrix step that only shifts by amounts drawn independently of the image
     (random translation); an elastic field followed only by such shifts is laid on the
@@ -147,13 +149,15 @@ class GeoStep:
     indices: np.ndarray | None = None
     shift: np.ndarray | None = None
     anchor: bool = False
+    mesh: object = None  # kind "mesh": a backward map of points (see _meshes.py)
 
     def subset(self, rows: np.ndarray) -> GeoStep:
         def pick(a):
             return None if a is None else a[rows]
         return replace(self, applied=self.applied[rows], backward=pick(self.backward),
                        alpha=pick(self.alpha), streams=pick(self.streams),
-                       indices=pick(self.indices), shift=pick(self.shift))
+                       indices=pick(self.indices), shift=pick(self.shift),
+                       mesh=None if self.mesh is None else self.mesh.subset(rows))
 
 
 def center_of_mass(images: torch.Tensor) -> np.ndarray:
@@ -248,30 +252,38 @@ class FusedWarp:
             elif step.kind == "field":
                 self.ops.append(("field", step))
                 self.anchors.append(False)
+            elif step.kind == "mesh":  # identity where not applied: those rows skip it
+                self.ops.append(("mesh", step))
+                self.anchors.append(True)
             else:
                 raise ValueError(f"unresolved step kind {step.kind!r}")
         self.affine = identity(self.n)  # the product of every matrix (fields left out)
         has_field = np.zeros(self.n, dtype=bool)
+        has_mesh = np.zeros(self.n, dtype=bool)
         for kind, op in self.ops:
             if kind == "matrix":
                 self.affine = compose(op, self.affine)
-            else:
+            elif kind == "field":
                 has_field |= op.alpha != 0
-        self.has_field = has_field
+            else:
+                has_mesh |= op.applied
+        self.has_field = has_field & ~has_mesh
+        self.has_mesh = has_mesh
         self._lattice: dict[tuple, object] = {}  # lattices computed, by (device, normalized)
 
     # -- which path each sample takes
     def _paths(self) -> dict[str, np.ndarray]:
         b = self.affine
         projective = np.abs(b[:, 2, :2]).max(1) > 0
-        integer = (~self.has_field & ~projective
+        integer = (~self.has_field & ~self.has_mesh & ~projective
                    & np.all(np.abs(b - np.round(b)) < 1e-9, axis=(1, 2)))
         same_size = self.size_out == self.size_src
         ident = integer & same_size & np.all(np.abs(b - np.eye(3)) < 1e-12, axis=(1, 2))
         return {"identity": np.flatnonzero(ident),
                 "integer": np.flatnonzero(integer & ~ident),
-                "affine": np.flatnonzero(~integer & ~self.has_field),
-                "field": np.flatnonzero(self.has_field)}
+                "affine": np.flatnonzero(~integer & ~self.has_field & ~self.has_mesh),
+                "field": np.flatnonzero(self.has_field),
+                "mesh": np.flatnonzero(self.has_mesh)}
 
     def _output_lattice(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The output lattice (x and y node positions): the fine lattice of the narrowest
@@ -318,6 +330,8 @@ class FusedWarp:
         delta = None  # N x 2 x h x w, in the coordinates before ``linear``
         on_nodes = np.ones(self.n, dtype=bool)
         for (kind, op), anchor in zip(self.ops, self.anchors):
+            if kind == "mesh":  # the rows read here do not apply it
+                continue
             if kind == "matrix":
                 shift_only = np.all(op[:, :2, :2] == np.eye(2), axis=(1, 2))
                 on_nodes &= shift_only & anchor
@@ -370,8 +384,9 @@ class FusedWarp:
             k = self._single_field_on_nodes(len(ys), len(xs))
             norm = self._normalizer(normalized)
             after = norm
-            for _, op in self.ops[k + 1:]:
-                after = compose(after, op)
+            for kind, op in self.ops[k + 1:]:
+                if kind == "matrix":
+                    after = compose(after, op)
             self._lattice[key] = (field_coarse(self.ops[k][1], linear=after),
                                   compose(norm, self.affine), k)
         coarse, affine, k = self._lattice[key]
@@ -430,6 +445,8 @@ class FusedWarp:
         x = xs.view(1, 1, w).expand(self.n, h, w).contiguous()
         y = ys.view(1, h, 1).expand(self.n, h, w).contiguous()
         for kind, op in self.ops:
+            if kind == "mesh":  # the rows read here do not apply it
+                continue
             if kind == "matrix":
                 x, y = _apply_matrix(torch.from_numpy(op.astype(np.float32)).to(device), x, y)
                 continue
@@ -477,6 +494,69 @@ class FusedWarp:
             grid /= w.unsqueeze(-1)
         return grid
 
+    # -- rows through a mesh: every step evaluated at the points themselves
+    def _backward(self, rows: np.ndarray, x: torch.Tensor, y: torch.Tensor, device,
+                  dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source coordinates of output points ``(x, y)`` (``n x ...``, broadcastable) of
+        ``rows`` through every step (elementwise per sample)."""
+        for kind, op in self.ops:
+            if kind == "matrix":
+                m = torch.from_numpy(op[rows].astype(np.float64)).to(device, dtype)
+                x, y = _apply_matrix(m, x, y)
+            elif kind == "mesh":
+                x, y = op.mesh.subset(rows).backward(x, y)
+            else:
+                step = op.subset(rows)
+                if not (step.alpha != 0).any():
+                    continue
+                field = field_lattice(step, device)
+                fh, fw = step.size_in
+                x, y = torch.broadcast_tensors(x, y)
+                shape = x.shape
+                grid = torch.stack([_corner_normalized(x.reshape(len(rows), 1, -1).float(), fw),
+                                    _corner_normalized(y.reshape(len(rows), 1, -1).float(), fh)],
+                                   -1)
+                d = F.grid_sample(field, grid, mode="bicubic", padding_mode="border",
+                                  align_corners=True)
+                x = x + d[:, 0].reshape(shape).to(x.dtype)
+                y = y + d[:, 1].reshape(shape).to(y.dtype)
+        return x, y
+
+    def _mesh_grid(self, rows: np.ndarray, device) -> torch.Tensor:
+        """Normalised source coordinates of every output pixel of ``rows`` (grid_sample,
+        align_corners=False): n x H x W x 2. Separable maps stay 1-D until they meet a
+        step that mixes the axes."""
+        height, width = self.size_out
+        n = len(rows)
+        xs = torch.arange(width, dtype=torch.float32, device=device).view(1, 1, width)
+        ys = torch.arange(height, dtype=torch.float32, device=device).view(1, height, 1)
+        x, y = self._backward(rows, xs.expand(n, 1, width), ys.expand(n, height, 1), device)
+        src_h, src_w = self.size_src
+        grid = torch.empty((n, height, width, 2), dtype=torch.float32, device=device)
+        grid[..., 0] = x * (2.0 / src_w) + (1.0 / src_w - 1)
+        grid[..., 1] = y * (2.0 / src_h) + (1.0 / src_h - 1)
+        return grid
+
+    def _mesh_points(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Refine the forward map of points ``q`` (N x M x 2, source pixels) for the rows
+        through a mesh: solve ``backward(o) = q`` from the estimate ``p`` by steps with the
+        inverse of the affine part (a contraction for smooth maps)."""
+        rows = np.flatnonzero(self.has_mesh)
+        index = torch.as_tensor(rows)
+        target = q.index_select(0, index)
+        o = p.index_select(0, index).clone()
+        linear = torch.from_numpy(invert(self.affine[rows])[:, :2, :2])
+        for _ in range(60):
+            bx, by = self._backward(rows, o[..., 0].unsqueeze(1), o[..., 1].unsqueeze(1),
+                                    torch.device("cpu"), torch.float64)
+            error = target - torch.stack([bx[:, 0], by[:, 0]], -1)
+            o = o + torch.einsum("nij,nmj->nmi", linear, error)
+            if float(error.abs().max()) < 1e-6:
+                break
+        out = p.clone()
+        out[index] = o
+        return out
+
     # -- images and masks
     def images(self, x: torch.Tensor, *, fill: str = "constant", fill_value: float = 0.0,
                interpolation: str = "bilinear", keep_float: bool = False) -> torch.Tensor:
@@ -508,7 +588,7 @@ class FusedWarp:
         per_chunk = max(threads, per_chunk // threads * threads)
         # lattices are small: made for blocks of several chunks, then upsampled per chunk
         per_block = per_chunk * max(1, _LATTICE_BLOCK // per_chunk)
-        for path in ("affine", "field"):
+        for path in ("affine", "field", "mesh"):
             rows_all = paths[path]
             if not len(rows_all):
                 continue
@@ -525,6 +605,8 @@ class FusedWarp:
                         grid = F.interpolate(grid, size=(height, width), mode="bilinear",
                                              align_corners=True)
                     grid = grid.permute(0, 2, 3, 1)
+                elif path == "mesh":
+                    grid = self._mesh_grid(rows.array, x.device)
                 else:
                     grid = self._affine_grid(rows.array, x.device)
                 sampled = _grid_sample(rows.take(x).to(work), grid.to(work), mode=mode,
@@ -587,6 +669,8 @@ class FusedWarp:
                 r = F.grid_sample(residual, grid, mode="bilinear", padding_mode="border",
                                   align_corners=True)[:, :, 0].permute(0, 2, 1)
                 p = _apply_matrix_points(inverse, q - r)
+        if self.has_mesh.any():
+            p = self._mesh_points(q, p)
         out = [p[i, :c].to(device=device, dtype=points[i].dtype if points[i].is_floating_point()
                             else torch.float32) for i, c in enumerate(counts)]
         return out
@@ -595,7 +679,7 @@ class FusedWarp:
               min_area: float = 1.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Move xyxy boxes (pixel edges): the bounding box of each moved box outline,
         clipped to the output canvas. Returns the boxes kept and the mask of kept ones."""
-        per_edge = 16 if self.has_field.any() or np.abs(self.affine[:, 2, :2]).max() > 0 else 2
+        per_edge = 16 if self.has_field.any() or self.has_mesh.any() or np.abs(self.affine[:, 2, :2]).max() > 0 else 2
         t = torch.linspace(0, 1, per_edge, dtype=torch.float64)
         outlines = []
         for b in boxes:

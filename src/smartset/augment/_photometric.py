@@ -579,3 +579,7 @@ class FeaturewiseNormalizer(_Normalize):
             flat = y.reshape(len(y), -1)
             y = (flat @ self.zca_matrix_.to(y)).reshape(y.shape)
         return y
+
+
+# the photo degradations and RandAugment's colour operations register the same way
+from smartset.augment import _photo  # noqa: E402,F401

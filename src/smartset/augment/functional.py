@@ -26,6 +26,8 @@ F = torch.nn.functional
 
 from smartset.augment import _geometry as geo
 from smartset.augment._noise import stream_normal, stream_uniform
+from smartset.augment._degrade import (adjust_color, autocontrast, downscale,  # noqa: E402
+                                       equalize, jpeg, motion_blur, posterize, solarize)
 
 __all__ = [
     "value_range", "to_float", "from_float", "grayscale", "rgb_to_hsv", "hsv_to_rgb",
@@ -34,6 +36,8 @@ __all__ = [
     "box_blur", "median_blur", "smooth", "sharpen", "erase", "rescale",
     "samplewise_center", "samplewise_std_normalize",
     "warp", "rotate", "translate", "affine", "elastic", "center", "hflip", "vflip",
+    "motion_blur", "downscale", "jpeg", "posterize", "solarize", "autocontrast", "equalize",
+    "adjust_color",
 ]
 
 

@@ -1,0 +1,257 @@
+"""Degradation and RandAugment kernels: motion blur, lower resolution, JPEG re-compression,
+posterize, solarize, autocontrast, equalize, colour (``N x C x H x W``, dtype and device
+kept, input never changed in place; re-exported by :mod:`smartset.augment.functional`).
+
+Written by hand rather than taken from OpenCV per image (as albumentations does) so a batch
+runs as a few tensor operations with a fixed order of sums per sample: a batch gives the
+bits its samples give one at a time. The exceptions say why where they occur (JPEG).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smartset._torch import require_torch
+
+torch = require_torch("smartset.augment")
+F = torch.nn.functional
+
+__all__ = ["motion_blur", "motion_offsets", "downscale", "jpeg", "posterize", "solarize",
+           "autocontrast", "equalize", "adjust_color"]
+
+
+def _to_float(x):
+    from smartset.augment.functional import to_float
+
+    return to_float(x)
+
+
+def _from_float(y, dtype):
+    from smartset.augment.functional import from_float
+
+    return from_float(y, dtype)
+
+
+def _reflect_index(size: int, r: int, device) -> torch.Tensor:
+    """Indices padding an axis by ``r`` on both sides, reflected without repeating the edge
+    (OpenCV's BORDER_REFLECT_101), replicated when the axis is too short to reflect."""
+    i = torch.arange(-r, size + r, device=device)
+    if size == 1:
+        return torch.zeros_like(i)
+    period = 2 * (size - 1)
+    i = torch.remainder(i, period)
+    return torch.where(i >= size, period - i, i)
+
+
+# -- motion blur -------------------------------------------------------------------------
+def motion_offsets(length: int, angle: float) -> np.ndarray:
+    """The ``length`` (odd) whole-pixel taps ``(dy, dx)`` of a straight line centred on the
+    pixel at ``angle`` degrees (counter-clockwise as displayed), one per step along it."""
+    t = np.arange(length, dtype=np.float64) - (length - 1) / 2
+    theta = np.deg2rad(angle)
+    dx = np.round(t * np.cos(theta)).astype(np.int64)
+    dy = np.round(-t * np.sin(theta)).astype(np.int64)
+    return np.stack([dy, dx], 1)
+
+
+def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
+    """Motion blur (albumentations' ``MotionBlur``): the mean over a straight line of
+    ``length`` pixels (odd, per sample) through each pixel at ``angle`` degrees (per
+    sample), borders reflected. Integer images are summed exactly and rounded half up."""
+    n, channels, height, width = x.shape
+    if n == 0:
+        return x.clone()
+    lengths = np.broadcast_to(np.asarray(length, np.int64), (n,))
+    angles = np.broadcast_to(np.asarray(angle, np.float64), (n,))
+    taps = [motion_offsets(int(k), float(a)) for k, a in zip(lengths, angles)]
+    r = int(max(np.abs(t).max() for t in taps))
+    ph, pw = height + 2 * r, width + 2 * r
+    rows = _reflect_index(height, r, x.device)
+    cols = _reflect_index(width, r, x.device)
+    padded = x.index_select(2, rows).index_select(3, cols).reshape(n, channels, ph * pw)
+    base = (torch.arange(height, device=x.device).view(height, 1) * pw
+            + torch.arange(width, device=x.device).view(1, width)).view(1, 1, height * width)
+    exact = not x.dtype.is_floating_point
+    acc = torch.zeros((n, channels, height * width),
+                      dtype=torch.int32 if exact else x.dtype, device=x.device)
+    out = torch.empty_like(x)
+    for k in np.unique(lengths):
+        sel = np.flatnonzero(lengths == k)
+        index_rows = torch.as_tensor(sel, device=x.device)
+        part = padded.index_select(0, index_rows) if len(sel) < n else padded
+        sums = acc[:len(sel)].zero_()
+        for t in range(int(k)):
+            offset = np.array([(taps[i][t, 0] + r) * pw + taps[i][t, 1] + r for i in sel])
+            index = base + torch.as_tensor(offset, device=x.device).view(-1, 1, 1)
+            gathered = part.gather(2, index.expand(len(sel), channels, height * width))
+            sums += gathered.to(sums.dtype) if exact else gathered
+        if exact:
+            info = torch.iinfo(x.dtype)
+            value = torch.div(sums + int(k) // 2, int(k), rounding_mode="floor")
+            value = value.clamp_(info.min, info.max).to(x.dtype)
+        else:
+            value = sums / float(k)
+        out[index_rows] = value.view(len(sel), channels, height, width)
+    return out
+
+
+# -- lower resolution --------------------------------------------------------------------
+def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Tensor:
+    """Lower the resolution and come back (albumentations' ``Downscale``, the whale study's
+    aerial -> satellite shift): shrink by ``scale`` (per sample, in (0, 1]) with area
+    averaging, as a coarser sensor would, then enlarge to the original size with
+    ``upsample`` (``bilinear`` or ``nearest``)."""
+    n, _, height, width = x.shape
+    if n == 0:
+        return x.clone()
+    scales = np.broadcast_to(np.asarray(scale, np.float64), (n,))
+    sizes = np.stack([np.maximum(1, np.round(height * scales)),
+                      np.maximum(1, np.round(width * scales))], 1).astype(np.int64)
+    keys = sizes[:, 0] * (width + 1) + sizes[:, 1]
+    y = _to_float(x)
+    out = torch.empty_like(y)
+    for key in np.unique(keys):
+        sel = np.flatnonzero(keys == key)
+        index = torch.as_tensor(sel, device=x.device)
+        part = y.index_select(0, index) if len(sel) < n else y
+        size = (int(sizes[sel[0], 0]), int(sizes[sel[0], 1]))
+        small = F.adaptive_avg_pool2d(part, size)
+        if upsample == "nearest":
+            back = F.interpolate(small, size=(height, width), mode="nearest-exact")
+        else:
+            back = F.interpolate(small, size=(height, width), mode="bilinear",
+                                 align_corners=False)
+        out[index] = back
+    return _from_float(out, x.dtype)
+
+
+# -- JPEG --------------------------------------------------------------------------------
+def _jpeg_one(image: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    flag = cv2.IMREAD_GRAYSCALE if image.ndim == 2 else cv2.IMREAD_COLOR
+    return cv2.imdecode(data, flag)
+
+
+def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
+    """JPEG re-compression ("crappify", albumentations' ``ImageCompression``): encode at
+    ``quality`` (1-100, per sample) and decode, with OpenCV's libjpeg (4:2:0 chroma for
+    RGB). 1 or 3 channels; float images are quantised to 8 bits on the way.
+
+    Per sample by nature: a JPEG codec takes one image at a time. The samples are spread
+    over ``torch.get_num_threads()`` threads (OpenCV releases the GIL); each is encoded
+    alone, so a batch gives the bits its samples give one at a time."""
+    n, channels, height, width = x.shape
+    if n == 0:
+        return x.clone()
+    if channels not in (1, 3):
+        raise ValueError(f"jpeg needs 1 or 3 channels, got {channels}")
+    qualities = np.broadcast_to(np.asarray(quality, np.int64), (n,))
+    if x.dtype == torch.uint8:
+        levels = x
+    else:
+        levels = (_to_float(x).clamp(0, 1) * 255).round_().to(torch.uint8)
+    array = levels.permute(0, 2, 3, 1).cpu().numpy()
+    if channels == 3:
+        array = array[..., ::-1]  # RGB -> OpenCV's BGR, so luma and chroma are the right ones
+    images = [np.ascontiguousarray(a[..., 0] if channels == 1 else a) for a in array]
+    threads = max(1, min(torch.get_num_threads(), n // 8))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            decoded = list(pool.map(_jpeg_one, images, qualities))
+    else:
+        decoded = [_jpeg_one(a, q) for a, q in zip(images, qualities)]
+    out = np.stack(decoded)
+    out = out[..., None] if channels == 1 else out[..., ::-1]
+    result = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).to(x.device)
+    if x.dtype == torch.uint8:
+        return result.contiguous()
+    return _from_float(result.to(torch.float32) / 255.0, x.dtype)
+
+
+# -- RandAugment's colour operations ------------------------------------------------------
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """8-bit levels (uint8) of an image batch."""
+    if x.dtype == torch.uint8:
+        return x
+    return (_to_float(x).clamp(0, 1) * 255).round_().to(torch.uint8)
+
+
+def _from_levels(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return levels
+    return _from_float(levels.to(torch.float32) / 255.0, dtype)
+
+
+def posterize(x: torch.Tensor, bits) -> torch.Tensor:
+    """Keep the top ``bits`` (1-8, per sample) of each 8-bit level (PIL's ``posterize``)."""
+    n = len(x)
+    if n == 0:
+        return x.clone()
+    b = np.broadcast_to(np.asarray(bits, np.int64), (n,))
+    mask = torch.as_tensor((256 - 2 ** (8 - b)).astype(np.uint8), device=x.device)
+    return _from_levels(_levels(x) & mask.view(n, 1, 1, 1), x.dtype)
+
+
+def solarize(x: torch.Tensor, threshold) -> torch.Tensor:
+    """Invert the values at or above ``threshold`` (a fraction of the range, per sample)."""
+    n = len(x)
+    if n == 0:
+        return x.clone()
+    y = _to_float(x)
+    t = torch.as_tensor(np.broadcast_to(np.asarray(threshold, np.float64), (n,)).copy(),
+                        device=x.device).to(y.dtype).view(n, 1, 1, 1)
+    return _from_float(torch.where(y >= t, 1.0 - y, y), x.dtype)
+
+
+def autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """Stretch each channel of each sample to the full range (channels with one value
+    unchanged), as PIL's ``autocontrast`` with no cut-off."""
+    if len(x) == 0:
+        return x.clone()
+    y = _to_float(x)
+    low = y.amin((2, 3), keepdim=True)
+    high = y.amax((2, 3), keepdim=True)
+    span = high - low
+    flat = span <= 0
+    out = (y - low) / torch.where(flat, torch.ones_like(span), span)
+    return _from_float(torch.where(flat, y, out), x.dtype)
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation per channel of each sample on 8-bit levels (PIL's
+    ``equalize`` rule, as torchvision): integer arithmetic only."""
+    n, channels, height, width = x.shape
+    if n == 0:
+        return x.clone()
+    levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
+    offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
+    hist = torch.bincount((levels + offsets).reshape(-1),
+                          minlength=256 * n * channels).view(n * channels, 256)
+    # the count of the last level present is left out of the step (PIL)
+    last = 255 - torch.argmax((hist.flip(1) > 0).to(torch.int64), 1)
+    last_count = hist.gather(1, last.view(-1, 1)).view(-1)
+    step = torch.div(hist.sum(1) - last_count, 255, rounding_mode="floor")
+    safe = step.clamp_min(1).view(-1, 1)
+    cum = torch.cumsum(hist, 1)
+    lut = torch.div(cum + torch.div(safe, 2, rounding_mode="floor"), safe, rounding_mode="floor")
+    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut[:, :-1]], 1).clamp(0, 255)
+    mapped = lut.gather(1, levels)
+    identity = (step == 0).view(-1, 1)
+    mapped = torch.where(identity, levels, mapped).to(torch.uint8)
+    return _from_levels(mapped.view(n, channels, height, width), x.dtype)
+
+
+def adjust_color(x: torch.Tensor, factor) -> torch.Tensor:
+    """PIL's ``ImageEnhance.Color`` (RandAugment's "Color"): the saturation for RGB images;
+    images with another channel count have no colour and are returned as they are."""
+    if x.shape[1] != 3:
+        return x.clone()
+    from smartset.augment.functional import adjust_saturation
+
+    return adjust_saturation(x, factor)
