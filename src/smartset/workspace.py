@@ -1,7 +1,11 @@
 """A workspace: a folder holding a catalog, a cache and what smartset writes.
 
-``smartset.init(DIR)`` makes one, ``smartset.open(DIR)`` opens it; every stage is a method
-here or a function taking a workspace, and the CLI is a thin layer over both.
+``smartset.init(DIR)`` makes one, ``smartset.open(DIR)`` opens it. The façade, one rule:
+the workspace holds the data (samples, labels, marks, versions, columns, predictions, runs,
+``dataset``) and ``ingest``, which fills it; every other stage is a function taking the
+workspace first (``audit.audit(ws)``, ``learn.train(ws)``, ``clean.make_plan(ws)``), never a
+method here: this module sits below the stages and imports none above ingest (a test pins
+it). The CLI is a thin layer over both.
 """
 
 from __future__ import annotations

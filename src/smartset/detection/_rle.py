@@ -9,13 +9,12 @@ and IoUs agree exactly with ``pycocotools.mask`` (checked in the tests and the b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = ["encode", "decode", "counts_to_string", "string_to_counts", "rle_area", "rle_bbox",
-           "polygons_to_rle", "to_rle", "mask_iou"]
+           "polygons_to_rle", "to_rle"]
 
 
 def encode(mask: np.ndarray) -> dict:
@@ -184,11 +183,6 @@ def to_rle(segmentation, height: int, width: int) -> dict:
         return {"size": [int(v) for v in segmentation["size"]],
                 "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
     return polygons_to_rle(segmentation, height, width)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else math.nan
 
 
 def annotation_mask(segmentation, bbox, height: int, width: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from smartset._atomic import write_text as atomic_write_text
 from smartset.catalog import now
-from smartset.learn.baselines import classification_baselines, regression_baselines
+from smartset.learn._baselines import classification_baselines, regression_baselines
 from smartset.learn.crossval import fold_ids
 from smartset.learn.data import LoadedData, load_version
 from smartset.learn.errors import LeakageError, LearnError

@@ -16,7 +16,7 @@ torch = require_torch("smartset.learn")
 
 __all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_tensor",
            "dacolt_policy", "PREPROCESSING",
-           "condition_table", "metrics_by_bucket"]
+           "condition_table"]
 
 SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier")
 
@@ -140,19 +140,3 @@ def condition_table(conditions: dict[str, tuple[Sequence, Sequence]], positive, 
                      **{k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")}})
     return rows
 
-
-def metrics_by_bucket(values: Sequence[float], y_true: Sequence, y_pred: Sequence, *,
-                      bins: int = 3, names: Sequence[str] | None = None) -> list[dict]:
-    """Accuracy per quantile bucket of ``values`` (e.g. brightness: low, medium, high)."""
-    values = np.asarray(values, dtype=np.float64)
-    names = list(names) if names is not None else (
-        ["low", "medium", "high"] if bins == 3 else [f"q{i + 1}" for i in range(bins)])
-    if len(names) != bins:
-        raise LearnError(f"{bins} buckets need {bins} names, got {len(names)}")
-    edges = np.quantile(values, np.linspace(0, 1, bins + 1))
-    bucket = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
-    truth, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
-    return [{"bucket": names[b], "from": float(edges[b]), "to": float(edges[b + 1]),
-             "n": int((bucket == b).sum()),
-             "accuracy": float((truth[bucket == b] == pred[bucket == b]).mean())
-             if (bucket == b).any() else float("nan")} for b in range(bins)]

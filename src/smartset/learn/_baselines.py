@@ -3,7 +3,9 @@
 Dummy classifiers (most frequent, stratified, uniform) and mean/median regressors; kNN on
 pixels (resized to at most ``pixel_side``) and on embeddings; a linear probe (logistic
 regression) on embeddings: the pixel embedding by default, backbone embeddings when given
-(the workspace's :func:`smartset.learn.baselines` gives them on photos). All report the same metrics as the trained models.
+(the workspace's :func:`smartset.learn.baselines` gives them on photos). All report the same
+metrics as the trained models. A private module: ``smartset.learn.baselines`` is the
+workspace function, and a submodule of that name would replace it once imported.
 """
 
 from __future__ import annotations
