@@ -14,6 +14,8 @@ probabilities) and ``features`` (embeddings):
   classes);
 - prototype selection :func:`condensed_nearest_neighbour`,
   :func:`fast_condensed_nearest_neighbour`, :func:`reduction_curve`;
+- multi-label data: :func:`find_multilabel_issues` (missing and extra tags, per-class
+  confident learning; :data:`MULTILABEL_DETECTORS` says which detectors apply);
 - imbalance :func:`imbalance_report`, :func:`class_weights`, :func:`undersample`,
   :func:`oversample`.
 
@@ -39,6 +41,8 @@ from smartset.clean.imbalance import (class_weights, imbalance_report, oversampl
 from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_posterior,
                                         repeated_edited_nearest_neighbours)
 from smartset.clean.merge import class_confusion, find_classes_to_merge
+from smartset.clean.multilabel import (MULTILABEL_DETECTORS, MultiLabelIssues,
+                                       check_multilabel_detector, find_multilabel_issues)
 from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, label_actions,
                                  load_plan, looks_like_photos, make_plan, undo_apply,
                                  workspace_inputs)
@@ -67,4 +71,6 @@ __all__ = [
     "label_actions", "make_plan", "clean_rounds", "load_plan", "apply_plan", "undo_apply", "workspace_inputs", "PLAN_FORMAT",
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",
+    "find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
+    "check_multilabel_detector",
 ]

@@ -29,6 +29,10 @@ _EXPORTS = {
                                   "read_oof_features", "predict_images", "choose_oof_model",
                                   "auto_size"],
     "smartset.learn.heads": ["LinearHead", "cross_val_head"],
+    "smartset.learn.multilabel": ["MultiLabelClassifier", "cross_val_predict_multilabel",
+                                  "group_folds"],
+    "smartset.learn.multilabel_metrics": ["multilabel_report", "choose_thresholds",
+                                          "average_precision", "format_multilabel"],
     "smartset.learn.study": ["study_augment", "study_augment_workspace", "study_transfer",
                              "study_transfer_workspace", "paired_differences", "plot_study"],
 }

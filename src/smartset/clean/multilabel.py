@@ -1,0 +1,133 @@
+"""Label issues of multi-label data: a tag that is missing, or one that should not be there.
+
+Confident learning one class at a time (as cleanlab's multi-label mode does): for class
+``k`` the question is binary (does the image show ``k``?). With out-of-fold probabilities
+``p`` of ``k``, its per-class thresholds are the mean ``p`` of the rows tagged ``k`` (``t1``)
+and the mean ``1 - p`` of the rows not tagged ``k`` (``t0``). A row not tagged ``k`` whose
+``p`` reaches ``t1`` is a **missing** tag; a row tagged ``k`` whose ``1 - p`` reaches ``t0``
+is an **extra** tag; a row confident both ways counts where its margin is larger. These are
+the off-diagonal cells of each class's 2x2 confident joint.
+
+Which of the single-label detectors apply (:data:`MULTILABEL_DETECTORS`): the audit's
+duplicates are unchanged (they compare pixels, not labels; an image filed under two
+classes is then a multi-tag image, which ``smartset.tags`` reads as such); the per-class
+confident learning here applies; the others solve for one true class per image and
+refuse with the reason (:func:`check_multilabel_detector`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from smartset.clean._validation import CleanInputError
+
+__all__ = ["find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
+           "check_multilabel_detector"]
+
+MULTILABEL_DETECTORS: dict[str, str | None] = {
+    # name -> None when it applies to multi-label data, else why it refuses
+    "confident": None,
+    "audit duplicates": None,
+    "consensus": "it solves for the one true class of each image (a noise transition "
+                 "matrix between classes); an image with several classes has no one true class",
+    "confident_learning": "its confident joint counts one given and one true class per "
+                          "image; use method='confident', the per-class version",
+    "enn": "neighbours vote for one label", "renn": "neighbours vote for one label",
+    "all_knn": "neighbours vote for one label",
+    "knn_posterior": "its posterior is over one label per image",
+    "ambiguity": "two high probabilities are expected when an image shows two classes",
+    "merge": "classes that often appear together are not confused classes",
+    "atypical": "an image's distance to its class centre needs one class per image",
+}
+
+
+def check_multilabel_detector(name: str) -> None:
+    """Raise :class:`CleanInputError` naming why detector ``name`` does not apply to
+    multi-label data (and what does); return None when it applies."""
+    if name not in MULTILABEL_DETECTORS:
+        raise CleanInputError(f"Unknown detector {name!r} for multi-label data; known: "
+                              f"{', '.join(MULTILABEL_DETECTORS)}.")
+    reason = MULTILABEL_DETECTORS[name]
+    if reason is not None:
+        usable = [n for n, r in MULTILABEL_DETECTORS.items() if r is None]
+        raise CleanInputError(f"Detector {name!r} does not apply to multi-label data: "
+                              f"{reason}. On multi-label data use: {', '.join(usable)}.")
+
+
+@dataclass
+class MultiLabelIssues:
+    """What :func:`find_multilabel_issues` found.
+
+    ``matrix`` ``(N, K)`` int8: +1 a missing tag, -1 an extra tag, 0 none. ``scores``
+    ``(N, K)``: how confidently the model disagrees (``p`` for a missing tag, ``1 - p`` for an
+    extra one; 0 where it does not). ``is_issue`` ``(N,)``: any issue in the row;
+    ``thresholds`` ``(K, 2)``: ``(t1, t0)`` per class. :meth:`table` lists them worst first.
+    """
+
+    matrix: np.ndarray
+    scores: np.ndarray
+    thresholds: np.ndarray
+
+    @property
+    def is_issue(self) -> np.ndarray:
+        return (self.matrix != 0).any(1)
+
+    def table(self, classes=None) -> list[dict]:
+        """One dict per issue: ``row``, ``class``, ``kind`` (missing, extra), ``score``,
+        highest score first."""
+        rows, cols = np.nonzero(self.matrix)
+        order = np.argsort(-self.scores[rows, cols], kind="stable")
+        return [{"row": int(rows[i]), "class": (int(cols[i]) if classes is None
+                                                else classes[cols[i]]),
+                 "kind": "missing" if self.matrix[rows[i], cols[i]] > 0 else "extra",
+                 "score": float(self.scores[rows[i], cols[i]])} for i in order]
+
+
+def find_multilabel_issues(labels, pred_probs, *, method: str = "confident") -> MultiLabelIssues:
+    """Missing and extra tags from out-of-fold probabilities, one class at a time.
+
+    ``labels``: ``(N, K)`` 0/1 indicator matrix of the given tags; ``pred_probs``: ``(N, K)``
+    out-of-fold per-class probabilities (a sigmoid head, not a softmax: rows need not sum
+    to 1). ``method``: ``"confident"`` (see the module docstring); a single-label detector's
+    name raises the reason it does not apply.
+    """
+    check_multilabel_detector(method)
+    if method != "confident":
+        raise CleanInputError(f"{method!r} is not a label-issue detector; use 'confident'.")
+    y = np.asarray(labels)
+    p = np.asarray(pred_probs, dtype=np.float64)
+    if y.ndim != 2 or p.shape != y.shape:
+        raise CleanInputError(f"labels and pred_probs must both be (N, K); got {y.shape} and "
+                              f"{p.shape}. Single-label data goes to smartset.clean."
+                              f"find_label_issues.")
+    if not np.isin(y, (0, 1)).all():
+        raise CleanInputError("multi-label labels must be a 0/1 indicator matrix")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise CleanInputError("pred_probs must be probabilities in [0, 1]")
+    y = y.astype(bool)
+    matrix = np.zeros(y.shape, dtype=np.int8)
+    scores = np.zeros(y.shape)
+    thresholds = np.full((y.shape[1], 2), np.nan)
+    for k in range(y.shape[1]):
+        tagged, untagged = y[:, k], ~y[:, k]
+        if not tagged.any() or not untagged.any():
+            continue  # nothing to compare against: no class-conditional threshold
+        t1 = p[tagged, k].mean()
+        t0 = (1 - p[untagged, k]).mean()
+        thresholds[k] = (t1, t0)
+        sure_yes = p[:, k] >= t1
+        sure_no = (1 - p[:, k]) >= t0
+        both = sure_yes & sure_no
+        yes_margin = p[:, k] - t1
+        no_margin = (1 - p[:, k]) - t0
+        sure_yes &= ~both | (yes_margin >= no_margin)
+        sure_no &= ~both | (no_margin > yes_margin)
+        missing = untagged & sure_yes
+        extra = tagged & sure_no
+        matrix[missing, k] = 1
+        matrix[extra, k] = -1
+        scores[missing, k] = p[missing, k]
+        scores[extra, k] = 1 - p[extra, k]
+    return MultiLabelIssues(matrix, scores, thresholds)
