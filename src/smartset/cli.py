@@ -104,6 +104,8 @@ def ingest(
     target_columns: Annotated[Optional[str], typer.Option(help="Comma-separated numeric target columns (regression).")] = None,
     split_column: Annotated[Optional[str], typer.Option(help="Table column of split names.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated names for integer labels of a .npz.")] = None,
+    tags_column: Annotated[Optional[str], typer.Option(help="Table column of several tags per image (multi-label; detected when named 'tags').")] = None,
+    tag_sep: Annotated[Optional[str], typer.Option(help="What separates tags in a cell, e.g. '|' or ' ' (default: the first of | ; , in the cell, else whitespace).")] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = 100_000_000,
     engine: EngineOption = None,
     ray_address: RayAddressOption = None,
@@ -122,7 +124,7 @@ def ingest(
         label_column=label_column, split_column=split_column,
         target_columns=[t.strip() for t in target_columns.split(",")] if target_columns else None,
         classes=[c.strip() for c in classes.split(",")] if classes else None,
-        max_pixels=max_pixels, engine=engine, workers=workers, batch_size=batch_size,
+        tags_column=tags_column, tag_sep=tag_sep, max_pixels=max_pixels, engine=engine, workers=workers, batch_size=batch_size,
         show_progress=show_progress(as_json))
     if as_json:
         print_json(report.to_dict())

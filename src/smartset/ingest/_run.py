@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from smartset._progress import progress_bar
-from smartset.catalog import Catalog, now
+from smartset.catalog import Catalog, now, sync_ingest_tags
 from smartset.engine import Engine, batches_of, get_engine
 from smartset.errors import SourceError
 from smartset.imageio import DEFAULT_MAX_PIXELS, inspect_files
@@ -82,6 +82,11 @@ def _plan(source: Path | str, data_dir: Path, *, layout, pattern, split, csv_opt
         raise SourceError(f"Layout {layout!r} needs a file, but '{source}' is not one.")
     if layout not in ("csv", "numpy") and kind != "dir":
         raise SourceError(f"Layout {layout!r} needs a folder, but '{source}' is not one.")
+    if layout != "csv" and (csv_options.get("tags_column") or csv_options.get("tag_sep")):
+        raise SourceError(f"Tags (--tags-column, --tag-sep) come from a table, but '{source}' "
+                          f"was read as layout {layout!r}: ingest a .csv/.tsv with a tags "
+                          f"column (--layout csv). Images filed under several class folders "
+                          f"get several tags without it.")
     if layout == "csv":
         return plan_csv(source, split=split, **csv_options)
     if layout == "numpy":
@@ -119,6 +124,7 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
            root: str | Path | None = None, path_column: str | None = None,
            label_column: str | None = None, target_columns: list[str] | None = None,
            split_column: str | None = None, classes: list[str] | None = None,
+           tags_column: str | None = None, tag_sep: str | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, engine: str | Engine | None = None,
            workers: int | None = None, batch_size: int | None = None, author: str = "ingest",
            show_progress: bool | None = None) -> IngestReport:
@@ -133,7 +139,8 @@ def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
         raise SourceError(f"max_pixels must be at least 1, got {max_pixels}.")
     csv_options = {"root": Path(root).resolve() if root else None, "path_column": path_column,
                    "label_column": label_column, "target_columns": target_columns,
-                   "split_column": split_column}
+                   "split_column": split_column, "tags_column": tags_column,
+                   "tag_sep": tag_sep}
     # One writer of samples at a time: a second ingest (or augment) meanwhile is told which
     # process holds the workspace, instead of racing it for the same sample ids and files.
     with catalog.exclusive("ingest"):
@@ -277,6 +284,7 @@ def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, r
         "SELECT s.id, s.relpath, s.split, s.status, s.source, e.label, e.targets, MAX(e.id)"
         " FROM samples s LEFT JOIN label_events e ON e.sample_id = s.id AND e.origin = 'ingest'"
         " WHERE s.root_id = ? GROUP BY s.id", (root_id,)).fetchall()
+    tag_rows, has_tags = [], any(e.tags is not None for e in plan.entries)
     for sid, relpath, split, status, source, label, targets, _ in rows:
         entry = entries.get(relpath)
         if entry is None:
@@ -297,6 +305,11 @@ def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, r
                 (sid, entry.label, _targets_json(entry.targets), author, stamp,
                  f"the source changed the label (ingest run {run_id})"))
             report.relabeled += 1
+        if has_tags:
+            tag_rows.append((sid, entry.tags))
+    # Tags of a table's tags column: an event where this source now says otherwise.
+    sync_ingest_tags(con, tag_rows, author=author,
+                     reason=f"the source gave these tags (ingest run {run_id})")
 
 
 def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths: list[str], *,

@@ -25,6 +25,7 @@ from smartset._names import MAX_LABEL_LENGTH, label_problem  # one rule, below e
 from smartset.errors import ColumnNotFoundError, SourceError
 from smartset.imageio import IMAGE_EXTENSIONS
 from smartset.storage import is_url, list_dir, list_files, path_kind
+from smartset.tags import split_tags
 
 LAYOUTS = ("folders", "split-folders", "filenames", "csv", "numpy", "unlabeled")
 
@@ -76,6 +77,7 @@ class Entry:
     label: str | None = None
     targets: tuple[float, ...] | None = None
     split: str = "train"
+    tags: tuple[str, ...] | None = None  # several classes (a table's tags column)
 
 
 @dataclass(frozen=True)
@@ -384,8 +386,14 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None = None,
              label_column: str | None = None, target_columns: list[str] | None = None,
-             split_column: str | None = None, split: str | None = None) -> SourcePlan:
-    """A table of ``path`` + ``label`` (classes) or ``path`` + numeric target columns."""
+             split_column: str | None = None, split: str | None = None,
+             tags_column: str | None = None, tag_sep: str | None = None) -> SourcePlan:
+    """A table of ``path`` + ``label`` (classes) or ``path`` + numeric target columns, or
+    ``path`` + a column of several tags (``tags_column``, detected when named ``tags`` and
+    no label column is found; cells split by ``tag_sep``, default the first of ``| ; ,``
+    the cell holds, else whitespace: ``"cat|dog"``, Planet's ``"clear primary water"``).
+    A row with one tag gets it as its label too; a row with several keeps no label (a
+    label is one class) and its tags are read by :meth:`smartset.Workspace.tags`."""
     header, rows = _read_table(table)
     root = (root or table.parent).resolve()
     kw = {"path": table}
@@ -402,6 +410,12 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
         header, label_column, _LABEL_COLUMNS, role="class labels", option="--label-column", **kw)
     split_col = _pick_column(header, split_column, _SPLIT_COLUMNS, role="split",
                              option="--split-column", **kw)
+    tags_col = None
+    if tags_column is not None or (label_col is None and not targets and "tags" in header):
+        tags_col = _pick_column(header, tags_column or "tags", (), role="tags",
+                                option="--tags-column", **kw)
+        if label_column is None and label_col == tags_col:
+            label_col = None
     index = {name: i for i, name in enumerate(header)}
     plan = SourcePlan("csv", root, f"csv:{table.resolve()}", "")
     first_line: dict[str, int] = {}
@@ -426,10 +440,17 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
                                      f"{first_line[relpath]}; the first is kept", relpath))
             continue
         first_line[relpath] = line
-        label, values = None, None
+        label, values, tags = None, None, None
         if label_col is not None:
             label = _checked_label(plan, row[index[label_col]] or None, relpath,
                                    f"line {line}: ")
+        if tags_col is not None:
+            given = split_tags(row[index[tags_col]], tag_sep)
+            tags = tuple(t for t in given if _checked_label(plan, t, relpath,
+                                                            f"line {line}: tag ") is not None)
+            if len(tags) == 1 and label is None:
+                label = tags[0]
+            tags = tags or None
         if targets:
             try:
                 values = tuple(float(row[index[t]]) for t in targets)
@@ -444,7 +465,8 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
                                              f"finite number (NaN or infinity); ingested "
                                              f"without targets", relpath))
                     values = None
-        row_split = split or ("unlabeled" if label is None and values is None else "train")
+        row_split = split or ("unlabeled" if label is None and values is None and not tags
+                              else "train")
         if split_col is not None and row[index[split_col]].strip():
             given = row[index[split_col]].strip()
             if _split_of(given) is None:
@@ -456,9 +478,12 @@ def plan_csv(table: Path, *, root: Path | None = None, path_column: str | None =
         if isinstance(info, Issue):
             plan.issues.append(Issue(info.reason, f"line {line}: {info.detail}", relpath))
             continue
-        plan.entries.append(Entry(relpath, info.st_size, info.st_mtime_ns, label, values, row_split))
+        plan.entries.append(Entry(relpath, info.st_size, info.st_mtime_ns, label, values, row_split,
+                                  tags))
     what = (f"targets {', '.join(targets)}" if targets else
             f"labels from '{label_col}'" if label_col else "no labels")
+    if tags_col is not None:
+        what += f", tags from '{tags_col}'"
     plan.detected = (f"table '{table.name}': paths from '{path_col}', {what}"
                      f"{f', split from {split_col!r}' if split_col else ''}; {len(rows)} rows")
     return plan
