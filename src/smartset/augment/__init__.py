@@ -42,6 +42,7 @@ _EXPORTS = {
         "STUDY_FACTORS", "policy_from_spec", "load_policy", "save_policy", "resolve_policy", "Constraints",
         "DOMAIN_CONSTRAINTS", "validate_policy"],
     "smartset.augment.online": ["AugmentedDataset"],
+    "smartset.augment.mixing": ["BatchMix", "resolve_mix", "soft_targets"],
     "smartset.augment.offline": ["augment_version", "augment_files", "sample_rng"],
     "smartset.augment.preview": ["preview_grid", "write_preview"],
 }

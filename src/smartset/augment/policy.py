@@ -37,6 +37,7 @@ __all__ = [
     "augment", "replay", "named_policy", "available_policies", "NAMED_POLICIES", "TASK_POLICIES",
     "STUDY_FACTORS", "policy_from_spec", "load_policy", "save_policy", "resolve_policy",
     "Constraints", "DOMAIN_CONSTRAINTS", "validate_policy", "get_constraints",
+    "register_policy", "photo_policies",
 ]
 
 
@@ -358,6 +359,22 @@ TASK_POLICIES = {
 }
 
 
+#: named policies built by a function (photo policies: RandAugment, TrivialAugment, ...):
+#: name -> (builder taking the settings, one-line summary)
+_BUILDERS: dict[str, tuple] = {}
+
+
+def register_policy(name: str, builder, summary: str = "") -> None:
+    """Make ``builder(**settings)`` (returning a :class:`Policy` whose records name it) a
+    named policy, taken wherever a policy name is (``--policy NAME``, ``{"named": NAME}``)."""
+    _BUILDERS[name] = (builder, summary)
+
+
+def photo_policies() -> dict[str, str]:
+    """The named policies for photos and what each does."""
+    return {name: summary for name, (_, summary) in _BUILDERS.items()}
+
+
 def available_policies() -> dict[str, dict]:
     """The named combinations: their steps, settings and the study's expansion factors."""
     return {name: {"steps": steps, "settings": {s: STUDY_SETTINGS[s] for s in steps},
@@ -370,10 +387,18 @@ def named_policy(name: str, *, fill: str = "constant", fill_value: float = 0.0,
     """A named combination of the MNIST study (``original``, ``rotation-elastic``, ...).
 
     ``settings`` override a step's options by step name, e.g.
-    ``named_policy("rotation", rotation={"degrees": 10})``."""
+    ``named_policy("rotation", rotation={"degrees": 10})``. Photo policies
+    (:func:`photo_policies`: ``photo-light``, ``randaugment``, ...) take their own
+    settings (``named_policy("randaugment", n=3, magnitude=12)``)."""
+    if name in _BUILDERS:
+        if fill != "constant" or fill_value != 0 or interpolation != "bilinear":
+            raise UnknownNameError(f"Policy {name!r} sets its own fill and interpolation; "
+                                   f"write a policy file to change them.")
+        return _BUILDERS[name][0](**settings)
     if name not in _STUDY_STEPS:
         raise UnknownNameError(f"Unknown policy {name!r}. Named policies: "
-                               f"{', '.join(NAMED_POLICIES)}; or give a policy file "
+                               f"{', '.join(NAMED_POLICIES)}; photo policies: "
+                               f"{', '.join(_BUILDERS)}; or give a policy file "
                                f"(.yaml/.json).")
     unknown = sorted(set(settings) - set(STUDY_SETTINGS))
     if unknown:
@@ -544,7 +569,7 @@ def resolve_policy(policy) -> Policy:
             (".yaml", ".yml", ".json"))):
         return load_policy(policy)
     if isinstance(policy, str):
-        if policy in _STUDY_STEPS:
+        if policy in _STUDY_STEPS or policy in _BUILDERS:
             return named_policy(policy)
         if policy in TASK_POLICIES:
             return policy_from_spec(TASK_POLICIES[policy])
@@ -553,7 +578,8 @@ def resolve_policy(policy) -> Policy:
         if policy in _REGISTRY or policy in _ALIASES:
             return Compose([get_transform(policy)], name=policy)
         raise UnknownNameError(f"Unknown policy {policy!r}. Named policies: "
-                               f"{', '.join(NAMED_POLICIES)}; task policies: "
+                               f"{', '.join(NAMED_POLICIES)}; photo policies: "
+                               f"{', '.join(_BUILDERS)}; task policies: "
                                f"{', '.join(TASK_POLICIES)}; transforms: "
                                f"{', '.join(sorted(_REGISTRY))}; or a .yaml/.json file.")
     raise TypeError(f"policy must be a Policy, a transform, a name or a file path, got "
@@ -626,3 +652,7 @@ def validate_policy(policy, constraints) -> None:
                         f"Policy '{policy.label}' rotates by up to {largest:g} degrees; the "
                         f"'{rule.name}' constraints allow {rule.max_rotation:g} ({rule.why}). "
                         f"Lower 'degrees'.")
+
+
+# the photo policies register the same way a plugin would
+from smartset.augment import _auto  # noqa: E402,F401

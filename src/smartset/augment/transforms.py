@@ -32,7 +32,8 @@ torch = require_torch("smartset.augment")
 from smartset.augment import _geometry as geo
 from smartset.augment._noise import draw_streams
 from smartset.augment._params import Params
-from smartset.augment._validation import Bound, as_range, as_size, check_choice, check_params
+from smartset.augment._validation import (Bound, as_range, as_size, check_choice, check_params,
+                                          numbers_of)
 from smartset.augment.errors import AugmentParameterError, BatchShapeError, UnknownNameError
 
 __all__ = [
@@ -297,6 +298,18 @@ class Translation(GeometricTransform):
         self.fraction = fraction
         self.pixels = pixels
         self._check()
+
+    def _check(self) -> None:
+        # a pair is (x, y), not (low, high): (0.2, 0.0) shifts along x only
+        config = self.get_config()
+        for key in ("fraction", "pixels"):
+            found = numbers_of(config[key])
+            if found is not None and len(found) == 2:
+                config[key] = sorted(found)
+        check_choice(self.name, "fill", self.fill, geo.FILL_MODES)
+        check_choice(self.name, "interpolation", self.interpolation, geo.INTERPOLATIONS)
+        check_params(self.name, {"fill_value": self.fill_value}, {"fill_value": Bound()})
+        check_params(self.name, config, {"p": Bound(0, 1), **self.bounds})
 
     def _sample(self, n, shape, rng):
         height, width = shape[2:]

@@ -86,6 +86,8 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Learning rate (Adam, cosine schedule).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy (a name from 'smartset augment list' or a policy file).")] = None,
+    mixup: Annotated[Optional[float], typer.Option(min=0.0, help="MixUp of training batches with this Beta alpha (e.g. 0.2); labels become soft targets. With --cutmix, each batch takes one of the two.")] = None,
+    cutmix: Annotated[Optional[float], typer.Option(min=0.0, help="CutMix of training batches with this Beta alpha (e.g. 1.0).")] = None,
     class_weight: Annotated[Optional[str], typer.Option(help="'balanced' weighs classes by inverse frequency.")] = None,
     balanced_sampling: Annotated[bool, typer.Option(help="Sample classes evenly in each epoch.")] = False,
     val_fraction: Annotated[float, typer.Option(help="Share of the training data held out for early stopping.")] = 0.0,
@@ -148,7 +150,9 @@ def train_command(
                    init_from=str(init_from) if init_from else None,
                    trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
                    head_epochs=head_epochs, preprocess=preprocess, lr_decay=lr_decay,
-                   unfreeze=unfreeze, freeze_bn=freeze_bn, include_derived=include_derived)
+                   unfreeze=unfreeze, freeze_bn=freeze_bn, include_derived=include_derived,
+                   **({"mix": {k: v for k, v in (("mixup", mixup), ("cutmix", cutmix)) if v}}
+                      if mixup or cutmix else {}))
     _print_train(ws, result, as_json)
 
 
@@ -286,7 +290,7 @@ def evaluate_command(
     workspace: WorkspaceOption = None, version: VersionOption = None,
     split: Annotated[Optional[str], typer.Option(help="Evaluate only this split.")] = None,
     held_out: Annotated[bool, typer.Option(help="Evaluate the samples the run(s) did not train on.")] = False,
-    shift: Annotated[Optional[list[str]], typer.Option(help="Also under a synthetic shift: darker, brighter, blurred, rotated, noisier (repeatable).")] = None,
+    shift: Annotated[Optional[list[str]], typer.Option(help="Also under a synthetic shift: darker, brighter, blurred, rotated, noisier, lowres (repeatable).")] = None,
     positive: Annotated[Optional[str], typer.Option(help="A class: add the knife-study table (TP, FP, precision, recall, F1) per condition.")] = None,
     preprocess: Annotated[Optional[str], typer.Option(help="Test-time preprocessing: 'dacolt', or 'none' (default: the model's own).")] = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on samples seen in training (the report is marked).")] = False,

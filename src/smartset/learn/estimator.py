@@ -67,7 +67,7 @@ class _ImageModel:
             _TASKS[cls._task] = cls
 
     def __init__(self, model: str = "lenet", *, epochs: int = 10, batch_size: int = 64,
-                 lr: float = 1e-3, weight_decay: float = 0.0, augment=None,
+                 lr: float = 1e-3, weight_decay: float = 0.0, augment=None, mix=None,
                  class_weight: str | None = None, balanced_sampling: bool = False,
                  val_fraction: float = 0.0, patience: int | None = None, seed: int = 0,
                  device: str | None = None, checkpoint: str | Path | None = None,
@@ -84,6 +84,7 @@ class _ImageModel:
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.mix = mix  # MixUp/CutMix of training batches (smartset.augment.BatchMix)
         self.class_weight = class_weight
         self.balanced_sampling = balanced_sampling
         self.val_fraction = val_fraction
@@ -112,6 +113,8 @@ class _ImageModel:
             "backbone_lr_scale", "schedule", "preprocess", "head_epochs", "lr_decay",
             "unfreeze", "freeze_bn", "frozen_features", "precision")}
         params["augment"] = _policy_label(self.augment)
+        params["mix"] = (self.mix if self.mix is None or isinstance(self.mix, (str, dict))
+                         else _policy_label(self.mix))
         params["init_from"] = (None if self.init_from is None else
                                "network" if isinstance(self.init_from, Net) else str(self.init_from))
         return params
@@ -372,7 +375,12 @@ class _ImageModel:
         blocks = network.blocks()
         allowed = [[p.requires_grad for p in block.parameters()] for block in blocks]
         policy = _resolve_policy(self.augment)
-        if (self.frozen_features and policy is None
+        mixer = None
+        if self.mix is not None and self._task == "classification":
+            from smartset.augment.mixing import resolve_mix
+
+            mixer = resolve_mix(self.mix)
+        if (self.frozen_features and policy is None and mixer is None
                 and not any(flag for flags in allowed for flag in flags)):
             return self._train_head_on_features(x, targets, val_x, val_t, device)
         optimizer = self._optimizer(network)
@@ -421,11 +429,16 @@ class _ImageModel:
                         batch = policy(batch, seed=seed)
                     self._schedule_step(optimizer, base_lrs, epoch * steps + first // self.batch_size,
                                         self.epochs * steps)
+                    goal = None  # soft targets of a mixed batch
+                    if mixer is not None:
+                        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+                        batch, goal = mixer(batch, target_tensor[rows],
+                                            num_classes=len(self.classes_), seed=seed)
                     inputs = self._normalise(batch, device)
                     truth = target_tensor[rows].to(device)
                     with autocast(self.precision_, device):
                         outputs = network(inputs)
-                        loss = loss_fn(outputs, truth)
+                        loss = loss_fn(outputs, truth if goal is None else goal.to(device))
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)

@@ -18,7 +18,7 @@ __all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_
            "dacolt_policy", "PREPROCESSING",
            "condition_table"]
 
-SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier")
+SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier", "lowres")
 
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
@@ -45,7 +45,8 @@ def shift_images(images: np.ndarray, kind: str, strength: float = 1.0, *,
     """A shifted copy of uint8 ``(N, H, W, C)`` images: ``darker`` (gamma 1 + 1.5 s),
     ``brighter`` (strong light: x (1 + 0.8 s), highlights clip), ``blurred`` (Gaussian,
     sigma s per 28 pixels), ``rotated`` (20 s degrees), ``noisier`` (Gaussian noise,
-    std 25 s grey levels)."""
+    std 25 s grey levels), ``lowres`` (a lower resolution and back: scale 1 / (1 + 3 s),
+    a quarter at s = 1, the whale study's aerial -> satellite shift)."""
     from smartset.augment import functional as fn
 
     x = _tensor(images)
@@ -57,6 +58,8 @@ def shift_images(images: np.ndarray, kind: str, strength: float = 1.0, *,
         y = fn.gaussian_blur(x, strength * max(1.0, min(x.shape[2:]) / 28.0))
     elif kind == "rotated":
         y = fn.rotate(x, 20.0 * strength)
+    elif kind == "lowres":
+        y = fn.downscale(x, 1.0 / (1.0 + 3.0 * strength))
     elif kind == "noisier":
         noise = resolve_rng(seed).normal(0.0, 25.0 * strength, size=x.shape)
         y = torch.from_numpy(np.clip(x.numpy() + noise, 0, 255).round().astype(np.uint8))
