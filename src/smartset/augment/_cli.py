@@ -106,7 +106,8 @@ def list_(as_json: JsonOption = False) -> None:
     """The named policies (with the study's factors), the transforms and the constraints."""
     import inspect
 
-    from smartset.augment.policy import DOMAIN_CONSTRAINTS, TASK_POLICIES, available_policies
+    from smartset.augment.policy import (DOMAIN_CONSTRAINTS, TASK_POLICIES, available_policies,
+                                         photo_policies)
     from smartset.augment.transforms import available_transforms, transform_class
 
     transforms = []
@@ -122,6 +123,7 @@ def list_(as_json: JsonOption = False) -> None:
                            "options": options,
                            "summary": " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())})
     data = {"policies": available_policies(), "task_policies": TASK_POLICIES,
+            "photo_policies": photo_policies(),
             "transforms": transforms,
             "constraints": {k: {"forbid": sorted(v.forbid), "max_rotation": v.max_rotation,
                                 "why": v.why} for k, v in DOMAIN_CONSTRAINTS.items()}}
@@ -142,6 +144,13 @@ def list_(as_json: JsonOption = False) -> None:
         table.add_row(name, " + ".join(
             step["op"] + "(" + ", ".join(f"{k}={v}" for k, v in step.items() if k != "op") + ")"
             for step in spec["transforms"]))
+    console.print(table)
+    table = Table(title="Photo policies (--policy NAME anywhere; RandAugment and TrivialAugment "
+                        "over the registry)")
+    for column in ("name", "steps"):
+        table.add_column(column)
+    for name, summary in data["photo_policies"].items():
+        table.add_row(name, summary)
     console.print(table)
     table = Table(title=f"{len(transforms)} transforms")
     for column in ("name", "kind", "tags", "summary"):
