@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from smartset._memory import give_back_memory, return_large_blocks
-from smartset._progress import progress_bar
+from smartset._progress import next_phase, progress_bar, progress_job
 from smartset.audit._columns import ColumnStore
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import add_derived_properties, derived_properties, run_checks
@@ -522,16 +522,20 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     run_id = ws.catalog.start_run("audit", config, seed=seed)
     knn_file, scratch_files = None, []
     writer = _FindingWriter(ws, run_id, version)
-    with ws.catalog.failing_run(run_id):
+    # One bar for the whole audit, its phase named; the units are images measured, with
+    # rough weights for the phases after measuring (_PHASE_WEIGHTS).
+    with ws.catalog.failing_run(run_id), progress_job("audit", 1, enabled=show_progress) as job:
         try:
             todo = _todo_mask(ws, table)
             table.sha = None  # only needed to find what changed
             n_todo = int(todo.sum())
+            job.set_total(n_todo + _AFTER_MEASURING * len(table))
+            next_phase("measuring images", n_todo)
             embedding_path = _vector_file(ws)
             results = get_engine(engine, workers=workers).map_batches(
                 compute_properties, _todo_batches(ws, version, table, todo))
             errors = []
-            with progress_bar(n_todo, "measuring images", enabled=show_progress) as advance:
+            with progress_bar(n_todo, "measured") as advance:
                 for batch in results:
                     errors.extend(_store(ws, batch, embedding_path))
                     advance(len(batch["id"]))
@@ -552,6 +556,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             record_rows = record_rows[audited]
             check_thresholds = dict(thresholds or {})
             near_given = check_thresholds.pop("near_duplicate", None)
+            next_phase("checks and bias probes", _PHASE_WEIGHTS["checks"] * len(table))
             findings, used, skipped = _check_findings(ws, table, audited, props,
                                                       thresholds=check_thresholds, errors=errors)
             writer.extend(findings)
@@ -572,6 +577,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             def thumbs(positions: np.ndarray) -> np.ndarray:
                 return vectors.thumbs(record_rows[positions])
 
+            next_phase("neighbours", _PHASE_WEIGHTS["neighbours"] * len(table))
             exact_pairs = _exact_duplicate_pairs(ws, table, audited) if len(audited) > 1 else []
             sets, search, used_features = neighbour_findings(
                 ws, version, table, audited, knn_file, thumbs, writer, plan=plan, engine=engine,
@@ -615,12 +621,19 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
         if report:
             from smartset.audit.report import write_report
 
+            next_phase("report", _PHASE_WEIGHTS["report"] * n_samples)
+
             target = Path(out_dir) if out_dir else ws.reports_dir / "audit" / (version or "live")
             result.report_path, result.json_path = write_report(ws, result, target)
         result.seconds = round(time.perf_counter() - started, 3)
     ws.catalog.finish_run(run_id, {**result.summary, "seconds": result.seconds})
     return result
 
+
+# The audit's bar after measuring, in images' worth of measuring time per image: the
+# neighbour phase embeds (when the backbone is not cached) and verifies candidates.
+_PHASE_WEIGHTS = {"checks": 0.05, "neighbours": 0.5, "report": 0.1}
+_AFTER_MEASURING = sum(_PHASE_WEIGHTS.values())
 
 _FINDING_COLUMNS = ["kind", "sample_id", "score", "threshold", "reason", "group"]
 

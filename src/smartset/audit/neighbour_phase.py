@@ -25,6 +25,7 @@ from smartset.audit.near_copies import (
     pair_scorer,
 )
 from smartset.audit.neighbours import NeighbourTable, group_arrays, search_neighbours
+from smartset._progress import step
 from smartset.errors import EmptyDataError
 
 if TYPE_CHECKING:
@@ -197,6 +198,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
                           for name, _ in candidate_vectors]
             features["near_duplicate"]["candidate_similarity"] = dict(
                 zip([name for name, _ in candidate_vectors], similarity))
+            step("near copies")  # the audit's bar names the phase it is in
             exact, near, best_sim, search, near_threshold, floor, isolation = duplicates(
                 table, audited, exact_pairs, vectors, [v for _, v in candidate_vectors], thumbs,
                 verification=plan.verification, k=k, candidate_similarity=similarity,
@@ -214,6 +216,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
             _write_sets(table, audited, exact, near, best_sim, near_threshold, findings,
                         counts, sid)
             del exact, near, best_sim
+            step("outliers")
             if embedding_model is not None:
                 vectors = model_embeddings(ws, version, [sid(i) for i in range(len(audited))],
                                            embedding_model)

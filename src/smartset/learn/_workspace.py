@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from smartset._atomic import write_text as atomic_write_text
+from smartset._progress import progress_job
 from smartset.catalog import now
 from smartset.learn._baselines import classification_baselines, regression_baselines
 from smartset.learn.crossval import fold_ids
@@ -462,9 +463,49 @@ def predict_oof(ws, version: str | None = None, *, model: str | None = None,
       ``engine`` (``serial``, ``local``, ``ray``; default None: here, on the model in
       memory) runs the held-out predictions as batch inference, each fold model saved as
       ``models/run-N/fold-K.pt`` and loaded once per worker.
+
+    ``progress`` (True, False, None: when stderr is a terminal, or a sink of
+    :mod:`smartset._progress`): first one line saying what will be trained (model, folds,
+    size, backbone or not, and why), then ONE bar for the whole job: decoding or embedding,
+    then each fold as a phase ("fold 2/5 · small_cnn epoch 3/10 loss 0.41"), with one
+    overall time remaining.
     """
     chosen = choose_oof_model(ws, version, model=model, backbone=backbone,
                               augment=options.get("augment"))
+    title, plan = _oof_plan(ws, version, chosen, folds=folds, size=size, options=options)
+    with progress_job(title, folds, enabled=progress) as job:
+        job.note(plan)
+        # a frozen backbone: the embedding is nearly all the work, the heads take seconds
+        with job.phase("embedding" if chosen["kind"] == "backbone" else "",
+                       folds if chosen["kind"] == "backbone" else 0):
+            return _predict_oof(ws, version, chosen=chosen, folds=folds, size=size,
+                                mode=mode, fit=fit, seed=seed, engine=engine,
+                                progress=job.enabled, **options)
+
+
+def _oof_plan(ws, version, chosen: dict, *, folds: int, size, options: dict) -> tuple[str, str]:
+    """The job's title and the line that says, before any work, what will be trained."""
+    if chosen["kind"] == "backbone":
+        from smartset.backbones import backbone_spec
+
+        spec = backbone_spec(chosen["backbone"])
+        return (f"predict --oof {spec.name} + linear head",
+                f"predict --oof: {folds} folds; a frozen pretrained {spec.name} backbone "
+                f"embeds every image at {spec.size}x{spec.size} px (its own preprocessing), "
+                f"then a linear head per fold; why: {chosen['reason']}")
+    size, size_note = auto_size(ws, version, size)
+    shown = ("the images' own size" if size is None else
+             f"{size}x{size} px" if isinstance(size, int) else f"{size[0]}x{size[1]} px")
+    epochs = options.get("epochs") or 8  # cross_val_predict's default
+    return (f"predict --oof {chosen['model']}",
+            f"predict --oof: {folds} folds; {chosen['model']} trained from scratch per fold "
+            f"(no pretrained backbone), {epochs} epoch{'s' if epochs != 1 else ''} at {shown}"
+            f"{'; ' + size_note if size_note else ''}; why: {chosen['reason']}")
+
+
+def _predict_oof(ws, version, *, chosen: dict, folds: int, size, mode, fit, seed, engine,
+                 progress, **options) -> dict:
+    """:func:`predict_oof` once the model is chosen (inside its progress job)."""
     if chosen["kind"] == "backbone":
         return _predict_oof_backbone(ws, version, chosen=chosen, folds=folds, seed=seed,
                                      engine=engine, progress=progress,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smartset._progress import next_phase
 from smartset.engine import get_engine
 from smartset.learn._arrays import encode_labels
 from smartset.learn.errors import LearnError
@@ -71,7 +72,8 @@ def cross_val_predict(images, labels, *, model: str = "small_cnn", folds: int = 
     features = None
     runner = None if engine is None else get_engine(engine)
     with tempfile.TemporaryDirectory(prefix="smartset-folds-") as scratch:
-        for k in np.unique(fold):
+        for position, k in enumerate(numbers := np.unique(fold), start=1):
+            next_phase(f"fold {position}/{len(numbers)}", 1.0)  # one bar for all the folds
             held = fold == k
             estimator = ImageClassifier(model, epochs=epochs, seed=seed + int(k), **options)
             estimator._fixed_classes = list(range(len(classes)))
