@@ -20,7 +20,8 @@ import pandas as pd
 
 from smartset._names import InvalidNameError, check_name
 from smartset.catalog import CATALOG_FILE, Catalog, newest_tag_ids, now
-from smartset.errors import ConflictError, LabelError, VersionError, WorkspaceError
+from smartset.errors import LabelError, VersionError, WorkspaceError
+from smartset.events import LABELS, MARKS
 from smartset.tags import read_tags, set_tags
 
 __all__ = ["Workspace", "init", "open_workspace", "find_workspace"]
@@ -243,12 +244,12 @@ class Workspace:
         encoded = None if targets is None else json.dumps([float(t) for t in targets])
         with self.catalog.write() as con:
             self._check_samples(con, ids)
-            _check_expected_label(con, expected or {})
+            for sid, based_on in (expected or {}).items():
+                LABELS.check_expected(con, (sid,), based_on)
             stamp = now()
-            return [con.execute(
-                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (sid, label, encoded, author, stamp, reason, origin)).lastrowid for sid in ids]
+            return [LABELS.append(con, (sid,), {"label": label, "targets": encoded},
+                                  author=author, time=stamp, reason=reason, origin=origin)
+                    for sid in ids]
 
     def rename_label(self, old: str, new: str, *, author: str | None = None,
                      reason: str | None = None, origin: str = "api") -> list[int]:
@@ -264,40 +265,12 @@ class Workspace:
     def undo(self, event_id: int, *, author: str | None = None, reason: str | None = None) -> int:
         """Revert label event ``event_id`` by appending an event with the value it replaced."""
         with self.catalog.write() as con:
-            event = con.execute("SELECT * FROM label_events WHERE id=?", (event_id,)).fetchone()
-            if event is None:
-                raise LabelError(f"No label event {event_id}. See 'smartset label history'.")
-            newest = con.execute("SELECT * FROM label_events WHERE sample_id=? ORDER BY id"
-                                 " DESC LIMIT 1", (event["sample_id"],)).fetchone()
-            if newest["id"] != event_id:
-                raise ConflictError(
-                    f"Event {event_id} is not the newest of sample {event['sample_id']}: it "
-                    f"was changed since (now {newest['label']!r}, event {newest['id']} by "
-                    f"{newest['author']}). Undo event {newest['id']} first, or relabel "
-                    f"directly.", sample_id=event["sample_id"], expected=event_id,
-                    current={"label": newest["label"], "event_id": newest["id"],
-                             "author": newest["author"], "time": newest["time"],
-                             "origin": newest["origin"], "reason": newest["reason"]})
-            before = con.execute(
-                "SELECT label, targets FROM label_events WHERE sample_id=? AND id<? "
-                "ORDER BY id DESC LIMIT 1", (event["sample_id"], event_id)).fetchone()
-            if before is None:
-                raise LabelError(f"Event {event_id} is the first label of sample "
-                                 f"{event['sample_id']}; there is nothing before it to restore.")
-            return con.execute(
-                "INSERT INTO label_events(sample_id, label, targets, author, time, reason,"
-                " origin, reverts) VALUES (?, ?, ?, ?, ?, ?, 'undo', ?)",
-                (event["sample_id"], before["label"], before["targets"],
-                 author or _default_author(), now(), reason or f"undo event {event_id}",
-                 event_id)).lastrowid
+            return LABELS.undo(con, event_id, author=author or _default_author(), reason=reason)
 
     def history(self, sample_id: str | None = None) -> pd.DataFrame:
         """Every label event (of one sample, or all), oldest first."""
-        sql, params = "SELECT * FROM label_events", ()
-        if sample_id is not None:
-            sql, params = sql + " WHERE sample_id = ?", (sample_id,)
-        rows = self.catalog.query(sql + " ORDER BY id", params)
-        return pd.DataFrame([dict(r) for r in rows],
+        rows = LABELS.history(self.catalog, None if sample_id is None else {"sample_id": sample_id})
+        return pd.DataFrame(rows,
                             columns=["id", "sample_id", "label", "targets", "author", "time",
                                      "reason", "origin", "reverts"])
 
@@ -329,30 +302,8 @@ class Workspace:
                   reason: str | None = None) -> int:
         """Revert mark event ``mark_id``: restores the state of its sample and kind before it."""
         with self.catalog.write() as con:
-            event = con.execute("SELECT * FROM sample_marks WHERE id=?", (mark_id,)).fetchone()
-            if event is None:
-                raise LabelError(f"No mark event {mark_id}. See Workspace.mark_history().")
-            newest = con.execute("SELECT * FROM sample_marks WHERE sample_id=? AND kind=?"
-                                 " ORDER BY id DESC LIMIT 1",
-                                 (event["sample_id"], event["kind"])).fetchone()
-            if newest["id"] != mark_id:
-                raise ConflictError(
-                    f"Mark event {mark_id} is not the newest {event['kind']!r} event of sample "
-                    f"{event['sample_id']}: it was changed since (mark event {newest['id']} by "
-                    f"{newest['author']}). Undo that one first.", sample_id=event["sample_id"],
-                    expected=mark_id,
-                    current={"kind": event["kind"], "mark_id": newest["id"],
-                             "active": bool(newest["active"]), "author": newest["author"],
-                             "time": newest["time"]})
-            before = con.execute(
-                "SELECT value, active FROM sample_marks WHERE sample_id=? AND kind=? AND id<? "
-                "ORDER BY id DESC LIMIT 1", (event["sample_id"], event["kind"], mark_id)).fetchone()
-            value, active = (before["value"], before["active"]) if before else (None, 0)
-            return con.execute(
-                "INSERT INTO sample_marks(sample_id, kind, value, active, author, time, reason,"
-                " origin, reverts) VALUES (?, ?, ?, ?, ?, ?, ?, 'undo', ?)",
-                (event["sample_id"], event["kind"], value, active, author or _default_author(),
-                 now(), reason or f"undo mark event {mark_id}", mark_id)).lastrowid
+            return MARKS.undo(con, mark_id, author=author or _default_author(),
+                              reason=reason or f"undo mark event {mark_id}")
 
     def marks(self, kind: str | None = None) -> pd.DataFrame:
         """The marks in force: ``sample_id``, ``kind``, ``value`` (decoded), ``id`` and who set
@@ -365,10 +316,8 @@ class Workspace:
 
     def mark_history(self, sample_id: str | None = None) -> pd.DataFrame:
         """Every mark event (of one sample, or all), oldest first."""
-        sql, params = "SELECT * FROM sample_marks", ()
-        if sample_id is not None:
-            sql, params = sql + " WHERE sample_id = ?", (sample_id,)
-        return self._marks_frame(self.catalog.query(sql + " ORDER BY id", params))
+        return self._marks_frame(MARKS.history(
+            self.catalog, None if sample_id is None else {"sample_id": sample_id}))
 
     @staticmethod
     def _marks_frame(rows) -> pd.DataFrame:
@@ -400,15 +349,14 @@ class Workspace:
         author = author or _default_author()
         with self.catalog.write() as con:
             self._check_samples(con, ids)
-            _check_expected_mark(con, kind, expected or {})
+            for sid, based_on in (expected or {}).items():
+                MARKS.check_expected(con, (sid, kind), based_on)
             if kind == "duplicate_of" and active and json.loads(encoded) in ids:
                 raise LabelError("A sample cannot be marked a duplicate of itself.")
             stamp = now()
-            return [con.execute(
-                "INSERT INTO sample_marks(sample_id, kind, value, active, author, time, reason,"
-                " origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (sid, kind, encoded, active, author, stamp, reason, origin)).lastrowid
-                for sid in ids]
+            return [MARKS.append(con, (sid, kind), {"value": encoded, "active": active},
+                                 author=author, time=stamp, reason=reason, origin=origin)
+                    for sid in ids]
 
     # -- multi-label tags (see smartset.tags) --------------------------------------------
     def tags(self, version: str | None = None, *, merge_copies: bool = True
@@ -585,45 +533,6 @@ class Workspace:
 
         return ImageDataset.from_workspace(self, version, split=split, size=size,
                                            transform=transform, **options)
-
-
-def _check_expected_label(con, expected: dict[str, int | None]) -> None:
-    """Inside a write transaction: refuse if a sample's newest label event is not the one
-    the change was based on."""
-    for sid, based_on in expected.items():
-        row = con.execute("SELECT * FROM label_events WHERE sample_id=? ORDER BY id DESC LIMIT 1",
-                          (sid,)).fetchone()
-        current = None if row is None else row["id"]
-        if current != based_on:
-            newer = ({"label": None, "event_id": None} if row is None else
-                     {"label": row["label"], "event_id": row["id"], "author": row["author"],
-                      "time": row["time"], "origin": row["origin"], "reason": row["reason"]})
-            raise ConflictError(
-                f"Sample {sid} was changed since it was read: its label is now "
-                f"{newer['label']!r} (event {current}"
-                f"{', by ' + newer['author'] if row is not None else ''}), not event "
-                f"{based_on}. Nothing was saved: look at the newer label and decide again.",
-                sample_id=sid, expected=based_on, current=newer)
-
-
-def _check_expected_mark(con, kind: str, expected: dict[str, int | None]) -> None:
-    for sid, based_on in expected.items():
-        row = con.execute("SELECT * FROM sample_marks WHERE sample_id=? AND kind=? "
-                          "ORDER BY id DESC LIMIT 1", (sid, kind)).fetchone()
-        current = None if row is None else row["id"]
-        if current != based_on:
-            newer = {"kind": kind, "mark_id": current,
-                     "value": json.loads(row["value"]) if row is not None and row["value"] else None,
-                     "active": bool(row["active"]) if row is not None else False,
-                     "author": None if row is None else row["author"],
-                     "time": None if row is None else row["time"]}
-            state = ("never set" if row is None else
-                     f"now {'set' if newer['active'] else 'cleared'} (mark event {current}, by "
-                     f"{newer['author']})")
-            raise ConflictError(
-                f"Mark {kind!r} of sample {sid} was changed since it was read: it is {state}, "
-                f"not mark event {based_on}. Nothing was saved: look at the newer state and "
-                f"decide again.", sample_id=sid, expected=based_on, current=newer)
 
 
 def check_version_name(name) -> str:

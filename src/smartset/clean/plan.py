@@ -2,14 +2,8 @@
 as JSON; applying it (all, or a reviewed subset) appends label events and marks, and can
 freeze a new version. Nothing is deleted, every action can be undone.
 
-Plan format ``smartset.clean-plan/1``::
-
-    {"format": "smartset.clean-plan/1", "run_id": int, "created_at": str,
-     "version": str | null, "params": {...}, "trust": {...} (smartset.clean.trust),
-     "actions": [{"id": "a0001", "action": "relabel" | "exclude" | "multi_label" |
-                  "merge_classes" | "duplicate_of", "sample_id": str | null,
-                  "value": new label | [classes] | other sample id | {"from": a, "into": b},
-                  "detector": str, "score": float, "reason": str, "evidence": {...}}]}
+The plan's contract (format, action kinds, error, reading and checking a file) is
+:mod:`smartset.clean.plan_file`.
 """
 
 from __future__ import annotations
@@ -25,20 +19,15 @@ import numpy as np
 from smartset._atomic import write_text
 from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
+from smartset.clean.plan_file import ACTIONS, PLAN_FORMAT, PlanError, check_plan, load_plan
 from smartset.clean.trust import assess_trust, estimated_by_class, view_evidence
-from smartset.errors import EmptyDataError, SmartsetError
+from smartset.errors import EmptyDataError
 
 __all__ = ["PLAN_FORMAT", "ACTIONS", "label_actions", "make_plan", "load_plan", "apply_plan",
            "undo_apply", "PlanError", "workspace_inputs", "looks_like_photos", "FEATURE_CHOICES"]
 
-PLAN_FORMAT = "smartset.clean-plan/1"
 #: kind of the ``label_issues`` rows of samples no detector flagged (the rest of the ranking)
 UNFLAGGED = "unflagged"
-ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
-
-
-class PlanError(SmartsetError, ValueError):
-    """A cleaning plan cannot be read or applied as it is."""
 
 
 def label_actions(labels, found, ambiguity=None, *, min_relabel_posterior: float = 0.6,
@@ -711,46 +700,6 @@ def _json_default(value):
 
 # -- reading and applying -------------------------------------------------------------------------
 
-def load_plan(path: str | Path) -> dict:
-    """Read and check a plan file (format ``smartset.clean-plan/1``)."""
-    path = Path(path)
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError(f"No plan file at '{path}'. Make one with 'smartset clean'.") from None
-    except json.JSONDecodeError as error:
-        raise PlanError(f"'{path}' is not valid JSON ({error}); was it cut short?") from None
-    except RecursionError:
-        raise PlanError(f"'{path}' nests JSON too deeply to be a plan. Make a new one with "
-                        f"'smartset clean'.") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise PlanError(f"Cannot read plan file '{path}' ({error}). Make a new one with "
-                        f"'smartset clean'.") from None
-    _check_plan(plan, str(path))
-    return plan
-
-
-def _check_plan(plan, where: str) -> None:
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        got = plan.get("format") if isinstance(plan, dict) else type(plan).__name__
-        raise PlanError(f"{where} is not a cleaning plan: expected format {PLAN_FORMAT!r}, got "
-                        f"{got!r}.")
-    seen = set()
-    actions = plan.get("actions", [])
-    if not isinstance(actions, list):
-        raise PlanError(f"{where}: 'actions' must be a list, got {type(actions).__name__}.")
-    for action in actions:
-        if not isinstance(action, dict) or not isinstance(action.get("id"), (str, int, type(None))):
-            raise PlanError(f"{where}: every action must be an object with an 'id', got "
-                            f"{str(action)[:60]}.")
-        if action.get("action") not in ACTIONS:
-            raise PlanError(f"Action {action.get('id')!r} in {where} has unknown kind "
-                            f"{action.get('action')!r}; kinds: {', '.join(ACTIONS)}.")
-        if action.get("id") in seen:
-            raise PlanError(f"Action id {action.get('id')!r} appears twice in {where}.")
-        seen.add(action.get("id"))
-
-
 def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
                version: str | None = None, author: str | None = None,
                origin: str = "clean") -> dict:
@@ -768,7 +717,7 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
         source = str(plan_or_path)
     else:
         plan = plan_or_path
-        _check_plan(plan, "the plan given")
+        check_plan(plan, "the plan given")
         source = f"plan of run {plan.get('run_id')}"
     by_id = {a["id"]: a for a in plan["actions"]}
     chosen = list(by_id) if only is None else list(only)

@@ -82,7 +82,7 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
     ``n_samples``.
     """
     from smartset.learn._workspace import predict_oof
-    from smartset.review.queues import reviewed_ids
+    from smartset.events import reviewed_samples
 
     if not isinstance(rounds, int) or rounds < 1:
         raise PlanError(f"rounds must be a positive integer, got {rounds!r}.")
@@ -117,7 +117,7 @@ def clean_rounds(ws, version: str | None = None, *, rounds: int = 2, name: str =
             raise PlanError(_refusal(plan, weak, r, records))
         cleared, held = automatic_actions(plan, min_apply_posterior=min_apply_posterior,
                                           force=force)
-        decided = reviewed_ids(ws.catalog, [a["sample_id"] for a in proposed])
+        decided = reviewed_samples(ws.catalog, [a["sample_id"] for a in proposed])
         chosen = [a for a in cleared if a["sample_id"] not in decided]
         last = r == rounds or not chosen
         target = name if last else f"{name}-round{r}"

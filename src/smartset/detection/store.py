@@ -31,7 +31,8 @@ from smartset.detection import _rle
 from smartset.detection._model import Annotation, AnnotationSet
 from smartset.detection.formats_in import read_annotations
 from smartset.detection.validation import _polygon_area, check_paths, validate
-from smartset.errors import ConflictError, LabelError
+from smartset.errors import LabelError
+from smartset.events import ANNOTATIONS
 
 __all__ = ["ImportReport", "import_annotations", "import_set", "annotations", "categories",
            "relabel_box", "delete_box", "add_box", "undo_annotation", "annotation_history",
@@ -329,46 +330,30 @@ def categories(ws) -> dict[int, str]:
 
 
 # -- changes as events -------------------------------------------------------------------------
-def _current(con, annotation_id: str):
-    row = con.execute("SELECT e.*, a.sample_id FROM annotation_events e JOIN annotations a"
-                      " ON a.id = e.annotation_id WHERE e.annotation_id = ?"
-                      " ORDER BY e.id DESC LIMIT 1", (annotation_id,)).fetchone()
+def _current(con, annotation_id: str) -> dict:
+    row = ANNOTATIONS.newest(con, (annotation_id,))
     if row is None:
         raise LabelError(f"No annotation {annotation_id!r}. List them with "
                          f"'smartset annotations list'.")
     return row
 
 
-def _conflict(aid: str, row, expected, what: str) -> ConflictError:
-    return ConflictError(
-        f"Annotation {aid} was changed since {what} (now {row['category']!r}"
-        f"{', deleted' if row['deleted'] else ''}, event {row['id']} by {row['author']}): "
-        f"look at it again before changing it.", sample_id=row["sample_id"], expected=expected,
-        current={"annotation_id": aid, "category": row["category"],
-                 "deleted": bool(row["deleted"]), "event_id": row["id"],
-                 "author": row["author"], "time": row["time"], "origin": row["origin"],
-                 "reason": row["reason"]})
-
-
 def _append(ws, annotation_ids, change, *, author, reason, origin,
             expected: dict[str, int] | None = None) -> list[int]:
+    """One event per annotation (the log's contract: :mod:`smartset.events`); ``change``
+    maps the annotation's newest event to its new state."""
     ids = [annotation_ids] if isinstance(annotation_ids, str) else list(annotation_ids)
     author = author or _default_author()
     out = []
     with ws.catalog.write() as con:
         stamp = now()
         for aid in ids:
-            row = dict(_current(con, aid))
-            if expected and aid in expected and expected[aid] != row["id"]:
-                raise _conflict(aid, row, expected[aid], f"event {expected[aid]}")
-            row = change(con, row)
-            out.append(con.execute(
-                "INSERT INTO annotation_events(annotation_id, category, x, y, w, h,"
-                " segmentation, attributes, deleted, author, time, reason, origin, reverts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (aid, row["category"], row["x"], row["y"], row["w"], row["h"],
-                 row["segmentation"], row["attributes"], row["deleted"], author, stamp, reason,
-                 origin, row.get("reverts_new"))).lastrowid)
+            _current(con, aid)  # a clear error for an unknown annotation
+            if expected and aid in expected:
+                ANNOTATIONS.check_expected(con, (aid,), expected[aid])
+            state = change(con, _current(con, aid))
+            out.append(ANNOTATIONS.append(con, (aid,), state, author=author, time=stamp,
+                                          reason=reason, origin=origin))
     return out
 
 
@@ -411,25 +396,10 @@ def delete_box(ws, annotation_ids: str | Sequence[str], *, author: str | None = 
 def undo_annotation(ws, event_id: int, *, author: str | None = None,
                     reason: str | None = None) -> int:
     """Revert annotation event ``event_id`` (the newest of its annotation): appends an event
-    restoring the state before it."""
-    with ws.catalog.read() as con:
-        event = con.execute("SELECT * FROM annotation_events WHERE id = ?", (event_id,)).fetchone()
-    if event is None:
-        raise LabelError(f"No annotation event {event_id}. See 'smartset annotations history'.")
-
-    def change(con, row):
-        if row["id"] != event_id:
-            raise _conflict(event["annotation_id"], row, event_id,
-                            f"event {event_id}: it is not the newest; undo that first")
-        before = con.execute("SELECT * FROM annotation_events WHERE annotation_id = ? AND id < ?"
-                             " ORDER BY id DESC LIMIT 1", (event["annotation_id"], event_id)
-                             ).fetchone()
-        if before is None:  # undoing the creation: delete it
-            return {**row, "deleted": 1, "reverts_new": event_id}
-        return {**dict(before), "reverts_new": event_id}
-
-    return _append(ws, event["annotation_id"], change, author=author, origin="undo",
-                   reason=reason or f"undo event {event_id}")[0]
+    restoring the state before it (undoing the creation deletes the annotation)."""
+    with ws.catalog.write() as con:
+        return ANNOTATIONS.undo(con, event_id, author=author or _default_author(),
+                                reason=reason)
 
 
 def add_box(ws, sample_id: str, category: str, bbox: Sequence[float], *,

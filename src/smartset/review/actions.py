@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 
 from smartset.errors import LabelError
+from smartset.events import LABELS, MARKS
 from smartset.ingest._sources import MAX_LABEL_LENGTH, label_problem
 from smartset.review.queues import CLASS_ORIGIN, REVIEW_ORIGIN
 
@@ -66,29 +67,31 @@ def _existing_class(ws, name) -> str:
 
 def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
     """The label of ``event_id`` (or the current one when UNSET) of ``sample_id``."""
-    if event_id is UNSET:
-        rows = ws.catalog.query("SELECT label, id FROM label_events WHERE sample_id = ?"
-                                " ORDER BY id DESC LIMIT 1", (sample_id,))
-    elif event_id is None:
+    if event_id is None:
         return None, None
-    else:
-        rows = ws.catalog.query("SELECT label, id FROM label_events WHERE id = ? AND"
-                                " sample_id = ?", (_event_id(event_id, "label event"), sample_id))
-        if not rows:
-            raise LabelError(f"Label event {event_id} is not an event of sample {sample_id}.")
-    if not rows:
+    with ws.catalog.read() as con:
+        if event_id is UNSET:
+            row = LABELS.newest(con, (sample_id,))
+        else:
+            wanted = _event_id(event_id, "label event")
+            row = next((e for e in LABELS.history(ws.catalog, {"id": wanted})
+                        if e["sample_id"] == sample_id), None)
+            if row is None:
+                raise LabelError(f"Label event {event_id} is not an event of sample "
+                                 f"{sample_id}.")
+    if row is None:
         if not ws.catalog.query("SELECT 1 FROM samples WHERE id = ?", (sample_id,)):
             raise LabelError(f"Unknown sample id {sample_id!r}.")
         return None, None
-    return rows[0]["label"], rows[0]["id"]
+    return row["label"], row["id"]
 
 
 def _mark_version(ws, sample_id: str, kind: str, expected):
     if expected is not UNSET:
         return None if expected is None else _event_id(expected, "mark event")
-    rows = ws.catalog.query("SELECT MAX(id) FROM sample_marks WHERE sample_id = ? AND kind = ?",
-                            (sample_id, kind))
-    return rows[0][0]
+    with ws.catalog.read() as con:
+        row = MARKS.newest(con, (sample_id, kind))
+    return None if row is None else row["id"]
 
 
 def _reason(queue: str | None, what: str, note: str | None) -> str:

@@ -5,9 +5,10 @@ A plan is a JSON file (format ``smartset.clean-plan/1``) registered in the catal
 (``relabel``, ``exclude``, ``multi_label``, ``duplicate_of``, ``merge_classes``), a
 ``sample_id``, a ``value`` and why (``detector``, ``score``, ``reason``).
 
-Accepting an item applies it with :func:`smartset.clean.apply_plan` when the cleaning stage
-provides it (a relabel the sample no longer fits is a conflict), else with the workspace's
-own methods; either way as events of origin ``review``. Rejecting an item of one sample
+Accepting an item applies it with :func:`smartset.clean.apply_plan` (a relabel the sample
+no longer fits is a conflict), as events of origin ``review``. The plan's contract (format,
+action kinds, :class:`PlanError`, reading) is the cleaning stage's, in
+:mod:`smartset.clean.plan_file`: one contract, re-exported here. Rejecting an item of one sample
 appends an "accept the current label" event (a person looked and kept it). Every decision
 is also kept in ``reports/review/plans/NAME.json`` (written atomically, after the catalog
 transaction; a crash between the two leaves the item undecided, its events applied, and
@@ -17,70 +18,21 @@ accepting it again changes nothing more).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 from pathlib import Path
 
 from smartset._atomic import write_text
 from smartset.catalog import now
-from smartset.errors import SmartsetError
+from smartset.clean.plan_file import (ACTIONS, PLAN_FORMAT, PlanError, describe_action,
+                                      plan_names, read_plan)
 
 __all__ = ["PlanError", "plan_names", "load_plan", "plan_decisions", "describe_action",
            "decide_item", "forget_decision", "PLAN_FORMAT", "PLAN_ACTIONS"]
 
-PLAN_FORMAT = "smartset.clean-plan/1"
-PLAN_ACTIONS = ("relabel", "exclude", "multi_label", "duplicate_of", "merge_classes")
-
-
-class PlanError(SmartsetError, ValueError):
-    """A cleaning plan cannot be read, or an item of it does not exist."""
-
-
-def plan_names(ws) -> list[str]:
-    """Names of the registered cleaning plans, newest first."""
-    return [r[0] for r in ws.catalog.query(
-        "SELECT name FROM artifacts WHERE kind = 'clean_plan' ORDER BY created_at DESC, name")]
-
-
-def load_plan(ws, name: str) -> dict:
-    rows = ws.catalog.query("SELECT path FROM artifacts WHERE kind = 'clean_plan' AND name = ?",
-                            (name,))
-    if not rows:
-        raise PlanError(f"No cleaning plan {name!r}. Plans: "
-                        f"{', '.join(plan_names(ws)) or 'none (run smartset clean)'}.")
-    path = Path(rows[0][0])
-    path = path if path.is_absolute() else ws.path / path
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise PlanError(f"Cleaning plan {name!r} ('{path}') cannot be read: {error}. Run "
-                        f"'smartset clean' again to write it anew.") from None
-    if not isinstance(plan, dict) or not str(plan.get("format", "")).startswith(
-            "smartset.clean-plan/") or not isinstance(plan.get("actions"), list):
-        raise PlanError(f"'{path}' is not a cleaning plan (expected format {PLAN_FORMAT!r} with "
-                        f"a list of actions).")
-    for action in plan["actions"]:
-        if (not isinstance(action, dict) or "id" not in action
-                or action.get("action") not in PLAN_ACTIONS):
-            raise PlanError(f"Cleaning plan {name!r} has an item that is not one of "
-                            f"{', '.join(PLAN_ACTIONS)}: {str(action)[:200]}")
-    return plan
-
-
-def describe_action(action: dict) -> str:
-    """One line: what the item does and why."""
-    kind, value = action["action"], action.get("value")
-    what = {"relabel": f"relabel as {value!r}",
-            "exclude": "exclude",
-            "multi_label": f"mark multi-label {value}",
-            "duplicate_of": f"mark duplicate of {value}",
-            "merge_classes": f"merge classes {value}"}[kind]
-    why = ", ".join(str(p) for p in (action.get("detector"),
-                                      None if action.get("score") is None
-                                      else f"score {float(action['score']):.2f}",
-                                      action.get("reason")) if p)
-    return f"{action['id']}: {what}" + (f" ({why})" if why else "")
+PLAN_ACTIONS = ACTIONS
+#: a registered plan by its name (the review app names plans, the cleaning stage files)
+load_plan = read_plan
 
 
 def _state_path(ws, name: str) -> Path:
@@ -103,48 +55,11 @@ def _save_decisions(ws, name: str, decisions: dict) -> None:
         {"plan": name, "updated_at": now(), "decisions": decisions}, indent=1))
 
 
-def _merge_value(value) -> tuple[list[str], str]:
-    if isinstance(value, dict):
-        sources = value.get("from") or value.get("classes") or value.get("sources")
-        into = value.get("into") or value.get("to") or value.get("target")
-        if isinstance(sources, str):
-            sources = [sources]
-        if sources and isinstance(into, str):
-            return [str(s) for s in sources], into
-    if isinstance(value, list) and len(value) >= 2 and all(isinstance(v, str) for v in value):
-        return value[:-1], value[-1]
-    raise PlanError(f"merge_classes item value {value!r} names no classes to merge: expected "
-                    f"{{'from': [classes], 'into': class}}.")
-
-
-def _apply_own(ws, action: dict, *, author, reason) -> tuple[list[int], list[int]]:
-    from smartset.review.actions import merge_classes
-    from smartset.review.queues import REVIEW_ORIGIN
-
-    kind, sid, value = action["action"], action.get("sample_id"), action.get("value")
-    options = {"author": author, "reason": reason, "origin": REVIEW_ORIGIN}
-    if kind == "relabel":
-        return ws.relabel(sid, value, **options), []
-    if kind == "exclude":
-        return [], ws.mark(sid, "exclude", **options)
-    if kind in ("multi_label", "duplicate_of"):
-        return [], ws.mark(sid, kind, value, **options)
-    sources, into = _merge_value(value)
-    merged = merge_classes(ws, sources, into, queue=None, author=author, reason=reason)
-    return merged["label_events"], []
-
-
-def _apply_with_clean(ws, plan: dict, action: dict, *, author):
-    """``smartset.clean.apply_plan`` when the cleaning stage provides it (None otherwise).
-    Its events carry the stage's reason (``detector: reason [item id]``); the decision file
-    records the plan and the queue."""
-    try:
-        from smartset.clean import apply_plan
-    except ImportError:
-        return None
-    accepted = inspect.signature(apply_plan).parameters
-    if "only" not in accepted or "origin" not in accepted:
-        return None
+def _apply(ws, plan: dict, action: dict, *, author) -> tuple[list[int], list[int]]:
+    """Apply one item with :func:`smartset.clean.apply_plan`. Its events carry the stage's
+    reason (``detector: reason [item id]``); the decision file records the plan and the
+    queue."""
+    from smartset.clean import apply_plan
     from smartset.errors import ConflictError
     from smartset.review.queues import REVIEW_ORIGIN
 
@@ -181,11 +96,8 @@ def decide_item(ws, name: str, item: str, decision: str, *, author: str, queue: 
                             f"{done['author']} at {done['time'][:19]}; undo that first.",
                             sample_id=action.get("sample_id") or "", expected=None,
                             current={"item": item, **done})
-    reason = f"queue={queue}: {decision}ed {describe_action(action)}"
     if decision == "accept":
-        applied = _apply_with_clean(ws, plan, action, author=author)
-        label_events, mark_events = (applied if applied is not None else
-                                     _apply_own(ws, action, author=author, reason=reason))
+        label_events, mark_events = _apply(ws, plan, action, author=author)
     elif action.get("sample_id"):
         result = decide(ws, "accept", action["sample_id"], queue=queue, author=author,
                         note=f"rejected {describe_action(action)}")

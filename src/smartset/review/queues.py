@@ -27,12 +27,13 @@ from collections.abc import Iterable
 
 from smartset.clean.plan import UNFLAGGED
 from smartset.errors import SmartsetError
+from smartset.events import REVIEW_ORIGIN, reviewed_samples
 
 __all__ = ["list_queues", "queue", "queue_entries", "reviewed_ids", "QueueNotFoundError",
            "REVIEW_ORIGIN", "CLASS_ORIGIN", "DUPLICATE_KINDS"]
 
-#: origin of the label and mark events of per-sample review decisions
-REVIEW_ORIGIN = "review"
+# REVIEW_ORIGIN ("review"): origin of the label and mark events of per-sample review
+# decisions, spelled once in smartset.events
 #: origin of class-level review actions (merge, rename): they do not make a sample reviewed
 CLASS_ORIGIN = "review-class"
 DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
@@ -48,27 +49,9 @@ class QueueNotFoundError(SmartsetError, LookupError):
 
 def reviewed_ids(catalog, sample_ids: Iterable[str] | None = None) -> set[str]:
     """Samples with a label, mark or annotation (box) event of origin ``review`` that no
-    undo reverted."""
-    found: set[str] = set()
-    sources = (("label_events t", "t.sample_id"), ("sample_marks t", "t.sample_id"),
-               ("annotation_events t JOIN annotations a ON a.id = t.annotation_id",
-                "a.sample_id"))
-    for source, sample in sources:
-        select = f"SELECT t.id, {sample} AS sample_id, t.origin, t.reverts FROM {source}"
-        if sample_ids is None:
-            rows = catalog.query(f"{select} WHERE t.origin IN (?, 'undo')", (REVIEW_ORIGIN,))
-        else:
-            rows = []
-            ids = list(sample_ids)
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                rows += catalog.query(
-                    f"{select} WHERE {sample} IN ({', '.join('?' * len(chunk))})"
-                    f" AND t.origin IN (?, 'undo')", (*chunk, REVIEW_ORIGIN))
-        reverted = {r["reverts"] for r in rows if r["origin"] == "undo"}
-        found.update(r["sample_id"] for r in rows
-                     if r["origin"] == REVIEW_ORIGIN and r["id"] not in reverted)
-    return found
+    undo reverted (:func:`smartset.events.reviewed_samples`: the event logs own the answer,
+    so stages below review can ask it too)."""
+    return reviewed_samples(catalog, sample_ids, REVIEW_ORIGIN)
 
 
 class _Snapshot:
