@@ -163,11 +163,18 @@ def test_a_checkpoint_for_other_classes_says_how_to_rehead_it(digits_ws, tmp_pat
 def test_audit_with_a_trained_model_as_the_embedding(digits_ws):
     from smartset.audit import audit
 
+    from smartset.learn import load_model
+
     result = train(digits_ws, model="small_cnn", epochs=1, progress=False)
-    audited = audit(digits_ws, embedding_model=result["run_id"], report=False)
+    # the audit is below learn: it takes the loaded model, and says how to load one
+    with pytest.raises(ValueError, match="smartset.learn.load_model"):
+        audit(digits_ws, embedding_model=result["run_id"], report=False)
+    model = load_model(digits_ws, result["run_id"])
+    audited = audit(digits_ws, embedding_model=model, report=False)
     assert audited.summary["n_audited"] == 400
     runs = digits_ws.runs()
     assert runs.iloc[-1]["config"]["embedding_model"] == str(result["run_id"])
+    assert str(result["run_id"]) in audited.summary["features"]["outlier"]
 
 
 def test_ensembles_conditions_and_test_time_preprocessing(digits_ws):

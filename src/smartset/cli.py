@@ -9,45 +9,74 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, WorkspaceOption,
-                                  handle_errors, open_workspace, out, print_json, show_progress,
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup,
+                                  WorkspaceArgument, WorkspaceOption, handle_errors,
+                                  open_workspace, out, print_json, show_progress,
                                   use_ray_address)
 from smartset.augment._cli import augment_app
 from smartset.detection._cli import annotations_app, detect_app, synth_app
-from smartset.clean._cli import clean_app
 from smartset.errors import SmartsetError
 from smartset.learn._cli import register as register_learn_commands
 from smartset._embed_cli import register as register_embed_command
-from smartset.review._cli import review as review_command
+
+# The layouts and splits ingest knows, spelled here so that a bad value is a usage error
+# listing them without importing ingest (a test keeps them equal to smartset.ingest's).
+LAYOUTS = ("folders", "split-folders", "filenames", "csv", "numpy", "unlabeled")
+SPLITS = ("train", "val", "test", "unlabeled")
+EXPORT_FORMATS = ("folder", "csv", "hf", "coco", "yolo", "voc", "masks", "pairs")
+
+
+class _MainGroup(SmartsetGroup):
+    # Stage CLIs whose packages import pandas or torch when imported: loaded when run.
+    lazy = {
+        "clean": ("smartset.clean._cli", "clean_app",
+                  "Cleaning: find wrong labels, ambiguous images, classes to merge and "
+                  "duplicates, as a reviewable plan (clean plan; 'smartset clean' alone does "
+                  "the same); apply it (clean apply PLAN) into a new version; undo (clean "
+                  "undo RUN); clean rounds: predict, plan and apply the label actions, twice. "
+                  "Reports: clean imbalance, clean reduce."),
+        "review": ("smartset.review._cli", "review_app",
+                   "Review labels in a local web app, by keyboard: suspicious labels, "
+                   "duplicate sets, audit issues, one class at a time, what nobody reviewed "
+                   "yet, cleaning plans. Every decision is a label or mark event. Prints the "
+                   "URL (with its session token)."),
+        "segment": ("smartset.detection._segment_cli", "segment_app",
+                    "Train a segmenter (a U-Net decoder on EfficientNet-Lite0) on a version's "
+                    "masks and predict mask PNGs and COCO RLEs that 'detect evaluate-masks' "
+                    "scores."),
+    }
+
 
 app = typer.Typer(
     name="smartset",
-    help="Turn a raw image collection into a quality data set. Stages: init, ingest, stats, "
-         "audit, clean, review, augment, baseline, train, predict, evaluate, study, "
-         "annotations, detect, synth (and samples, issues, label, version, runs to inspect "
-         "and change the catalog).",
+    cls=_MainGroup,
+    help="Turn a raw image collection into a quality data set. Commands are listed in "
+         "pipeline order. Every command that opens a workspace takes it as its first "
+         "argument or -w (else $SMARTSET_WORKSPACE, else the current folder). Exit codes: "
+         "0 done, 1 an error (the message says what to do), 2 a usage error, 3 'ingest "
+         "--strict' met bad files.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 label_app = typer.Typer(help="Change labels (as events: nothing is lost) and read their history.",
-                        no_args_is_help=True)
-version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is_help=True)
+                        no_args_is_help=True, cls=SmartsetGroup, rich_markup_mode=None)
+version_app = typer.Typer(help="Named, immutable data set versions.", no_args_is_help=True,
+                          cls=SmartsetGroup, rich_markup_mode=None)
 app.add_typer(label_app, name="label")
 app.add_typer(version_app, name="version")
 app.add_typer(augment_app, name="augment")
 app.add_typer(annotations_app, name="annotations")
 app.add_typer(detect_app, name="detect")
 app.add_typer(synth_app, name="synth")
-app.add_typer(clean_app, name="clean")
 register_learn_commands(app)
 register_embed_command(app)
-app.command("review")(review_command)
 
 
 def _print_version(value: bool) -> None:
@@ -92,12 +121,12 @@ def ingest(
              "then a folder, a .csv/.tsv table or a .npz archive. A folder may be an fsspec "
              "URL: file:///data/photos, s3://bucket/photos (pip install s3fs).")],
     workspace: WorkspaceOption = None,
-    layout: Annotated[Optional[str], typer.Option(
+    layout: Annotated[Optional[Literal[LAYOUTS]], typer.Option(
         help="folders, split-folders, filenames, csv, numpy or unlabeled (default: detected).")] = None,
     pattern: Annotated[Optional[str], typer.Option(
         help="Labels from file names: a regex with a (?P<label>...) group, or a preset: "
              "prefix (smartphone_101.jpg), dot (dog.3.jpg), suffix-number (great_pyrenees_17.jpg).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="train, val, test or unlabeled, for all files.")] = None,
+    split: Annotated[Optional[Literal[SPLITS]], typer.Option(help="train, val, test or unlabeled, for all files.")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Folder table paths are relative to (default: the table's).")] = None,
     path_column: Annotated[Optional[str], typer.Option(help="Table column of image paths.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="Table column of class labels.")] = None,
@@ -117,7 +146,7 @@ def ingest(
     """Add images to the catalog. Re-running reads only new or changed files."""
     if len(args) > 2:
         raise typer.BadParameter(f"expected [WORKSPACE] SOURCE, got {len(args)} arguments")
-    ws = open_workspace(Path(args[0]) if len(args) == 2 else workspace)
+    ws = open_workspace(Path(args[0]) if len(args) == 2 else None, workspace)
     use_ray_address(ray_address)
     report = ws.ingest(
         args[-1], layout=layout, pattern=pattern, split=split, root=root, path_column=path_column,
@@ -135,15 +164,15 @@ def ingest(
 
 
 def _print_ingest(report) -> None:
-    out.print(f"[bold]Detected[/]: {report.detected}")
+    out.print(f"Detected: {report.detected}")
     rate = report.files_read / report.seconds if report.seconds else 0.0
-    out.print(f"[bold]Ingested[/] {report.ok} images: {report.new} new, {report.updated} changed, "
+    out.print(f"Ingested {report.ok} images: {report.new} new, {report.updated} changed, "
               f"{report.unchanged} unchanged; {report.relabeled} relabeled by the source, "
               f"{report.missing} gone missing. Read {report.files_read} files in "
               f"{report.seconds:.2f} s ({rate:.0f} files/s).")
     if report.classes:
         shown = ", ".join(f"{c} {n}" for c, n in list(report.classes.items())[:12])
-        out.print(f"[bold]Classes[/]: {shown}{' ...' if len(report.classes) > 12 else ''}")
+        out.print(f"Classes: {shown}{' ...' if len(report.classes) > 12 else ''}")
     if report.ignored:
         out.print("Ignored non-image files: " +
                   ", ".join(f"{ext} {n}" for ext, n in sorted(report.ignored.items())))
@@ -165,7 +194,7 @@ def _print_ingest(report) -> None:
 @app.command()
 @handle_errors
 def stats(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     version: Annotated[Optional[str], typer.Option(help="A data set version (default: the live catalog).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for plots (default: WORKSPACE/reports/stats).")] = None,
@@ -177,7 +206,7 @@ def stats(
     from smartset._atomic import write_text
     from smartset.stats import compute_stats, write_plots
 
-    ws = open_workspace(workspace_arg or workspace)
+    ws = open_workspace(workspace_arg, workspace)
     samples = ws.samples(version)
     result = compute_stats(samples, ws.issues())
     target = out_dir or ws.reports_dir / "stats" / (version or "live")
@@ -203,12 +232,12 @@ def _fmt(summary: dict | None, key: str, digits: int = 0) -> str:
 
 
 def _print_stats(result: dict) -> None:
-    out.print(f"[bold]{result['n_samples']}[/] images: {result['n_labeled']} labeled, "
+    out.print(f"{result['n_samples']} images: {result['n_labeled']} labeled, "
               f"{result['n_with_targets']} with targets, {result['n_unlabeled']} unlabeled; "
               f"splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
     derived = result.get("derived") or {}
     if derived.get("n"):
-        out.print(f"  of them [bold]{result['n_original']}[/] originals and {derived['n']} "
+        out.print(f"  of them {result['n_original']} originals and {derived['n']} "
                   f"derived (augmented or oversampled copies, with lineage; splits: "
                   + ", ".join(f"{k} {v}" for k, v in derived["splits"].items())
                   + "). Counts below include the copies; train and evaluate keep each copy "
@@ -242,7 +271,7 @@ def _print_stats(result: dict) -> None:
 @app.command()
 @handle_errors
 def audit(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     version: Annotated[Optional[str], typer.Option(help="A data set version (default: the live catalog).")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option(
@@ -272,12 +301,17 @@ def audit(
             overrides[name.strip()] = float(value)
         except ValueError:
             raise typer.BadParameter(f"--threshold takes CHECK=NUMBER, got {item!r}") from None
-    ws = open_workspace(workspace_arg or workspace)
+    ws = open_workspace(workspace_arg, workspace)
+    model = None
+    if embedding_model is not None:  # the audit is below learn: it takes the loaded model
+        from smartset.learn import load_model
+
+        model = load_model(ws, embedding_model)
     try:
         use_ray_address(ray_address)
         result = run_audit(ws, version, thresholds=overrides, engine=engine, workers=workers,
                            report=report, out_dir=out_dir, show_progress=show_progress(as_json),
-                           embedding_model=embedding_model, features=features,
+                           embedding_model=model, features=features,
                            reference=reference)
     except SmartsetError:
         raise
@@ -317,7 +351,7 @@ def audit(
 @app.command()
 @handle_errors
 def samples(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     version: Annotated[Optional[str], typer.Option(help="A data set version.")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only this split.")] = None,
@@ -325,7 +359,7 @@ def samples(
     as_json: JsonOption = False,
 ) -> None:
     """List samples with their current (or versioned) labels."""
-    frame = open_workspace(workspace_arg or workspace).samples(version, split=split)
+    frame = open_workspace(workspace_arg, workspace).samples(version, split=split)
     shown = frame if limit == 0 else frame.head(limit)
     if as_json:
         print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
@@ -345,12 +379,12 @@ def samples(
 @app.command()
 @handle_errors
 def issues(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Files and table rows that could not be ingested, with the reason and the fix."""
-    frame = open_workspace(workspace_arg or workspace).issues()
+    frame = open_workspace(workspace_arg, workspace).issues()
     if as_json:
         print_json(frame.to_dict(orient="records"))
         return
@@ -365,12 +399,12 @@ def issues(
 @app.command()
 @handle_errors
 def runs(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every command run on the workspace: config, software versions, status, metrics."""
-    frame = open_workspace(workspace_arg or workspace).runs()
+    frame = open_workspace(workspace_arg, workspace).runs()
     if as_json:
         print_json(frame.to_dict(orient="records"))
         return
@@ -462,12 +496,23 @@ def version_create(
     split: Annotated[Optional[str], typer.Option(help="Only samples of this split.")] = None,
     parent: Annotated[Optional[str], typer.Option("--from", help="Start from this version's samples.")] = None,
     description: Annotated[Optional[str], typer.Option(help="What this version is.")] = None,
+    reviewed: Annotated[bool, typer.Option(
+        "--reviewed", help="Record it as the reviewed state (how many samples a person "
+                           "reviewed), as 'smartset review --export' did.")] = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Freeze the current samples and labels (optionally one split) as a named version."""
-    info = open_workspace(workspace).create_version(name, split=split, parent=parent,
-                                           description=description)
+    ws = open_workspace(workspace)
+    if reviewed:
+        if split is not None or parent is not None:
+            raise typer.BadParameter("--reviewed freezes the whole reviewed state: leave out "
+                                     "--split and --from.")
+        from smartset.review.actions import export_version
+
+        info = export_version(ws, name, description=description)
+    else:
+        info = ws.create_version(name, split=split, parent=parent, description=description)
     if as_json:
         print_json(info)
     else:
@@ -491,6 +536,40 @@ def version_list(workspace: WorkspaceOption = None, as_json: JsonOption = False)
         description = row.description if isinstance(row.description, str) else ""
         table.add_row(row.name, parent, str(row.n_samples), row.created_at[:19], description)
     out.print(table)
+
+
+@app.command("export")
+@handle_errors
+def export_command(
+    workspace_arg: WorkspaceArgument = None,
+    workspace: WorkspaceOption = None,
+    version: Annotated[Optional[str], typer.Option(help="The version to write (default: the live catalog).")] = None,
+    format: Annotated[Literal[EXPORT_FORMATS], typer.Option(
+        "--format",
+        help="folder (SPLIT/CLASS/IMAGE), csv (labels.csv), hf (datasets.load_dataset, label "
+             "as a ClassLabel); with boxes or masks: coco, yolo, voc, masks, pairs.")] = ...,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")] = ...,
+    images: Annotated[Literal["copy", "link"], typer.Option(help="Copy the images, or hard-link them.")] = "copy",
+    palette: Annotated[bool, typer.Option(help="Masks as palette PNGs (VOC colours).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a version (images, labels, boxes and masks) in a format other tools read."""
+    from smartset.detection.formats_out import export
+
+    result = export(open_workspace(workspace_arg, workspace), version, out_dir,
+                    format="imagefolder" if format == "folder" else format, images=images,
+                    palette=palette)
+    _print_export(result, as_json)
+
+
+def _print_export(result: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+        return
+    left = result.get("left_out") or {}
+    out.print(f"{result['format']}: {result['images']} images, {result['annotations']} "
+              f"annotations -> {result['out']} ({result['seconds']:.2f} s)"
+              + (f"; left out: {left}" if left else ""), markup=False, highlight=False)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ _EXPORTS = {
     "smartset.learn.robustness": ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess",
                                   "dacolt_policy", "condition_table"],
     "smartset.learn.data": ["load_version", "LoadedData"],
-    "smartset.learn._workspace": ["train", "predict_oof", "evaluate", "baselines",
+    "smartset.learn._workspace": ["train", "predict_oof", "evaluate", "baselines", "load_model",
                                   "read_oof_features", "predict_images", "choose_oof_model",
                                   "auto_size"],
     "smartset.learn.heads": ["LinearHead", "cross_val_head"],

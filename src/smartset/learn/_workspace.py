@@ -27,6 +27,7 @@ from smartset.learn.errors import LeakageError, LearnError
 from smartset.learn.estimator import ImageClassifier, ImageRegressor, load_checkpoint
 from smartset.learn.metrics import (classification_report, misclassified_montage,
                                     plot_confusion, regression_report, top_losses)
+from smartset.learn.tta import TTA_VIEWS, tta_proba, tta_views  # noqa: F401
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
@@ -145,6 +146,9 @@ def split_holdout(data: LoadedData, groups: np.ndarray, *, test_fraction: float,
     return np.flatnonzero(train), np.flatnonzero(test), how
 
 
+_ESTIMATOR_LR = 1e-3  # ImageClassifier's default learning rate, recorded beside lr_find's
+
+
 def _estimator(task: str, model: str, options: dict):
     cls = ImageClassifier if task == "classification" else ImageRegressor
     return cls(model, **options)
@@ -194,6 +198,10 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
     size, mode, fit, hold-out, seed, options); a setting given that differs from it is
     refused, and so is data that no longer gives the run's training samples.
     """
+    lr_find = bool(options.pop("lr_find", False))  # the range test sets options["lr"]
+    if lr_find and resume_run is not None:
+        raise LearnError("--lr-find starts a run; a resumed run keeps its own learning rate: "
+                         "leave --lr-find out.")
     given = {"version": version, "model": model, "size": size, "mode": mode, "fit": fit,
              "test_fraction": test_fraction, "seed": seed, **options}
     if resume_run is not None:
@@ -222,6 +230,17 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
     leaked = np.isin(data.ids[test_rows].astype(str), list(leakage.pop("leaked")))
     scored_rows = test_rows[~leaked]
     classes = sorted(set(data.labels[train_rows].tolist()), key=str) if task == "classification" else []
+    found_lr = None
+    if lr_find:
+        from smartset.learn.schedule import lr_find as range_test
+
+        finder = _estimator(task, model, {**options, "seed": seed, "progress": False})
+        if task == "classification":
+            finder._fixed_classes = classes
+        found_lr = range_test(finder, data.images[train_rows],
+                              data.labels[train_rows] if task == "classification"
+                              else data.targets[train_rows])
+        options["lr"] = found_lr["lr"]
     config = {"stage": "train", "model": model, "version": version, "size": list(data.size),
               "mode": data.mode, "fit": fit, "task": task, "classes": classes,
               "holdout": holdout, "test_fraction": test_fraction,
@@ -230,6 +249,10 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
               "options": _jsonable(options)}
     if size_note:
         config["size_note"] = size_note
+    if found_lr is not None:
+        config["lr_find"] = {k: found_lr[k] for k in ("method", "lr", "valley", "steep",
+                                                      "minimum", "iterations")}
+        config["lr_find"] |= {"default_lr": _ESTIMATOR_LR, "plot": "lr_find.png"}
     if run_id is not None:
         _check_resumed_data(ws, run_id, data.ids[train_rows])
     else:
@@ -238,6 +261,11 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "model.pt"
     with ws.catalog.failing_run(run_id):
+        if found_lr is not None:
+            from smartset.learn.schedule import plot_lr_find
+
+            plot_lr_find(found_lr, out_dir / "lr_find.png",
+                         title=f"{model}: learning-rate range test")
         # written first: a resumed run checks its data against it, and evaluate's guard
         # reads it
         atomic_write_text(out_dir / "train_ids.json", json.dumps(data.ids[train_rows].tolist()))
@@ -251,6 +279,7 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
             estimator.fit(data.images[train_rows], data.targets[train_rows])
         metrics = {"history": estimator.history_, "best_epoch": estimator.best_epoch_,
                    "train_seconds": round(estimator.train_seconds_, 3),
+                   "precision": getattr(estimator, "precision_", "fp32"),
                    "checkpoint": str(checkpoint.relative_to(ws.path)), "holdout": holdout,
                    "leakage": leakage}
         if len(scored_rows):
@@ -657,6 +686,16 @@ def _group_folds(codes, groups, folds, seed) -> np.ndarray:
     return out
 
 
+def load_model(ws, model_or_run):
+    """A fitted model from a training run id, a checkpoint path, or several of those (a
+    list, or "3,4,5": an ensemble of their probabilities); ``loaded_from_`` says which
+    (what an audit's ``embedding_model`` records)."""
+    model, _ = _load_model(ws, model_or_run)
+    if not isinstance(model_or_run, (ImageClassifier, ImageRegressor)):
+        model.loaded_from_ = str(model_or_run)
+    return model
+
+
 def _load_model(ws, model_or_run):
     """A fitted model and the training runs behind it, from a run id, a checkpoint path,
     several of those (a list, or "3,4,5": an ensemble), or a model object."""
@@ -976,39 +1015,6 @@ def _jsonable(options: dict) -> dict:
 
 # -- predicting new images with a trained run ----------------------------------------------
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif")
-TTA_VIEWS = {"flip": ("original", "hflip"),
-             "flip+shift": ("original", "hflip", "shift+", "shift-", "hflip shift+",
-                            "hflip shift-")}
-
-
-def _tta_name(tta) -> str | None:
-    if tta in (None, False, "none"):
-        return None
-    name = "flip" if tta is True else str(tta)
-    if name not in TTA_VIEWS:
-        raise LearnError(f"Unknown test-time augmentation {tta!r}; choose "
-                         f"{', '.join(TTA_VIEWS)} (or none).")
-    return name
-
-
-def _view(images: np.ndarray, view: str) -> np.ndarray:
-    """uint8 ``(N, H, W, C)`` under one test-time view: ``hflip`` mirrors left-right,
-    ``shift+``/``shift-`` move the image by 4% of its side down-right / up-left (edges
-    reflected)."""
-    import cv2
-
-    out = images
-    if "hflip" in view:
-        out = out[:, :, ::-1]
-    if "shift" in view:
-        h, w = out.shape[1:3]
-        sign = 1 if "shift+" in view else -1
-        dy, dx = sign * max(1, round(0.04 * h)), sign * max(1, round(0.04 * w))
-        matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-        shifted = [cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h),
-                                  borderMode=cv2.BORDER_REFLECT_101) for image in out]
-        out = np.stack([s[..., None] if s.ndim == 2 else s for s in shifted])
-    return np.ascontiguousarray(out)
 
 
 def _predictor(ws, model):
@@ -1061,8 +1067,8 @@ def _files_to_predict(ws, version, folder) -> tuple[list[str], list[str], list[s
 
 
 def predict_images(ws, model, version: str | None = None, *, folder=None, out=None,
-                   tta=False, fit: str | None = None, batch_size: int = 64,
-                   progress: bool | None = None) -> dict:
+                   tta=False, tta_n: int | None = None, fit: str | None = None,
+                   batch_size: int = 64, progress: bool | None = None) -> dict:
     """Predict the classes of images with a trained run and write them as a CSV.
 
     ``model``: a ``smartset train`` run id (its ``model.pt``), a checkpoint path, several
@@ -1072,7 +1078,8 @@ def predict_images(ws, model, version: str | None = None, *, folder=None, out=No
     catalog; labeled or not). Each is decoded at the model's input size and mode (the
     network's checkpoint; ``fit``: ``stretch`` or ``pad``, default the training run's) or
     the backbone's preprocessing (a head). ``tta``: ``True``/``"flip"`` averages the
-    probabilities of the image and its mirror; ``"flip+shift"`` adds 4% shifts (6 views).
+    probabilities of the image and its mirror; ``"shift"`` of 4% shifts, ``"flip+shift"``
+    both (6 views), a policy name ``tta_n`` seeded draws (:mod:`smartset.learn.tta`).
 
     The CSV (``out``, default ``reports/predict/run-N-NAME.csv``) has one row per image:
     ``file`` (relative to ``folder``, or the sample's relpath), ``label`` (the predicted
@@ -1090,8 +1097,8 @@ def predict_images(ws, model, version: str | None = None, *, folder=None, out=No
     started = time.perf_counter()
     if folder is not None and version is not None:
         raise LearnError("Give --version or --folder, not both.")
-    tta = _tta_name(tta)
-    views = TTA_VIEWS[tta] if tta else ("original",)
+    views = tta_views(tta, tta_n)
+    tta = None if len(views) == 1 else tta
     kind, predictor, runs, description = _predictor(ws, model)
     names, paths, sample_ids = _files_to_predict(ws, version, folder)
     classes = [str(c) for c in predictor.classes_] if kind == "network" \
@@ -1120,17 +1127,11 @@ def predict_images(ws, model, version: str | None = None, *, folder=None, out=No
             return decode_for_backbone(path, spec.size)
 
     def probabilities(images: np.ndarray) -> np.ndarray:
-        total = None
-        for view in views:
-            shown = _view(images, view) if view != "original" else images
-            if kind == "network":
-                probs = predictor.predict_proba(shown)
-            else:
-                probs = predictor.predict_proba(embed_images(shown, backbone=spec.name,
-                                                             batch_size=batch_size,
-                                                             progress=False))
-            total = probs.astype(np.float64) if total is None else total + probs
-        return (total / len(views)).astype(np.float32)
+        if kind == "network":
+            return tta_proba(predictor.predict_proba, images, tta, n=tta_n)
+        return tta_proba(lambda shown: predictor.predict_proba(
+            embed_images(shown, backbone=spec.name, batch_size=batch_size, progress=False)),
+            images, tta, n=tta_n)
 
     kept, skipped, parts = [], [], []
     cached = None
