@@ -10,8 +10,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, RayAddressOption, WorkspaceOption, handle_errors,
-                                  open_workspace, out, print_json, show_progress, use_ray_address)
+from smartset._cli_common import (JsonOption, RayAddressOption, SmartsetGroup, WorkspaceOption,
+                                  check_engine, handle_errors, one_of, open_workspace, out,
+                                  print_json, show_progress, use_ray_address)
+
+# The shifts 'evaluate --shift' knows, spelled here so that a bad one is a usage error before
+# any data is read, without importing torch (a test keeps them equal to
+# smartset.learn.robustness.SHIFTS).
+SHIFTS = ("darker", "brighter", "blurred", "rotated", "noisier", "lowres")
 
 VersionOption = Annotated[Optional[str], typer.Option(help="Data set version (default: the live catalog).")]
 SizeOption = Annotated[Optional[int], typer.Option(
@@ -54,12 +60,11 @@ def baseline_command(workspace: WorkspaceOption = None, version: VersionOption =
                      k: Annotated[int, typer.Option(help="Neighbours of the kNN baselines.")] = 3,
                      test_fraction: Annotated[float, typer.Option(help="Held-out share when the version has no test split.")] = 0.2,
                      backbone: Annotated[Optional[str], typer.Option(help="Features of knn_embeddings and linear_probe: a backbone (default on photos: efficientnet_lite0), or 'pixels' (the 8x8 pixel embedding; the default on small gray images).")] = None,
-                     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", help="Where missing embeddings are computed: serial (default), local or ray.")] = None,
+                     engine: Annotated[Optional[str], typer.Option(envvar="SMARTSET_ENGINE", callback=check_engine, help="Where missing embeddings are computed: serial (default), local or ray.")] = None,
                      seed: SeedOption = 0, as_json: JsonOption = False) -> None:
     """Dummy, kNN and linear-probe baselines: the numbers every model must beat."""
     from smartset.learn._workspace import baselines
 
-    _check_engine(engine)
     ws = open_workspace(workspace)
     result = baselines(ws, version, size=size, mode=mode, k=k, test_fraction=test_fraction,
                        seed=seed, backbone=None if backbone == "pixels" else (backbone or "auto"),
@@ -83,7 +88,10 @@ def train_command(
     backbone: Annotated[Optional[str], typer.Option(help="Transfer learning: a pretrained backbone (efficientnet_lite0, timm:NAME[=weights.pth]) or a smartset checkpoint (.pt); its own input normalisation is kept. Default size: the backbone's.")] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate (Adam, cosine schedule).")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Learning rate (Adam; the peak rate with --schedule one-cycle).")] = 1e-3,
+    lr_find: Annotated[bool, typer.Option("--lr-find", help="Run the learning-rate range test first (fastai's lr_find), save its plot (models/run-N/lr_find.png) and train at its 'valley' suggestion instead of --lr.")] = False,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: 'cosine' (annealing per step), 'one-cycle' (fastai's fit_one_cycle: warm-up to the rate, cosine down; Adam's beta1 cycles 0.95-0.85-0.95) or 'constant'.")] = "cosine",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (CUDA, with gradient scaling): autocast in training; auto follows the measured rules (bf16 for pretrained backbones on a CPU with native bfloat16, fp32 for small networks).")] = "fp32",
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy (a name from 'smartset augment list' or a policy file).")] = None,
     mixup: Annotated[Optional[float], typer.Option(min=0.0, help="MixUp of training batches with this Beta alpha (e.g. 0.2); labels become soft targets. With --cutmix, each batch takes one of the two.")] = None,
@@ -151,8 +159,11 @@ def train_command(
                    trainable_blocks=trainable_blocks, backbone_lr_scale=backbone_lr_scale,
                    head_epochs=head_epochs, preprocess=preprocess, lr_decay=lr_decay,
                    unfreeze=unfreeze, freeze_bn=freeze_bn, include_derived=include_derived,
+                   **({"lr_find": True} if lr_find else {}),
                    **({"mix": {k: v for k, v in (("mixup", mixup), ("cutmix", cutmix)) if v}}
-                      if mixup or cutmix else {}))
+                      if mixup or cutmix else {}),
+                   **({"schedule": schedule} if schedule != "cosine" else {}),
+                   **({"precision": precision} if precision != "fp32" else {}))
     _print_train(ws, result, as_json)
 
 
@@ -165,12 +176,19 @@ def _print_train(ws, result: dict, as_json: bool) -> None:
     columns = [c for c in ("epoch", "trainable_blocks", "loss", "accuracy", "val_loss",
                            "val_accuracy", "seconds") if c in history[-1]]
     where = f"version {config['version']!r}" if config.get("version") else "the live catalog"
+    found = config.get("lr_find")
+    if found:
+        out.print(f"lr range test: {found['method']} suggestion {found['lr']:.2e} (steep "
+                  f"{found['steep']:.2e}, minimum/10 {found['minimum']:.2e}; default "
+                  f"{found['default_lr']:.0e}); plot: "
+                  f"{ws.path / 'models' / ('run-' + str(result['run_id'])) / found['plot']}")
     out.print(_table(f"run {result['run_id']}: {config['model']} on {where} (train "
-                     f"{config['n_train']})", history, columns))
+                     f"{config['n_train']}, {result.get('precision', 'fp32')})", history,
+                     columns))
     test = result.get("test")
     if test:
         if "accuracy" in test:
-            out.print(f"held-out accuracy [bold]{test['accuracy']:.4f}[/] on {test['n']} samples "
+            out.print(f"held-out accuracy {test['accuracy']:.4f} on {test['n']} samples "
                       f"({result['holdout']}); macro F1 {test['macro']['f1']:.4f}")
             out.print(f"confusion matrix: {test.get('confusion_png')}")
         else:
@@ -180,7 +198,7 @@ def _print_train(ws, result: dict, as_json: bool) -> None:
         with_leaked = result.get("test_with_leaked") or {}
         score = (f"; with them: accuracy {with_leaked['accuracy']:.4f} on {with_leaked['n']}"
                  if "accuracy" in with_leaked else "")
-        out.print(f"[bold yellow]overlap:[/] {leakage['n']} held-out samples copy training "
+        out.print(f"overlap: {leakage['n']} held-out samples copy training "
                   f"samples ({leakage['same_sample']} the same, {leakage['lineage']} by "
                   f"lineage, {leakage['duplicates']} duplicates: same bytes or an audit "
                   f"duplicate set); left out of the score above{score}. 'smartset evaluate "
@@ -210,10 +228,10 @@ def predict_command(
     size: Annotated[Optional[int], typer.Option(help="CNN: resize images to SIZE x SIZE (default: their own size when they share one, else at most 64 px).")] = None,
     mode: ModeOption = None, seed: SeedOption = 0,
     engine: Annotated[Optional[str], typer.Option(
-        envvar="SMARTSET_ENGINE",
+        envvar="SMARTSET_ENGINE", callback=check_engine,
         help="CNN: where the fold models predict their held-out samples; backbone: where "
              "the images are embedded. serial, local or ray (Ray Data: pip install "
-             "'smartset\\[ray]'); default: in this process.")] = None,
+             "'smartset[ray]'); default: in this process.")] = None,
     ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -226,7 +244,6 @@ def predict_command(
     if not oof and run is None:
         raise typer.BadParameter("give a trained RUN to predict with ('smartset predict 7 "
                                  "--folder test/'), or --oof for out-of-fold probabilities.")
-    _check_engine(engine)
     ws = open_workspace(workspace)
     if run is not None:
         if tta_shift and not tta:
@@ -264,7 +281,7 @@ def predict_command(
     if config.get("size_note"):
         out.print(f"size: {config['size_note']}")
     if config.get("ignored_options"):
-        out.print(f"[yellow]ignored with a frozen backbone:[/] "
+        out.print(f"ignored with a frozen backbone: "
                   f"{', '.join('--' + o.replace('_', '-') for o in config['ignored_options'])}")
     if "embedding" in result:
         e = result["embedding"]
@@ -290,7 +307,7 @@ def evaluate_command(
     workspace: WorkspaceOption = None, version: VersionOption = None,
     split: Annotated[Optional[str], typer.Option(help="Evaluate only this split.")] = None,
     held_out: Annotated[bool, typer.Option(help="Evaluate the samples the run(s) did not train on.")] = False,
-    shift: Annotated[Optional[list[str]], typer.Option(help="Also under a synthetic shift: darker, brighter, blurred, rotated, noisier, lowres (repeatable).")] = None,
+    shift: Annotated[Optional[list[str]], typer.Option(callback=one_of(SHIFTS), help="Also under a synthetic shift: darker, brighter, blurred, rotated, noisier, lowres (repeatable).")] = None,
     positive: Annotated[Optional[str], typer.Option(help="A class: add the knife-study table (TP, FP, precision, recall, F1) per condition.")] = None,
     preprocess: Annotated[Optional[str], typer.Option(help="Test-time preprocessing: 'dacolt', or 'none' (default: the model's own).")] = None,
     force: Annotated[bool, typer.Option(help="Evaluate even on samples seen in training (the report is marked).")] = False,
@@ -326,7 +343,7 @@ def evaluate_command(
     out.print(f"scored {result['n']} samples of {where}"
               + (f"; left out: {', '.join(notes)}" if notes else ""))
     if result["leakage"]["n"]:
-        out.print(f"[bold red]LEAKAGE:[/] {result['leakage']['n']} evaluated samples were seen "
+        out.print(f"LEAKAGE: {result['leakage']['n']} evaluated samples were seen "
                   f"in training; this score is inflated.")
     if "accuracy" not in result:
         out.print(f"MAE {result['mae']:.4f}, RMSE {result['rmse']:.4f}, R² {result['r2']:.4f} "
@@ -353,7 +370,8 @@ def evaluate_command(
         out.print(f"misclassified: {result['misclassified_png']}")
 
 
-study_app = typer.Typer(help="Measure what a data step is worth.", no_args_is_help=True)
+study_app = typer.Typer(help="Measure what a data step is worth.", no_args_is_help=True,
+                        cls=SmartsetGroup, rich_markup_mode=None)
 
 
 @study_app.command("augment")
@@ -444,18 +462,6 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict_command)
     app.command("evaluate")(evaluate_command)
     app.add_typer(study_app, name="study")
-
-
-def _check_engine(engine: str | None) -> None:
-    """An unknown --engine is a usage error naming the engines (not a traceback)."""
-    if engine is None:
-        return
-    from smartset.engine import available_engines
-
-    known = list(available_engines())
-    if engine not in known and engine != "ray":
-        raise typer.BadParameter(f"unknown engine {engine!r}; choose one of: "
-                                 f"{', '.join(known)}.")
 
 
 def _last_run(ws, run: str) -> str:
