@@ -105,3 +105,31 @@ def test_the_audit_shows_every_phase_after_measuring_in_its_one_bar(digits_ws):
     assert done == sorted(done)
     total = [e[1] for e in sink.events if e[0] == "total"][-1]
     assert done[-1] == pytest.approx(total)
+
+
+def test_predict_oof_on_photos_says_it_uses_the_frozen_backbone_and_why(shared_data, tmp_path):
+    import shutil
+
+    from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
+    from smartset.learn import predict_oof
+
+    spec = backbone_spec(DEFAULT_BACKBONE)
+    if not spec.installed():
+        pytest.skip(f"{spec.name} is not installed")
+    for cls in ("pistol", "smartphone"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        for path in sorted((shared_data / "guns-smartphones" / "train" / cls).iterdir())[:4]:
+            shutil.copy(path, tmp_path / "src" / cls / path.name)
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "src", show_progress=False)
+    sink = RecordingSink()
+    predict_oof(ws, folds=2, progress=sink)  # no flags: no size, no model
+    ws.close()
+    assert sink.bars == 1
+    plan = sink.notes[0]
+    assert f"a frozen pretrained {spec.name} backbone" in plan and "2 folds" in plan
+    assert f"{spec.size}x{spec.size} px" in plan and "why: photos (colour images" in plan
+    assert any(d.startswith(f"predict --oof {spec.name} + linear head · embedding")
+               for d in sink.descriptions)
+    done = _completed(sink)
+    assert done == sorted(done) and done[-1] == 2.0
