@@ -133,3 +133,14 @@ def test_predict_oof_on_photos_says_it_uses_the_frozen_backbone_and_why(shared_d
                for d in sink.descriptions)
     done = _completed(sink)
     assert done == sorted(done) and done[-1] == 2.0
+
+
+def test_a_drawn_job_bar_starts_no_thread_so_the_local_engine_can_still_fork():
+    import threading
+
+    before = threading.active_count()
+    with progress_job("drawn", 2, enabled=True) as job:  # a Rich bar on stderr
+        job.next_phase("fold 1/2", 1)
+        with progress_bar(3, "training") as advance:
+            advance(3, "epoch 1/1")
+        assert threading.active_count() == before

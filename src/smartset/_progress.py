@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 __all__ = ["progress_bar", "progress_job", "phase", "next_phase", "step", "Job", "RichSink",
@@ -41,6 +42,7 @@ class RichSink:
     def __init__(self, *, counts: bool = True):
         self.counts = counts
         self._progress = self._task = None
+        self._shown = 0.0
 
     def start(self, title: str, total: float) -> None:
         from rich.console import Console
@@ -51,12 +53,20 @@ class RichSink:
         # markup=False: a class or file name in the description is shown as written
         self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                                   done, TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=Console(stderr=True), transient=False)
+                                  console=Console(stderr=True), transient=False,
+                                  auto_refresh=False)
+        # No refresh thread (auto_refresh=False; redrawn on updates, at most 10 times a
+        # second): the local engine forks its workers only while this process runs one
+        # thread, and a job's bar is up before its engine starts.
         self._progress.start()
         self._task = self._progress.add_task(title, total=total)
 
     def update(self, completed: float, description: str) -> None:
         self._progress.update(self._task, completed=completed, description=description)
+        now = time.monotonic()
+        if now - self._shown >= 0.1:
+            self._shown = now
+            self._progress.refresh()
 
     def set_total(self, total: float) -> None:
         self._progress.update(self._task, total=total)
@@ -65,6 +75,7 @@ class RichSink:
         self._progress.console.print(text, markup=False, emoji=False, highlight=False)
 
     def stop(self) -> None:
+        self._progress.refresh()
         self._progress.stop()
 
 
