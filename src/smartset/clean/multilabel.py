@@ -6,7 +6,11 @@ Confident learning one class at a time (as cleanlab's multi-label mode does): fo
 and the mean ``1 - p`` of the rows not tagged ``k`` (``t0``). A row not tagged ``k`` whose
 ``p`` reaches ``t1`` is a **missing** tag; a row tagged ``k`` whose ``1 - p`` reaches ``t0``
 is an **extra** tag; a row confident both ways counts where its margin is larger. These are
-the off-diagonal cells of each class's 2x2 confident joint.
+the off-diagonal cells of each class's 2x2 confident joint (``filter_by="confident_joint"``).
+By default (``"prune_by_noise_rate"``, cleanlab's default too) each off-diagonal count is
+calibrated first (a row of the joint scaled to the number of rows given that tag, so the
+rows confident neither way count in proportion) and that many rows are flagged, those the
+model believes most: more recall, a little less precision.
 
 Which of the single-label detectors apply (:data:`MULTILABEL_DETECTORS`): the audit's
 duplicates are unchanged (they compare pixels, not labels; an image filed under two
@@ -24,7 +28,7 @@ import numpy as np
 from smartset.clean._validation import CleanInputError
 
 __all__ = ["find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
-           "check_multilabel_detector"]
+           "check_multilabel_detector", "FILTERS"]
 
 MULTILABEL_DETECTORS: dict[str, str | None] = {
     # name -> None when it applies to multi-label data, else why it refuses
@@ -85,15 +89,22 @@ class MultiLabelIssues:
                  "score": float(self.scores[rows[i], cols[i]])} for i in order]
 
 
-def find_multilabel_issues(labels, pred_probs, *, method: str = "confident") -> MultiLabelIssues:
+FILTERS = ("prune_by_noise_rate", "confident_joint")
+
+
+def find_multilabel_issues(labels, pred_probs, *, method: str = "confident",
+                           filter_by: str = "prune_by_noise_rate") -> MultiLabelIssues:
     """Missing and extra tags from out-of-fold probabilities, one class at a time.
 
     ``labels``: ``(N, K)`` 0/1 indicator matrix of the given tags; ``pred_probs``: ``(N, K)``
     out-of-fold per-class probabilities (a sigmoid head, not a softmax: rows need not sum
     to 1). ``method``: ``"confident"`` (see the module docstring); a single-label detector's
-    name raises the reason it does not apply.
+    name raises the reason it does not apply. ``filter_by``: ``"prune_by_noise_rate"``
+    (default) or ``"confident_joint"`` (see the module docstring).
     """
     check_multilabel_detector(method)
+    if filter_by not in FILTERS:
+        raise CleanInputError(f"Unknown filter_by {filter_by!r}; choose {' or '.join(FILTERS)}.")
     if method != "confident":
         raise CleanInputError(f"{method!r} is not a label-issue detector; use 'confident'.")
     y = np.asarray(labels)
@@ -126,8 +137,28 @@ def find_multilabel_issues(labels, pred_probs, *, method: str = "confident") -> 
         sure_no &= ~both | (no_margin > yes_margin)
         missing = untagged & sure_yes
         extra = tagged & sure_no
+        if filter_by == "prune_by_noise_rate":
+            n_missing = _calibrated(missing.sum(), (untagged & sure_no).sum(), untagged.sum())
+            n_extra = _calibrated(extra.sum(), (tagged & sure_yes).sum(), tagged.sum())
+            missing = _top(untagged, p[:, k], n_missing)
+            extra = _top(tagged, 1 - p[:, k], n_extra)
         matrix[missing, k] = 1
         matrix[extra, k] = -1
         scores[missing, k] = p[missing, k]
         scores[extra, k] = 1 - p[extra, k]
     return MultiLabelIssues(matrix, scores, thresholds)
+
+
+def _calibrated(off: int, on: int, given: int) -> int:
+    """An off-diagonal count of a confident joint's row scaled to the ``given`` rows."""
+    return int(round(off / max(off + on, 1) * given))
+
+
+def _top(rows: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """A mask of the ``count`` rows of ``rows`` with the highest ``scores``."""
+    out = np.zeros(len(rows), dtype=bool)
+    if count > 0:
+        candidates = np.flatnonzero(rows)
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:count]]
+        out[best] = True
+    return out
