@@ -374,6 +374,12 @@ def evaluate(
                                                       "score_threshold": score_threshold})
     result = _clean({"metrics": metrics, "knife_table": table.to_dict("records"),
                      "counting": counting})
+    from smartset.detection.montage import error_montage  # worst false positives and misses
+
+    montage = error_montage(gt, pred, images,
+                            ws.reports_dir / "detect" / f"errors-run-{run_id}.png",
+                            iou_threshold=iou, score_threshold=score_threshold)
+    result["montage"] = montage and {k: montage[k] for k in ("path", "false_positives", "misses")}
     ws.catalog.finish_run(run_id, {k: v for k, v in result["metrics"].items() if k != "per_class"})
     if as_json:
         print_json(result)
@@ -386,6 +392,8 @@ def evaluate(
     c = result["counting"]
     console.print(f"counting: F1 {_fmt(c['f1'])} (MAE {_fmt(c['mae'], 2)} objects per image); "
                   f"presence F1 {_fmt(c['presence']['f1'])}")
+    if montage:
+        console.print(f"worst false positives and misses: {montage['path']}", highlight=False)
 
 
 def _print_table(frame) -> None:
