@@ -164,7 +164,7 @@ def test_cli_plan_apply_undo(planted):
     first = plan["actions"][0]["id"]
     result = runner.invoke(app, ["clean", "-w", str(ws.path), "--top", "5"])
     assert result.exit_code == 0, result.output
-    assert "Most suspicious labels" in result.stdout and "smartset clean --apply" in result.stdout
+    assert "Most suspicious labels" in result.stdout and "smartset clean apply" in result.stdout
     assert "model 95% 'dog'" in result.stdout  # the short evidence of cat/c0
     result = runner.invoke(app, ["clean", "-w", str(ws.path), "--apply", plan["path"],
                                  "--only", first, "--version", "v-clean", "--json"])

@@ -96,7 +96,8 @@ def test_errors_are_one_clear_message(tmp_path, source):
     result = run("ingest", ws, table, "--label-column", "class", "--json", code=1)
     error = json.loads(result.output)["error"]
     assert error["type"] == "ColumnNotFoundError" and "line 1" in error["message"]
-    assert "Unknown layout" in run("ingest", ws, source, "--layout", "coco", code=1).output
+    text = " ".join(run("ingest", ws, source, "--layout", "coco", code=2).output.split())
+    assert "'coco' is not one of 'folders', 'split-folders', 'filenames'" in text
     assert "Unknown sample id" in run("label", "set", "nope", "--to", "x", "-w", ws, code=1).output
     run("ingest", ws, source, table, "extra", code=2)
     busy = tmp_path / "busy"

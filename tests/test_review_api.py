@@ -494,7 +494,8 @@ def test_export_writes_the_reviewed_version(client, rws):
     assert_envelope(client.post("/api/export", json={"name": "reviewed-1"}), 400)
     result = CliRunner().invoke(cli_app, ["review", str(rws.path), "--export", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["name"].startswith("reviewed-")
+    assert json.loads(result.stdout)["name"].startswith("reviewed-")
+    assert "deprecated" in result.stderr  # the old spelling works, with a note
 
 
 def test_class_keys():

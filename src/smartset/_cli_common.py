@@ -1,5 +1,24 @@
 """What every ``smartset`` command shares: consoles, the workspace and --json options, the
-error handler, and opening the workspace. Stage CLIs (cli.py, augment/_cli.py) import it."""
+error handler, opening the workspace, and :class:`SmartsetGroup`, the command group that
+gives every command the same grammar.
+
+The grammar (one rule, kept here so that every command follows it):
+
+- **The workspace.** Every command that opens a workspace takes it as its first argument
+  or as ``-w/--workspace``; else ``$SMARTSET_WORKSPACE``; else the current folder. A first
+  argument is taken as the workspace when it is a folder holding ``catalog.sqlite``, so
+  commands with arguments of their own (``label set [WORKSPACE] SAMPLE... --to L``,
+  ``predict [WORKSPACE] [RUN]``) read it the same way. Two different workspaces given is a
+  usage error (exit code 2).
+- **Old spellings** keep working and print a one-line note on stderr naming the new one
+  (:func:`deprecated`).
+- **Usage errors** (a bad choice value, two workspaces) exit with code 2 and list the
+  allowed values; errors of smartset exit with 1, one line saying what to do.
+
+Written by hand rather than with Typer alone because Typer has no hook for a positional
+that may precede a command's own positionals, nor for lazily imported command modules
+(``smartset --help`` must start without importing pandas or torch).
+"""
 
 from __future__ import annotations
 
@@ -14,23 +33,70 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # newer typer carries its own trimmed click: its exceptions are the ones it catches
+    from typer._click.exceptions import UsageError
+    from typer._click.globals import get_current_context
+    from typer._click.utils import make_default_short_help
+except ImportError:  # typer over the click package
+    from click import UsageError, get_current_context
+    from click.utils import make_default_short_help
 
 from smartset.errors import SmartsetError
 
 # soft_wrap: a message written to a pipe or a file is never hard-wrapped at a width (scripts
 # parse it; tests must not depend on the terminal or the length of a path); emoji=False: a
-# class named "dog" stays "dog" wherever ":dog:" appears in data.
-out = Console(soft_wrap=True, emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+# class named "dog" stays "dog" wherever ":dog:" appears in data; markup=False: brackets in
+# data or messages ("[ray]", a class named "[red]") print as they are, in tables too.
+out = Console(soft_wrap=True, emoji=False, markup=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
 
+WORKSPACE_HELP = ("Workspace folder; also accepted as the first argument (a folder holding "
+                  "catalog.sqlite). Default: $SMARTSET_WORKSPACE, else the current folder.")
 WorkspaceOption = Annotated[Optional[Path], typer.Option(
-    "--workspace", "-w", envvar="SMARTSET_WORKSPACE",
-    help="Workspace folder (default: $SMARTSET_WORKSPACE, else the current folder).")]
+    "--workspace", "-w", envvar="SMARTSET_WORKSPACE", help=WORKSPACE_HELP)]
+WorkspaceArgument = Annotated[Optional[Path], typer.Argument(
+    metavar="WORKSPACE", show_default=False,
+    help="The workspace (else -w, $SMARTSET_WORKSPACE or the current folder).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
+
+
+def check_engine(ctx: typer.Context | None, param: typer.CallbackParam | None,
+                 value: str | None) -> str | None:
+    """An ``--engine`` callback: an unknown engine is a usage error (exit 2) naming the
+    engines, raised before any data is read. The registry is open
+    (:func:`smartset.engine.register_engine`), so it is read when a value is given."""
+    if value is None:
+        return None
+    from smartset.engine import available_engines
+
+    known = sorted(set(available_engines()) | {"ray"})
+    if value not in known:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, known))}.",
+                                 ctx=ctx, param=param)
+    return value
+
+
+def one_of(values):
+    """An option callback: each value given (one, or a list for a repeatable option) must be
+    one of ``values``, else a usage error (exit 2) listing them, before the command runs."""
+
+    def check(ctx: typer.Context | None, param: typer.CallbackParam | None, value):
+        for item in [value] if isinstance(value, str) else (value or ()):
+            if item not in values:
+                raise typer.BadParameter(f"{item!r} is not one of "
+                                         f"{', '.join(map(repr, values))}.", ctx=ctx,
+                                         param=param)
+        return value
+
+    return check
+
+
 EngineOption = Annotated[Optional[str], typer.Option(
-    envvar="SMARTSET_ENGINE",
+    envvar="SMARTSET_ENGINE", callback=check_engine,
     help="local (default), serial, or ray (Ray Data: pip install 'smartset[ray]').")]
 RayAddressOption = Annotated[Optional[str], typer.Option(
     envvar="SMARTSET_RAY_ADDRESS",
@@ -155,10 +221,180 @@ def handle_errors(command):
     return wrapper
 
 
-def open_workspace(workspace: Path | None):
+def is_workspace(path: str | Path) -> bool:
+    """Whether ``path`` is a workspace folder: a folder holding the catalog."""
+    from smartset.catalog import CATALOG_FILE
+
+    try:
+        return (Path(path).expanduser() / CATALOG_FILE).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: not a workspace
+        return False
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def two_workspaces(first, second) -> UsageError:
+    """The usage error (exit code 2) for two different workspaces in one command."""
+    return UsageError(f"two workspaces given ({first} and {second}): give one, as the "
+                            f"first argument or with -w.")
+
+
+def pick_workspace(positional: Path | None, option: Path | None) -> Path | None:
+    """The workspace of a command that declares a ``[WORKSPACE]`` argument and ``-w``: the
+    one given; both given and different is a usage error (exit 2). A ``-w`` that came from
+    ``$SMARTSET_WORKSPACE`` yields to the argument. None: the environment or current folder
+    (:func:`smartset.workspace.find_workspace`)."""
+    if positional is None or option is None:
+        return positional if positional is not None else option
+    context = get_current_context(silent=True)
+    source = context.get_parameter_source("workspace") if context is not None else None
+    if source is not None and source.name == "ENVIRONMENT":
+        return positional
+    if not _same_path(positional, option):
+        raise two_workspaces(positional, option)
+    return positional
+
+
+def open_workspace(workspace: Path | None, option: Path | None = None):
+    """Open the workspace of a command: ``workspace`` (the argument or -w), or, for commands
+    that declare both, :func:`pick_workspace` of the two."""
     from smartset.workspace import open_workspace as open_
 
-    return open_(workspace)
+    return open_(pick_workspace(workspace, option))
+
+
+def deprecated(old: str, new: str) -> None:
+    """The one-line note an old spelling prints on stderr (it keeps working)."""
+    sys.stderr.write(f"note: '{old}' is deprecated; use '{new}'.\n")
+
+
+def _options(command) -> list:
+    return [p for p in command.params if getattr(p, "param_type_name", "") == "option"]
+
+
+def _workspace_option(command):
+    return next((p for p in _options(command) if "--workspace" in p.opts), None)
+
+
+def lift_workspace(command, args: list[str]) -> list[str]:
+    """``args`` of ``command`` with a leading workspace argument turned into ``--workspace``.
+
+    The first positional argument (options and their values skipped) is the workspace when
+    it is a folder holding ``catalog.sqlite`` and the command has ``-w/--workspace``. A
+    ``-w`` naming another folder as well is a usage error (exit code 2). Commands without
+    ``-w`` (``init``, ``synth shapes``) are left alone.
+    """
+    option = _workspace_option(command)
+    if option is None or not args:
+        return args
+    takes_value = {name for param in _options(command) if not param.is_flag and not param.count
+                   for name in (*param.opts, *param.secondary_opts)}
+    index, given = None, []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":  # what follows is positional
+            if index is None and i + 1 < len(args):
+                index = i + 1
+            break
+        if token.startswith("-") and token != "-":
+            name, eq, value = token.partition("=")
+            if name in option.opts:
+                if eq:
+                    given.append(value)
+                elif i + 1 < len(args):
+                    given.append(args[i + 1])
+            elif token.startswith("-w") and not token.startswith("--"):
+                given.append(token[2:])  # -wPATH
+            i += 2 if (not eq and name in takes_value) else 1
+            continue
+        if index is None:
+            index = i
+        i += 1
+    if index is None or not is_workspace(args[index]):
+        return args
+    workspace = args[index]
+    for other in given:
+        if not _same_path(other, workspace):
+            raise two_workspaces(workspace, other)
+    return ["--workspace", workspace] + args[:index] + args[index + 1:]
+
+
+# The order commands are listed in: the pipeline's, then the rest alphabetically.
+PIPELINE_ORDER = ("init", "ingest", "stats", "issues", "samples", "audit", "embed", "clean",
+                  "review", "label", "version", "augment", "models", "baseline", "train",
+                  "predict", "evaluate", "study", "export", "annotations", "detect", "synth",
+                  "runs")
+
+
+class SmartsetGroup(TyperGroup):
+    """A command group with smartset's grammar: commands listed in pipeline order, a
+    leading workspace argument read as ``-w`` (:func:`lift_workspace`) by every command,
+    and commands whose module is imported only when they run or show their own help.
+
+    ``lazy`` maps a command name to ``(module, attribute, short help)``: the attribute is a
+    ``typer.Typer`` (a group or a single command); the short help is what ``--help`` lists
+    without importing the module (a test keeps it equal to the command's own).
+    """
+
+    lazy: dict[str, tuple[str, str, str]] = {}
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = list(dict.fromkeys([*self.commands, *self.lazy]))
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.lazy:
+            command = self.load(cmd_name)
+        return command
+
+    def load(self, cmd_name: str):
+        """Import a lazy command's module and build its click command (kept)."""
+        import importlib
+
+        module, attribute, _ = self.lazy[cmd_name]
+        command = typer.main.get_command(getattr(importlib.import_module(module), attribute))
+        command.name = cmd_name
+        self.add_command(command, cmd_name)
+        return command
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not hasattr(command, "commands"):  # not a group
+            rest = lift_workspace(command, rest)
+            if _workspace_option(command) is not None and not any(
+                    getattr(p, "param_type_name", "") == "argument"
+                    and (p.name == "workspace_arg" or "WORKSPACE" in (p.metavar or ""))
+                    for p in command.params):
+                command.options_metavar = "[WORKSPACE] [OPTIONS]"
+        return name, command, rest
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        """As click's, but a lazy command's short help is read from :attr:`lazy`."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, make_default_short_help(
+                    self.lazy[name][2], formatter.width - 6 - len(name))))
+                continue
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def table_text(value) -> str:
+    """A table cell: None and NaN read as empty, never 'None' or 'nan'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
 
 
 def show_progress(as_json: bool) -> bool:

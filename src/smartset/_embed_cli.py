@@ -10,23 +10,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from smartset._cli_common import (JsonOption, RayAddressOption, WorkspaceOption, handle_errors,
-                                  open_workspace, out, print_json, show_progress,
-                                  use_ray_address)
+from smartset._cli_common import (JsonOption, RayAddressOption, WorkspaceArgument,
+                                  WorkspaceOption, check_engine, handle_errors, open_workspace,
+                                  out, print_json, show_progress, use_ray_address)
 
 
 @handle_errors
 def embed_command(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(
-        metavar="[WORKSPACE]",
-        help="The workspace (else -w, $SMARTSET_WORKSPACE or the current folder).")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     version: Annotated[Optional[str], typer.Option(help="Data set version (default: the live catalog).")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="A registered backbone (default: efficientnet_lite0), timm:NAME[=weights.pth], or a smartset checkpoint.")] = None,
     engine: Annotated[Optional[str], typer.Option(
-        envvar="SMARTSET_ENGINE",
+        envvar="SMARTSET_ENGINE", callback=check_engine,
         help="serial (default: this process, all its threads; CUDA when present), local (a "
-             "process pool) or ray (Ray Data: pip install 'smartset\\[ray]').")] = None,
+             "process pool) or ray (Ray Data: pip install 'smartset[ray]').")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     ray_address: RayAddressOption = None,
     as_json: JsonOption = False,
@@ -34,16 +32,11 @@ def embed_command(
     """Embed every sample with a pretrained backbone (cached by content + backbone + size)."""
     from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
     from smartset.embeddings import embed
-    from smartset.learn._cli import _check_engine
     from smartset.learn._workspace import embedding_cache_status
 
-    if workspace_arg is not None and workspace is not None and workspace_arg != workspace:
-        raise typer.BadParameter(f"two workspaces given ({workspace_arg} and -w {workspace}): "
-                                 f"give one.")
-    _check_engine(engine)
     use_ray_address(ray_address)
     spec = backbone_spec(backbone or DEFAULT_BACKBONE)
-    ws = open_workspace(workspace_arg or workspace)
+    ws = open_workspace(workspace_arg, workspace)
     before = embedding_cache_status(ws, version, backbone=spec.name)
     started = time.perf_counter()
     result = embed(ws, version, backbone=spec.name, engine=engine, batch_size=batch_size,
@@ -67,7 +60,7 @@ def embed_command(
               f"{report['computed']} computed on {report['engine']} in {seconds:.1f} s")
     out.print(f"cache: {report['cache']}")
     if missing:
-        out.print(f"[yellow]{len(missing)} file(s) could not be decoded[/] (no embedding):")
+        out.print(f"{len(missing)} file(s) could not be decoded (no embedding):")
         for row in missing[:20]:
             out.print(f"  {row['file']}: {row['reason']}")
         if len(missing) > 20:

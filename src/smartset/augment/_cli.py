@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, WorkersOption,
-                                  WorkspaceOption, handle_errors, open_workspace, print_json,
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup,
+                                  WorkersOption, WorkspaceOption, handle_errors, open_workspace, print_json,
                                   show_progress, use_ray_address)
 from smartset._cli_common import out as console  # `out` is an option of preview
 
@@ -19,6 +19,8 @@ augment_app = typer.Typer(
     help="Augmentation: grow a version with augmented copies (run), look first (preview), "
          "see the named policies and transforms (list).",
     no_args_is_help=True,
+    cls=SmartsetGroup,
+    rich_markup_mode=None,
 )
 
 @augment_app.command("run")

@@ -1,46 +1,72 @@
-"""``smartset clean``: detect -> plan (a table of the most suspicious labels), ``--apply``
-a plan (or ``--only`` some of its actions) into label events, marks and a new version,
-``--undo`` an application; ``clean rounds`` runs predict -> plan -> apply as a policy;
-``clean imbalance`` and ``clean reduce`` report. Mounted by the
-main CLI with ``app.add_typer(clean_app, name="clean")``."""
+"""``smartset clean``: ``plan`` (detect -> a reviewable plan and a table of the most
+suspicious labels), ``apply`` a plan (or ``--only`` some of its actions) into label
+events, marks and a new version, ``undo`` an application; ``rounds`` runs predict -> plan ->
+apply as a policy; ``imbalance`` and ``reduce`` report. Mounted lazily by the main CLI.
+
+The older spellings keep working: ``smartset clean`` alone plans, ``clean --apply PLAN``
+and ``clean --undo RUN`` are read as ``clean apply`` and ``clean undo`` with a note
+(:class:`_CleanGroup`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, err, handle_errors,
-                                  open_workspace, out, print_json, show_progress)
+from smartset._cli_common import (JsonOption, SmartsetGroup, UsageError, WorkspaceOption,
+                                  deprecated, err, handle_errors, open_workspace, out,
+                                  print_json, show_progress)
 from smartset.errors import EmptyDataError
 
+
+class _CleanGroup(SmartsetGroup):
+    """``clean``'s verbs, and the flag spellings of before them read as verbs."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = self._legacy(list(args))
+        return super().parse_args(ctx, args)
+
+    @staticmethod
+    def _legacy(args: list[str]) -> list[str]:
+        for flag, verb, what in (("--apply", "apply", "PLAN"), ("--undo", "undo", "RUN")):
+            for i, token in enumerate(args):
+                name, eq, value = token.partition("=")
+                if name != flag:
+                    continue
+                if not eq:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"{flag} needs a value: {what}.")
+                    value = args[i + 1]
+                rest = args[:i] + args[i + (1 if eq else 2):]
+                deprecated(f"smartset clean {flag} {what}", f"smartset clean {verb} {what}")
+                return [verb, *rest, "--", value]
+        return ["plan", *args]  # 'smartset clean' alone: the plan
+
+
 clean_app = typer.Typer(
+    cls=_CleanGroup,
+    rich_markup_mode=None,
     help="Cleaning: find wrong labels, ambiguous images, classes to merge and duplicates, as "
-         "a reviewable plan (smartset clean); apply it (--apply PLAN) into a new version; "
-         "undo (--undo RUN); clean rounds: predict, plan and apply the label actions, twice. "
-         "Reports: clean imbalance, clean reduce.",
-    invoke_without_command=True,
+         "a reviewable plan (clean plan; 'smartset clean' alone does the same); apply it "
+         "(clean apply PLAN) into a new version; undo (clean undo RUN); clean rounds: "
+         "predict, plan and apply the label actions, twice. Reports: clean imbalance, clean "
+         "reduce.",
 )
 
+FeaturesOption = Literal["auto", "oof", "backbone", "audit", "none"]
 
-@clean_app.callback(invoke_without_command=True)
+
+@clean_app.command("plan")
 @handle_errors
-def clean(
-    ctx: typer.Context,
-    apply: Annotated[Optional[Path], typer.Option(
-        "--apply", help="Apply this plan file (all its actions, or --only).")] = None,
-    only: Annotated[Optional[str], typer.Option(
-        help="With --apply: comma-separated action ids, e.g. a0001,a0002.")] = None,
-    undo: Annotated[Optional[int], typer.Option(
-        help="Revert every event of this 'clean apply' run.")] = None,
+def plan_command(
     version: Annotated[Optional[str], typer.Option(
-        help="Version to clean (default: the live catalog); with --apply, the name of the "
-             "new version to create (default: none, the events only).")] = None,
+        help="Version to clean (default: the live catalog).")] = None,
     run: Annotated[Optional[int], typer.Option(
         help="Predictions run (default: the newest out-of-fold run).")] = None,
-    features: Annotated[str, typer.Option(
+    features: Annotated[FeaturesOption, typer.Option(
         help="auto (on photos a pretrained backbone's embeddings: those the run stored, "
              "else --backbone's; on digits the run's out-of-fold features; else the audit's "
              "pixel embeddings), oof, backbone, audit or none.")] = "auto",
@@ -71,43 +97,18 @@ def clean(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Find suspicious labels and write a cleaning plan (nothing changes until --apply)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from smartset.clean.plan import apply_plan, make_plan, undo_apply
+    """Find suspicious labels and write a cleaning plan (nothing changes until 'apply')."""
+    from smartset.clean.plan import make_plan
+    from smartset.clean.ranking import atypical_list, ranking
+    from smartset.clean.trust import warning_lines
 
     ws = open_workspace(workspace)
-    if undo is not None:
-        result = undo_apply(ws, undo)
-        if as_json:
-            print_json(result)
-        else:
-            out.print(f"Reverted {len(result['label_events'])} label event(s) and "
-                      f"{len(result['marks'])} mark(s) of run {undo}.")
-        return
-    if apply is not None:
-        ids = [s.strip() for s in only.split(",") if s.strip()] if only else None
-        result = apply_plan(ws, apply, only=ids, version=version)
-        if as_json:
-            print_json(result)
-            return
-        out.print(f"Applied {len(result['applied'])} action(s), skipped {len(result['skipped'])}"
-                  f" (run {result['run_id']}; undo with 'smartset clean --undo "
-                  f"{result['run_id']}').")
-        for action_id, why in result["skipped"].items():
-            out.print(f"  skipped {action_id}: {why}")
-        if result["version"]:
-            out.print(f"New version {result['version']!r}: {result['n_samples']} samples.")
-        return
     plan = make_plan(ws, version=version, run=run, features=features, k=k,
                      ambiguous=not no_ambiguous, merge=not no_merge,
                      duplicates=not no_duplicates, min_relabel_posterior=min_relabel_posterior,
                      neighbours_must_agree=not relabel_against_neighbours,
                      atypical=not no_atypical, atypical_z=atypical_z, backbone=backbone,
                      progress=show_progress(as_json))
-    from smartset.clean.ranking import atypical_list, ranking
-    from smartset.clean.trust import warning_lines
-
     ranked = ranking(ws, run=plan["run_id"], top=top)
     far = atypical_list(ws, run=plan["run_id"], top=top)
     if as_json:
@@ -116,6 +117,62 @@ def clean(
     _print_plan(plan, ranked, far)
     for line in warning_lines(plan.get("trust")):
         err.print(line, style="bold yellow")
+
+
+@clean_app.command("apply")
+@handle_errors
+def apply_command(
+    plan: Annotated[Path, typer.Argument(help="The plan file ('clean plan' prints its path).")],
+    only: Annotated[Optional[str], typer.Option(
+        help="Comma-separated action ids, e.g. a0001,a0002 (default: all).")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Also freeze the result as a new version of this name (default: the events "
+             "only).")] = None,
+    old_version: Annotated[Optional[str], typer.Option(
+        "--version", hidden=True, help="Deprecated: --name.")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply a plan (all its actions, or --only some) as label events and marks."""
+    from smartset.clean.plan import apply_plan
+
+    if old_version is not None:
+        deprecated("smartset clean apply --version NAME", "smartset clean apply --name NAME")
+        if name is not None and name != old_version:
+            raise typer.BadParameter("give --name only (--version is its old spelling).")
+        name = old_version
+    ws = open_workspace(workspace)
+    ids = [s.strip() for s in only.split(",") if s.strip()] if only else None
+    result = apply_plan(ws, plan, only=ids, version=name)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"Applied {len(result['applied'])} action(s), skipped {len(result['skipped'])}"
+              f" (run {result['run_id']}; undo with 'smartset clean undo "
+              f"{result['run_id']}').", markup=False)
+    for action_id, why in result["skipped"].items():
+        out.print(f"  skipped {action_id}: {why}", markup=False)
+    if result["version"]:
+        out.print(f"New version {result['version']!r}: {result['n_samples']} samples.",
+                  markup=False)
+
+
+@clean_app.command("undo")
+@handle_errors
+def undo_command(
+    run: Annotated[int, typer.Argument(help="The 'clean apply' run to revert.")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Revert every label event and mark of a 'clean apply' run."""
+    from smartset.clean.plan import undo_apply
+
+    result = undo_apply(open_workspace(workspace), run)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"Reverted {len(result['label_events'])} label event(s) and "
+              f"{len(result['marks'])} mark(s) of run {run}.")
 
 
 def _file(entry: dict) -> str:
@@ -194,8 +251,8 @@ def _print_plan(plan: dict, ranked: list[dict], far: list[dict]) -> None:
                       f"{a['reason']}")
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no actions"
     out.print(f"Plan: {summary}. Written to {plan['path']}\n"
-              f"Review it, then: smartset clean --apply {plan['path']} [--only a0001,...] "
-              f"[--version NEW_NAME]")
+              f"Review it, then: smartset clean apply {plan['path']} [--only a0001,...] "
+              f"[--name NEW_NAME]", markup=False)
 
 
 def _evidence_in_short(action: dict) -> str:
@@ -269,7 +326,7 @@ def rounds_command(
                   + (f"; FORCED past weak class(es) {', '.join(record['weak_classes'])}"
                      if record["forced"] else "")
                   + f" -> version {record['version']!r} "
-                  f"({record['n_samples']} samples; undo: smartset clean --undo "
+                  f"({record['n_samples']} samples; undo: smartset clean undo "
                   f"{record['apply_run']})")
 
     result = clean_rounds(ws, version, rounds=rounds, name=name,

@@ -9,15 +9,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, err, handle_errors,
-                                  open_workspace, out, print_json)
+from smartset._cli_common import (JsonOption, WorkspaceArgument, WorkspaceOption, deprecated,
+                                  err, handle_errors, open_workspace, out, print_json)
 
-__all__ = ["review"]
+__all__ = ["review", "review_app"]
 
 
 @handle_errors
 def review(
-    workspace_arg: Annotated[Optional[Path], typer.Argument(metavar="[WORKSPACE]")] = None,
+    workspace_arg: WorkspaceArgument = None,
     workspace: WorkspaceOption = None,
     host: Annotated[str, typer.Option(
         help="Address to bind. Anything but the loopback needs --allow-remote.")] = "127.0.0.1",
@@ -30,9 +30,10 @@ def review(
     author: Annotated[Optional[str], typer.Option(
         help="Who decisions are recorded as (default: $SMARTSET_AUTHOR, else $USER).")] = None,
     export: Annotated[bool, typer.Option(
-        "--export", help="Do not serve: freeze the reviewed state as a new version.")] = False,
+        "--export", hidden=True,
+        help="Deprecated: 'smartset version create NAME --reviewed'.")] = False,
     name: Annotated[Optional[str], typer.Option(
-        help="Name of the exported version (default: reviewed-DATE-TIME).")] = None,
+        hidden=True, help="With --export: the version's name.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Review labels in a local web app, by keyboard: suspicious labels, duplicate sets,
@@ -40,7 +41,9 @@ def review(
     decision is a label or mark event. Prints the URL (with its session token)."""
     from smartset.review.server import is_loopback, serve
 
-    ws = open_workspace(workspace_arg or workspace)
+    if export:
+        deprecated("smartset review --export", "smartset version create NAME --reviewed")
+    ws = open_workspace(workspace_arg, workspace)
     if export:
         from smartset.review.actions import export_version
 
@@ -58,7 +61,7 @@ def review(
         if not allow_remote:
             raise typer.BadParameter(f"--host {host} would expose the workspace beyond this "
                                      f"machine; add --allow-remote if that is meant.")
-        err.print(f"[bold yellow]warning:[/] serving on {host}: anyone who can reach this "
+        err.print(f"warning: serving on {host}: anyone who can reach this "
                   f"machine and has the URL's token can read images and change labels.")
 
     def ready(url: str) -> None:
@@ -75,3 +78,8 @@ def review(
 
     serve(path, host=host, port=port, author=author, allow_remote=allow_remote,
           on_ready=ready)
+
+
+# Mounted lazily by the main CLI (importing smartset.review imports pandas).
+review_app = typer.Typer(rich_markup_mode=None, add_completion=False)
+review_app.command("review")(review)
