@@ -13,18 +13,22 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from smartset._cli_common import (JsonOption, WorkspaceOption, handle_errors, open_workspace,
-                                  print_json, show_progress)
+from smartset._cli_common import (JsonOption, SmartsetGroup, WorkspaceOption, deprecated,
+                                  handle_errors, open_workspace, print_json, show_progress,
+                                  table_text)
 from smartset._cli_common import out as console
 
 annotations_app = typer.Typer(
     help="Detection and segmentation annotations: import (COCO, YOLO, VOC, masks, pairs), "
-         "export, list, audit, change boxes as events, augment with targets.",
-    no_args_is_help=True)
+         "list, audit, change boxes as events, augment with targets ('smartset export' writes "
+         "them).",
+    no_args_is_help=True, cls=SmartsetGroup, rich_markup_mode=None)
 detect_app = typer.Typer(help="Evaluate detections: baseline detector, precision/recall/F1, "
                               "COCO mAP, the knife table by condition and size, counting F1, "
-                              "segmentation IoU/Dice.", no_args_is_help=True)
-synth_app = typer.Typer(help="Simulated data sets with exact annotations.", no_args_is_help=True)
+                              "segmentation IoU/Dice.", no_args_is_help=True,
+                      cls=SmartsetGroup, rich_markup_mode=None)
+synth_app = typer.Typer(help="Simulated data sets with exact annotations.", no_args_is_help=True,
+                        cls=SmartsetGroup, rich_markup_mode=None)
 
 VersionOption = Annotated[Optional[str], typer.Option(
     help="Version to use (default: the live catalog).")]
@@ -80,14 +84,14 @@ def import_(
     if report.categories:
         console.print("classes: " + ", ".join(f"{k} {v}" for k, v in report.categories.items()))
     if report.issues:
-        console.print("[yellow]issues:[/] " + ", ".join(f"{k} {v}" for k, v in report.issues.items())
+        console.print("issues: " + ", ".join(f"{k} {v}" for k, v in report.issues.items())
                       + " (details: smartset issues)")
         for example in report.issue_examples[:5]:
             console.print(f"  {example['reason']}: {example['where']}: {example['detail']}",
                           highlight=False, markup=False)
 
 
-@annotations_app.command("export")
+@annotations_app.command("export", hidden=True)
 @handle_errors
 def export_(
     out: Annotated[Path, typer.Argument(help="Folder to write.")],
@@ -99,9 +103,11 @@ def export_(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write a version (images and annotations) in a format other tools read."""
+    """Deprecated: 'smartset export'. Write a version in a format other tools read."""
     from smartset.detection.formats_out import export
 
+    deprecated("smartset annotations export OUT --format F",
+               "smartset export --out OUT --format F")
     result = export(open_workspace(workspace), version, out, format=format, images=images,
                     palette=palette)
     if as_json:
@@ -180,7 +186,9 @@ def audit(
 @handle_errors
 def relabel(
     annotation_ids: Annotated[list[str], typer.Argument(help="Annotation ids.")],
-    category: Annotated[str, typer.Option(help="The new category.")],
+    to: Annotated[Optional[str], typer.Option("--to", help="The new category.")] = None,
+    category: Annotated[Optional[str], typer.Option(
+        "--category", hidden=True, help="Deprecated: --to.")] = None,
     reason: Annotated[Optional[str], typer.Option(help="Why (kept in the history).")] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
@@ -188,7 +196,15 @@ def relabel(
     """Give boxes a new category (an appended event each)."""
     from smartset.detection.store import relabel_box
 
-    events = relabel_box(open_workspace(workspace), annotation_ids, category, reason=reason,
+    if category is not None:
+        deprecated("smartset annotations relabel --category C", "smartset annotations "
+                   "relabel --to C")
+        if to is not None and to != category:
+            raise typer.BadParameter("give --to only (--category is its old spelling).")
+        to = category
+    if to is None:
+        raise typer.BadParameter("give the new category with --to.", param_hint="'--to'")
+    events = relabel_box(open_workspace(workspace), annotation_ids, to, reason=reason,
                          origin="cli")
     print_json({"events": events}) if as_json else console.print(f"events {events}")
 
@@ -242,9 +258,9 @@ def history(
                    "origin", "reason"):
         table.add_column(column)
     for row in frame.tail(50).itertuples(index=False):
-        table.add_row(str(row.id), row.annotation_id, str(row.previous_category),
-                      str(row.category), str(row.deleted), row.author, row.origin,
-                      str(row.reason))
+        table.add_row(str(row.id), row.annotation_id, table_text(row.previous_category),
+                      table_text(row.category), table_text(row.deleted),
+                      table_text(row.author), table_text(row.origin), table_text(row.reason))
     console.print(table)
 
 
