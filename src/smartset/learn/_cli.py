@@ -113,6 +113,7 @@ def train_command(
     seed: SeedOption = 0,
     resume: Annotated[Optional[int], typer.Option(help="Resume run N from its last checkpoint, with run N's own settings (a differing option is refused).")] = None,
     include_derived: Annotated[bool, typer.Option(help="Also score augmented copies among the held-out samples (default: originals only).")] = False,
+    multi_label: Annotated[bool, typer.Option("--multi-label", help="Several classes per image (the version's tags: a table's tags column, multi-label marks, an image in several class folders): a sigmoid per class, binary cross-entropy, per-class thresholds chosen on held-out training rows.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train a network on a version and evaluate it on held-out samples."""
@@ -150,6 +151,8 @@ def train_command(
     if size_note and not as_json:
         out.print(size_note)
     ws = open_workspace(workspace)
+    if multi_label:
+        from smartset.learn._multilabel_workspace import train_multilabel as train
     result = train(ws, version, model=model, size=size, mode=mode, test_fraction=test_fraction,
                    seed=seed, resume_run=resume, progress=show_progress(as_json), epochs=epochs,
                    batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
@@ -171,6 +174,8 @@ def _print_train(ws, result: dict, as_json: bool) -> None:
     if as_json:
         print_json(result)
         return
+    if result["config"].get("task") == "multilabel":
+        return _print_multilabel(ws, result, "train")
     config = result["config"]
     history = result["history"]
     columns = [c for c in ("epoch", "trainable_blocks", "loss", "accuracy", "val_loss",
@@ -204,6 +209,42 @@ def _print_train(ws, result: dict, as_json: bool) -> None:
                   f"duplicate set); left out of the score above{score}. 'smartset evaluate "
                   f"--exclude-leaked' scores the same way.")
     out.print(f"checkpoint: {ws.path / result['checkpoint']}")
+
+
+def _print_multilabel(ws, result: dict, what: str, as_json: bool = False) -> None:
+    """Render a multi-label train, evaluate or predict result."""
+    from smartset.learn.multilabel_metrics import format_multilabel
+
+    if as_json:
+        print_json(result)
+        return
+    if what == "train":
+        config, history = result["config"], result["history"]
+        columns = [c for c in ("epoch", "loss", "val_loss", "seconds") if c in history[-1]]
+        out.print(_table(f"run {result['run_id']}: multi-label {config['model']} (train "
+                         f"{config['n_train']}, {len(config['classes'])} classes)", history,
+                         columns))
+    report = result.get("test") if what == "train" else result
+    if what == "predict":
+        out.print(f"run {result['run_id']}: {result['n']} images predicted")
+        out.print(_table("predicted tags (at each class's threshold)",
+                         [{"class": c, "threshold": round(result["thresholds"][c], 4),
+                           "images": n} for c, n in result["counts"].items()],
+                         ["class", "threshold", "images"]))
+        for name, reason in result["skipped"][:10]:
+            out.print(f"  skipped {name}: {reason}")
+        out.print(f"CSV (file, predicted tags joined by '|', one probability per class): "
+                  f"{result['path']}")
+        return
+    if report:
+        where = result.get("holdout") or (f"left out {report['left_out_trained']} samples "
+                                          f"the run trained on or copies of them")
+        out.print(f"held-out multi-label scores ({where}):")
+        out.print(format_multilabel(report), markup=False)
+    if what == "train":
+        out.print(f"checkpoint (with the per-class thresholds): {ws.path / result['checkpoint']}")
+    elif result.get("path"):
+        out.print(f"report: {result['path']}")
 
 
 @handle_errors
@@ -248,6 +289,15 @@ def predict_command(
     if run is not None:
         if tta_shift and not tta:
             raise typer.BadParameter("--tta-shift adds views to --tta: give both.")
+        from smartset.learn._multilabel_workspace import is_multilabel_run, predict_multilabel
+
+        if is_multilabel_run(ws, _last_run(ws, run)):
+            if tta or tta_policy:
+                raise typer.BadParameter("test-time views are not available for multi-label "
+                                         "runs yet: leave out --tta/--tta-policy.")
+            result = predict_multilabel(ws, _last_run(ws, run), version, folder=folder,
+                                        out=out_csv, progress=show_progress(as_json))
+            return _print_multilabel(ws, result, "predict", as_json)
         result = predict_images(ws, _last_run(ws, run), version, folder=folder, out=out_csv,
                                 tta="flip+shift" if tta_shift else tta,
                                 batch_size=batch_size or 64, progress=show_progress(as_json))
@@ -324,6 +374,12 @@ def evaluate_command(
         if not done or done[0][0] is None:
             raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
         model = str(done[0][0])
+    from smartset.learn._multilabel_workspace import evaluate_multilabel, is_multilabel_run
+
+    if is_multilabel_run(ws, model):
+        result = evaluate_multilabel(ws, model, version, split=split, force=force,
+                                     progress=show_progress(as_json))
+        return _print_multilabel(ws, result, "evaluate", as_json)
     result = evaluate(ws, model, version, split=split, force=force, held_out=held_out,
                       exclude_leaked=exclude_leaked, include_derived=include_derived,
                       shifts=shift or (), positive=positive, preprocess=preprocess,
