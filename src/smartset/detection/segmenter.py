@@ -60,6 +60,8 @@ class _LiteEncoder(nn.Module):
         last = max(_FEATURE_STAGES)
         keep = [i for i, s in enumerate(stage_of) if s <= last]
         self.blocks = nn.ModuleList(network._blocks[i] for i in keep)
+        for block in self.blocks:  # no stochastic depth: its draws would be unseeded
+            block.drop_rate = 0.0
         self.stage_of = [stage_of[i] for i in keep]
         ends = {s: max(i for i in keep if stage_of[i] == s) for s in _FEATURE_STAGES}
         self._taps = sorted(ends.values())
@@ -289,8 +291,12 @@ class Segmenter:
         return self
 
     def _build(self, n_classes: int):
-        network = SegmentationNet(n_classes, backbone=self.backbone, width=self.width,
-                                  pretrained=self.pretrained and self.init_from is None)
+        # the new layers' initial weights come from the seed, not torch's global generator
+        # (which fork_rng leaves as it found it)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed))
+            network = SegmentationNet(n_classes, backbone=self.backbone, width=self.width,
+                                      pretrained=self.pretrained and self.init_from is None)
         if self.init_from is not None:
             source = _read_checkpoint(self.init_from)
             mine = network.state_dict()
@@ -410,6 +416,7 @@ class Segmenter:
     def predict(self, images, *, batch_size: int = 16) -> list[np.ndarray]:
         """Per image, an ``H x W`` uint8 mask of class values (0 background), the values
         of the ``classes`` given to :meth:`fit`."""
+        self._check_fitted()
         values = np.asarray(self.values_, np.uint8)
         return [values[p.argmax(0)] for p in self.predict_proba(images, batch_size=batch_size)]
 
