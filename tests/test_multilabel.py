@@ -220,3 +220,17 @@ def test_missing_and_extra_tags_are_found_and_single_label_detectors_refuse(seed
         find_multilabel_issues(given, probs, method="consensus")
     with pytest.raises(CleanInputError, match=r"\(N, K\)"):
         find_multilabel_issues(given[:, 0], probs)
+
+
+def test_the_frozen_features_path_trains_only_the_head(tmp_path):
+    from smartset.learn.multilabel import MultiLabelClassifier
+
+    rng = np.random.default_rng(3)
+    x, y = _bars(120, rng)
+    MultiLabelClassifier("lenet", epochs=1, seed=0, progress=False,
+                         checkpoint=tmp_path / "source.pt").fit(x, y)
+    head = MultiLabelClassifier("lenet", init_from=tmp_path / "source.pt", trainable_blocks=0,
+                                epochs=2, seed=0, progress=False).fit(x, y)
+    assert hasattr(head, "features_seconds_")  # features computed once, the head trained
+    assert {r["trainable_blocks"] for r in head.history_} == {0}
+    assert head.thresholds_.shape == (4,)
