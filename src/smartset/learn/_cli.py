@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from smartset._cli_common import (JsonOption, RayAddressOption, SmartsetGroup, WorkspaceOption,
-                                  check_engine, handle_errors, one_of, open_workspace, out,
-                                  print_json, show_progress, use_ray_address)
+from smartset._cli_common import (JsonOption, RayAddressOption, SmartsetGroup, Table,
+                                  WorkspaceOption, check_engine, handle_errors, one_of,
+                                  open_workspace, out, print_json, show_progress, use_ray_address)
 
 # The shifts 'evaluate --shift' knows, spelled here so that a bad one is a usage error before
 # any data is read, without importing torch (a test keeps them equal to
@@ -260,6 +259,8 @@ def predict_command(
     out_csv: Annotated[Optional[Path], typer.Option("--out", help="With RUN: the CSV to write (default: ws/reports/predict/run-N-NAME.csv).")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="With RUN: average the probabilities of each image and its mirror image.")] = False,
     tta_shift: Annotated[bool, typer.Option("--tta-shift", help="With --tta: also 4% shifted views (6 views in all).")] = False,
+    tta_policy: Annotated[Optional[str], typer.Option("--tta-policy", help="With RUN: test-time views by name instead of --tta: flip, shift (5 views of 4% shifts), flip+shift, or an augmentation policy (the image + --tta-n - 1 seeded draws).")] = None,
+    tta_n: Annotated[Optional[int], typer.Option("--tta-n", min=2, help="Views of --tta-policy (a policy: default 5; flip/shift: the first N).")] = None,
     folds: Annotated[int, typer.Option(min=2)] = 5,
     backbone: Annotated[Optional[str], typer.Option(help="--oof with a frozen backbone + linear head: efficientnet_lite0 (the default on photos), efficientnet_lite1/2, timm:NAME[=weights.pth].")] = None,
     model: Annotated[Optional[str], typer.Option(help="--oof with a CNN trained per fold (default on small gray images: small_cnn).")] = None,
@@ -289,6 +290,8 @@ def predict_command(
     if run is not None:
         if tta_shift and not tta:
             raise typer.BadParameter("--tta-shift adds views to --tta: give both.")
+        if tta_policy is not None and tta:
+            raise typer.BadParameter("give --tta (mirror) or --tta-policy NAME, not both.")
         from smartset.learn._multilabel_workspace import is_multilabel_run, predict_multilabel
 
         if is_multilabel_run(ws, _last_run(ws, run)):
@@ -299,8 +302,9 @@ def predict_command(
                                         out=out_csv, progress=show_progress(as_json))
             return _print_multilabel(ws, result, "predict", as_json)
         result = predict_images(ws, _last_run(ws, run), version, folder=folder, out=out_csv,
-                                tta="flip+shift" if tta_shift else tta,
-                                batch_size=batch_size or 64, progress=show_progress(as_json))
+                                tta=tta_policy or ("flip+shift" if tta_shift else tta),
+                                tta_n=tta_n, batch_size=batch_size or 64,
+                                progress=show_progress(as_json))
         if as_json:
             print_json(result)
             return
@@ -363,6 +367,9 @@ def evaluate_command(
     force: Annotated[bool, typer.Option(help="Evaluate even on samples seen in training (the report is marked).")] = False,
     exclude_leaked: Annotated[bool, typer.Option(help="Score without the samples seen in training (the same, copies by lineage, duplicates) and say how many were left out.")] = False,
     include_derived: Annotated[bool, typer.Option(help="Also score augmented copies (default: originals only).")] = False,
+    tta: Annotated[Optional[str], typer.Option(help="Also score under test-time augmentation, beside the plain score: flip, shift, flip+shift, or an augmentation policy (the image + --tta-n - 1 seeded draws).")] = None,
+    tta_n: Annotated[Optional[int], typer.Option("--tta-n", min=2, help="Views of --tta (a policy: default 5; flip/shift: the first N).")] = None,
+    saliency: Annotated[bool, typer.Option(help="Write saliency.png: the misclassified images beside their occlusion and Grad-CAM maps (and per-sample maps for the review app's focus view).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, top losses, robustness."""
@@ -383,6 +390,7 @@ def evaluate_command(
     result = evaluate(ws, model, version, split=split, force=force, held_out=held_out,
                       exclude_leaked=exclude_leaked, include_derived=include_derived,
                       shifts=shift or (), positive=positive, preprocess=preprocess,
+                      tta=tta, tta_n=tta_n, saliency=saliency,
                       progress=show_progress(as_json))
     if as_json:
         print_json(result)
@@ -424,6 +432,14 @@ def evaluate_command(
     out.print(f"confusion matrix: {result.get('confusion_png')}")
     if result.get("misclassified_png"):
         out.print(f"misclassified: {result['misclassified_png']}")
+    if result.get("tta"):
+        found = result["tta"]
+        out.print(_table(f"plain vs test-time augmentation ({', '.join(found['views'])})",
+                         found["rows"], ["scoring", "views", "accuracy", "macro_f1"]))
+    if result.get("saliency"):
+        found = result["saliency"]
+        out.print(f"saliency ({found['n_shown']} {found['shown']}, occlusion and Grad-CAM): "
+                  f"{found['montage_png']}")
 
 
 study_app = typer.Typer(help="Measure what a data step is worth.", no_args_is_help=True,

@@ -31,7 +31,7 @@ from smartset.learn.tta import TTA_VIEWS, tta_proba, tta_views  # noqa: F401
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
-           "lineage_roots", "derived_mask", "split_holdout", "read_oof_features", "run_dir",
+           "lineage_roots", "derived_mask", "split_holdout", "read_oof_features", "oof_features_of", "run_dir",
            "choose_oof_model", "auto_size", "embedding_cache_status", "predict_images"]
 
 _HELD_OUT = ("test", "val", "valid", "validation")
@@ -662,17 +662,47 @@ def embedding_cache_status(ws, version: str | None = None, *, backbone: str,
     return cache_status(ws, version, backbone=backbone, sample_ids=sample_ids)
 
 
+def _oof_feature_artifacts(ws, run: int | None):
+    """``(path, meta)`` of the stored out-of-fold feature files, newest first (artifact kind
+    ``features``; ``oof_features`` as older workspaces wrote it), of ``run`` when given."""
+    rows = ws.catalog.query("SELECT path, fingerprint, meta FROM artifacts WHERE kind IN "
+                            "('features', 'oof_features') ORDER BY created_at DESC, rowid DESC")
+    for row in rows:
+        meta = json.loads(row["meta"] or "{}")
+        owner = meta.get("run_id", row["fingerprint"])
+        if run is None or owner is None or str(owner) == str(run):
+            yield ws.path / row["path"], meta
+
+
 def read_oof_features(ws, run: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(sample_ids, features)`` stored by :func:`predict_oof` (default: its newest run)."""
-    rows = ws.catalog.query("SELECT path, fingerprint FROM artifacts WHERE kind = 'features'"
-                            " ORDER BY CAST(fingerprint AS INTEGER) DESC")
-    for path, run_id in rows:
-        if run is None or int(run_id) == int(run):
-            with np.load(ws.path / path, allow_pickle=False) as stored:
-                return stored["ids"].astype(object), stored["features"]
+    for path, _ in _oof_feature_artifacts(ws, run):
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as stored:
+                ids = stored["ids"] if "ids" in stored else stored["sample_ids"]
+                return ids.astype(object), stored["features"]
     from smartset.predictions import PredictionsNotFoundError
 
     raise PredictionsNotFoundError("No out-of-fold features stored: run 'smartset predict --oof'.")
+
+
+def oof_features_of(ws, run: int, sample_ids) -> tuple[np.ndarray, dict] | None:
+    """The out-of-fold features ``run`` stored, as float32 rows in ``sample_ids`` order, with
+    the artifact's meta (``backbone`` when they are frozen embeddings); None when the run
+    stored none that cover every sample."""
+    for path, meta in _oof_feature_artifacts(ws, run):
+        if not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as stored:
+            ids = (stored["ids"] if "ids" in stored else
+                   stored["sample_ids"] if "sample_ids" in stored else None)
+            if ids is None or "features" not in stored:
+                continue
+            position = {str(s): i for i, s in enumerate(ids)}
+            if all(str(s) in position for s in sample_ids):
+                rows = [position[str(s)] for s in sample_ids]
+                return stored["features"][rows].astype(np.float32), meta
+    return None
 
 
 def _group_folds(codes, groups, folds, seed) -> np.ndarray:
@@ -724,9 +754,15 @@ def _load_model(ws, model_or_run):
 def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=None,
              force: bool = False, held_out: bool = False, exclude_leaked: bool = False,
              include_derived: bool = False, shifts=(), positive=None,
-             preprocess: str | None = None, progress: bool | None = None) -> dict:
+             preprocess: str | None = None, tta=None, tta_n: int | None = None,
+             saliency: bool = False, progress: bool | None = None) -> dict:
     """Evaluate a trained model on ``version``: a run id, a checkpoint path, or several
     (an ensemble: their probabilities averaged).
+
+    ``tta`` (``flip``, ``shift``, ``flip+shift`` or a policy; ``tta_n`` views): the score
+    under test-time augmentation beside the plain one (``report["tta"]``; the stored
+    predictions stay the plain ones). ``saliency``: occlusion and Grad-CAM maps of the
+    misclassified images (:func:`smartset.learn.saliency.saliency_report`).
 
     Which samples: those of ``version`` (``split``, ``sample_ids`` narrow them), originals
     only: augmented copies are left out unless ``include_derived``. Leakage guard: samples
@@ -803,7 +839,13 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
               "exclude_leaked": exclude_leaked, "include_derived": include_derived,
               "left_out": left_out, "shifts": list(shifts),
               "positive": positive, "preprocess": preprocess,
+              "tta": None if tta in (None, False, "none") else str(tta), "tta_n": tta_n,
+              "saliency": bool(saliency),
               "classes": list(getattr(estimator, "classes_", []))}
+    if (tta not in (None, False, "none") or saliency) and task != "classification":
+        raise LearnError("--tta and --saliency score classifiers; this model is a regressor.")
+    if tta not in (None, False, "none"):
+        tta_views(tta, tta_n)  # an unknown name: one line, before the run is recorded
     eval_id = ws.catalog.start_run("evaluate", config)
     out_dir = run_dir(ws, eval_id)
     with ws.catalog.failing_run(eval_id):
@@ -830,6 +872,17 @@ def evaluate(ws, model, version: str | None = None, *, split=None, sample_ids=No
                     rows.append({"condition": kind, "n": len(data),
                                  "accuracy": float(np.mean(shifted == data.labels))})
                 report["robustness"] = rows
+            if config["tta"] is not None:
+                from smartset.learn.tta import tta_report
+
+                found = tta_report(estimator, data.images, data.labels, probs, tta, n=tta_n)
+                found.pop("probs")
+                report["tta"] = found
+            if saliency:
+                from smartset.learn.saliency import saliency_report
+
+                report["saliency"] = saliency_report(estimator, data.images, data.labels,
+                                                     data.ids.tolist(), probs, out_dir)
             if positive is not None:
                 from smartset.learn.robustness import condition_table
 

@@ -26,7 +26,7 @@ torch = require_torch("smartset.learn")
 F = torch.nn.functional
 
 __all__ = ["occlusion_map", "grad_cam", "last_conv_block", "saliency_montage",
-           "overlay", "SALIENCY_METHODS"]
+           "overlay", "write_sample_maps", "saliency_report", "SALIENCY_METHODS"]
 
 SALIENCY_METHODS = ("occlusion", "gradcam")
 
@@ -274,3 +274,45 @@ def write_sample_maps(images, maps: np.ndarray, sample_ids, folder: str | Path, 
         index[str(sample_id)] = {"file": name, **extra}
     write_text(folder / "index.json", json.dumps(index, indent=1))
     return folder / "index.json"
+
+
+def saliency_report(estimator, images, labels, sample_ids, probs, out_dir: str | Path, *,
+                    limit: int = 12, per_sample: int = 200) -> dict:
+    """What ``evaluate --saliency`` writes under ``out_dir``: ``saliency.png``, a montage of
+    the misclassified images (the most confidently wrong first, at most ``limit``; when
+    none is wrong, the least confident right ones) beside their occlusion and Grad-CAM
+    maps for the *predicted* class (the evidence that drove the answer), and
+    ``saliency/<sample_id>.png`` + ``saliency/index.json``: the Grad-CAM overlay of each
+    misclassified sample (at most ``per_sample``, the most confident first) for the review
+    app's focus view. Returns the paths and counts."""
+    classes = np.asarray(estimator.classes_, dtype=object)
+    labels = np.asarray(labels, dtype=object)
+    predicted_index = probs.argmax(1)
+    predicted = classes[predicted_index]
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probs[np.arange(len(probs)), predicted_index]
+    if len(wrong):
+        order = wrong[np.argsort(-confidence[wrong], kind="stable")]
+        what = "misclassified"
+    else:
+        order = np.argsort(confidence, kind="stable")
+        what = "least confident (none misclassified)"
+    shown = order[:limit]
+    targets = predicted_index[shown]
+    maps = {"occlusion (predicted class)": occlusion_map(estimator, images[shown], targets),
+            "Grad-CAM (predicted class)": grad_cam(estimator, images[shown], targets)}
+    captions = [f"({labels[i]}) {predicted[i]} {confidence[i]:.2f}" for i in shown]
+    out_dir = Path(out_dir)
+    montage = saliency_montage(images[shown], maps, captions, out_dir / "saliency.png",
+                               title=f"{what}: (true) predicted p")
+    stored = order[:per_sample] if len(wrong) else order[:0]
+    index = None
+    if len(stored):
+        cams = grad_cam(estimator, images[stored], predicted_index[stored])
+        index = write_sample_maps(
+            images[stored], cams, [sample_ids[i] for i in stored], out_dir / "saliency",
+            info=[{"true": str(labels[i]), "predicted": str(predicted[i]),
+                   "p": round(float(confidence[i]), 4), "method": "gradcam",
+                   "target": "predicted"} for i in stored])
+    return {"montage_png": str(montage), "shown": what, "n_shown": int(len(shown)),
+            "n_maps": int(len(stored)), "index": str(index) if index else None}

@@ -16,7 +16,7 @@ import numpy as np
 
 from smartset.learn.errors import LearnError
 
-__all__ = ["TTA_VIEWS", "tta_views", "view_images", "tta_proba"]
+__all__ = ["TTA_VIEWS", "tta_views", "view_images", "tta_proba", "tta_report"]
 
 TTA_VIEWS = {"flip": ("original", "hflip"),
              "shift": ("original", "shift++", "shift--", "shift+-", "shift-+"),
@@ -102,3 +102,21 @@ def tta_proba(predict_proba, images, tta, *, n: int | None = None, seed: int = 0
                            dtype=np.float64)
         total = probs if total is None else total + probs
     return (total / len(views)).astype(np.float32)
+
+
+def tta_report(estimator, images, labels, plain_probs, tta, *, n: int | None = None,
+               seed: int = 0) -> dict:
+    """The plain score beside the TTA score of a classifier on ``images``: ``views``,
+    ``rows`` (``scoring``, ``views``, ``accuracy``, ``macro_f1``: plain first), ``gain``
+    (TTA accuracy minus plain) and ``probs`` (the TTA probabilities)."""
+    from smartset.learn.metrics import classification_report
+
+    probs = tta_proba(estimator.predict_proba, images, tta, n=n, seed=seed)
+    views = tta_views(tta, n)
+    rows = []
+    for name, p in (("plain", plain_probs), (f"tta {tta}", probs)):
+        report = classification_report(labels, p, estimator.classes_)
+        rows.append({"scoring": name, "views": 1 if name == "plain" else len(views),
+                     "accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"]})
+    return {"tta": str(tta), "views": list(views), "rows": rows,
+            "gain": rows[1]["accuracy"] - rows[0]["accuracy"], "probs": probs}
