@@ -163,3 +163,30 @@ def test_workspace_without_masks_says_what_to_do(tmp_path):
     det.import_annotations(ws, info["coco"], engine="serial", show_progress=False)
     with pytest.raises(LearnError, match="no masks to learn from.*annotations import"):
         seg.train_segmenter(ws, epochs=1)
+
+
+def test_killed_workspace_run_resumes_with_its_own_settings(tmp_path, monkeypatch):
+    info = det.synth_shapes(tmp_path / "shapes", 6, seed=6, size=(64, 64), side=(10, 40))
+    ws = smartset.init(tmp_path / "ws")
+    det.import_annotations(ws, info["coco"], engine="serial", show_progress=False)
+    real, calls = seg.segmentation_loss, {"n": 0}
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # 4 training images, batches of 2: epoch two's first batch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seg, "segmentation_loss", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        seg.train_segmenter(ws, epochs=2, batch_size=2, width=16, seed=1, test_fraction=0.3)
+    run_id = int(ws.runs()["id"].iloc[-1])
+    assert ws.runs().set_index("id").loc[run_id, "status"] == "failed"
+    monkeypatch.setattr(seg, "segmentation_loss", real)
+    with pytest.raises(LearnError, match="No run .* to resume"):
+        seg.train_segmenter(ws, resume_run=run_id + 100)
+    resumed = seg.train_segmenter(ws, resume_run=run_id)
+    assert resumed["run_id"] == run_id and len(resumed["history"]) == 2
+    assert resumed["config"]["options"]["width"] == 16 and resumed["config"]["seed"] == 1
+    assert ws.runs().set_index("id").loc[run_id, "status"] == "done"
+    assert seg.load_segmenter(ws.path / resumed["checkpoint"]).width == 16

@@ -6,9 +6,11 @@ per pixel; LR-ASPP's one global-context gate (a pooled, sigmoid-weighted copy of
 features) is added at stride 16, and a last full-resolution step sees the image itself, so
 thin borders and small objects (8 px shapes) are not lost to the stride-2 features. Stages
 above stride 16 (192 and 320 channels, then the 1280-channel head) are left out: on images
-of a few hundred pixels they add compute, not context. About 0.6 M parameters of the
-backbone's 4.7 M are kept... (see :meth:`SegmentationNet.parameter_count`); it trains in
-minutes on two CPU cores and uses CUDA when present.
+of a few hundred pixels they add compute, not context. 0.70 M of the backbone's 4.7 M
+parameters are kept (the stem and first two stages stay frozen by default: on a CPU their
+high-resolution backward pass costs most, and ImageNet's edges serve as they are) and the
+decoder adds 0.16 M (:meth:`SegmentationNet.parameter_count`); it trains in minutes on two
+CPU cores and uses CUDA when present.
 
 The encoder wrapper below reads the backbone's blocks (``_conv_stem``, ``_bn0``,
 ``_blocks``, its stage of each block) without changing :mod:`smartset.backbones`.
@@ -653,7 +655,8 @@ def train_segmenter(ws, version: str | None = None, *, test_fraction: float = 0.
     if resume_run is not None:
         stored = _run_settings(ws, resume_run)
         version, test_fraction, seed = stored["version"], stored["test_fraction"], stored["seed"]
-        options = dict(stored["options"])
+        device = options.get("device")
+        options = {**stored["options"], **({"device": device} if device else {})}
     unknown = sorted(set(options) - set(Segmenter().get_params()) - {"device"})
     if unknown:
         raise LearnError(f"Unknown segmenter option(s) {unknown}; options: "
