@@ -63,7 +63,8 @@ def detection_errors(gt, pred, *, iou_threshold: float = 0.5, score_threshold: f
             best = int(np.argmax(ious))
             if ious[best] >= iou_threshold:
                 other = all_pred.iloc[rows[best]]
-                predicted, iou = f"{other['category']} {float(other['score']):.2f}", float(ious[best])
+                predicted = f"{other['category']} {float(other['score']):.2f}"
+                iou = float(ious[best])
         misses.append({"image": r.image, "category": str(r.category),
                        "bbox": [r.x, r.y, r.w, r.h], "score": None, "true": str(r.category),
                        "predicted": predicted, "iou": iou})
