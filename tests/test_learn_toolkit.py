@@ -241,3 +241,14 @@ def test_cli_train_lr_find_one_cycle_then_evaluate_tta_and_saliency(digits_ws):
                                "rotation", "--tta-n", "3", "--out", ws.path / "p.csv",
                                "--json").stdout)
     assert predicted["tta"] == ["original", "rotation#1", "rotation#2"]
+
+
+def test_study_augment_runs_the_three_mnist_architectures(digits_ws):
+    ws = digits_ws
+    found = json.loads(run("study", "augment", "-w", ws.path, "--model",
+                           "lenet,network3,dropconnect", "--combinations", "original",
+                           "--runs", "1", "--train-size", "80", "--test-size", "40",
+                           "--steps", "3", "--json").stdout)
+    assert [s["model"] for s in found["studies"]] == ["lenet", "network3", "dropconnect"]
+    bad = run("study", "augment", "-w", ws.path, "--model", "lenet,nope", code=1)
+    assert "Unknown model(s) nope" in bad.output

@@ -90,7 +90,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Learning rate (Adam; the peak rate with --schedule one-cycle).")] = 1e-3,
     lr_find: Annotated[bool, typer.Option("--lr-find", help="Run the learning-rate range test first (fastai's lr_find), save its plot (models/run-N/lr_find.png) and train at its 'valley' suggestion instead of --lr.")] = False,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule: 'cosine' (annealing per step), 'one-cycle' (fastai's fit_one_cycle: warm-up to the rate, cosine down; Adam's beta1 cycles 0.95-0.85-0.95) or 'constant'.")] = "cosine",
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (CUDA, with gradient scaling): autocast in training; auto follows the measured rules (bf16 for pretrained backbones on a CPU with native bfloat16, fp32 for small networks).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (CUDA, with gradient scaling): autocast in training; auto follows the measured rules (on a CPU with native bfloat16: bf16 for small networks trained from scratch, fp32 for pretrained backbones; CUDA: bf16, else fp16).")] = "fp32",
     weight_decay: Annotated[float, typer.Option()] = 0.0,
     augment: Annotated[Optional[str], typer.Option(help="Online augmentation policy (a name from 'smartset augment list' or a policy file).")] = None,
     mixup: Annotated[Optional[float], typer.Option(min=0.0, help="MixUp of training batches with this Beta alpha (e.g. 0.2); labels become soft targets. With --cutmix, each batch takes one of the two.")] = None,
@@ -457,7 +457,7 @@ def study_augment_command(
     factor: Annotated[str, typer.Option(help="Comma-separated expansion factors: 1 augments online, 5 or 25 expand the training set offline to 5x/25x (originals included), e.g. 1,5,25. 'original' runs at x1.")] = "1",
     train_size: Annotated[Optional[int], typer.Option(help="Training instances (a stratified subset).")] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Held-out instances.")] = None,
-    model: Annotated[str, typer.Option()] = "lenet",
+    model: Annotated[str, typer.Option(help="A model, or several comma-separated: one study each on the same seeds (lenet,network3,dropconnect: the MNIST study's three architectures).")] = "lenet",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     lr: Annotated[float, typer.Option()] = 1e-3,
     weight_decay: Annotated[float, typer.Option()] = 0.0,
@@ -469,16 +469,33 @@ def study_augment_command(
     from smartset.learn.study import study_augment_workspace
 
     ws = open_workspace(workspace)
-    result = study_augment_workspace(
-        ws, version, combinations=combinations.split(",") if combinations else None, runs=runs,
-        epochs=epochs, steps=steps, factor=factor, train_size=train_size, test_size=test_size,
-        model=model, batch_size=batch_size, lr=lr, weight_decay=weight_decay, size=size,
-        mode=mode, seed=seed, progress=show_progress(as_json))
+    models = [m.strip() for m in model.split(",") if m.strip()]
+    if not models:
+        raise typer.BadParameter("--model: give at least one model name.")
+    from smartset.learn.models import MODELS, UnknownModelError
+
+    unknown = [n for n in models if n not in MODELS and not n.startswith("timm:")]
+    if unknown:  # one line, before any study runs
+        raise UnknownModelError(f"Unknown model(s) {', '.join(unknown)}; models: "
+                                f"{', '.join(MODELS)} (see 'smartset models').")
+    results = []
+    for name in models:
+        result = study_augment_workspace(
+            ws, version, combinations=combinations.split(",") if combinations else None,
+            runs=runs, epochs=epochs, steps=steps, factor=factor, train_size=train_size,
+            test_size=test_size, model=name, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, size=size, mode=mode, seed=seed,
+            progress=show_progress(as_json))
+        results.append(result)
+        if not as_json:
+            if len(models) > 1:
+                out.print(f"[bold]model {name}[/]")
+            out.print(result["markdown"])
+            out.print(f"table: {result['csv']}\nruns: {result['runs_csv']}\nplot: "
+                      f"{result['plot']}")
     if as_json:
-        print_json(result)
-        return
-    out.print(result["markdown"])
-    out.print(f"table: {result['csv']}\nruns: {result['runs_csv']}\nplot: {result['plot']}")
+        print_json(results[0] if len(results) == 1 else
+                   {"studies": [{"model": n, **r} for n, r in zip(models, results)]})
 
 
 @study_app.command("transfer")

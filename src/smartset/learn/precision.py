@@ -4,11 +4,14 @@ gradient scaler.
 ``fp32``: plain float32. ``bf16``: bfloat16 autocast (CUDA, or a CPU that runs bfloat16
 natively: AVX-512 BF16 / AMX, as ``torch`` reports it); no gradient scaling is needed.
 ``fp16``: float16 autocast with a ``GradScaler`` (CUDA only; float16 on a CPU is slower
-than float32 and refused). ``auto`` follows what was measured (``benchmarks/precision.py``,
-2 cores with AMX, see the README): on CUDA, bf16 where the GPU supports it, else fp16; on
-a CPU, bf16 only for pretrained backbones (EfficientNet-Lite0 fine-tuning at 128 px ran
-faster under bf16) and only where bfloat16 is native; the small networks trained from
-scratch (lenet, small_cnn, ...) stay in fp32, where bf16 was measured slower.
+than float32 and refused). The default stays ``fp32``; ``auto`` follows what was measured
+(``benchmarks/precision.py``, 2 shared cores with AMX, one thread, best of 3, see the
+README): on CUDA, bf16 where the GPU supports it, else fp16 (the usual practice; not
+measured here: no GPU); on a CPU with native bfloat16, bf16 for the small networks trained
+from scratch (LeNet and small_cnn on 28 px digits trained faster under bf16, same held-out
+accuracy) and fp32 for pretrained backbones (EfficientNet-Lite0 fine-tuning at 128 px was
+about twice as slow under bf16: its backward pass gains nothing); fp32 where bfloat16
+would be emulated.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def resolve_precision(precision: str, device, model: str | None = None) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         from smartset.learn.models import is_pretrained_model
 
-        return "bf16" if cpu_bf16_native() and is_pretrained_model(model) else "fp32"
+        return "bf16" if cpu_bf16_native() and not is_pretrained_model(model) else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise LearnError("precision fp16 (float16 autocast with gradient scaling) needs a "
                          "CUDA device; on a CPU use bf16 (where it is native) or fp32.")
