@@ -211,6 +211,21 @@ async function showPage(page) {
   moveCursor(S.cursor, false);
 }
 
+// A card's caption: the reason without what the card already shows (the duplicate set's
+// badge, a plan item's id), so the two lines it has left say why; the whole reason stays in
+// its title and in the focus view.
+function cardReason(entry) {
+  let text = entry.reason || "";
+  if (entry.group && S.queue && S.queue.kind === "duplicates") {
+    const at = text.indexOf(`${entry.group}: `);
+    if (at >= 0 && at <= 40) text = text.slice(at + entry.group.length + 2);
+  }
+  if (entry.item != null && text.startsWith(`${entry.item}: `)) {
+    text = text.slice(String(entry.item).length + 2);
+  }
+  return text;
+}
+
 function cardBody(index, entry) {
   const item = entry.sample_id ? S.items.get(entry.sample_id) : null;
   const parts = [];
@@ -235,7 +250,7 @@ function cardBody(index, entry) {
     parts.push(el("div", { class: "suggest", title: `suggested: ${entry.suggested}` },
       el("span", { class: "arrow", text: "→" }), el("span", { class: "name", text: entry.suggested })));
   }
-  parts.push(el("div", { class: "reason", text: entry.reason, title: entry.reason }));
+  parts.push(el("div", { class: "reason", text: cardReason(entry), title: entry.reason }));
   const badges = el("div", { class: "badges" });
   if (item) {
     if (item.marks.exclude) badges.append(el("span", { class: "badge exclude", text: "excluded" }));
