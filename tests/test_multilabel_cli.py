@@ -73,3 +73,23 @@ def test_train_evaluate_predict_multi_label(tmp_path):
         expected = [c for c in ("bar0", "bar1", "bar2")
                     if float(row[c]) >= trained["thresholds"][c] - 1e-6]
         assert (row["predicted"].split("|") if row["predicted"] else []) == expected
+
+
+def test_find_tag_issues_over_a_workspace(tmp_path):
+    import smartset
+    from smartset.clean import find_tag_issues
+
+    rows = _bar_images(tmp_path / "img", 60, 2)
+    (tmp_path / "tags.csv").write_text(
+        "path,tags\n" + "".join(f"{p},{t}\n" for p, t in rows))
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "tags.csv", show_progress=False)
+    found = find_tag_issues(ws, folds=3, epochs=1, batch_size=16, progress=False)
+    assert found["n"] == 60 and found["classes"] == ["bar0", "bar1", "bar2"]
+    assert set(found["thresholds"]) == {"bar0", "bar1", "bar2"}
+    ids = set(ws.samples()["id"])
+    for issue in found["issues"]:
+        assert issue["sample_id"] in ids and issue["kind"] in ("missing", "extra")
+        assert (issue["class"] in issue["tags"]) == (issue["kind"] == "extra")
+    scores = [issue["score"] for issue in found["issues"]]
+    assert scores == sorted(scores, reverse=True)

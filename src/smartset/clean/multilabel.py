@@ -32,7 +32,7 @@ import numpy as np
 from smartset.clean._validation import CleanInputError
 
 __all__ = ["find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
-           "check_multilabel_detector", "FILTERS"]
+           "check_multilabel_detector", "FILTERS", "find_tag_issues"]
 
 MULTILABEL_DETECTORS: dict[str, str | None] = {
     # name -> None when it applies to multi-label data, else why it refuses
@@ -166,3 +166,32 @@ def _top(rows: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
         best = candidates[np.argsort(-scores[candidates], kind="stable")[:count]]
         out[best] = True
     return out
+
+
+def find_tag_issues(ws, version: str | None = None, *, model: str = "lenet", folds: int = 5,
+                    size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
+                    filter_by: str = "prune_by_noise_rate", progress: bool | None = None,
+                    **options) -> dict:
+    """Missing and extra tags of ``version`` (a workspace's tags, :meth:`Workspace.tags`):
+    out-of-fold probabilities from a multi-label CNN per fold (lineage and duplicate groups
+    kept within a fold; ``options``: epochs, batch_size, lr, ...), then
+    :func:`find_multilabel_issues`. Returns ``issues`` (sample_id, path, tags, class, kind,
+    score; worst first), ``classes``, ``n`` and ``thresholds`` (per class ``t1``, ``t0``)."""
+    # learn trains the fold models; imported here so that importing the cleaning stage
+    # does not load torch (as plan.py reads learn's features)
+    from smartset.learn import cross_val_predict_multilabel, load_tagged
+    from smartset.learn._workspace import duplicate_groups
+    from smartset.tags import tag_matrix
+
+    data, tag_sets = load_tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
+    groups = duplicate_groups(ws, data.ids).astype(str)
+    probs, classes, _ = cross_val_predict_multilabel(
+        data.images, tag_sets, model=model, folds=folds, groups=groups, seed=seed,
+        progress=progress, **options)
+    truth, _ = tag_matrix(tag_sets, classes)
+    found = find_multilabel_issues(truth, probs, filter_by=filter_by)
+    issues = [{"sample_id": str(data.ids[r["row"]]), "path": str(data.paths[r["row"]]),
+               "tags": tag_sets[r["row"]], **{k: r[k] for k in ("class", "kind", "score")}}
+              for r in found.table(classes)]
+    return {"issues": issues, "classes": classes, "n": len(data), "filter_by": filter_by,
+            "thresholds": {c: [float(v) for v in t] for c, t in zip(classes, found.thresholds)}}

@@ -33,6 +33,8 @@ _EXPORTS = {
                                   "group_folds"],
     "smartset.learn.multilabel_metrics": ["multilabel_report", "choose_thresholds",
                                           "average_precision", "format_multilabel"],
+    "smartset.learn._multilabel_workspace": ["train_multilabel", "evaluate_multilabel",
+                                             "predict_multilabel", "load_tagged"],
     "smartset.learn.study": ["study_augment", "study_augment_workspace", "study_transfer",
                              "study_transfer_workspace", "paired_differences", "plot_study"],
 }

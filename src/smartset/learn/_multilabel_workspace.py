@@ -27,14 +27,12 @@ from smartset.learn._workspace import derived_mask, duplicate_groups, run_dir
 from smartset.learn.data import _decode, load_version
 from smartset.learn.errors import LeakageError, LearnError
 from smartset.learn.estimator import load_checkpoint
-from smartset.clean.multilabel import find_multilabel_issues
-from smartset.learn.multilabel import (MultiLabelClassifier, cross_val_predict_multilabel,
-                                       group_folds)
+from smartset.learn.multilabel import MultiLabelClassifier, group_folds
 from smartset.learn.multilabel_metrics import multilabel_report
 from smartset.tags import tag_matrix
 
 __all__ = ["train_multilabel", "evaluate_multilabel", "predict_multilabel", "is_multilabel_run",
-           "find_tag_issues"]
+           "load_tagged"]
 
 _REFUSED = {"resume_run": "--resume", "lr_find": "--lr-find", "mix": "--mixup/--cutmix",
             "balanced_sampling": "--balanced-sampling"}
@@ -48,8 +46,11 @@ def is_multilabel_run(ws, run) -> bool:
     return False
 
 
-def _tagged(ws, version, *, size, mode, fit, progress):
-    """Loaded images of ``version`` that have tags, one row per content, and their tags."""
+def load_tagged(ws, version: str | None = None, *, size=None, mode: str | None = None,
+                fit: str = "stretch", progress: bool | None = None):
+    """``(data, tag_sets)``: the decoded images of ``version`` that have tags (one row per
+    content: a file filed under several class folders is one image) and their sorted tags
+    (:meth:`smartset.Workspace.tags`)."""
     data = load_version(ws, version, size=size, mode=mode, fit=fit, labeled_only=False,
                         progress=progress)
     tags = ws.tags(version)
@@ -88,7 +89,7 @@ def train_multilabel(ws, version: str | None = None, *, model: str | None = "len
     from smartset.learn.pretrained import default_size
 
     size, _ = default_size(model, size)
-    data, tag_sets = _tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
+    data, tag_sets = load_tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
     groups = duplicate_groups(ws, data.ids).astype(str)
     derived = derived_mask(ws, data.ids)
     held = np.isin(data.splits, ("test",))
@@ -172,7 +173,7 @@ def evaluate_multilabel(ws, run, version: str | None = None, *, split=None,
     so). Writes ``reports/evaluate/run-N/multilabel.json``; returns the report."""
     model, config, run_id = _load(ws, run)
     c, h, w = model.input_shape_
-    data, tag_sets = _tagged(ws, version, size=(h, w), mode="L" if c == 1 else "RGB",
+    data, tag_sets = load_tagged(ws, version, size=(h, w), mode="L" if c == 1 else "RGB",
                              fit=config.get("fit") or "stretch", progress=progress)
     if split is not None:
         rows = np.flatnonzero(np.isin(data.splits, [split] if isinstance(split, str) else split))
@@ -240,26 +241,3 @@ def predict_multilabel(ws, run, version: str | None = None, *, folder=None, out=
             "skipped": skipped, "run_id": run_id,
             "seconds": round(time.perf_counter() - started, 3)}
 
-
-def find_tag_issues(ws, version: str | None = None, *, model: str = "lenet", folds: int = 5,
-                    size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
-                    filter_by: str = "prune_by_noise_rate", progress: bool | None = None,
-                    **options) -> dict:
-    """Missing and extra tags of ``version``: out-of-fold probabilities from a
-    :class:`MultiLabelClassifier` per fold (lineage groups kept within a fold; ``options``:
-    epochs, batch_size, lr, ...), then :func:`smartset.clean.find_multilabel_issues`.
-    Returns ``issues`` (sample_id, path, tags, class, kind, score; worst first), ``classes``,
-    ``n``, and ``thresholds`` (per class: the confident-learning ``t1``, ``t0``)."""
-    data, tag_sets = _tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
-    groups = duplicate_groups(ws, data.ids).astype(str)
-    probs, classes, _ = cross_val_predict_multilabel(
-        data.images, tag_sets, model=model, folds=folds, groups=groups, seed=seed,
-        progress=progress, **options)
-    truth, _ = tag_matrix(tag_sets, classes)
-    found = find_multilabel_issues(truth, probs, filter_by=filter_by)
-    issues = [{"sample_id": str(data.ids[r["row"]]), "path": str(data.paths[r["row"]]),
-               "tags": tag_sets[r["row"]], **{k: r[k] for k in ("class", "kind", "score")}}
-              for r in found.table(classes)]
-    return {"issues": issues, "classes": classes, "n": len(data),
-            "thresholds": {c: [float(v) for v in t] for c, t in zip(classes, found.thresholds)},
-            "filter_by": filter_by}
