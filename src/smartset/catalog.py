@@ -606,6 +606,40 @@ class Catalog:
                 pass
         return gone
 
+    def run(self, run_id: int) -> dict | None:
+        """Run ``run_id`` as a dict (``config``, ``metrics`` and ``software`` decoded), or
+        None: the typed reader every stage uses instead of its own query."""
+        rows = self.query("SELECT * FROM runs WHERE id = ?", (int(run_id),))
+        if not rows:
+            return None
+        run = dict(rows[0])
+        for key in ("config", "metrics", "software"):
+            if key in run:
+                run[key] = json.loads(run[key]) if run[key] else ({} if key != "metrics" else None)
+        return run
+
+    def newest_run_id(self, command: str | None = None, *, status: str | None = None
+                      ) -> int | None:
+        """The id of the newest run (of ``command``, with ``status``), or None."""
+        found = self.run_ids(command, status=status, limit=1)
+        return found[0] if found else None
+
+    def run_ids(self, command: str | None = None, *, status: str | None = None,
+                limit: int | None = None) -> list[int]:
+        """Ids of the runs (of ``command``, with ``status``), newest first, at most ``limit``."""
+        sql, params = "SELECT id FROM runs", []
+        clauses = []
+        if command is not None:
+            clauses.append("command = ?")
+            params.append(command)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC" + ("" if limit is None else f" LIMIT {int(limit)}")
+        return [int(r[0]) for r in self.query(sql, tuple(params))]
+
     def finish_run(self, run_id: int, metrics: dict, *, status: str = "done") -> None:
         with self.write() as con:
             con.execute(

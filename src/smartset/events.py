@@ -76,13 +76,25 @@ class EventLog:
                    LabelError(f"No {self.noun} event {event_id}."))
         return dict(row)
 
-    def history(self, catalog, where: Mapping[str, object] | None = None) -> list[dict]:
-        """Every event (of the things ``where`` selects: column → value), oldest first."""
-        clauses = [f"e.{column} = ?" for column in (where or {})]
-        sql = f"SELECT e.* FROM {self.table} e"
+    def history(self, catalog, where: Mapping[str, object] | None = None, *,
+                newest_first: bool = False, limit: int | None = None) -> list[dict]:
+        """Every event (of the things ``where`` selects: column → value; ``sample_id``
+        works for every log), oldest first (or ``newest_first``), at most ``limit``."""
+        clauses, params = [], []
+        for column, value in (where or {}).items():
+            clauses.append(f"{self.sample} = ?" if column == "sample_id" else f"e.{column} = ?")
+            params.append(value)
+        sql = f"SELECT e.*, {self.sample} AS _sample FROM {self.table} e {self.join}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        return [dict(r) for r in catalog.query(sql + " ORDER BY e.id", tuple((where or {}).values()))]
+        sql += " ORDER BY e.id" + (" DESC" if newest_first else "")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = [dict(r) for r in catalog.query(sql, tuple(params))]
+        for row in rows:
+            row.setdefault("sample_id", row["_sample"])
+            del row["_sample"]
+        return rows
 
     # -- writing (inside a catalog write transaction) ----------------------------------------
     def check_expected(self, con, key: Sequence, based_on: int | None) -> dict | None:
@@ -130,6 +142,16 @@ class EventLog:
                                   f"there is nothing before it to restore."))
         return self.append(con, key, state, author=author, origin="undo",
                            reason=reason or f"undo event {event_id}", reverts=event["id"])
+
+    def samples_of(self, catalog, event_ids: Iterable[int]) -> list[str]:
+        """The samples the events ``event_ids`` changed (each once, in no set order)."""
+        ids, found = [int(i) for i in event_ids], []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            found += [r[0] for r in catalog.query(
+                f"SELECT DISTINCT {self.sample} FROM {self.table} e {self.join} WHERE e.id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))]
+        return list(dict.fromkeys(found))
 
     # -- who reviewed what ---------------------------------------------------------------------
     def reviewed(self, catalog, sample_ids: Iterable[str] | None = None,

@@ -244,6 +244,112 @@ class Workspace:
         encoded = None if targets is None else json.dumps([float(t) for t in targets])
         with self.catalog.write() as con:
             self._check_samples(con, ids)
+    def records_of(self, sample_ids: Sequence[str]) -> dict[str, dict]:
+        """Per known sample id: ``relpath``, ``split``, ``width``, ``height``, ``format``,
+        ``status``, ``sha256``, ``origin_id`` (of a derived sample), ``label`` and
+        ``label_event_id`` (its version), ``marks`` (kind -> ``{"id", "active", "value"}``
+        of the newest mark event, value decoded). Unknown ids are left out."""
+        records: dict[str, dict] = {}
+        ids = list(dict.fromkeys(sample_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for r in self.catalog.query(
+                    f"SELECT s.id, s.relpath, s.split, s.width, s.height, s.format, s.status,"
+                    f" s.sha256, g.origin_id, e.id AS event_id, e.label"
+                    f" FROM samples s LEFT JOIN lineage g ON g.sample_id = s.id"
+                    f" LEFT JOIN label_events e ON e.id = (SELECT MAX(x.id) FROM label_events x"
+                    f"  WHERE x.sample_id = s.id)"
+                    f" WHERE s.id IN ({marks})", tuple(chunk)):
+                records[r["id"]] = {
+                    "relpath": r["relpath"], "split": r["split"], "width": r["width"],
+                    "height": r["height"], "format": r["format"], "status": r["status"],
+                    "sha256": r["sha256"], "origin_id": r["origin_id"], "label": r["label"],
+                    "label_event_id": r["event_id"], "marks": {}}
+            for r in self.catalog.query(
+                    f"SELECT m.sample_id, m.kind, m.id, m.value, m.active FROM sample_marks m"
+                    f" JOIN (SELECT MAX(id) AS id FROM sample_marks WHERE sample_id IN"
+                    f" ({marks}) GROUP BY sample_id, kind) last ON last.id = m.id", tuple(chunk)):
+                if r["sample_id"] in records:
+                    records[r["sample_id"]]["marks"][r["kind"]] = {
+                        "id": r["id"], "active": bool(r["active"]),
+                        "value": json.loads(r["value"]) if r["value"] else None}
+        return records
+
+    def labels_of(self, sample_ids: Sequence[str]) -> dict[str, str | None]:
+        """The current label of each of ``sample_ids`` that has one."""
+        found: dict[str, str | None] = {}
+        ids = list(sample_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update({r[0]: r[1] for r in self.catalog.query(
+                f"SELECT sample_id, label FROM current_labels WHERE sample_id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))})
+        return found
+
+    def origin_of(self, sample_id: str) -> dict | None:
+        """Where a derived sample comes from: ``origin_id``, ``stage``, ``params``
+        (decoded), ``created_at``, ``origin_relpath``, ``origin_label``; None for an
+        original."""
+        rows = self.catalog.query(
+            "SELECT g.origin_id, g.stage, g.params, g.created_at, s.relpath, l.label"
+            " FROM lineage g JOIN samples s ON s.id = g.origin_id"
+            " LEFT JOIN current_labels l ON l.sample_id = g.origin_id WHERE g.sample_id = ?",
+            (sample_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"origin_id": r["origin_id"], "stage": r["stage"],
+                "params": json.loads(r["params"]), "created_at": r["created_at"],
+                "origin_relpath": r["relpath"], "origin_label": r["label"]}
+
+    def class_counts(self) -> dict[str, int]:
+        """How many available samples carry each label (unlabeled ones are not counted)."""
+        return {r[0]: r[1] for r in self.catalog.query(
+            "SELECT l.label, COUNT(*) FROM current_labels l JOIN samples s ON s.id = l.sample_id"
+            " WHERE s.status = 'ok' AND l.label IS NOT NULL GROUP BY l.label")}
+
+    def labeled_as(self, labels: Sequence[str]) -> list[dict]:
+        """Every sample whose current label is one of ``labels``: ``sample_id``, ``label``,
+        ``event_id``."""
+        labels = list(labels)
+        if not labels:
+            return []
+        return [dict(r) for r in self.catalog.query(
+            f"SELECT sample_id, label, event_id FROM current_labels WHERE label IN "
+            f"({', '.join('?' * len(labels))})", tuple(labels))]
+
+    def file_record(self, sample_id: str) -> dict | None:
+        """What ingest saw of a sample's file, to check it before serving it: ``relpath``,
+        ``sha256``, ``format``, ``size``, ``mtime_ns``, ``status``, ``root`` (its data root:
+        an absolute folder or an fsspec URL); None for an unknown id."""
+        rows = self.catalog.query(
+            "SELECT s.relpath, s.sha256, s.format, s.size, s.mtime_ns, s.status, r.path AS root,"
+            " r.in_workspace FROM samples s JOIN roots r ON r.id = s.root_id WHERE s.id = ?",
+            (sample_id,))
+        if not rows:
+            return None
+        record = dict(rows[0])
+        if record.pop("in_workspace"):
+            record["root"] = str(self.path / record["root"])
+        return record
+
+    def content_hashes(self) -> dict[str, str]:
+        """``{sample id: sha256}`` of every available sample."""
+        return {r[0]: r[1] for r in self.catalog.query(
+            "SELECT id, sha256 FROM samples WHERE status = 'ok'")}
+
+    def sample_count(self) -> int:
+        """How many samples the catalog holds (every status)."""
+        return int(self.catalog.query("SELECT COUNT(*) FROM samples")[0][0])
+
+    def current_labels(self) -> dict[str, str | None]:
+        """The current label (None: unlabeled) of every available sample, in catalog order
+        (root, then relative path): a light reader for the review queues."""
+        return {r[0]: r[1] for r in self.catalog.query(
+            "SELECT s.id, l.label FROM samples s LEFT JOIN current_labels l"
+            " ON l.sample_id = s.id WHERE s.status = 'ok' ORDER BY s.root_id, s.relpath")}
+
             for sid, based_on in (expected or {}).items():
                 LABELS.check_expected(con, (sid,), based_on)
             stamp = now()

@@ -19,6 +19,7 @@ import numpy as np
 from smartset._atomic import write_text
 from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
+from smartset.clean.store import register_plan, write_issues
 from smartset.clean.plan_file import ACTIONS, PLAN_FORMAT, PlanError, check_plan, load_plan
 from smartset.clean.trust import assess_trust, estimated_by_class, view_evidence
 from smartset.errors import EmptyDataError
@@ -82,30 +83,6 @@ FEATURE_CHOICES = ("auto", "oof", "backbone", "audit", "none")
 #: photos/s on one CPU core: 17 minutes); above it the audit's pixel embeddings are used
 #: and the plan says why. Cached embeddings are used whatever their number.
 BACKBONE_AUTO_LIMIT = 20_000
-
-
-def _oof_features(ws, run_id: int, sample_ids: np.ndarray):
-    """Out-of-fold features the learning stage stored for ``run_id`` (artifact kind
-    ``oof_features`` or ``features``: a .npz with ``sample_ids`` or ``ids``, and
-    ``features``), as ``(features, meta)``, or None."""
-    for row in ws.catalog.query("SELECT path, meta FROM artifacts WHERE kind IN "
-                                "('oof_features', 'features') ORDER BY created_at DESC"):
-        meta = json.loads(row["meta"] or "{}")
-        if meta.get("run_id") not in (None, run_id):
-            continue
-        path = ws.path / row["path"]
-        if not path.is_file():
-            continue
-        with np.load(path, allow_pickle=True) as data:
-            ids = data["sample_ids"] if "sample_ids" in data else data.get("ids")
-            if ids is None or "features" not in data:
-                continue
-            position = {str(s): i for i, s in enumerate(ids)}
-            if not all(s in position for s in sample_ids):
-                continue
-            vectors = data["features"][[position[s] for s in sample_ids]].astype(np.float32)
-            return vectors, meta
-    return None
 
 
 def _frozen_backbone(config: dict, meta: dict) -> str | None:
@@ -198,10 +175,7 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
     asked = backbone  # a backbone named by the caller wins over the one a run stored
     backbone = backbone or DEFAULT_BACKBONE
     preds = ws.predictions(run=run, kind=kind)
-    config = {}
-    rows = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (preds.run_id,))
-    if rows:
-        config = json.loads(rows[0][0] or "{}")
+    config = (ws.catalog.run(preds.run_id) or {}).get("config") or {}
     in_sample = preds.in_sample or config.get("in_sample") is True or config.get("oof") is False
     if in_sample:
         warnings.warn(
@@ -242,7 +216,9 @@ def workspace_inputs(ws, *, version: str | None = None, run: int | None = None,
     photos = looks_like_photos(samples[samples["id"].isin(set(ids))])
     fold_features = None  # out-of-fold features of fold-trained models, kept for later
     if features in ("auto", "oof"):
-        stored = _oof_features(ws, preds.run_id, ids)
+        from smartset.learn import oof_features_of  # learn's typed reader
+
+        stored = oof_features_of(ws, preds.run_id, ids)
         if stored is not None:
             frozen = _frozen_backbone(config, stored[1])
             if frozen and features == "auto" and asked and asked != frozen:
@@ -672,14 +648,10 @@ def make_plan(ws, *, version: str | None = None, run: int | None = None,
         path = ws.reports_dir / "clean" / f"plan-{run_id}.json"
         write_text(path, json.dumps(plan, indent=1, ensure_ascii=False, default=_json_default))
         with ws.catalog.write() as con:
-            con.executemany("INSERT OR REPLACE INTO label_issues(run_id, sample_id, kind, score,"
-                            " label, suggested, detectors, reason, evidence) VALUES"
-                            " (?, ?, ?, ?, ?, ?, ?, ?, ?)", issues)
-            con.execute("INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta,"
-                        " created_at) VALUES (?, ?, 'clean_plan', NULL, ?, ?)",
-                        (f"clean.plan.{run_id}", path.relative_to(ws.path).as_posix(),
-                         json.dumps({"run_id": run_id, "version": version,
-                                     "actions": len(actions)}), now()))
+            write_issues(con, issues)
+            register_plan(con, f"clean.plan.{run_id}", path.relative_to(ws.path).as_posix(),
+                          {"run_id": run_id, "version": version, "actions": len(actions)},
+                          now())
     counts: dict[str, int] = {}
     for a in actions:
         counts[a["action"]] = counts.get(a["action"], 0) + 1
@@ -791,10 +763,10 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
 def undo_apply(ws, run_id: int, *, author: str | None = None) -> dict:
     """Revert every label event and mark that apply run ``run_id`` appended, newest first.
     A version it made stays (versions are immutable); returns the reverting event ids."""
-    rows = ws.catalog.query("SELECT command, metrics FROM runs WHERE id = ?", (run_id,))
-    if not rows or rows[0]["command"] != "clean apply" or not rows[0]["metrics"]:
+    run = ws.catalog.run(run_id)
+    if run is None or run["command"] != "clean apply" or not run["metrics"]:
         raise PlanError(f"Run {run_id} is not a finished 'clean apply' run. See 'smartset runs'.")
-    applied = json.loads(rows[0]["metrics"]).get("applied", {})
+    applied = run["metrics"].get("applied", {})
     label_events = sorted((e for a in applied.values() for e in a["label_events"]), reverse=True)
     marks = sorted((m for a in applied.values() for m in a["marks"]), reverse=True)
     reason = f"undo clean apply run {run_id}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from smartset.clean.store import plan_names, plan_path
 from smartset.errors import SmartsetError
 
 __all__ = ["PLAN_FORMAT", "ACTIONS", "PlanError", "load_plan", "check_plan", "plan_names",
@@ -25,8 +26,6 @@ __all__ = ["PLAN_FORMAT", "ACTIONS", "PlanError", "load_plan", "check_plan", "pl
 
 PLAN_FORMAT = "smartset.clean-plan/1"
 ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
-#: the kind of the catalog's ``artifacts`` rows that register a plan under its name
-ARTIFACT_KIND = "clean_plan"
 
 
 class PlanError(SmartsetError, ValueError):
@@ -74,22 +73,12 @@ def check_plan(plan, where: str) -> None:
         seen.add(action.get("id"))
 
 
-def plan_names(ws) -> list[str]:
-    """Names of the plans registered in the workspace, newest first."""
-    return [r[0] for r in ws.catalog.query(
-        "SELECT name FROM artifacts WHERE kind = ? ORDER BY created_at DESC, name",
-        (ARTIFACT_KIND,))]
-
-
 def read_plan(ws, name: str) -> dict:
     """The plan registered under ``name`` (as :func:`load_plan` reads its file)."""
-    rows = ws.catalog.query("SELECT path FROM artifacts WHERE kind = ? AND name = ?",
-                            (ARTIFACT_KIND, name))
-    if not rows:
+    path = plan_path(ws, name)
+    if path is None:
         raise PlanError(f"No cleaning plan {name!r}. Plans: "
                         f"{', '.join(plan_names(ws)) or 'none (run smartset clean)'}.")
-    path = Path(rows[0][0])
-    path = path if path.is_absolute() else ws.path / path
     try:
         return load_plan(path)
     except PlanError as error:

@@ -23,14 +23,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from smartset.clean.store import label_issues, newest_clean_run, plan_path
+
 __all__ = ["ranking", "atypical_list", "array_rows", "newest_clean_run"]
 
 _MARKER = ".smartset-export.json"  # written by ingest/_numpy.py beside the exported PNGs
-
-
-def newest_clean_run(ws) -> int | None:
-    """The run of the newest ``label_issues`` rows (the newest ``smartset clean``)."""
-    return ws.catalog.query("SELECT MAX(run_id) FROM label_issues")[0][0]
 
 
 def array_rows(paths) -> dict[str, tuple[str, int]]:
@@ -55,12 +52,11 @@ def array_rows(paths) -> dict[str, tuple[str, int]]:
 
 def _plan_actions(ws, run_id: int) -> dict[str, dict]:
     """``{sample_id: first action}`` of the plan of clean run ``run_id``, if on disk."""
-    rows = ws.catalog.query("SELECT path FROM artifacts WHERE name = ?",
-                            (f"clean.plan.{run_id}",))
-    if not rows:
+    path = plan_path(ws, f"clean.plan.{run_id}")
+    if path is None:
         return {}
     try:
-        plan = json.loads((ws.path / rows[0]["path"]).read_text(encoding="utf-8"))
+        plan = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     found: dict[str, dict] = {}
@@ -82,9 +78,7 @@ def ranking(ws, *, run: int | None = None, top: int | None = None) -> list[dict]
     run = newest_clean_run(ws) if run is None else run
     if run is None:
         return []
-    rows = ws.catalog.query(
-        "SELECT sample_id, kind, score, label, suggested, evidence FROM label_issues"
-        " WHERE run_id = ? ORDER BY score DESC, sample_id", (run,))
+    rows = label_issues(ws, run)
     samples = ws.samples(include_excluded=True)
     where = dict(zip(samples["id"], zip(samples["relpath"], samples["path"])))
     detector_of = {"wrong_label": "consensus", "ambiguous": "ambiguity",
@@ -96,7 +90,7 @@ def ranking(ws, *, run: int | None = None, top: int | None = None) -> list[dict]
         if sid in seen or sid not in where:
             continue
         seen.add(sid)
-        evidence = json.loads(row["evidence"] or "{}")
+        evidence = row["evidence"]
         action = actions.get(sid)
         relpath, path = where[sid]
         out.append({"rank": len(out) + 1, "sample_id": sid, "relpath": relpath,
@@ -124,15 +118,14 @@ def atypical_list(ws, *, run: int | None = None, top: int | None = None) -> list
     run = newest_clean_run(ws) if run is None else run
     if run is None:
         return []
-    rows = ws.catalog.query("SELECT sample_id, score, label, evidence FROM label_issues"
-                            " WHERE run_id = ? AND kind = 'atypical'", (run,))
+    rows = label_issues(ws, run, kinds=["atypical"])
     samples = ws.samples(include_excluded=True)
     where = dict(zip(samples["id"], zip(samples["relpath"], samples["path"])))
     out = []
     for row in rows:
         if row["sample_id"] not in where:
             continue
-        ev = json.loads(row["evidence"] or "{}")
+        ev = row["evidence"]
         relpath, path = where[row["sample_id"]]
         out.append({"sample_id": row["sample_id"], "relpath": relpath, "path": path,
                     "label": row["label"], "z": ev.get("atypical_z"),

@@ -329,6 +329,56 @@ def categories(ws) -> dict[int, str]:
         "SELECT number, name FROM annotation_categories ORDER BY number")}
 
 
+# -- typed readers for other stages (the review app) ---------------------------------------------
+def box_summary(ws, sample_ids: Sequence[str]) -> dict[str, dict]:
+    """Per sample with current (not deleted) annotations: ``{"count", "categories": {name:
+    n}}``, most frequent category first."""
+    out: dict[str, dict] = {}
+    ids = list(sample_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in ws.catalog.query(
+                f"SELECT a.sample_id, e.category, COUNT(*) AS n FROM annotations a"
+                f" JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM annotation_events"
+                f" WHERE annotation_id = a.id) WHERE a.sample_id IN"
+                f" ({', '.join('?' * len(chunk))}) AND e.deleted = 0"
+                f" GROUP BY a.sample_id, e.category ORDER BY a.sample_id, n DESC, e.category",
+                tuple(chunk)):
+            boxes = out.setdefault(r["sample_id"], {"count": 0, "categories": {}})
+            boxes["count"] += r["n"]
+            boxes["categories"][r["category"]] = r["n"]
+    return out
+
+
+def current_boxes(ws, sample_id: str, *, limit: int | None = None) -> list[dict]:
+    """The current (not deleted) annotations of ``sample_id``, largest first: ``id``,
+    ``kind``, ``category``, ``x``, ``y``, ``w``, ``h``, ``segmentation`` (decoded) and
+    ``event_id`` (its version, for conflict checks)."""
+    rows = ws.catalog.query(
+        "SELECT a.id, a.kind, e.category, e.x, e.y, e.w, e.h, e.segmentation, e.id AS event_id"
+        " FROM annotations a JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM"
+        " annotation_events WHERE annotation_id = a.id) WHERE a.sample_id = ? AND e.deleted = 0"
+        " ORDER BY e.w * e.h DESC, a.id" + ("" if limit is None else f" LIMIT {int(limit)}"),
+        (sample_id,))
+    out = []
+    for r in rows:
+        row = dict(r)
+        row["segmentation"] = json.loads(r["segmentation"]) if r["segmentation"] else None
+        out.append(row)
+    return out
+
+
+def annotation_state(ws, annotation_id: str) -> dict | None:
+    """The newest event of an annotation (its current state, ``deleted`` included), or None."""
+    with ws.catalog.read() as con:
+        return ANNOTATIONS.newest(con, (annotation_id,))
+
+
+def category_names(ws) -> list[str]:
+    """The annotation categories in their number order."""
+    return list(categories(ws).values())
+
+
 # -- changes as events -------------------------------------------------------------------------
 def _current(con, annotation_id: str) -> dict:
     row = ANNOTATIONS.newest(con, (annotation_id,))

@@ -59,8 +59,7 @@ def _event_id(value, what: str = "event") -> int:
 def _existing_class(ws, name) -> str:
     """A class named for a merge or rename: as it is in the catalog (even a label a newer
     ingest would refuse, so it can be repaired), else as typed."""
-    if isinstance(name, str) and name and ws.catalog.query(
-            "SELECT 1 FROM current_labels WHERE label = ? LIMIT 1", (name,)):
+    if isinstance(name, str) and name and ws.labeled_as([name]):
         return name
     return check_label(name)
 
@@ -80,7 +79,7 @@ def _label_at(ws, sample_id: str, event_id) -> tuple[str | None, int | None]:
                 raise LabelError(f"Label event {event_id} is not an event of sample "
                                  f"{sample_id}.")
     if row is None:
-        if not ws.catalog.query("SELECT 1 FROM samples WHERE id = ?", (sample_id,)):
+        if not ws.records_of([sample_id]):
             raise LabelError(f"Unknown sample id {sample_id!r}.")
         return None, None
     return row["label"], row["id"]
@@ -168,13 +167,13 @@ def decide_box(ws, action: str, annotation_id: str, *, queue: str,
     if action not in BOX_DECISIONS:
         raise LabelError(f"Unknown box decision {action!r}; box decisions: "
                          f"{', '.join(BOX_DECISIONS)}.")
-    rows = ws.catalog.query(
-        "SELECT a.sample_id, e.category FROM annotations a JOIN annotation_events e"
-        " ON e.annotation_id = a.id WHERE a.id = ? ORDER BY e.id DESC LIMIT 1", (annotation_id,))
-    if not rows:
+    from smartset.detection.store import annotation_state
+
+    state = annotation_state(ws, annotation_id)
+    if state is None:
         raise LabelError(f"No annotation {annotation_id!r}: it may come from another "
                          f"workspace; reload the page.")
-    sample_id, old = rows[0]
+    sample_id, old = state["_sample"], state["category"]
     expected = (None if expected_event is None
                 else {annotation_id: _event_id(expected_event, "annotation event")})
     common = {"author": author, "origin": REVIEW_ORIGIN, "expected": expected}
@@ -224,9 +223,7 @@ def merge_classes(ws, sources: list[str], into: str, *, queue: str | None,
     sources = list(dict.fromkeys(_existing_class(ws, s) for s in sources))
     if not sources:
         raise LabelError("Name the classes to merge.")
-    rows = ws.catalog.query(
-        f"SELECT sample_id, label, event_id FROM current_labels WHERE label IN "
-        f"({', '.join('?' * len(sources))})", tuple(sources))
+    rows = ws.labeled_as(sources)
     present = {r["label"] for r in rows}
     missing = [s for s in sources if s not in present]
     if missing:

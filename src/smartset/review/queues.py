@@ -59,11 +59,7 @@ class _Snapshot:
 
     def __init__(self, ws):
         self.ws = ws
-        query = ws.catalog.query
-        self.labels: dict[str, str | None] = {
-            r[0]: r[1] for r in query(
-                "SELECT s.id, l.label FROM samples s LEFT JOIN current_labels l"
-                " ON l.sample_id = s.id WHERE s.status = 'ok' ORDER BY s.root_id, s.relpath")}
+        self.labels: dict[str, str | None] = ws.current_labels()
         self.reviewed = reviewed_ids(ws.catalog)
         from smartset.audit.store import findings, reference_run
 
@@ -74,12 +70,10 @@ class _Snapshot:
             {"kind": r["kind"], "sample_id": r["sample_id"], "score": r["score"],
              "reason": r["reason"], "grp": r["grp"]}
             for r in found[found["sample_id"].notna()].to_dict("records")]
-        issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
-        self.issues_run = issues_run
-        self.issues = [] if issues_run is None else [dict(r) for r in query(
-            "SELECT sample_id, kind, score, label, suggested, reason, CASE kind WHEN"
-            " 'atypical' THEN evidence END AS evidence FROM label_issues WHERE run_id = ?"
-            " ORDER BY score DESC, sample_id", (issues_run,))]
+        from smartset.clean.store import label_issues, newest_clean_run
+
+        self.issues_run = newest_clean_run(ws)
+        self.issues = label_issues(ws, self.issues_run, evidence=["atypical"], decode=False)
 
     def ok(self, sample_id: str | None) -> bool:
         return sample_id in self.labels
