@@ -26,7 +26,7 @@ _EXPORTS = {
                                   "dacolt_policy", "condition_table"],
     "smartset.learn.data": ["load_version", "LoadedData"],
     "smartset.learn._workspace": ["train", "predict_oof", "evaluate", "baselines", "load_model",
-                                  "read_oof_features", "predict_images", "choose_oof_model",
+                                  "read_oof_features", "oof_features_of", "predict_images", "choose_oof_model",
                                   "auto_size"],
     "smartset.learn.heads": ["LinearHead", "cross_val_head"],
     "smartset.learn.multilabel": ["MultiLabelClassifier", "cross_val_predict_multilabel",
