@@ -235,7 +235,7 @@ def have_ray() -> bool:
 def clustered_vectors(path: Path, n: int, *, dim: int = 112, clusters: int = 2000,
                       seed: int = 0):
     """``n`` unit vectors around ``clusters`` centres, written in blocks as float16."""
-    from smartset.audit.neighbours import VectorFile
+    from smartset.neighbours import VectorFile
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
@@ -250,7 +250,7 @@ def clustered_vectors(path: Path, n: int, *, dim: int = 112, clusters: int = 200
 
 
 def knn_section(sizes, flat_up_to: int, scratch: Path) -> list[dict]:
-    from smartset.audit.neighbours import search_neighbours
+    from smartset.neighbours import search_neighbours
 
     rows = []
     for n in sizes:

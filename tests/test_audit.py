@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import smartset
 from smartset.audit import audit, embeddings, bias_probe
 from smartset.audit.bias import error_probe
-from smartset.audit import neighbours
+from smartset import neighbours
 
 
 def _texture(seed: int, size=(128, 96)) -> Image.Image:

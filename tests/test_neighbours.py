@@ -1,15 +1,14 @@
-"""kNN at scale: exact search in blocks from disk, IVF above a size, its recall measured."""
+"""kNN at scale (smartset.neighbours, shared by audit, clean and review): exact search in
+blocks from disk, IVF above a size, its recall measured; exact search in memory by
+Euclidean or cosine distance, top-k and radius queries, with and without FAISS."""
 
 import numpy as np
 import pytest
 
-from smartset.audit import neighbours
-from smartset.audit.neighbours import (
-    VectorFile,
-    group_pairs,
-    recall_at_k,
-    search_neighbours,
-)
+from smartset import neighbours
+from smartset.audit import neighbours as audit_neighbours
+from smartset.audit.neighbours import group_pairs
+from smartset.neighbours import VectorFile, recall_at_k, search_neighbours
 
 
 def _clustered(n: int, dim: int = 32, clusters: int = 40, seed: int = 0) -> np.ndarray:
@@ -51,12 +50,13 @@ def test_blocked_exact_search_from_disk_equals_brute_force(tmp_path, monkeypatch
     np.testing.assert_array_equal(search_neighbours(on_disk, 6).indices, found.indices)
 
 
-def test_ivf_above_the_limit_reports_its_recall():
+@pytest.mark.parametrize("method, index", [("auto", "ivf-flat"), ("ivf", "ivf-sq8")])
+def test_ivf_above_the_limit_reports_its_recall(method, index):
     data = _clustered(4000)
     exact = search_neighbours(data, 10, method="flat")
-    approx = search_neighbours(data, 10, exact_limit=1000, recall_queries=400)
-    assert approx.approximate and approx.index == "ivf-sq8"
-    assert approx.params["nlist"] >= 64 and approx.params["recall_queries"] == 400
+    approx = search_neighbours(data, 10, method=method, exact_limit=1000, recall_queries=400)
+    assert approx.approximate and approx.index == index
+    assert approx.params["nlist"] >= 16 and approx.params["recall_queries"] == 400
     assert not (approx.indices == np.arange(4000)[:, None]).any()  # never its own neighbour
     true_recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx.indices, exact.indices)])
     assert 0.9 <= approx.recall <= 1.0
@@ -120,7 +120,7 @@ def test_an_audit_above_the_limit_reports_the_approximate_search(tmp_path, monke
     monkeypatch.setattr(neighbours, "EXACT_LIMIT", 50)
     approx = audit(ws, engine="serial", report=False)
     info = approx.summary["neighbour_search"]
-    assert info["index"] == "ivf-sq8" and 0.0 <= info["recall_at_k"] <= 1.0 and info["k"] == 5
+    assert info["index"] == "ivf-flat" and 0.0 <= info["recall_at_k"] <= 1.0 and info["k"] == 5
     ws.close()
 
 
@@ -133,9 +133,9 @@ def test_an_audit_above_the_limit_reports_the_approximate_search(tmp_path, monke
 def test_the_median_from_a_file_is_exact(tmp_path, monkeypatch, values):
     """The near-duplicate threshold's median is taken from a scratch file a block at a
     time, narrowing by histograms: it equals np.median exactly."""
-    monkeypatch.setattr(neighbours._Scratch, "_BLOCK", 1000)
-    monkeypatch.setattr(neighbours._Scratch, "_SORT", 64)  # force several narrowing passes
-    with neighbours._Scratch(tmp_path) as scratch:
+    monkeypatch.setattr(audit_neighbours._Scratch, "_BLOCK", 1000)
+    monkeypatch.setattr(audit_neighbours._Scratch, "_SORT", 64)  # force several narrowing passes
+    with audit_neighbours._Scratch(tmp_path) as scratch:
         for part in np.array_split(values, 7):
             scratch.append(part)
         assert scratch.median() == np.median(values)
@@ -160,5 +160,106 @@ def test_group_arrays_matches_a_plain_union_find():
     for x in sorted(parent):
         expected.setdefault(find(x), []).append(x)
     expected = sorted(expected.values(), key=lambda g: (-len(g), g[0]))
-    members, starts = neighbours.group_arrays(500, first, second)
+    members, starts = audit_neighbours.group_arrays(500, first, second)
     assert [members[a:b].tolist() for a, b in zip(starts[:-1], starts[1:])] == expected
+
+
+# -- exact search in memory (clean's detectors, the review's focus view) ---------------------
+
+def _without_faiss(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss -> ImportError
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_nearest_equals_brute_force_with_and_without_faiss(metric, monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    if metric == "cosine":
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        dist = 1.0 - unit @ unit.T
+    else:
+        dist = np.linalg.norm(x[:, None] - x[None], axis=2)
+    np.fill_diagonal(dist, np.inf)
+    expected = np.argsort(dist, axis=1, kind="stable")[:, :4]
+    with_faiss = neighbours.nearest(x, 4, metric=metric)
+    _without_faiss(monkeypatch)
+    without = neighbours.nearest(x, 4, metric=metric)
+    for idx, d in (with_faiss, without):
+        np.testing.assert_array_equal(idx, expected)
+        np.testing.assert_allclose(d, np.take_along_axis(dist, expected, axis=1), atol=1e-4)
+
+
+def test_nearest_groups_subset_and_padding():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    groups = np.arange(40) % 4
+    idx, dist = neighbours.nearest(x, 3, groups=groups)
+    assert (groups[idx] == groups[:, None]).all() and (idx != np.arange(40)[:, None]).all()
+    subset = np.arange(0, 40, 10)  # 4 rows: each has 3 others
+    idx, dist = neighbours.nearest(x, 5, subset=subset)
+    outside = np.setdiff1d(np.arange(40), subset)
+    assert (idx[outside] == -1).all() and np.isinf(dist[outside]).all()
+    assert set(idx[subset, :3].ravel()) <= set(subset.tolist())
+    assert (idx[subset, 3:] == -1).all()  # fewer others than k: padded
+    with pytest.raises(ValueError, match="Unknown metric 'manhattan'"):
+        neighbours.nearest(x, 2, metric="manhattan")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_top_k_over_blocks_equals_brute_force(metric, monkeypatch):
+    data = _clustered(500, dim=8)
+    monkeypatch.setattr(neighbours, "_BASE_BLOCK", 64)  # the answer merged over 8 blocks
+    queries = data[[3, 70, 499]]
+    found, scores = neighbours.top_k(data, queries, 7, metric=metric, exclude=[3, 70, 499])
+    if metric == "cosine":
+        sims = queries @ data.T
+        sims[np.arange(3), [3, 70, 499]] = -np.inf
+        expected = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+        np.testing.assert_allclose(scores, np.take_along_axis(sims, expected, axis=1),
+                                   atol=1e-5)
+    else:
+        dist = np.linalg.norm(queries[:, None] - data[None], axis=2)
+        dist[np.arange(3), [3, 70, 499]] = np.inf
+        expected = np.argsort(dist, axis=1, kind="stable")[:, :7]
+        np.testing.assert_allclose(scores, np.take_along_axis(dist, expected, axis=1),
+                                   atol=1e-4)
+    np.testing.assert_array_equal(found, expected)
+    assert not np.isin([3, 70, 499], found).any()
+    _without_faiss(monkeypatch)
+    again, _ = neighbours.top_k(data, queries, 7, metric=metric, exclude=[3, 70, 499])
+    np.testing.assert_array_equal(again, expected)
+    padded, padded_scores = neighbours.top_k(data[:4], data[:1], 6, exclude=[0])
+    assert padded[0].tolist()[3:] == [-1, -1, -1] and np.isinf(padded_scores[0, 3:]).all()
+
+
+def test_within_radius_returns_every_row_inside_nearest_first(monkeypatch):
+    data = _clustered(300, dim=6)
+    monkeypatch.setattr(neighbours, "_BASE_BLOCK", 50)
+    (idx, dist), = neighbours.within_radius(data, data[:1], 0.2)
+    expected = np.flatnonzero(1.0 - data @ data[0] <= 0.2)
+    assert sorted(idx.tolist()) == sorted(expected.tolist()) and idx[0] == 0
+    assert np.all(np.diff(dist) >= 0)
+    (idx, dist), = neighbours.within_radius(data, data[5:6], 0.5, metric="euclidean")
+    expected = np.flatnonzero(np.linalg.norm(data - data[5], axis=1) <= 0.5)
+    assert sorted(idx.tolist()) == sorted(expected.tolist())
+
+
+def test_inverted_lists_on_disk_without_faiss_and_exact_similarities(tmp_path, monkeypatch):
+    """The NumPy inverted lists: the same answer with FAISS's kernel or NumPy's, in memory
+    or on disk; every similarity it reports is the exact one of that pair."""
+    data = _clustered(3000, dim=16)
+    found = search_neighbours(data, 5, method="ivf-flat", nlist=32, nprobe=4, seed=3)
+    on_disk = search_neighbours(data, 5, method="ivf-flat", nlist=32, nprobe=4, seed=3,
+                                out=tmp_path / "t.bin")
+    np.testing.assert_array_equal(on_disk.indices, found.indices)
+    rows = np.arange(3000)[:, None]
+    assert (found.indices >= 0).all() and not (found.indices == rows).any()
+    np.testing.assert_allclose(found.similarities,
+                               np.einsum("nd,nkd->nk", data, data[found.indices]), atol=1e-5)
+    assert np.all(np.diff(found.similarities, axis=1) <= 1e-6)
+    assert found.recall >= 0.9 and found.params["nlist"] == 32
+    _without_faiss(monkeypatch)
+    numpy_only = search_neighbours(data, 5, method="ivf-flat", nlist=32, nprobe=4, seed=3)
+    agree = np.mean(numpy_only.indices == found.indices)
+    assert agree > 0.99  # ties may order differently
+    assert search_neighbours(data, 5, method="ivf", exact_limit=10).index == "ivf-flat"

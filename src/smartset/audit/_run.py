@@ -22,7 +22,7 @@ from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import add_derived_properties, derived_properties, run_checks
 from smartset.audit.features import plan_features
 from smartset.audit.neighbour_phase import neighbour_findings
-from smartset.audit.neighbours import VectorFile
+from smartset.neighbours import VectorFile
 from smartset.audit.properties import (
     EMBEDDING_DIM,
     PROPERTIES,

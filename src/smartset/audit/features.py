@@ -163,13 +163,13 @@ def plan_features(ws, version, features: str = "auto", *, embedding_model=None
 def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path, *,
                          engine=None, progress: bool | None = None):
     """The backbone embeddings of ``ids`` (audit order) as a float16
-    :class:`~smartset.audit.neighbours.VectorFile` at ``path``, and how many had none
+    :class:`~smartset.neighbours.VectorFile` at ``path``, and how many had none
     (undecodable for the backbone: zero rows, so they read as unlike everything).
 
     The network runs on ``engine`` (default: :func:`smartset.embeddings.embed`'s, this
     process, on CUDA when present).
     """
-    from smartset.audit.neighbours import VectorFile
+    from smartset.neighbours import VectorFile
     from smartset.embeddings import embed
 
     found = embed(ws, version, backbone=backbone, sample_ids=ids, engine=engine,
@@ -199,7 +199,7 @@ def aligned_vector_file(read_thumbs, n: int, path: Path):
     (``path`` + ``.img``) the aligned 32 x 32 images the verification reads (uint8, 1 KB
     an image): each image is aligned once. Returns ``(vectors, read_aligned)``."""
     from smartset.audit.near_copies import aligned_vectors
-    from smartset.audit.neighbours import VectorFile
+    from smartset.neighbours import VectorFile
 
     images = Path(f"{path}.img")
     side = 32

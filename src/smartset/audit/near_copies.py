@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from smartset._memory import give_back_memory
-from smartset.audit.neighbours import NeighbourTable, _pair_values, _Scratch, crop_vectors
+from smartset.audit.neighbours import _pair_values, _Scratch, crop_vectors
+from smartset.neighbours import NeighbourTable
 
 __all__ = ["MODES", "WINDOWS", "window_pair_scores", "aligned_thumbs", "aligned_vectors",
            "aligned_pair_scores", "pair_scorer", "near_copy_pairs", "group_complete",

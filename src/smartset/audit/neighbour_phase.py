@@ -24,7 +24,8 @@ from smartset.audit.near_copies import (
     near_copy_pairs,
     pair_scorer,
 )
-from smartset.audit.neighbours import NeighbourTable, group_arrays, search_neighbours
+from smartset.audit.neighbours import group_arrays
+from smartset.neighbours import NeighbourTable, search_neighbours
 from smartset._progress import step
 from smartset.errors import EmptyDataError
 

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from smartset.backbones import DEFAULT_BACKBONE
+from smartset.neighbours import top_k
 from smartset.review.queues import reviewed_ids
 
 __all__ = ["sample_states", "sample_overlays", "mask_png", "FocusData", "MARK_KINDS", "BACKBONE"]
@@ -264,13 +265,12 @@ class FocusData:
                    else "run 'smartset audit' again")
             return {"available": False,
                     "hint": f"No {source['description']} for this sample: {how}."}
-        sims = vectors @ vectors[row]
-        sims[row] = -np.inf
-        pool = min(len(sims) - 1, 50 * self.neighbours)
+        pool = min(len(vectors) - 1, 50 * self.neighbours)
         if pool <= 0:
             return {"available": True, "own": [], "other": [], "source": source}
-        candidates = np.argpartition(-sims, pool - 1)[:pool]
-        candidates = candidates[np.argsort(-sims[candidates], kind="stable")]
+        found, best = top_k(vectors, vectors[row], pool, normalized=True, exclude=[row])
+        keep = found[0] >= 0
+        candidates, sims = found[0][keep], dict(zip(found[0][keep].tolist(), best[0][keep]))
         cand_ids = [str(ids[i]) for i in candidates]
         labels = {}
         for chunk in _chunks(cand_ids):
@@ -280,7 +280,7 @@ class FocusData:
         own, other = [], []
         for index, sid in zip(candidates, cand_ids):
             item = {"sample_id": sid, "label": labels.get(sid),
-                    "similarity": round(float(sims[index]), 4)}
+                    "similarity": round(float(sims[int(index)]), 4)}
             target = own if labels.get(sid) == label else other
             if len(target) < self.neighbours:
                 target.append(item)
