@@ -59,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="2,000 digits and 100 photos, best of 2 per row")
     parser.add_argument("--repeat", type=int, default=None, help="runs per row, best kept (default 3; 2 with --quick)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the batched libraries")
+    parser.add_argument("--transforms", default=None,
+                        help="per-transform rows (benchmarks/_augment_rows.py): 'all' or "
+                             "comma-separated names, e.g. motion_blur,jpeg; 'only' skips the "
+                             "pipeline table when given as --transforms only:NAMES")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and OpenCV threads (default: all cores)")
     args = parser.parse_args(argv)
@@ -225,6 +229,39 @@ def field_check(quick: bool) -> dict:
     return out
 
 
+# -- per-transform rows (issue #22) -----------------------------------------------------------------
+def transform_rows(args, data: dict[str, np.ndarray]) -> None:
+    """One row per transform and library (see ``_augment_rows.py``), the libraries of a
+    transform interleaved as in the pipeline table; prints a table and one line of JSON."""
+    from _augment_rows import TRANSFORMS, runners
+
+    wanted = args.transforms.split(":", 1)[-1]
+    names = TRANSFORMS if wanted in ("all", "only") else tuple(wanted.split(","))
+    print(f"Per-transform rows, best of {args.repeat} (smartset uint8 batches of {args.batch}; "
+          f"albumentations per image; kornia float32 batches). load average before: "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'transform':<19}| {'data':<9}| {'smartset':>9} | {'albument.':>9} | {'kornia':>9} | "
+          f"{'x best peer':>11}")
+    result = {}
+    for name in names:
+        for data_name, images in data.items():
+            labels = np.arange(len(images)) % 10
+            made = runners(name, images, labels, args.batch)
+            measured = best_of_interleaved(args.repeat, {k: v[0] for k, v in made.items()})
+            rate = {k: len(images) / v for k, v in measured.items()}
+            peers = [v for k, v in rate.items() if k != "smartset"]
+            ratio = rate["smartset"] / max(peers) if peers else None
+            cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}"
+                     for k in ("smartset", "albumentations", "kornia")]
+            print(f"{name:<19}| {data_name:<9}| " + " | ".join(cells) + " | "
+                  + (f"{ratio:>10.2f}x" if ratio else f"{'-':>11}"))
+            result[f"{name}_{data_name}"] = {k: round(v, 1) for k, v in rate.items()}
+            result[f"{name}_{data_name}"]["ratio_vs_best_peer"] = round(ratio, 3) if ratio else None
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(json.dumps({"transform_rows": result}))
+    print()
+
+
 # -- main ----------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
@@ -243,6 +280,11 @@ def main(argv=None) -> None:
           f"{', quick' if args.quick else ''}. Data prepared in {time.perf_counter() - started:.1f} s "
           f"(untimed).")
     print("Pipeline: rotation +-15 deg, elastic alpha 34 sigma 4, translation +-10 %, constant fill 0.\n")
+
+    if args.transforms:
+        transform_rows(args, data)
+        if args.transforms.startswith("only"):
+            return
 
     check = field_check(args.quick)
     print("Elastic field check: smartset's lattice field against the full-resolution "

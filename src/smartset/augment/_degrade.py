@@ -57,7 +57,10 @@ def motion_offsets(length: int, angle: float) -> np.ndarray:
 def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     """Motion blur (albumentations' ``MotionBlur``): the mean over a straight line of
     ``length`` pixels (odd, per sample) through each pixel at ``angle`` degrees (per
-    sample), borders reflected. Integer images are summed exactly and rounded half up."""
+    sample), borders reflected. Integer images are summed exactly and rounded half up.
+
+    Samples whose lines rasterise alike are summed together, one shifted slice of the
+    padded batch per tap, in the line's tap order (the same sums as a sample alone)."""
     n, channels, height, width = x.shape
     if n == 0:
         return x.clone()
@@ -65,33 +68,35 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     angles = np.broadcast_to(np.asarray(angle, np.float64), (n,))
     taps = [motion_offsets(int(k), float(a)) for k, a in zip(lengths, angles)]
     r = int(max(np.abs(t).max() for t in taps))
-    ph, pw = height + 2 * r, width + 2 * r
-    rows = _reflect_index(height, r, x.device)
-    cols = _reflect_index(width, r, x.device)
-    padded = x.index_select(2, rows).index_select(3, cols).reshape(n, channels, ph * pw)
-    base = (torch.arange(height, device=x.device).view(height, 1) * pw
-            + torch.arange(width, device=x.device).view(1, width)).view(1, 1, height * width)
+    padded = x.index_select(2, _reflect_index(height, r, x.device)).index_select(
+        3, _reflect_index(width, r, x.device))
     exact = not x.dtype.is_floating_point
-    acc = torch.zeros((n, channels, height * width),
-                      dtype=torch.int32 if exact else x.dtype, device=x.device)
+    if exact and x.dtype == torch.uint8 and int(lengths.max()) * 255 < 2**15:
+        work = torch.int16
+    else:
+        work = torch.int32 if exact else x.dtype
+    groups: dict[bytes, list[int]] = {}
+    for i, t in enumerate(taps):
+        groups.setdefault(t.tobytes() + bytes([len(t) % 256]), []).append(i)
     out = torch.empty_like(x)
-    for k in np.unique(lengths):
-        sel = np.flatnonzero(lengths == k)
-        index_rows = torch.as_tensor(sel, device=x.device)
-        part = padded.index_select(0, index_rows) if len(sel) < n else padded
-        sums = acc[:len(sel)].zero_()
-        for t in range(int(k)):
-            offset = np.array([(taps[i][t, 0] + r) * pw + taps[i][t, 1] + r for i in sel])
-            index = base + torch.as_tensor(offset, device=x.device).view(-1, 1, 1)
-            gathered = part.gather(2, index.expand(len(sel), channels, height * width))
-            sums += gathered.to(sums.dtype) if exact else gathered
+    for rows in groups.values():
+        line = taps[rows[0]]
+        k = len(line)
+        index = torch.as_tensor(rows, device=x.device)
+        part = padded.index_select(0, index) if len(rows) < n else padded
+        acc = None
+        for dy, dx in line:
+            view = part[:, :, r + dy:r + dy + height, r + dx:r + dx + width]
+            acc = view.to(work, copy=True) if acc is None else acc.add_(view)
         if exact:
             info = torch.iinfo(x.dtype)
-            value = torch.div(sums + int(k) // 2, int(k), rounding_mode="floor")
+            value = torch.div(acc.add_(k // 2), k, rounding_mode="floor")
             value = value.clamp_(info.min, info.max).to(x.dtype)
         else:
-            value = sums / float(k)
-        out[index_rows] = value.view(len(sel), channels, height, width)
+            value = acc / float(k)
+        if len(rows) == n:
+            return value
+        out[index] = value
     return out
 
 
@@ -198,15 +203,38 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
     return _from_levels(_levels(x) & mask.view(n, 1, 1, 1), x.dtype)
 
 
+def _lut(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Map the uint8 images ``x`` (N x C x H x W) through per-sample (N x 256) or
+    per-channel (N x C x 256) uint8 tables, one lookup per value."""
+    n, channels = x.shape[:2]
+    rows = n * channels if table.ndim == 3 else n
+    flat = table.reshape(rows, 256)
+    offsets = torch.arange(rows, device=x.device).view(-1, 1) * 256
+    index = x.reshape(rows, -1).to(torch.int64) + offsets
+    return flat.reshape(-1).take(index).view_as(x)
+
+
+def _levels_as_images(n: int, device, dtype=torch.float32) -> torch.Tensor:
+    """The 256 levels as ``n`` float images of one row, in [0, 1] as :func:`to_float`
+    makes them, so a table computed on them equals the elementwise formula."""
+    return (torch.arange(256, dtype=torch.float32, device=device) / 255.0).to(dtype).view(
+        1, 1, 1, 256).expand(n, 1, 1, 256)
+
+
 def solarize(x: torch.Tensor, threshold) -> torch.Tensor:
     """Invert the values at or above ``threshold`` (a fraction of the range, per sample)."""
     n = len(x)
     if n == 0:
         return x.clone()
-    y = _to_float(x)
-    t = torch.as_tensor(np.broadcast_to(np.asarray(threshold, np.float64), (n,)).copy(),
-                        device=x.device).to(y.dtype).view(n, 1, 1, 1)
-    return _from_float(torch.where(y >= t, 1.0 - y, y), x.dtype)
+    thresholds = np.broadcast_to(np.asarray(threshold, np.float64), (n,)).copy()
+
+    def formula(y):
+        t = torch.as_tensor(thresholds, device=x.device).to(y.dtype).view(n, 1, 1, 1)
+        return torch.where(y >= t, 1.0 - y, y)
+    if x.dtype == torch.uint8:  # the same formula on the 256 levels, then a lookup
+        table = _from_float(formula(_levels_as_images(n, x.device)), torch.uint8)
+        return _lut(x, table.view(n, 256))
+    return _from_float(formula(_to_float(x)), x.dtype)
 
 
 def autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -214,13 +242,21 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
     unchanged), as PIL's ``autocontrast`` with no cut-off."""
     if len(x) == 0:
         return x.clone()
+
+    def formula(y, low, high):
+        span = high - low
+        flat = span <= 0
+        out = (y - low) / torch.where(flat, torch.ones_like(span), span)
+        return torch.where(flat, y, out)
+    if x.dtype == torch.uint8:  # the same formula on the 256 levels, then a lookup
+        n, channels = x.shape[:2]
+        low = x.amin((2, 3), keepdim=True).to(torch.float32) / 255.0
+        high = x.amax((2, 3), keepdim=True).to(torch.float32) / 255.0
+        levels = _levels_as_images(n, x.device).expand(n, channels, 1, 256)
+        return _lut(x, _from_float(formula(levels, low, high), torch.uint8).view(n, channels, 256))
     y = _to_float(x)
-    low = y.amin((2, 3), keepdim=True)
-    high = y.amax((2, 3), keepdim=True)
-    span = high - low
-    flat = span <= 0
-    out = (y - low) / torch.where(flat, torch.ones_like(span), span)
-    return _from_float(torch.where(flat, y, out), x.dtype)
+    return _from_float(formula(y, y.amin((2, 3), keepdim=True), y.amax((2, 3), keepdim=True)),
+                       x.dtype)
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:

@@ -127,15 +127,34 @@ def _run_photometric(transform, params: Params, leaf):
         return transform._apply_images(leaf, params) if transform.kind == "normalize" \
             else leaf.clone()
     if applied.all():
-        return transform._apply_images(leaf, params)
+        return _chunked(transform, leaf, params)
     if not applied.any():
         return leaf
     rows = np.flatnonzero(applied)
     index = torch.as_tensor(rows, device=leaf.device)
-    part = transform._apply_images(leaf.index_select(0, index), params.subset(rows))
+    part = _chunked(transform, leaf.index_select(0, index), params.subset(rows))
     out = leaf.to(part.dtype) if part.dtype != leaf.dtype else leaf.clone()
     out[index] = part
     return out
+
+
+_CHUNK_VALUES = 1 << 18  # values per photometric chunk: its float temporaries stay in cache
+
+
+def _chunked(transform, x: torch.Tensor, params: Params) -> torch.Tensor:
+    """``transform._apply_images`` over chunks of samples of about ``_CHUNK_VALUES`` values:
+    a chain of whole-batch float temporaries of large images costs more in memory traffic
+    (fresh pages for every temporary) than the arithmetic. Transforms treat samples apart
+    (the conformance suite checks it), so the result is the same bits; normalisations
+    fitted on the batch as a whole are not chunked."""
+    n = len(x)
+    per = max(1, _CHUNK_VALUES // max(1, x[0].numel())) if n else 1
+    if n <= per or transform.kind == "normalize":
+        return transform._apply_images(x, params)
+    parts = [transform._apply_images(x[start:start + per],
+                                     params.subset(np.arange(start, min(n, start + per))))
+             for start in range(0, n, per)]
+    return torch.cat(parts)
 
 
 def _run_geometric(group: list, leaves: list) -> tuple[list, list[Params]]:
