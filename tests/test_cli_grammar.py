@@ -2,7 +2,6 @@
 command, old spellings kept with a note, usage errors (exit 2) that list the allowed values
 before any data is read, help in pipeline order without Rich markup."""
 
-import json
 
 import pytest
 import typer

@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer.core import TyperGroup
 
 try:  # newer typer carries its own trimmed click: its exceptions are the ones it catches
@@ -51,8 +49,31 @@ from smartset.errors import SmartsetError
 # parse it; tests must not depend on the terminal or the length of a path); emoji=False: a
 # class named "dog" stays "dog" wherever ":dog:" appears in data; markup=False: brackets in
 # data or messages ("[ray]", a class named "[red]") print as they are, in tables too.
-out = Console(soft_wrap=True, emoji=False, markup=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
+# Rich is imported when a command first prints (not for --help or --json).
+class _Console:
+    """A ``rich.console.Console`` made on first use."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out = _Console(soft_wrap=True, emoji=False, markup=False)
+err = _Console(stderr=True, soft_wrap=True, emoji=False, markup=False)
+
+
+def Table(*args, **kwargs):  # noqa: N802 - stands for the class it makes
+    """A ``rich.table.Table`` (rich imported when a table is first made)."""
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 WORKSPACE_HELP = ("Workspace folder; also accepted as the first argument (a folder holding "
                   "catalog.sqlite). Default: $SMARTSET_WORKSPACE, else the current folder.")
@@ -129,6 +150,8 @@ def _say(kind: str, message: str, as_json: bool) -> None:
     if as_json:
         print_json({"error": {"type": kind, "message": message}})
     else:
+        from rich.markup import escape
+
         # escaped: a message may hold brackets ("pip install 'smartset[ray]'")
         err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
 
@@ -341,26 +364,50 @@ class SmartsetGroup(TyperGroup):
 
     lazy: dict[str, tuple[str, str, str]] = {}
 
+    def _pending(self) -> dict:
+        """Commands registered with :meth:`defer`, not built yet: name -> (build, help)."""
+        return self.__dict__.setdefault("_deferred", {})
+
+    def defer(self, name: str, build, short_help: str, *, hidden: bool = False) -> None:
+        """Add a command that ``build()`` makes when it is first used; ``--help`` lists it
+        with ``short_help`` (nothing listed when ``hidden``)."""
+        self._pending()[name] = (build, short_help, hidden)
+
     def list_commands(self, ctx: typer.Context) -> list[str]:
-        names = list(dict.fromkeys([*self.commands, *self.lazy]))
+        names = list(dict.fromkeys([*self.commands, *self._pending(), *self.lazy]))
         rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
     def get_command(self, ctx: typer.Context, cmd_name: str):
         command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in self.lazy:
+        if command is None and (cmd_name in self.lazy or cmd_name in self._pending()):
             command = self.load(cmd_name)
         return command
 
     def load(self, cmd_name: str):
-        """Import a lazy command's module and build its click command (kept)."""
+        """Build a deferred command, or import a lazy command's module and build it (kept)."""
         import importlib
 
-        module, attribute, _ = self.lazy[cmd_name]
-        command = typer.main.get_command(getattr(importlib.import_module(module), attribute))
+        if cmd_name in self._pending():
+            command = self._pending().pop(cmd_name)[0]()
+        else:
+            module, attribute, _ = self.lazy[cmd_name]
+            command = build_typer(getattr(importlib.import_module(module), attribute),
+                                  cmd_name)
         command.name = cmd_name
         self.add_command(command, cmd_name)
         return command
+
+    def _listed_help(self, name: str) -> tuple[str, bool] | None:
+        """(short help, hidden) of a command not built yet, else None."""
+        if name in self.commands:
+            return None
+        if name in self._pending():
+            _, text, hidden = self._pending()[name]
+            return text, hidden
+        if name in self.lazy:
+            return self.lazy[name][2], False
+        return None
 
     def resolve_command(self, ctx: typer.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
@@ -377,9 +424,11 @@ class SmartsetGroup(TyperGroup):
         """As click's, but a lazy command's short help is read from :attr:`lazy`."""
         rows = []
         for name in self.list_commands(ctx):
-            if name in self.lazy and name not in self.commands:
-                rows.append((name, make_default_short_help(
-                    self.lazy[name][2], formatter.width - 6 - len(name))))
+            listed = self._listed_help(name)
+            if listed is not None:
+                if not listed[1]:
+                    rows.append((name, make_default_short_help(
+                        listed[0], formatter.width - 6 - len(name))))
                 continue
             command = self.get_command(ctx, name)
             if command is None or command.hidden:
@@ -405,3 +454,68 @@ def use_ray_address(address: str | None) -> None:
     """``--ray-address``: the Ray engine reads it from SMARTSET_RAY_ADDRESS."""
     if address:
         os.environ["SMARTSET_RAY_ADDRESS"] = address
+
+
+def build_typer(instance: typer.Typer, name: str):
+    """The click command of a Typer mounted as ``name`` (a group, or its one command), as
+    ``add_typer`` would mount it: no completion options of its own."""
+    wrapper = typer.Typer(add_completion=False, rich_markup_mode=None,
+                          pretty_exceptions_enable=False)
+    single = (len(instance.registered_commands) == 1 and not instance.registered_groups
+              and instance.registered_callback is None)
+    if single:
+        wrapper.registered_commands.append(instance.registered_commands[0])
+        return typer.main.get_command(wrapper)
+    wrapper.add_typer(instance, name=name)
+    return typer.main.get_command(wrapper).commands[name]
+
+
+def _value(setting):
+    """A Typer setting's value (Typer wraps defaults in ``DefaultPlaceholder``)."""
+    return getattr(setting, "value", setting)
+
+
+def build_lazily(app: typer.Typer):
+    """The click group of ``app`` (a Typer whose group class is a :class:`SmartsetGroup`)
+    with each command and sub-group built only when it is run or shows its help.
+
+    Typer builds every command of an app up front (it reads each signature); for
+    ``smartset --help`` or ``smartset samples`` that is most of the start-up. The group
+    returned behaves as ``typer.main.get_command(app)`` does (a test compares the two).
+    """
+    import inspect
+
+    commands, groups = app.registered_commands, app.registered_groups
+    app.registered_commands, app.registered_groups = [], []
+    try:
+        group = typer.main.get_command(app)  # the callback and its options, no commands
+    finally:
+        app.registered_commands, app.registered_groups = commands, groups
+
+    def command_builder(info):
+        def build():
+            single = typer.Typer(rich_markup_mode=_value(app.rich_markup_mode),
+                                 pretty_exceptions_enable=False, add_completion=False)
+            single.registered_commands.append(info)
+            return typer.main.get_command(single)
+        return build
+
+    def group_builder(info, name):
+        def build():
+            wrapper = typer.Typer(rich_markup_mode=_value(app.rich_markup_mode),
+                                  pretty_exceptions_enable=False, add_completion=False)
+            wrapper.registered_groups.append(info)
+            return typer.main.get_command(wrapper).commands[name]
+        return build
+
+    for info in commands:
+        name = _value(info.name) or info.callback.__name__.lower().replace("_", "-")
+        text = _value(info.help) or inspect.getdoc(info.callback) or ""
+        group.defer(name, command_builder(info), _value(info.short_help) or text,
+                    hidden=bool(_value(info.hidden)))
+    for info in groups:
+        name = _value(info.name) or _value(info.typer_instance.info.name)
+        text = _value(info.help) or _value(info.typer_instance.info.help) or ""
+        group.defer(name, group_builder(info, name), text,
+                    hidden=bool(_value(info.hidden) or _value(info.typer_instance.info.hidden)))
+    return group

@@ -5,7 +5,6 @@ import torch (the command does, when run)."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.table import Table
 
-from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup,
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup, Table,
                                   WorkspaceArgument, WorkspaceOption, handle_errors,
-                                  open_workspace, out, print_json, show_progress,
+                                  open_workspace, out, print_json, show_progress, table_text,
                                   use_ray_address)
 from smartset.augment._cli import augment_app
 from smartset.detection._cli import annotations_app, detect_app, synth_app
@@ -359,20 +358,22 @@ def samples(
     as_json: JsonOption = False,
 ) -> None:
     """List samples with their current (or versioned) labels."""
-    frame = open_workspace(workspace_arg, workspace).samples(version, split=split)
-    shown = frame if limit == 0 else frame.head(limit)
+    ws = open_workspace(workspace_arg, workspace)
+    total, shown = ws.sample_records(version, split=split, limit=limit or None)  # no pandas
     if as_json:
-        print_json({"total": len(frame), "samples": shown.to_dict(orient="records")})
+        print_json({"total": total, "samples": shown})
         return
-    n_derived = int(frame["origin_id"].notna().sum())
-    table = Table(title=f"{len(shown)} of {len(frame)} samples"
+    n_derived = sum(1 for row in ws.sample_records(version, split=split)[1]
+                    if row["origin_id"]) if total > len(shown) else sum(
+        1 for row in shown if row["origin_id"])
+    table = Table(title=f"{len(shown)} of {total} samples"
                         + (f" ({n_derived} derived: copies of the sample in 'derived from')"
                            if n_derived else ""))
     for column in ("id", "label", "split", "width", "height", "relpath", "derived from"):
         table.add_column(column)
-    for row in shown.itertuples():
-        table.add_row(row.id, str(row.label), row.split, str(row.width), str(row.height),
-                      row.relpath, row.origin_id if isinstance(row.origin_id, str) else "")
+    for row in shown:
+        table.add_row(row["id"], table_text(row["label"]), row["split"], str(row["width"]),
+                      str(row["height"]), row["relpath"], row["origin_id"] or "")
     out.print(table)
 
 
@@ -573,4 +574,7 @@ def _print_export(result: dict, as_json: bool) -> None:
 
 
 def main() -> None:
-    app()
+    """The ``smartset`` entry point: the app with each command built when first used."""
+    from smartset._cli_common import build_lazily
+
+    build_lazily(app)(prog_name="smartset")

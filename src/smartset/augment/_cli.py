@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup,
-                                  WorkersOption, WorkspaceOption, handle_errors, open_workspace, print_json,
-                                  show_progress, use_ray_address)
+from smartset._cli_common import (EngineOption, JsonOption, RayAddressOption, SmartsetGroup, Table,
+                                  WorkersOption, WorkspaceOption, handle_errors, open_workspace,
+                                  print_json, show_progress, use_ray_address)
 from smartset._cli_common import out as console  # `out` is an option of preview
 
 augment_app = typer.Typer(

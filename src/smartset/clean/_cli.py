@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.table import Table
 
-from smartset._cli_common import (JsonOption, SmartsetGroup, UsageError, WorkspaceOption,
-                                  deprecated, err, handle_errors, open_workspace, out,
-                                  print_json, show_progress)
+from smartset._cli_common import (JsonOption, SmartsetGroup, Table, UsageError, WorkspaceOption,
+                                  deprecated, err, handle_errors, open_workspace, out, print_json,
+                                  show_progress)
 from smartset.errors import EmptyDataError
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from smartset._cli_common import (JsonOption, SmartsetGroup, WorkspaceOption, deprecated,
+from smartset._cli_common import (JsonOption, SmartsetGroup, Table, WorkspaceOption, deprecated,
                                   handle_errors, open_workspace, print_json, show_progress,
                                   table_text)
 from smartset._cli_common import out as console
