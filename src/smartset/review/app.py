@@ -16,6 +16,7 @@ session token, see :mod:`smartset.review._http`):
                                             neighbours, lineage, findings, label issues
 ``GET  /api/samples/{id}/thumb``            JPEG thumbnail (cached by content hash)
 ``GET  /api/samples/{id}/image``            the image (web formats as stored, others as JPEG)
+``GET  /api/samples/{id}/saliency``         its saliency map (PNG), precomputed by ``evaluate --saliency``
 ``POST /api/decisions``                     one decision (label, accept, exclude, include,
                                             multi_label, duplicate_of, unmark) with the
                                             version it is based on
@@ -53,6 +54,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smartset.detection.store import category_names
 from smartset.errors import ConflictError, SmartsetError
 from smartset.storage import is_url, read_bytes
 from smartset.review import actions, plans
@@ -287,9 +289,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         return requested or store.author
 
     def classes_with_keys() -> list[dict]:
-        counts = {r[0]: r[1] for r in store.reader.catalog.query(
-            "SELECT l.label, COUNT(*) FROM current_labels l JOIN samples s ON s.id = l.sample_id"
-            " WHERE s.status = 'ok' AND l.label IS NOT NULL GROUP BY l.label")}
+        counts = store.reader.class_counts()
         names = sorted(counts)
         keys = class_keys(names)
         return [{"name": n, "key": keys.get(n), "count": counts[n]} for n in names]
@@ -303,15 +303,10 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         """The catalog row and the file of ``sample_id``, checked: the file must still be
         the one ingest saw (same size; same bytes when its mtime moved) and, followed
         through any links, lie inside its data root."""
-        rows = store.reader.catalog.query(
-            "SELECT s.relpath, s.sha256, s.format, s.size, s.mtime_ns, s.status,"
-            " r.path AS root,"
-            " r.in_workspace FROM samples s JOIN roots r ON r.id = s.root_id WHERE s.id = ?",
-            (sample_id,))
-        if not rows:
+        row = store.reader.file_record(sample_id)
+        if row is None:
             raise StarletteHTTPException(404, f"No sample {sample_id!r} in the catalog.")
-        row = rows[0]
-        root = str(store.path / row["root"]) if row["in_workspace"] else row["root"]
+        root = row["root"]
         file = os.path.join(root, row["relpath"])  # a local path or an fsspec URL
         if row["status"] != "ok" or not (is_url(file) or os.path.isfile(file)):
             state = row["status"] if row["status"] != "ok" else "missing"
@@ -329,8 +324,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         the sample's content hash is known (one query loads them all)."""
         with shas_lock:
             if not shas:
-                shas.update((r[0], r[1]) for r in store.reader.catalog.query(
-                    "SELECT id, sha256 FROM samples WHERE status = 'ok'"))
+                shas.update(store.reader.content_hashes())
             sha = shas.get(sample_id)
         if sha is None:
             return None
@@ -377,8 +371,7 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
 
         return _json({"workspace": store.path.name, "workspace_path": str(store.path),
                 "author": store.author, "classes": classes_with_keys(),
-                "box_categories": [r[0] for r in store.reader.catalog.query(
-                    "SELECT name FROM annotation_categories ORDER BY number")],
+                "box_categories": category_names(store.reader),
                 "keys": [{"keys": k, "does": d} for k, d in KEYS],
                 "limits": {"max_body": max_body, "items": 1000},
                 "smartset": __version__})
@@ -432,6 +425,15 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
         return Response(data, media_type=media,
                         headers={"cache-control": "private, max-age=86400",
                                  "content-disposition": "inline"})
+
+    @app.get("/api/samples/{sample_id}/saliency")
+    def saliency(sample_id: Annotated[SampleId, PathParam()]):
+        path = store.focus.saliency_file(sample_id)  # precomputed by evaluate --saliency
+        if path is None:
+            raise StarletteHTTPException(404, f"No saliency map of {sample_id!r}: run "
+                                              f"'smartset evaluate RUN --saliency'.")
+        return Response(path.read_bytes(), media_type="image/png",
+                        headers={"cache-control": "private, max-age=60"})
 
     @app.get("/api/annotations/{annotation_id}/mask")
     def mask(annotation_id: Annotated[AnnotationId, PathParam()]):
@@ -539,8 +541,8 @@ def _check_local_file(sample_id: str, row, root: str, file: str) -> None:
 
 
 def _relpath(ws, sample_id: str) -> str | None:
-    rows = ws.catalog.query("SELECT relpath FROM samples WHERE id = ?", (sample_id,))
-    return rows[0][0] if rows else None
+    record = ws.records_of([sample_id]).get(sample_id)
+    return None if record is None else record["relpath"]
 
 
 def _with_file(message: str, sample_id: str, relpath: str | None) -> str:
@@ -556,16 +558,11 @@ def _with_file(message: str, sample_id: str, relpath: str | None) -> str:
 
 
 def _event_samples(ws, label_events, mark_events, annotation_events=()) -> list[str]:
+    from smartset.events import ANNOTATIONS, LABELS, MARKS
+
     ids: list[str] = []
-    for source, key, events in (
-            ("label_events t", "t.id", list(label_events)),
-            ("sample_marks t", "t.id", list(mark_events)),
-            ("annotation_events e JOIN annotations t ON t.id = e.annotation_id", "e.id",
-             list(annotation_events))):
-        for start in range(0, len(events), 500):
-            chunk = events[start:start + 500]
-            ids += [r[0] for r in ws.catalog.query(
-                f"SELECT DISTINCT t.sample_id FROM {source} WHERE {key} IN "
-                f"({', '.join('?' * len(chunk))})", tuple(chunk))]
+    for log, events in ((LABELS, label_events), (MARKS, mark_events),
+                        (ANNOTATIONS, annotation_events)):
+        ids += log.samples_of(ws.catalog, events)
     return list(dict.fromkeys(ids))
 

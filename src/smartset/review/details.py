@@ -37,54 +37,25 @@ def sample_states(ws, sample_ids: list[str]) -> dict[str, dict]:
     ``width``, ``height``, ``format``, ``status``, ``origin_id``, ``sha`` (12 hex digits);
     for a sample with annotations ``boxes``: ``{"count", "categories": {name: n}}`` (most
     frequent first). Unknown ids are left out."""
+    from smartset.detection.store import box_summary
+
     ids = list(dict.fromkeys(s for s in sample_ids if isinstance(s, str)))
     states: dict[str, dict] = {}
-    query = ws.catalog.query
-    for chunk in _chunks(ids):
-        marks = ", ".join("?" * len(chunk))
-        for r in query(
-                f"SELECT s.id, s.relpath, s.split, s.width, s.height, s.format, s.status,"
-                f" s.sha256, g.origin_id,"
-                f" (SELECT e.id FROM label_events e WHERE e.sample_id = s.id ORDER BY e.id DESC"
-                f"  LIMIT 1) AS event_id"
-                f" FROM samples s LEFT JOIN lineage g ON g.sample_id = s.id"
-                f" WHERE s.id IN ({marks})", tuple(chunk)):
-            states[r["id"]] = {
-                "sample_id": r["id"], "relpath": r["relpath"], "split": r["split"],
-                "width": r["width"], "height": r["height"], "format": r["format"],
-                "status": r["status"], "sha": r["sha256"][:12], "origin_id": r["origin_id"],
-                "label": None, "label_event_id": r["event_id"], "marks": {},
-                "mark_versions": {k: None for k in MARK_KINDS}, "reviewed": False}
-        wanted = set(chunk)
-        events = [s["label_event_id"] for s in states.values()
-                  if s["sample_id"] in wanted and s["label_event_id"] is not None]
-        if events:
-            for r in query(f"SELECT sample_id, label FROM label_events WHERE id IN "
-                           f"({', '.join('?' * len(events))})", tuple(events)):
-                states[r["sample_id"]]["label"] = r["label"]
-        for r in query(f"SELECT m.sample_id, m.kind, m.id, m.value, m.active FROM sample_marks m"
-                       f" JOIN (SELECT MAX(id) AS id FROM sample_marks WHERE sample_id IN"
-                       f" ({marks}) GROUP BY sample_id, kind) last ON last.id = m.id",
-                       tuple(chunk)):
-            state = states.get(r["sample_id"])
-            if state is None:
-                continue
-            state["mark_versions"][r["kind"]] = r["id"]
-            if r["active"]:
-                state["marks"][r["kind"]] = json.loads(r["value"]) if r["value"] else True
+    for sid, r in ws.records_of(ids).items():
+        states[sid] = {
+            "sample_id": sid, "relpath": r["relpath"], "split": r["split"],
+            "width": r["width"], "height": r["height"], "format": r["format"],
+            "status": r["status"], "sha": r["sha256"][:12], "origin_id": r["origin_id"],
+            "label": r["label"], "label_event_id": r["label_event_id"], "marks": {},
+            "mark_versions": {k: None for k in MARK_KINDS}, "reviewed": False}
+        for kind, mark in r["marks"].items():
+            states[sid]["mark_versions"][kind] = mark["id"]
+            if mark["active"]:
+                states[sid]["marks"][kind] = mark["value"] if mark["value"] is not None else True
     for sid in reviewed_ids(ws.catalog, list(states)):
         states[sid]["reviewed"] = True
-    for chunk in _chunks(list(states)):  # detection/segmentation: the card's box summary
-        for r in query(
-                f"SELECT a.sample_id, e.category, COUNT(*) AS n FROM annotations a"
-                f" JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM annotation_events"
-                f" WHERE annotation_id = a.id) WHERE a.sample_id IN"
-                f" ({', '.join('?' * len(chunk))}) AND e.deleted = 0"
-                f" GROUP BY a.sample_id, e.category ORDER BY a.sample_id, n DESC, e.category",
-                tuple(chunk)):
-            boxes = states[r["sample_id"]].setdefault("boxes", {"count": 0, "categories": {}})
-            boxes["count"] += r["n"]
-            boxes["categories"][r["category"]] = r["n"]
+    for sid, boxes in box_summary(ws, list(states)).items():  # the card's box summary
+        states[sid]["boxes"] = boxes
     return states
 
 
@@ -96,14 +67,11 @@ def sample_overlays(ws, sample_id: str) -> list[dict]:
     mask, fetched as a PNG). At most :data:`MAX_OVERLAYS`, largest first."""
     from smartset.detection.draw import category_colour
 
-    rows = ws.catalog.query(
-        "SELECT a.id, a.kind, e.category, e.x, e.y, e.w, e.h, e.segmentation, e.id AS event_id"
-        " FROM annotations a JOIN annotation_events e ON e.id = (SELECT MAX(id) FROM"
-        " annotation_events WHERE annotation_id = a.id) WHERE a.sample_id = ? AND e.deleted = 0"
-        " ORDER BY e.w * e.h DESC, a.id LIMIT ?", (sample_id, MAX_OVERLAYS))
+    from smartset.detection.store import current_boxes
+
     out = []
-    for r in rows:
-        segmentation = json.loads(r["segmentation"]) if r["segmentation"] else None
+    for r in current_boxes(ws, sample_id, limit=MAX_OVERLAYS):
+        segmentation = r["segmentation"]
         item = {"annotation_id": r["id"], "event_id": r["event_id"], "kind": r["kind"],
                 "category": r["category"],
                 "colour": "#%02x%02x%02x" % category_colour(r["category"]),
@@ -126,17 +94,17 @@ def mask_png(ws, annotation_id: str, alpha: int = 115) -> bytes | None:
     from smartset.detection import _rle
     from smartset.detection.draw import category_colour
 
-    rows = ws.catalog.query(
-        "SELECT e.category, e.segmentation FROM annotation_events e WHERE e.annotation_id = ?"
-        " ORDER BY e.id DESC LIMIT 1", (annotation_id,))
-    if not rows or not rows[0]["segmentation"]:
+    from smartset.detection.store import annotation_state
+
+    state = annotation_state(ws, annotation_id)
+    if state is None or not state["segmentation"]:
         return None
-    segmentation = json.loads(rows[0]["segmentation"])
+    segmentation = json.loads(state["segmentation"])
     if not isinstance(segmentation, dict):
         return None
     mask = _rle.decode(segmentation).astype(bool)
     rgba = np.zeros((*mask.shape, 4), np.uint8)
-    rgba[mask] = (*category_colour(rows[0]["category"]), alpha)
+    rgba[mask] = (*category_colour(state["category"]), alpha)
     buffer = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
@@ -153,12 +121,12 @@ class FocusData:
         self._lock = threading.Lock()
         self._predictions: tuple[int | None, object] = (-1, None)
         self._embeddings: tuple[int | None, object] = (-1, None)
+        self._saliency: tuple[int | None, list] = (-1, [])
 
     def _newest_run(self, command: str | None = None) -> int | None:
         if command is None:
-            return self.ws.catalog.query("SELECT MAX(id) FROM runs")[0][0]
-        return self.ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = ? AND "
-                                     "status = 'done'", (command,))[0][0]
+            return self.ws.catalog.newest_run_id()
+        return self.ws.catalog.newest_run_id(command, status="done")
 
     def predictions(self):
         """``(Predictions, row of each sample id)`` or ``(None, hint)``."""
@@ -183,7 +151,7 @@ class FocusData:
         from smartset.embeddings import cache_signature
 
         shards = cache_signature(self.ws, backbone)
-        count = self.ws.catalog.query("SELECT COUNT(*) FROM samples")[0][0]
+        count = self.ws.sample_count()
         return (self._newest_run("audit"), self._newest_run(), count, shards)
 
     def embeddings(self):
@@ -272,11 +240,7 @@ class FocusData:
         keep = found[0] >= 0
         candidates, sims = found[0][keep], dict(zip(found[0][keep].tolist(), best[0][keep]))
         cand_ids = [str(ids[i]) for i in candidates]
-        labels = {}
-        for chunk in _chunks(cand_ids):
-            labels.update({r[0]: r[1] for r in self.ws.catalog.query(
-                f"SELECT sample_id, label FROM current_labels WHERE sample_id IN "
-                f"({', '.join('?' * len(chunk))})", tuple(chunk))})
+        labels = self.ws.labels_of(cand_ids)
         own, other = [], []
         for index, sid in zip(candidates, cand_ids):
             item = {"sample_id": sid, "label": labels.get(sid),
@@ -288,18 +252,46 @@ class FocusData:
                 break
         return {"available": True, "own": own, "other": other, "source": source}
 
-    def lineage(self, sample_id: str) -> dict | None:
-        rows = self.ws.catalog.query(
-            "SELECT g.origin_id, g.stage, g.params, g.created_at, s.relpath, l.label"
-            " FROM lineage g JOIN samples s ON s.id = g.origin_id"
-            " LEFT JOIN current_labels l ON l.sample_id = g.origin_id WHERE g.sample_id = ?",
-            (sample_id,))
-        if not rows:
+    def _saliency_indexes(self) -> list[tuple[int, dict]]:
+        """``(run id, index)`` of the newest evaluations (at most 20) that wrote saliency
+        maps (``smartset evaluate --saliency``: ``models/run-N/saliency/index.json``)."""
+        found = []
+        for run_id in self.ws.catalog.run_ids("evaluate", status="done", limit=20):
+            path = self.ws.path / "models" / f"run-{int(run_id)}" / "saliency" / "index.json"
+            if path.is_file():
+                try:
+                    found.append((int(run_id), json.loads(path.read_text(encoding="utf-8"))))
+                except (OSError, ValueError):  # a damaged index: that run shows none
+                    continue
+        return found
+
+    def saliency(self, sample_id: str) -> dict | None:
+        """The newest precomputed saliency map of ``sample_id`` (``run_id``, ``file``,
+        ``true``, ``predicted``, ``p``, ``method``, ``url``), or None. The maps are
+        written by ``evaluate``; a request only reads the small index (cached per run)."""
+        key = self._newest_run("evaluate")
+        with self._lock:
+            if self._saliency[0] != key:
+                self._saliency = (key, self._saliency_indexes())
+            indexes = self._saliency[1]
+        for run_id, index in indexes:
+            entry = index.get(sample_id)
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                return {"run_id": run_id, **entry,
+                        "url": f"/api/samples/{sample_id}/saliency"}
+        return None
+
+    def saliency_file(self, sample_id: str):
+        """The path of ``sample_id``'s saliency PNG (inside its run's folder), or None."""
+        found = self.saliency(sample_id)
+        if found is None:
             return None
-        r = rows[0]
-        return {"origin_id": r["origin_id"], "stage": r["stage"],
-                "params": json.loads(r["params"]), "created_at": r["created_at"],
-                "origin_relpath": r["relpath"], "origin_label": r["label"]}
+        folder = (self.ws.path / "models" / f"run-{found['run_id']}" / "saliency").resolve()
+        path = (folder / found["file"]).resolve()
+        return path if path.parent == folder and path.is_file() else None
+
+    def lineage(self, sample_id: str) -> dict | None:
+        return self.ws.origin_of(sample_id)
 
     def focus(self, sample_id: str) -> dict | None:
         """Everything the focus view shows about ``sample_id`` (None if unknown)."""
@@ -307,13 +299,17 @@ class FocusData:
         if sample_id not in states:
             return None
         state = states[sample_id]
-        query = self.ws.catalog.query
-        history = [dict(r) for r in query(
-            "SELECT id, label, author, time, reason, origin, reverts FROM label_events"
-            " WHERE sample_id = ? ORDER BY id DESC LIMIT 30", (sample_id,))]
-        mark_history = [dict(r) for r in query(
-            "SELECT id, kind, value, active, author, time, reason, origin, reverts FROM"
-            " sample_marks WHERE sample_id = ? ORDER BY id DESC LIMIT 30", (sample_id,))]
+        from smartset.clean.store import label_issues, newest_clean_run
+        from smartset.events import ANNOTATIONS, LABELS, MARKS
+
+        def recent(log, columns):
+            return [{c: e[c] for c in columns} for e in log.history(
+                self.ws.catalog, {"sample_id": sample_id}, newest_first=True, limit=30)]
+
+        history = recent(LABELS, ("id", "label", "author", "time", "reason", "origin",
+                                  "reverts"))
+        mark_history = recent(MARKS, ("id", "kind", "value", "active", "author", "time",
+                                      "reason", "origin", "reverts"))
         from smartset.audit.store import findings as audit_findings, reference_run
 
         audit_run = reference_run(self.ws)  # the reference audit, not an experiment
@@ -322,10 +318,10 @@ class FocusData:
         findings = [] if found is None else [
             {k: r[k] for k in ("kind", "score", "threshold", "reason", "grp")}
             for r in found.to_dict("records")]
-        issues_run = query("SELECT MAX(run_id) FROM label_issues")[0][0]
-        issues = [dict(r) for r in query(
-            "SELECT kind, score, label, suggested, detectors, reason FROM label_issues"
-            " WHERE run_id = ? AND sample_id = ? ORDER BY score DESC", (issues_run, sample_id))]
+        issues = [{c: r[c] for c in ("kind", "score", "label", "suggested", "detectors",
+                                     "reason")}
+                  for r in label_issues(self.ws, newest_clean_run(self.ws),
+                                        sample_ids=[sample_id], evidence=False, decode=False)]
         group_members = []
         dup = next((f for f in findings if f["kind"] in ("exact_duplicate", "near_duplicate")),
                    None)
@@ -335,15 +331,14 @@ class FocusData:
             group_members = duplicate_sets(self.ws, run=audit_run).get(
                 (dup["kind"], dup["grp"]), [])
         return {**state, "history": history, "mark_history": mark_history,
-                "model": self.model(sample_id), "neighbours": self.nearest(sample_id,
+                "model": self.model(sample_id), "saliency": self.saliency(sample_id),
+                "neighbours": self.nearest(sample_id,
                                                                            state["label"]),
                 "lineage": self.lineage(sample_id), "findings": findings,
                 "label_issues": issues,
                 "duplicate_group": {"group": dup["grp"], "members": group_members}
                 if dup else None,
                 "overlays": sample_overlays(self.ws, sample_id),
-                "box_history": [dict(r) for r in query(
-                    "SELECT e.id, e.annotation_id, e.category, e.deleted, e.author, e.time,"
-                    " e.reason, e.origin FROM annotation_events e JOIN annotations a"
-                    " ON a.id = e.annotation_id WHERE a.sample_id = ? ORDER BY e.id DESC"
-                    " LIMIT 30", (sample_id,))]}
+                "box_history": recent(ANNOTATIONS, ("id", "annotation_id", "category",
+                                                    "deleted", "author", "time", "reason",
+                                                    "origin"))}

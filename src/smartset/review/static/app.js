@@ -728,6 +728,12 @@ async function showFocus() {
   } else {
     parts.push(section("Model", el("p", { class: "muted", text: model.hint })));
   }
+  const saliency = data.saliency;  // precomputed by 'smartset evaluate --saliency'
+  if (saliency) {
+    parts.push(section(`Saliency (evaluation run ${saliency.run_id}, ${saliency.method} of ` +
+      `the predicted class: (${saliency.true}) ${saliency.predicted} ${saliency.p})`,
+      el("img", { src: saliency.url, class: "saliency", alt: "saliency map", width: "160" })));
+  }
   const neighbours = data.neighbours;
   if (neighbours.available) {
     parts.push(section("Nearest of its own class", neighbourFigures(neighbours.own)));
