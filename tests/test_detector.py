@@ -10,7 +10,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -131,8 +130,6 @@ def test_predictions_round_trip_through_coco_and_yolo(tmp_path):
         np.testing.assert_allclose(back[["x", "y", "w", "h"]], want[["x", "y", "w", "h"]],
                                    atol=1e-3 * 64)
         np.testing.assert_allclose(back["score"], want["score"], atol=1e-4)
-    evaluated = runner.invoke(app, ["detect", "evaluate", str(out), "-w", str(ws.path), "--json"])
-    assert evaluated.exit_code == 0, evaluated.output
 
 
 def _rgb(path):
@@ -152,33 +149,40 @@ def test_unknown_preprocess_and_mixed_sizes_are_one_clear_error(dark_shapes):
 
 def _train_command(ws_path, *extra):
     return [sys.executable, "-m", "smartset", "detect", "train", "-w", str(ws_path),
-            "--epochs", "25", "--batch-size", "4", "--json", *extra]
+            "--epochs", "8", "--batch-size", "4", "--json", *extra]
 
 
 def test_a_killed_detect_train_resumes_to_the_same_model(tmp_path):
     ws, _ = imported(tmp_path, n=6, size=64)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    process = subprocess.Popen(_train_command(ws.path), env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = ws.path / "models" / "run-1" / "model.pt"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not checkpoint.exists():
+    log = tmp_path / "train.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(_train_command(ws.path), env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + 300
+    found = []
+    while time.monotonic() < deadline and process.poll() is None and not found:
+        found = list((ws.path / "models").glob("run-*/model.pt"))
         time.sleep(0.01)
-    assert process.poll() is None, process.stderr.read().decode()
+    assert process.poll() is None, log.read_text()
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    checkpoint = found[0]
+    run = int(checkpoint.parent.name.split("-")[1])
     epoch = torch.load(checkpoint, weights_only=False)["epoch"]
-    assert 1 <= epoch < 25
-    resumed = subprocess.run(_train_command(ws.path, "--resume", "1"), env=env,
+    assert 1 <= epoch < 8
+    resumed = subprocess.run(_train_command(ws.path, "--resume", str(run)), env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     straight = subprocess.run(_train_command(ws.path), env=env, capture_output=True, text=True,
                               timeout=300)
     assert straight.returncode == 0, straight.stderr
+    other = json.loads(straight.stdout)["run_id"]
+    assert json.loads(resumed.stdout)["run_id"] == run != other
     a = torch.load(checkpoint, weights_only=False)
-    b = torch.load(ws.path / "models" / "run-2" / "model.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"] == 25 and a["history"] == b["history"]
+    b = torch.load(ws.path / "models" / f"run-{other}" / "model.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 8 and a["history"] == b["history"]
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name
-    runs = pd.DataFrame([json.loads(resumed.stdout), json.loads(straight.stdout)])
-    assert runs["run_id"].tolist() == [1, 2]
+    status = dict(ws.catalog.query("SELECT id, status FROM runs WHERE command = 'detect train'"))
+    assert status == {run: "done", other: "done"}

@@ -57,7 +57,7 @@ def study_dacolt(data: DetectionData, *, seeds: Sequence[int] = (0, 1, 2), epoch
     condition's ``map50`` on its ``all`` row. ``train_conditions``: the lighting the models
     learn from (default high and medium: footage collected by day); the test holds every
     condition. Returns the long table (one row per seed x arm x condition x size)."""
-    from smartset.detection.evaluation import coco_map, knife_table
+    from smartset.detection.evaluation import coco_map, counting_f1, knife_table
 
     if not any(data.conditions.values()):
         raise DetectorError("The images have no lighting conditions: import a set whose images "
@@ -80,10 +80,14 @@ def study_dacolt(data: DetectionData, *, seeds: Sequence[int] = (0, 1, 2), epoch
             for condition in table["condition"].unique():
                 keys = [k for k in test.keys if test.conditions.get(k) == condition] \
                     if condition not in ("all", "average") else test.keys
-                m = coco_map(test.gt[test.gt["image"].isin(set(keys))],
-                             pred[pred["image"].isin(set(keys))])["map50"]
-                table.loc[(table["condition"] == condition)
-                          & (table["size"].isin(["all", "cells"])), "map50"] = m
+                g = test.gt[test.gt["image"].isin(set(keys))]
+                p = pred[pred["image"].isin(set(keys))]
+                where = (table["condition"] == condition) & table["size"].isin(["all", "cells"])
+                table.loc[where, "map50"] = coco_map(g, p, iou_thresholds=[0.5])["map50"]
+                table.loc[where, "counting_f1"] = counting_f1(
+                    g, p, images=keys, score_threshold=score_threshold)["f1"]
+            table["train_seconds"] = round(model.train_seconds_, 2)
+            table["cpu_seconds"] = round(model.cpu_seconds_, 2)
             table.insert(0, "arm", arm)
             table.insert(0, "seed", seed)
             rows.append(table)
@@ -136,7 +140,7 @@ def study_scale(data: DetectionData, *, seeds: Sequence[int] = (0, 1, 2), epochs
                 rows.append({"seed": seed, "arm": arm, "scale": scale,
                              "presence_f1": counts["presence"]["f1"],
                              "counting_f1": counts["f1"], "count_mae": counts["mae"],
-                             "map50": coco_map(test.gt, pred)["map50"],
+                             "map50": coco_map(test.gt, pred, iou_thresholds=[0.5])["map50"],
                              "images": len(test.keys)})
                 if progress:
                     progress(f"seed {seed} {arm} x{scale}: presence F1 "
@@ -164,14 +168,15 @@ def _pm(mean, std) -> str:
 def dacolt_markdown(summary: pd.DataFrame) -> str:
     """The knife table over seeds: per condition x size x arm, mean counts and mean ± std
     precision, recall, F1."""
-    lines = ["| condition | size | arm | frames | gt | TP | FP | precision | recall | F1 | mAP@0.5 |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| condition | size | arm | frames | gt | TP | FP | precision | recall | F1 | "
+             "mAP@0.5 | counting F1 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary.itertuples(index=False):
         lines.append(f"| {r.condition} | {r.size} | {r.arm} | {r.frames_mean:.0f} | "
                      f"{r.gt_mean:.0f} | {r.tp_mean:.1f} | {r.fp_mean:.1f} | "
                      f"{_pm(r.precision_mean, r.precision_std)} | "
                      f"{_pm(r.recall_mean, r.recall_std)} | {_pm(r.f1_mean, r.f1_std)} | "
-                     f"{_pm(r.map50_mean, r.map50_std)} |")
+                     f"{_pm(r.map50_mean, r.map50_std)} | "
+                     f"{_pm(r.counting_f1_mean, r.counting_f1_std)} |")
     return "\n".join(lines)
 
 
@@ -219,9 +224,10 @@ def write_dacolt_report(frame: pd.DataFrame, out_dir: str | Path) -> dict:
     """``runs.csv`` (per seed), ``summary.csv``, ``table.md`` and ``f1.png`` (F1 per
     condition and arm, error bars one std over seeds) in ``out_dir``."""
     out_dir = Path(out_dir)
-    values = ["frames", "gt", "tp", "fp", "precision", "recall", "f1", "map50"]
+    values = ["frames", "gt", "tp", "fp", "precision", "recall", "f1", "map50", "counting_f1"]
     frame = frame.copy()
-    frame["map50"] = frame.get("map50", np.nan)
+    for column in ("map50", "counting_f1"):
+        frame[column] = frame.get(column, np.nan)
     summary = summarise(frame, ["condition", "size", "arm"], values)
     write_text(out_dir / "runs.csv", frame.to_csv(index=False))
     write_text(out_dir / "summary.csv", summary.to_csv(index=False))

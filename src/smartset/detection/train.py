@@ -284,8 +284,8 @@ def _targets(data: DetectionData, classes: list[str]) -> list[tuple[np.ndarray, 
             out.append((np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
             continue
         g = g[g["category"].isin(number)]
-        out.append((g[["x", "y", "w", "h"]].to_numpy(np.float32),
-                    g["category"].map(number).to_numpy(np.int64)))
+        out.append((np.array(g[["x", "y", "w", "h"]], np.float32),   # writable copies
+                    np.array(g["category"].map(number), np.int64)))
     return out
 
 
@@ -368,7 +368,7 @@ def fit_detector(data: DetectionData, *, classes: Sequence[str] | None = None,
     steps_per_epoch = -(-n // batch_size)
     total = epochs * steps_per_epoch
     warmup = min(total // 10 + 1, 50)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for epoch in range(start, epochs):
         network.train()
         rng = np.random.default_rng([int(seed), epoch])
@@ -409,6 +409,7 @@ def fit_detector(data: DetectionData, *, classes: Sequence[str] | None = None,
     model.network.eval()
     model.history_ = history
     model.train_seconds_ = time.perf_counter() - started
+    model.cpu_seconds_ = time.process_time() - cpu_started
     return model
 
 
@@ -519,12 +520,11 @@ def train(ws, version: str | None = None, *, seed: int = 0, epochs: int = 30,
              "preprocess": preprocess, "test_fraction": test_fraction,
              "train_conditions": list(train_conditions) if train_conditions else None}
     if resume_run is not None:
-        found = ws.catalog.query("SELECT command, config FROM runs WHERE id = ?",
-                                 (int(resume_run),))
-        if not found or found[0][0] != "detect train":
+        found = ws.catalog.run(int(resume_run))
+        if found is None or found["command"] != "detect train":
             raise DetectorError(f"No 'detect train' run {resume_run} to resume; see "
                                 f"'smartset runs'.")
-        given = {k: json.loads(found[0][1])["settings"][k] for k in given}
+        given = {k: found["config"]["settings"][k] for k in given}
         run_id = int(resume_run)
     data = data_from_workspace(ws, given["version"])
     train_rows, test_rows = split_groups(data, test_fraction=given["test_fraction"],

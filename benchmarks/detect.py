@@ -1,0 +1,155 @@
+"""Detection: the trained detector against the threshold baseline, and the knife study
+(plain vs DaCoT vs DaCoLT) on simulated shapes with exact ground truth.
+
+Data: ``synth shapes --conditions`` (every scene written four times: high, medium, low,
+artificial light), a training set and a separate test set drawn with other seeds;
+128 x 128 pixels, up to 4 objects of side 8-100 pixels (COCO small, medium and large),
+10% empty images. The detector learns from the high and medium images of the training
+set (footage collected by day, the knife study's setting) and is tested on all four
+conditions of the test set; each arm of a seed shares its initial weights and data.
+
+Rows: the baseline (grey threshold + connected components) and, per arm, mAP@0.5
+(COCO's rules), precision/recall/F1 at IoU 0.5 and score >= 0.3 (the baseline's scores
+are used as they are), and counting F1, per condition, mean ± std over seeds; the
+training wall and CPU time of each model, with the load average (other processes share
+the machine: CPU seconds are the fairer number).
+
+``--quick``: a tiny set, 2 epochs, one seed (a smoke test, under a minute on a quiet
+machine). The last line of stdout is one line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from smartset.detection.evaluation import coco_map, counting_f1, evaluate_detections  # noqa: E402
+from smartset.detection.studies import study_dacolt, summarise  # noqa: E402
+from smartset.detection.synth import CONDITIONS, baseline_detector, synth_shapes  # noqa: E402
+from smartset.detection.train import DetectionData, data_from_coco, predictions_frame  # noqa: E402
+
+
+def _both(train: DetectionData, test: DetectionData) -> tuple[DetectionData, list]:
+    """One data set holding train then test, with ``test`` as its test split."""
+    import pandas as pd
+
+    gt = pd.concat([train.gt.assign(image="train/" + train.gt["image"]),
+                    test.gt.assign(image="test/" + test.gt["image"])], ignore_index=True)
+    keys = [f"train/{k}" for k in train.keys] + [f"test/{k}" for k in test.keys]
+    conditions = {**{f"train/{k}": v for k, v in train.conditions.items()},
+                  **{f"test/{k}": v for k, v in test.conditions.items()}}
+    return DetectionData(keys, train.images + test.images, gt, conditions,
+                         [f"train/{g}" for g in train.groups] + [f"test/{g}" for g in test.groups],
+                         keys, ["train"] * len(train.keys) + ["test"] * len(test.keys))
+
+
+def baseline_rows(test: DetectionData, score_threshold: float) -> list[dict]:
+    pred = predictions_frame(test.keys, [baseline_detector(i) for i in test.images])
+    rows = []
+    for condition in CONDITIONS:
+        keys = [k for k in test.keys if test.conditions.get(k) == condition]
+        g, p = test.gt[test.gt["image"].isin(set(keys))], pred[pred["image"].isin(set(keys))]
+        m = evaluate_detections(g, p, score_threshold=score_threshold, with_map=False)
+        rows.append({"arm": "baseline", "condition": condition,
+                     "map50": coco_map(g, p, iou_thresholds=[0.5])["map50"],
+                     "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+                     "counting_f1": counting_f1(g, p, images=keys,
+                                                score_threshold=score_threshold)["f1"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--train-scenes", type=int, default=100)
+    parser.add_argument("--test-scenes", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--score-threshold", type=float, default=0.3)
+    args = parser.parse_args()
+    if args.quick:
+        args.train_scenes, args.test_scenes, args.epochs, args.seeds, args.size = 12, 6, 2, 1, 64
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        synth_shapes(Path(tmp) / "train", args.train_scenes, seed=100,
+                     size=(args.size, args.size), conditions=True)
+        synth_shapes(Path(tmp) / "test", args.test_scenes, seed=200,
+                     size=(args.size, args.size), conditions=True)
+        train = data_from_coco(Path(tmp) / "train" / "annotations.json")
+        test = data_from_coco(Path(tmp) / "test" / "annotations.json")
+    data = _both(train, test)
+    print(f"data: {len(train.keys)} training images ({args.train_scenes} scenes x 4 "
+          f"conditions; learning from high + medium), {len(test.keys)} test images, "
+          f"{len(test.gt)} test objects; {args.size} px; seeds 0..{args.seeds - 1}; "
+          f"{args.epochs} epochs", flush=True)
+    frame = study_dacolt(data, seeds=range(args.seeds), epochs=args.epochs,
+                         train_conditions=("high", "medium"), test_fraction=0.0,
+                         score_threshold=args.score_threshold,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    rows = frame[(frame["size"] == "all") & frame["condition"].isin(CONDITIONS)]
+    summary = summarise(rows, ["arm", "condition"], ["map50", "precision", "recall", "f1",
+                                                     "counting_f1"])
+    base = baseline_rows(data.subset([i for i, s in enumerate(data.splits) if s == "test"]),
+                         args.score_threshold)
+    print()
+    print(f"{'arm':<9} {'condition':<11} {'mAP@0.5':>15} {'precision':>15} {'recall':>15} "
+          f"{'F1':>15} {'counting F1':>15}")
+
+    def cell(mean, std=None):
+        if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+            return f"{'-':>15}"
+        return f"{mean:>7.3f} ± {std:.3f}" if std is not None else f"{mean:>15.3f}"
+
+    for r in base:
+        print(f"{r['arm']:<9} {r['condition']:<11} {cell(r['map50'])} {cell(r['precision'])} "
+              f"{cell(r['recall'])} {cell(r['f1'])} {cell(r['counting_f1'])}")
+    for r in summary.itertuples(index=False):
+        print(f"{r.arm:<9} {r.condition:<11} {cell(r.map50_mean, r.map50_std)} "
+              f"{cell(r.precision_mean, r.precision_std)} {cell(r.recall_mean, r.recall_std)} "
+              f"{cell(r.f1_mean, r.f1_std)} {cell(r.counting_f1_mean, r.counting_f1_std)}")
+    times = frame.drop_duplicates(["seed", "arm"])
+    times = times[times["arm"] != "DaCoT"]
+    load = [round(v, 2) for v in os.getloadavg()]
+    print(f"\ntraining per model ({len(times)} models): wall {times['train_seconds'].mean():.0f} s "
+          f"(max {times['train_seconds'].max():.0f}), CPU {times['cpu_seconds'].mean():.0f} s; "
+          f"load average {load}; torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
+
+    def mean(arm, condition, value):
+        sel = summary[(summary["arm"] == arm) & (summary["condition"] == condition)]
+        return round(float(sel[f"{value}_mean"].iloc[0]), 4) if len(sel) else None
+
+    per_seed = rows.pivot_table(index=["seed", "condition"], columns="arm", values="f1")
+    wins = {c: int((per_seed.xs(c, level="condition")["DaCoLT"]
+                    > per_seed.xs(c, level="condition")["plain"]).sum())
+            for c in ("low", "artificial")}
+    test_rows = rows[rows["arm"] == "plain"]
+    result = {
+        "map50_high": mean("plain", "high", "map50"), "map50_medium": mean("plain", "medium", "map50"),
+        "f1_plain": {c: mean("plain", c, "f1") for c in CONDITIONS},
+        "f1_dacot": {c: mean("DaCoT", c, "f1") for c in CONDITIONS},
+        "f1_dacolt": {c: mean("DaCoLT", c, "f1") for c in CONDITIONS},
+        "f1_baseline": {r["condition"]: round(r["f1"], 4) for r in base},
+        "counting_f1_plain_high_medium": round(float(test_rows[test_rows["condition"].isin(
+            ["high", "medium"])]["counting_f1"].mean()), 4),
+        "counting_f1_dacolt_all": round(float(rows[rows["arm"] == "DaCoLT"]["counting_f1"].mean()), 4),
+        "counting_f1_baseline_all": round(float(np.mean([r["counting_f1"] for r in base])), 4),
+        "dacolt_beats_plain_seeds": wins, "seeds": args.seeds, "epochs": args.epochs,
+        "train_wall_s": round(float(times["train_seconds"].mean()), 1),
+        "train_cpu_s": round(float(times["cpu_seconds"].mean()), 1),
+        "load_average": load, "quick": args.quick,
+        "total_s": round(time.perf_counter() - started, 1)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
