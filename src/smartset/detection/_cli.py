@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -361,7 +361,7 @@ def evaluate(
     iou: Annotated[float, typer.Option(help="IoU a detection needs to be a true positive.")] = 0.5,
     score_threshold: Annotated[float, typer.Option(help="Detections scoring less are left out "
                                                         "(precision/recall/F1, table, counts).")] = 0.5,
-    conditions: Annotated[str, typer.Option(
+    conditions: Annotated[Literal["auto", "meta", "pixels", "none"], typer.Option(
         help="Condition per image for the knife table: auto (image metadata, else measured "
              "brightness), meta, pixels, or none.")] = "auto",
     workspace: WorkspaceOption = None,
@@ -369,33 +369,15 @@ def evaluate(
 ) -> None:
     """Precision, recall, F1 at IoU, COCO mAP@[.5:.95], the knife table (condition x size)
     and counting F1 of predictions against a version's annotations."""
-    from smartset.detection.evaluation import (counting_f1, evaluate_detections, ground_truth,
-                                               image_conditions, knife_table, load_predictions)
-    from smartset.detection.store import categories
+    import pandas as pd
 
-    ws = open_workspace(workspace)
-    gt, images = ground_truth(ws, version)
-    pred = load_predictions(predictions, images, categories(ws))
-    metrics = evaluate_detections(gt, pred, iou_threshold=iou, score_threshold=score_threshold)
-    table = knife_table(gt, pred, None if conditions == "none" else
-                        image_conditions(images, source=conditions),
-                        iou_threshold=iou, score_threshold=score_threshold,
-                        images=list(images["image"]))
-    counting = counting_f1(gt, pred, images=list(images["image"]),
-                           score_threshold=score_threshold)
-    counting.pop("per_image")
-    run_id = ws.catalog.start_run("detect evaluate", {"predictions": str(predictions),
-                                                      "version": version, "iou": iou,
-                                                      "score_threshold": score_threshold})
-    result = _clean({"metrics": metrics, "knife_table": table.to_dict("records"),
-                     "counting": counting})
-    from smartset.detection.montage import error_montage  # worst false positives and misses
+    from smartset.detection.evaluation import evaluate_predictions
 
-    montage = error_montage(gt, pred, images,
-                            ws.reports_dir / "detect" / f"errors-run-{run_id}.png",
-                            iou_threshold=iou, score_threshold=score_threshold)
-    result["montage"] = montage and {k: montage[k] for k in ("path", "false_positives", "misses")}
-    ws.catalog.finish_run(run_id, {k: v for k, v in result["metrics"].items() if k != "per_class"})
+    result = evaluate_predictions(open_workspace(workspace), predictions, version,
+                                  iou_threshold=iou, score_threshold=score_threshold,
+                                  conditions=conditions)
+    montage = result["montage"]
+    table = pd.DataFrame(result["knife_table"])
     if as_json:
         print_json(result)
         return
@@ -431,37 +413,12 @@ def evaluate_masks(
     as_json: JsonOption = False,
 ) -> None:
     """Per-class IoU and Dice, pixel accuracy and mean IoU of predicted masks."""
-    import numpy as np
-    from PIL import Image
-
-    from smartset.detection import _rle
-    from smartset.detection.evaluation import segmentation_metrics
-    from smartset.detection.store import annotations, categories
-    from smartset.detection.synth import baseline_segmenter
-    from smartset.errors import SourceError
-    from smartset.imageio import load_image
+    from smartset.detection.evaluation import evaluate_masks as score_masks
 
     if predictions is None and not baseline:
-        raise SourceError("Give a folder of predicted masks, or --baseline.")
-    ws = open_workspace(workspace)
-    cats = categories(ws)
-    numbers = {name: n for n, name in cats.items()}
-    ann = annotations(ws, version)
-    gts, preds = [], []
-    for (_sid, path, rel, h, w), group in ann.groupby(["sample_id", "path", "relpath", "height",
-                                                      "width"], sort=True):
-        gts.append(_rle.paint([(numbers[r.category], r.segmentation, (r.x, r.y, r.w, r.h))
-                               for r in group.itertuples()], int(h), int(w)))
-        if baseline:
-            preds.append(baseline_segmenter(load_image(path, mode="RGB"), numbers))
-        else:
-            stem = Path(rel).stem
-            found = sorted(Path(predictions).rglob(f"{stem}*.png"))
-            if not found:
-                raise SourceError(f"No predicted mask for '{rel}' in '{predictions}' (expected "
-                                  f"{stem}.png).")
-            preds.append(np.asarray(Image.open(found[0])))
-    result = _clean(segmentation_metrics(gts, preds, classes=cats))
+        raise typer.BadParameter("give a folder of predicted masks, or --baseline.")
+    result = score_masks(open_workspace(workspace), None if baseline else predictions,
+                         version, baseline=baseline)
     if as_json:
         print_json(result)
         return

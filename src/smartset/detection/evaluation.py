@@ -23,7 +23,8 @@ from smartset.errors import SourceError
 
 __all__ = ["box_iou", "match_detections", "evaluate_detections", "coco_map", "knife_table",
            "counting_f1", "segmentation_metrics", "size_bucket", "SIZE_BUCKETS",
-           "ground_truth", "load_predictions", "image_conditions"]
+           "ground_truth", "load_predictions", "image_conditions", "evaluate_predictions",
+           "evaluate_masks", "CONDITION_SOURCES"]
 
 SIZE_BUCKETS = ("large", "medium", "small")
 _SMALL, _MEDIUM = 32 ** 2, 96 ** 2
@@ -512,3 +513,121 @@ def load_predictions(path: str | Path, images: pd.DataFrame,
                           f"{sorted(unknown)[:3]}); use the image ids of a COCO export of "
                           f"the version, sample ids or file names.")
     return pd.DataFrame(rows, columns=["image", "category", "x", "y", "w", "h", "score"])
+
+
+CONDITION_SOURCES = ("auto", "meta", "pixels", "none")
+
+
+def _plain(value):
+    """``value`` with NaN as None, numpy scalars as Python numbers and keys as strings (it
+    is stored in the catalog as JSON and printed with --json)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return _plain(value.item())
+    return value
+
+
+def evaluate_predictions(ws, predictions: str | Path, version: str | None = None, *,
+                         iou_threshold: float = 0.5, score_threshold: float = 0.5,
+                         conditions: str = "auto", montage: bool = True) -> dict:
+    """Score a predictions file (COCO results ``.json`` or a folder of YOLO ``.txt``)
+    against the annotations of ``version`` (None: the live catalog), recorded as a
+    ``detect evaluate`` run (failed if it raises).
+
+    Returns ``run_id``; ``metrics`` (precision, recall, F1 at ``iou_threshold`` over the
+    detections scoring at least ``score_threshold``, COCO mAP@[.5:.95], mAP50, per class);
+    ``knife_table`` (rows by condition x object size; ``conditions``: one of
+    :data:`CONDITION_SOURCES`: image metadata, measured brightness, either, or none);
+    ``counting`` (counting and presence F1); ``montage``: the worst false positives and
+    misses as a PNG under ``reports/detect/`` (None without errors or with ``montage=False``).
+    """
+    from smartset.detection.montage import error_montage
+    from smartset.detection.store import categories
+
+    if conditions not in CONDITION_SOURCES:
+        raise SourceError(f"Unknown conditions {conditions!r}; choose one of "
+                          f"{', '.join(CONDITION_SOURCES)}.")
+    gt, images = ground_truth(ws, version)
+    pred = load_predictions(predictions, images, categories(ws))
+    run_id = ws.catalog.start_run("detect evaluate", {
+        "predictions": str(predictions), "version": version, "iou": iou_threshold,
+        "score_threshold": score_threshold, "conditions": conditions})
+    try:
+        metrics = evaluate_detections(gt, pred, iou_threshold=iou_threshold,
+                                      score_threshold=score_threshold)
+        table = knife_table(gt, pred, None if conditions == "none" else
+                            image_conditions(images, source=conditions),
+                            iou_threshold=iou_threshold, score_threshold=score_threshold,
+                            images=list(images["image"]))
+        counting = counting_f1(gt, pred, images=list(images["image"]),
+                               score_threshold=score_threshold)
+        counting.pop("per_image")
+        result = _plain({"run_id": run_id, "metrics": metrics,
+                         "knife_table": table.to_dict("records"), "counting": counting})
+        shown = None
+        if montage:
+            shown = error_montage(gt, pred, images,
+                                  ws.reports_dir / "detect" / f"errors-run-{run_id}.png",
+                                  iou_threshold=iou_threshold, score_threshold=score_threshold)
+        result["montage"] = shown and _plain({k: shown[k] for k in
+                                              ("path", "false_positives", "misses")})
+    except BaseException:
+        ws.catalog.finish_run(run_id, {}, status="failed")
+        raise
+    ws.catalog.finish_run(run_id, {k: v for k, v in result["metrics"].items()
+                                   if k != "per_class"})
+    return result
+
+
+def evaluate_masks(ws, predictions: str | Path | None = None, version: str | None = None, *,
+                   baseline: bool = False) -> dict:
+    """Per-class IoU and Dice, pixel accuracy and mean IoU of predicted masks against the
+    painted annotations of ``version``, recorded as a ``detect evaluate-masks`` run.
+
+    ``predictions``: a folder of class-id PNG masks, each found by its image's file name
+    (``STEM*.png``, searched recursively); or ``baseline=True``: the baseline segmenter's
+    masks. Raises :class:`SourceError` naming the image whose mask is missing.
+    """
+    from PIL import Image
+
+    from smartset.detection import _rle
+    from smartset.detection.store import annotations, categories
+    from smartset.detection.synth import baseline_segmenter
+    from smartset.imageio import load_image
+
+    if (predictions is None) == (not baseline):
+        raise SourceError("Give a folder of predicted masks, or baseline=True (--baseline), "
+                          "not both.")
+    cats = categories(ws)
+    numbers = {name: n for n, name in cats.items()}
+    ann = annotations(ws, version)
+    run_id = ws.catalog.start_run("detect evaluate-masks", {
+        "predictions": None if predictions is None else str(predictions),
+        "baseline": baseline, "version": version})
+    try:
+        gts, preds = [], []
+        for (_sid, path, rel, h, w), group in ann.groupby(
+                ["sample_id", "path", "relpath", "height", "width"], sort=True):
+            gts.append(_rle.paint([(numbers[r.category], r.segmentation, (r.x, r.y, r.w, r.h))
+                                   for r in group.itertuples()], int(h), int(w)))
+            if baseline:
+                preds.append(baseline_segmenter(load_image(path, mode="RGB"), numbers))
+                continue
+            stem = Path(rel).stem
+            found = sorted(Path(predictions).rglob(f"{stem}*.png"))
+            if not found:
+                raise SourceError(f"No predicted mask for '{rel}' in '{predictions}' "
+                                  f"(expected {stem}.png).")
+            with Image.open(found[0]) as mask:
+                preds.append(np.asarray(mask))
+        result = _plain(segmentation_metrics(gts, preds, classes=cats))
+    except BaseException:
+        ws.catalog.finish_run(run_id, {}, status="failed")
+        raise
+    ws.catalog.finish_run(run_id, {k: v for k, v in result.items() if k != "per_class"})
+    return {"run_id": run_id, **result}
