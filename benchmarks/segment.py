@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,28 @@ def _per_condition(truth, predicted, conditions, classes) -> dict:
     return out
 
 
+def _train_one(seed, *, train, test, classes, epochs, lr, augment, threads) -> dict:
+    import torch
+
+    from smartset.detection.evaluation import segmentation_metrics
+    from smartset.detection.segmenter import Segmenter
+
+    torch.set_num_threads(threads)
+    model = Segmenter(epochs=epochs, lr=lr, seed=seed, augment=augment, progress=False)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(train[0], train[1], classes)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    predicted = model.predict(test[0])
+    metrics = segmentation_metrics(test[1], predicted, classes=classes)
+    print(f"seed {seed}: mean IoU {metrics['mean_iou']:.4f} ({wall:.0f} s wall, "
+          f"{cpu:.0f} s CPU, load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    return {"method": "segmenter (Lite0 + U-Net decoder)", "seed": seed,
+            "mean_iou": metrics["mean_iou"], "mean_dice": metrics["mean_dice"],
+            "per_class": {k: v["iou"] for k, v in metrics["per_class"].items()},
+            "per_condition": _per_condition(test[1], predicted, test[2], classes),
+            "wall": wall, "cpu": cpu, "load": os.getloadavg()[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A smoke run under a minute.")
@@ -64,13 +87,15 @@ def main() -> None:
     parser.add_argument("--test-scenes", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--augment", default=None, help="A policy applied while training.")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Decoder learning rate.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Seeds trained at once, one process each (default 1).")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     from smartset.detection.evaluation import segmentation_metrics
-    from smartset.detection.segmenter import Segmenter
     from smartset.detection.synth import baseline_segmenter
 
     quick = args.quick
@@ -91,20 +116,15 @@ def main() -> None:
              "per_condition": _per_condition(test[1], base_pred, test[2], classes),
              "wall": None, "cpu": None}]
     load_before = os.getloadavg()
-    for seed in seeds:
-        model = Segmenter(epochs=epochs, seed=seed, augment=args.augment, progress=False)
-        wall, cpu = time.perf_counter(), time.process_time()
-        model.fit(train[0], train[1], classes)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        predicted = model.predict(test[0])
-        metrics = segmentation_metrics(test[1], predicted, classes=classes)
-        rows.append({"method": "segmenter (Lite0 + U-Net decoder)", "seed": seed,
-                     "mean_iou": metrics["mean_iou"], "mean_dice": metrics["mean_dice"],
-                     "per_class": {k: v["iou"] for k, v in metrics["per_class"].items()},
-                     "per_condition": _per_condition(test[1], predicted, test[2], classes),
-                     "wall": wall, "cpu": cpu, "load": os.getloadavg()[0]})
-        print(f"seed {seed}: mean IoU {metrics['mean_iou']:.4f} ({wall:.0f} s wall, "
-              f"{cpu:.0f} s CPU, load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    job = partial(_train_one, train=train, test=test, classes=classes, epochs=epochs,
+                  lr=args.lr, augment=args.augment, threads=args.threads)
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(seeds))) as pool:
+            rows += pool.map(job, seeds)
+    else:
+        rows += [job(seed) for seed in seeds]
     load_after = os.getloadavg()
     trained = rows[1:]
     ious = np.array([r["mean_iou"] for r in trained])
@@ -113,7 +133,8 @@ def main() -> None:
               *[f"mIoU {c}" for c in conditions], "train wall s", "train CPU s"]
     print(f"Held-out: {len(test[0])} images ({n_test} scenes x 4 conditions, seed 200); "
           f"training: {len(train[0])} images ({n_train} scenes, seed 100), {epochs} epochs, "
-          f"batch 8, 128 x 128, torch threads {args.threads}, augment {args.augment}")
+          f"batch 8, lr {args.lr}, 128 x 128, torch threads {args.threads} x {args.jobs} "
+          f"jobs, augment {args.augment}")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
 
@@ -145,7 +166,8 @@ def main() -> None:
         "train_cpu_s": [round(r["cpu"], 1) for r in trained],
         "loadavg_before": list(load_before), "loadavg_after": list(load_after),
         "seeds": seeds, "train_images": len(train[0]), "test_images": len(test[0]),
-        "epochs": epochs, "augment": args.augment, "threads": args.threads,
+        "epochs": epochs, "lr": args.lr, "augment": args.augment, "threads": args.threads,
+        "jobs": args.jobs,
         "quick": quick}))
 
 
