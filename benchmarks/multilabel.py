@@ -160,7 +160,7 @@ def clean_section(args) -> int:
     epochs = 2 if args.quick else args.clean_epochs
     folds = 3 if args.quick else args.clean_folds
     rows, summary = [], {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         (x, truth), _ = make_split(args.data, n, 10, seed)
         rng = np.random.default_rng(seed + 2000)
         pairs = np.flatnonzero(truth.sum(1) == 2)
@@ -211,6 +211,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here")
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--test", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=6)
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     classes = [str(d) for d in range(10)]
     results = {row: {m: [] for m in METRICS} for row in ROWS}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         train, test = make_split(args.data, args.train, args.test, seed)
         for row, fn in (("cnn-multilabel", lambda: run_cnn(train, test, seed, args.epochs)),
                         ("logistic-ovr", lambda: run_logistic(train, test, seed)),
