@@ -192,3 +192,16 @@ def test_killed_workspace_run_resumes_with_its_own_settings(tmp_path, monkeypatc
     assert resumed["config"]["options"]["width"] == 16 and resumed["config"]["seed"] == 1
     assert ws.runs().set_index("id").loc[run_id, "status"] == "done"
     assert seg.load_segmenter(ws.path / resumed["checkpoint"]).width == 16
+
+
+def test_write_masks_refuses_collisions_and_escapes(tmp_path):
+    mask = np.zeros((4, 4), np.uint8)
+    mask[1:3, 1:3] = 2
+    result = seg.write_masks(tmp_path / "out", ["sub/a.jpg"], [mask], CLASSES)
+    assert result["regions"] == 1
+    with Image.open(tmp_path / "out" / "sub" / "a.png") as png:
+        assert np.array_equal(np.asarray(png), mask)
+    with pytest.raises(LearnError, match="would both be written"):
+        seg.write_masks(tmp_path / "out", ["a.jpg", "a.png"], [mask, mask], CLASSES)
+    with pytest.raises(LearnError, match="outside"):
+        seg.write_masks(tmp_path / "out", ["../a.jpg"], [mask], CLASSES)

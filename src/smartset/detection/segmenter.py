@@ -725,12 +725,16 @@ def write_masks(out: str | Path, relpaths: Sequence[str], masks: Sequence[np.nda
     from smartset.detection import _rle
 
     out = Path(out)
-    results = []
+    results, written = [], {}
     for i, (rel, mask) in enumerate(zip(relpaths, masks)):
         parts = Path(rel).parts
         if Path(rel).is_absolute() or ".." in parts:
             raise LearnError(f"Refusing to write a mask outside '{out}' for '{rel}'.")
         target = (out / rel).with_suffix(".png")
+        if target in written:
+            raise LearnError(f"'{written[target]}' and '{rel}' would both be written as "
+                             f"'{target}': rename one of them (or predict them apart).")
+        written[target] = rel
         with atomic_path(target) as tmp:
             Image.fromarray(np.asarray(mask, np.uint8)).save(tmp, format="PNG",
                                                             compress_level=1)
