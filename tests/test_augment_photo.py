@@ -261,3 +261,23 @@ def test_lowres_is_a_shift_of_evaluate():
     images = np.load(_mnist())["images"][:4, :, :, None]
     shifted = shift_images(images, "lowres")
     assert shifted.shape == images.shape and not np.array_equal(shifted, images)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "erasing", "color_jitter", "motion_blur",
+                                  "solarize", "lowres", "clahe"])
+def test_large_images_run_in_chunks_with_the_same_bits(name):
+    from smartset.augment import _plan
+
+    options = {"erasing": {"value": "random"}}.get(name, {})
+    t = aug.get_transform(name, **options)
+    x = _photo(5, seed=2, size=(120, 250))  # 90,000 values a sample: 2 a chunk
+    params = t.make_params(x.shape, 9)
+    chunked = t.apply(x, params)
+    saved = _plan._CHUNK_VALUES
+    try:
+        _plan._CHUNK_VALUES = 1 << 30  # the whole batch at once
+        whole = t.apply(x, params)
+    finally:
+        _plan._CHUNK_VALUES = saved
+    assert torch.equal(chunked, whole)
+    assert len(x) > saved // x[0].numel()  # more samples than one chunk holds
