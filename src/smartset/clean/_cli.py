@@ -17,7 +17,6 @@ import typer
 from smartset._cli_common import (JsonOption, SmartsetGroup, Table, UsageError, WorkspaceOption,
                                   deprecated, err, handle_errors, open_workspace, out, print_json,
                                   show_progress)
-from smartset.errors import EmptyDataError
 
 
 class _CleanGroup(SmartsetGroup):
@@ -357,28 +356,11 @@ def imbalance(
 ) -> None:
     """Class counts, imbalance ratio, and the remedies: class weights, oversampling copies,
     ENN undersampling (with the audit's embeddings)."""
-    import numpy as np
+    from smartset.clean.imbalance import workspace_imbalance
 
-    from smartset.clean.imbalance import imbalance_report, oversample as oversample_fn
-
-    ws = open_workspace(workspace)
-    samples = ws.samples(version)
-    samples = samples[samples["label"].notna()]
-    classes = sorted(samples["label"].unique())
-    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
-    features = None
-    try:
-        from smartset.audit import embeddings
-
-        found, vectors = embeddings(ws, list(samples["id"]))
-        if len(found) == len(samples):
-            features = vectors
-    except Exception:  # no audit yet: the ENN column is left out
-        features = None
-    report = imbalance_report(codes, class_names=classes, features=features)
-    if oversample:
-        report["oversampled"] = oversample_fn(ws, policy=oversample, version=version, name=name,
-                                              seed=seed)
+    report = workspace_imbalance(open_workspace(workspace), version,
+                                 oversample_policy=oversample, name=name, seed=seed)
+    classes = report["classes"]
     if as_json:
         print_json(report)
         return
@@ -393,6 +375,8 @@ def imbalance(
     out.print(table)
     if report["minority"]:
         out.print(f"Minority classes: {', '.join(report['minority'])}.")
+    if report.get("enn_note"):
+        out.print(f"ENN flags: none, {report['enn_note']}.")
     if "oversampled" in report:
         out.print(f"Version {report['oversampled']['version']!r}: "
                   f"{report['oversampled']['n_samples']} samples.")
@@ -412,35 +396,13 @@ def reduce(
 ) -> None:
     """Prototype selection (CNN, FCNN) on the audit's embeddings: held-out 1-NN accuracy
     against subset size, so you see what a 10x smaller set costs."""
-    import numpy as np
+    from smartset.clean.reduction import workspace_reduction
 
-    from smartset.audit import embeddings
-    from smartset.clean.reduction import fast_condensed_nearest_neighbour, reduction_curve
-
-    ws = open_workspace(workspace)
-    samples = ws.samples(version)
-    samples = samples[samples["label"].notna()].reset_index(drop=True)
-    try:
-        found, vectors = embeddings(ws, list(samples["id"]))
-    except (LookupError, OSError) as error:  # no audit yet
-        raise EmptyDataError(f"Prototype selection runs on the audit's embeddings, and there "
-                             f"are none yet ({type(error).__name__}: {error}): run "
-                             f"'smartset audit' first.") from None
-    samples = samples.set_index("id").loc[list(found)].reset_index()
-    classes = sorted(samples["label"].unique())
-    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
-    test = samples["split"].isin(["test", "val"]).to_numpy()
-    if not test.any() or test.all():
-        rng = np.random.default_rng(seed)
-        test = rng.random(len(samples)) < test_fraction
-    curve = reduction_curve(codes[~test], vectors[~test], codes[test], vectors[test], seed=seed)
-    result = {"n_train": int((~test).sum()), "n_test": int(test.sum()),
-              "curve": curve.to_dict("records")}
-    if save_version:
-        chosen = fast_condensed_nearest_neighbour(codes[~test], vectors[~test])
-        ids = list(samples["id"][~test].iloc[chosen]) + list(samples["id"][test])
-        result["version"] = ws.create_version(save_version, sample_ids=ids,
-                                              description="FCNN prototype selection")["name"]
+    result = workspace_reduction(open_workspace(workspace), version,
+                                 test_fraction=test_fraction, seed=seed,
+                                 save_version=save_version)
+    if not result["version"]:
+        result.pop("version")
     if as_json:
         print_json(result)
         return

@@ -24,7 +24,8 @@ from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours,
                                         repeated_edited_nearest_neighbours)
 
 __all__ = ["imbalance_report", "class_weights", "oversampling_copies", "oversampling_counts",
-           "per_sample_copies", "undersample", "oversample", "UNDERSAMPLING_RULES"]
+           "per_sample_copies", "undersample", "oversample", "UNDERSAMPLING_RULES",
+           "workspace_imbalance"]
 
 UNDERSAMPLING_RULES = ("enn", "renn", "all_knn", "random")
 
@@ -277,3 +278,37 @@ def _removed_on_error(ws, folder, name):
 def _per_sample(added: int, count: int) -> int | float:
     share = added / max(int(count), 1)
     return int(share) if float(share).is_integer() else round(share, 2)
+
+
+def workspace_imbalance(ws, version: str | None = None, *, oversample_policy: str | None = None,
+                        name: str | None = None, seed: int = 0) -> dict:
+    """:func:`imbalance_report` of the labeled samples of ``version`` (None: the live
+    catalog), with the ENN undersampling column on the audit's embeddings when every sample
+    has one (else left out, and ``enn_note`` says why); with ``oversample_policy``, also
+    ``oversampled``: the version :func:`oversample` wrote."""
+    from smartset.audit import embeddings
+    from smartset.errors import EmptyDataError
+
+    samples = ws.samples(version)
+    samples = samples[samples["label"].notna()]
+    classes = sorted(samples["label"].unique())
+    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    features, note = None, None
+    try:
+        found, vectors = embeddings(ws, list(samples["id"]))
+    except (EmptyDataError, LookupError, OSError) as error:  # no audit yet
+        note = f"no audit embeddings ({error}); run 'smartset audit' for the ENN column"
+    else:
+        if len(found) == len(samples):
+            features = vectors
+        else:
+            note = (f"the audit embedded {len(found)} of {len(samples)} samples; run "
+                    f"'smartset audit' again for the ENN column")
+    report = imbalance_report(codes, class_names=classes, features=features)
+    report["classes"] = classes
+    if note:
+        report["enn_note"] = note
+    if oversample_policy:
+        report["oversampled"] = oversample(ws, policy=oversample_policy, version=version,
+                                           name=name, seed=seed)
+    return report

@@ -27,7 +27,8 @@ from smartset._random import resolve_rng
 from smartset.clean._validation import CleanInputError, check_features, check_labels
 
 __all__ = ["condensed_nearest_neighbour", "fast_condensed_nearest_neighbour",
-           "stratified_subset", "reduction_curve", "nearest_neighbour_accuracy"]
+           "stratified_subset", "reduction_curve", "nearest_neighbour_accuracy",
+           "workspace_reduction"]
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -199,3 +200,39 @@ def reduction_curve(labels: np.ndarray, features: np.ndarray, test_labels: np.nd
                     rows.append((name, size, size / n, evaluate(prefix), seconds))
     frame = pd.DataFrame(rows, columns=["method", "n", "fraction", "accuracy", "seconds"])
     return frame.sort_values(["method", "n"], ascending=[True, False]).reset_index(drop=True)
+
+
+def workspace_reduction(ws, version: str | None = None, *, test_fraction: float = 0.2,
+                        seed: int = 0, save_version: str | None = None) -> dict:
+    """:func:`reduction_curve` of the labeled samples of ``version`` on the audit's
+    embeddings: held-out 1-NN accuracy against subset size. The held-out samples are the
+    test/val split, else a ``test_fraction`` drawn with ``seed``. With ``save_version``, the
+    FCNN selection plus the held-out samples is frozen as that version. Returns
+    ``n_train``, ``n_test``, ``curve`` (records) and ``version``. Raises
+    :class:`~smartset.errors.EmptyDataError` when there is no audit yet."""
+    from smartset.audit import embeddings
+    from smartset.errors import EmptyDataError
+
+    samples = ws.samples(version)
+    samples = samples[samples["label"].notna()].reset_index(drop=True)
+    try:
+        found, vectors = embeddings(ws, list(samples["id"]))
+    except (EmptyDataError, LookupError, OSError) as error:  # no audit yet
+        raise EmptyDataError(f"Prototype selection runs on the audit's embeddings, and there "
+                             f"are none yet ({type(error).__name__}: {error}): run "
+                             f"'smartset audit' first.") from None
+    samples = samples.set_index("id").loc[list(found)].reset_index()
+    classes = sorted(samples["label"].unique())
+    codes = samples["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    test = samples["split"].isin(["test", "val"]).to_numpy()
+    if not test.any() or test.all():
+        test = resolve_rng(seed).random(len(samples)) < test_fraction
+    curve = reduction_curve(codes[~test], vectors[~test], codes[test], vectors[test], seed=seed)
+    result = {"n_train": int((~test).sum()), "n_test": int(test.sum()),
+              "curve": curve.to_dict("records"), "version": None}
+    if save_version:
+        chosen = fast_condensed_nearest_neighbour(codes[~test], vectors[~test])
+        ids = list(samples["id"][~test].iloc[chosen]) + list(samples["id"][test])
+        result["version"] = ws.create_version(save_version, sample_ids=ids,
+                                              description="FCNN prototype selection")["name"]
+    return result
