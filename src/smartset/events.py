@@ -143,6 +143,10 @@ class EventLog:
         return self.append(con, key, state, author=author, origin="undo",
                            reason=reason or f"undo event {event_id}", reverts=event["id"])
 
+    def last_id(self, con) -> int:
+        """The id of the newest event of the log (0 when empty): a pin later reads stop at."""
+        return int(con.execute(f"SELECT MAX(id) FROM {self.table}").fetchone()[0] or 0)
+
     def samples_of(self, catalog, event_ids: Iterable[int]) -> list[str]:
         """The samples the events ``event_ids`` changed (each once, in no set order)."""
         ids, found = [int(i) for i in event_ids], []

@@ -120,6 +120,16 @@ class Workspace:
         return pd.DataFrame(rows, columns=["sample_id", "origin_id", "stage", "params",
                                            "created_at"])
 
+    def origins(self) -> dict[str, str]:
+        """``{derived sample id: the sample it was made from}`` (one step of the lineage),
+        without pandas."""
+        return {str(s): str(o) for s, o in self.catalog.query(
+            "SELECT sample_id, origin_id FROM lineage")}
+
+    def version_names(self) -> list[str]:
+        """The names of the data set versions, oldest first."""
+        return [r[0] for r in self.catalog.query("SELECT name FROM versions ORDER BY id")]
+
     def issues(self, *, source: str | None = None) -> pd.DataFrame:
         """Ingest issues: one row per file or table row that could not be taken as it is."""
         sql = ("SELECT i.source, i.reason, i.relpath, i.detail, i.kind, i.time, r.path AS root"
@@ -244,45 +254,6 @@ class Workspace:
                     break
             con.execute("COMMIT")
 
-    def classes(self, version: str | None = None) -> list[str]:
-        """Sorted class names of the labeled samples."""
-        labels = self.samples(version)["label"].dropna()
-        return sorted(labels.unique().tolist())
-
-    # -- labels ------------------------------------------------------------------------
-    def _check_samples(self, con, sample_ids: Sequence[str]) -> None:
-        unknown = [s for s in sample_ids
-                   if con.execute("SELECT 1 FROM samples WHERE id=?", (s,)).fetchone() is None]
-        if unknown:
-            raise LabelError(f"Unknown sample id(s): {', '.join(unknown[:5])}"
-                             f"{' ...' if len(unknown) > 5 else ''}. List ids with "
-                             f"'smartset samples'.")
-
-    def relabel(self, sample_ids: str | Sequence[str], label: str | None, *,
-                targets: Sequence[float] | None = None, author: str | None = None,
-                reason: str | None = None, origin: str = "api",
-                expected: dict[str, int | None] | None = None) -> list[int]:
-        """Give samples a new label (or ``targets``): appends one event per sample.
-
-        Returns the new event ids. Nothing is overwritten: :meth:`undo` reverts an event
-        and :meth:`history` shows every change. ``expected`` maps sample ids to the label
-        event the change is based on (``label_event_id`` of :meth:`samples`; None: no label
-        yet); if another event came since, nothing is written and :class:`ConflictError`
-        carries the newer value.
-        """
-        if label is not None:
-            from smartset._names import label_problem
-
-            problem = label_problem(label)
-            if problem:
-                shown = label if len(label) <= 60 else label[:60] + "..."
-                raise LabelError(f"Label {shown!r} cannot be a class name: {problem}. Use "
-                                 f"printable text of at most 200 characters.")
-        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
-        author = author or _default_author()
-        encoded = None if targets is None else json.dumps([float(t) for t in targets])
-        with self.catalog.write() as con:
-            self._check_samples(con, ids)
     def records_of(self, sample_ids: Sequence[str]) -> dict[str, dict]:
         """Per known sample id: ``relpath``, ``split``, ``width``, ``height``, ``format``,
         ``status``, ``sha256``, ``origin_id`` (of a derived sample), ``label`` and
@@ -373,10 +344,11 @@ class Workspace:
             record["root"] = str(self.path / record["root"])
         return record
 
-    def content_hashes(self) -> dict[str, str]:
-        """``{sample id: sha256}`` of every available sample."""
-        return {r[0]: r[1] for r in self.catalog.query(
-            "SELECT id, sha256 FROM samples WHERE status = 'ok'")}
+    def content_hashes(self, *, available_only: bool = True) -> dict[str, str]:
+        """``{sample id: sha256}`` of every available sample (every sample, whatever its
+        status, with ``available_only=False``)."""
+        where = " WHERE status = 'ok'" if available_only else ""
+        return {r[0]: r[1] for r in self.catalog.query(f"SELECT id, sha256 FROM samples{where}")}
 
     def sample_count(self) -> int:
         """How many samples the catalog holds (every status)."""
@@ -389,6 +361,45 @@ class Workspace:
             "SELECT s.id, l.label FROM samples s LEFT JOIN current_labels l"
             " ON l.sample_id = s.id WHERE s.status = 'ok' ORDER BY s.root_id, s.relpath")}
 
+    def classes(self, version: str | None = None) -> list[str]:
+        """Sorted class names of the labeled samples."""
+        labels = self.samples(version)["label"].dropna()
+        return sorted(labels.unique().tolist())
+
+    # -- labels ------------------------------------------------------------------------
+    def _check_samples(self, con, sample_ids: Sequence[str]) -> None:
+        unknown = [s for s in sample_ids
+                   if con.execute("SELECT 1 FROM samples WHERE id=?", (s,)).fetchone() is None]
+        if unknown:
+            raise LabelError(f"Unknown sample id(s): {', '.join(unknown[:5])}"
+                             f"{' ...' if len(unknown) > 5 else ''}. List ids with "
+                             f"'smartset samples'.")
+
+    def relabel(self, sample_ids: str | Sequence[str], label: str | None, *,
+                targets: Sequence[float] | None = None, author: str | None = None,
+                reason: str | None = None, origin: str = "api",
+                expected: dict[str, int | None] | None = None) -> list[int]:
+        """Give samples a new label (or ``targets``): appends one event per sample.
+
+        Returns the new event ids. Nothing is overwritten: :meth:`undo` reverts an event
+        and :meth:`history` shows every change. ``expected`` maps sample ids to the label
+        event the change is based on (``label_event_id`` of :meth:`samples`; None: no label
+        yet); if another event came since, nothing is written and :class:`ConflictError`
+        carries the newer value.
+        """
+        if label is not None:
+            from smartset._names import label_problem
+
+            problem = label_problem(label)
+            if problem:
+                shown = label if len(label) <= 60 else label[:60] + "..."
+                raise LabelError(f"Label {shown!r} cannot be a class name: {problem}. Use "
+                                 f"printable text of at most 200 characters.")
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        author = author or _default_author()
+        encoded = None if targets is None else json.dumps([float(t) for t in targets])
+        with self.catalog.write() as con:
+            self._check_samples(con, ids)
             for sid, based_on in (expected or {}).items():
                 LABELS.check_expected(con, (sid,), based_on)
             stamp = now()

@@ -18,7 +18,19 @@ import json
 
 import pandas as pd
 
-__all__ = ["reference_run", "findings", "duplicate_sets", "DUPLICATE_KINDS"]
+__all__ = ["reference_run", "findings", "duplicate_sets", "write_findings", "DUPLICATE_KINDS",
+           "FINDING_COLUMNS"]
+
+#: the columns of an ``audit_findings`` row, as :func:`write_findings` takes them
+FINDING_COLUMNS = ("run_id", "version", "kind", "sample_id", "score", "threshold", "reason",
+                   "grp")
+
+
+def write_findings(con, rows) -> None:
+    """Inside a catalog write: store findings (tuples in :data:`FINDING_COLUMNS` order;
+    the annotation audit of the detection stage writes its own here too)."""
+    con.executemany(f"INSERT INTO audit_findings({', '.join(FINDING_COLUMNS)}) VALUES "
+                    f"({', '.join('?' * len(FINDING_COLUMNS))})", rows)
 
 DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
 

@@ -164,7 +164,7 @@ def _augment_locked(ws, started, *, policy, factor, version, name, seed, batch_s
             engine=engine, parent=version)
     except BaseException as error:
         try:  # files of a version that committed are never removed
-            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+            if name not in ws.version_names():
                 remove_tree(ws.path, folder)
         except (sqlite3.Error, OSError):
             pass

@@ -268,7 +268,7 @@ def _removed_on_error(ws, folder, name):
         yield
     except BaseException:
         try:
-            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+            if name not in ws.version_names():
                 remove_tree(ws.path, folder)
         except Exception:  # noqa: BLE001 - the first error is the one to show
             pass

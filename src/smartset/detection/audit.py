@@ -142,12 +142,11 @@ def audit_annotations(ws, version: str | None = None, *, duplicate_iou: float = 
 def _write(ws, version, result: AnnotationAudit, ann, samples, montage: int) -> None:
     run_id = ws.catalog.start_run("annotations audit", {"version": version,
                                                          **result.summary["thresholds"]})
+    from smartset.audit.store import write_findings
+
     with ws.catalog.write() as con:
-        con.executemany(
-            "INSERT INTO audit_findings(run_id, version, kind, sample_id, score, reason, grp)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, version, r.kind, r.sample_id, r.score, r.reason, r.annotation_id)
-             for r in result.findings.itertuples(index=False)])
+        write_findings(con, [(run_id, version, r.kind, r.sample_id, r.score, None, r.reason,
+                              r.annotation_id) for r in result.findings.itertuples(index=False)])
     folder = ws.reports_dir / "annotations" / (version or "live")
     report = {**result.summary, "findings": result.findings.to_dict("records")}
     write_text(folder / "audit.json", json.dumps(report, indent=1, default=str) + "\n")

@@ -250,8 +250,9 @@ def _expand_locked(ws, started, *, policy, factor, version, name, seed, min_visi
                 _write_annotations(con, flat, {s: s for s in owners}, f"augment:{name}",
                                    "smartset", origin="augment",
                                    reason=f"moved by policy {policy.label!r} (seed {seed})")
-            row = con.execute("SELECT MAX(id) FROM annotation_events").fetchone()
-            return {"annotation_event_id": int(row[0] or 0)}
+            from smartset.events import ANNOTATIONS
+
+            return {"annotation_event_id": ANNOTATIONS.last_id(con)}
 
         # The copies, their annotations and the version in one transaction: a failure or a
         # kill before it commits leaves nothing in the catalog (a re-run clears the folder).
@@ -263,7 +264,7 @@ def _expand_locked(ws, started, *, policy, factor, version, name, seed, min_visi
             before_version=with_annotations, parent=version)
     except BaseException:
         try:  # files of a version that committed are never removed
-            if not ws.catalog.query("SELECT 1 FROM versions WHERE name = ?", (name,)):
+            if name not in ws.version_names():
                 remove_tree(ws.path, folder)
         except (sqlite3.Error, OSError):
             pass

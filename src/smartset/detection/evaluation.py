@@ -410,8 +410,9 @@ def ground_truth(ws, version: str | None = None) -> tuple[pd.DataFrame, pd.DataF
 
     ann = annotations(ws, version)
     samples = ws.samples(version).sort_values(["relpath", "id"], kind="stable")
-    meta = {r[0]: json.loads(r[1]) for r in ws.catalog.query(
-        "SELECT sample_id, meta FROM annotation_images WHERE meta IS NOT NULL")}
+    from smartset.detection.store import image_meta
+
+    meta = image_meta(ws)
     images = pd.DataFrame({"image": samples["id"].to_numpy(),
                            "relpath": samples["relpath"].to_numpy(),
                            "path": samples["path"].to_numpy(),

@@ -107,7 +107,7 @@ def export(ws, version: str | None, out_dir: str | Path, *, format: str = "coco"
     system allows). ``palette``: write masks as palette PNGs (VOC colours) instead of
     grayscale ids. Returns a summary: files written, images, annotations, what was left
     out and why (e.g. boxes, which a mask cannot hold), seconds."""
-    from smartset.detection.store import annotations, categories
+    from smartset.detection.store import annotations, categories, image_meta, supercategories
 
     if format not in EXPORT_FORMATS:
         raise SourceError(f"Unknown export format {format!r}; choose one of "
@@ -130,12 +130,10 @@ def export(ws, version: str | None, out_dir: str | Path, *, format: str = "coco"
             f"with --format imagefolder (SPLIT/CLASS/IMAGE), csv (labels.csv) or hf "
             f"(datasets.load_dataset, label as a ClassLabel).")
     cats = categories(ws)
-    meta = {r[0]: json.loads(r[1]) for r in ws.catalog.query(
-        "SELECT sample_id, meta FROM annotation_images WHERE meta IS NOT NULL")}
+    meta = image_meta(ws)
     writer = {"coco": _coco, "yolo": _yolo, "voc": _voc, "masks": _masks, "pairs": _pairs,
               "imagefolder": _imagefolder, "csv": _csv, "hf": _hf}[format]
-    supers = {r[0]: r[1] for r in ws.catalog.query(
-        "SELECT name, supercategory FROM annotation_categories")}
+    supers = supercategories(ws)
     summary = writer(out, frame, ann, cats, meta, images, palette=palette, supers=supers)
     summary.update({"format": format, "out": str(out), "version": version,
                     "images": summary.get("images", len(frame)),

@@ -374,6 +374,19 @@ def annotation_state(ws, annotation_id: str) -> dict | None:
         return ANNOTATIONS.newest(con, (annotation_id,))
 
 
+def image_meta(ws) -> dict[str, dict]:
+    """``{sample id: the source's other image fields}`` (COCO image attributes such as a
+    condition) of the imported images that have any."""
+    return {r[0]: json.loads(r[1]) for r in ws.catalog.query(
+        "SELECT sample_id, meta FROM annotation_images WHERE meta IS NOT NULL")}
+
+
+def supercategories(ws) -> dict[str, str | None]:
+    """``{category name: its COCO supercategory}``."""
+    return {r[0]: r[1] for r in ws.catalog.query(
+        "SELECT name, supercategory FROM annotation_categories")}
+
+
 def category_names(ws) -> list[str]:
     """The annotation categories in their number order."""
     return list(categories(ws).values())

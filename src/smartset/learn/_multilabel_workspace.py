@@ -41,8 +41,8 @@ _REFUSED = {"resume_run": "--resume", "lr_find": "--lr-find", "mix": "--mixup/--
 def is_multilabel_run(ws, run) -> bool:
     """Whether ``run`` (a run id or checkpoint path) holds a multi-label model."""
     if isinstance(run, int) or (isinstance(run, str) and run.isdigit()):
-        found = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (int(run),))
-        return bool(found) and json.loads(found[0][0] or "{}").get("task") == "multilabel"
+        found = ws.catalog.run(int(run))
+        return found is not None and found["config"].get("task") == "multilabel"
     return False
 
 
@@ -156,13 +156,13 @@ def _write_csv(path: Path, files, probs, model, *, truth=None) -> Path:
 
 def _load(ws, run) -> tuple[MultiLabelClassifier, dict, int]:
     run_id = int(run)
-    found = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (run_id,))
-    if not found:
+    found = ws.catalog.run(run_id)
+    if found is None:
         raise LearnError(f"No run {run_id}. See 'smartset runs'.")
     model = load_checkpoint(run_dir(ws, run_id) / "model.pt")
     if not isinstance(model, MultiLabelClassifier):
         raise LearnError(f"Run {run_id} is not a multi-label run (train it with --multi-label).")
-    return model, json.loads(found[0][0] or "{}"), run_id
+    return model, found["config"], run_id
 
 
 def evaluate_multilabel(ws, run, version: str | None = None, *, split=None,

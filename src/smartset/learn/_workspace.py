@@ -46,8 +46,7 @@ def lineage_roots(ws, ids=None) -> dict[str, str]:
     made from, following chains of copies of copies; an original is its own root.
     ``ids``: the samples to answer for (default: every derived sample of the catalog; a
     sample missing from the answer is an original)."""
-    parent = {str(sid): str(origin) for sid, origin in
-              ws.catalog.query("SELECT sample_id, origin_id FROM lineage")}
+    parent = ws.origins()
 
     def root(sid: str) -> str:
         seen = set()
@@ -63,7 +62,7 @@ def lineage_roots(ws, ids=None) -> dict[str, str]:
 def derived_mask(ws, ids) -> np.ndarray:
     """``True`` for each of ``ids`` that smartset derived from another sample (augmented or
     oversampled copies: a row in the catalog's ``lineage``)."""
-    derived = {str(row[0]) for row in ws.catalog.query("SELECT sample_id FROM lineage")}
+    derived = set(ws.origins())
     return np.array([str(i) in derived for i in ids], dtype=bool)
 
 
@@ -89,8 +88,8 @@ def duplicate_groups(ws, ids) -> np.ndarray:
             parent[find(other)] = find(members[0])
 
     by_sha: dict[str, list[str]] = {}
-    for row in ws.catalog.query("SELECT id, sha256 FROM samples"):
-        by_sha.setdefault(row[1], []).append(row[0])
+    for sid, sha in ws.content_hashes(available_only=False).items():
+        by_sha.setdefault(sha, []).append(sid)
     for members in by_sha.values():
         if len(members) > 1:
             union(members)
@@ -307,14 +306,13 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
 def _resume_settings(ws, run_id: int, given: dict) -> dict:
     """The settings of training run ``run_id`` (its stored config and seed), or a
     :class:`LearnError` naming each setting in ``given`` (not None) that differs from it."""
-    found = ws.catalog.query("SELECT command, config, seed FROM runs WHERE id = ?", (run_id,))
-    if not found:
+    found = ws.catalog.run(run_id)
+    if found is None:
         raise LearnError(f"No run {run_id} to resume. See 'smartset runs'.")
-    command, config, seed = found[0]
+    command, config, seed = found["command"], found["config"], found["seed"]
     if command != "train":
         raise LearnError(f"Run {run_id} is a '{command}' run, not a training run: resume a "
                          f"'train' run (see 'smartset runs').")
-    config = json.loads(config or "{}")
     stored = {"version": config.get("version"), "model": config.get("model"),
               "size": tuple(config["size"]) if config.get("size") else None,
               "mode": config.get("mode"), "fit": config.get("fit") or "stretch",
@@ -353,8 +351,7 @@ def _check_resumed_data(ws, run_id: int, train_ids) -> None:
     """Refuse to resume run ``run_id`` when its version no longer gives the samples it
     trained on (the live catalog changed since: copies added, samples excluded)."""
     path = run_dir(ws, run_id) / "train_ids.json"
-    config = json.loads(ws.catalog.query("SELECT config FROM runs WHERE id = ?",
-                                         (run_id,))[0][0] or "{}")
+    config = ws.catalog.run(run_id)["config"]
     now_ids = [str(i) for i in train_ids]
     if path.exists():
         before = json.loads(path.read_text())
@@ -1159,9 +1156,9 @@ def predict_images(ws, model, version: str | None = None, *, folder=None, out=No
     if fit is None:
         fit = "stretch"
         if runs:
-            found = ws.catalog.query("SELECT config FROM runs WHERE id = ?", (runs[0],))
+            found = ws.catalog.run(runs[0])
             if found:
-                fit = json.loads(found[0][0] or "{}").get("fit") or "stretch"
+                fit = found["config"].get("fit") or "stretch"
     if kind == "network":
         from smartset.learn.data import _decode
 
