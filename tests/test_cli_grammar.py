@@ -220,3 +220,12 @@ def test_lazy_commands_list_their_own_short_help():
 def test_table_cells_never_read_nan_or_none():
     assert [table_text(v) for v in (None, float("nan"), "dog", 0, "[red]x")] == [
         "", "", "dog", "0", "[red]x"]
+
+
+def test_last_without_a_training_run_says_what_to_run(tmp_path):
+    ws = str(workspace_module.init(tmp_path / "ws").path)
+    for args in (["evaluate", ws, "last"], ["predict", ws, "last", "--folder", str(tmp_path)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert "No finished training run yet: run 'smartset train' first" in " ".join(
+            result.output.split())

@@ -376,11 +376,7 @@ def evaluate_command(
     from smartset.learn._workspace import evaluate
 
     ws = open_workspace(workspace)
-    if model == "last":
-        done = ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = 'train' AND status = 'done'")
-        if not done or done[0][0] is None:
-            raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
-        model = str(done[0][0])
+    model = _last_run(ws, model)
     from smartset.learn._multilabel_workspace import evaluate_multilabel, is_multilabel_run
 
     if is_multilabel_run(ws, model):
@@ -557,7 +553,10 @@ def _last_run(ws, run: str) -> str:
     """``last``: the newest finished training run."""
     if run != "last":
         return run
-    done = ws.catalog.query("SELECT MAX(id) FROM runs WHERE command = 'train' AND status = 'done'")
-    if not done or done[0][0] is None:
-        raise typer.BadParameter("no finished training run yet: run 'smartset train' first.")
-    return str(done[0][0])
+    from smartset.errors import EmptyDataError
+
+    newest = ws.catalog.newest_run_id("train", status="done")  # the catalog reads runs
+    if newest is None:
+        raise EmptyDataError("No finished training run yet: run 'smartset train' first "
+                             "(or give a run id; see 'smartset runs').")
+    return str(newest)
