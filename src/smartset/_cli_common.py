@@ -348,8 +348,8 @@ def lift_workspace(command, args: list[str]) -> list[str]:
 # The order commands are listed in: the pipeline's, then the rest alphabetically.
 PIPELINE_ORDER = ("init", "ingest", "stats", "issues", "samples", "audit", "embed", "clean",
                   "review", "label", "version", "augment", "models", "baseline", "train",
-                  "predict", "evaluate", "study", "export", "annotations", "detect", "synth",
-                  "runs")
+                  "predict", "evaluate", "study", "export", "annotations", "detect", "segment",
+                  "synth", "runs")
 
 
 class SmartsetGroup(TyperGroup):
