@@ -10,7 +10,8 @@ smoothed (exponential moving average, ``beta`` 0.98, bias-corrected) and the tes
 once it exceeds 4x its minimum. Suggestions, over the curve without its first tenth and
 last five points (as fastai): ``valley`` (fastai's default since 2.5: the middle of the
 longest descending stretch of the curve, the one we use) and ``steep`` (the learning rate
-where the smoothed loss falls fastest against log lr); ``minimum / 10`` is reported too.
+where the smoothed loss falls fastest against log lr, looked for before the lowest loss);
+``minimum / 10`` is reported too.
 
 One-cycle (Smith 2018; fastai's defaults): the rate rises from ``lr / div`` to ``lr``
 over the first ``pct_start`` (0.25) of the steps and falls to ``lr / div_final`` over the
@@ -101,7 +102,10 @@ def suggest_lr(lrs, losses) -> dict:
             max_end, max_start = i, i - lds[i]
     sections = (max_end - max_start) / 3
     valley = float(lrs[max_start + int(sections) + int(sections / 2)])
-    slope = np.gradient(losses, np.log(lrs))
+    # steepest descent before the lowest loss (past it, a loss that falls back after
+    # diverging would look steep)
+    lowest = int(np.argmin(losses))
+    slope = np.gradient(losses, np.log(lrs))[:max(lowest, 1) + 1]
     steep = float(lrs[int(np.argmin(slope))])
     minimum = float(lrs[int(np.argmin(losses))] / 10)
     return {"method": "valley", "lr": valley, "valley": valley, "steep": steep,
