@@ -68,13 +68,16 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     angles = np.broadcast_to(np.asarray(angle, np.float64), (n,))
     taps = [motion_offsets(int(k), float(a)) for k, a in zip(lengths, angles)]
     r = int(max(np.abs(t).max() for t in taps))
-    padded = x.index_select(2, _reflect_index(height, r, x.device)).index_select(
-        3, _reflect_index(width, r, x.device))
     exact = not x.dtype.is_floating_point
-    if exact and x.dtype == torch.uint8 and int(lengths.max()) * 255 < 2**15:
-        work = torch.int16
+    # integers are summed in float32 (exact below 2**24) or float64, which SIMD adds fast
+    work = x.dtype if not exact else (torch.float32 if x.dtype in (torch.uint8, torch.int8,
+                                                                     torch.int16, torch.bool)
+                                      else torch.float64)
+    if r < height and r < width:
+        padded = F.pad(x.to(work), (r, r, r, r), mode="reflect")
     else:
-        work = torch.int32 if exact else x.dtype
+        padded = x.to(work).index_select(2, _reflect_index(height, r, x.device)).index_select(
+            3, _reflect_index(width, r, x.device))
     groups: dict[bytes, list[int]] = {}
     for i, t in enumerate(taps):
         groups.setdefault(t.tobytes() + bytes([len(t) % 256]), []).append(i)
@@ -87,10 +90,10 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
         acc = None
         for dy, dx in line:
             view = part[:, :, r + dy:r + dy + height, r + dx:r + dx + width]
-            acc = view.to(work, copy=True) if acc is None else acc.add_(view)
-        if exact:
+            acc = view.clone() if acc is None else acc.add_(view)
+        if exact:  # the exact rounded mean: (sum + k // 2) / k is exact enough to floor
             info = torch.iinfo(x.dtype)
-            value = torch.div(acc.add_(k // 2), k, rounding_mode="floor")
+            value = acc.add_(k // 2).div_(k).floor_()
             value = value.clamp_(info.min, info.max).to(x.dtype)
         else:
             value = acc / float(k)
