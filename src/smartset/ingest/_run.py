@@ -1,5 +1,6 @@
 """The ingest run: plan a source, read only what is new or changed, write the catalog.
 
+What it writes, and the SQL of it, is the stage's store (:mod:`smartset.ingest.store`).
 Incremental by file metadata: a file whose path, size and modification time match the
 catalog (as a sample, or as a known bad file) is not read again. Each batch of results is
 written in one transaction together with its label events, so a run killed at any moment
@@ -8,7 +9,6 @@ leaves a consistent catalog, and the next run picks up where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from smartset._progress import progress_bar
-from smartset.catalog import Catalog, now, sync_ingest_tags
+from smartset.catalog import Catalog, now
 from smartset.engine import Engine, batches_of, get_engine
 from smartset.errors import SourceError
 from smartset.imageio import DEFAULT_MAX_PIXELS, inspect_files
@@ -26,6 +26,10 @@ from smartset.ingest._sources import (FILENAME_PRESETS, LAYOUTS, SPLITS, Entry, 
                                       plan_csv, plan_filenames, plan_folders, plan_unlabeled,
                                       source_kind)
 from smartset.storage import is_url
+from smartset.ingest.store import (finish_source, insert_lineage, insert_samples,
+                                   known_bad_files, known_samples, origin_rows, register_root,
+                                   sample_id, source_issues, taken_relpaths, targets_json,
+                                   write_batch)
 
 __all__ = ["IngestReport", "ingest", "add_derived", "sample_id"]
 
@@ -57,11 +61,6 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
-
-
-def sample_id(root_key: str, relpath: str) -> str:
-    """The stable id of the file ``relpath`` under the root stored as ``root_key``."""
-    return hashlib.blake2b(f"{root_key}\0{relpath}".encode(), digest_size=8).hexdigest()
 
 
 def _plan(source: Path | str, data_dir: Path, *, layout, pattern, split, csv_options, classes,
@@ -97,26 +96,6 @@ def _plan(source: Path | str, data_dir: Path, *, layout, pattern, split, csv_opt
     if layout == "unlabeled":
         return plan_unlabeled(source, split=split)
     return plan_folders(source, split=split, layout=layout)
-
-
-def _register_root(con, root: Path | str, workspace: Path) -> tuple[int, str]:
-    if is_url(root):
-        key, inside = root, 0  # the URL as given: never inside the workspace
-    else:
-        try:
-            key, inside = root.relative_to(workspace).as_posix(), 1
-        except ValueError:
-            key, inside = str(root), 0
-    row = con.execute("SELECT id FROM roots WHERE path=?", (key,)).fetchone()
-    if row:
-        return row[0], key
-    cur = con.execute("INSERT INTO roots(path, in_workspace, added_at) VALUES (?, ?, ?)",
-                      (key, inside, now()))
-    return cur.lastrowid, key
-
-
-def _targets_json(targets) -> str | None:
-    return None if targets is None else json.dumps(list(targets))
 
 
 def ingest(catalog: Catalog, workspace: Path, source: str | Path, *,
@@ -160,12 +139,9 @@ def _ingest_locked(catalog, workspace, plan, config, started, *, engine, workers
     run_id = catalog.start_run("ingest", config)
     with catalog.failing_run(run_id):
         with catalog.write() as con:
-            root_id, root_key = _register_root(con, plan.root, workspace)
-        known = {row["relpath"]: row for row in catalog.query(
-            "SELECT id, relpath, size, mtime_ns, status FROM samples WHERE root_id=?", (root_id,))}
-        known_bad = {(row["relpath"]): (row["size"], row["mtime_ns"]) for row in catalog.query(
-            "SELECT relpath, size, mtime_ns FROM ingest_issues WHERE source=? AND kind='file'",
-            (plan.source,))}
+            root_id, root_key = register_root(con, plan.root, workspace)
+        known = known_samples(catalog, root_id)
+        known_bad = known_bad_files(catalog, plan.source)
         entries = {entry.relpath: entry for entry in plan.entries}
         todo = [e for e in plan.entries if not _seen_as_is(e, known, known_bad)]
         report = IngestReport(plan.source, plan.layout, plan.detected, str(plan.root), run_id,
@@ -186,15 +162,14 @@ def _ingest_locked(catalog, workspace, plan, config, started, *, engine, workers
         with progress_bar(len(todo), "reading images", enabled=show_progress) as advance:
             for batch in results:
                 with catalog.write() as con:
-                    _write_batch(con, batch, entries, known, known_bad, plan.source, root_id,
+                    write_batch(con, batch, entries, known, known_bad, plan.source, root_id,
                                  root_key, run_id, author, report)
                 report.files_read += len(batch["path"])
                 advance(len(batch["path"]))
 
         with catalog.write() as con:
-            _finish(con, plan, entries, root_id, root_key, run_id, author, report)
-        rows = catalog.query("SELECT reason, relpath, detail FROM ingest_issues WHERE source=? "
-                             "ORDER BY reason, relpath", (plan.source,))
+            finish_source(con, plan, entries, root_id, root_key, run_id, author, report)
+        rows = source_issues(catalog, plan.source)
         report.issues = dict(Counter(row["reason"] for row in rows))
         report.issue_examples = [dict(row) for row in rows[:20]]
         bad = {row["relpath"] for row in rows}
@@ -214,102 +189,6 @@ def _seen_as_is(entry: Entry, known: dict, known_bad: dict) -> bool:
     if sample is not None and sample["status"] != "missing":
         return (sample["size"], sample["mtime_ns"]) == stamp
     return known_bad.get(entry.relpath) == stamp
-
-
-def _write_batch(con, batch, entries, known, known_bad, source, root_id, root_key, run_id,
-                 author, report):
-    stamp = now()
-    issues, broken, updates, new_rows, new_events = [], [], [], [], []
-    for i, relpath in enumerate(batch["relpath"]):
-        entry: Entry = entries[relpath]
-        sid = known[relpath]["id"] if relpath in known else sample_id(root_key, relpath)
-        reason = batch["reason"][i]
-        if reason is not None:
-            issues.append((source, root_id, relpath, reason, batch["detail"][i], entry.size,
-                           entry.mtime_ns, run_id, stamp))
-            if relpath in known:
-                broken.append((stamp, sid))
-            continue
-        values = (batch["sha256"][i], entry.size, entry.mtime_ns, batch["format"][i],
-                  batch["width"][i], batch["height"][i], batch["mode"][i], batch["channels"][i],
-                  entry.split, source)
-        if relpath in known:
-            updates.append((*values, stamp, sid))
-        else:
-            new_rows.append((*values, sid, root_id, relpath, stamp, stamp))
-            new_events.append((sid, entry.label, _targets_json(entry.targets), author, stamp,
-                               f"ingest run {run_id}", "ingest"))
-    # Files that were bad before and were read again: their old issue goes, a new one may come.
-    con.executemany("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
-                    [(source, r) for r in batch["relpath"] if r in known_bad])
-    con.executemany(
-        "INSERT INTO ingest_issues(source, root_id, relpath, reason, detail, kind, size,"
-        " mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'file', ?, ?, ?, ?)", issues)
-    con.executemany("UPDATE samples SET status='broken', updated_at=? WHERE id=?", broken)
-    con.executemany(
-        "UPDATE samples SET sha256=?, size=?, mtime_ns=?, format=?, width=?, height=?,"
-        " mode=?, channels=?, split=?, source=?, status='ok', updated_at=? WHERE id=?", updates)
-    _insert_samples(con, new_rows, new_events)
-    report.updated += len(updates)
-    report.new += len(new_rows)
-
-
-def _insert_samples(con, rows, events):
-    """New sample rows and their first label events (in the caller's transaction)."""
-    con.executemany(
-        "INSERT INTO samples(sha256, size, mtime_ns, format, width, height, mode,"
-        " channels, split, source, id, root_id, relpath, added_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    con.executemany(
-        "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)", events)
-
-
-def _finish(con, plan: SourcePlan, entries, root_id, root_key, run_id, author, report):
-    """Source-level state: plan issues, label and split changes, files gone missing."""
-    stamp = now()
-    con.execute("DELETE FROM ingest_issues WHERE source=? AND kind='plan'", (plan.source,))
-    con.executemany(
-        "INSERT OR REPLACE INTO ingest_issues(source, root_id, relpath, reason, detail, kind,"
-        " size, mtime_ns, run_id, time) VALUES (?, ?, ?, ?, ?, 'plan', ?, ?, ?, ?)",
-        [(plan.source, root_id, i.relpath, i.reason, i.detail, i.size, i.mtime_ns, run_id, stamp)
-         for i in plan.issues])
-    stale = [row[0] for row in con.execute(
-        "SELECT relpath FROM ingest_issues WHERE source=? AND kind='file'", (plan.source,))
-        if row[0] not in entries]
-    con.executemany("DELETE FROM ingest_issues WHERE source=? AND relpath=? AND kind='file'",
-                    [(plan.source, relpath) for relpath in stale])
-
-    rows = con.execute(
-        "SELECT s.id, s.relpath, s.split, s.status, s.source, e.label, e.targets, MAX(e.id)"
-        " FROM samples s LEFT JOIN label_events e ON e.sample_id = s.id AND e.origin = 'ingest'"
-        " WHERE s.root_id = ? GROUP BY s.id", (root_id,)).fetchall()
-    tag_rows, has_tags = [], any(e.tags is not None for e in plan.entries)
-    for sid, relpath, split, status, source, label, targets, _ in rows:
-        entry = entries.get(relpath)
-        if entry is None:
-            if source == plan.source and status != "missing":
-                con.execute("UPDATE samples SET status='missing', updated_at=? WHERE id=?",
-                            (stamp, sid))
-                report.missing += 1
-            continue
-        if status == "missing":
-            con.execute("UPDATE samples SET status='ok', updated_at=? WHERE id=?", (stamp, sid))
-        if split != entry.split or source != plan.source:
-            con.execute("UPDATE samples SET split=?, source=?, updated_at=? WHERE id=?",
-                        (entry.split, plan.source, stamp, sid))
-        if (label, targets) != (entry.label, _targets_json(entry.targets)):
-            con.execute(
-                "INSERT INTO label_events(sample_id, label, targets, author, time, reason, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'ingest')",
-                (sid, entry.label, _targets_json(entry.targets), author, stamp,
-                 f"the source changed the label (ingest run {run_id})"))
-            report.relabeled += 1
-        if has_tags:
-            tag_rows.append((sid, entry.tags))
-    # Tags of a table's tags column: an event where this source now says otherwise.
-    sync_ingest_tags(con, tag_rows, author=author,
-                     reason=f"the source gave these tags (ingest run {run_id})")
 
 
 def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths: list[str], *,
@@ -333,9 +212,7 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
                          ("targets", targets), ("splits", splits)):
         if values is not None and len(values) != n:
             raise ValueError(f"{name} has {len(values)} entries for {n} files")
-    origins = {row["id"]: row for row in catalog.query(
-        "SELECT s.id, s.split, l.label, l.targets FROM samples s "
-        "LEFT JOIN current_labels l ON l.sample_id = s.id")}
+    origins = origin_rows(catalog)
     unknown = sorted(set(origin_ids) - set(origins))
     if unknown:
         raise SourceError(f"Unknown origin sample id(s): {', '.join(unknown[:5])}")
@@ -365,33 +242,22 @@ def add_derived(catalog: Catalog, workspace: Path, folder: str | Path, relpaths:
             rows.append([batch["sha256"][i], stat.st_size, stat.st_mtime_ns, batch["format"][i],
                          batch["width"][i], batch["height"][i], batch["mode"][i],
                          batch["channels"][i], split, source, sid, None, relpath, stamp, stamp])
-            events.append((sid, label, _targets_json(target), author, stamp,
+            events.append((sid, label, targets_json(target), author, stamp,
                            f"derived from {origin_ids[index]}", stage))
             lineage.append((sid, origin_ids[index], stage, json.dumps(params[index]), stamp))
             ids.append(sid)
     # One transaction: the root, every sample, its label event and lineage, and what the
     # caller adds (the version that holds them): a failure or a kill leaves none of them.
     with catalog.write() as con:
-        root_id, _ = _register_root(con, folder, workspace)
+        root_id, _ = register_root(con, folder, workspace)
         for row in rows:
             row[11] = root_id
-        taken = _taken(con, root_id, relpaths)
+        taken = taken_relpaths(con, root_id, relpaths)
         if taken:
             raise SourceError(f"'{folder / taken[0]}' is a sample of the catalog already; "
                               f"write derived files to a new folder (another version name).")
-        _insert_samples(con, rows, events)
-        con.executemany("INSERT INTO lineage(sample_id, origin_id, stage, params, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)", lineage)
+        insert_samples(con, rows, events)
+        insert_lineage(con, lineage)
         if then is not None:
             then(con, ids)
     return ids
-
-
-def _taken(con, root_id: int, relpaths: list[str]) -> list[str]:
-    taken = []
-    for start in range(0, len(relpaths), 500):
-        chunk = relpaths[start:start + 500]
-        taken += [r[0] for r in con.execute(
-            f"SELECT relpath FROM samples WHERE root_id = ? AND relpath IN "
-            f"({', '.join('?' * len(chunk))})", (root_id, *chunk))]
-    return taken
