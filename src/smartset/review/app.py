@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -68,6 +69,7 @@ __all__ = ["create_app", "LOOPBACK_HOSTS", "MAX_BODY", "THUMB_SIZE"]
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 MAX_BODY = 64 * 1024
 THUMB_SIZE = 128
+_SAMPLE_ID = re.compile(r"\b[0-9a-f]{16}\b")  # a sample id, as reasons name them
 FOCUS_SIZE = 1024
 _WEB_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                 "WEBP": "image/webp"}
@@ -389,9 +391,13 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
             for entry in entries:
                 entry["decision"] = decided.get(entry["item"], {}).get("decision")
         first = [e["sample_id"] for e in entries[:limit] if e["sample_id"]]
+        # samples a reason names ("mark duplicate of ID"): their states too, so the page
+        # shows their files instead of ids
+        named = {m for e in entries[:limit] for m in _SAMPLE_ID.findall(e.get("reason") or "")}
         entries = [{k: v for k, v in e.items() if v is not None} for e in entries]  # leaner
         return _json({"queue": info, "entries": entries,
-                      "items": with_thumbs(sample_states(store.reader, first))})
+                      "items": with_thumbs(sample_states(store.reader,
+                                                        first + sorted(named - set(first))))})
 
     @app.post("/api/items")
     def items(request: ItemsRequest):

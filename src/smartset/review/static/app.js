@@ -223,7 +223,16 @@ function cardReason(entry) {
   if (entry.item != null && text.startsWith(`${entry.item}: `)) {
     text = text.slice(String(entry.item).length + 2);
   }
-  return text;
+  return withFiles(text);
+}
+
+// A reason as a person reads it: the sample ids it names (a plan's "mark duplicate of
+// 533e4f36a4931900") replaced by their files, where the app knows them.
+function withFiles(text) {
+  return String(text || "").replace(/\b[0-9a-f]{16}\b/g, (id) => {
+    const item = S.items.get(id);
+    return item && item.relpath ? item.relpath : id;
+  });
 }
 
 function cardBody(index, entry) {
@@ -714,7 +723,7 @@ async function showFocus() {
     what = data.label == null ? summary : `${data.label} · ${summary}`;
   }
   $("focus-caption").textContent =
-    `${what} · ${data.relpath} · ${data.split} · ${data.width}×${data.height} · ${entry.reason}`;
+    `${what} · ${data.relpath} · ${data.split} · ${data.width}×${data.height} · ${withFiles(entry.reason)}`;
   const parts = [];
   const model = data.model;
   if (model.available) {
