@@ -19,7 +19,6 @@ import numpy as np
 
 from smartset._atomic import write_text as atomic_write_text
 from smartset._progress import progress_job
-from smartset.catalog import now
 from smartset.learn._baselines import classification_baselines, regression_baselines
 from smartset.learn.crossval import fold_ids
 from smartset.learn.data import LoadedData, load_version
@@ -28,6 +27,7 @@ from smartset.learn.estimator import ImageClassifier, ImageRegressor, load_check
 from smartset.learn.metrics import (classification_report, misclassified_montage,
                                     plot_confusion, regression_report, top_losses)
 from smartset.learn.tta import TTA_VIEWS, tta_proba, tta_views  # noqa: F401
+from smartset.learn.store import oof_features_of, read_oof_features, register_oof_features
 from smartset.predictions import write_predictions
 
 __all__ = ["train", "predict_oof", "evaluate", "baselines", "duplicate_groups",
@@ -578,12 +578,8 @@ def _store_oof(ws, run_id, ids, labels, classes, probs, fold, features, meta) ->
                       probs=probs, labels=labels.tolist(), folds=fold)
     features_path = out_dir / "oof_features.npz"
     np.savez(features_path, ids=ids.astype(str), features=features)
-    with ws.catalog.write() as con:
-        con.execute("INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta,"
-                    " created_at) VALUES (?, ?, 'features', ?, ?, ?)",
-                    (f"oof_features.run{run_id}", features_path.relative_to(ws.path).as_posix(),
-                     str(run_id), json.dumps({"run_id": run_id, "dim": int(features.shape[1]),
-                                              **meta}), now()))
+    register_oof_features(ws, run_id, features_path,
+                          {"run_id": run_id, "dim": int(features.shape[1]), **meta})
     originals = ~derived_mask(ws, ids)  # every sample gets probabilities; originals a score
     if not originals.any():
         originals[:] = True
@@ -657,49 +653,6 @@ def embedding_cache_status(ws, version: str | None = None, *, backbone: str,
     from smartset.embeddings import cache_status
 
     return cache_status(ws, version, backbone=backbone, sample_ids=sample_ids)
-
-
-def _oof_feature_artifacts(ws, run: int | None):
-    """``(path, meta)`` of the stored out-of-fold feature files, newest first (artifact kind
-    ``features``; ``oof_features`` as older workspaces wrote it), of ``run`` when given."""
-    rows = ws.catalog.query("SELECT path, fingerprint, meta FROM artifacts WHERE kind IN "
-                            "('features', 'oof_features') ORDER BY created_at DESC, rowid DESC")
-    for row in rows:
-        meta = json.loads(row["meta"] or "{}")
-        owner = meta.get("run_id", row["fingerprint"])
-        if run is None or owner is None or str(owner) == str(run):
-            yield ws.path / row["path"], meta
-
-
-def read_oof_features(ws, run: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(sample_ids, features)`` stored by :func:`predict_oof` (default: its newest run)."""
-    for path, _ in _oof_feature_artifacts(ws, run):
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as stored:
-                ids = stored["ids"] if "ids" in stored else stored["sample_ids"]
-                return ids.astype(object), stored["features"]
-    from smartset.predictions import PredictionsNotFoundError
-
-    raise PredictionsNotFoundError("No out-of-fold features stored: run 'smartset predict --oof'.")
-
-
-def oof_features_of(ws, run: int, sample_ids) -> tuple[np.ndarray, dict] | None:
-    """The out-of-fold features ``run`` stored, as float32 rows in ``sample_ids`` order, with
-    the artifact's meta (``backbone`` when they are frozen embeddings); None when the run
-    stored none that cover every sample."""
-    for path, meta in _oof_feature_artifacts(ws, run):
-        if not path.is_file():
-            continue
-        with np.load(path, allow_pickle=False) as stored:
-            ids = (stored["ids"] if "ids" in stored else
-                   stored["sample_ids"] if "sample_ids" in stored else None)
-            if ids is None or "features" not in stored:
-                continue
-            position = {str(s): i for i, s in enumerate(ids)}
-            if all(str(s) in position for s in sample_ids):
-                rows = [position[str(s)] for s in sample_ids]
-                return stored["features"][rows].astype(np.float32), meta
-    return None
 
 
 def _group_folds(codes, groups, folds, seed) -> np.ndarray:
