@@ -452,3 +452,7 @@ def shapes(
     print_json(result) if as_json else console.print(
         f"{result['images']} images, {result['objects']} objects -> {result['folder']} "
         f"(COCO: {result['coco']}; masks: {result['masks']})")
+
+
+# detect train/predict and study dacolt/scale register themselves on detect_app and study_app
+from smartset.detection import _model_cli  # noqa: E402,F401
