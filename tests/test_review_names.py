@@ -71,5 +71,5 @@ def test_the_card_and_the_focus_caption_show_the_file_not_the_id(planned):
             time.sleep(0.05)
         focus = page.locator("#focus-caption").text_content()
         browser.close()
-    assert caption.startswith("mark duplicate of dog/dog_00.png"), caption
+    assert caption.startswith("mark duplicate of dog_00.png"), caption  # a card: the name
     assert ids["dog/dog_00.png"] not in caption and ids["dog/dog_00.png"] not in focus

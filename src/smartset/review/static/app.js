@@ -223,15 +223,17 @@ function cardReason(entry) {
   if (entry.item != null && text.startsWith(`${entry.item}: `)) {
     text = text.slice(String(entry.item).length + 2);
   }
-  return withFiles(text);
+  return withFiles(text, true);
 }
 
 // A reason as a person reads it: the sample ids it names (a plan's "mark duplicate of
-// 533e4f36a4931900") replaced by their files, where the app knows them.
-function withFiles(text) {
+// 533e4f36a4931900") replaced by their files (by the file's name alone when ``short``: a
+// card's two lines), where the app knows them.
+function withFiles(text, short = false) {
   return String(text || "").replace(/\b[0-9a-f]{16}\b/g, (id) => {
     const item = S.items.get(id);
-    return item && item.relpath ? item.relpath : id;
+    if (!item || !item.relpath) return id;
+    return short ? item.relpath.split("/").pop() : item.relpath;
   });
 }
 
