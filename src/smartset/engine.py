@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
+from smartset._threads import usable_cores
+
 __all__ = [
     "Batch",
     "Engine",
@@ -136,10 +138,7 @@ class LocalEngine:
 
 
 def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()  # one definition, shared with the thread choice (smartset._threads)
 
 
 def _ray_engine(workers: int | None = None, **options) -> Engine:

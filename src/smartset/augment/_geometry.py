@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smartset._threads import capped_threads
 from smartset.augment._fields import (_apply_linear, field_coarse, field_lattice,
                                       field_layout, refine_field)
 from smartset.augment.errors import AugmentError
@@ -570,6 +571,13 @@ class FusedWarp:
                               keep_float=False)
 
     def _resample(self, x, *, fill, fill_value, mode, keep_float):
+        # threads from the free cores, the caller's count as a ceiling (smartset._threads):
+        # a 2-thread grid_sample on a core another process holds runs 10-20x slower
+        with capped_threads("augment"):
+            return self._resample_threads(x, fill=fill, fill_value=fill_value, mode=mode,
+                                          keep_float=keep_float)
+
+    def _resample_threads(self, x, *, fill, fill_value, mode, keep_float):
         n, channels = x.shape[:2]
         height, width = self.size_out
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from smartset._threads import worker_init_fn
 from smartset.augment._params import Params
 from smartset.augment.errors import BatchShapeError
 from smartset.augment.policy import PolicyParams, resolve_policy
@@ -44,6 +45,10 @@ class AugmentedDataset(Dataset):
     return_params : also return each sample's parameter record (a JSON dict, see
         :func:`smartset.augment.replay`).
     """
+
+    #: pass as ``DataLoader(worker_init_fn=AugmentedDataset.worker_init_fn)``: 1 torch and
+    #: 1 OpenCV thread per worker (the workers are the parallelism; see smartset._threads)
+    worker_init_fn = staticmethod(worker_init_fn)
 
     def __init__(self, dataset, policy, *, seed: int = 0, mode: str = "item",
                  size: tuple[int, int] | None = None, return_params: bool = False):

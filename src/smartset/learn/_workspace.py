@@ -278,6 +278,7 @@ def train(ws, version: str | None = None, *, model: str | None = None, size=None
             estimator.fit(data.images[train_rows], data.targets[train_rows])
         metrics = {"history": estimator.history_, "best_epoch": estimator.best_epoch_,
                    "train_seconds": round(estimator.train_seconds_, 3),
+                   "threads": getattr(estimator, "threads_", None),
                    "precision": getattr(estimator, "precision_", "fp32"),
                    "checkpoint": str(checkpoint.relative_to(ws.path)), "holdout": holdout,
                    "leakage": leakage}

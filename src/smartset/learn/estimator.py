@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from smartset._progress import progress_bar
+from smartset._threads import choose_threads, limit_threads
 from smartset._torch import require_torch
 from smartset.learn._arrays import as_image_tensor, as_targets, encode_labels
 from smartset.learn.errors import CheckpointError, LearnError, NotFittedError
@@ -77,7 +78,8 @@ class _ImageModel:
                  head_epochs: int | None = None, lr_decay: float | None = None,
                  unfreeze: str = "all",
                  freeze_bn: bool = False, frozen_features: bool = True,
-                 precision: str = "fp32", progress: bool | None = None):
+                 precision: str = "fp32", progress: bool | None = None,
+                 threads: int | None = None):
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -105,13 +107,14 @@ class _ImageModel:
         self.frozen_features = frozen_features
         self.precision = precision
         self.progress = progress
+        self.threads = threads  # None: smartset._threads.choose_threads(purpose="train")
 
     def get_params(self) -> dict:
         params = {k: getattr(self, k) for k in (
             "model", "epochs", "batch_size", "lr", "weight_decay", "class_weight",
             "balanced_sampling", "val_fraction", "patience", "seed", "trainable_blocks",
             "backbone_lr_scale", "schedule", "preprocess", "head_epochs", "lr_decay",
-            "unfreeze", "freeze_bn", "frozen_features", "precision")}
+            "unfreeze", "freeze_bn", "frozen_features", "precision", "threads")}
         params["augment"] = _policy_label(self.augment)
         params["mix"] = (self.mix if self.mix is None or isinstance(self.mix, (str, dict))
                          else _policy_label(self.mix))
@@ -221,7 +224,11 @@ class _ImageModel:
             self.network_ = network.to(device)
             if self._channels_last():
                 self.network_ = self.network_.to(memory_format=torch.channels_last)
-            self._train(x, targets, val_x, val_t, device)
+            # threads on purpose (1 on < 4 cores or in a worker; SMARTSET_THREADS, threads=
+            # override): torch's default of every core cost 5.7x the CPU per epoch when shared
+            self.threads_ = choose_threads(self.threads, purpose="train")
+            with limit_threads(self.threads_):
+                self._train(x, targets, val_x, val_t, device)
         return self
 
     def _set_normalisation(self, network: Net, source, x) -> None:
@@ -637,6 +644,7 @@ class _ImageModel:
                 "mean": self.mean_, "std": self.std_, "history": self.history_,
                 "preprocessing": getattr(self, "preprocessing_", None),
                 "preprocess": getattr(self, "preprocess_", None),
+                "threads": getattr(self, "threads_", None),
                 "classes": list(getattr(self, "classes_", [])),
                 "n_targets": getattr(self, "n_targets_", None),
                 "target_mean": getattr(self, "target_mean_", None),

@@ -1,0 +1,135 @@
+"""Thread counts chosen on purpose (smartset._threads): the choice, the cap, DataLoader
+workers, and results that do not depend on the thread count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from smartset._threads import (ENV_THREADS, capped_threads, choose_threads, limit_threads,
+                               worker_init_fn)
+
+
+@pytest.mark.parametrize("cores, busy, expected", [
+    (2, 0.0, 2), (2, 0.4, 1), (2, 1.0, 1), (2, 9.0, 1), (8, 0.0, 8), (8, 2.5, 5),
+    (8, 7.9, 1), (1, 0.0, 1),
+])
+def test_augment_threads_are_the_free_cores(cores, busy, expected):
+    assert choose_threads(purpose="augment", cores=cores, busy=busy, in_worker=False,
+                          env={}) == expected
+
+
+@pytest.mark.parametrize("cores, busy, expected", [(2, 0.0, 1), (3, 0.0, 1), (4, 0.0, 4),
+                                                   (8, 6.0, 2)])
+def test_training_uses_one_thread_below_four_cores(cores, busy, expected):
+    assert choose_threads(purpose="train", cores=cores, busy=busy, in_worker=False,
+                          env={}) == expected
+
+
+def test_explicit_count_then_environment_then_worker():
+    assert choose_threads(3, cores=2, busy=5.0, in_worker=True, env={ENV_THREADS: "2"}) == 3
+    assert choose_threads(cores=8, busy=0.0, in_worker=True, env={ENV_THREADS: "2"}) == 2
+    assert choose_threads(cores=8, busy=0.0, in_worker=True, env={}) == 1
+    assert choose_threads(cores=8, busy=0.0, in_worker=True, env={ENV_THREADS: ""}) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_requested_count_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="positive integer"):
+        choose_threads(bad, env={})
+
+
+def test_bad_environment_value_names_the_variable_and_the_fix():
+    with pytest.raises(ValueError, match=f"{ENV_THREADS}='two'.*positive integer"):
+        choose_threads(cores=2, busy=0.0, in_worker=False, env={ENV_THREADS: "two"})
+    with pytest.raises(ValueError, match="purpose"):
+        choose_threads(purpose="audit", env={})
+
+
+def test_limit_threads_sets_and_restores_torch_and_opencv():
+    cv2 = pytest.importorskip("cv2")
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    with limit_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+
+
+def test_capped_threads_never_raises_the_callers_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with capped_threads("augment"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Probe(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import cv2
+
+        return torch.tensor([torch.get_num_threads(), cv2.getNumThreads()])
+
+
+def _init_after_raising(worker_id):
+    """Start the worker with 3 threads in both libraries, then smartset's init."""
+    import cv2
+
+    cv2.setNumThreads(3)
+    torch.set_num_threads(3)
+    worker_init_fn(worker_id)
+
+
+def test_dataloader_worker_init_gives_each_worker_one_thread(monkeypatch):
+    pytest.importorskip("cv2")
+    monkeypatch.delenv(ENV_THREADS, raising=False)
+    loader = DataLoader(_Probe(), batch_size=1, num_workers=1,
+                        worker_init_fn=_init_after_raising, multiprocessing_context="spawn")
+    seen = torch.cat(list(loader))
+    assert seen.flatten().tolist() == [1, 1, 1, 1]
+
+
+def test_augmented_dataset_offers_the_worker_init():
+    from smartset.augment.online import AugmentedDataset
+
+    assert AugmentedDataset.worker_init_fn is worker_init_fn
+
+
+def test_augmentation_is_bit_identical_with_one_or_two_threads(monkeypatch):
+    from smartset.augment import Compose, Elastic, Rotation, Translation, augment
+
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.integers(0, 256, (12, 3, 40, 40), dtype=np.uint8))
+    policy = Compose([Rotation(15.0), Elastic(34.0, 4.0), Translation(0.1)])
+    outputs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv(ENV_THREADS, threads)
+        with limit_threads(int(threads)):
+            outputs.append(augment(batch, policy, seed=3).output)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_training_records_its_thread_choice_and_follows_the_override(monkeypatch):
+    from smartset.learn.estimator import ImageClassifier
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (32, 12, 12), dtype=np.uint8)
+    labels = np.arange(32) % 2
+    monkeypatch.setenv(ENV_THREADS, "2")
+    model = ImageClassifier("small_cnn", epochs=1, batch_size=16, progress=False, seed=0)
+    model.fit(images, labels)
+    assert model.threads_ == 2
+    explicit = ImageClassifier("small_cnn", epochs=1, batch_size=16, progress=False, seed=0,
+                               threads=1).fit(images, labels)
+    assert explicit.threads_ == 1 and explicit.get_params()["threads"] == 1
+    assert explicit._meta()["threads"] == 1
+    # the same seed gives the same network whatever the thread count, up to float summation
+    # order across threads (small_cnn on 12 x 12 runs the same kernels here)
+    a, b = model.predict_proba(images), explicit.predict_proba(images)
+    np.testing.assert_allclose(a, b, atol=1e-4)
