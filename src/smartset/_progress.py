@@ -11,11 +11,12 @@ a user wants one line that says where the whole job is and when it will end. So:
   Inside one it draws nothing: it fills the current phase's units in proportion and shows
   its text (``small_cnn epoch 3/10 loss 0.41``) as the phase's detail. A job opened inside
   another job does the same, so a job's steps never stack bars.
-- :func:`phase`, :func:`next_phase` and :func:`step` name where a job is from code that does not hold the job
-  (a stage function called by the job); without a job they do nothing.
+- :func:`phase`, :func:`next_phase` and :func:`step` name where a job is from code that
+  does not hold the job (a stage function called by the job); without a job they do
+  nothing.
 
-The bar itself is a *sink* (``start``, ``update``, ``set_total``, ``note``, ``stop``): :class:`RichSink` on
-a terminal; :class:`RecordingSink` keeps every update, for tests and notebooks. ``enabled``
+The bar itself is a *sink* (``start``, ``update``, ``set_total``, ``note``, ``stop``):
+:class:`RichSink` on a terminal; :class:`RecordingSink` keeps every update, for tests and notebooks. ``enabled``
 is what stage functions already take as ``progress``/``show_progress``: ``True``, ``False``,
 None (a bar when stderr is a terminal) or a sink.
 """
