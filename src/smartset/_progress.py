@@ -16,9 +16,9 @@ a user wants one line that says where the whole job is and when it will end. So:
   nothing.
 
 The bar itself is a *sink* (``start``, ``update``, ``set_total``, ``note``, ``stop``):
-:class:`RichSink` on a terminal; :class:`RecordingSink` keeps every update, for tests and notebooks. ``enabled``
-is what stage functions already take as ``progress``/``show_progress``: ``True``, ``False``,
-None (a bar when stderr is a terminal) or a sink.
+:class:`RichSink` on a terminal; :class:`RecordingSink` keeps every update, for tests and
+notebooks. ``enabled`` is what stage functions already take as ``progress`` or
+``show_progress``: ``True``, ``False``, None (a bar when stderr is a terminal) or a sink.
 """
 
 from __future__ import annotations
