@@ -68,6 +68,8 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     angles = np.broadcast_to(np.asarray(angle, np.float64), (n,))
     taps = [motion_offsets(int(k), float(a)) for k, a in zip(lengths, angles)]
     r = int(max(np.abs(t).max() for t in taps))
+    if _opencv_ready(x) and int(lengths.max()) * 255 < 2**15:
+        return _motion_blur_opencv(x, taps, lengths)
     exact = not x.dtype.is_floating_point
     # integers are summed in float32 (exact below 2**24) or float64, which SIMD adds fast
     work = x.dtype if not exact else (torch.float32 if x.dtype in (torch.uint8, torch.int8,
@@ -103,18 +105,55 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     return out
 
 
+def _motion_blur_opencv(x: torch.Tensor, taps: list, lengths: np.ndarray) -> torch.Tensor:
+    """8-bit images: each plane's exact integer sum over its line with OpenCV's
+    ``filter2D`` (a kernel counting the taps, 16-bit output, borders reflected as above),
+    then the rounded mean for the whole batch."""
+    import cv2
+
+    n, channels, height, width = x.shape
+    kernels = []
+    for line in taps:
+        r = int(np.abs(line).max())
+        kernel = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+        np.add.at(kernel, (line[:, 0] + r, line[:, 1] + r), 1.0)
+        kernels.extend([kernel] * channels)
+    planes = x.contiguous().view(n * channels, height, width)
+    sums = torch.empty(planes.shape, dtype=torch.int16)
+    _planes(lambda plane, kernel: cv2.filter2D(plane, cv2.CV_16S, kernel,
+                                               borderType=cv2.BORDER_REFLECT_101),
+            planes, sums, kernels)
+    k = torch.tensor(np.array(lengths, dtype=np.float32)).view(n, 1, 1, 1)
+    mean = sums.view(n, channels, height, width).to(torch.float32).add_(
+        torch.floor(k / 2)).div_(k).floor_()
+    return mean.clamp_(0, 255).to(torch.uint8)
+
+
 # -- lower resolution --------------------------------------------------------------------
 def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Tensor:
     """Lower the resolution and come back (albumentations' ``Downscale``, the whale study's
     aerial -> satellite shift): shrink by ``scale`` (per sample, in (0, 1]) with area
     averaging, as a coarser sensor would, then enlarge to the original size with
-    ``upsample`` (``bilinear`` or ``nearest``)."""
+    ``upsample`` (``bilinear`` or ``nearest``). 8-bit images on the CPU go through
+    OpenCV's ``resize`` (INTER_AREA, then INTER_LINEAR/NEAREST) a plane at a time; other
+    dtypes through ``adaptive_avg_pool2d`` and ``interpolate``."""
     n, _, height, width = x.shape
     if n == 0:
         return x.clone()
     scales = np.broadcast_to(np.asarray(scale, np.float64), (n,))
     sizes = np.stack([np.maximum(1, np.round(height * scales)),
                       np.maximum(1, np.round(width * scales))], 1).astype(np.int64)
+    if _opencv_ready(x):  # 8-bit: OpenCV's area shrinking and bilinear enlarging per plane
+        import cv2
+
+        back = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
+        planes = x.contiguous().view(-1, height, width)
+        out = torch.empty_like(planes)
+        per_plane = np.repeat(sizes, x.shape[1], axis=0)
+        _planes(lambda plane, size: cv2.resize(
+            cv2.resize(plane, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA),
+            (width, height), interpolation=back), planes, out, per_plane)
+        return out.view_as(x)
     keys = sizes[:, 0] * (width + 1) + sizes[:, 1]
     y = _to_float(x)
     out = torch.empty_like(y)
@@ -206,11 +245,45 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
     return _from_levels(_levels(x) & mask.view(n, 1, 1, 1), x.dtype)
 
 
+def _planes(fn, x: torch.Tensor, out: torch.Tensor, args) -> None:
+    """``out[k] = fn(x[k], args[k])`` for the planes ``x`` (K x H x W, CPU, contiguous) with
+    OpenCV (SIMD on 8-bit images), spread over ``torch.get_num_threads()`` threads (OpenCV
+    releases the GIL); each plane alone, so a batch gives the bits of its samples."""
+    src, dst = x.numpy(), out.numpy()
+
+    def one(k):
+        dst[k] = fn(src[k], args[k])
+    threads = max(1, min(torch.get_num_threads(), len(src) // 16))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(len(src))))
+    else:
+        for k in range(len(src)):
+            one(k)
+
+
+def _opencv_ready(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.uint8 and x.shape[-1] > 0
+
+
 def _lut(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Map the uint8 images ``x`` (N x C x H x W) through per-sample (N x 256) or
     per-channel (N x C x 256) uint8 tables, one lookup per value."""
-    n, channels = x.shape[:2]
+    n, channels, height, width = x.shape
     rows = n * channels if table.ndim == 3 else n
+    if _opencv_ready(x):  # OpenCV's LUT, a plane at a time
+        import cv2
+
+        per_plane = table.reshape(rows, 256)
+        if table.ndim != 3:
+            per_plane = per_plane.repeat_interleave(channels, 0)
+        planes = x.contiguous().view(n * channels, height, width)
+        out = torch.empty_like(planes)
+        tables = per_plane.contiguous().numpy()
+        _planes(lambda plane, lut: cv2.LUT(plane, lut), planes, out, tables)
+        return out.view_as(x)
     flat = table.reshape(rows, 256)
     offsets = torch.arange(rows, device=x.device).view(-1, 1) * 256
     index = x.reshape(rows, -1).to(torch.int64) + offsets
@@ -268,10 +341,15 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     n, channels, height, width = x.shape
     if n == 0:
         return x.clone()
-    levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
-    offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
-    hist = torch.bincount((levels + offsets).reshape(-1),
-                          minlength=256 * n * channels).view(n * channels, 256)
+    if _opencv_ready(x):
+        planes = x.contiguous().view(n * channels, height * width).numpy()
+        hist = torch.from_numpy(np.stack([np.bincount(plane, minlength=256)
+                                          for plane in planes]).astype(np.int64))
+    else:
+        levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
+        offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
+        hist = torch.bincount((levels + offsets).reshape(-1),
+                              minlength=256 * n * channels).view(n * channels, 256)
     # the count of the last level present is left out of the step (PIL)
     last = 255 - torch.argmax((hist.flip(1) > 0).to(torch.int64), 1)
     last_count = hist.gather(1, last.view(-1, 1)).view(-1)
@@ -280,10 +358,10 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     cum = torch.cumsum(hist, 1)
     lut = torch.div(cum + torch.div(safe, 2, rounding_mode="floor"), safe, rounding_mode="floor")
     lut = torch.cat([torch.zeros_like(lut[:, :1]), lut[:, :-1]], 1).clamp(0, 255)
-    mapped = lut.gather(1, levels)
     identity = (step == 0).view(-1, 1)
-    mapped = torch.where(identity, levels, mapped).to(torch.uint8)
-    return _from_levels(mapped.view(n, channels, height, width), x.dtype)
+    lut = torch.where(identity, torch.arange(256, device=x.device).view(1, 256), lut)
+    mapped = _lut(_levels(x), lut.to(torch.uint8).view(n, channels, 256))
+    return _from_levels(mapped, x.dtype)
 
 
 def adjust_color(x: torch.Tensor, factor) -> torch.Tensor:

@@ -23,6 +23,7 @@ class MotionBlur(Transform):
     drawn from a range (default 3 to 7 pixels) at an ``angle`` drawn from a range of
     degrees (default any direction)."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "motion_blur"
     tags = frozenset({"filter"})
     bounds = {"length": Bound(1, 99, integer=True), "angle": Bound(-360, 360)}
@@ -54,6 +55,7 @@ class LowResolution(Transform):
     averaging, as a coarser sensor) and enlarge back with ``upsample`` (``bilinear`` or
     ``nearest``). The size is kept."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "lowres"
     tags = frozenset({"filter", "resolution"})
     bounds = {"scale": Bound(0, 1, low_open=True)}
@@ -79,6 +81,7 @@ class JpegCompression(Transform):
     ``ImageCompression``) at a ``quality`` drawn from a range of 1-100 (OpenCV's libjpeg,
     per sample: see :func:`smartset.augment.functional.jpeg`). 1 or 3 channels."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "jpeg"
     tags = frozenset({"noise", "compression"})
     bounds = {"quality": Bound(1, 100, integer=True)}
@@ -126,6 +129,7 @@ class Solarize(Transform):
     """Invert the values at or above a ``threshold`` (a fraction of the value range, drawn
     from a range per sample; a RandAugment operation)."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "solarize"
     tags = frozenset({"intensity"})
     bounds = {"threshold": Bound(0, 1)}
@@ -148,6 +152,7 @@ class AutoContrast(Transform):
     """Stretch each channel to the full value range (PIL's ``autocontrast``).
     Deterministic."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "autocontrast"
     tags = frozenset({"intensity"})
     deterministic = True
@@ -165,6 +170,7 @@ class Equalize(Transform):
     """Histogram equalisation per channel on 8-bit levels (PIL's ``equalize``).
     Deterministic."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run through OpenCV, whole
     name = "equalize"
     tags = frozenset({"intensity"})
     deterministic = True

@@ -149,7 +149,9 @@ def _chunked(transform, x: torch.Tensor, params: Params) -> torch.Tensor:
     fitted on the batch as a whole are not chunked."""
     n = len(x)
     per = max(1, _CHUNK_VALUES // max(1, x[0].numel())) if n else 1
-    if n <= per or transform.kind == "normalize":
+    whole = (getattr(transform, "opencv_uint8", False) and x.dtype == torch.uint8
+             and x.device.type == "cpu")  # OpenCV a plane at a time: no float temporaries
+    if n <= per or transform.kind == "normalize" or whole:
         return transform._apply_images(x, params)
     parts = [transform._apply_images(x[start:start + per],
                                      params.subset(np.arange(start, min(n, start + per))))
