@@ -173,14 +173,19 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
 
 
 # -- JPEG --------------------------------------------------------------------------------
-def _jpeg_one(image: np.ndarray, quality: int) -> np.ndarray:
+def _jpeg_one(image: np.ndarray, quality: int, out: np.ndarray) -> None:
     import cv2
 
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    colour = image.ndim == 3
+    source = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image  # luma, chroma right
+    ok, data = cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV could not encode a JPEG")
-    flag = cv2.IMREAD_GRAYSCALE if image.ndim == 2 else cv2.IMREAD_COLOR
-    return cv2.imdecode(data, flag)
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    if colour:
+        cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=out)
+    else:
+        out[...] = decoded
 
 
 def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
@@ -201,23 +206,23 @@ def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
         levels = x
     else:
         levels = (_to_float(x).clamp(0, 1) * 255).round_().to(torch.uint8)
-    array = levels.permute(0, 2, 3, 1).cpu().numpy()
-    if channels == 3:
-        array = array[..., ::-1]  # RGB -> OpenCV's BGR, so luma and chroma are the right ones
-    images = [np.ascontiguousarray(a[..., 0] if channels == 1 else a) for a in array]
+    images = levels.cpu().permute(0, 2, 3, 1).contiguous().numpy()  # N x H x W x C
+    if channels == 1:
+        images = images[..., 0]
+    out = np.empty_like(images)
     threads = max(1, min(torch.get_num_threads(), n // 8))
     if threads > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(threads) as pool:
-            decoded = list(pool.map(_jpeg_one, images, qualities))
+            list(pool.map(_jpeg_one, images, qualities, out))
     else:
-        decoded = [_jpeg_one(a, q) for a, q in zip(images, qualities)]
-    out = np.stack(decoded)
-    out = out[..., None] if channels == 1 else out[..., ::-1]
-    result = torch.from_numpy(np.ascontiguousarray(out)).permute(0, 3, 1, 2).to(x.device)
+        for image, q, o in zip(images, qualities, out):
+            _jpeg_one(image, q, o)
+    result = torch.from_numpy(out if channels == 3 else out[..., None])
+    result = result.permute(0, 3, 1, 2).contiguous().to(x.device)
     if x.dtype == torch.uint8:
-        return result.contiguous()
+        return result
     return _from_float(result.to(torch.float32) / 255.0, x.dtype)
 
 
