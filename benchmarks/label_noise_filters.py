@@ -28,7 +28,7 @@ Detectors, all on the same arrays:
   cleanlab's favour);
 - cleanlab given the features too: every ``filter_by`` on the same combined posterior the
   consensus starts from (model probabilities averaged with the kNN posterior of the
-  features, within folds), and cleanlab's ``Datalab`` label issues from the features alone
+  features, within folds, with the weight the consensus fitted), and cleanlab's ``Datalab`` label issues from the features alone
   (its kNN-based ``pred_probs``; run within each fold, as the features are per fold);
 - smartset: ``consensus`` (default options), and ``confident_learning``.
 
@@ -109,9 +109,10 @@ def add_noise(labels: np.ndarray, setting: str, seed: int) -> tuple[np.ndarray, 
     return noisy, noisy != labels
 
 
-def combined_posterior(noisy, probs, features, groups, *, k=20, model_weight=0.6):
+def combined_posterior(noisy, probs, features, groups, *, model_weight, k=20):
     """The consensus's starting point (model probabilities averaged with the leave-one-out
-    kNN posterior of the features, cosine, within folds), for cleanlab's feature rows."""
+    kNN posterior of the features, cosine, within folds, with the consensus's fitted
+    ``model_weight``), for cleanlab's feature rows."""
     knn = clean.knn_posterior(noisy, features, n_classes=probs.shape[1], k=k,
                               metric="cosine", groups=groups)
     mixed = model_weight * probs + (1 - model_weight) * knn
@@ -163,7 +164,9 @@ def detect(noisy, probs, features, folds, *, datalab=True):
     probs /= probs.sum(axis=1, keepdims=True)
     groups = folds if len(np.unique(folds)) > 1 else None
     flags = {}
-    mixed = combined_posterior(noisy, probs, features, groups)
+    found = clean.consensus(noisy, probs, features=features, groups=groups)
+    mixed = combined_posterior(noisy, probs, features, groups,
+                               model_weight=found.params["model_weight_used"])
     for filter_by in FILTERS:
         flags[f"cleanlab {filter_by}"] = find_label_issues(noisy, probs, filter_by=filter_by,
                                                            n_jobs=1)
@@ -172,7 +175,7 @@ def detect(noisy, probs, features, folds, *, datalab=True):
     if datalab:
         flags["cleanlab Datalab (features, kNN)"] = datalab_flags(noisy, features, folds)
     flags["smartset confident_learning"] = clean.confident_learning(noisy, probs)
-    flags[CONSENSUS] = clean.consensus(noisy, probs, features=features, groups=groups).is_issue
+    flags[CONSENSUS] = found.is_issue
     return flags
 
 
