@@ -181,7 +181,10 @@ def test_relabel_needs_neighbours_that_side_with_the_suggestion():
     probs[model_error] = [0.01, 0.99]      # in cluster 0, labeled 0: the model is wrong
     labels[wrong_label] = 0                # in cluster 1, labeled 0: the label is wrong
     probs[wrong_label] = [0.01, 0.99]
-    found = consensus(labels, probs, features=features, k=10, cut=2, check_in_sample=False)
+    # the weight of the plan (0.6): a fitted one ("auto") trusts these clean clusters and
+    # does not flag the model's error at all
+    found = consensus(labels, probs, features=features, k=10, cut=2, check_in_sample=False,
+                      model_weight=0.6)
     assert set(found.ranked().tolist()) == {model_error, wrong_label}
     actions = {i: (a, v) for i, a, v in label_actions(labels, found)}
     assert actions[model_error] == ("exclude", None)

@@ -395,7 +395,7 @@ def _second_view(ws, version, ids, labels, n_classes: int, inputs: dict, found, 
 # -- making the plan -----------------------------------------------------------------------------
 
 def make_plan(ws, *, version: str | None = None, run: int | None = None,
-              features: str = "auto", k: int = 20, model_weight: float | str = "auto",
+              features: str = "auto", k: int = 20, model_weight: float = 0.6,
               cut="auto", ambiguous: bool = True, merge: bool = True,
               duplicates: bool = True, min_confusion: float = 0.2,
               min_relabel_posterior: float = 0.6, neighbours_must_agree: bool = True,
