@@ -18,7 +18,8 @@ the learning stage (or with ``--source lr``) a stand-in: PCA-50 + logistic regre
 Every detector gets the same arrays:
 
 - cleanlab ``find_label_issues`` with each ``filter_by`` (its default is
-  ``prune_by_noise_rate``);
+  ``prune_by_noise_rate``; the fresh-seed comparison against cleanlab's best filter, with
+  cleanlab also given the features, is ``label_noise_filters.py``);
 - imbalanced-learn ``EditedNearestNeighbours(sampling_strategy='all', kind_sel='mode')``,
   ``kind_sel='all'``, ``RepeatedEditedNearestNeighbours`` and ``AllKNN`` as noise filters
   (a sample they remove is flagged), run within each fold as smartset's kNN filters are;
@@ -220,7 +221,7 @@ def detect(noisy, probs, features, folds):
     try:
         from cleanlab.filter import find_label_issues
         for filter_by in ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-                          "predicted_neq_given"):
+                          "predicted_neq_given", "low_normalized_margin", "low_self_confidence"):
             started = time.perf_counter()
             flags[f"cleanlab {filter_by}"] = find_label_issues(noisy, probs64, filter_by=filter_by,
                                                                n_jobs=1)
