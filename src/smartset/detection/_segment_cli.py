@@ -35,7 +35,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training images.")] = 20,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     lr: Annotated[float, typer.Option(help="Decoder learning rate (AdamW, cosine decay); the "
-                                           "backbone trains at 0.3 x it.")] = 3e-3,
+                                           "backbone trains at 0.3 x it.")] = 1e-2,
     size: Annotated[Optional[int], typer.Option(
         min=32, help="Side images are resized to, a multiple of 16 (default: the images' own "
                      "size when they share one, else 256).")] = None,

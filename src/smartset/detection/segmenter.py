@@ -205,7 +205,7 @@ class Segmenter:
     ``lr * backbone_lr``. Randomness comes from ``seed`` alone."""
 
     def __init__(self, *, backbone: str = "efficientnet_lite0", epochs: int = 20,
-                 batch_size: int = 8, lr: float = 3e-3, backbone_lr: float = 0.3,
+                 batch_size: int = 8, lr: float = 1e-2, backbone_lr: float = 0.3,
                  freeze_stages: int = 2,
                  weight_decay: float = 1e-4, size: int | None = None, width: int = 64,
                  dice_weight: float = 1.0, augment=None, seed: int = 0,
