@@ -13,7 +13,9 @@ Sections:
    default issue types: dark, light, blurry, low_information, odd_aspect_ratio, odd_size,
    grayscale, exact and near duplicates; its default ``n_jobs``). smartset's ingest is
    timed apart; the ratio uses the audit alone, and ingest + audit is shown beside it.
-   Every file is read once, untimed, first, so both read from the OS page cache.
+   Every file is read once, untimed, first, so both read from the OS page cache. CPU
+   seconds (the process and its worker pools) are printed beside the wall time, with the
+   load average before and after (alone with ``--throughput-only``).
 2. Detection: an injected corpus (``_audit_corpus.build_photo_corpus``: clean photos kept
    as they are, plus darkened, brightened, blurred, flattened, stretched, resized, grey
    copies of other photos, and near and exact duplicates of clean ones), audited by both
@@ -33,7 +35,8 @@ Sections:
    with the default features (the backbone on photos) and with ``features="pixels"``; and
    the 10,000 MNIST digits plus 200 copies rotated 5-15 degrees and shifted up to 3
    pixels. Scored on pairs (recall, precision), with the number and size of the sets (a
-   set larger than a copy's family means chaining). Reported apart, first seed only: the
+   set larger than a copy's family means chaining), each seed and the mean over seeds
+   with its range. Reported apart, first seed only: the
    photo copies also turned by 5 degrees, or mirrored (the verification does not try
    either).
 4. Memory (not with ``--quick``; alone with ``--memory-only``): peak RSS of ``audit`` in a child process, on 10,000 and
@@ -98,6 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected corpora")
     parser.add_argument("--memory-only", action="store_true",
                         help="run only the memory section (10,000 and 50,000 images)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="run only the throughput section (both tools, photos and MNIST)")
     parser.add_argument("--near-duplicates-only", action="store_true",
                         help="run only the near-duplicate section (with --quick: smaller)")
     parser.add_argument("--memory-child", nargs=3, metavar=("STEP", "IMAGES", "WORKSPACE"),
@@ -129,6 +134,13 @@ def load_tools():
     return audit, Imagelab, cleanvision.__version__
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (worker pools) so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def warm_page_cache(paths) -> None:
     for path in paths:
         with open(path, "rb") as handle:
@@ -151,9 +163,9 @@ def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False) -> di
         started = time.perf_counter()
         ws.ingest(root, show_progress=False)
         ingest_s = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         result = audit(ws, show_progress=False, report=False)
-        audit_s = time.perf_counter() - started
+        audit_s, audit_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         warm_s = None
         if again:
             started = time.perf_counter()
@@ -168,16 +180,17 @@ def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False) -> di
                    for _, members in findings[findings["kind"] == kind].groupby("group")]
             for kind in DUPLICATE_KINDS}
     return {"n": len(samples), "ingest_s": ingest_s, "audit_s": audit_s, "warm_s": warm_s,
+            "audit_cpu_s": audit_cpu,
             "flags": flags, "sets": sets, "findings": findings, "paths": paths}
 
 
 def run_cleanvision(Imagelab, root: Path) -> dict:
     """cleanvision's default checks on the images under ``root``, timed, as flags/sets."""
     filepaths = [str(p) for p in corpus.list_images(root)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     lab = Imagelab(filepaths=filepaths, verbose=False)
     lab.find_issues(verbose=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     real = {p: os.path.realpath(p) for p in filepaths}
     flags = {}
     for theirs, ours in CLEANVISION_KINDS.items():
@@ -188,7 +201,8 @@ def run_cleanvision(Imagelab, root: Path) -> dict:
                    for members in lab.info.get(theirs, {}).get("sets", [])]
             for theirs, ours in (("near_duplicates", "near_duplicate"),
                                  ("exact_duplicates", "exact_duplicate"))}
-    return {"n": len(filepaths), "seconds": seconds, "flags": flags, "sets": sets}
+    return {"n": len(filepaths), "seconds": seconds, "cpu_s": cpu, "flags": flags,
+            "sets": sets}
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -339,12 +353,15 @@ def fmt(value, spec=".2f", empty="-") -> str:
 
 def print_throughput(rows: list[dict]) -> None:
     width = max(len(r["method"]) for r in rows)
-    header = f"{'dataset':<7} | {'method':<{width}} | {'images':>6} | {'seconds':>8} | {'img/s':>7}"
+    header = (f"{'dataset':<7} | {'method':<{width}} | {'images':>6} | {'seconds':>8} | "
+              f"{'img/s':>7} | {'CPU s':>7} | {'CPU ms/img':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:
+        cpu = r.get("cpu_s")
         print(f"{r['dataset']:<7} | {r['method']:<{width}} | {r['images']:>6} | "
-              f"{fmt(r['seconds'], '8.2f'):>8} | {fmt(r['img_per_s'], '7.0f'):>7}")
+              f"{fmt(r['seconds'], '8.2f'):>8} | {fmt(r['img_per_s'], '7.0f'):>7} | "
+              f"{fmt(cpu, '7.1f'):>7} | {fmt(cpu and 1000 * cpu / r['images'], '10.2f'):>10}")
 
 
 def print_detection(title: str, scores: dict[str, dict], kinds) -> None:
@@ -523,6 +540,16 @@ def neardup_section(audit, photos: Path, npz: Path, scratch: Path, quick: bool) 
               f"{r['actual']:>5} {r['tp']:>5} {r['fp']:>5} {fmt(r['recall']):>6} "
               f"{fmt(r['precision']):>6} {r['sets']:>5} {r['largest_set']:>7} "
               f"{r['seconds']:>7.1f}  {r['used']}" + (f" ({r['note']})" if r["note"] else ""))
+    print("mean over seeds (and spread):")
+    for key in dict.fromkeys((r["corpus"], r["features"]) for r in rows):
+        group = [r for r in rows if (r["corpus"], r["features"]) == key]
+        recalls = [r["recall"] for r in group if r["recall"] is not None]
+        precisions = [r["precision"] for r in group if r["precision"] is not None]
+        print(f"  {key[0]:<8} {key[1]:<8} seeds {','.join(str(r['seed']) for r in group)}: "
+              f"recall {fmt(sum(recalls) / len(recalls) if recalls else None)} "
+              f"({fmt(min(recalls, default=None))}-{fmt(max(recalls, default=None))}), "
+              f"precision {fmt(sum(precisions) / len(precisions) if precisions else None)} "
+              f"({fmt(min(precisions, default=None))}-{fmt(max(precisions, default=None))})")
     for r in rows:
         if r["fp_files"] or r["missed"]:
             short = lambda pair: " ~ ".join(Path(p).name for p in pair)  # noqa: E731
@@ -535,7 +562,14 @@ def neardup_section(audit, photos: Path, npz: Path, scratch: Path, quick: bool) 
                   and r["features"] == features and r[key] is not None]
         return round(how(values), 4) if values else None
 
+    def mean(corpus_name: str, features: str, key: str):
+        values = [r[key] for r in rows if r["corpus"] == corpus_name
+                  and r["features"] == features and r[key] is not None]
+        return round(sum(values) / len(values), 4) if values else None
+
     return {"neardup_seeds": list(sizes["seeds"]),
+            "neardup_photos_recall_mean": mean("photos", "auto", "recall"),
+            "neardup_photos_precision_mean": mean("photos", "auto", "precision"),
             "neardup_photos_recall_min": pick("photos", "auto", "recall"),
             "neardup_photos_precision_min": pick("photos", "auto", "precision"),
             "neardup_photos_recall_min_pixels": pick("photos", "pixels", "recall"),
@@ -595,18 +629,19 @@ def main(argv=None) -> None:
         started = time.perf_counter()
         n_mnist = corpus.write_mnist_pngs(npz, scratch / "mnist",
                                           QUICK_MNIST if args.quick else None)
-        photo_root = scratch / "photo-corpus"
-        truth = corpus.build_photo_corpus(photos, photo_root, seed=args.seed,
-                                          **sizes["photo_corpus"])
-        mnist_root = scratch / "mnist-corpus"
-        mnist_truth = corpus.build_mnist_corpus(npz, mnist_root, seed=args.seed,
-                                                **sizes["mnist_detection"])
+        photo_root, mnist_root = scratch / "photo-corpus", scratch / "mnist-corpus"
+        truth = mnist_truth = pd.DataFrame(columns=corpus.GROUND_TRUTH_COLUMNS)
+        if not args.throughput_only:
+            truth = corpus.build_photo_corpus(photos, photo_root, seed=args.seed,
+                                              **sizes["photo_corpus"])
+            mnist_truth = corpus.build_mnist_corpus(npz, mnist_root, seed=args.seed,
+                                                    **sizes["mnist_detection"])
         print(f"Wrote {n_mnist:,} MNIST PNGs, the injected photo corpus ({len(truth)} files) "
               f"and the MNIST near-duplicate corpus ({len(mnist_truth)} files) in "
               f"{time.perf_counter() - started:.1f} s (untimed).\n")
 
         # 1. throughput
-        section = time.perf_counter()
+        section, load_start = time.perf_counter(), os.getloadavg()[0]
         rows = []
         for dataset, root in (("photos", photos), ("mnist", scratch / "mnist")):
             warm_page_cache(corpus.list_images(root))
@@ -626,14 +661,20 @@ def main(argv=None) -> None:
                     seconds = min(r["ingest_s"] + r["audit_s"] if key is None else r[key]
                                   for r in ours)
                     rows.append({"dataset": dataset, "method": method, "images": ours[0]["n"],
-                                 "seconds": seconds, "img_per_s": ours[0]["n"] / seconds})
+                                 "seconds": seconds, "img_per_s": ours[0]["n"] / seconds,
+                                 "cpu_s": (min(r["audit_cpu_s"] for r in ours)
+                                           if key == "audit_s" else None)})
             if theirs:
                 seconds = min(r["seconds"] for r in theirs)
                 rows.append({"dataset": dataset, "method": "cleanvision find_issues",
                              "images": theirs[0]["n"], "seconds": seconds,
-                             "img_per_s": theirs[0]["n"] / seconds})
+                             "img_per_s": theirs[0]["n"] / seconds,
+                             "cpu_s": min(r["cpu_s"] for r in theirs)})
         print_throughput(rows)
-        print(f"(throughput section: {time.perf_counter() - section:.0f} s)")
+        print(f"(throughput section: {time.perf_counter() - section:.0f} s; load average "
+              f"{load_start:.1f} before, {os.getloadavg()[0]:.1f} after"
+              f"{'; CHANGED A LOT: repeat on a quieter machine' if abs(os.getloadavg()[0] - load_start) > 1.0 else ''})")
+        result["load_throughput"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
 
         def rate(dataset: str, prefix: str) -> float | None:
             return next((r["img_per_s"] for r in rows if r["dataset"] == dataset
@@ -647,6 +688,15 @@ def main(argv=None) -> None:
             ratio_both = both / theirs if both and theirs else None
             print(f"{dataset}: smartset audit / cleanvision = {fmt(ratio, '.1f')}x "
                   f"(ingest + audit: {fmt(ratio_both, '.1f')}x; goal >= 5x)")
+            cpu_ours = next((r["cpu_s"] for r in rows if r["dataset"] == dataset
+                             and r["method"].startswith("smartset audit (fresh")), None)
+            cpu_theirs = next((r["cpu_s"] for r in rows if r["dataset"] == dataset
+                               and r["method"].startswith("cleanvision")), None)
+            cpu_ratio = cpu_theirs / cpu_ours if cpu_ours and cpu_theirs else None
+            print(f"{dataset}: per CPU second, smartset audit / cleanvision = "
+                  f"{fmt(cpu_ratio, '.1f')}x")
+            result |= {f"cpu_ratio_vs_cleanvision{suffix}":
+                           None if cpu_ratio is None else round(cpu_ratio, 2)}
             result |= {f"img_per_s{suffix}": None if ours is None else round(ours, 1),
                        f"img_per_s_ingest_audit{suffix}": None if both is None else round(both, 1),
                        f"img_per_s_cleanvision{suffix}":
@@ -655,6 +705,10 @@ def main(argv=None) -> None:
                        f"ratio_ingest_audit_vs_cleanvision{suffix}":
                            None if ratio_both is None else round(ratio_both, 2)}
 
+        if args.throughput_only:
+            print()
+            print(json.dumps(result))
+            return
         # 2. detection
         section = time.perf_counter()
         detection, mnist_detection = {}, {}

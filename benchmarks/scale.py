@@ -10,9 +10,14 @@ Sections:
 1. Engines identical: one small corpus (MNIST digits plus near and exact copies) ingested
    and audited with the local engine and with Ray Data (a local cluster of ``--workers``
    CPUs); hashes, properties (to 1e-9), duplicate sets and findings compared.
-2. Audit at scale: for each size, ingest in one child process, audit in another (fresh
-   workspace, no cache); wall time, images/s, main-process peak RSS (VmHWM) and the
-   sampled peak of the process tree's PSS (psutil; Ray's workers and raylet included).
+2. Audit at scale: for each size (full: 10,000, 25,000, 50,000, 100,000 digits; the
+   copies beyond 10,000 made by seeded rotation and shift of the digits), ingest in one
+   child process, audit in another (fresh workspace, no cache); wall time, time per image,
+   CPU seconds (the audit process and its workers), time per image over the smallest
+   size's (``x linear``; goal: at most 1.2 at 100,000), the neighbour search used and its
+   recall@k against exact search, load average before and after, main-process peak RSS
+   (VmHWM) and the sampled peak of the process tree's PSS (psutil; Ray's workers and
+   raylet included).
    Local engine at every size; Ray at the sizes in ``ray_sizes``.
 3. kNN: FAISS on synthetic clustered vectors (112-d, unit norm, like the audit's
    embeddings), on disk as float16: exact flat search where it is affordable, IVF
@@ -52,7 +57,7 @@ from _data import DEFAULT_DATA, locate, peak_rss_kb  # noqa: E402
 QUICK = {"mnist": (2_000, 8_000), "photos": (300,), "ray_sizes": (2_000,),
          "identical": 300, "knn": (20_000, 100_000), "flat_up_to": 20_000,
          "augment": (1_000, 3)}
-FULL = {"mnist": (10_000, 100_000, 300_000), "photos": (10_000,), "ray_sizes": (10_000,),
+FULL = {"mnist": (10_000, 25_000, 50_000, 100_000), "photos": (10_000,), "ray_sizes": (10_000,),
         "identical": 1_000, "knn": (100_000, 1_000_000), "flat_up_to": 100_000,
         "augment": (10_000, 5)}  # (digits, factor)
 
@@ -106,7 +111,7 @@ def write_photos(photos: Path, out: Path, total: int, *, seed: int = 0) -> int:
 def child(step: str, images: str, workspace: str, engine: str) -> None:
     import smartset
 
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     extra: dict = {}
     if step == "ingest":
         with smartset.init(workspace) as ws:
@@ -122,7 +127,13 @@ def child(step: str, images: str, workspace: str, engine: str) -> None:
         extra = augment_engines(Path(images), Path(workspace), int(engine))
     else:  # identical: local vs ray on one corpus
         extra = engines_identical(Path(images), Path(workspace))
-    print(json.dumps({"seconds": time.perf_counter() - started, "self_kb": peak_rss_kb(), **extra}))
+    import resource
+
+    seconds = time.perf_counter() - started
+    cpu = sum(getattr(resource.getrusage(who), field) for who in
+              (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for field in ("ru_utime", "ru_stime"))
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "self_kb": peak_rss_kb(),
+                      "load": [round(load_before, 2), round(os.getloadavg()[0], 2)], **extra}))
 
 
 def engines_identical(images: Path, scratch: Path) -> dict:
@@ -325,8 +336,12 @@ def audit_section(args, plan, ray_ok, photos, npz, scratch) -> dict:
     print("\nAudit of a fresh workspace (ingest apart, in its own child process). main MB "
           "= the audit process's peak RSS; tree MB = sampled peak PSS of it and its "
           "workers (Ray: raylet and workers too).")
+    print("per image = audit wall / images; cpu = the audit process's and its workers' CPU "
+          "seconds; x linear = (audit time / images) over the smallest size's (1.00 = linear; "
+          "goal <= 1.2 at 100,000); load = 1-minute load average before -> after the audit.")
     print(f"{'data':>7} | {'images':>8} | {'engine':>6} | {'ingest s':>8} | {'audit s':>8} | "
-          f"{'img/s':>7} | {'main MB':>7} | {'tree MB':>7} | kNN")
+          f"{'ms/img':>6} | {'cpu s':>7} | {'x linear':>8} | {'cpu x lin':>9} | "
+          f"{'main MB':>7} | {'tree MB':>7} | {'load':>11} | kNN (recall@k)")
     runs = []
     datasets = [("mnist", n) for n in plan["mnist"]] + [("photos", n) for n in plan["photos"]]
     for kind, n in datasets:
@@ -340,14 +355,23 @@ def audit_section(args, plan, ray_ok, photos, npz, scratch) -> dict:
             workspace = scratch / f"ws-{kind}-{n}-{engine}"
             ingest = run_child("ingest", images, workspace, engine)
             audited = run_child("audit", images, workspace, engine)
+            search = audited.get("neighbour_search") or {}
             row = {"data": kind, "images": n, "engine": engine, "ingest_s": ingest["seconds"],
                    "audit_s": audited["seconds"], "img_per_s": n / audited["seconds"],
+                   "ms_per_img": 1000 * audited["seconds"] / n, "cpu_s": audited["cpu_s"],
                    "main_mb": audited["self_kb"] / 1024, "tree_mb": audited["tree_peak_mb"],
-                   "knn": (audited.get("neighbour_search") or {}).get("index", "flat")}
+                   "load": audited["load"], "knn": search.get("index", "flat"),
+                   "knn_recall": search.get("recall_at_k")}
+            first = next((r for r in runs if r["data"] == kind and r["engine"] == engine), row)
+            row["x_linear"] = row["ms_per_img"] / first["ms_per_img"]
+            row["cpu_x_linear"] = (row["cpu_s"] / n) / (first["cpu_s"] / first["images"])
             runs.append(row)
+            knn = row["knn"] + (f" ({row['knn_recall']:.3f})" if row["knn_recall"] else "")
             print(f"{kind:>7} | {n:>8,} | {engine:>6} | {row['ingest_s']:>8.1f} | "
-                  f"{row['audit_s']:>8.1f} | {row['img_per_s']:>7.0f} | {row['main_mb']:>7.0f} | "
-                  f"{fmt(row['tree_mb'], '7.0f'):>7} | {row['knn']}", flush=True)
+                  f"{row['audit_s']:>8.1f} | {row['ms_per_img']:>6.2f} | {row['cpu_s']:>7.1f} | "
+                  f"{row['x_linear']:>8.2f} | {row['cpu_x_linear']:>9.2f} | "
+                  f"{row['main_mb']:>7.0f} | {fmt(row['tree_mb'], '7.0f'):>7} | "
+                  f"{row['load'][0]:>4.1f} -> {row['load'][1]:<4.1f} | {knn}", flush=True)
             shutil.rmtree(workspace, ignore_errors=True)
         shutil.rmtree(images, ignore_errors=True)
     local = [r for r in runs if r["data"] == "mnist" and r["engine"] == "local"]
@@ -355,7 +379,12 @@ def audit_section(args, plan, ray_ok, photos, npz, scratch) -> dict:
     result = {"audit": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
                         for r in runs],
               "rss_sizes": [small["images"], large["images"]],
-              "rss_ratio_large_vs_small": round(large["main_mb"] / small["main_mb"], 3)}
+              "rss_ratio_large_vs_small": round(large["main_mb"] / small["main_mb"], 3),
+              "audit_x_linear": round(large["x_linear"], 3),
+              "audit_cpu_x_linear": round(large["cpu_x_linear"], 3)}
+    print(f"audit time per image, {large['images']:,} vs {small['images']:,} MNIST-derived "
+          f"images: {large['x_linear']:.2f}x wall, {large['cpu_x_linear']:.2f}x CPU "
+          f"(goal: within 1.2x of linear)")
     print(f"main-process peak RSS, {large['images']:,} vs {small['images']:,} MNIST-derived "
           f"images: {result['rss_ratio_large_vs_small']:.2f}x (goal: within 1.5x)")
     return result
