@@ -14,8 +14,10 @@ Rows (each gets its native input, prepared untimed, and must return augmented im
   ``--batch``, ``uint8`` out, every parameter recorded (replayable); rotation, elastic and
   translation fused into one resampling;
 - smartset float32: the same on float32 tensors in [0, 1] (kornia's native form);
-- albumentations 2.0.8: ``A.Compose([Rotate, ElasticTransform(noise_distribution='uniform'),
-  Affine(translate_percent)])`` per image (``uint8`` HWC arrays), three resamplings;
+- albumentations 2.0.8: ``A.Compose([Affine(rotate, translate_percent),
+  ElasticTransform(noise_distribution='uniform')])`` per image (``uint8`` HWC arrays):
+  rotation and translation fused in one ``Affine`` as its docs recommend (issue #23; it
+  was three resamplings before, 1.25-1.5x slower), then the elastic warp;
 - kornia: ``AugmentationSequential(RandomRotation, RandomElasticTransform, RandomAffine)`` on
   float32 batches of ``--batch`` (alpha converted to kornia's normalised units, 33-tap
   kernel as OpenCV picks for sigma 4);
@@ -65,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "pipeline table when given as --transforms only:NAMES")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch and OpenCV threads (default: all cores)")
+    parser.add_argument("--settings", default=None,
+                        help="issue #23 table (benchmarks/_contention.py): comma-separated of "
+                             "idle,competing,dataloader or 'all', each per core and per "
+                             "machine; 'only:...' skips the other tables")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (2 if args.quick else 3)
     return args
@@ -99,18 +105,27 @@ def run_smartset(batches: list[torch.Tensor], seed: int = 0) -> int:
     return done
 
 
-def make_albumentations():
+def albumentations_pipeline():
+    """The pipeline as albumentations' docs recommend: one ``Affine`` for rotation and
+    translation (a single resampling), then the elastic warp; None when not installed."""
     try:
         import albumentations as A
         import cv2
     except ImportError:
         return None
-    pipeline = A.Compose([
-        A.Rotate(limit=DEGREES, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0),
+    return A.Compose([
+        A.Affine(rotate=(-DEGREES, DEGREES), translate_percent=(-SHIFT, SHIFT),
+                 border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0),
         A.ElasticTransform(alpha=ALPHA, sigma=SIGMA, noise_distribution="uniform",
                            border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0),
-        A.Affine(translate_percent=(-SHIFT, SHIFT), border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0),
     ], seed=0)
+
+
+def make_albumentations():
+    pipeline = albumentations_pipeline()
+    if pipeline is None:
+        return None
+    import albumentations as A
 
     def run(images: list[np.ndarray]) -> int:
         for image in images:
@@ -119,18 +134,25 @@ def make_albumentations():
     return run, A.__version__
 
 
-def make_kornia(size: int):
+def kornia_pipeline(size: int):
+    """kornia's ``AugmentationSequential`` of the pipeline; None when not installed."""
     try:
-        import kornia
         import kornia.augmentation as K
     except ImportError:
         return None
     ksize = 2 * math.ceil(4 * SIGMA) + 1
-    pipeline = K.AugmentationSequential(
+    return K.AugmentationSequential(
         K.RandomRotation(degrees=DEGREES, p=1.0),
         K.RandomElasticTransform(kernel_size=(ksize, ksize), sigma=(SIGMA, SIGMA),
                                  alpha=(ALPHA * 2 / size, ALPHA * 2 / size), p=1.0),
         K.RandomAffine(degrees=0.0, translate=(SHIFT, SHIFT), p=1.0))
+
+
+def make_kornia(size: int):
+    pipeline = kornia_pipeline(size)
+    if pipeline is None:
+        return None
+    import kornia
 
     def run(batches: list[torch.Tensor]) -> int:
         done = 0
@@ -262,6 +284,47 @@ def transform_rows(args, data: dict[str, np.ndarray]) -> None:
     print()
 
 
+# -- settings: idle / competing process / DataLoader, per core and per machine (issue #23) -------
+def settings_rows(args, data: dict[str, np.ndarray]) -> None:
+    """The table of ``_contention.settings_table`` for the pipeline (smartset ``uint8``
+    batches, albumentations per image, kornia float32 batches) and one line of JSON."""
+    import _contention
+
+    wanted = args.settings.split(":", 1)[-1]
+    settings = (("idle", "competing", "dataloader") if wanted in ("all", "only")
+                else tuple(wanted.split(",")))
+    unknown = sorted(set(settings) - {"idle", "competing", "dataloader"})
+    if unknown:
+        raise SystemExit(f"augment.py: unknown --settings {', '.join(unknown)}; choose from "
+                         f"idle, competing, dataloader, all (or only:NAMES).")
+
+    def make_runs(images, budget):
+        tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        u8 = list(tensor.split(args.batch))
+        f32 = [b.float() / 255 for b in u8]
+        listed = [np.ascontiguousarray(im) for im in
+                  (images[..., 0] if images.shape[-1] == 1 else images)]
+        runs = {"smartset": lambda: run_smartset(u8)}
+        albu, korn = make_albumentations(), make_kornia(images.shape[2])
+        if albu is not None:
+            runs["albumentations"] = lambda: albu[0](listed)
+        if korn is not None:
+            runs["kornia"] = lambda: korn[0](f32)
+        return runs
+
+    def make_loader_runs(images, workers):
+        return _contention.dataloader_runs(
+            images, workers=workers, batch=args.batch, policy=smartset_policy(),
+            albu=albumentations_pipeline(), kornia=kornia_pipeline(images.shape[2]))
+
+    result = _contention.settings_table(data, settings=settings, repeat=args.repeat,
+                                        batch=args.batch, make_runs=make_runs,
+                                        make_loader_runs=make_loader_runs,
+                                        interleaved=best_of_interleaved)
+    print(json.dumps({"settings": result}))
+    print()
+
+
 # -- main ----------------------------------------------------------------------------------------
 def main(argv=None) -> None:
     args = parse_args(argv)
@@ -284,6 +347,11 @@ def main(argv=None) -> None:
     if args.transforms:
         transform_rows(args, data)
         if args.transforms.startswith("only"):
+            return
+    if args.settings:
+        settings_rows(args, data)
+        torch.set_num_threads(threads)
+        if args.settings.startswith("only"):
             return
 
     check = field_check(args.quick)

@@ -1,0 +1,251 @@
+"""Speed under shared cores (issue #23): the settings of ``benchmarks/augment.py
+--settings`` and the training table of ``python benchmarks/_contention.py --train``.
+
+Settings, each with its thread budget chosen on purpose and printed:
+
+- ``idle``: nothing else started by the benchmark;
+- ``competing``: one CPU-bound process (``python -c "while True: pass"``, pinned to no core)
+  that this module starts before the setting and kills after it;
+- ``dataloader``: online augmentation in a ``torch.utils.data.DataLoader`` feeding a
+  consumer loop; each library inside the worker the way its docs show (smartset:
+  ``AugmentedDataset(mode="batch")`` with its ``collate_fn`` and ``worker_init_fn``;
+  albumentations: the pipeline in ``__getitem__`` on HWC ``uint8``; kornia: the
+  ``AugmentationSequential`` on the float32 batch in ``collate_fn``).
+
+Budgets: ``per-core`` gives every library 1 thread (``torch.set_num_threads(1)``,
+``cv2.setNumThreads(1)``; in the DataLoader setting, 1 worker of 1 thread); ``per-machine``
+gives every library every core its docs allow (torch and OpenCV threads = cores, smartset
+its own choice from the free cores as shipped; in the DataLoader setting, one worker per
+core, 1 thread each). The load average is read before and after each setting and budget;
+a 1-minute load that moved by more than 1.0 marks the row (``*``).
+
+Why a module of its own: the process that competes must be started and stopped around
+each setting whatever happens inside it (a ``finally``), and training (goal 6) uses it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+LOAD_MOVED = 1.0  # a setting whose 1-minute load moved by more than this is marked
+
+
+@contextlib.contextmanager
+def competing_process(count: int = 1):
+    """Run ``count`` CPU-bound Python processes for the block, then kill them."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them take their core
+        yield [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def set_threads(threads: int) -> None:
+    """torch and OpenCV threads for this process (the per-core / per-machine budget)."""
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# -- the DataLoader setting ------------------------------------------------------------------
+class _AlbumentationsSet(torch.utils.data.Dataset):
+    """albumentations' documented use in a Dataset: the pipeline on one HWC array."""
+
+    def __init__(self, images: np.ndarray, pipeline):
+        self.images, self.pipeline = images, pipeline
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        out = self.pipeline(image=self.images[index])["image"]
+        return torch.from_numpy(np.ascontiguousarray(out)), 0
+
+
+class _KorniaCollate:
+    """kornia on a float32 batch, in the collate function of the workers."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, items):
+        batch = torch.stack([im for im, _ in items]).float() / 255
+        with torch.no_grad():
+            return self.pipeline(batch), torch.zeros(len(items), dtype=torch.long)
+
+
+class _Tensors(torch.utils.data.Dataset):
+    def __init__(self, chw: torch.Tensor):
+        self.chw = chw
+
+    def __len__(self):
+        return len(self.chw)
+
+    def __getitem__(self, index):
+        return self.chw[index], 0
+
+
+def _consume(loader) -> int:
+    """The consumer loop: what a training step would read of each batch."""
+    done = 0
+    for images, _ in loader:
+        done += len(images)
+        images.float().mean()
+    return done
+
+
+def dataloader_runs(images: np.ndarray, *, workers: int, batch: int, policy, albu, kornia,
+                    seed: int = 0) -> dict:
+    """``name -> run()`` for the DataLoader setting (persistent workers, made here)."""
+    from smartset.augment import AugmentedDataset
+
+    chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    common = {"batch_size": batch, "num_workers": workers, "persistent_workers": True,
+              "multiprocessing_context": "fork"}
+    smart = AugmentedDataset(_Tensors(chw), policy, seed=seed, mode="batch")
+    loaders = {"smartset": torch.utils.data.DataLoader(
+        smart, collate_fn=smart.collate_fn, worker_init_fn=AugmentedDataset.worker_init_fn,
+        **common)}
+    if albu is not None:
+        hwc = images[..., 0] if images.shape[-1] == 1 else images
+        loaders["albumentations"] = torch.utils.data.DataLoader(
+            _AlbumentationsSet(np.ascontiguousarray(hwc), albu), **common)
+    if kornia is not None:
+        loaders["kornia"] = torch.utils.data.DataLoader(
+            _Tensors(chw), collate_fn=_KorniaCollate(kornia), **common)
+    return {name: (lambda loader=loader: _consume(loader)) for name, loader in loaders.items()}
+
+
+# -- the settings table ------------------------------------------------------------------------
+def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, make_loader_runs,
+                   interleaved) -> dict:
+    """Every setting x budget x data set: img/s of smartset and the peers, ratios, load.
+
+    ``make_runs(images, budget)`` gives the in-process runs, ``make_loader_runs(images,
+    workers)`` the DataLoader ones, ``interleaved(repeat, runs)`` the best time of each.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    result = {}
+    print(f"Settings (issue #23): {cores} cores; best of {repeat}, libraries interleaved; "
+          f"'*' marks a row whose 1-minute load moved by more than {LOAD_MOVED}.")
+    print(f"{'setting':<11}| {'budget':<12}| {'data':<9}| {'threads':<24}| {'smartset':>9} | "
+          f"{'albument.':>9} | {'kornia':>9} | {'x best':>7} | load before>after")
+    for setting in settings:
+        for budget in ("per-core", "per-machine"):
+            threads = 1 if budget == "per-core" else cores
+            workers = 1 if budget == "per-core" else cores
+            with (competing_process() if setting == "competing" else contextlib.nullcontext()):
+                for name, images in data.items():
+                    set_threads(threads)
+                    before = load()
+                    if setting == "dataloader":
+                        runs = make_loader_runs(images, workers)
+                        plan = f"{workers} worker(s) x 1 thread"
+                    else:
+                        runs = make_runs(images, budget)
+                        plan = (f"all: {threads} torch/cv2" if budget == "per-machine"
+                                else "all: 1 torch/cv2")
+                    measured = interleaved(repeat, runs)
+                    after = load()
+                    rate = {k: len(images) / v for k, v in measured.items()}
+                    peers = {k: v for k, v in rate.items() if k != "smartset"}
+                    best = max(peers.values()) if peers else None
+                    ratio = rate["smartset"] / best if best else None
+                    moved = abs(after - before) > LOAD_MOVED
+                    cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}"
+                             for k in ("smartset", "albumentations", "kornia")]
+                    print(f"{setting:<11}| {budget:<12}| {name:<9}| {plan:<24}| "
+                          + " | ".join(cells)
+                          + (f" | {ratio:>6.2f}x" if ratio else f" | {'-':>7}")
+                          + f" | {before:.1f}>{after:.1f}{' *' if moved else ''}")
+                    result[f"{setting}_{budget}_{name}"] = {
+                        **{k: round(v, 1) for k, v in rate.items()},
+                        "ratio_vs_best_peer": round(ratio, 3) if ratio else None,
+                        "threads": plan, "load_before": before, "load_after": after,
+                        "load_moved": moved}
+                    del runs
+    set_threads(cores)
+    return result
+
+
+# -- training under shared cores (goal 6) --------------------------------------------------------
+def training_table(data_path, *, n: int = 2000, epochs: int = 2, models=("lenet", "small_cnn"),
+                   seed: int = 0) -> dict:
+    """Wall and CPU seconds per epoch of smartset's training, 1 vs 2 threads and smartset's
+    own choice, idle and with the competing process."""
+    from smartset.learn.estimator import ImageClassifier
+
+    with np.load(data_path / "mnist10k.npz") as archive:
+        images, labels = archive["images"][:n], archive["labels"][:n]
+    result = {}
+    print(f"Training under shared cores: {n} MNIST digits, {epochs} epochs, seed {seed}; "
+          f"wall and CPU (user+sys of this process) seconds per epoch.")
+    print(f"{'setting':<10}| {'model':<10}| {'threads':<14}| {'wall s/ep':>9} | "
+          f"{'CPU s/ep':>9} | {'CPU/wall':>8} | {'train acc':>9} | load before>after")
+    for setting in ("idle", "competing"):
+        with (competing_process() if setting == "competing" else contextlib.nullcontext()):
+            for model in models:
+                for threads in (1, 2, None):
+                    before = load()
+                    estimator = ImageClassifier(model, epochs=epochs, batch_size=64, seed=seed,
+                                                progress=False, threads=threads)
+                    cpu0, wall0 = time.process_time(), time.perf_counter()
+                    estimator.fit(images, labels)
+                    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+                    after = load()
+                    acc = float((estimator.predict(images) == labels).mean())
+                    label = f"{estimator.threads_}" + (" (chosen)" if threads is None else "")
+                    print(f"{setting:<10}| {model:<10}| {label:<14}| {wall / epochs:>9.2f} | "
+                          f"{cpu / epochs:>9.2f} | {cpu / wall:>8.2f} | {acc:>9.3f} | "
+                          f"{before:.1f}>{after:.1f}"
+                          f"{' *' if abs(after - before) > LOAD_MOVED else ''}")
+                    result[f"{setting}_{model}_{'chosen' if threads is None else threads}"] = {
+                        "threads": estimator.threads_, "wall_s_per_epoch": round(wall / epochs, 3),
+                        "cpu_s_per_epoch": round(cpu / epochs, 3), "train_acc": round(acc, 4),
+                        "load_before": before, "load_after": after}
+    return result
+
+
+def main(argv=None) -> None:
+    from _data import DEFAULT_DATA
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", action="store_true", help="the training table (goal 6)")
+    parser.add_argument("--data", type=os.fspath, default=os.fspath(DEFAULT_DATA))
+    parser.add_argument("--n", type=int, default=2000, help="MNIST digits to train on")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.train:
+        parser.error("nothing to do: pass --train (the augmentation settings run from "
+                     "benchmarks/augment.py --settings)")
+    from pathlib import Path
+
+    result = training_table(Path(args.data), n=args.n, epochs=args.epochs, seed=args.seed)
+    print(json.dumps({"training_threads": result, "cores": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()
