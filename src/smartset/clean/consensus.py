@@ -267,7 +267,7 @@ def _fit_weight(labels, model_probs, knn_probs) -> float:
     p, q = model_probs[rows, labels], knn_probs[rows, labels]
     likelihood = [float(np.mean(np.log(w * p + (1.0 - w) * q + _LIKELIHOOD_FLOOR)))
                   for w in _WEIGHT_GRID]
-    return float(_WEIGHT_GRID[int(np.argmax(likelihood))])
+    return round(float(_WEIGHT_GRID[int(np.argmax(likelihood))]), 2)  # a grid point, printable
 
 
 def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = None,
