@@ -128,24 +128,31 @@ def test_coco_export_loads_in_pycocotools(tmp_path, shapes):
 
 # -- datasets ---------------------------------------------------------------------------------
 def test_hf_classification_export_has_a_classlabel_and_no_empty_objects(tmp_path, classified):
+    import csv
+
     datasets = pytest.importorskip("datasets")
     summary = det.export(classified, None, tmp_path / "hf", format="hf")
     samples = classified.samples().set_index("id")
+    with open(tmp_path / "hf" / "samples.csv", newline="") as handle:
+        rows = {(r["split"], r["file_name"]): r for r in csv.DictReader(handle)}
+    assert len(rows) == 5 and {r["sample_id"] for r in rows.values()} == set(samples.index)
     cache = str(tmp_path / "cache")
+    # the card's features, the saved DatasetDict and the plain image-folder builder (what a
+    # user types first) all give label as a ClassLabel: SPLIT/CLASS/IMAGE, no metadata file
     for loaded in (datasets.load_dataset(str(tmp_path / "hf"), cache_dir=cache),
-                   datasets.load_from_disk(summary["datasets"])):
+                   datasets.load_from_disk(summary["datasets"]),
+                   datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "hf"),
+                                         cache_dir=cache)):
         train = loaded["train"]
         label = train.features["label"]
         assert isinstance(label, datasets.ClassLabel) and label.names == ["cat", "dog"]
         assert "objects" not in train.features  # no typed-null column on a classification set
         assert train.num_rows == 5
         for row in train:
-            assert label.int2str(row["label"]) == samples.loc[row["sample_id"], "label"]
             assert row["image"].size == (32, 32)
-    # the plain imagefolder builder reads the same files (types inferred: label a string)
-    plain = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "hf"),
-                                   cache_dir=str(tmp_path / "cache"))["train"]
-    assert plain.num_rows == 5 and "objects" not in plain.features
+    for (split, name), row in rows.items():  # every file sits under its sample's class
+        assert name.split("/")[0] == samples.loc[row["sample_id"], "label"] == row["label"]
+        assert (tmp_path / "hf" / split / name).is_file()
 
 
 def test_hf_detection_export_has_typed_objects(tmp_path, shapes):

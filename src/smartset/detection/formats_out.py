@@ -353,6 +353,29 @@ def _csv(out, frame, ann, cats, meta, how, **_):
 
 
 # -- Hugging Face ---------------------------------------------------------------------------------------
+def _hf_classification(out, frame, labels: list[str], how) -> dict:
+    import yaml
+
+    splits = _hf_classes(out, frame, labels, how)
+    schema = [{"name": "image", "dtype": "image"},
+              {"name": "label", "dtype": {"class_label": {"names": {
+                  str(i): n for i, n in enumerate(labels)}}}}]
+    card = {"configs": [{"config_name": "default", "data_files": [
+                {"split": "validation" if s == "val" else s, "path": f"{s}/**"} for s in splits],
+                         "features": schema}]}
+    write_text(out / "README.md", "---\n" + yaml.safe_dump(card, sort_keys=False,
+                                                            allow_unicode=True)
+               + "---\n\n# Exported by smartset\n\nHugging Face's image-folder layout "
+               "(`SPLIT/CLASS/IMAGE`): `datasets.load_dataset(\"PATH\")` and "
+               "`load_dataset(\"imagefolder\", data_dir=PATH)` both give `label` as a "
+               f"ClassLabel of {', '.join(labels)}. `samples.csv` maps each file to its "
+               "smartset sample id and size; `hf_dataset/` (written when `datasets` is "
+               "installed) is the typed `DatasetDict` for `load_from_disk`.\n")
+    result = {"files": ["SPLIT/CLASS/IMAGE", "samples.csv", "README.md"],
+              "images": len(frame), "annotations": 0, "datasets": None}
+    return _hf_save(out, result, labels, None)
+
+
 def _hf_schema(labels: list[str] | None, categories: list[str] | None) -> list[dict]:
     """The features of the export in the dataset card's YAML form (read by
     ``datasets.load_dataset(OUT)``): ``label`` a ClassLabel of the image labels (only where
@@ -389,6 +412,32 @@ def _hf_features(datasets, labels: list[str] | None, categories: list[str] | Non
     return datasets.Features(features)
 
 
+def _hf_classes(out, frame, labels: list[str], how: str) -> list[str]:
+    """A classification set in Hugging Face's own image-folder layout, ``SPLIT/CLASS/IMAGE``
+    with no ``metadata.jsonl``: both ``load_dataset(OUT)`` and ``load_dataset("imagefolder",
+    data_dir=OUT)`` then type ``label`` as a ClassLabel (the builder infers labels from the
+    folders only where no metadata file exists). Sample ids, sizes and where each file
+    went are in ``samples.csv`` beside the splits (not a data file of the dataset)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["split", "file_name", "sample_id", "label", "width", "height"])
+    splits: set[str] = set()
+    for sid, name, path, label, split, width, height in zip(
+            frame["id"], frame["name"], frame["path"], frame["label"], frame["split"],
+            frame["width"], frame["height"]):
+        split = _split(split)
+        folder = _safe_part(str(label).replace("/", "_"))
+        target = out / split / folder / os.path.basename(name)
+        if target.exists():
+            target = target.with_name(_safe_part(f"{sid}-{target.name}"))
+        _place(path, target, how)
+        splits.add(split)
+        writer.writerow([split, target.relative_to(out / split).as_posix(), sid, label,
+                         int(width), int(height)])
+    write_text(out / "samples.csv", buffer.getvalue())
+    return sorted(splits)
+
+
 def _hf(out, frame, ann, cats, meta, how, **_):
     import yaml
 
@@ -396,6 +445,8 @@ def _hf(out, frame, ann, cats, meta, how, **_):
     present = frame["label"].dropna()
     labels = sorted(set(present)) if len(present) else None
     categories = [name for _, name in sorted(cats.items())] if len(ann) else None
+    if categories is None and labels is not None and len(present) == len(frame):
+        return _hf_classification(out, frame, labels, how)
     lines: dict[str, list[str]] = {}
     for sid, name, path, label, split, width, height in zip(
             frame["id"], frame["name"], frame["path"], frame["label"], frame["split"],
@@ -434,6 +485,12 @@ def _hf(out, frame, ann, cats, meta, how, **_):
                "when `datasets` is installed) is the typed `DatasetDict` for `load_from_disk`.\n")
     result = {"files": [f"{s}/metadata.jsonl" for s in lines] + ["README.md"],
               "annotations": len(ann), "datasets": None}
+    return _hf_save(out, result, labels, categories)
+
+
+def _hf_save(out, result: dict, labels, categories) -> dict:
+    """With ``datasets`` installed: the export read back by its image-folder builder with
+    the declared features and saved as a typed ``DatasetDict`` (``hf_dataset/``)."""
     try:
         import datasets
     except ImportError:
