@@ -443,12 +443,19 @@ def shapes(
     conditions: Annotated[bool, typer.Option(
         help="Also write brightness-shifted copies (high, low, artificial; the original is "
              "medium).")] = False,
+    difficulty: Annotated[str, typer.Option(
+        help="easy, or hard: clutter, occlusion, motion blur, noise, dark-and-noisy low "
+             "light and glaring artificial light.")] = "easy",
     as_json: JsonOption = False,
 ) -> None:
     """Geometric shapes with exact boxes, polygons and masks (a simulation to test with)."""
     from smartset.detection.synth import synth_shapes
 
-    result = synth_shapes(out, n, seed=seed, size=(size, size), conditions=conditions)
+    if difficulty not in ("easy", "hard"):
+        raise typer.BadParameter(f"{difficulty!r} is not one of 'easy', 'hard'.",
+                                 param_hint="'--difficulty'")
+    result = synth_shapes(out, n, seed=seed, size=(size, size), conditions=conditions,
+                          difficulty=difficulty)
     print_json(result) if as_json else console.print(
         f"{result['images']} images, {result['objects']} objects -> {result['folder']} "
         f"(COCO: {result['coco']}; masks: {result['masks']})")

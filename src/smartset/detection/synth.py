@@ -6,6 +6,13 @@ circles as RLE masks: both kinds of segmentation), and the same objects as seman
 (``masks/*.png`` with ``classes.json``), so one set exercises the box, polygon, RLE and mask
 paths. The baseline detector thresholds the grey image and takes connected components:
 it works in good light and fails in the dark, which is what the knife table shows.
+
+``difficulty="hard"`` makes the set a harder test bench (the easy one is solved by a
+threshold in good light): bright unlabelled clutter (thin bars, elongated ellipses and
+rings that a threshold also picks up), bars partly occluding objects (the annotation is
+the visible part, written as RLE), motion blur, a busier background and more sensor noise;
+its ``low`` condition is dark *and* noisy and its ``artificial`` one is strong light
+(overexposure, a saturated glare spot, washed-out contrast), like the knife study's.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ from smartset._atomic import atomic_path, write_text
 from smartset._random import SeedLike, resolve_rng
 from smartset.detection import _rle
 
-__all__ = ["SHAPES", "CONDITIONS", "synth_shapes", "shift_brightness", "brightness_condition",
+__all__ = ["SHAPES", "CONDITIONS", "DIFFICULTIES", "synth_shapes", "shift_brightness", "brightness_condition",
            "baseline_detector", "baseline_segmenter", "detect_images"]
 
 SHAPES = ("circle", "square", "triangle")
 CONDITIONS = ("high", "medium", "low", "artificial")
+DIFFICULTIES = ("easy", "hard")
 _FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5}
 
 
@@ -50,7 +58,7 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
                  size: tuple[int, int] = (128, 128), classes: Sequence[str] = SHAPES,
                  max_objects: int = 4, side: tuple[int, int] = (8, 100),
                  empty_fraction: float = 0.1,
-                 conditions: Sequence[str] | bool = False) -> dict:
+                 conditions: Sequence[str] | bool = False, difficulty: str = "easy") -> dict:
     """Write ``n`` images of non-overlapping shapes with exact annotations to ``out_dir``.
 
     ``size``: ``(height, width)``; ``classes``: a subset of :data:`SHAPES`; each image holds
@@ -59,6 +67,8 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
     of :data:`CONDITIONS`) or a list: each image is written once per condition (the
     original counts as ``medium``; ``NAME_low.png`` etc. are brightness-shifted copies with
     the same objects; image metadata ``condition``), the knife study's setting.
+    ``difficulty``: ``easy`` (default) or ``hard`` (clutter, occlusion, motion blur, noise
+    and harsher conditions; see the module docstring).
     Files: ``images/``, ``annotations.json`` (COCO), ``masks/`` + ``classes.json``
     (semantic masks). Returns a summary dict with the paths.
     """
@@ -73,6 +83,10 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
     if bad:
         raise ValueError(f"synth_shapes: unknown condition(s) {bad}; conditions: "
                          f"{', '.join(CONDITIONS)}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"synth_shapes: unknown difficulty {difficulty!r}; difficulties: "
+                         f"{', '.join(DIFFICULTIES)}")
+    hard = difficulty == "hard"
     height, width = (int(v) for v in size)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -86,6 +100,8 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
         texture = 40 + 18 * np.sin(xs / rng.uniform(6, 20) + rng.uniform(0, 6)) \
             * np.cos(ys / rng.uniform(6, 20))
         image = np.clip(texture[..., None] + rng.normal(0, 6, (height, width, 3)), 0, 255)
+        if hard:  # a busier, brighter background: patches that come near the objects' grey
+            image = _hard_background(image, xs, ys, rng)
         semantic = np.zeros((height, width), np.uint8)
         objects = []
         count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
@@ -106,6 +122,8 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
             image[mask] = colour + rng.normal(0, 4, (int(mask.sum()), 3))
             semantic[mask] = numbers[kind]
             objects.append((kind, mask, polygon))
+        if hard:
+            image, semantic, objects = _hard_scene(image, semantic, objects, rng)
         name = f"shape_{index:04d}"
         pixels = np.clip(image, 0, 255).round().astype(np.uint8)
         # the original is the "medium" condition; the others are shifted copies of it
@@ -113,7 +131,7 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
         for suffix, condition in variants:
             file = f"{name}{suffix}.png"
             shifted = pixels if condition in (None, "medium") else shift_brightness(
-                pixels, condition, seed=rng)
+                pixels, condition, seed=rng, difficulty=difficulty)
             _save(out / "images" / file, shifted)
             _save(out / "masks" / file, semantic)
             image_id = len(coco["images"]) + 1
@@ -133,7 +151,101 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
         str(numbers[c]): c for c in classes}}, indent=1))
     return {"folder": str(out), "coco": str(out / "annotations.json"),
             "masks": str(out / "masks"), "images": len(coco["images"]),
-            "objects": len(coco["annotations"]), "conditions": conditions}
+            "objects": len(coco["annotations"]), "conditions": conditions,
+            "difficulty": difficulty}
+
+
+def _hard_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Brighter blotches (up to ~140 grey) and more noise on the background."""
+    height, width = image.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        r = rng.uniform(0.1, 0.35) * max(height, width)
+        blob = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * r * r))
+        image = image + rng.uniform(30, 80) * blob[..., None]
+    return image + rng.normal(0, 6, image.shape)
+
+
+def _hard_scene(image: np.ndarray, semantic: np.ndarray, objects: list,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list]:
+    """Clutter (unlabelled bright bars, thin ellipses, rings), occluding bars over some
+    objects (annotations become the visible part), then motion blur on half the images."""
+    import cv2
+
+    height, width = semantic.shape
+    canvas = np.ascontiguousarray(image.astype(np.float32))
+    free = (semantic == 0).astype(np.uint8)
+    for _ in range(int(rng.integers(1, 5))):  # clutter, kept off the objects
+        layer = np.zeros((height, width), np.uint8)
+        cx, cy = int(rng.uniform(0, width)), int(rng.uniform(0, height))
+        span = int(rng.uniform(0.1, 0.45) * min(height, width))
+        kind = rng.integers(3)
+        if kind == 0:
+            angle = rng.uniform(0, np.pi)
+            dx, dy = int(span * np.cos(angle)), int(span * np.sin(angle))
+            cv2.line(layer, (cx - dx, cy - dy), (cx + dx, cy + dy), 1,
+                     int(rng.integers(1, 4)))
+        elif kind == 1:
+            cv2.ellipse(layer, (cx, cy), (max(2, span), max(1, span // int(rng.integers(3, 7)))),
+                        float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        else:
+            cv2.circle(layer, (cx, cy), max(3, span // 2), 1, int(rng.integers(1, 3)))
+        grown = cv2.dilate(1 - free, np.ones((5, 5), np.uint8))
+        where = (layer > 0) & (grown == 0)
+        canvas[where] = rng.uniform(140, 240, 3)
+    classes = semantic.copy()
+    covered = np.zeros((height, width), bool)  # pixels hidden by the bars so far
+    kept = []
+    for kind, mask, polygon in objects:
+        if (mask & covered).any():  # an earlier object's bar reaches this one
+            mask, polygon = mask & ~covered, None
+        if rng.random() < 0.35:  # a bar across part of the object, in background grey
+            ys_, xs_ = np.nonzero(mask)
+            x0, x1, y0, y1 = xs_.min(), xs_.max(), ys_.min(), ys_.max()
+            bar = np.zeros((height, width), bool)
+            if rng.random() < 0.5:
+                x, half = int(rng.uniform(x0, x1 + 1)), max(1, (x1 - x0) // 6)
+                bar[:, max(0, x - half):x + half] = True
+            else:
+                y, half = int(rng.uniform(y0, y1 + 1)), max(1, (y1 - y0) // 6)
+                bar[max(0, y - half):y + half, :] = True
+            bar &= _box_band(mask, 6)
+            canvas[bar] = rng.uniform(30, 80, 3)
+            covered |= bar
+            kept = [(k, m & ~bar, None if (m & bar).any() else p) for k, m, p in kept]
+            visible = mask & ~bar
+            if visible.sum() < 0.5 * mask.sum():  # hidden too much: not an object to find
+                canvas[visible] = rng.uniform(30, 80, 3)
+                covered |= visible
+                continue
+            mask, polygon = visible, None
+        kept.append((kind, mask, polygon))
+    kept = [k for k in kept if k[1].sum() >= 9]
+    semantic = np.zeros_like(semantic)
+    for _, mask, _ in kept:
+        semantic[mask] = classes[mask]
+    if rng.random() < 0.5:  # motion blur of 3-9 pixels in a random direction
+        length = int(rng.integers(3, 10))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        rotation = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2),
+                                           float(rng.uniform(0, 180)), 1.0)
+        kernel = cv2.warpAffine(kernel, rotation, (length, length))
+        kernel /= max(kernel.sum(), 1e-6)
+        canvas = cv2.filter2D(canvas, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    canvas = canvas + rng.normal(0, 4, canvas.shape)
+    return canvas, semantic, kept
+
+
+def _box_band(mask: np.ndarray, margin: int) -> np.ndarray:
+    """The part of the image within ``margin`` pixels of ``mask``'s box (so an occluding
+    bar stays local to its object)."""
+    ys_, xs_ = np.nonzero(mask)
+    band = np.zeros(mask.shape, bool)
+    band[max(0, ys_.min() - margin):ys_.max() + margin + 1,
+         max(0, xs_.min() - margin):xs_.max() + margin + 1] = True
+    return band
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -141,13 +253,27 @@ def _save(path: Path, array: np.ndarray) -> None:
         Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
 
 
-def shift_brightness(image: np.ndarray, condition: str, *, seed: SeedLike = None) -> np.ndarray:
+def shift_brightness(image: np.ndarray, condition: str, *, seed: SeedLike = None,
+                     difficulty: str = "easy") -> np.ndarray:
     """A copy of ``image`` (``H x W x 3`` uint8) as seen in ``condition``: ``high`` (bright
     day), ``medium`` (as is), ``low`` (dusk: values x 0.5), ``artificial`` (night under a
-    warm lamp: dark, with a yellow light falling off from a random point)."""
+    warm lamp: dark, with a yellow light falling off from a random point).
+
+    ``difficulty="hard"``: ``low`` is darker and noisy (values x 0.3 + N(0, 6) sensor
+    noise), ``artificial`` is strong light: contrast washed out towards a bright level,
+    overexposed (x 1.5) with a saturated warm glare spot."""
     rng = resolve_rng(seed)
     x = image.astype(np.float32)
-    if condition == "high":
+    if difficulty == "hard" and condition == "low":
+        x = x * 0.3 + rng.normal(0, 6, x.shape)
+    elif difficulty == "hard" and condition == "artificial":
+        height, width = x.shape[:2]
+        ys, xs = np.mgrid[0:height, 0:width]
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        glare = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * (0.3 * max(height, width)) ** 2))
+        x = (0.55 * x + 0.45 * 170) * 1.5 \
+            + 140 * glare[..., None] * np.array([1.0, 0.9, 0.7], np.float32)
+    elif condition == "high":
         x = x * 1.15 + 20
     elif condition == "low":
         x = x * 0.5
