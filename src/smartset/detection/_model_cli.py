@@ -108,7 +108,7 @@ def study_dacolt_command(
     version: VersionOption = None,
     seeds: Annotated[int, typer.Option(min=1, help="Runs per arm, seeds SEED..SEED+N-1.")] = 3,
     epochs: Annotated[int, typer.Option(min=1)] = 20,
-    train_conditions: Annotated[str, typer.Option(help="Comma-separated conditions the models learn from ('all' for every one); the test holds every condition.")] = "high,medium",
+    train_conditions: Annotated[str, typer.Option(help="Comma-separated conditions the models learn from ('all', the default and the knife study's setting: every one); the test holds every condition.")] = "all",
     size: Annotated[Optional[int], typer.Option(min=32, help="Input side (default: the images' own).")] = None,
     test_fraction: Annotated[float, typer.Option()] = 0.25,
     seed: Annotated[int, typer.Option()] = 0,

@@ -48,14 +48,15 @@ def _split(data: DetectionData, seed: int, test_fraction: float,
 
 
 def study_dacolt(data: DetectionData, *, seeds: Sequence[int] = (0, 1, 2), epochs: int = 20,
-                 train_conditions: Sequence[str] | None = ("high", "medium"),
+                 train_conditions: Sequence[str] | None = None,
                  size: int | None = None, test_fraction: float = 0.25,
                  score_threshold: float = 0.3, batch_size: int = 16, lr: float = 2e-3,
                  progress=None) -> pd.DataFrame:
     """Per seed, arm (``plain``, ``DaCoT``, ``DaCoLT``), condition and object size: the knife
     table's ``frames``, ``gt``, ``tp``, ``fp``, ``precision``, ``recall``, ``f1``, plus the
     condition's ``map50`` on its ``all`` row. ``train_conditions``: the lighting the models
-    learn from (default high and medium: footage collected by day); the test holds every
+    learn from (default ``None``: every condition, as the knife study trained and tested per
+    condition; ``("high", "medium")`` for footage collected by day); the test holds every
     condition. Returns the long table (one row per seed x arm x condition x size)."""
     from smartset.detection.evaluation import coco_map, counting_f1, knife_table
 
