@@ -21,7 +21,7 @@ from smartset.audit._columns import ColumnStore
 from smartset.audit.bias import PROBED_PROPERTIES, bias_probe, error_probe
 from smartset.audit.checks import add_derived_properties, derived_properties, run_checks
 from smartset.audit.features import plan_features
-from smartset.audit.neighbour_phase import neighbour_findings
+from smartset.audit.neighbour_phase import model_source, neighbour_findings
 from smartset.neighbours import VectorFile
 from smartset.audit.properties import (
     EMBEDDING_DIM,
@@ -467,7 +467,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
           engine: str | Engine | None = None, workers: int | None = None,
           show_progress: bool | None = None, report: bool = True,
           out_dir: str | Path | None = None, seed: int = 0,
-          embedding_model: str | Path | None = None, features: str = "auto",
+          embedding_model=None, features: str = "auto",
           reference: bool | None = None) -> AuditResult:
     """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`.
 
@@ -476,8 +476,11 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     small gray images and when the backbone is unavailable), ``"pixels"``, or a backbone
     name. Near-duplicate candidates are always verified on pixels. ``candidate_similarity``:
     the least embedding similarity of a candidate (default: per embedding).
-    ``embedding_model``: a smartset checkpoint (or training run id) whose features replace
-    the embedding for outliers and class outliers. The summary's ``features`` (also in the
+    ``embedding_model``: a fitted model whose ``transform(images)`` features replace the
+    embedding for outliers and class outliers (its ``input_shape_`` says the size and
+    channels it reads): ``smartset.learn.load_model(ws, RUN)`` gives a training run's or a
+    checkpoint's (the audit is below learn, so it takes the model, not its run id; the CLI's
+    ``--embedding-model RUN`` resolves it). The summary's ``features`` (also in the
     run config, the report and issues.json) says what each check read. The backbone runs
     in this process (on CUDA when present), or on ``engine`` when one is given.
 
@@ -509,7 +512,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             f"Nothing to audit: {'version ' + repr(version) if version else 'the catalog'} has "
             f"no available samples. Add images with 'smartset ingest', or check "
             f"'smartset issues' for files that could not be ingested.")
-    plan = plan_features(ws, version, features, embedding_model=embedding_model)
+    model_name = model_source(embedding_model)
+    plan = plan_features(ws, version, features, embedding_model=model_name)
     if reference is None:
         reference = not _is_experiment(ws, thresholds, neighbours, near_duplicate_similarity,
                                        candidate_similarity, outlier_fence, out_dir)
@@ -517,7 +521,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
               "thresholds": thresholds or {}, "neighbours": neighbours,
               "near_duplicate_similarity": near_duplicate_similarity,
               "candidate_similarity": candidate_similarity, "outlier_fence": outlier_fence,
-              "embedding_model": None if embedding_model is None else str(embedding_model),
+              "embedding_model": model_name,
               "features": plan.describe()}
     run_id = ws.catalog.start_run("audit", config, seed=seed)
     knn_file, scratch_files = None, []

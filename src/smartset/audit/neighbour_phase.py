@@ -258,21 +258,41 @@ def duplicate_reason(what: str, size: int, scopes: list[str], detail: str) -> st
     return f"{what} in a set of {size} ({', '.join(scopes)}{': ' + detail if detail else ''})"
 
 
-def model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
-    """A trained network's features of the audited images, unit-normed, in ``ids`` order."""
-    from smartset.learn._workspace import _load_model
-    from smartset.learn.data import load_version
+def model_source(model) -> str | None:
+    """How the run config names an embedding model: where it was loaded from (a run id or
+    checkpoint, ``loaded_from_``), else its class. A run id or path given in place of the
+    model is refused with the call that loads it."""
+    if model is None:
+        return None
+    if isinstance(model, (str, int, Path)) or not hasattr(model, "transform"):
+        raise ValueError(
+            f"embedding_model must be a fitted model (with transform), got {model!r}: load a "
+            f"run or checkpoint with smartset.learn.load_model(ws, {str(model)!r}) (the "
+            f"command line's --embedding-model does it for you).")
+    return str(getattr(model, "loaded_from_", None) or type(model).__name__)
 
-    estimator, _ = _load_model(ws, model)
-    channels, height, width = estimator.input_shape_
-    data = load_version(ws, version, size=(height, width), mode="L" if channels == 1 else "RGB",
-                        labeled_only=False, progress=False)
-    position = {sid: i for i, sid in enumerate(data.ids)}
-    missing = [sid for sid in ids if sid not in position]
-    if missing:
-        raise EmptyDataError(f"{len(missing)} audited images could not be decoded for the "
-                             f"embedding model (e.g. {missing[0]}).")
-    features = estimator.transform(data.images[[position[s] for s in ids]])
+
+def model_embeddings(ws, version, ids: list[str], model) -> np.ndarray:
+    """A fitted model's features of the audited images, unit-normed, in ``ids`` order; the
+    images are decoded and resized as learn decodes them (:mod:`smartset.data`)."""
+    from smartset.data import ImageDataset
+    from smartset.errors import ImageDecodeError
+
+    channels, height, width = model.input_shape_
+    frame = ws.samples(version).set_index("id")
+    data = ImageDataset([frame.at[sid, "path"] for sid in ids], ids=ids,
+                        mode="L" if channels == 1 else "RGB", size=(height, width))
+    images, failed = [], []
+    for index, sid in enumerate(ids):
+        try:
+            images.append(data[index][0].numpy().transpose(1, 2, 0))
+        except (ImageDecodeError, OSError, ValueError):  # named below
+            failed.append(sid)
+    if failed:
+        raise EmptyDataError(f"{len(failed)} audited images could not be decoded for the "
+                             f"embedding model (e.g. {failed[0]}).")
+    stacked = np.stack(images)
+    features = model.transform(stacked)  # N x H x W x C, as learn's arrays
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return (features / np.maximum(norms, 1e-12)).astype(np.float32)
 
