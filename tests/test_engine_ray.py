@@ -107,7 +107,7 @@ def _audit_state(ws, result):
 
 
 def _catalog_rows(ws) -> dict:
-    from smartset.audit._run import _TABLE
+    from smartset.audit.store import PROPERTIES_TABLE as _TABLE
 
     rows = ws.catalog.query(f"SELECT COUNT(*) AS n, COUNT(DISTINCT sample_id) AS d "
                             f"FROM {_TABLE}")[0]

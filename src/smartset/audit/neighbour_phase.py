@@ -30,7 +30,7 @@ from smartset._progress import step
 from smartset.errors import EmptyDataError
 
 if TYPE_CHECKING:
-    from smartset.audit._run import _Samples
+    from smartset.audit.measure_phase import _Samples
 
 __all__ = ["neighbour_findings", "CANDIDATE_SIMILARITY"]
 
@@ -177,7 +177,7 @@ def neighbour_findings(ws, version, table: _Samples, audited: np.ndarray, pixel_
     and ``extend``): returns ``(duplicate set counts, search, features)``; adds the
     near-duplicate rule to ``used`` and what was skipped to ``skipped``. ``features``
     describes what each check read (:meth:`FeaturePlan.describe`)."""
-    from smartset.audit._run import _label_series
+    from smartset.audit.measure_phase import _label_series
 
     def sid(position: int) -> str:
         return table.id(audited[position])

@@ -15,11 +15,16 @@ actions).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
+from smartset.audit.properties import PROPERTIES, PROPERTIES_VERSION
+from smartset.catalog import now
+
 __all__ = ["reference_run", "findings", "duplicate_sets", "write_findings", "DUPLICATE_KINDS",
-           "FINDING_COLUMNS"]
+           "FINDING_COLUMNS", "PROPERTIES_TABLE", "write_properties", "property_rows",
+           "cached_properties", "same_value_rows", "run_findings"]
 
 #: the columns of an ``audit_findings`` row, as :func:`write_findings` takes them
 FINDING_COLUMNS = ("run_id", "version", "kind", "sample_id", "score", "threshold", "reason",
@@ -88,3 +93,90 @@ def duplicate_sets(ws, *, run: int | None = None) -> dict[tuple[str, str], list[
         if sample_id is not None:
             out.setdefault((kind, grp), []).append(sample_id)
     return {key: sorted(members) for key, members in out.items()}
+
+
+# -- the per-sample properties (the measuring phase's cache) ----------------------------------
+#: the audit's wide table of per-sample properties, one per properties version: a changed
+#: definition starts a new table, so no stale value is ever served
+PROPERTIES_TABLE = f"audit_properties_v{PROPERTIES_VERSION}"
+TEXT_PROPERTIES = {"pixel_hash"}
+
+
+def _ensure_properties_table(con) -> None:
+    columns = ", ".join(f"{name} {'TEXT' if name in TEXT_PROPERTIES else 'REAL'}"
+                        for name in PROPERTIES)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {PROPERTIES_TABLE} (sample_id TEXT PRIMARY KEY "
+                f"REFERENCES samples(id), sha256 TEXT NOT NULL, embedding_row INTEGER NOT NULL, "
+                f"{columns}) WITHOUT ROWID")
+
+
+def write_properties(ws, rows, record_path: Path, record_dtype) -> None:
+    """Store measured rows ``(sample_id, sha256, embedding_row, *PROPERTIES)`` and register
+    the record file (embeddings and thumbnails) they point into, in one transaction."""
+    marks = ", ".join("?" * (3 + len(PROPERTIES)))
+    with ws.catalog.write() as con:
+        _ensure_properties_table(con)
+        con.executemany(f"INSERT OR REPLACE INTO {PROPERTIES_TABLE} VALUES ({marks})", rows)
+        # The catalog references the embeddings file, so later stages find it by name.
+        con.execute(
+            "INSERT OR REPLACE INTO artifacts(name, path, kind, fingerprint, meta, created_at)"
+            " VALUES (?, ?, 'records', ?, ?, ?)",
+            (f"audit.vectors.v{PROPERTIES_VERSION}",
+             record_path.relative_to(ws.path).as_posix(), str(PROPERTIES_VERSION),
+             json.dumps({"dtype": record_dtype.descr,
+                         "rows_from": PROPERTIES_TABLE + ".embedding_row"}), now()))
+
+
+def property_rows(con, columns: str, chunk: int = 4096):
+    """Rows of the property table (``columns``, SQL), in chunks of plain tuples; nothing
+    before the first audit."""
+    exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                         (PROPERTIES_TABLE,)).fetchone()
+    if not exists:
+        return
+    con.row_factory = None
+    cursor = con.execute(f"SELECT {columns} FROM {PROPERTIES_TABLE}")
+    while rows := cursor.fetchmany(chunk):
+        yield rows
+
+
+def cached_properties(ws, columns: str = "*") -> pd.DataFrame:
+    """The property table as a frame indexed by ``sample_id`` (empty before any audit)."""
+    with ws.catalog.read() as con:
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                             (PROPERTIES_TABLE,)).fetchone()
+        if not exists:
+            return pd.DataFrame(columns=["sample_id", "sha256"]).set_index("sample_id")
+        cursor = con.execute(f"SELECT {columns} FROM {PROPERTIES_TABLE}")
+        names = [d[0] for d in cursor.description]
+        # In chunks: a list of Python tuples costs ten times the frame it becomes.
+        parts = [pd.DataFrame(rows, columns=names)
+                 for rows in iter(lambda: cursor.fetchmany(5000), [])]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=names)
+    return frame.set_index("sample_id")
+
+
+def same_value_rows(con, column: str) -> list:
+    """``(sample_id, value)`` of the samples whose ``column`` (``sha256``, ``pixel_hash``)
+    another sample shares, ordered by value: grouped by SQL, never as per-sample strings."""
+    if column not in ("sha256", "pixel_hash"):
+        raise ValueError(f"no duplicate key column {column!r}")
+    con.row_factory = None
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE name = ?",
+                       (PROPERTIES_TABLE,)).fetchone():
+        return []
+    return con.execute(
+        f"SELECT sample_id, {column} FROM {PROPERTIES_TABLE} WHERE {column} IN (SELECT {column}"
+        f" FROM {PROPERTIES_TABLE} WHERE {column} IS NOT NULL GROUP BY {column}"
+        f" HAVING COUNT(*) > 1) ORDER BY {column}").fetchall()
+
+
+def run_findings(ws, run_id: int, *, kinds=None) -> list[dict]:
+    """The findings of audit run ``run_id`` in the order they were found (``kind``,
+    ``sample_id``, ``score``, ``threshold``, ``reason``, ``grp``), of ``kinds`` if given."""
+    sql, params = ("SELECT kind, sample_id, score, threshold, reason, grp FROM audit_findings"
+                   " WHERE run_id = ?"), [run_id]
+    if kinds is not None:
+        sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        params += list(kinds)
+    return [dict(r) for r in ws.catalog.query(sql + " ORDER BY id", tuple(params))]
