@@ -97,3 +97,14 @@ def test_detect_evaluate_writes_the_montage(tmp_path):
     assert montage["misses"] > 0
     with Image.open(montage["path"]) as opened:
         assert opened.size[0] > 0
+
+
+def test_a_box_under_a_pixel_is_drawn_not_refused():
+    import numpy as np
+
+    from smartset.detection.draw import draw_targets
+
+    image = np.zeros((20, 20, 3), np.uint8)
+    drawn = draw_targets(image, [{"category": "a", "bbox": [5.0, 5.0, 0.3, 0.2],
+                                  "score": 0.9}], labels=False, width=2)
+    assert drawn.shape == image.shape and drawn[5:8, 5:8].any()

@@ -78,7 +78,10 @@ def draw_targets(image: np.ndarray, annotations: Iterable[Mapping] | None, *,
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
     for (x, y, w, h), colour, row in boxes:
-        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=colour, width=line)
+        # a box under a pixel wide (a weak detector's, a scaled-down tile's) is drawn as
+        # a pixel: Pillow refuses a rectangle whose end lies before its start
+        draw.rectangle([x, y, x + max(w - 1, 0), y + max(h - 1, 0)], outline=colour,
+                       width=line)
         if labels:
             text = str(row.get("category", ""))
             score = row.get("score")
