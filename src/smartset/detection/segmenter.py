@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smartset._atomic import atomic_path
 from smartset._progress import progress_bar
 from smartset._torch import require_torch
 from smartset.learn.errors import CheckpointError, LearnError, NotFittedError
@@ -497,12 +498,8 @@ def _cpu_state(network) -> dict:
 
 def _atomic_save(state: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:  # the one atomic writer (smartset._atomic)
+        torch.save(state, tmp)
     return path
 
 

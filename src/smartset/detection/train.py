@@ -252,7 +252,7 @@ def _read(path: str | Path) -> dict:
         raise DetectorError(f"No detector at '{path}': give a 'smartset detect train' run id "
                             f"or the path of its model.pt.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
     except Exception as error:  # a truncated or foreign file
         raise DetectorError(f"'{path}' cannot be read as a detector ({type(error).__name__}); "
                             f"train again or resume the run.") from None

@@ -28,13 +28,13 @@ Transfer learning and fine-tuning (``model="efficientnet_lite0"``, any name of
 from __future__ import annotations
 
 import math
-import os
 import time
 from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
+from smartset._atomic import atomic_path
 from smartset._progress import progress_bar
 from smartset._threads import choose_threads, limit_threads
 from smartset._torch import require_torch
@@ -807,10 +807,8 @@ def _takes_size(network: Net, channels: int, height: int, width: int) -> bool:
 
 
 def _atomic_save(state: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as tmp:  # the one atomic writer (smartset._atomic)
+        torch.save(state, tmp)
     return path
 
 
