@@ -186,3 +186,19 @@ def test_a_killed_detect_train_resumes_to_the_same_model(tmp_path):
         assert torch.equal(tensor, b["state_dict"][name]), name
     status = dict(ws.catalog.query("SELECT id, status FROM runs WHERE command = 'detect train'"))
     assert status == {run: "done", other: "done"}
+
+
+def test_a_damaged_or_foreign_file_is_one_clear_error_naming_it(tmp_path):
+    import torch
+
+    missing = tmp_path / "nothing.pt"
+    with pytest.raises(DetectorError, match="nothing.pt.*detect train"):
+        load_detector(missing)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a checkpoint")
+    with pytest.raises(DetectorError, match="damaged.pt.*cannot be read"):
+        load_detector(damaged)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "something else", "state_dict": {}}, foreign)
+    with pytest.raises(DetectorError, match="foreign.pt"):
+        load_detector(foreign)
