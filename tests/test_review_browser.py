@@ -49,9 +49,11 @@ def open_app(browser, url):
     return page, problems
 
 
-def wait_js(page, expression, timeout=15.0):
+def wait_js(page, expression, timeout=60.0):
     """Poll ``expression`` until true. (Playwright's wait_for_function evaluates strings
-    in the page, which the app's Content-Security-Policy forbids; evaluate() does not.)"""
+    in the page, which the app's Content-Security-Policy forbids; evaluate() does not.)
+    The timeout only catches a page that never gets there: it is generous so that a loaded
+    machine (a first focus request took ~9 s at load 18) cannot fail the test."""
     deadline = time.monotonic() + timeout
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
