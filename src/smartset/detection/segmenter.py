@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartset._atomic import atomic_path
+from smartset._checkpoint import read_state, save_state
 from smartset._progress import progress_bar
 from smartset._torch import require_torch
 from smartset.learn.errors import CheckpointError, LearnError, NotFittedError
@@ -496,28 +496,18 @@ def _cpu_state(network) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
 
 
-def _atomic_save(state: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:  # the one atomic writer (smartset._atomic)
-        torch.save(state, tmp)
-    return path
+_atomic_save = save_state  # the one atomic checkpoint writer (smartset._checkpoint)
 
 
 def _read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No segmenter checkpoint at {path}: give a .pt file written by "
-                              f"'smartset segment train' (see 'smartset runs').")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}): it "
-                              f"is damaged or not a smartset checkpoint. Train again.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a smartset segmenter checkpoint (format "
-                              f"{CHECKPOINT_FORMAT!r} expected); 'smartset train' models "
-                              f"classify, they do not segment.")
-    return state
+    return read_state(
+        path, format=CHECKPOINT_FORMAT, error=CheckpointError,
+        missing="No segmenter checkpoint at {path}: give a .pt file written by 'smartset "
+                "segment train' (see 'smartset runs').",
+        damaged="Checkpoint {path} cannot be read ({reason}): it is damaged or not a smartset "
+                "checkpoint. Train again.",
+        foreign="{path} is not a smartset segmenter checkpoint (format '{format}' expected); "
+                "'smartset train' models classify, they do not segment.")
 
 
 def _policy_label(augment):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smartset._atomic import atomic_path
+from smartset._checkpoint import read_state, save_state
 from smartset._progress import progress_bar
 from smartset._threads import choose_threads, limit_threads
 from smartset._torch import require_torch
@@ -806,27 +806,17 @@ def _takes_size(network: Net, channels: int, height: int, width: int) -> bool:
         network.train(was_training)
 
 
-def _atomic_save(state: dict, path: Path) -> Path:
-    with atomic_path(path) as tmp:  # the one atomic writer (smartset._atomic)
-        torch.save(state, tmp)
-    return path
+_atomic_save = save_state  # the one atomic checkpoint writer (smartset._checkpoint)
 
 
 def _read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"No checkpoint at {path}: give the path of a .pt file written "
-                              f"by 'smartset train' (see 'smartset runs').")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: "
-                              f"{str(error)[:120]}): it is damaged or not a smartset "
-                              f"checkpoint. Train again, or resume from an earlier copy.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a smartset checkpoint (format "
-                              f"{CHECKPOINT_FORMAT!r} expected).")
-    return state
+    return read_state(
+        path, format=CHECKPOINT_FORMAT, error=CheckpointError,
+        missing="No checkpoint at {path}: give the path of a .pt file written by 'smartset "
+                "train' (see 'smartset runs').",
+        damaged="Checkpoint {path} cannot be read ({reason}): it is damaged or not a smartset "
+                "checkpoint. Train again, or resume from an earlier copy.",
+        foreign="{path} is not a smartset checkpoint (format '{format}' expected).")
 
 
 def _rebuild(state: dict) -> Net:
