@@ -127,23 +127,7 @@ WorkersOption = Annotated[Optional[int], typer.Option(
     min=1, help="Worker processes (default: all cores).")]
 
 
-def _json_safe(value):
-    """``value`` with every NaN and infinity replaced by None (JSON has no such numbers)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _json_safe(value.tolist())
-    return value
-
-
-def print_json(data) -> None:
-    """One JSON document on stdout: valid JSON always (NaN and infinities become null)."""
-    sys.stdout.write(json.dumps(_json_safe(data), indent=2, default=str, ensure_ascii=False,
-                                allow_nan=False) + "\n")
+from smartset._json_out import json_safe as _json_safe, print_json  # noqa: E402,F401
 
 
 def _say(kind: str, message: str, as_json: bool) -> None:
