@@ -127,7 +127,9 @@ def _check_size(size) -> tuple[int, int] | None:
 
 
 def _load(path: str, mode: str | None, size: tuple[int, int] | None, fit: str) -> np.ndarray:
-    """Decode ``path`` (the one decoder) and resize it to ``size`` as learn does."""
+    """Decode ``path`` (the one decoder) and resize it to ``size`` (``fit``: ``"stretch"``
+    or ``"pad"``): the one decode-and-resize of the data set, learn's arrays and predict.
+    ``H x W`` for gray images, ``H x W x C`` otherwise."""
     if size is None:
         return np.array(decode(path, mode=mode))  # writable: torch may change it
     image = decode(path, mode=mode, draft=2 * max(size))

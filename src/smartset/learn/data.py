@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 
 from smartset._progress import progress_bar
+from smartset.data import _load
 from smartset.errors import ImageDecodeError
-from smartset.imageio import decode
 from smartset.learn.errors import LearnError
 
 __all__ = ["LoadedData", "load_version", "LOAD_VERSION"]
@@ -74,14 +73,9 @@ def _pick_size(frame: pd.DataFrame, size) -> tuple[int, int]:
 
 
 def _decode(path: str, mode: str, size: tuple[int, int], fit: str) -> np.ndarray:
-    image = decode(path, mode=mode, draft=2 * max(size))  # the one decoder (smartset.imageio)
-    h, w = size
-    if image.size != (w, h):
-        if fit == "pad":  # keep the aspect ratio; pad with black
-            image = ImageOps.pad(image, (w, h), Image.Resampling.BILINEAR, color=0)
-        else:
-            image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    array = np.asarray(image, dtype=np.uint8)
+    """``path`` decoded and resized as the data set does (``smartset.data``), always
+    ``H x W x C``."""
+    array = _load(path, mode, size, fit)
     return array[:, :, None] if array.ndim == 2 else array
 
 
