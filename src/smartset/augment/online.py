@@ -7,9 +7,19 @@ Two ways to run, same images:
 - ``mode="batch"`` (fast): items come back as decoded, and ``collate_fn`` stacks a batch and
   augments it at once, one fused resampling for the whole batch.
 
-Sample ``i`` of epoch ``e`` draws its parameters from ``numpy.random.default_rng([seed, e,
-i])``, so both modes, any batch size and any number of workers give the same augmented
-images. The epoch lives in shared memory: ``set_epoch`` reaches persistent workers too.
+Sample ``i`` of epoch ``e`` draws its parameters from a stream fixed by ``(seed, e, i)``
+alone, so both modes, any batch size, any order and any number of workers give the same
+augmented images. A batch draws every sample's parameters in one pass
+(:class:`smartset.augment._rowrandom.RowRandom`: row ``k`` of each draw is a hash of the
+seed, the epoch, the sample's index and the draw's number), and the noise of elastic and
+noise transforms is addressed by the sample's index in one stream per epoch. Before the
+first batch of an image shape the policy is checked to draw that way (a batch equals its
+samples drawn one by one); a policy that does not (``same_on_batch``, a distribution
+:class:`RowRandom` does not serve) falls back to a generator per sample,
+``numpy.random.default_rng([seed, e, i])``, slower at small sizes, same guarantees.
+In a DataLoader with a batch size, ``__getitems__`` fetches a batch's items in one call
+(through the wrapped dataset's own ``__getitems__`` where it has one). The epoch lives in
+shared memory: ``set_epoch`` reaches persistent workers too.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
 from smartset._threads import worker_init_fn
+from smartset.augment._noise import STREAM_LIMIT
 from smartset.augment._params import Params
+from smartset.augment._rowrandom import NotRowwise, RowRandom, row_key
 from smartset.augment.errors import BatchShapeError
 from smartset.augment.policy import PolicyParams, resolve_policy
 from smartset.augment._validation import check_choice
@@ -60,6 +72,7 @@ class AugmentedDataset(Dataset):
         self.size = None if size is None else (int(size[0]), int(size[-1]))
         self.return_params = return_params
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._rowwise: dict[tuple, bool] = {}  # image shape -> the policy draws per row
 
     @property
     def epoch(self) -> int:
@@ -73,10 +86,22 @@ class AugmentedDataset(Dataset):
         return len(self.dataset)
 
     def rng(self, index: int) -> np.random.Generator:
+        """The per-sample generator of the fallback path (see the module docstring)."""
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
+    def uses_batched_draws(self, shape) -> bool:
+        """Whether batches of images of ``shape`` (``C x H x W``) draw their parameters in
+        one pass (checked once per shape: 16 samples drawn together equal them drawn one by
+        one), rather than with a generator per sample."""
+        shape = tuple(int(s) for s in shape)
+        if shape not in self._rowwise:
+            self._rowwise[shape] = _draws_per_row(self.policy, shape, self.seed)
+        return self._rowwise[shape]
+
     def _load(self, index: int):
-        item = self.dataset[index]
+        return self._checked(self.dataset[index], index)
+
+    def _checked(self, item, index: int):
         image, target = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, None)
         if not isinstance(image, torch.Tensor) or image.ndim != 3:
             raise TypeError(f"AugmentedDataset needs C x H x W image tensors, item {index} gave "
@@ -86,9 +111,37 @@ class AugmentedDataset(Dataset):
         return image, target
 
     def _params(self, indices, shape) -> PolicyParams:
+        if self.uses_batched_draws(shape):
+            return _row_params(self.policy, shape, self.seed, self.epoch, indices)
         parts = [self.policy.make_params((1, *shape), self.rng(i)) for i in indices]
         return PolicyParams(self.policy, [Params.concat([p.params[j] for p in parts])
                                           for j in range(len(parts[0].params))], len(parts))
+
+    def __getitems__(self, indices):
+        """The items of a batch of ``indices`` (torch's DataLoader calls this with a batch
+        size set): one call of the wrapped dataset's ``__getitems__`` where it has one. In
+        ``mode="item"`` a batch of images of one size is augmented in one call."""
+        indices = [int(i) for i in indices]
+        many = getattr(self.dataset, "__getitems__", None)
+        items = many(indices) if many is not None else [self.dataset[i] for i in indices]
+        loaded = [self._checked(item, i) for item, i in zip(items, indices)]
+        if self.mode == "batch":
+            return [(image, target, i) for (image, target), i in zip(loaded, indices)]
+        if len({tuple(im.shape) for im, _ in loaded}) == 1:
+            groups = [(loaded, indices)]
+        else:  # images of several sizes: one at a time
+            groups = [([item], [i]) for item, i in zip(loaded, indices)]
+        result = []
+        for part, rows in groups:
+            out, applied = self._augment([im for im, _ in part], rows)
+            for k, (_, target) in enumerate(part):
+                result.append((out[k], target, applied.record(k)) if self.return_params
+                              else (out[k], target))
+        return result
+
+    def _augment(self, images, indices):
+        params = self._params(indices, tuple(images[0].shape))
+        return self.policy._run(torch.stack(images), params)
 
     def __getitem__(self, index: int):
         image, target = self._load(index)
@@ -108,13 +161,37 @@ class AugmentedDataset(Dataset):
             raise BatchShapeError(f"Images of one batch differ in size: {shapes[:4]}. Pass "
                                   f"size=(H, W) to AugmentedDataset to resize them, or use "
                                   f"batch_size=1.")
-        batch = torch.stack(images)
-        params = self._params(indices, shapes[0])
-        out, applied = self.policy._run(batch, params)
+        out, applied = self._augment(images, indices)
         collated = default_collate(list(targets)) if targets[0] is not None else None
         if self.return_params:
             return out, collated, applied.records()
         return out, collated
+
+
+def _row_params(policy, shape, seed: int, epoch: int, indices) -> PolicyParams:
+    """Every sample's parameters in one pass; the noise of leaf ``j`` is read at the
+    sample's index of the stream of (seed, epoch, j)."""
+    rows = np.asarray(indices, dtype=np.int64)
+    params = policy.make_params((len(rows), *shape), RowRandom(row_key(seed, epoch), rows))
+    for j, leaf in enumerate(params.params):
+        if "stream" in leaf.columns and "index" in leaf.columns:
+            stream = row_key(seed, epoch, j + 1) % STREAM_LIMIT
+            leaf.columns["stream"] = np.full(len(rows), stream, dtype=np.int64)
+            leaf.columns["index"] = rows.copy()
+    return params
+
+
+def _draws_per_row(policy, shape, seed: int, n: int = 16) -> bool:
+    """Whether ``policy`` keeps :class:`RowRandom`'s contract on images of ``shape``: ``n``
+    samples drawn together give the parameters they get drawn one by one."""
+    rows = np.arange(n) * 7 + 3
+    try:
+        together = _row_params(policy, shape, seed, 0, rows)
+        alone = [_row_params(policy, shape, seed, 0, rows[k:k + 1]) for k in range(n)]
+    except NotRowwise:
+        return False
+    return all(Params.concat([a.params[j] for a in alone]) == together.params[j]
+               for j in range(len(together.params)))
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
