@@ -32,8 +32,19 @@ import numpy as np
 from smartset._names import label_problem
 from smartset.catalog import append_tag_events, newest_tag_ids, tags_upto
 from smartset.errors import LabelError
+from smartset.events import EventLog
+from smartset.workspace import _default_author
 
-__all__ = ["read_tags", "set_tags", "tag_matrix", "split_tags", "frozen_tag_ids"]
+__all__ = ["read_tags", "set_tags", "tag_matrix", "split_tags", "frozen_tag_ids", "TAGS",
+           "edit_tags", "undo_tags", "tag_history"]
+
+#: the tag log in the one event-log contract (:mod:`smartset.events`): undo appends the
+#: tags before an event; before a sample's first tag event it had none of its own (None:
+#: its label or marks decide), so undoing that event clears them again
+TAGS = EventLog(
+    table="tag_events", keys=("sample_id",), state=("tags",), noun="tag",
+    first=lambda event: {"tags": None},
+    not_found=lambda i: LabelError(f"No tag event {i}. See smartset.tags.tag_history()."))
 
 
 def frozen_tag_ids(con) -> list[int]:
@@ -143,3 +154,67 @@ def tag_matrix(tag_sets: Sequence[Iterable[str]], classes: Sequence[str] | None 
                                  f"({', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}).")
             y[row, index[tag]] = 1
     return y, classes
+
+
+def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
+              author: str | None = None,
+              reason: str | dict[str, str] | None = None, origin: str = "api",
+              keep: Iterable[str] = ()) -> dict[str, int | str]:
+    """Add and remove single tags: ``changes`` maps a sample id to ``(add, remove)``; each
+    changed sample gets one tag event holding its current tags (:func:`read_tags`) with
+    ``add`` added and ``remove`` taken away. ``keep``: samples that get an event with their
+    tags unchanged (a person looked and kept them: a review decision on record). ``reason``:
+    one text, or one per sample.
+
+    Returns sample id -> the event id, or why nothing was written: ``"already"`` (the tags
+    are as asked), ``"multi_label mark"`` (a reviewer's mark decides its tags: change the
+    mark instead), ``"no tags left"`` (a tag event cannot leave a labeled image with none:
+    exclude it instead) or ``"sample not available"``. ``author`` None: ``$SMARTSET_AUTHOR``,
+    else ``$USER``."""
+    author = author or _default_author()
+    current = read_tags(ws)  # as every stage reads them: copies united
+    with ws.catalog.read() as con:
+        _, marked = tags_upto(con)
+    keep = set(keep)
+    rows, result, reasons = [], {}, []
+    for sid in list(changes) + sorted(keep - set(changes)):
+        add, remove = changes.get(sid, ((), ()))
+        if sid not in current:
+            result[sid] = "sample not available"
+            continue
+        if sid in marked:
+            result[sid] = "multi_label mark"
+            continue
+        new = (set(current[sid]) | set(add)) - set(remove)
+        if new == set(current[sid]) and sid not in keep:
+            result[sid] = "already"
+            continue
+        if not new:
+            result[sid] = "no tags left"
+            continue
+        rows.append((sid, _check_tags(new)))
+        reasons.append(reason.get(sid) if isinstance(reason, dict) else reason)
+    with ws.catalog.write() as con:
+        for (sid, tags), why in zip(rows, reasons):
+            result[sid] = append_tag_events(con, [(sid, tags)], author=author, origin=origin,
+                                            reason=why)[0]
+    return result
+
+
+def undo_tags(ws, event_ids: Iterable[int], *, author: str | None = None,
+              reason: str | None = None) -> list[int]:
+    """Revert tag events, newest first, each by an appended event (origin ``undo``) that
+    restores the sample's tags before it; an event that is no longer the newest of its
+    sample raises :class:`~smartset.errors.ConflictError` (undo the newer one first)."""
+    author, done = author or _default_author(), []
+    for event_id in sorted({int(e) for e in event_ids}, reverse=True):
+        with ws.catalog.write() as con:
+            done.append(TAGS.undo(con, event_id, author=author, reason=reason))
+    return done
+
+
+def tag_history(ws, sample_id: str | None = None) -> list[dict]:
+    """Tag events (of ``sample_id``, or all), oldest first: ``id``, ``sample_id``, ``tags``
+    (the JSON list, None when cleared), ``author``, ``time``, ``reason``, ``origin``,
+    ``reverts``: who changed which tags, when and why."""
+    return TAGS.history(ws.catalog, None if sample_id is None else {"sample_id": sample_id})

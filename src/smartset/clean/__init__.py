@@ -43,7 +43,7 @@ from smartset.clean.knn_filters import (all_knn, edited_nearest_neighbours, knn_
 from smartset.clean.merge import class_confusion, find_classes_to_merge
 from smartset.clean.multilabel import (MULTILABEL_DETECTORS, MultiLabelIssues,
                                        check_multilabel_detector, find_multilabel_issues,
-                                       find_tag_issues)
+                                       find_tag_issues, make_tag_plan)
 from smartset.clean.plan import (ACTIONS, PLAN_FORMAT, PlanError, apply_plan, label_actions,
                                  load_plan, looks_like_photos, make_plan, undo_apply,
                                  workspace_inputs)
@@ -73,5 +73,5 @@ __all__ = [
     "ACTIONS", "PlanError",
     "CleanInputError", "CleanWarning", "InSampleWarning",
     "find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
-    "check_multilabel_detector", "find_tag_issues",
+    "check_multilabel_detector", "find_tag_issues", "make_tag_plan",
 ]

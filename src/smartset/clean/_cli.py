@@ -1,5 +1,5 @@
 """``smartset clean``: ``plan`` (detect -> a reviewable plan and a table of the most
-suspicious labels), ``apply`` a plan (or ``--only`` some of its actions) into label
+suspicious labels; ``--multi-label``: missing and extra tags, per class), ``apply`` a plan (or ``--only`` some of its actions) into label
 events, marks and a new version, ``undo`` an application; ``rounds`` runs predict -> plan ->
 apply as a policy; ``imbalance`` and ``reduce`` report. Mounted lazily by the main CLI.
 
@@ -48,7 +48,8 @@ clean_app = typer.Typer(
     cls=_CleanGroup,
     rich_markup_mode=None,
     help="Cleaning: find wrong labels, ambiguous images, classes to merge and duplicates, as "
-         "a reviewable plan (clean plan; 'smartset clean' alone does the same); apply it "
+         "a reviewable plan (clean plan; 'smartset clean' alone does the same; --multi-label: "
+         "missing and extra tags); apply it "
          "(clean apply PLAN) into a new version; undo (clean undo RUN); clean rounds: "
          "predict, plan and apply the label actions, twice. Reports: clean imbalance, clean "
          "reduce.",
@@ -92,10 +93,36 @@ def plan_command(
     no_ambiguous: Annotated[bool, typer.Option("--no-ambiguous", help="Skip ambiguous images.")] = False,
     no_merge: Annotated[bool, typer.Option("--no-merge", help="Skip classes to merge.")] = False,
     no_duplicates: Annotated[bool, typer.Option("--no-duplicates", help="Skip the audit's duplicates.")] = False,
+    multi_label: Annotated[bool, typer.Option(
+        "--multi-label", help="Multi-label data (the version's tags): train a multi-label "
+                              "model per fold (sigmoid per class), find missing and extra "
+                              "tags by per-class confident learning on its out-of-fold "
+                              "probabilities, and plan add_tag / remove_tag items.")] = False,
+    model: Annotated[str, typer.Option(
+        help="--multi-label: network of the fold models (see 'smartset models').")] = "lenet",
+    folds: Annotated[int, typer.Option(min=2, help="--multi-label: folds.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="--multi-label: epochs per fold.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="--multi-label: batch size.")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="--multi-label: learning rate (Adam).")] = 1e-3,
+    size: Annotated[Optional[int], typer.Option(
+        help="--multi-label: resize images to SIZE x SIZE (needed when their sizes "
+             "differ).")] = None,
+    seed: Annotated[int, typer.Option(help="--multi-label: seed of the folds and training.")] = 0,
+    filter_by: Annotated[Literal["prune_by_noise_rate", "confident_joint"], typer.Option(
+        help="--multi-label: prune_by_noise_rate (more found) or confident_joint (fewer, "
+             "surer).")] = "prune_by_noise_rate",
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Find suspicious labels and write a cleaning plan (nothing changes until 'apply')."""
+    """Find suspicious labels and write a cleaning plan (nothing changes until 'apply');
+    with --multi-label, missing and extra tags."""
+    if multi_label:
+        if run is not None or features != "auto" or backbone is not None:
+            raise UsageError("--multi-label trains its own fold models on the tags: leave out "
+                             "--run, --features and --backbone.")
+        return _tag_plan(workspace, version, as_json=as_json, top=top, model=model,
+                         folds=folds, epochs=epochs, batch_size=batch_size, lr=lr, size=size,
+                         seed=seed, filter_by=filter_by)
     from smartset.clean.plan import make_plan
     from smartset.clean.ranking import atypical_list, ranking
     from smartset.clean.trust import warning_lines
@@ -169,8 +196,10 @@ def undo_command(
     if as_json:
         print_json(result)
         return
-    out.print(f"Reverted {len(result['label_events'])} label event(s) and "
-              f"{len(result['marks'])} mark(s) of run {run}.")
+    tags = (f" and {len(result['tag_events'])} tag event(s)" if result.get("tag_events")
+            else "")
+    out.print(f"Reverted {len(result['label_events'])} label event(s), "
+              f"{len(result['marks'])} mark(s){tags} of run {run}.")
 
 
 def _file(entry: dict) -> str:
@@ -251,6 +280,49 @@ def _print_plan(plan: dict, ranked: list[dict], far: list[dict]) -> None:
     out.print(f"Plan: {summary}. Written to {plan['path']}\n"
               f"Review it, then: smartset clean apply {plan['path']} [--only a0001,...] "
               f"[--name NEW_NAME]", markup=False)
+
+
+def _tag_plan(workspace, version, *, as_json: bool, top: int, **options) -> None:
+    """``smartset clean --multi-label``: the plan of missing and extra tags, and its report."""
+    from smartset.clean.multilabel import make_tag_plan
+
+    ws = open_workspace(workspace)
+    plan = make_tag_plan(ws, version, progress=show_progress(as_json), **options)
+    if as_json:
+        print_json(plan)
+        return
+    params, report = plan["params"], plan["params"]["report"]
+    out.print(f"Checked the tags of {params['n_samples']} images with out-of-fold "
+              f"{params['model']} ({params['folds']} folds, {options['epochs']} epochs, seed "
+              f"{options['seed']}; mAP against the given tags {params['oof_map']:.3f}): "
+              f"{report['missing']} tag(s) look missing, {report['extra']} extra.",
+              markup=False)
+    table = Table(title="Per class: tags that look missing or extra (AP: how well the "
+                        "out-of-fold model ranks the class against the given tags)")
+    for column in ("class", "tagged", "AP", "missing", "extra", "most confident"):
+        table.add_column(column, justify="left" if column in ("class", "most confident")
+                         else "right", overflow="fold")
+    for name, row in report["classes"].items():
+        shown = ", ".join(f"{'+' if t['action'] == 'add_tag' else '-'} "
+                          f"{t['file']} {t['score']:.2f}" for t in row["top"][:3])
+        table.add_row(name, str(row["tagged"]), "-" if row["ap"] is None else f"{row['ap']:.2f}",
+                      str(row["missing"]), str(row["extra"]), shown)
+    out.print(table)
+    if plan["actions"] and top:
+        table = Table(title=f"Most confident items, top {min(top, len(plan['actions']))} of "
+                            f"{len(plan['actions'])}")
+        for column in ("item", "file", "tags", "proposed", "score"):
+            table.add_column(column, overflow="fold")
+        for action in plan["actions"][:top]:
+            ev = action["evidence"]
+            sign = "+" if action["action"] == "add_tag" else "-"
+            table.add_row(action["id"], ev["file"], ", ".join(ev["tags"]),
+                          f"{sign} {action['value']}", f"{action['score']:.2f}")
+        out.print(table)
+    out.print(f"Score: the model's out-of-fold probability of the tag (+, missing) or of its "
+              f"absence (-, extra). Written to {plan['path']}\n"
+              f"Review it (smartset review, queue 'tags'), or apply it: smartset clean apply "
+              f"{plan['path']} [--only a0001,...] [--name NEW_NAME]", markup=False)
 
 
 def _evidence_in_short(action: dict) -> str:

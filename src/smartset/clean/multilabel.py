@@ -21,18 +21,31 @@ duplicates are unchanged (they compare pixels, not labels; an image filed under 
 classes is then a multi-tag image, which ``smartset.tags`` reads as such); the per-class
 confident learning here applies; the others solve for one true class per image and
 refuse with the reason (:func:`check_multilabel_detector`).
+
+Over a workspace, :func:`make_tag_plan` (``smartset clean --multi-label``) is the
+multi-label twin of :func:`smartset.clean.make_plan`: it records a run (command ``clean
+tags``), writes a plan in the one plan format with an ``add_tag`` or ``remove_tag`` item
+per flagged cell (:mod:`smartset.clean.plan_file`), stores the flagged cells for the review
+app's ``tags`` queue (:func:`smartset.clean.store.tag_issues`) and reports per class how
+many tags look missing or extra.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import json
+
 import numpy as np
 
+from smartset._atomic import write_text
+from smartset.catalog import now
 from smartset.clean._validation import CleanInputError
+from smartset.clean.plan_file import PLAN_FORMAT
+from smartset.clean.store import TAG_RUN, register_plan, write_tag_issues
 
 __all__ = ["find_multilabel_issues", "MultiLabelIssues", "MULTILABEL_DETECTORS",
-           "check_multilabel_detector", "FILTERS", "find_tag_issues"]
+           "check_multilabel_detector", "FILTERS", "find_tag_issues", "make_tag_plan"]
 
 MULTILABEL_DETECTORS: dict[str, str | None] = {
     # name -> None when it applies to multi-label data, else why it refuses
@@ -168,6 +181,22 @@ def _top(rows: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
+def _out_of_fold(ws, version, *, model, folds, size, mode, fit, seed, progress, options):
+    """``(data, tag_sets, probs, classes)``: the tagged images of ``version`` and their
+    out-of-fold per-class probabilities (lineage and duplicate groups kept within a fold)."""
+    # learn trains the fold models; imported here so that importing the cleaning stage
+    # does not load torch (as plan.py reads learn's features)
+    from smartset.learn import cross_val_predict_multilabel, load_tagged
+    from smartset.learn._workspace import duplicate_groups
+
+    data, tag_sets = load_tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
+    groups = duplicate_groups(ws, data.ids).astype(str)
+    probs, classes, _ = cross_val_predict_multilabel(
+        data.images, tag_sets, model=model, folds=folds, groups=groups, seed=seed,
+        progress=progress, **options)
+    return data, tag_sets, probs, classes
+
+
 def find_tag_issues(ws, version: str | None = None, *, model: str = "lenet", folds: int = 5,
                     size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
                     filter_by: str = "prune_by_noise_rate", progress: bool | None = None,
@@ -176,22 +205,119 @@ def find_tag_issues(ws, version: str | None = None, *, model: str = "lenet", fol
     out-of-fold probabilities from a multi-label CNN per fold (lineage and duplicate groups
     kept within a fold; ``options``: epochs, batch_size, lr, ...), then
     :func:`find_multilabel_issues`. Returns ``issues`` (sample_id, path, tags, class, kind,
-    score; worst first), ``classes``, ``n`` and ``thresholds`` (per class ``t1``, ``t0``)."""
-    # learn trains the fold models; imported here so that importing the cleaning stage
-    # does not load torch (as plan.py reads learn's features)
-    from smartset.learn import cross_val_predict_multilabel, load_tagged
-    from smartset.learn._workspace import duplicate_groups
+    score, probability; worst first), ``classes``, ``n``, ``thresholds`` (per class ``t1``,
+    ``t0``) and ``per_class`` (tagged, missing, extra, out-of-fold average precision against
+    the given tags)."""
+    from smartset.learn.multilabel_metrics import multilabel_report
     from smartset.tags import tag_matrix
 
-    data, tag_sets = load_tagged(ws, version, size=size, mode=mode, fit=fit, progress=progress)
-    groups = duplicate_groups(ws, data.ids).astype(str)
-    probs, classes, _ = cross_val_predict_multilabel(
-        data.images, tag_sets, model=model, folds=folds, groups=groups, seed=seed,
-        progress=progress, **options)
+    data, tag_sets, probs, classes = _out_of_fold(
+        ws, version, model=model, folds=folds, size=size, mode=mode, fit=fit, seed=seed,
+        progress=progress, options=options)
     truth, _ = tag_matrix(tag_sets, classes)
     found = find_multilabel_issues(truth, probs, filter_by=filter_by)
     issues = [{"sample_id": str(data.ids[r["row"]]), "path": str(data.paths[r["row"]]),
-               "tags": tag_sets[r["row"]], **{k: r[k] for k in ("class", "kind", "score")}}
+               "tags": tag_sets[r["row"]], **{k: r[k] for k in ("class", "kind", "score")},
+               "probability": float(probs[r["row"], classes.index(r["class"])])}
               for r in found.table(classes)]
+    report = multilabel_report(truth, probs, classes)
+    per_class = {row["class"]: {"tagged": row["support"], "ap": row["ap"],
+                                "missing": int((found.matrix[:, k] > 0).sum()),
+                                "extra": int((found.matrix[:, k] < 0).sum())}
+                 for k, row in enumerate(report["per_class"])}
     return {"issues": issues, "classes": classes, "n": len(data), "filter_by": filter_by,
-            "thresholds": {c: [float(v) for v in t] for c, t in zip(classes, found.thresholds)}}
+            "thresholds": {c: [float(v) for v in t] for c, t in zip(classes, found.thresholds)},
+            "per_class": per_class, "oof_map": report["mAP"]}
+
+
+def _reason(issue: dict, thresholds: dict) -> str:
+    c, p = issue["class"], issue["probability"]
+    t1, t0 = thresholds[issue["class"]]
+    if issue["kind"] == "missing":
+        return (f"not tagged '{c}', but the out-of-fold model gives '{c}' {p:.0%}, at least "
+                f"what it gives the images tagged '{c}' on average ({t1:.0%}); tags "
+                f"{', '.join(issue['tags'])}")
+    return (f"tagged '{c}', but the out-of-fold model gives '{c}' only {p:.0%}: it is "
+            f"{1 - p:.0%} sure the tag is absent, at least as sure as it is of the images "
+            f"not tagged '{c}' on average ({t0:.0%}); tags {', '.join(issue['tags'])}")
+
+
+def make_tag_plan(ws, version: str | None = None, *, model: str = "lenet", folds: int = 5,
+                  size=None, mode: str | None = None, fit: str = "stretch", seed: int = 0,
+                  filter_by: str = "prune_by_noise_rate", top: int = 5,
+                  author: str | None = None, progress: bool | None = None,
+                  **options) -> dict:
+    """Find missing and extra tags of ``version`` (:func:`find_tag_issues`: out-of-fold
+    sigmoid probabilities of a multi-label ``model`` per fold, ``folds`` folds, ``seed``;
+    ``options`` such as ``epochs``, ``batch_size``, ``lr`` go to the estimator; per-class
+    confident learning with ``filter_by``) and write them as a plan.
+
+    The plan (format ``smartset.clean-plan/1``, ``reports/clean/plan-RUN.json``, registered
+    as ``clean.plan.RUN``) holds one ``add_tag`` (a missing tag) or ``remove_tag`` (an extra
+    one) item per flagged cell, most confident first, each with its ``score`` (the model's
+    probability of the tag, or of its absence), reason and evidence (the tags it saw, the
+    probability, the class's thresholds). ``params.report`` says per class how many images
+    carry the tag, how many tags look missing or extra, the out-of-fold average precision
+    against the given tags (how far to trust the model on that class) and the ``top``
+    items. The flagged cells also go to the catalog (``tag_issues``) for the review app's
+    ``tags`` queue. Nothing changes until the plan is applied
+    (:func:`smartset.clean.apply_plan`). Returns the plan, with ``path`` added.
+    """
+    params = {"version": version, "task": "multilabel", "model": model, "folds": folds,
+              "size": size, "mode": mode, "fit": fit, "filter_by": filter_by,
+              "options": {k: v for k, v in options.items() if v is not None}}
+    run_id = ws.catalog.start_run(TAG_RUN, params, seed=seed)
+    with ws.catalog.failing_run(run_id):
+        found = find_tag_issues(ws, version, model=model, folds=folds, size=size, mode=mode,
+                                fit=fit, seed=seed, filter_by=filter_by, progress=progress,
+                                **options)
+        thresholds = found["thresholds"]
+        frame = ws.samples(version)
+        files = dict(zip(frame["id"], frame["relpath"]))  # a person knows the file
+        actions, rows = [], []
+        for number, issue in enumerate(found["issues"], start=1):
+            action_id = f"a{number:04d}"
+            reason = _reason(issue, thresholds)
+            t1, t0 = thresholds[issue["class"]]
+            actions.append({
+                "id": action_id, "action": "add_tag" if issue["kind"] == "missing"
+                else "remove_tag", "sample_id": issue["sample_id"], "value": issue["class"],
+                "detector": "confident", "score": round(float(issue["score"]), 4),
+                "reason": reason,
+                "evidence": {"kind": issue["kind"], "tags": list(issue["tags"]),
+                             "probability": round(issue["probability"], 4),
+                             "threshold_present": round(t1, 4),
+                             "threshold_absent": round(t0, 4),
+                             "file": files.get(issue["sample_id"], issue["path"])}})
+            rows.append((run_id, issue["sample_id"], issue["class"], issue["kind"],
+                         float(issue["score"]), issue["probability"],
+                         json.dumps(list(issue["tags"])), action_id, reason))
+        per_class = {}
+        for c in found["classes"]:
+            mine = [a for a in actions if a["value"] == c]
+            per_class[c] = {**found["per_class"][c],
+                            "threshold_present": round(thresholds[c][0], 4),
+                            "threshold_absent": round(thresholds[c][1], 4),
+                            "top": [{"id": a["id"], "action": a["action"],
+                                     "sample_id": a["sample_id"], "file": a["evidence"]["file"],
+                                     "score": a["score"]} for a in mine[:top]]}
+        params.update(n_samples=found["n"], classes=found["classes"],
+                      oof_map=found["oof_map"], author=author,
+                      report={"classes": per_class,
+                              "missing": sum(a["action"] == "add_tag" for a in actions),
+                              "extra": sum(a["action"] == "remove_tag" for a in actions)})
+        plan = {"format": PLAN_FORMAT, "run_id": run_id, "created_at": now(), "version": version,
+                "params": params, "trust": None, "actions": actions}
+        path = ws.reports_dir / "clean" / f"plan-{run_id}.json"
+        write_text(path, json.dumps(plan, indent=1, ensure_ascii=False))
+        with ws.catalog.write() as con:
+            write_tag_issues(con, rows)
+            register_plan(con, f"clean.plan.{run_id}", path.relative_to(ws.path).as_posix(),
+                          {"run_id": run_id, "version": version, "actions": len(actions),
+                           "task": "multilabel"}, now())
+    ws.catalog.finish_run(run_id, {"missing": params["report"]["missing"],
+                                   "extra": params["report"]["extra"],
+                                   "n_samples": found["n"], "oof_map": found["oof_map"],
+                                   "path": str(path)})
+    plan["path"] = str(path)
+    return plan

@@ -1,6 +1,6 @@
 """The cleaning plan: proposed actions with detector, score, reason and evidence, written
-as JSON; applying it (all, or a reviewed subset) appends label events and marks, and can
-freeze a new version. Nothing is deleted, every action can be undone.
+as JSON; applying it (all, or a reviewed subset) appends label events, marks and (for
+multi-label plans' ``add_tag`` / ``remove_tag``) tag events, and can freeze a new version. Nothing is deleted, every action can be undone.
 
 The plan's contract (format, action kinds, error, reading and checking a file) is
 :mod:`smartset.clean.plan_file`.
@@ -20,7 +20,8 @@ from smartset._atomic import write_text
 from smartset.catalog import now
 from smartset.clean._validation import CleanInputError, InSampleWarning
 from smartset.clean.store import register_plan, write_issues
-from smartset.clean.plan_file import ACTIONS, PLAN_FORMAT, PlanError, check_plan, load_plan
+from smartset.clean.plan_file import (ACTIONS, PLAN_FORMAT, TAG_ACTIONS, PlanError,
+                                      check_plan, load_plan)
 from smartset.clean.trust import assess_trust, estimated_by_class, view_evidence
 from smartset.errors import EmptyDataError
 
@@ -675,13 +676,15 @@ def _json_default(value):
 def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
                version: str | None = None, author: str | None = None,
                origin: str = "clean") -> dict:
-    """Apply a plan (or the actions ``only`` names) through label events and marks, and,
-    with ``version``, freeze the result as a new version (the plan's version, or the live
+    """Apply a plan (or the actions ``only`` names) through label events, marks and tag
+    events (``add_tag`` / ``remove_tag``: one tag event per sample, holding its tags with
+    every chosen change; see :func:`smartset.tags.edit_tags`), and, with ``version``, freeze the result as a new version (the plan's version, or the live
     catalog, minus excluded samples); the old version stays.
 
     A relabel whose sample no longer carries the label the plan saw is skipped as
-    ``stale``; one already carrying the new label as ``already``. Returns ``run_id``,
-    ``applied`` (action id -> label event and mark ids), ``skipped`` (id -> why) and
+    ``stale``; one already carrying the new label as ``already``, as is a tag to add the sample has or one to remove it
+    lacks. Returns ``run_id``, ``applied`` (action id -> label event, mark and tag event ids),
+    ``skipped`` (id -> why) and
     ``version``; :func:`undo_apply` reverts a whole application.
     """
     if isinstance(plan_or_path, (str, Path)):
@@ -707,6 +710,10 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
     with ws.catalog.failing_run(run_id):
         live = ws.samples(include_excluded=True)
         current = dict(zip(live["id"], live["label"]))
+        tags_now = None  # read once, when the plan has tag actions
+        tag_changes: dict[str, tuple[set, set]] = {}
+        tag_items: dict[str, list[str]] = {}
+        tag_reasons: dict[str, list[str]] = {}
         for action_id in chosen:
             action = by_id[action_id]
             kind, sid, value = action["action"], action.get("sample_id"), action.get("value")
@@ -715,6 +722,19 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
                 skipped[action_id] = "sample not available"
                 continue
             events, marks = [], []
+            if kind in TAG_ACTIONS:
+                if tags_now is None:
+                    from smartset.tags import read_tags
+
+                    tags_now = read_tags(ws)
+                if (value in tags_now.get(sid, ())) == (kind == "add_tag"):
+                    skipped[action_id] = "already"
+                    continue
+                add, remove = tag_changes.setdefault(sid, (set(), set()))
+                (add if kind == "add_tag" else remove).add(value)
+                tag_items.setdefault(sid, []).append(action_id)
+                tag_reasons.setdefault(sid, []).append(reason)
+                continue
             if kind == "relabel":
                 seen = (action.get("evidence") or {}).get("label")
                 if current[sid] == value:
@@ -743,6 +763,21 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
                     continue
                 marks = ws.mark(sid, kind, value, author=author, reason=reason, origin=origin)
             applied[action_id] = {"label_events": list(events), "marks": list(marks)}
+        if tag_changes:
+            from smartset.tags import edit_tags
+
+            written = edit_tags(ws, tag_changes, author=author, origin=origin,
+                                reason={s: "; ".join(r) for s, r in tag_reasons.items()})
+            why_not = {"multi_label mark": "a reviewer's multi_label mark decides its tags: "
+                                           "change the mark in review",
+                       "no tags left": "it would leave the image no tag: exclude it instead"}
+            for sid, items in tag_items.items():
+                for action_id in items:
+                    if isinstance(written[sid], int):
+                        applied[action_id] = {"label_events": [], "marks": [],
+                                              "tag_events": [written[sid]]}
+                    else:
+                        skipped[action_id] = why_not.get(written[sid], written[sid])
         info = None
         if version is not None:
             base = ws.samples(plan.get("version")) if plan.get("version") else None
@@ -761,8 +796,9 @@ def apply_plan(ws, plan_or_path, *, only: Iterable[str] | None = None,
 
 
 def undo_apply(ws, run_id: int, *, author: str | None = None) -> dict:
-    """Revert every label event and mark that apply run ``run_id`` appended, newest first.
-    A version it made stays (versions are immutable); returns the reverting event ids."""
+    """Revert every label event, mark and tag event that apply run ``run_id`` appended,
+    newest first. A version it made stays (versions are immutable); returns the reverting
+    event ids."""
     run = ws.catalog.run(run_id)
     if run is None or run["command"] != "clean apply" or not run["metrics"]:
         raise PlanError(f"Run {run_id} is not a finished 'clean apply' run. See 'smartset runs'.")
@@ -770,6 +806,11 @@ def undo_apply(ws, run_id: int, *, author: str | None = None) -> dict:
     label_events = sorted((e for a in applied.values() for e in a["label_events"]), reverse=True)
     marks = sorted((m for a in applied.values() for m in a["marks"]), reverse=True)
     reason = f"undo clean apply run {run_id}"
+    tag_events = {t for a in applied.values() for t in a.get("tag_events", [])}
     reverted = {"label_events": [ws.undo(e, author=author, reason=reason) for e in label_events],
                 "marks": [ws.undo_mark(m, author=author, reason=reason) for m in marks]}
+    if tag_events:
+        from smartset.tags import undo_tags
+
+        reverted["tag_events"] = undo_tags(ws, tag_events, author=author, reason=reason)
     return reverted

@@ -8,9 +8,17 @@ Plan format ``smartset.clean-plan/1``::
     {"format": "smartset.clean-plan/1", "run_id": int, "created_at": str,
      "version": str | null, "params": {...}, "trust": {...} (smartset.clean.trust),
      "actions": [{"id": "a0001", "action": "relabel" | "exclude" | "multi_label" |
-                  "merge_classes" | "duplicate_of", "sample_id": str | null,
-                  "value": new label | [classes] | other sample id | {"from": a, "into": b},
+                  "merge_classes" | "duplicate_of" | "add_tag" | "remove_tag",
+                  "sample_id": str | null,
+                  "value": new label | [classes] | other sample id | {"from": a, "into": b}
+                           | a tag (class name),
                   "detector": str, "score": float, "reason": str, "evidence": {...}}]}
+
+``add_tag`` / ``remove_tag`` (multi-label data, ``smartset clean --multi-label``): give the
+sample tag ``value`` it lacks, or take away one it has; ``score`` (0-1) is how sure the
+model is (its out-of-fold probability of the tag, or of its absence), ``evidence`` holds
+the tags the plan saw and the class's thresholds. They are applied as tag events
+(:mod:`smartset.tags`), undone like the label actions.
 """
 
 from __future__ import annotations
@@ -21,11 +29,14 @@ from pathlib import Path
 from smartset.clean.store import plan_names, plan_path
 from smartset.errors import SmartsetError
 
-__all__ = ["PLAN_FORMAT", "ACTIONS", "PlanError", "load_plan", "check_plan", "plan_names",
+__all__ = ["PLAN_FORMAT", "ACTIONS", "TAG_ACTIONS", "PlanError", "load_plan", "check_plan", "plan_names",
            "read_plan", "describe_action"]
 
 PLAN_FORMAT = "smartset.clean-plan/1"
-ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of")
+ACTIONS = ("relabel", "exclude", "multi_label", "merge_classes", "duplicate_of", "add_tag",
+           "remove_tag")
+#: the actions that change a sample's multi-label tags (tag events, not labels or marks)
+TAG_ACTIONS = ("add_tag", "remove_tag")
 
 
 class PlanError(SmartsetError, ValueError):
@@ -68,9 +79,28 @@ def check_plan(plan, where: str) -> None:
         if action.get("action") not in ACTIONS:
             raise PlanError(f"Action {action.get('id')!r} in {where} has unknown kind "
                             f"{action.get('action')!r}; kinds: {', '.join(ACTIONS)}.")
+        if action["action"] in TAG_ACTIONS:
+            _check_tag_action(action, where)
         if action.get("id") in seen:
             raise PlanError(f"Action id {action.get('id')!r} appears twice in {where}.")
         seen.add(action.get("id"))
+
+
+def _check_tag_action(action: dict, where: str) -> None:
+    """An ``add_tag`` / ``remove_tag`` item names one sample, one tag and how sure it is."""
+    problem = None
+    if not isinstance(action.get("sample_id"), str) or not action["sample_id"]:
+        problem = "needs the 'sample_id' of the image"
+    elif not isinstance(action.get("value"), str) or not action["value"].strip():
+        problem = "needs the tag (a class name) as its 'value'"
+    elif (isinstance(action.get("score"), bool)
+          or not isinstance(action.get("score"), (int, float))
+          or not 0 <= action["score"] <= 1):
+        problem = "needs a 'score' between 0 and 1 (how sure the model is)"
+    if problem:
+        raise PlanError(f"Action {action.get('id')!r} ({action['action']}) in {where} {problem}"
+                        f"; got {str({k: action.get(k) for k in ('sample_id', 'value', 'score')})[:120]}."
+                        f" Make the plan anew with 'smartset clean --multi-label'.")
 
 
 def read_plan(ws, name: str) -> dict:
@@ -93,7 +123,9 @@ def describe_action(action: dict) -> str:
             "exclude": "exclude",
             "multi_label": f"mark multi-label {value}",
             "duplicate_of": f"mark duplicate of {value}",
-            "merge_classes": f"merge classes {value}"}[kind]
+            "merge_classes": f"merge classes {value}",
+            "add_tag": f"add tag {value!r}",
+            "remove_tag": f"remove tag {value!r}"}[kind]
     why = ", ".join(str(p) for p in (action.get("detector"),
                                       None if action.get("score") is None
                                       else f"score {float(action['score']):.2f}",

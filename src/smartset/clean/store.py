@@ -1,6 +1,8 @@
 """What the cleaning stage stores, and its typed readers: the ``label_issues`` rows of each
-``smartset clean`` run (one per labeled sample, most suspicious first) and the registry of
-plan files (catalog ``artifacts`` of kind ``clean_plan``). Other stages (review, learn's
+``smartset clean`` run (one per labeled sample, most suspicious first), the ``tag_issues``
+rows of each ``smartset clean --multi-label`` run (one per flagged cell: a sample and a
+class whose tag is missing or extra) and the registry of plan files (catalog ``artifacts``
+of kind ``clean_plan``). Other stages (review, learn's
 reports) read these through the functions here, never by SQL of their own.
 """
 
@@ -11,7 +13,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = ["ISSUE_COLUMNS", "write_issues", "newest_clean_run", "label_issues",
-           "register_plan", "plan_names", "plan_path", "PLAN_ARTIFACT"]
+           "register_plan", "plan_names", "plan_path", "PLAN_ARTIFACT", "TAG_ISSUE_COLUMNS",
+           "write_tag_issues", "newest_tag_run", "tag_issues", "TAG_RUN"]
 
 #: the columns of a ``label_issues`` row, in table order
 ISSUE_COLUMNS = ("run_id", "sample_id", "kind", "score", "label", "suggested", "detectors",
@@ -19,6 +22,56 @@ ISSUE_COLUMNS = ("run_id", "sample_id", "kind", "score", "label", "suggested", "
 #: the kind of the catalog's ``artifacts`` rows that register a plan under its name
 PLAN_ARTIFACT = "clean_plan"
 _CHUNK = 500
+#: the command of a ``smartset clean --multi-label`` run
+TAG_RUN = "clean tags"
+#: the columns of a ``tag_issues`` row: ``kind`` missing or extra, ``score`` how sure the
+#: model is (p of a missing tag, 1 - p of an extra one), ``tags`` the JSON list the run saw,
+#: ``action_id`` the plan item that proposes the fix
+TAG_ISSUE_COLUMNS = ("run_id", "sample_id", "class", "kind", "score", "probability", "tags",
+                     "action_id", "reason")
+
+
+def _ensure_tag_issues(con) -> None:
+    # the cleaning stage's own table, made on its first write (as the audit's property
+    # table): a workspace that never cleaned multi-label data does not carry it
+    con.execute("CREATE TABLE IF NOT EXISTS tag_issues (run_id INTEGER NOT NULL REFERENCES "
+                "runs(id), sample_id TEXT NOT NULL REFERENCES samples(id), class TEXT NOT "
+                "NULL, kind TEXT NOT NULL, score REAL NOT NULL, probability REAL NOT NULL, "
+                "tags TEXT NOT NULL, action_id TEXT, reason TEXT NOT NULL, PRIMARY KEY "
+                "(run_id, sample_id, class)) WITHOUT ROWID")
+
+
+def write_tag_issues(con, rows: Iterable[Sequence]) -> None:
+    """Inside a catalog write: store ``tag_issues`` rows (tuples in
+    :data:`TAG_ISSUE_COLUMNS` order, ``tags`` a JSON list)."""
+    _ensure_tag_issues(con)
+    con.executemany(f"INSERT OR REPLACE INTO tag_issues({', '.join(TAG_ISSUE_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(TAG_ISSUE_COLUMNS))})", rows)
+
+
+def _has_tag_issues(ws) -> bool:
+    return bool(ws.catalog.query("SELECT 1 FROM sqlite_master WHERE name = 'tag_issues'"))
+
+
+def newest_tag_run(ws) -> int | None:
+    """The run of the newest ``smartset clean --multi-label`` that stored its findings
+    (flagged cells or none), or None."""
+    return ws.catalog.newest_run_id(TAG_RUN, status="done")
+
+
+def tag_issues(ws, run: int | None = None) -> list[dict]:
+    """The flagged cells of ``smartset clean --multi-label`` run ``run`` (default: the
+    newest), most confident first: dicts of :data:`TAG_ISSUE_COLUMNS` with ``tags``
+    decoded to a list."""
+    run = newest_tag_run(ws) if run is None else run
+    if run is None or not _has_tag_issues(ws):
+        return []
+    rows = ws.catalog.query(f"SELECT {', '.join(TAG_ISSUE_COLUMNS)} FROM tag_issues WHERE "
+                            f"run_id = ? ORDER BY score DESC, sample_id, class", (run,))
+    out = [dict(r) for r in rows]
+    for row in out:
+        row["tags"] = json.loads(row["tags"])
+    return out
 
 
 def write_issues(con, rows: Iterable[Sequence]) -> None:

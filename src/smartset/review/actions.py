@@ -189,8 +189,8 @@ def decide_box(ws, action: str, annotation_id: str, *, queue: str,
 
 
 def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = (),
-                annotation_events: list[int] = (), queue: str | None,
-                author: str | None = None) -> dict:
+                annotation_events: list[int] = (), tag_events: list[int] = (),
+                queue: str | None, author: str | None = None) -> dict:
     """Revert events (newest first), each by an appended event. An event that is no longer
     the newest of its sample (or annotation) raises :class:`ConflictError`; what was
     reverted before it stays reverted, nothing after it is."""
@@ -199,6 +199,7 @@ def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = ()
     label_events = [_event_id(e, "label event") for e in label_events]
     mark_events = [_event_id(e, "mark event") for e in mark_events]
     annotation_events = [_event_id(e, "annotation event") for e in annotation_events]
+    tag_events = [_event_id(e, "tag event") for e in tag_events]
 
     reverted_labels = [ws.undo(event_id, author=author,
                                reason=_reason(queue, f"undo event {event_id}", None))
@@ -209,9 +210,17 @@ def undo_events(ws, *, label_events: list[int] = (), mark_events: list[int] = ()
     reverted_boxes = [undo_annotation(ws, event_id, author=author,
                                       reason=_reason(queue, f"undo box event {event_id}", None))
                       for event_id in sorted(annotation_events, reverse=True)]
-    total = len(reverted_labels) + len(reverted_marks) + len(reverted_boxes)
+    reverted_tags = []
+    if tag_events:
+        from smartset.tags import undo_tags
+
+        reverted_tags = undo_tags(ws, tag_events, author=author,
+                                  reason=_reason(queue, "undo tag events", None))
+    total = (len(reverted_labels) + len(reverted_marks) + len(reverted_boxes)
+             + len(reverted_tags))
     return {"label_events": reverted_labels, "mark_events": reverted_marks,
-            "annotation_events": reverted_boxes, "message": f"undone: {total} event(s)"}
+            "annotation_events": reverted_boxes, "tag_events": reverted_tags,
+            "message": f"undone: {total} event(s)"}
 
 
 def merge_classes(ws, sources: list[str], into: str, *, queue: str | None,

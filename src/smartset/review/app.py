@@ -23,10 +23,12 @@ session token, see :mod:`smartset.review._http`):
 ``GET  /api/annotations/{id}/mask``         an RLE mask as a transparent PNG (focus view)
 ``POST /api/boxes``                         relabel or delete a detection box (or mask),
                                             with the annotation event it is based on
-``POST /api/undo``                          revert decisions' events (labels, marks, boxes)
+``POST /api/undo``                          revert decisions' events (labels, marks, boxes,
+                                            tags)
 ``POST /api/classes/merge``                 ``{"sources": [...], "into": C}``
 ``POST /api/classes/rename``                ``{"old": A, "new": B}``
-``POST /api/plans/decide``                  accept or reject a cleaning-plan item
+``POST /api/plans/decide``                  accept or reject a cleaning-plan item (also
+                                            the suspicious tags': tag events)
 ``POST /api/export``                        freeze the reviewed state as a version
 ==========================================  ==================================================
 
@@ -133,6 +135,7 @@ class UndoRequest(_Body):
     label_events: list[EventId] = Field(default_factory=list, max_length=100_000)
     mark_events: list[EventId] = Field(default_factory=list, max_length=100_000)
     annotation_events: list[EventId] = Field(default_factory=list, max_length=100_000)
+    tag_events: list[EventId] = Field(default_factory=list, max_length=100_000)
     queue: QueueName
     plan: PlanRef | None = None
     author: Author | None = None
@@ -386,8 +389,9 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
     def queue_view(name: Annotated[str, Query(min_length=1, max_length=300)],
                    limit: Annotated[int, Query(ge=0, le=1000)] = 200):
         info, entries = queue(store.reader, name)
-        if info["kind"] == "plan":
-            decided = plans.plan_decisions(store.reader, name.partition(":")[2])
+        if info["kind"] == "plan":  # a plan's queue, or the suspicious tags (its plan's items)
+            decided = plans.plan_decisions(store.reader,
+                                           info.get("plan") or name.partition(":")[2])
             for entry in entries:
                 entry["decision"] = decided.get(entry["item"], {}).get("decision")
         first = [e["sample_id"] for e in entries[:limit] if e["sample_id"]]
@@ -479,13 +483,20 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
     def undo(request: UndoRequest):
         result = store.write(actions.undo_events, label_events=request.label_events,
                              mark_events=request.mark_events,
-                             annotation_events=request.annotation_events, queue=request.queue,
+                             annotation_events=request.annotation_events,
+                             tag_events=request.tag_events, queue=request.queue,
                              author=who(request.author))
         if request.plan is not None:
             store.write(plans.forget_decision, request.plan.name, request.plan.item)
         ids = _event_samples(store.reader, request.label_events, request.mark_events,
-                             request.annotation_events)
-        return {**result, "samples": sample_states(store.reader, ids[:1000]),
+                             request.annotation_events, request.tag_events)
+        extra = {}
+        if request.tag_events:  # the tags as they are again, for the suspicious-tags cards
+            from smartset.tags import read_tags
+
+            now_tags = read_tags(store.reader)
+            extra["tags"] = {i: sorted(now_tags.get(i, ())) for i in ids[:1000]}
+        return {**result, **extra, "samples": sample_states(store.reader, ids[:1000]),
                 "classes": classes_with_keys()}
 
     @app.post("/api/classes/merge")
@@ -504,7 +515,8 @@ def create_app(workspace: str | os.PathLike, *, token: str, author: str | None =
     def plan_decision(request: PlanDecisionRequest):
         result = store.write(plans.decide_item, request.plan, request.item, request.decision,
                              author=who(request.author), queue=request.queue)
-        ids = _event_samples(store.reader, result["label_events"], result["mark_events"])
+        ids = _event_samples(store.reader, result["label_events"], result["mark_events"],
+                             (), result.get("tag_events", ()))
         return {**result, "samples": sample_states(store.reader, ids[:1000]),
                 "classes": classes_with_keys()}
 
@@ -563,12 +575,14 @@ def _with_file(message: str, sample_id: str, relpath: str | None) -> str:
     return f"{message} (image {relpath})"
 
 
-def _event_samples(ws, label_events, mark_events, annotation_events=()) -> list[str]:
+def _event_samples(ws, label_events, mark_events, annotation_events=(),
+                   tag_events=()) -> list[str]:
     from smartset.events import ANNOTATIONS, LABELS, MARKS
+    from smartset.tags import TAGS
 
     ids: list[str] = []
     for log, events in ((LABELS, label_events), (MARKS, mark_events),
-                        (ANNOTATIONS, annotation_events)):
+                        (ANNOTATIONS, annotation_events), (TAGS, tag_events)):
         ids += log.samples_of(ws.catalog, events)
     return list(dict.fromkeys(ids))
 

@@ -24,7 +24,7 @@ KEYS: list[tuple[str, str]] = [
     ("/ (box selected)", "type a box category (a new one too), Enter to relabel the box"),
     ("Delete Backspace", "delete the selected box"),
     ("Esc", "deselect the box; back to the grid; cancel"),
-    ("y n", "cleaning plan queue: apply / reject the item"),
+    ("y n", "cleaning plan or suspicious tags queue: apply / reject the item"),
     ("/", "type a label (a new class too), Enter to assign"),
     ("?", "show these keys"),
 ]

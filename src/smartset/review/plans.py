@@ -2,14 +2,17 @@
 
 A plan is a JSON file (format ``smartset.clean-plan/1``) registered in the catalog's
 ``artifacts`` with kind ``clean_plan``; its ``actions`` each have an ``id``, an ``action``
-(``relabel``, ``exclude``, ``multi_label``, ``duplicate_of``, ``merge_classes``), a
-``sample_id``, a ``value`` and why (``detector``, ``score``, ``reason``).
+(``relabel``, ``exclude``, ``multi_label``, ``duplicate_of``, ``merge_classes``,
+``add_tag``, ``remove_tag``), a ``sample_id``, a ``value`` and why (``detector``, ``score``,
+``reason``).
 
 Accepting an item applies it with :func:`smartset.clean.apply_plan` (a relabel the sample
 no longer fits is a conflict), as events of origin ``review``. The plan's contract (format,
 action kinds, :class:`PlanError`, reading) is the cleaning stage's, in
 :mod:`smartset.clean.plan_file`: one contract, re-exported here. Rejecting an item of one sample
-appends an "accept the current label" event (a person looked and kept it). Every decision
+appends an "accept the current label" event (a person looked and kept it); rejecting an
+``add_tag`` / ``remove_tag`` item appends a tag event keeping the sample's tags as they are,
+its reason naming the item (who looked, when, and what they turned down). Every decision
 is also kept in ``reports/review/plans/NAME.json`` (written atomically, after the catalog
 transaction; a crash between the two leaves the item undecided, its events applied, and
 accepting it again changes nothing more).
@@ -24,8 +27,8 @@ from pathlib import Path
 
 from smartset._atomic import write_text
 from smartset.catalog import now
-from smartset.clean.plan_file import (ACTIONS, PLAN_FORMAT, PlanError, describe_action,
-                                      plan_names, read_plan)
+from smartset.clean.plan_file import (ACTIONS, PLAN_FORMAT, TAG_ACTIONS, PlanError,
+                                      describe_action, plan_names, read_plan)
 
 __all__ = ["PlanError", "plan_names", "load_plan", "plan_decisions", "describe_action",
            "decide_item", "forget_decision", "PLAN_FORMAT", "PLAN_ACTIONS"]
@@ -55,7 +58,7 @@ def _save_decisions(ws, name: str, decisions: dict) -> None:
         {"plan": name, "updated_at": now(), "decisions": decisions}, indent=1))
 
 
-def _apply(ws, plan: dict, action: dict, *, author) -> tuple[list[int], list[int]]:
+def _apply(ws, plan: dict, action: dict, *, author) -> tuple[list[int], list[int], list[int]]:
     """Apply one item with :func:`smartset.clean.apply_plan`. Its events carry the stage's
     reason (``detector: reason [item id]``); the decision file records the plan and the
     queue."""
@@ -73,12 +76,14 @@ def _apply(ws, plan: dict, action: dict, *, author) -> tuple[list[int], list[int
     if why and why != "already":
         raise PlanError(f"Item {action['id']} was not applied: {why}.")
     done = (result.get("applied") or {}).get(action["id"], {})
-    return list(done.get("label_events", [])), list(done.get("marks", []))
+    return (list(done.get("label_events", [])), list(done.get("marks", [])),
+            list(done.get("tag_events", [])))
 
 
 def decide_item(ws, name: str, item: str, decision: str, *, author: str, queue: str) -> dict:
     """Accept (apply) or reject item ``item`` of plan ``name``; returns ``label_events``,
-    ``mark_events`` and ``decision``. Run it on the workspace's writer."""
+    ``mark_events``, ``tag_events``, ``decision`` and (for a tag item) the sample's
+    ``tags`` after it. Run it on the workspace's writer."""
     from smartset.review.actions import decide
 
     if decision not in ("accept", "reject"):
@@ -96,8 +101,19 @@ def decide_item(ws, name: str, item: str, decision: str, *, author: str, queue: 
                             f"{done['author']} at {done['time'][:19]}; undo that first.",
                             sample_id=action.get("sample_id") or "", expected=None,
                             current={"item": item, **done})
+    tag_events: list[int] = []
     if decision == "accept":
-        label_events, mark_events = _apply(ws, plan, action, author=author)
+        label_events, mark_events, tag_events = _apply(ws, plan, action, author=author)
+    elif action.get("action") in TAG_ACTIONS:
+        from smartset.tags import edit_tags
+
+        sid = action["sample_id"]
+        written = edit_tags(ws, {}, keep=[sid], author=author, origin="review",
+                            reason=f"queue={queue}: rejected {describe_action(action)}")
+        if not isinstance(written[sid], int):
+            raise PlanError(f"Item {item} cannot be rejected as a tag event: "
+                            f"{written[sid]}.")
+        label_events, mark_events, tag_events = [], [], [written[sid]]
     elif action.get("sample_id"):
         result = decide(ws, "accept", action["sample_id"], queue=queue, author=author,
                         note=f"rejected {describe_action(action)}")
@@ -105,10 +121,18 @@ def decide_item(ws, name: str, item: str, decision: str, *, author: str, queue: 
     else:
         label_events, mark_events = [], []
     decisions[item] = {"decision": decision + "ed", "author": author, "time": now(),
-                       "label_events": label_events, "mark_events": mark_events}
+                       "label_events": label_events, "mark_events": mark_events,
+                       "tag_events": tag_events}
     _save_decisions(ws, name, decisions)
-    return {"decision": decision + "ed", "label_events": label_events,
-            "mark_events": mark_events, "item": item, "plan": name}
+    result = {"decision": decision + "ed", "label_events": label_events,
+              "mark_events": mark_events, "tag_events": tag_events, "item": item,
+              "plan": name}
+    if action.get("action") in TAG_ACTIONS:
+        from smartset.tags import read_tags
+
+        result["tags"] = {action["sample_id"]: sorted(
+            read_tags(ws).get(action["sample_id"], ()))}
+    return result
 
 
 def forget_decision(ws, name: str, item: str) -> None:

@@ -13,7 +13,10 @@ A queue is named by a string:
 - ``class:NAME``: every sample labeled ``NAME`` (the "annotate the class" pass);
 - ``unlabeled``: samples without a label;
 - ``unreviewed``: every sample nobody has reviewed yet;
-- ``plan:NAME``: the items of a cleaning plan registered as artifact ``NAME``.
+- ``plan:NAME``: the items of a cleaning plan registered as artifact ``NAME``;
+- ``tags``: suspicious tags, the cells the newest ``smartset clean --multi-label`` flagged
+  (a tag that looks missing or extra), most confident first: each an item of that run's
+  plan (accepted or rejected like a plan's items), with the sample's current tags.
 
 :func:`queue_entries` gives the entries of one queue (``sample_id``, ``reason``, ``score``,
 ``group``, ``item``, ``suggested``), :func:`list_queues` every queue with its progress. A
@@ -30,7 +33,7 @@ from smartset.errors import SmartsetError
 from smartset.events import REVIEW_ORIGIN, reviewed_samples
 
 __all__ = ["list_queues", "queue", "queue_entries", "reviewed_ids", "QueueNotFoundError",
-           "REVIEW_ORIGIN", "CLASS_ORIGIN", "DUPLICATE_KINDS"]
+           "REVIEW_ORIGIN", "CLASS_ORIGIN", "DUPLICATE_KINDS", "TAGS_QUEUE", "tags_plan"]
 
 # REVIEW_ORIGIN ("review"): origin of the label and mark events of per-sample review
 # decisions, spelled once in smartset.events
@@ -38,6 +41,9 @@ __all__ = ["list_queues", "queue", "queue_entries", "reviewed_ids", "QueueNotFou
 CLASS_ORIGIN = "review-class"
 DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
 
+TAGS_QUEUE = "tags"
+TAGS_HINT = ("No multi-label cleaning yet: run 'smartset clean WORKSPACE --multi-label' (it "
+             "finds tags that look missing or extra), then reload.")
 CLEAN_HINT = ("No label issues in the catalog yet: run 'smartset clean WORKSPACE' (it ranks "
               "suspicious labels from out-of-fold predictions), then reload.")
 AUDIT_HINT = "No audit findings yet: run 'smartset audit WORKSPACE', then reload."
@@ -157,6 +163,42 @@ def _unreviewed(snap: _Snapshot) -> list[dict]:
             for sid in snap.labels if sid not in snap.reviewed]
 
 
+def _tags(snap: _Snapshot) -> list[dict]:
+    """The flagged cells of the newest multi-label cleaning run, most confident first; each
+    is an item of that run's plan, shown with the sample's tags as they are now."""
+    from smartset.clean.store import tag_issues
+    from smartset.review.plans import describe_action
+
+    cells = tag_issues(snap.ws)
+    if not cells:
+        return []
+    from smartset.tags import read_tags
+
+    now_tags = read_tags(snap.ws)
+    entries = []
+    for cell in cells:
+        if not snap.ok(cell["sample_id"]):
+            continue
+        kind = "add_tag" if cell["kind"] == "missing" else "remove_tag"
+        action = {"id": cell["action_id"], "action": kind, "value": cell["class"],
+                  "detector": "confident", "score": cell["score"], "reason": cell["reason"]}
+        entries.append({"sample_id": cell["sample_id"], "score": cell["score"],
+                        "group": cell["kind"], "item": cell["action_id"],
+                        "reason": describe_action(action),
+                        "suggested": f"{'+' if kind == 'add_tag' else '−'} {cell['class']}",
+                        "tags": sorted(now_tags.get(cell["sample_id"], ()))})
+    return entries
+
+
+def tags_plan(ws) -> str | None:
+    """The name of the plan behind the ``tags`` queue (the newest multi-label cleaning
+    run's), or None."""
+    from smartset.clean.store import newest_tag_run
+
+    run = newest_tag_run(ws)
+    return None if run is None else f"clean.plan.{run}"
+
+
 def _plan(snap: _Snapshot, name: str) -> list[dict]:
     from smartset.review.plans import describe_action, load_plan
 
@@ -187,6 +229,8 @@ def queue_entries(ws, queue: str, *, _snapshot: _Snapshot | None = None) -> list
         return _unreviewed(snap)
     if queue == "unlabeled":
         return _class(snap, None)
+    if queue == TAGS_QUEUE:
+        return _tags(snap)
     kind, sep, name = queue.partition(":")
     if sep and kind == "audit" and name in _audit_kinds(snap):
         return _audit(snap, name)
@@ -205,7 +249,17 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
     kind, _, name = queue_id.partition(":")
     info = {"id": queue_id, "kind": kind if kind != "unlabeled" else "class",
             "total": len(entries), "reviewed": 0, "hint": None}
-    if kind == "plan":
+    if kind == TAGS_QUEUE:  # items of a plan: decided with y / n, as a plan's
+        from smartset.review.plans import plan_decisions
+
+        plan = tags_plan(snap.ws)
+        decided = plan_decisions(snap.ws, plan) if plan else {}
+        info.update(kind="plan", plan=plan, title="Suspicious tags",
+                    reviewed=sum(1 for e in entries if e["item"] in decided),
+                    hint=None if entries else (TAGS_HINT if plan is None else
+                                               "The newest multi-label cleaning flagged no "
+                                               "tag."))
+    elif kind == "plan":
         from smartset.review.plans import plan_decisions
 
         decided = plan_decisions(snap.ws, name)
@@ -262,7 +316,9 @@ def list_queues(ws, *, _snapshot: _Snapshot | None = None) -> list[dict]:
 
     snap = _snapshot or _Snapshot(ws)
     atypical = ["atypical"] if any(i["kind"] == "atypical" for i in snap.issues) else []
-    ids = ["suspicious", *atypical, "duplicates", *(f"audit:{k}" for k in _audit_kinds(snap))]
+    tags = [TAGS_QUEUE] if tags_plan(ws) is not None else []
+    ids = ["suspicious", *atypical, *tags, "duplicates",
+           *(f"audit:{k}" for k in _audit_kinds(snap))]
     queues = [_info(snap, q, queue_entries(ws, q, _snapshot=snap)) for q in ids]
     # classes and "not yet reviewed": counted in one pass, not listed
     totals: dict[str | None, list[int]] = {}

@@ -252,7 +252,10 @@ function cardBody(index, entry) {
   if (item && item.label != null) labelText = item.label;
   else if (item && boxes) labelText = `${item.boxes.count} ${item.boxes.count === 1 ? "box" : "boxes"}`;
   else if (item) labelText = S.boxCategories.length ? "no boxes" : "(unlabeled)";
-  parts.push(el("div", { class: "label", text: labelText, title: labelText }));
+  if (entry.tags) {  // the suspicious-tags queue: the image's tags as they are now (and a label)
+    labelText = `tags: ${entry.tags.join(", ") || "none"}` + (item && item.label != null ? ` · label ${item.label}` : "");
+  }
+  parts.push(el("div", { class: entry.tags ? "label tags" : "label", text: labelText, title: labelText }));
   if (boxes) {
     const cats = boxes.slice(boxes.indexOf(": ") + 2);
     parts.push(el("div", { class: "boxes-line", text: cats, title: boxes }));
@@ -544,13 +547,15 @@ function undoLast(started = performance.now()) {
   saveTabState();
   return enqueue(async () => {
     const body = { label_events: step.label_events, mark_events: step.mark_events,
-      annotation_events: step.annotation_events || [], queue: S.queue.id };
+      annotation_events: step.annotation_events || [], tag_events: step.tag_events || [],
+      queue: S.queue.id };
     if (step.plan) body.plan = step.plan;
     const who = author();
     if (who) body.author = who;
     try {
       const result = await api("POST", "/api/undo", body);
       for (const state of Object.values(result.samples)) applyState(state);
+      updateTags(result.tags);
       if (step.plan) {
         S.entries.forEach((e, i) => {
           if (e.item === step.plan.item) { e.decision = null; S.queue.reviewed -= 1; updateCard(i); }
@@ -569,6 +574,14 @@ function undoLast(started = performance.now()) {
   });
 }
 
+// The tags a decision left (sample id -> tags): every card of those samples shows them.
+function updateTags(tags) {
+  if (!tags) return;
+  S.entries.forEach((e, i) => {
+    if (e.tags && e.sample_id in tags) { e.tags = tags[e.sample_id]; updateCard(i); }
+  });
+}
+
 function planDecision(decision, started = performance.now()) {
   const entry = currentEntry();
   if (!entry || !entry.item || S.queue.kind !== "plan") {
@@ -578,8 +591,8 @@ function planDecision(decision, started = performance.now()) {
   const index = S.cursor;
   moveCursor(S.cursor + 1, false);
   return enqueue(async () => {
-    const body = { plan: S.queue.id.slice("plan:".length), item: entry.item, decision,
-      queue: S.queue.id };
+    const body = { plan: S.queue.plan || S.queue.id.slice("plan:".length), item: entry.item,
+      decision, queue: S.queue.id };
     const who = author();
     if (who) body.author = who;
     try {
@@ -587,10 +600,11 @@ function planDecision(decision, started = performance.now()) {
       for (const state of Object.values(result.samples)) applyState(state);
       if (!entry.decision) S.queue.reviewed += 1;
       entry.decision = result.decision;
+      updateTags(result.tags);
       updateCard(index);
       setClasses(result.classes);
       S.undo.push({ label_events: result.label_events, mark_events: result.mark_events,
-        plan: { name: body.plan, item: entry.item },
+        tag_events: result.tag_events || [], plan: { name: body.plan, item: entry.item },
         text: `${result.decision} ${entry.item}` + (entry.sample_id ? ` (${fileOf(entry.sample_id)})` : "") });
       saveTabState();
       renderProgress();
@@ -727,6 +741,13 @@ async function showFocus() {
   $("focus-caption").textContent =
     `${what} · ${data.relpath} · ${data.split} · ${data.width}×${data.height} · ${withFiles(entry.reason)}`;
   const parts = [];
+  if (entry.tags) {
+    parts.push(section("Tags", findingsTable([[[
+      { text: entry.tags.join(", ") || "none", cls: "kind" },
+      { text: `proposed ${entry.suggested}`, cls: "suggested" },
+      entry.score == null ? null : { text: `score ${Number(entry.score).toFixed(2)}`, cls: "num" },
+      entry.decision ? { text: entry.decision } : null], withFiles(entry.reason)]])));
+  }
   const model = data.model;
   if (model.available) {
     const rows = model.top.map((p) => {
