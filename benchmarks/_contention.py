@@ -10,7 +10,11 @@ Settings, each with its thread budget chosen on purpose and printed:
   consumer loop; each library inside the worker the way its docs show (smartset:
   ``AugmentedDataset(mode="batch")`` with its ``collate_fn`` and ``worker_init_fn``;
   albumentations: the pipeline in ``__getitem__`` on HWC ``uint8``; kornia: the
-  ``AugmentationSequential`` on the float32 batch in ``collate_fn``).
+  ``AugmentationSequential`` on the float32 batch in ``collate_fn``). Every loader: the
+  same shuffled order of the same images (seeded), the same batch size (``--batch``, at
+  most an eighth of the images so that 2 workers share the work), persistent workers of
+  1 torch and 1 OpenCV thread each; smartset and albumentations deliver ``uint8``, kornia
+  ``float32``; the consumer reads every batch as float32.
 
 Budgets: ``per-core`` gives every library 1 thread (``torch.set_num_threads(1)``,
 ``cv2.setNumThreads(1)``; in the DataLoader setting, 1 worker of 1 thread); ``per-machine``
@@ -107,6 +111,18 @@ class _Tensors(torch.utils.data.Dataset):
         return self.chw[index], 0
 
 
+def one_thread_worker(worker_id: int) -> None:
+    """Every library's DataLoader workers: 1 torch and 1 OpenCV thread (torch sets its
+    own count in workers, OpenCV keeps the parent's)."""
+    set_threads(1)
+
+
+def loader_batch(n: int, batch: int) -> int:
+    """The DataLoader batch: ``batch``, but small enough that 2 workers get 4 batches each
+    of ``n`` images (with one batch in all, one worker would do all the work)."""
+    return max(1, min(batch, n // 8))
+
+
 def _consume(loader) -> int:
     """The consumer loop: what a training step would read of each batch."""
     done = 0
@@ -117,17 +133,23 @@ def _consume(loader) -> int:
 
 
 def dataloader_runs(images: np.ndarray, *, workers: int, batch: int, policy, albu, kornia,
-                    seed: int = 0) -> dict:
-    """``name -> run()`` for the DataLoader setting (persistent workers, made here)."""
+                    seed: int = 0, shuffle: bool = True) -> dict:
+    """``name -> run()`` for the DataLoader setting (persistent workers, made here; the
+    sampler shuffles with ``seed``, as training does). Every library gets the same batch
+    size, workers and threads (1 torch and 1 OpenCV thread per worker); smartset and
+    albumentations deliver ``uint8`` batches, kornia ``float32`` (its native form); the
+    consumer converts to float32 either way."""
     from smartset.augment import AugmentedDataset
 
     chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-    common = {"batch_size": batch, "num_workers": workers, "persistent_workers": True,
-              "multiprocessing_context": "fork"}
+    common = {"batch_size": loader_batch(len(images), batch), "num_workers": workers,
+              "persistent_workers": True, "multiprocessing_context": "fork",
+              "shuffle": shuffle, "generator": torch.Generator().manual_seed(seed)}
     smart = AugmentedDataset(_Tensors(chw), policy, seed=seed, mode="batch")
     loaders = {"smartset": torch.utils.data.DataLoader(
         smart, collate_fn=smart.collate_fn, worker_init_fn=AugmentedDataset.worker_init_fn,
         **common)}
+    common["worker_init_fn"] = one_thread_worker  # the same threads for the peers
     if albu is not None:
         hwc = images[..., 0] if images.shape[-1] == 1 else images
         loaders["albumentations"] = torch.utils.data.DataLoader(
@@ -150,7 +172,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
     result = {}
     print(f"Settings (issue #23): {cores} cores; best of {repeat}, libraries interleaved; "
           f"'*' marks a row whose 1-minute load moved by more than {LOAD_MOVED}.")
-    print(f"{'setting':<11}| {'budget':<12}| {'data':<9}| {'threads':<24}| {'smartset':>9} | "
+    print(f"{'setting':<11}| {'budget':<12}| {'data':<9}| {'threads':<34}| {'smartset':>9} | "
           f"{'albument.':>9} | {'kornia':>9} | {'x best':>7} | load before>after")
     for setting in settings:
         for budget in ("per-core", "per-machine"):
@@ -162,7 +184,8 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                     before = load()
                     if setting == "dataloader":
                         runs = make_loader_runs(images, workers)
-                        plan = f"{workers} worker(s) x 1 thread"
+                        plan = (f"{workers} worker(s) x 1 thread, batch "
+                                f"{loader_batch(len(images), batch)}")
                     else:
                         runs = make_runs(images, budget)
                         plan = (f"all: {threads} torch/cv2" if budget == "per-machine"
@@ -176,7 +199,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                     moved = abs(after - before) > LOAD_MOVED
                     cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}"
                              for k in ("smartset", "albumentations", "kornia")]
-                    print(f"{setting:<11}| {budget:<12}| {name:<9}| {plan:<24}| "
+                    print(f"{setting:<11}| {budget:<12}| {name:<9}| {plan:<34}| "
                           + " | ".join(cells)
                           + (f" | {ratio:>6.2f}x" if ratio else f" | {'-':>7}")
                           + f" | {before:.1f}>{after:.1f}{' *' if moved else ''}")

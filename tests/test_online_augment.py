@@ -170,3 +170,18 @@ def test_row_generator_draws_look_uniform_and_independent():
     assert counts.min() > 1800 and counts.max() < 2200
     f32 = g.random(20000, dtype=np.float32)
     assert f32.dtype == np.float32 and f32.max() < 1
+
+
+def test_noise_words_of_a_shuffled_batch_are_each_rows_own():
+    """A sparse set of indices (a shuffled batch, a repeated index) reads, row by row, what a
+    fresh generator of the stream reads at that index."""
+    from smartset.augment._noise import stream_words
+
+    rng = np.random.default_rng(0)
+    indices = np.concatenate([rng.choice(100_000, 40, replace=False), [17, 17, 5]])
+    streams = np.where(np.arange(len(indices)) % 3 == 0, 123, 456)
+    got = stream_words(streams, indices, 5)
+    for row, (stream, index) in enumerate(zip(streams, indices)):
+        bits = np.random.PCG64(int(stream))
+        bits.advance(int(index) * 5)
+        assert np.array_equal(got[row], bits.random_raw(5)), row

@@ -75,11 +75,13 @@ def stream_words(streams: np.ndarray, indices: np.ndarray, words: int) -> np.nda
             bits = np.random.PCG64(int(stream))
             bits.advance(low * words)
             out[rows] = bits.random_raw((high - low + 1) * words).reshape(-1, words)[wanted - low]
-        else:
-            for row, index in zip(rows, wanted):
-                bits = np.random.PCG64(int(stream))
-                bits.advance(int(index) * words)
+        else:  # sparse (a shuffled batch): one generator walked up the sorted indices
+            bits, at = np.random.PCG64(int(stream)), 0
+            for row in rows[np.argsort(wanted, kind="stable")]:
+                start = int(indices[row]) * words
+                bits.advance((start - at) % (1 << 128))  # a repeated index steps back
                 out[row] = bits.random_raw(words)
+                at = start + words
     return out
 
 
