@@ -122,6 +122,7 @@ def test_the_plan_finds_the_planted_tags_and_says_so_per_class(cleaned):
         assert row["extra"] == sum(a["action"] == "remove_tag" for a in mine)
         assert [t["id"] for t in row["top"]] == [a["id"] for a in mine[:5]]
         assert row["tagged"] > 50 and 0.5 < row["ap"] <= 1
+        assert (name in report["weak"]) == (row["ap"] < 0.8)
     shown = _flat(cleaned["shown"])
     assert (f"{report['missing']} tag(s) look missing, {report['extra']} extra" in shown)
     assert "Per class" in shown and "smartset clean apply" in shown
@@ -219,7 +220,9 @@ def test_the_suspicious_tags_queue_accepts_rejects_and_undoes(cleaned, tmp_path)
     client = Client(create_app(ws.path, token=TOKEN, author="ana"))
     try:
         queues = {q["id"]: q for q in client.get("/api/queues").json()["queues"]}
-        assert queues["tags"]["title"] == "Suspicious tags"
+        assert queues["tags"]["title"].startswith("Suspicious tags")
+        weak = cleaned["plan"]["params"]["report"]["weak"]
+        assert all(f"'{c}'" in queues["tags"]["title"] for c in weak)
         assert queues["tags"]["total"] == len(cleaned["plan"]["actions"])
         view = client.get("/api/queue", params={"name": "tags"}).json()
         assert view["queue"]["kind"] == "plan"

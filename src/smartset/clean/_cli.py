@@ -319,6 +319,10 @@ def _tag_plan(workspace, version, *, as_json: bool, top: int, **options) -> None
             table.add_row(action["id"], ev["file"], ", ".join(ev["tags"]),
                           f"{sign} {action['value']}", f"{action['score']:.2f}")
         out.print(table)
+    for name, why in report.get("weak", {}).items():
+        err.print(f"WEAK: class '{name}': {why}; check its items by eye, do not apply them "
+                  f"wholesale (more epochs or images make the model surer).", style="bold yellow",
+                  markup=False)
     out.print(f"Score: the model's out-of-fold probability of the tag (+, missing) or of its "
               f"absence (-, extra). Written to {plan['path']}\n"
               f"Review it (smartset review, queue 'tags'), or apply it: smartset clean apply "

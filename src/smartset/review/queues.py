@@ -254,7 +254,7 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
 
         plan = tags_plan(snap.ws)
         decided = plan_decisions(snap.ws, plan) if plan else {}
-        info.update(kind="plan", plan=plan, title="Suspicious tags",
+        info.update(kind="plan", plan=plan, title="Suspicious tags" + _weak_tags(snap.ws, plan),
                     reviewed=sum(1 for e in entries if e["item"] in decided),
                     hint=None if entries else (TAGS_HINT if plan is None else
                                                "The newest multi-label cleaning flagged no "
@@ -282,6 +282,22 @@ def _info(snap: _Snapshot, queue_id: str, entries: list[dict]) -> dict:
             info["hint"] = (AUDIT_HINT if snap.audit_run is None
                             else "The newest audit found no duplicates.")
     return info
+
+
+def _weak_tags(ws, name: str | None) -> str:
+    """For the suspicious tags' header: the classes the multi-label plan calls weak, or ''."""
+    from smartset.review.plans import PlanError, load_plan
+
+    if name is None:
+        return ""
+    try:
+        weak = ((load_plan(ws, name).get("params") or {}).get("report") or {}).get("weak") or {}
+    except (PlanError, OSError, ValueError):
+        return ""
+    if not weak:
+        return ""
+    return (f" (WEAK for {', '.join(f'{c!r}: {why}' for c, why in weak.items())}: review its "
+            f"items, do not trust them)")
 
 
 def _trust_note(ws, name: str) -> str:
