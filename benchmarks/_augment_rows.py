@@ -56,7 +56,10 @@ def _albumentations(name: str, height: int, width: int):
 
     made = {
         "motion_blur": lambda: A.MotionBlur(blur_limit=(3, 7), p=1.0),
-        "lowres": lambda: A.Downscale(scale_range=(0.25, 0.5), p=1.0),
+        # the same interpolations as smartset's LowResolution (area down, bilinear up);
+        # Downscale's default is nearest both ways, less work and a different image
+        "lowres": lambda: A.Downscale(scale_range=(0.25, 0.5), p=1.0, interpolation_pair={
+            "downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}),
         "jpeg": lambda: A.ImageCompression(quality_range=(20, 80), p=1.0),
         "resized_crop": lambda: A.RandomResizedCrop(size=(height, width), p=1.0),
         "grid_distortion": lambda: A.GridDistortion(num_steps=5, distort_limit=0.3,

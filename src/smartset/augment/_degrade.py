@@ -66,10 +66,10 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
         return x.clone()
     lengths = np.broadcast_to(np.asarray(length, np.int64), (n,))
     angles = np.broadcast_to(np.asarray(angle, np.float64), (n,))
+    if _opencv_ready(x) and bool((lengths % 2 == 1).all()):
+        return _motion_blur_opencv(x, lengths, angles)
     taps = [motion_offsets(int(k), float(a)) for k, a in zip(lengths, angles)]
     r = int(max(np.abs(t).max() for t in taps))
-    if _opencv_ready(x) and int(lengths.max()) * 255 < 2**15:
-        return _motion_blur_opencv(x, taps, lengths)
     exact = not x.dtype.is_floating_point
     # integers are summed in float32 (exact below 2**24) or float64, which SIMD adds fast
     work = x.dtype if not exact else (torch.float32 if x.dtype in (torch.uint8, torch.int8,
@@ -105,28 +105,76 @@ def motion_blur(x: torch.Tensor, length, angle) -> torch.Tensor:
     return out
 
 
-def _motion_blur_opencv(x: torch.Tensor, taps: list, lengths: np.ndarray) -> torch.Tensor:
-    """8-bit images: each plane's exact integer sum over its line with OpenCV's
-    ``filter2D`` (a kernel counting the taps, 16-bit output, borders reflected as above),
-    then the rounded mean for the whole batch."""
+def _line_cells(lengths: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`motion_offsets` of a batch at once: ``dy``, ``dx`` (N x max length, the same
+    float64 rounding as one line at a time), taps past a sample's length zero."""
+    steps = np.arange(int(lengths.max()), dtype=np.float64)
+    t = steps[None, :] - (lengths[:, None] - 1) / 2
+    theta = np.deg2rad(angles)[:, None]
+    used = steps[None, :] < lengths[:, None]
+    dx = np.where(used, np.round(t * np.cos(theta)), 0).astype(np.int64)
+    dy = np.where(used, np.round(-t * np.sin(theta)), 0).astype(np.int64)
+    return dy, dx
+
+
+def _motion_blur_opencv(x: torch.Tensor, lengths: np.ndarray,
+                        angles: np.ndarray) -> torch.Tensor:
+    """8-bit CPU images, odd lengths: OpenCV's ``filter2D`` with the line's taps weighted
+    ``1 / length``, straight to 8 bits. It sums in float32 and rounds to nearest; with an odd
+    length the exact mean is never half-way between two levels (``2 s / k`` is whole only when
+    ``s / k`` is), and float32's error (< 1e-4 of a level) is far below the ``1 / (2 k)``
+    margin, so the result is the exact rounded mean of :func:`motion_blur`'s rule (tested
+    against it). Small images: the batch is padded once (reflected) and the samples sharing a
+    line are stacked into one tall image, one call per distinct line (36 for lengths 3-7);
+    larger ones: one call per plane, its border reflected by OpenCV, written in place."""
     import cv2
 
     n, channels, height, width = x.shape
-    kernels = []
-    for line in taps:
-        r = int(np.abs(line).max())
-        kernel = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
-        np.add.at(kernel, (line[:, 0] + r, line[:, 1] + r), 1.0)
-        kernels.extend([kernel] * channels)
-    planes = x.contiguous().view(n * channels, height, width)
-    sums = torch.empty(planes.shape, dtype=torch.int16)
-    _planes(lambda plane, kernel: cv2.filter2D(plane, cv2.CV_16S, kernel,
-                                               borderType=cv2.BORDER_REFLECT_101),
-            planes, sums, kernels)
-    k = torch.tensor(np.array(lengths, dtype=np.float32)).view(n, 1, 1, 1)
-    mean = sums.view(n, channels, height, width).to(torch.float32).add_(
-        torch.floor(k / 2)).div_(k).floor_()
-    return mean.clamp_(0, 255).to(torch.uint8)
+    dy, dx = _line_cells(lengths, angles)
+    r = int(max(np.abs(dy).max(), np.abs(dx).max()))
+    # a line's cells as sorted codes (unused taps -1): one group per distinct kernel
+    codes = np.where(np.arange(dy.shape[1]) < lengths[:, None],
+                     (dy + r) * (2 * r + 1) + (dx + r), -1)
+    keys, inverse = np.unique(np.column_stack([lengths, np.sort(codes, 1)]), axis=0,
+                              return_inverse=True)
+    inverse = inverse.reshape(-1)
+    groups = {}
+    for g, key in enumerate(keys):
+        cells = [divmod(int(c), 2 * r + 1) for c in key[1:] if c >= 0]
+        groups[(int(key[0]), tuple((a - r, b - r) for a, b in cells))] = \
+            np.flatnonzero(inverse == g).tolist()
+    kernels = {key: _line_kernel(*key) for key in groups}
+    out = torch.empty_like(x)
+    if height * width <= _SMALL_PLANE:
+        padded = x.index_select(2, _reflect_index(height, r, x.device)).index_select(
+            3, _reflect_index(width, r, x.device))
+        for key, rows in groups.items():
+            index = torch.as_tensor(rows)
+            part = padded.index_select(0, index) if len(rows) < n else padded.contiguous()
+            blurred = torch.from_numpy(cv2.filter2D(
+                part.numpy().reshape(-1, width + 2 * r), cv2.CV_8U, kernels[key],
+                borderType=cv2.BORDER_REFLECT_101)).view(part.shape)
+            inner = blurred[:, :, r:r + height, r:r + width]
+            if len(rows) == n:
+                return inner.contiguous()
+            out[index] = inner
+        return out
+    by_group = [kernels[key] for key in groups]
+    per_plane = [by_group[g] for g in np.repeat(inverse, channels).tolist()]
+    _planes(lambda plane, dst, kernel: cv2.filter2D(plane, cv2.CV_8U, kernel, dst=dst,
+                                                    borderType=cv2.BORDER_REFLECT_101),
+            x.contiguous().view(n * channels, height, width).numpy(),
+            out.view(n * channels, height, width).numpy(), per_plane)
+    return out
+
+
+def _line_kernel(length: int, cells: tuple) -> np.ndarray:
+    """The square float32 kernel weighting each of a line's ``cells`` ``1 / length``."""
+    r = max(max(abs(dy), abs(dx)) for dy, dx in cells)
+    kernel = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+    for dy, dx in cells:
+        kernel[dy + r, dx + r] += 1.0
+    return kernel / np.float32(length)
 
 
 # -- lower resolution --------------------------------------------------------------------
@@ -147,13 +195,14 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
         import cv2
 
         back = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
-        planes = x.contiguous().view(-1, height, width)
-        out = torch.empty_like(planes)
-        per_plane = np.repeat(sizes, x.shape[1], axis=0)
-        _planes(lambda plane, size: cv2.resize(
-            cv2.resize(plane, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA),
-            (width, height), interpolation=back), planes, out, per_plane)
-        return out.view_as(x)
+        out = torch.empty_like(x)
+        per_plane = np.repeat(sizes, x.shape[1], axis=0).tolist()
+        _planes(lambda plane, dst, size: cv2.resize(
+            cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_AREA),
+            (width, height), dst=dst, interpolation=back),
+            x.contiguous().view(-1, height, width).numpy(),
+            out.view(-1, height, width).numpy(), per_plane)
+        return out
     keys = sizes[:, 0] * (width + 1) + sizes[:, 1]
     y = _to_float(x)
     out = torch.empty_like(y)
@@ -250,23 +299,42 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
     return _from_levels(_levels(x) & mask.view(n, 1, 1, 1), x.dtype)
 
 
-def _planes(fn, x: torch.Tensor, out: torch.Tensor, args) -> None:
-    """``out[k] = fn(x[k], args[k])`` for the planes ``x`` (K x H x W, CPU, contiguous) with
-    OpenCV (SIMD on 8-bit images), spread over ``torch.get_num_threads()`` threads (OpenCV
-    releases the GIL); each plane alone, so a batch gives the bits of its samples."""
-    src, dst = x.numpy(), out.numpy()
+#: planes of at most this many pixels count as small: batched paths rather than a call each
+_SMALL_PLANE = 64 * 64
 
-    def one(k):
-        dst[k] = fn(src[k], args[k])
-    threads = max(1, min(torch.get_num_threads(), len(src) // 16))
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(len(src))))
-    else:
-        for k in range(len(src)):
-            one(k)
+def _planes(fn, src: np.ndarray, dst: np.ndarray, args) -> None:
+    """``fn(src[k], dst[k], args[k])`` for the planes ``src`` (K x ..., contiguous), ``fn``
+    writing plane ``k`` of the result into ``dst[k]`` (an OpenCV call with ``dst=``: no
+    temporary, no copy). The planes are split into one contiguous run per thread, over
+    ``torch.get_num_threads()`` threads (OpenCV releases the GIL); each plane alone, so a
+    batch gives the bits of its samples."""
+    count = len(src)
+
+    def run(start, stop):
+        for k in range(start, stop):
+            fn(src[k], dst[k], args[k])
+    threads = max(1, min(torch.get_num_threads(), count // 8))
+    if threads == 1:
+        run(0, count)
+        return
+    bounds = np.linspace(0, count, threads + 1).astype(int)
+    list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+
+
+_POOLS: dict = {}
+
+
+def _pool(threads: int):
+    """A thread pool of ``threads`` workers kept for this process (a fresh one after a fork:
+    a forked child inherits the pool object but not its threads)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), threads)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="smartset-planes")
+    return _POOLS[key]
 
 
 def _opencv_ready(x: torch.Tensor) -> bool:
@@ -278,17 +346,15 @@ def _lut(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     per-channel (N x C x 256) uint8 tables, one lookup per value."""
     n, channels, height, width = x.shape
     rows = n * channels if table.ndim == 3 else n
-    if _opencv_ready(x):  # OpenCV's LUT, a plane at a time
+    if _opencv_ready(x):  # OpenCV's LUT straight into the result: a sample (or plane) a call
         import cv2
 
-        per_plane = table.reshape(rows, 256)
-        if table.ndim != 3:
-            per_plane = per_plane.repeat_interleave(channels, 0)
-        planes = x.contiguous().view(n * channels, height, width)
-        out = torch.empty_like(planes)
-        tables = per_plane.contiguous().numpy()
-        _planes(lambda plane, lut: cv2.LUT(plane, lut), planes, out, tables)
-        return out.view_as(x)
+        tables = table.reshape(rows, 256).contiguous().numpy()
+        out = torch.empty_like(x)
+        shape = (rows, -1, width)  # a sample's planes as one tall plane, or each plane
+        _planes(lambda plane, dst, lut: cv2.LUT(plane, lut, dst=dst),
+                x.contiguous().view(shape).numpy(), out.view(shape).numpy(), tables)
+        return out
     flat = table.reshape(rows, 256)
     offsets = torch.arange(rows, device=x.device).view(-1, 1) * 256
     index = x.reshape(rows, -1).to(torch.int64) + offsets
@@ -346,11 +412,16 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     n, channels, height, width = x.shape
     if n == 0:
         return x.clone()
-    if _opencv_ready(x):
-        planes = x.contiguous().view(n * channels, height * width).numpy()
-        hist = torch.from_numpy(np.stack([np.bincount(plane, minlength=256)
-                                          for plane in planes]).astype(np.int64))
-    else:
+    if _opencv_ready(x) and height * width > _SMALL_PLANE and height * width < 2**24:
+        import cv2  # OpenCV's histogram of each plane (float32 counts: exact below 2**24)
+
+        planes = x.contiguous().view(n * channels, height, width).numpy()
+        counts = np.empty((n * channels, 256, 1), np.float32)
+        _planes(lambda plane, dst, _: cv2.calcHist([plane], [0], None, [256], [0, 256],
+                                                   hist=dst), planes, counts,
+                [None] * len(planes))
+        hist = torch.from_numpy(counts.reshape(-1, 256).astype(np.int64))
+    else:  # one bincount for the batch, each plane's levels offset into its own 256 bins
         levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
         offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
         hist = torch.bincount((levels + offsets).reshape(-1),

@@ -106,6 +106,7 @@ class Posterize(Transform):
     """Keep the top ``bits`` of each 8-bit level (a whole number or a range drawn per
     sample; PIL's ``posterize``, a RandAugment operation)."""
 
+    opencv_uint8 = True  # 8-bit CPU batches run whole: one masking pass, no temporaries
     name = "posterize"
     tags = frozenset({"intensity"})
     bounds = {"bits": Bound(1, 8, integer=True)}

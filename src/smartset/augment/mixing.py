@@ -108,8 +108,10 @@ class BatchMix:
         lam = float(params["lam"])
         if params["op"] == "none" or len(images) < 2:
             return images.clone(), targets
-        partner = images.roll(1, 0)
         mixed_targets = targets * lam + targets.roll(1, 0) * (1.0 - lam)
+        if params["op"] == "mixup" and images.dtype == torch.uint8 and images.device.type == "cpu":
+            return _blend_uint8(images, lam), mixed_targets
+        partner = images.roll(1, 0)
         if params["op"] == "cutmix":
             x1, y1, x2, y2 = params["box"]
             out = images.clone()
@@ -125,6 +127,34 @@ class BatchMix:
         """Draw one batch's parameters with ``seed`` and apply them."""
         return self.apply(images, labels, self.make_params(images.shape, seed),
                           num_classes=num_classes)
+
+
+def _blend_uint8(images: torch.Tensor, lam: float) -> torch.Tensor:
+    """MixUp of an 8-bit CPU batch with its partners (the batch rolled by one), straight to
+    8 bits: OpenCV's ``addWeighted`` (``lam * x + (1 - lam) * partner`` in float32, rounded
+    to nearest) over the batch as rows, the rows split into one run per thread. No float copy
+    of the batch, one pass over it; the same rule as the general path to within its float
+    rounding (at most one level, on values half-way between two levels)."""
+    import cv2
+
+    from smartset.augment._degrade import _pool
+
+    n = len(images)
+    src = images.contiguous().view(n, -1).numpy()
+    out = torch.empty_like(images)
+    dst = out.view(n, -1).numpy()
+    cv2.addWeighted(src[:1], lam, src[-1:], 1.0 - lam, 0.0, dst=dst[:1])
+
+    def run(start, stop):  # rows start..stop-1 with their partners start-1..stop-2
+        cv2.addWeighted(src[start:stop], lam, src[start - 1:stop - 1], 1.0 - lam, 0.0,
+                        dst=dst[start:stop])
+    threads = max(1, min(torch.get_num_threads(), (n - 1) // 8))
+    bounds = np.linspace(1, n, threads + 1).astype(int)
+    if threads == 1:
+        run(1, n)
+    else:
+        list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+    return out
 
 
 def resolve_mix(spec) -> BatchMix | None:
