@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from smartset._threads import capped_threads
+from smartset.augment import _opencv_warp as _opencv
 from smartset.augment._fields import (_apply_linear, field_coarse, field_lattice,
                                       field_layout, refine_field)
 from smartset.augment.errors import AugmentError
@@ -41,6 +42,10 @@ FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 _CHUNK_PIXELS = 1 << 18  # output pixels per resampling chunk: grids stay in cache
 _LATTICE_BLOCK = 64  # samples per lattice block (lattices are a quarter of the pixels or less)
+# uint8 CPU rows of a path whose images have at least this many output pixels go through
+# OpenCV, one image at a time (see _opencv_warp.py); smaller ones are cheaper as one
+# batched grid_sample (measured on 28 x 28 digits and 224 x 224 photos, one core)
+_OPENCV_MIN_PIXELS = {"resize": 0, "affine": 64 * 64, "mesh": 64 * 64}
 _PADDING = {"constant": "zeros", "nearest": "border", "reflect": "reflection", "wrap": "border"}
 
 
@@ -280,11 +285,41 @@ class FusedWarp:
                    & np.all(np.abs(b - np.round(b)) < 1e-9, axis=(1, 2)))
         same_size = self.size_out == self.size_src
         ident = integer & same_size & np.all(np.abs(b - np.eye(3)) < 1e-12, axis=(1, 2))
+        affine = ~integer & ~self.has_field & ~self.has_mesh
+        resize = affine & (self.crop_boxes()[:, 2] > 0)
         return {"identity": np.flatnonzero(ident),
                 "integer": np.flatnonzero(integer & ~ident),
-                "affine": np.flatnonzero(~integer & ~self.has_field & ~self.has_mesh),
+                "resize": np.flatnonzero(resize),
+                "affine": np.flatnonzero(affine & ~resize),
                 "field": np.flatnonzero(self.has_field),
                 "mesh": np.flatnonzero(self.has_mesh)}
+
+    def crop_boxes(self) -> np.ndarray:
+        """Per sample, the pixel box (left, top, width, height; integers) that the warp
+        resizes to the output canvas when its map is exactly that: an axis-aligned scale
+        sending the output's pixel edges to the box's (random resized crop, resize, a
+        crop); width 0 where it is anything else. Such a warp samples the box alone, its
+        edges replicated (as torchvision, albumentations and ``cv2.resize`` crop and
+        resize), rather than blending the outermost half pixel with what lies beyond."""
+        if "crop_boxes" in self._lattice:
+            return self._lattice["crop_boxes"]
+        b = self.affine
+        height, width = self.size_out
+        src_h, src_w = self.size_src
+        a, e = b[:, 0, 0], b[:, 1, 1]
+        left, top = b[:, 0, 2] - 0.5 * a + 0.5, b[:, 1, 2] - 0.5 * e + 0.5
+        w, h = a * width, e * height
+        values = np.stack([left, top, w, h], 1)
+        whole = np.round(values)
+        ok = (~self.has_field & ~self.has_mesh & (np.abs(b[:, 0, 1]) < 1e-12)
+              & (np.abs(b[:, 1, 0]) < 1e-12) & np.all(np.abs(b[:, 2, :2]) < 1e-12, axis=1)
+              & np.all(np.abs(values - whole) < 1e-6, axis=1) & (a > 0) & (e > 0)
+              & (whole[:, 2] >= 1) & (whole[:, 3] >= 1) & (whole[:, 0] >= 0)
+              & (whole[:, 1] >= 0) & (whole[:, 0] + whole[:, 2] <= src_w)
+              & (whole[:, 1] + whole[:, 3] <= src_h))
+        boxes = np.where(ok[:, None], whole, 0).astype(np.int64)
+        self._lattice["crop_boxes"] = boxes
+        return boxes
 
     def _output_lattice(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """The output lattice (x and y node positions): the fine lattice of the narrowest
@@ -596,9 +631,13 @@ class FusedWarp:
         per_chunk = max(threads, per_chunk // threads * threads)
         # lattices are small: made for blocks of several chunks, then upsampled per chunk
         per_block = per_chunk * max(1, _LATTICE_BLOCK // per_chunk)
-        for path in ("affine", "field", "mesh"):
+        opencv = _opencv.usable(x, mode=mode, keep_float=keep_float)
+        for path in ("resize", "affine", "field", "mesh"):
             rows_all = paths[path]
             if not len(rows_all):
+                continue
+            if opencv and height * width >= _OPENCV_MIN_PIXELS.get(path, 1 << 62):
+                self._opencv_rows(path, rows_all, x, out, fill, fill_value, threads)
                 continue
             block_start, lattice = -1, None
             for start in range(0, len(rows_all), per_chunk):
@@ -617,6 +656,8 @@ class FusedWarp:
                     grid = self._mesh_grid(rows.array, x.device)
                 else:
                     grid = self._affine_grid(rows.array, x.device)
+                    if path == "resize":
+                        grid = self._clamp_to_boxes(grid, rows.array)
                 sampled = _grid_sample(rows.take(x).to(work), grid.to(work), mode=mode,
                                        fill=fill, fill_value=float(fill_value))
                 if keep_float or x.dtype.is_floating_point:
@@ -626,6 +667,37 @@ class FusedWarp:
                 else:
                     rows.put(out, _cast(sampled, x.dtype))
         return out
+
+    def _opencv_rows(self, path: str, rows: np.ndarray, x: torch.Tensor, out: torch.Tensor,
+                     fill: str, fill_value, threads: int) -> None:
+        """``uint8`` CPU rows of ``path`` through OpenCV (see :mod:`._opencv_warp`)."""
+        if path == "resize":
+            _opencv.resize_rows(x, out, rows, self.crop_boxes()[rows], threads)
+        elif path == "affine":
+            _opencv.matrix_rows(x, out, rows, self.affine[rows], fill, fill_value, threads)
+        else:
+            height, width = self.size_out
+
+            def points(part):  # source pixels of the output pixels: x and y apart, each
+                # n x 1 x W or n x H x 1 while the map stays separable, else n x H x W
+                xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
+                ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
+                n = len(part)
+                return self._backward(part, xs.expand(n, 1, width), ys.expand(n, height, 1),
+                                      x.device)
+            _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads)
+
+    def _clamp_to_boxes(self, grid: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """A crop's sampling grid (normalised, n x H x W x 2) held inside its pixel box."""
+        src_h, src_w = self.size_src
+        boxes = self.crop_boxes()[rows].astype(np.float64)
+        low = np.stack([boxes[:, 0] * (2.0 / src_w) + (1.0 / src_w - 1),
+                        boxes[:, 1] * (2.0 / src_h) + (1.0 / src_h - 1)], 1)
+        high = np.stack([(boxes[:, 0] + boxes[:, 2] - 1) * (2.0 / src_w) + (1.0 / src_w - 1),
+                         (boxes[:, 1] + boxes[:, 3] - 1) * (2.0 / src_h) + (1.0 / src_h - 1)], 1)
+        low = torch.from_numpy(low.astype(np.float32)).to(grid.device).view(-1, 1, 1, 2)
+        high = torch.from_numpy(high.astype(np.float32)).to(grid.device).view(-1, 1, 1, 2)
+        return torch.maximum(torch.minimum(grid, high), low)
 
     def _gather(self, x: torch.Tensor, rows: np.ndarray, fill: str, fill_value) -> torch.Tensor:
         """Exact resampling for maps sending integer pixels to integer pixels."""

@@ -73,9 +73,12 @@ class OpticalMesh:
         cy = _per_row(self.cy, x).view(n, 1, 1)
         xn = (x - cx) / width
         yn = (y - cy) / height
+        # on the pixel grid xn is a row and yn a column: the full-size work is one sum of
+        # squares, the factor in place and two fused multiply-adds
         r2 = xn * xn + yn * yn
-        factor = 1 + k * r2 + k * (r2 * r2)
-        return cx + xn * factor * width, cy + yn * factor * height
+        factor = torch.addcmul(r2, r2, r2).mul_(k).add_(1.0)  # 1 + k r^2 + k r^4
+        return (torch.addcmul(cx, xn * width, factor),
+                torch.addcmul(cy, yn * height, factor))
 
 
 @register_transform(aliases=("random_resized_crop", "rrc"))

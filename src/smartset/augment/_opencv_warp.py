@@ -1,0 +1,244 @@
+"""OpenCV kernels for the fused warp of ``uint8`` CPU batches, one image at a time.
+
+Why by hand: ``grid_sample`` works in float, so a ``uint8`` batch pays for a float copy of
+its pixels, a float sampling grid of every output pixel (8 bytes a pixel) and a rounding
+pass, about 0.8 ms per 224 x 224 photo on one core. OpenCV samples ``uint8`` directly with
+fixed-point weights and builds what it needs in cache-sized blocks:
+
+- a crop resized (a map that is an axis-aligned scale of a pixel box inside the source:
+  random resized crop, resize) is ``cv2.resize`` of the box's view, each channel plane
+  written straight into the output (no layout change, no sampling grid);
+- other affine and projective maps are ``cv2.warpAffine`` / ``cv2.warpPerspective`` with
+  the backward matrix (``WARP_INVERSE_MAP``);
+- maps given per pixel (grid and optical distortion) are converted to OpenCV's fixed-point
+  maps (``cv2.convertMaps`` to ``CV_16SC2``: 1/32 pixel, about twice as fast to sample as
+  float maps) and sampled with ``cv2.remap``.
+
+The conventions are the fused warp's: pixel centres at integer coordinates (OpenCV's
+own), bilinear weights, the Keras fill modes as OpenCV borders (``constant``,
+``nearest`` = replicate, ``reflect`` = half-sample symmetric, ``wrap``). OpenCV rounds
+coordinates to 1/32 pixel and weights to 11 or 15 bits, so a pixel may differ from the
+float path by a level or two (``tests/test_augment_warps.py`` bounds it); every image is
+computed alone, so a batch gives what its samples give one at a time, bit for bit.
+
+Images are spread over a small thread pool (OpenCV releases the GIL) when more than one
+thread is allowed; OpenCV's own pool is held at one thread meanwhile, so the two never
+oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+__all__ = ["usable", "resize_rows", "matrix_rows", "remap_rows"]
+
+_MAX_CHANNELS = 4  # OpenCV's warps take up to 4 interleaved channels
+
+
+def _cv2():
+    import cv2
+
+    return cv2
+
+
+def usable(x: torch.Tensor, *, mode: str, keep_float: bool) -> bool:
+    """Whether the OpenCV kernels apply: ``uint8`` on the CPU, bilinear, ``uint8`` out."""
+    return (x.dtype == torch.uint8 and x.device.type == "cpu" and mode == "bilinear"
+            and not keep_float and x.shape[1] >= 1)
+
+
+def _border(fill: str, fill_value: float):
+    cv2 = _cv2()
+    mode = {"constant": cv2.BORDER_CONSTANT, "nearest": cv2.BORDER_REPLICATE,
+            "reflect": cv2.BORDER_REFLECT, "wrap": cv2.BORDER_WRAP}[fill]
+    value = float(np.clip(np.floor(float(fill_value) + 0.5), 0, 255))  # rounded half up
+    return mode, (value, value, value, value)
+
+
+# -- one image, channels-first in and out --------------------------------------------------
+def _interleaved(image: np.ndarray) -> np.ndarray:
+    """C x H x W planes as one H x W x C array (a view for one channel)."""
+    if image.shape[0] == 1:
+        return image[0]
+    return _cv2().merge(list(image))
+
+
+def _write_planes(result: np.ndarray, out: np.ndarray) -> None:
+    """An H x W x C (or H x W) result into the C x H x W output planes."""
+    if out.shape[0] == 1:
+        if result.ndim == 2:
+            out[0] = result
+        else:
+            out[0] = result[..., 0]
+        return
+    _cv2().split(result, list(out))
+
+
+def _per_group(image: np.ndarray, out: np.ndarray, kernel: Callable) -> None:
+    """``kernel(src, dst)`` over groups of at most 4 channels (one group usually)."""
+    channels = image.shape[0]
+    if channels == 1:
+        kernel(image[0], out[0])
+        return
+    for start in range(0, channels, _MAX_CHANNELS):
+        part = image[start:start + _MAX_CHANNELS]
+        if len(part) == 1:
+            kernel(part[0], out[start])
+            continue
+        src = _interleaved(part)
+        dst = np.empty((out.shape[1], out.shape[2], len(part)), np.uint8)
+        kernel(src, dst)
+        _write_planes(dst, out[start:start + len(part)])
+
+
+# -- the loop over images ---------------------------------------------------------------------
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="smartset-warp")
+        return _POOLS[threads]
+
+
+@contextlib.contextmanager
+def _opencv_single_thread():
+    cv2 = _cv2()
+    before = cv2.getNumThreads()
+    if before != 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            cv2.setNumThreads(before)
+
+
+def _each(count: int, work: Callable[[int], None], threads: int, pixels: int) -> None:
+    """``work(k)`` for k in range(count): in this thread, or spread over ``threads``
+    threads (contiguous runs of images) when the batch is worth it."""
+    with _opencv_single_thread():
+        if threads <= 1 or count < 2 * threads or count * pixels < 1 << 16:
+            for k in range(count):
+                work(k)
+            return
+        bounds = np.linspace(0, count, threads + 1).round().astype(int)
+
+        def run(lo_hi):
+            for k in range(*lo_hi):
+                work(k)
+        list(_pool(threads).map(run, zip(bounds[:-1], bounds[1:])))
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.numpy() if x.is_contiguous() else x.contiguous().numpy()
+
+
+# -- the kernels ---------------------------------------------------------------------------------
+def resize_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray, boxes: np.ndarray,
+                threads: int = 1) -> None:
+    """``out[rows[k]]`` = the pixel box ``boxes[k]`` (left, top, width, height) of
+    ``x[rows[k]]`` resized bilinearly to the output size (``cv2.resize``: edges of the box
+    replicated, as torchvision and albumentations crop and resize)."""
+    cv2 = _cv2()
+    src, dst = _numpy(x), out.numpy()
+    height, width = out.shape[2:]
+    channels = x.shape[1]
+
+    def work(k):
+        i = int(rows[k])
+        left, top, w, h = (int(v) for v in boxes[k])
+        view = src[i, :, top:top + h, left:left + w]
+        for c in range(channels):  # plane by plane: no change of layout either way
+            cv2.resize(view[c], (width, height), dst=dst[i, c], interpolation=cv2.INTER_LINEAR)
+    _each(len(rows), work, threads, height * width * channels)
+
+
+def matrix_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray, backward: np.ndarray,
+                fill: str, fill_value: float, threads: int = 1) -> None:
+    """``out[rows[k]]`` = ``x[rows[k]]`` sampled at ``backward[k]`` (3 x 3, output pixel to
+    source pixel; projective where its last row is not ``0 0 1``)."""
+    cv2 = _cv2()
+    src, dst = _numpy(x), out.numpy()
+    height, width = out.shape[2:]
+    border, value = _border(fill, fill_value)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+
+    def work(k):
+        i = int(rows[k])
+        m = backward[k]
+        if np.any(m[2, :2] != 0):
+            def kernel(s, d, m=m):
+                cv2.warpPerspective(s, m, (width, height), dst=d, flags=flags,
+                                    borderMode=border, borderValue=value)
+        else:
+            affine = np.ascontiguousarray(m[:2])
+
+            def kernel(s, d, affine=affine):
+                cv2.warpAffine(s, affine, (width, height), dst=d, flags=flags,
+                               borderMode=border, borderValue=value)
+        _per_group(src[i], dst[i], kernel)
+    _each(len(rows), work, threads, height * width * x.shape[1])
+
+
+def _fixed_separable(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's fixed-point maps (``CV_16SC2`` + ``CV_16UC1``, 1/32 pixel) of the separable
+    map ``(px[j], py[i])``, built by broadcasting the two axes: the same values as
+    ``cv2.convertMaps`` of the full float maps (round half to even, saturated)."""
+    ix = np.rint(px.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
+    iy = np.rint(py.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
+    fixed = np.empty((len(iy), len(ix), 2), np.int16)
+    fixed[..., 0] = np.clip(ix >> 5, -32768, 32767).astype(np.int16)[None, :]
+    fixed[..., 1] = np.clip(iy >> 5, -32768, 32767).astype(np.int16)[:, None]
+    fraction = ((iy & 31).astype(np.uint16)[:, None] * np.uint16(32)
+                + (ix & 31).astype(np.uint16)[None, :])
+    return fixed, fraction
+
+
+def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
+               points: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], fill: str,
+               fill_value: float, threads: int = 1, block_pixels: int = 1 << 18) -> None:
+    """``out[rows[k]]`` = ``x[rows[k]]`` sampled at ``points(rows_block)``: the source x
+    and y of every output pixel as float32 tensors, each ``n x H x W``, or ``n x 1 x W``
+    and ``n x H x 1`` when the map is separable (grid distortion), then the fixed-point
+    maps are built from the two axes directly. Full maps are computed for blocks of about
+    ``block_pixels`` output pixels (their float temporaries stay in cache) and converted
+    per image with ``cv2.convertMaps``."""
+    cv2 = _cv2()
+    src, dst = _numpy(x), out.numpy()
+    height, width = out.shape[2:]
+    border, value = _border(fill, fill_value)
+
+    def sample(i, fixed, fraction):
+        def kernel(s, d):
+            cv2.remap(s, fixed, fraction, cv2.INTER_LINEAR, dst=d, borderMode=border,
+                      borderValue=value)
+        _per_group(src[i], dst[i], kernel)
+
+    # the first row tells whether the map is separable: it is, or not, for every row
+    probe_x, probe_y = points(rows[:1])
+    separable = probe_x.shape[1] == 1 and probe_y.shape[2] == 1
+    block = len(rows) if separable else max(1, block_pixels // (height * width))
+    for start in range(0, len(rows), block):
+        part = rows[start:start + block]
+        map_x, map_y = (_numpy(m) for m in points(part))
+        if separable:
+            def work(k, part=part, map_x=map_x, map_y=map_y):
+                sample(int(part[k]), *_fixed_separable(map_x[k, 0], map_y[k, :, 0]))
+        else:
+            map_x = np.broadcast_to(map_x, (len(part), height, width))
+            map_y = np.broadcast_to(map_y, (len(part), height, width))
+
+            def work(k, part=part, map_x=map_x, map_y=map_y):
+                fixed, fraction = cv2.convertMaps(np.ascontiguousarray(map_x[k]),
+                                                  np.ascontiguousarray(map_y[k]), cv2.CV_16SC2)
+                sample(int(part[k]), fixed, fraction)
+        _each(len(part), work, threads, height * width * x.shape[1])

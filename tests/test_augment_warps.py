@@ -1,0 +1,122 @@
+"""The OpenCV kernels of uint8 warps (_opencv_warp.py) against the float path: the same
+geometry within OpenCV's fixed-point rounding, a batch equal to its samples on every
+path, the same bits with a thread pool, and crops that read their box alone."""
+
+import numpy as np
+import pytest
+import torch
+
+import smartset.augment as aug
+from smartset.augment import _geometry as geo
+from smartset.augment import _opencv_warp
+
+cv2 = pytest.importorskip("cv2")
+
+SIZE = (72, 80)  # above the OpenCV threshold of every path
+
+
+def _photos(n=6, size=SIZE, channels=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    height, width = size
+    ys = torch.linspace(0, 1, height).view(1, 1, height, 1)
+    xs = torch.linspace(0, 1, width).view(1, 1, 1, width)
+    phase = torch.rand((n, channels, 1, 1), generator=g) * 6
+    smooth = 0.5 + 0.4 * torch.sin(7 * xs + phase) * torch.cos(5 * ys + phase)
+    return (smooth * 255).round().to(torch.uint8)
+
+
+TRANSFORMS = {
+    "resized_crop": lambda: aug.RandomResizedCrop((64, 70)),
+    "grid_distortion": lambda: aug.GridDistortion(5, distort_limit=0.3),
+    "optical_distortion": lambda: aug.OpticalDistortion(0.3, shift_limit=0.05),
+    "rotation": lambda: aug.Rotation(25),
+    "perspective": lambda: aug.Perspective(0.2),
+    "fused": lambda: aug.Compose([aug.Rotation(10), aug.GridDistortion(),
+                                  aug.OpticalDistortion(0.2)]),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_uint8_through_opencv_matches_the_float_path(name, channels):
+    x = _photos(channels=channels)
+    t = TRANSFORMS[name]()
+    fast = aug.augment(x, t, seed=3)
+    slow = aug.augment(x.float(), t, seed=3)
+    assert fast.output.dtype == torch.uint8
+    diff = (fast.output.int() - slow.output.round().int()).abs()
+    # OpenCV rounds coordinates to 1/32 pixel (up to 1/64 pixel off: a few levels where
+    # the image is steep) and weights to 11-15 bits
+    assert int(diff.max()) <= 4, name
+    assert float(diff.float().mean()) < 0.2, name
+    assert float((diff > 1).float().mean()) < 0.01, name
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_a_batch_gives_what_its_samples_give(name):
+    x = _photos(n=5)
+    t = TRANSFORMS[name]()
+    if hasattr(t, "p") and name != "resized_crop":
+        t.p = 0.6  # samples of one batch on different paths
+    result = aug.augment(x, t, seed=11)
+    for i in range(len(x)):
+        assert torch.equal(aug.replay(x[i], result.records[i]), result.output[i]), (name, i)
+
+
+@pytest.mark.parametrize("fill", ["constant", "nearest", "reflect", "wrap"])
+def test_fill_modes_match_the_float_path(fill):
+    x = _photos(n=3)
+    t = aug.Compose([aug.Rotation(40, fill=fill, fill_value=90), aug.Translation(0.3, fill=fill,
+                                                                                 fill_value=90)])
+    fast = aug.augment(x, t, seed=2).output.int()
+    slow = aug.augment(x.float(), t, seed=2).output.round().int()
+    assert int((fast - slow).abs().max()) <= 3
+    assert float((fast - slow).abs().float().mean()) < 0.3
+
+
+def test_a_crop_reads_its_box_alone():
+    """An upscaled crop touching the border replicates its edge, as torchvision and
+    albumentations crop and resize, instead of blending in the fill value."""
+    flat = torch.full((4, 3, 30, 40), 200, dtype=torch.uint8)
+    t = aug.RandomResizedCrop((60, 60), scale=(0.05, 0.2))
+    assert torch.equal(t(flat, seed=0), torch.full((4, 3, 60, 60), 200, dtype=torch.uint8))
+    assert torch.allclose(t(flat.float(), seed=0), torch.full((4, 3, 60, 60), 200.0))
+    # an interior crop: the float path samples the box, OpenCV's resize of its view agrees
+    x = _photos(n=4, size=(30, 40))
+    fast = t(x, seed=4).int()
+    slow = t(x.float(), seed=4).round().int()
+    assert int((fast - slow).abs().max()) <= 1
+
+
+def test_thread_pool_gives_the_same_bits(monkeypatch):
+    x = _photos(n=12)
+    t = aug.Compose([aug.Rotation(20), aug.OpticalDistortion(0.3)])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = aug.augment(x, t, seed=9).output
+        monkeypatch.setenv("SMARTSET_THREADS", "2")
+        torch.set_num_threads(2)
+        pooled = aug.augment(x, t, seed=9).output
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single, pooled)
+
+
+def test_separable_fixed_maps_equal_convertmaps():
+    rng = np.random.default_rng(0)
+    px = np.sort(rng.uniform(-3, 83, 80)).astype(np.float32)
+    py = np.sort(rng.uniform(-3, 75, 72)).astype(np.float32)
+    px[:3] = [0.015625, 2.5 / 32, 1.5 / 32]  # halves of 1/32 round to even, as OpenCV
+    fixed, fraction = _opencv_warp._fixed_separable(px, py)
+    full_x = np.ascontiguousarray(np.broadcast_to(px[None, :], (72, 80)))
+    full_y = np.ascontiguousarray(np.broadcast_to(py[:, None], (72, 80)))
+    want_fixed, want_fraction = cv2.convertMaps(full_x, full_y, cv2.CV_16SC2)
+    assert np.array_equal(fixed, want_fixed) and np.array_equal(fraction, want_fraction)
+
+
+def test_small_images_keep_the_batched_path():
+    warp = geo.FusedWarp([aug.Rotation(10).geo_step(
+        aug.Rotation(10).make_params((2, 1, 28, 28), 0), (28, 28))])
+    assert 28 * 28 < geo._OPENCV_MIN_PIXELS["affine"]
+    assert len(warp._paths()["affine"]) == 2
