@@ -109,39 +109,65 @@ _ALIGN_SHIFT = 2
 _VECTOR_SIDE = 16
 
 
-def _align_one(thumb: np.ndarray, side: int) -> np.ndarray:
-    import cv2
-
-    image = thumb.astype(np.float32)
-    if thumb.dtype == np.uint8:  # the median of 256 levels, from their counts
-        counts = np.cumsum(np.bincount(thumb.reshape(-1), minlength=256))
-        background = float(np.searchsorted(counts, (thumb.size + 1) // 2))
+def _alignments(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For gray thumbnails ``n x h x w``: each one's background (the median level), the
+    2 x 3 affine matrix that moves its centre of mass to the centre and turns its
+    principal axis upright (moments, in float64, of each pixel's distance from the
+    background; the identity for a flat image) and whether it moves (not flat). All
+    images at once: no per-image
+    moments, histograms or medians in Python."""
+    n, height, width = thumbs.shape
+    flat = thumbs.reshape(n, -1)
+    if thumbs.dtype == np.uint8:  # the median level: the (size+1)//2-th smallest
+        middle = (flat.shape[1] + 1) // 2 - 1
+        background = np.partition(flat, middle, axis=1)[:, middle].astype(np.float64)
     else:
-        background = float(np.median(image))
-    weight = np.abs(image - background)
-    moments = cv2.moments(weight)
-    height, width = image.shape
-    if moments["m00"] > 1e-6:
-        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-        axis = 0.5 * np.degrees(np.arctan2(2 * moments["mu11"],
-                                           moments["mu20"] - moments["mu02"]))
-        tilt = axis - 90.0 if axis > 0 else axis + 90.0  # from the vertical, in (-90, 90]
-        matrix = cv2.getRotationMatrix2D((cx, cy), tilt, 1.0)
-        matrix[0, 2] += width / 2.0 - cx
-        matrix[1, 2] += height / 2.0 - cy
-        image = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=background)
-    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+        background = np.median(flat.astype(np.float32), axis=1).astype(np.float64)
+    weight = np.abs(thumbs.astype(np.float64) - background[:, None, None])
+    x, y = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    columns, rows = weight.sum(axis=1), weight.sum(axis=2)  # n x w, n x h
+    m00 = columns.sum(axis=1)
+    ok = m00 > 1e-6
+    safe = np.where(ok, m00, 1.0)
+    cx, cy = columns @ x / safe, rows @ y / safe
+    mu20 = columns @ (x * x) / safe - cx * cx
+    mu02 = rows @ (y * y) / safe - cy * cy
+    mu11 = (weight @ x) @ y / safe - cx * cy
+    axis = 0.5 * np.degrees(np.arctan2(2 * mu11, mu20 - mu02))
+    tilt = np.where(axis > 0, axis - 90.0, axis + 90.0)  # from the vertical, in (-90, 90]
+    angle = np.radians(tilt)
+    alpha, beta = np.cos(angle), np.sin(angle)  # cv2.getRotationMatrix2D, scale 1
+    matrices = np.zeros((n, 2, 3))
+    matrices[:, 0, 0], matrices[:, 0, 1] = alpha, beta
+    matrices[:, 1, 0], matrices[:, 1, 1] = -beta, alpha
+    matrices[:, 0, 2] = (1 - alpha) * cx - beta * cy + width / 2.0 - cx
+    matrices[:, 1, 2] = beta * cx + (1 - alpha) * cy + height / 2.0 - cy
+    matrices[~ok] = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    return background, matrices, ok
 
 
 def aligned_thumbs(thumbs: np.ndarray, side: int = _ALIGN_SIDE) -> np.ndarray:
     """Each gray thumbnail centred on its centre of mass and turned so that its principal
     axis is upright (moments of each pixel's distance from the median, the background),
     resized to ``side``: float32 ``n x side x side``. A shifted or rotated copy of an image
-    comes out nearly the same as the image."""
+    comes out nearly the same as the image. The geometry of a chunk is computed at once
+    (:func:`_alignments`); each image is then one warp and one resize."""
+    import cv2
+
     out = np.empty((len(thumbs), side, side), dtype=np.float32)
-    for i, thumb in enumerate(thumbs):
-        out[i] = _align_one(np.asarray(thumb), side)
+    for start in range(0, len(thumbs), 1024):
+        chunk = np.asarray(thumbs[start:start + 1024])
+        if chunk.ndim != 3:
+            raise ValueError(f"thumbnails must be n x h x w gray images, got shape {chunk.shape}")
+        background, matrices, moved = _alignments(chunk)
+        height, width = chunk.shape[1:]
+        for i, thumb in enumerate(chunk):
+            image = thumb.astype(np.float32)
+            if moved[i]:
+                image = cv2.warpAffine(image, matrices[i], (width, height),
+                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                       borderValue=float(background[i]))
+            out[start + i] = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
     return out
 
 
