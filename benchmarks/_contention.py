@@ -21,7 +21,10 @@ Budgets: ``per-core`` gives every library 1 thread (``torch.set_num_threads(1)``
 gives every library every core its docs allow (torch and OpenCV threads = cores, smartset
 its own choice from the free cores as shipped; in the DataLoader setting, one worker per
 core, 1 thread each). The load average is read before and after each setting and budget;
-a 1-minute load that moved by more than 1.0 marks the row (``*``).
+a 1-minute load that moved by more than 1.0 marks the row (``*``). Under each row a second
+line gives images per CPU-second (user + system of this process and its children, the
+DataLoader workers included, fewest over the rounds): on a loaded machine wall time
+stretches with the load, the CPU a library needs per image much less.
 
 Why a module of its own: the process that competes must be started and stopped around
 each setting whatever happens inside it (a ``finally``), and training (goal 6) uses it too.
@@ -132,6 +135,37 @@ def _consume(loader) -> int:
     return done
 
 
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live children (the DataLoader
+    workers), read with psutil; NaN without it."""
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:  # a worker that just ended
+            pass
+    return total
+
+
+def with_cpu(runs: dict, spent: dict) -> dict:
+    """Wrap ``name -> run()`` so that ``spent[name]`` keeps the fewest CPU seconds (process
+    tree) of a run: a machine's load stretches wall time more than the CPU a run needs."""
+    def wrap(name, run):
+        def timed():
+            before = tree_cpu_seconds()
+            out = run()
+            spent[name] = min(spent.get(name, float("inf")), tree_cpu_seconds() - before)
+            return out
+        return timed
+    return {name: wrap(name, run) for name, run in runs.items()}
+
+
 def dataloader_runs(images: np.ndarray, *, workers: int, batch: int, policy, albu, kornia,
                     seed: int = 0, shuffle: bool = True) -> dict:
     """``name -> run()`` for the DataLoader setting (persistent workers, made here; the
@@ -190,9 +224,11 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                         runs = make_runs(images, budget)
                         plan = (f"all: {threads} torch/cv2" if budget == "per-machine"
                                 else "all: 1 torch/cv2")
-                    measured = interleaved(repeat, runs)
+                    spent: dict[str, float] = {}
+                    measured = interleaved(repeat, with_cpu(runs, spent))
                     after = load()
                     rate = {k: len(images) / v for k, v in measured.items()}
+                    per_cpu = {k: len(images) / v for k, v in spent.items() if v > 0}
                     peers = {k: v for k, v in rate.items() if k != "smartset"}
                     best = max(peers.values()) if peers else None
                     ratio = rate["smartset"] / best if best else None
@@ -203,9 +239,20 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                           + " | ".join(cells)
                           + (f" | {ratio:>6.2f}x" if ratio else f" | {'-':>7}")
                           + f" | {before:.1f}>{after:.1f}{' *' if moved else ''}")
+                    cpu_ratio = None
+                    if per_cpu.get("smartset") and len(per_cpu) > 1:
+                        cpu_ratio = per_cpu["smartset"] / max(v for k, v in per_cpu.items()
+                                                              if k != "smartset")
+                        print(f"{'':<11}| {'':<12}| {'':<9}| {'img per CPU-second':<34}| "
+                              + " | ".join(f"{per_cpu[k]:>9.0f}" if k in per_cpu
+                                           else f"{'-':>9}"
+                                           for k in ("smartset", "albumentations", "kornia"))
+                              + f" | {cpu_ratio:>6.2f}x |")
                     result[f"{setting}_{budget}_{name}"] = {
                         **{k: round(v, 1) for k, v in rate.items()},
                         "ratio_vs_best_peer": round(ratio, 3) if ratio else None,
+                        "img_per_cpu_s": {k: round(v, 1) for k, v in per_cpu.items()},
+                        "cpu_ratio_vs_best_peer": round(cpu_ratio, 3) if cpu_ratio else None,
                         "threads": plan, "load_before": before, "load_after": after,
                         "load_moved": moved}
                     del runs
