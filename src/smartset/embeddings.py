@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smartset._memory import reuse_freed_blocks
 from smartset._progress import progress_bar
 from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
 from smartset.engine import Batch, batches_of, get_engine
@@ -171,7 +172,8 @@ def embed_images(images, *, backbone: str = DEFAULT_BACKBONE, batch_size: int = 
     network, spec = _network(spec.name, device)
     n = len(images)
     out = np.zeros((n, spec.feature_dim or network.num_features), dtype=np.float32)
-    with progress_bar(n, f"embedding with {spec.name}", enabled=progress) as advance:
+    with progress_bar(n, f"embedding with {spec.name}", enabled=progress) as advance, \
+            reuse_freed_blocks():
         for first in range(0, n, batch_size):
             block = np.stack([_resize(np.asarray(images[i]), spec.size)
                               for i in range(first, min(n, first + batch_size))])
@@ -201,7 +203,8 @@ def embed_batch(batch: Batch, *, backbone: str = DEFAULT_BACKBONE, device: str =
             errors.append(error.reason)
     embeddings: list = [None] * len(batch["path"])
     if decoded:
-        vectors = _forward(network, spec, np.stack(decoded), device)
+        with reuse_freed_blocks():  # one batch's activations, reused op after op
+            vectors = _forward(network, spec, np.stack(decoded), device)
         for row, vector in zip(rows, vectors):
             embeddings[row] = vector
     return {"embedding": embeddings, "error": errors}
@@ -217,7 +220,8 @@ def embed_paths(paths, *, backbone: str = DEFAULT_BACKBONE, engine=None,
     runner = get_engine(engine if engine is not None else "serial")
     device = _default_device() if runner.name == "serial" else "cpu"
     vectors, errors = None, []
-    with progress_bar(len(paths), f"embedding with {spec.name}", enabled=progress) as advance:
+    with progress_bar(len(paths), f"embedding with {spec.name}", enabled=progress) as advance, \
+            reuse_freed_blocks():  # activations reused batch after batch (in this process)
         results = runner.map_batches(embed_batch, batches_of({"path": paths}, batch_size),
                                      fn_kwargs={"backbone": spec.name, "device": device})
         row = 0

@@ -104,6 +104,48 @@ def window_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> n
     return out
 
 
+_ALL_WINDOWS = WINDOWS + [(_SHIFT, 0.0, 0.0)]  # the windows, then the centred shift window
+_POSITION_CHUNK = 48  # distinct pairs per chunk: at most 96 images' windows, 36 MB
+
+
+def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thumbs
+                                ) -> np.ndarray:
+    """:func:`window_pair_scores` of pairs of positions, with less work: each unordered
+    pair is scored once (the score is symmetric, and kNN candidates come in both
+    directions), pairs sorted so that a chunk shares images, each image of a chunk read
+    and cut into windows once, and every window of the chunk correlated with every
+    reference of the chunk in one matrix product."""
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    out = np.empty(len(first), dtype=np.float32)
+    if not len(first):
+        return out
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    base = int(high.max()) + 1
+    keys, back = np.unique(low * base + high, return_inverse=True)
+    low, high = keys // base, keys % base
+    values = np.empty(len(keys), dtype=np.float32)
+    shift_column = len(WINDOWS)
+    for start in range(0, len(keys), _POSITION_CHUNK):
+        a, b = low[start:start + _POSITION_CHUNK], high[start:start + _POSITION_CHUNK]
+        rows, at = np.unique(np.r_[a, b], return_inverse=True)
+        crops = crop_vectors(read_thumbs(rows), _ALL_WINDOWS)      # U x (W+1) x 576
+        u = len(rows)
+        references = np.concatenate([crops[:, 0], crops[:, shift_column]])  # 2U x 576
+        # every window of every image against both references of every image
+        table = (crops[:, :shift_column].reshape(-1, crops.shape[2]) @ references.T
+                 ).reshape(u, shift_column, 2 * u)
+        at_a, at_b = at[:len(a)], at[len(a):]
+
+        def one_direction(x, y):  # as _one_direction: x's windows against y's references
+            return np.maximum(table[x, :, y][:, _REFERENCE_OF == 0].max(axis=1),
+                              table[x, :, u + y][:, _REFERENCE_OF == 1].max(axis=1))
+
+        values[start:start + len(a)] = np.maximum(one_direction(at_a, at_b),
+                                                  one_direction(at_b, at_a))
+    out[:] = values[back.reshape(-1)]
+    return out
+
+
 _ALIGN_SIDE = 32
 _ALIGN_SHIFT = 2
 _VECTOR_SIDE = 16
@@ -224,13 +266,11 @@ def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray],
 
     def score(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+        if mode == "windows":  # chunks of its own, each pair once
+            return _window_scores_of_positions(first, second, read_thumbs)
         out = np.empty(len(first), dtype=np.float32)
         for start in range(0, len(first), chunk):
             stop = min(start + chunk, len(first))
-            if mode == "windows":
-                out[start:stop] = window_pair_scores(read_thumbs(first[start:stop]),
-                                                     read_thumbs(second[start:stop]))
-                continue
             # each image of the chunk read and aligned once, however many pairs it is in
             rows, at = np.unique(np.r_[first[start:stop], second[start:stop]],
                                  return_inverse=True)

@@ -1,0 +1,61 @@
+"""The photo audit's faster paths give the results of the plain ones: window verification
+of pairs of positions (each unordered pair once, windows made once per image of a chunk)
+equals :func:`window_pair_scores` pair by pair, and the network under
+:func:`reuse_freed_blocks` gives the same vectors and leaves the allocator as it was."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from smartset import _memory
+from smartset.audit.near_copies import (_window_scores_of_positions, pair_scorer,
+                                        window_pair_scores)
+
+
+def _thumbs(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (24, 48, 48)).astype(np.float32)
+    base = np.stack([cv2.GaussianBlur(b, (7, 7), 2.0) for b in base])
+    copies = np.stack([cv2.resize(b[2:46, 1:45], (48, 48), interpolation=cv2.INTER_AREA)
+                       for b in base[:8]])  # off-centre crops, resized back
+    return np.clip(np.concatenate([base, copies]), 0, 255).astype(np.uint8)
+
+
+def test_scores_of_positions_equal_the_pairwise_scores():
+    thumbs = _thumbs()
+    rng = np.random.default_rng(1)
+    n = len(thumbs)
+    first = np.r_[rng.integers(0, n, 150), np.arange(8), np.arange(24, 32), 5]
+    second = np.r_[rng.integers(0, n, 150), np.arange(24, 32), np.arange(8), 5]
+    reads = []
+
+    def read(rows):
+        reads.append(len(rows))
+        return thumbs[np.asarray(rows)]
+
+    expected = window_pair_scores(thumbs[first], thumbs[second])
+    found = _window_scores_of_positions(first, second, read)
+    np.testing.assert_allclose(found, expected, atol=1e-5)
+    assert found[150:166].min() > 0.98  # the copies verify, both ways round
+    assert sum(reads) < 2 * len(first)  # images shared between pairs are read once a chunk
+    scorer = pair_scorer("windows", read)
+    np.testing.assert_allclose(scorer(first, second), expected, atol=1e-5)
+    assert len(_window_scores_of_positions(np.zeros(0, int), np.zeros(0, int), read)) == 0
+
+
+def test_reuse_freed_blocks_nests_and_restores(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_memory, "_mallopt", lambda parameter, value: calls.append(
+        (parameter, value)))
+    monkeypatch.setattr(_memory, "_mmap_threshold", 1 << 20)
+    with _memory.reuse_freed_blocks(limit=1 << 28):
+        with _memory.reuse_freed_blocks():
+            assert _memory._reusing == 2
+        assert calls == [(_memory._M_MMAP_THRESHOLD, 1 << 28),
+                         (_memory._M_TRIM_THRESHOLD, 1 << 29)]  # the inner one: no change
+        _memory.return_large_blocks(1 << 21)  # inside: recorded, applied on the way out
+        assert len(calls) == 2
+    assert _memory._reusing == 0
+    assert calls[2:] == [(_memory._M_MMAP_THRESHOLD, 1 << 21),
+                         (_memory._M_TRIM_THRESHOLD, 128 << 10)]
