@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--scale-epochs", type=int, default=None,
                         help="epochs of the scale study's models (default: --epochs)")
     parser.add_argument("--part", choices=["all", "dacolt", "scale"], default="all")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="DaCoLT-study models trained at once in worker processes (the "
+                             "same models; 2 on 2 cores)")
     args = parser.parse_args()
     if args.quick:
         args.train_scenes, args.test_scenes, args.epochs, args.seeds, args.size = 12, 6, 2, 1, 64
@@ -110,7 +113,9 @@ def main() -> None:
           f"{len(test.gt)} test objects; {args.size} px; seeds 0..{args.seeds - 1}; "
           f"{args.epochs} epochs", flush=True)
     result = {"difficulty": args.difficulty, "train_conditions": args.train_conditions,
-              "seeds": args.seeds, "epochs": args.epochs, "quick": args.quick}
+              "seeds": args.seeds, "epochs": args.epochs, "quick": args.quick,
+              "train_scenes": args.train_scenes, "test_scenes": args.test_scenes,
+              "size": args.size, "jobs": args.jobs}
     if args.part in ("all", "dacolt"):
         result.update(dacolt_part(args, data, learn))
     if args.part in ("all", "scale"):
@@ -160,7 +165,7 @@ def dacolt_part(args, data: DetectionData, learn) -> dict:
     """The detector table, the baseline and the knife study (plain / DaCoT / DaCoLT)."""
     frame = study_dacolt(data, seeds=range(args.seeds), epochs=args.epochs,
                          train_conditions=learn, test_fraction=0.0,
-                         score_threshold=args.score_threshold,
+                         score_threshold=args.score_threshold, jobs=args.jobs,
                          progress=lambda line: print(line, file=sys.stderr, flush=True))
     rows = frame[(frame["size"] == "all") & frame["condition"].isin(CONDITIONS)]
     summary = summarise(rows, ["arm", "condition"], ["map50", "precision", "recall", "f1",
@@ -190,14 +195,20 @@ def dacolt_part(args, data: DetectionData, learn) -> dict:
           f"(max {times['train_seconds'].max():.0f}), CPU {times['cpu_seconds'].mean():.0f} s; "
           f"load average {load}; torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
 
-    def mean(arm, condition, value):
+    def mean(arm, condition, value, stat="mean"):
         sel = summary[(summary["arm"] == arm) & (summary["condition"] == condition)]
-        return round(float(sel[f"{value}_mean"].iloc[0]), 4) if len(sel) else None
+        return round(float(sel[f"{value}_{stat}"].iloc[0]), 4) if len(sel) else None
+
+    def by_arm(value, stat="mean"):
+        return {arm: {c: mean(arm, c, value, stat) for c in CONDITIONS}
+                for arm in ("plain", "DaCoT", "DaCoLT")}
 
     per_seed = rows.pivot_table(index=["seed", "condition"], columns="arm", values="f1")
     wins = {c: int((per_seed.xs(c, level="condition")["DaCoLT"]
                     > per_seed.xs(c, level="condition")["plain"]).sum())
             for c in ("low", "artificial")}
+    print("recall per seed:\n" + rows.pivot_table(index=["condition", "seed"], columns="arm",
+                                                  values="recall").round(3).to_string())
     test_rows = rows[rows["arm"] == "plain"]
     print("F1 per seed:\n" + rows.pivot_table(index=["condition", "seed"], columns="arm",
                                                 values="f1").round(3).to_string())
@@ -214,6 +225,8 @@ def dacolt_part(args, data: DetectionData, learn) -> dict:
         "counting_f1_plain_all": round(float(test_rows["counting_f1"].mean()), 4),
         "counting_f1_dacolt_all": round(float(rows[rows["arm"] == "DaCoLT"]["counting_f1"].mean()), 4),
         "counting_f1_baseline_all": round(float(np.mean([r["counting_f1"] for r in base])), 4),
+        "f1_mean": by_arm("f1"), "f1_std": by_arm("f1", "std"),
+        "recall_mean": by_arm("recall"), "recall_std": by_arm("recall", "std"),
         "dacolt_beats_plain_seeds": wins,
         "train_wall_s": round(float(times["train_seconds"].mean()), 1),
         "train_cpu_s": round(float(times["cpu_seconds"].mean()), 1),

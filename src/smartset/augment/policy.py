@@ -346,10 +346,12 @@ TASK_POLICIES = {
     "whale-scale": {"op": "compose", "name": "whale-scale", "transforms": [
         {"op": "scale", "factor": [0.5, 2.0]},
         {"op": "hflip", "p": 0.5}, {"op": "vflip", "p": 0.5}]},
-    # the knife study under strong light: darkening and contrast (CLAHE) at learning time
+    # the knife study under strong light: darkening, the uneven light of a lamp (glare,
+    # a warm cast, dim corners) and contrast (CLAHE) at learning time
     "knife-light": {"op": "compose", "name": "knife-light", "transforms": [
-        {"op": "gamma", "gamma": [1.2, 3.0]},
-        {"op": "clahe", "clip_limit": 3.0, "p": 0.5},
+        {"op": "gamma", "gamma": [1.2, 3.0], "p": 0.5},
+        {"op": "lamp", "p": 0.5},
+        {"op": "clahe", "clip_limit": 3.0, "tile_grid": [2, 2], "p": 0.5},
         {"op": "hflip", "p": 0.5}]},
     "detection-basic": {"op": "compose", "name": "detection-basic", "transforms": [
         {"op": "rotation", "degrees": 10},

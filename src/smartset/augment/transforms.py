@@ -642,3 +642,4 @@ class Resize(GeometricTransform):
 # the photometric and normalisation built-ins register the same way a plugin would
 from smartset.augment import _photometric  # noqa: E402,F401
 from smartset.augment import _warps  # noqa: E402,F401
+from smartset.augment import _lighting  # noqa: E402,F401

@@ -187,7 +187,11 @@ class Detector:
         if preprocess == "dacolt":
             from smartset.learn.robustness import dacolt_tensor
 
-            batch = dacolt_tensor(batch)
+            # the grid follows the image size; a model trained with dacolt before that
+            # (no "dacolt_tiles" in its config) keeps the 4 x 4 grid it learned with
+            tiles = self.config.get("dacolt_tiles", 4 if self.config.get("preprocess") ==
+                                    "dacolt" else "auto")
+            batch = dacolt_tensor(batch, tiles=tiles)
         mean = torch.tensor(self.config["mean"]).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.config["std"]).view(1, 3, 1, 1) * 255
         return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
@@ -309,8 +313,9 @@ def fit_detector(data: DetectionData, *, classes: Sequence[str] | None = None,
     16; they must then share one size). ``policy``: a box-aware augmentation policy (a
     name such as ``knife-light`` or ``whale-scale``, a policy file, a Policy), applied
     online, boxes moved with the image. ``preprocess``: ``"dacolt"`` applies
-    brightness-guided CLAHE + gamma to every training batch (after augmentation) and is
-    kept with the model for test time. ``checkpoint``: written after every epoch
+    brightness-guided CLAHE + gamma to every training batch (after augmentation; one CLAHE
+    tile per 128 px, :func:`smartset.learn.robustness.clahe_tiles`) and is kept with the
+    model for test time. ``checkpoint``: written after every epoch
     (atomically); with ``resume`` an existing one is continued. ``progress``: a callable
     ``(epoch, epochs, loss)``. Uses CUDA when present unless ``device``.
     """
@@ -341,6 +346,8 @@ def fit_detector(data: DetectionData, *, classes: Sequence[str] | None = None,
               "policy": policy_obj.spec() if policy_obj is not None else None,
               "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
               "seed": int(seed), "architecture": "centernet"}
+    if preprocess == "dacolt":   # the CLAHE grid follows the image size (clahe_tiles)
+        config["dacolt_tiles"] = "auto"
     device = _device(device)
     generator = torch.Generator().manual_seed(int(seed))
     network = build_detector(len(classes), backbone=backbone, stride=stride, width=width)

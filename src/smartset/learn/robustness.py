@@ -15,6 +15,7 @@ from smartset.learn.errors import LearnError
 torch = require_torch("smartset.learn")
 
 __all__ = ["SHIFTS", "shift_images", "brightness", "dacolt_preprocess", "dacolt_tensor",
+           "clahe_tiles",
            "dacolt_policy", "PREPROCESSING",
            "condition_table"]
 
@@ -69,7 +70,7 @@ def shift_images(images: np.ndarray, kind: str, strength: float = 1.0, *,
 
 
 def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3, 0.55),
-                      clip_limit: float = 2.0, tiles: int = 4) -> np.ndarray:
+                      clip_limit: float = 2.0, tiles: int | str = 4) -> np.ndarray:
     """Brightness-guided preprocessing: CLAHE for local contrast, then a gamma curve that
     brings each image's mean brightness into ``target`` (darkening over-lit images,
     brightening dark ones). uint8 ``(N, H, W, C)`` in and out; see :func:`dacolt_tensor`.
@@ -82,14 +83,28 @@ def dacolt_preprocess(images: np.ndarray, *, target: tuple[float, float] = (0.3,
                                 tiles=tiles))
 
 
+def clahe_tiles(height: int, width: int, *, tile_side: int = 128) -> int:
+    """The CLAHE grid (tiles per side) for an image: one tile per ``tile_side`` pixels of
+    the shorter side, 1 to 8. Tiles much smaller than the objects cut them into
+    differently equalised pieces: 4 tiles at 128 px (32-px tiles over objects up to 100
+    px) cost the detector F1 in every condition (benchmarks/detect.py)."""
+    return int(min(8, max(1, round(min(height, width) / tile_side))))
+
+
 def dacolt_tensor(x: torch.Tensor, *, target: tuple[float, float] = (0.3, 0.55),
-                  clip_limit: float = 2.0, tiles: int = 4) -> torch.Tensor:
-    """:func:`dacolt_preprocess` on a uint8 ``N x C x H x W`` tensor (as in a training loop)."""
+                  clip_limit: float = 2.0, tiles: int | str = 4) -> torch.Tensor:
+    """:func:`dacolt_preprocess` on a uint8 ``N x C x H x W`` tensor (as in a training loop).
+    ``tiles="auto"``: the grid :func:`clahe_tiles` gives for the batch's size."""
     from smartset.augment import functional as fn
 
     low, high = target
     if not 0 < low < high < 1:
         raise LearnError(f"target must be 0 < low < high < 1, got {target}")
+    if tiles == "auto":
+        tiles = clahe_tiles(*x.shape[-2:])
+    elif isinstance(tiles, str) or int(tiles) < 1:
+        raise LearnError(f"tiles must be a whole number >= 1 or 'auto', got {tiles!r}")
+    tiles = int(tiles)
     if len(x) == 0:
         return x.clone()
     # Contrast first, then the gamma that lands the result's brightness in the range.
