@@ -133,3 +133,18 @@ def test_thumbnails_read_by_span_or_one_by_one_are_the_same(tmp_path):
     for rows in (np.arange(40, 90), np.array([7, 5, 6, 5, 9]),   # dense: one read of the span
                  np.array([0, 299, 150]), np.array([], np.int64)):  # sparse: a read each
         np.testing.assert_array_equal(reader.thumbs(rows), records["thumb"][rows])
+
+
+def test_pair_scores_pad_each_image_once_and_equal_opencv_pair_by_pair():
+    from smartset.audit.near_copies import _aligned_scores, pair_scorer
+
+    rng = np.random.default_rng(7)
+    images = cv2.GaussianBlur(rng.integers(0, 256, (30, 32, 32)).astype(np.float32), (5, 5), 1.5)
+    images = images.clip(0, 255).astype(np.uint8)
+    first, second = rng.integers(0, 30, 200), rng.integers(0, 30, 200)
+    expected = np.array([cv2.matchTemplate(
+        cv2.copyMakeBorder(images[b].astype(np.float32), 2, 2, 2, 2, cv2.BORDER_REPLICATE),
+        images[a].astype(np.float32), cv2.TM_CCOEFF_NORMED).max() for a, b in zip(first, second)])
+    np.testing.assert_array_equal(_aligned_scores(images[first], images[second]), expected)
+    score = pair_scorer("aligned", lambda rows: None, lambda rows: images[rows])
+    np.testing.assert_array_equal(score(first, second), expected)

@@ -240,16 +240,26 @@ def aligned_pair_scores(first_thumbs: np.ndarray, second_thumbs: np.ndarray) -> 
 def _aligned_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For pairs of aligned images (``P x s x s`` each): the best normalised correlation
     (OpenCV's ``TM_CCOEFF_NORMED``) of ``a[p]`` with the windows of ``b[p]`` padded by its
-    edge pixels, shifted by up to ``_ALIGN_SHIFT`` pixels (one small call a pair: faster
-    here than NumPy over all pairs at once)."""
+    edge pixels, shifted by up to ``_ALIGN_SHIFT`` pixels."""
+    a = np.asarray(a)
+    return _aligned_scores_at(np.concatenate([a, np.asarray(b, a.dtype)]),
+                              np.arange(len(a)), np.arange(len(a), 2 * len(a)))
+
+
+def _aligned_scores_at(images: np.ndarray, first: np.ndarray, second: np.ndarray
+                       ) -> np.ndarray:
+    """:func:`_aligned_scores` of the pairs ``(images[first[p]], images[second[p]])``:
+    each image converted and padded once, however many pairs it is in, then one small
+    OpenCV call a pair (faster here than NumPy, or FFTs, over all pairs at once)."""
     import cv2
 
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    images = np.asarray(images, np.float32)
     pad = _ALIGN_SHIFT
-    out = np.empty(len(a), dtype=np.float32)
-    for p in range(len(a)):
-        padded = cv2.copyMakeBorder(b[p], pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        out[p] = float(cv2.matchTemplate(padded, a[p], cv2.TM_CCOEFF_NORMED).max())
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="edge")  # = REPLICATE
+    match, method = cv2.matchTemplate, cv2.TM_CCOEFF_NORMED
+    out = np.empty(len(first), dtype=np.float32)
+    for p, (a, b) in enumerate(zip(np.asarray(first).tolist(), np.asarray(second).tolist())):
+        out[p] = match(padded[b], images[a], method).max()
     return out
 
 
@@ -274,10 +284,10 @@ def pair_scorer(mode: str, read_thumbs: Callable[[np.ndarray], np.ndarray],
             # each image of the chunk read and aligned once, however many pairs it is in
             rows, at = np.unique(np.r_[first[start:stop], second[start:stop]],
                                  return_inverse=True)
-            aligned = (read_aligned(rows).astype(np.float32) if read_aligned is not None
+            aligned = (read_aligned(rows) if read_aligned is not None
                        else aligned_thumbs(read_thumbs(rows)))
-            out[start:stop] = _aligned_scores(aligned[at[:stop - start]],
-                                              aligned[at[stop - start:]])
+            out[start:stop] = _aligned_scores_at(aligned, at[:stop - start],
+                                                 at[stop - start:])
         return out
 
     return score
