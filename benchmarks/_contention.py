@@ -20,8 +20,9 @@ Budgets: ``per-core`` gives every library 1 thread (``torch.set_num_threads(1)``
 ``cv2.setNumThreads(1)``; in the DataLoader setting, 1 worker of 1 thread); ``per-machine``
 gives every library every core its docs allow (torch and OpenCV threads = cores, smartset
 its own choice from the free cores as shipped; in the DataLoader setting, one worker per
-core, 1 thread each). The load average is read before and after each setting and budget;
-a 1-minute load that moved by more than 1.0 marks the row (``*``). Under each row a second
+core, 1 thread each, and 1 thread in the consuming process). The load average is read
+before and after each setting and budget; a 1-minute load that moved by more than 1.0
+marks the row (``*``). Under each row a second
 line gives images per CPU-second (user + system of this process and its children, the
 DataLoader workers included, fewest over the rounds): on a loaded machine wall time
 stretches with the load, the CPU a library needs per image much less.
@@ -206,7 +207,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
     result = {}
     print(f"Settings (issue #23): {cores} cores; best of {repeat}, libraries interleaved; "
           f"'*' marks a row whose 1-minute load moved by more than {LOAD_MOVED}.")
-    print(f"{'setting':<11}| {'budget':<12}| {'data':<9}| {'threads':<34}| {'smartset':>9} | "
+    print(f"{'setting':<11}| {'budget':<12}| {'data':<9}| {'threads':<40}| {'smartset':>9} | "
           f"{'albument.':>9} | {'kornia':>9} | {'x best':>7} | load before>after")
     for setting in settings:
         for budget in ("per-core", "per-machine"):
@@ -214,11 +215,13 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
             workers = 1 if budget == "per-core" else cores
             with (competing_process() if setting == "competing" else contextlib.nullcontext()):
                 for name, images in data.items():
-                    set_threads(threads)
+                    # the DataLoader's consumer takes 1 thread: the workers hold the cores
+                    # (with 2, its OpenMP threads spin between batches on the workers' cores)
+                    set_threads(1 if setting == "dataloader" else threads)
                     before = load()
                     if setting == "dataloader":
                         runs = make_loader_runs(images, workers)
-                        plan = (f"{workers} worker(s) x 1 thread, batch "
+                        plan = (f"{workers} worker(s) x 1 + consumer 1, batch "
                                 f"{loader_batch(len(images), batch)}")
                     else:
                         runs = make_runs(images, budget)
@@ -235,7 +238,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                     moved = abs(after - before) > LOAD_MOVED
                     cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}"
                              for k in ("smartset", "albumentations", "kornia")]
-                    print(f"{setting:<11}| {budget:<12}| {name:<9}| {plan:<34}| "
+                    print(f"{setting:<11}| {budget:<12}| {name:<9}| {plan:<40}| "
                           + " | ".join(cells)
                           + (f" | {ratio:>6.2f}x" if ratio else f" | {'-':>7}")
                           + f" | {before:.1f}>{after:.1f}{' *' if moved else ''}")
@@ -243,7 +246,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                     if per_cpu.get("smartset") and len(per_cpu) > 1:
                         cpu_ratio = per_cpu["smartset"] / max(v for k, v in per_cpu.items()
                                                               if k != "smartset")
-                        print(f"{'':<11}| {'':<12}| {'':<9}| {'img per CPU-second':<34}| "
+                        print(f"{'':<11}| {'':<12}| {'':<9}| {'img per CPU-second':<40}| "
                               + " | ".join(f"{per_cpu[k]:>9.0f}" if k in per_cpu
                                            else f"{'-':>9}"
                                            for k in ("smartset", "albumentations", "kornia"))
