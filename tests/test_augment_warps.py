@@ -120,3 +120,13 @@ def test_small_images_keep_the_batched_path():
         aug.Rotation(10).make_params((2, 1, 28, 28), 0), (28, 28))])
     assert 28 * 28 < geo._OPENCV_MIN_PIXELS["affine"]
     assert len(warp._paths()["affine"]) == 2
+
+
+def test_channels_last_and_strided_inputs_give_the_same_bits():
+    x = _photos(n=4)
+    t = aug.Compose([aug.Rotation(20, p=0.5), aug.GridDistortion(p=0.5)])
+    want = aug.augment(x, t, seed=6).output
+    for variant in (x.contiguous(memory_format=torch.channels_last),
+                    torch.cat([x, x], 3)[..., :x.shape[3]]):
+        got = aug.augment(variant, t, seed=6).output
+        assert got.is_contiguous() and torch.equal(got, want)

@@ -617,11 +617,16 @@ class FusedWarp:
         height, width = self.size_out
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         out_dtype = work if keep_float else x.dtype
-        out = torch.empty((n, channels, height, width), dtype=out_dtype, device=x.device)
         paths = self._paths()
-        if len(paths["identity"]):
-            rows = _Rows(paths["identity"], x.device)
-            rows.put(out, rows.take(x).to(out_dtype))
+        rows = _Rows(paths["identity"], x.device) if len(paths["identity"]) else None
+        if rows is not None and rows.slice is None and x.dtype == out_dtype:
+            # scattered rows kept: one copy of the batch beats a gather and a scatter (the
+            # other rows are overwritten below)
+            out = x.clone(memory_format=torch.contiguous_format)
+        else:
+            out = torch.empty((n, channels, height, width), dtype=out_dtype, device=x.device)
+            if rows is not None:
+                rows.put(out, rows.take(x).to(out_dtype))
         if len(paths["integer"]):
             rows = _Rows(paths["integer"], x.device)
             rows.put(out, self._gather(rows.take(x), paths["integer"], fill,

@@ -29,6 +29,7 @@ oversubscribe the cores.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,23 +111,28 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 @contextlib.contextmanager
-def _opencv_single_thread():
+def _single_threaded():
     cv2 = _cv2()
-    before = cv2.getNumThreads()
-    if before != 1:
+    before = cv2.getNumThreads(), torch.get_num_threads()
+    if before[0] != 1:
         cv2.setNumThreads(1)
+    if before[1] != 1:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        if before != 1:
-            cv2.setNumThreads(before)
+        if before[0] != 1:
+            cv2.setNumThreads(before[0])
+        if before[1] != 1:
+            torch.set_num_threads(before[1])
 
 
 def _each(count: int, work: Callable[[int], None], threads: int, pixels: int) -> None:
-    """``work(k)`` for k in range(count): in this thread, or spread over ``threads``
-    threads (contiguous runs of images) when the batch is worth it."""
-    with _opencv_single_thread():
-        if threads <= 1 or count < 2 * threads or count * pixels < 1 << 16:
+    """``work(k)`` for k in range(count) (``pixels`` values each): in this thread, or
+    spread over ``threads`` threads (contiguous runs) when the batch is worth it. OpenCV
+    and torch run one thread each meanwhile (torch ops in ``work`` release the GIL)."""
+    with _single_threaded():
+        if threads <= 1 or count < threads or count * pixels < 1 << 16:
             for k in range(count):
                 work(k)
             return
@@ -195,11 +201,19 @@ def _fixed_separable(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.nda
     ``cv2.convertMaps`` of the full float maps (round half to even, saturated)."""
     ix = np.rint(px.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
     iy = np.rint(py.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
-    fixed = np.empty((len(iy), len(ix), 2), np.int16)
-    fixed[..., 0] = np.clip(ix >> 5, -32768, 32767).astype(np.int16)[None, :]
-    fixed[..., 1] = np.clip(iy >> 5, -32768, 32767).astype(np.int16)[:, None]
-    fraction = ((iy & 31).astype(np.uint16)[:, None] * np.uint16(32)
-                + (ix & 31).astype(np.uint16)[None, :])
+    wx = np.clip(ix >> 5, -32768, 32767).astype(np.int16)
+    wy = np.clip(iy >> 5, -32768, 32767).astype(np.int16)
+    if sys.byteorder == "little":  # each (x, y) int16 pair as one int32: one broadcast
+        low = wx.view(np.uint16).astype(np.uint32)
+        high = wy.view(np.uint16).astype(np.uint32) << np.uint32(16)
+        fixed = np.bitwise_or(high[:, None], low[None, :]).view(np.int16)
+        fixed = fixed.reshape(len(iy), len(ix), 2)
+    else:
+        fixed = np.empty((len(iy), len(ix), 2), np.int16)
+        fixed[..., 0] = wx[None, :]
+        fixed[..., 1] = wy[:, None]
+    fraction = np.add(((iy & 31) * 32).astype(np.uint16)[:, None],
+                      (ix & 31).astype(np.uint16)[None, :])
     return fixed, fraction
 
 
@@ -225,20 +239,23 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
 
     # the first row tells whether the map is separable: it is, or not, for every row
     probe_x, probe_y = points(rows[:1])
-    separable = probe_x.shape[1] == 1 and probe_y.shape[2] == 1
-    block = len(rows) if separable else max(1, block_pixels // (height * width))
-    for start in range(0, len(rows), block):
-        part = rows[start:start + block]
-        map_x, map_y = (_numpy(m) for m in points(part))
-        if separable:
-            def work(k, part=part, map_x=map_x, map_y=map_y):
-                sample(int(part[k]), *_fixed_separable(map_x[k, 0], map_y[k, :, 0]))
-        else:
-            map_x = np.broadcast_to(map_x, (len(part), height, width))
-            map_y = np.broadcast_to(map_y, (len(part), height, width))
+    if probe_x.shape[1] == 1 and probe_y.shape[2] == 1:  # the two axes, for every row
+        map_x, map_y = (_numpy(m) for m in points(rows))
 
-            def work(k, part=part, map_x=map_x, map_y=map_y):
-                fixed, fraction = cv2.convertMaps(np.ascontiguousarray(map_x[k]),
-                                                  np.ascontiguousarray(map_y[k]), cv2.CV_16SC2)
-                sample(int(part[k]), fixed, fraction)
-        _each(len(part), work, threads, height * width * x.shape[1])
+        def work(k):
+            sample(int(rows[k]), *_fixed_separable(map_x[k, 0], map_y[k, :, 0]))
+        _each(len(rows), work, threads, height * width * x.shape[1])
+        return
+    block = max(1, block_pixels // (height * width))
+    starts = range(0, len(rows), block)
+
+    def work_block(b):  # full maps for a block of rows, then each image of the block
+        part = rows[starts[b]:starts[b] + block]
+        map_x, map_y = (_numpy(m) for m in points(part))
+        map_x = np.broadcast_to(map_x, (len(part), height, width))
+        map_y = np.broadcast_to(map_y, (len(part), height, width))
+        for k in range(len(part)):
+            fixed, fraction = cv2.convertMaps(np.ascontiguousarray(map_x[k]),
+                                              np.ascontiguousarray(map_y[k]), cv2.CV_16SC2)
+            sample(int(part[k]), fixed, fraction)
+    _each(len(starts), work_block, threads, block * height * width * x.shape[1])
