@@ -5,6 +5,11 @@ beside its albumentations and kornia counterparts, configured as their docs show
   of ``--batch`` (MixUp/CutMix: ``BatchMix`` on the batch and its labels);
 - albumentations: ``A.Compose([T(p=1)])`` called per image on ``uint8`` HWC arrays (its
   documented use); no counterpart for RandAugment, TrivialAugment, MixUp or CutMix;
+- the geometric rows (resized_crop, grid_distortion, optical_distortion) sample bilinearly
+  with pixel centres at integer coordinates (kornia's crop with ``align_corners=False``)
+  and a constant fill of 0 in every library; the scale and ratio ranges, the grid's steps
+  and limit and the lens limit are the same (smartset's lens centre also moves by up to 5 %,
+  which albumentations 2 no longer offers; it costs nothing);
 - kornia: the ``K.Random*`` augmentation on float32 batches in [0, 1] under ``no_grad``;
   ``kornia.augmentation.auto.RandAugment`` / ``TrivialAugment`` and ``RandomMixUpV2`` /
   ``RandomCutMixV2``; no counterpart for lowres, grid or optical distortion.
@@ -61,11 +66,17 @@ def _albumentations(name: str, height: int, width: int):
         "lowres": lambda: A.Downscale(scale_range=(0.25, 0.5), p=1.0, interpolation_pair={
             "downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}),
         "jpeg": lambda: A.ImageCompression(quality_range=(20, 80), p=1.0),
-        "resized_crop": lambda: A.RandomResizedCrop(size=(height, width), p=1.0),
+        # geometric rows: bilinear, constant fill 0, as smartset's (issue #22)
+        "resized_crop": lambda: A.RandomResizedCrop(size=(height, width),
+                                                    interpolation=cv2.INTER_LINEAR, p=1.0),
         "grid_distortion": lambda: A.GridDistortion(num_steps=5, distort_limit=0.3,
-                                                    border_mode=cv2.BORDER_CONSTANT, p=1.0),
+                                                    interpolation=cv2.INTER_LINEAR,
+                                                    border_mode=cv2.BORDER_CONSTANT, fill=0,
+                                                    p=1.0),
         "optical_distortion": lambda: A.OpticalDistortion(distort_limit=0.05,
-                                                          border_mode=cv2.BORDER_CONSTANT, p=1.0),
+                                                          interpolation=cv2.INTER_LINEAR,
+                                                          border_mode=cv2.BORDER_CONSTANT,
+                                                          fill=0, p=1.0),
         "posterize": lambda: A.Posterize(num_bits=(4, 8), p=1.0),
         "solarize": lambda: A.Solarize(threshold_range=(0.5, 1.0), p=1.0),
         "equalize": lambda: A.Equalize(p=1.0),
@@ -81,7 +92,8 @@ def _kornia(name: str, height: int, width: int):
         "motion_blur": lambda: K.RandomMotionBlur(kernel_size=(3, 7), angle=180.0,
                                                   direction=0.0, p=1.0),
         "jpeg": lambda: K.RandomJPEG(jpeg_quality=(20.0, 80.0), p=1.0),
-        "resized_crop": lambda: K.RandomResizedCrop((height, width), p=1.0),
+        "resized_crop": lambda: K.RandomResizedCrop((height, width), resample="bilinear",
+                                                    align_corners=False, p=1.0),
         "posterize": lambda: K.RandomPosterize(bits=(4, 8), p=1.0),
         "solarize": lambda: K.RandomSolarize(thresholds=0.25, additions=0.0, p=1.0),
         "equalize": lambda: K.RandomEqualize(p=1.0),
