@@ -253,33 +253,56 @@ def field_check(quick: bool) -> dict:
 
 # -- per-transform rows (issue #22) -----------------------------------------------------------------
 def transform_rows(args, data: dict[str, np.ndarray]) -> None:
-    """One row per transform and library (see ``_augment_rows.py``), the libraries of a
-    transform interleaved as in the pipeline table; prints a table and one line of JSON."""
+    """One row per transform and data set (see ``_augment_rows.py``), per core (every library
+    1 torch and 1 OpenCV thread) and per machine (torch and OpenCV threads = cores;
+    albumentations per image as its docs show, OpenCV with those threads); ``--threads N``
+    measures that one budget instead. The libraries of a row are interleaved, best of
+    ``--repeat``; a second line gives images per CPU-second (this process, user + system),
+    which a loaded machine stretches much less than wall time. Prints a table and one line
+    of JSON."""
+    import _contention
     from _augment_rows import TRANSFORMS, runners
 
     wanted = args.transforms.split(":", 1)[-1]
     names = TRANSFORMS if wanted in ("all", "only") else tuple(wanted.split(","))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    budgets = ((f"{args.threads} thr", args.threads),) if args.threads else (
+        ("per-core", 1), ("per-machine", cores))
+    libs = ("smartset", "albumentations", "kornia")
     print(f"Per-transform rows, best of {args.repeat} (smartset uint8 batches of {args.batch}; "
-          f"albumentations per image; kornia float32 batches). load average before: "
-          f"{os.getloadavg()[0]:.1f}")
-    print(f"{'transform':<19}| {'data':<9}| {'smartset':>9} | {'albument.':>9} | {'kornia':>9} | "
-          f"{'x best peer':>11}")
+          f"albumentations per image; kornia float32 batches), img/s; budgets: "
+          + ", ".join(f"{b} = {t} torch/cv2 thread(s)" for b, t in budgets))
+    print(f"{'transform':<19}| {'data':<9}| {'budget':<12}| {'smartset':>9} | {'albument.':>9} | "
+          f"{'kornia':>9} | {'x best peer':>11} | load before>after")
     result = {}
     for name in names:
         for data_name, images in data.items():
             labels = np.arange(len(images)) % 10
-            made = runners(name, images, labels, args.batch)
-            measured = best_of_interleaved(args.repeat, {k: v[0] for k, v in made.items()})
-            rate = {k: len(images) / v for k, v in measured.items()}
-            peers = [v for k, v in rate.items() if k != "smartset"]
-            ratio = rate["smartset"] / max(peers) if peers else None
-            cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}"
-                     for k in ("smartset", "albumentations", "kornia")]
-            print(f"{name:<19}| {data_name:<9}| " + " | ".join(cells) + " | "
-                  + (f"{ratio:>10.2f}x" if ratio else f"{'-':>11}"))
-            result[f"{name}_{data_name}"] = {k: round(v, 1) for k, v in rate.items()}
-            result[f"{name}_{data_name}"]["ratio_vs_best_peer"] = round(ratio, 3) if ratio else None
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+            row = result.setdefault(f"{name}_{data_name}", {})
+            for budget, threads in budgets:
+                _contention.set_threads(threads)
+                made = runners(name, images, labels, args.batch)
+                before = _contention.load()
+                spent: dict[str, float] = {}
+                measured = best_of_interleaved(
+                    args.repeat, _contention.with_cpu({k: v[0] for k, v in made.items()}, spent))
+                after = _contention.load()
+                for label, seconds in (("img/s", measured), ("img/CPU-s", spent)):
+                    rate = {k: len(images) / v for k, v in seconds.items() if v > 0}
+                    peers = [v for k, v in rate.items() if k != "smartset"]
+                    ratio = rate["smartset"] / max(peers) if peers and "smartset" in rate else None
+                    cells = [f"{rate[k]:>9.0f}" if k in rate else f"{'-':>9}" for k in libs]
+                    head = (f"{name:<19}| {data_name:<9}| {budget:<12}" if label == "img/s"
+                            else f"{'':<19}| {'':<9}| {label:<12}")
+                    print(f"{head}| " + " | ".join(cells) + " | "
+                          + (f"{ratio:>10.2f}x" if ratio else f"{'-':>11}")
+                          + (f" | {before:.1f}>{after:.1f}" if label == "img/s" else " |"))
+                    key = budget if label == "img/s" else f"{budget}_cpu"
+                    row[key] = {**{k: round(v, 1) for k, v in rate.items()},
+                                "ratio_vs_best_peer": round(ratio, 3) if ratio else None}
+                row[budget]["load_before"], row[budget]["load_after"] = before, after
+                del made
+    _contention.set_threads(args.threads or cores)
     print(json.dumps({"transform_rows": result}))
     print()
 

@@ -9,6 +9,8 @@ bits its samples give one at a time. The exceptions say why where they occur (JP
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from smartset._torch import require_torch
@@ -135,32 +137,35 @@ def _motion_blur_opencv(x: torch.Tensor, lengths: np.ndarray,
     # a line's cells as sorted codes (unused taps -1): one group per distinct kernel
     codes = np.where(np.arange(dy.shape[1]) < lengths[:, None],
                      (dy + r) * (2 * r + 1) + (dx + r), -1)
-    keys, inverse = np.unique(np.column_stack([lengths, np.sort(codes, 1)]), axis=0,
-                              return_inverse=True)
+    rows = np.column_stack([lengths, np.sort(codes, 1)])
+    base = (2 * r + 1) ** 2 + 1  # the codes and -1, shifted by one: digits of one number
+    if rows.shape[1] * np.log2(max(base, int(lengths.max()) + 1)) < 62:
+        packed = ((rows + 1) * base ** np.arange(rows.shape[1])).sum(1)
+        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        keys = rows[first]
+    else:
+        keys, inverse = np.unique(rows, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    groups = {}
-    for g, key in enumerate(keys):
-        cells = [divmod(int(c), 2 * r + 1) for c in key[1:] if c >= 0]
-        groups[(int(key[0]), tuple((a - r, b - r) for a, b in cells))] = \
-            np.flatnonzero(inverse == g).tolist()
-    kernels = {key: _line_kernel(*key) for key in groups}
-    out = torch.empty_like(x)
+    kernels = [_line_kernel(r, tuple(key.tolist())) for key in keys]
     if height * width <= _SMALL_PLANE:
-        padded = x.index_select(2, _reflect_index(height, r, x.device)).index_select(
+        # samples sorted by line, padded once: each line's samples are one tall image
+        order = np.argsort(inverse, kind="stable")
+        padded = x.index_select(0, torch.from_numpy(order)).index_select(
+            2, _reflect_index(height, r, x.device)).index_select(
             3, _reflect_index(width, r, x.device))
-        for key, rows in groups.items():
-            index = torch.as_tensor(rows)
-            part = padded.index_select(0, index) if len(rows) < n else padded.contiguous()
-            blurred = torch.from_numpy(cv2.filter2D(
-                part.numpy().reshape(-1, width + 2 * r), cv2.CV_8U, kernels[key],
-                borderType=cv2.BORDER_REFLECT_101)).view(part.shape)
-            inner = blurred[:, :, r:r + height, r:r + width]
-            if len(rows) == n:
-                return inner.contiguous()
-            out[index] = inner
-        return out
-    by_group = [kernels[key] for key in groups]
-    per_plane = [by_group[g] for g in np.repeat(inverse, channels).tolist()]
+        blurred = torch.empty_like(padded)
+        src = padded.numpy().reshape(n, -1, width + 2 * r)
+        dst = blurred.numpy().reshape(n, -1, width + 2 * r)
+        bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+        for g, kernel in enumerate(kernels):
+            a, b = int(bounds[g]), int(bounds[g + 1])
+            cv2.filter2D(src[a:b].reshape(-1, width + 2 * r), cv2.CV_8U, kernel,
+                         dst=dst[a:b].reshape(-1, width + 2 * r),
+                         borderType=cv2.BORDER_REFLECT_101)
+        back = torch.from_numpy(np.argsort(order, kind="stable"))
+        return blurred[:, :, r:r + height, r:r + width].index_select(0, back)
+    out = torch.empty_like(x)
+    per_plane = [kernels[g] for g in np.repeat(inverse, channels).tolist()]
     _planes(lambda plane, dst, kernel: cv2.filter2D(plane, cv2.CV_8U, kernel, dst=dst,
                                                     borderType=cv2.BORDER_REFLECT_101),
             x.contiguous().view(n * channels, height, width).numpy(),
@@ -168,12 +173,15 @@ def _motion_blur_opencv(x: torch.Tensor, lengths: np.ndarray,
     return out
 
 
-def _line_kernel(length: int, cells: tuple) -> np.ndarray:
-    """The square float32 kernel weighting each of a line's ``cells`` ``1 / length``."""
-    r = max(max(abs(dy), abs(dx)) for dy, dx in cells)
-    kernel = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
+@functools.lru_cache(maxsize=1024)
+def _line_kernel(r: int, key: tuple) -> np.ndarray:
+    """The smallest square float32 kernel weighting ``1 / length`` each cell of a line given
+    as ``(length, code, ...)``, a code ``(dy + r) * (2 r + 1) + (dx + r)`` (-1: no tap)."""
+    length, cells = key[0], [divmod(c, 2 * r + 1) for c in key[1:] if c >= 0]
+    reach = max(max(abs(dy - r), abs(dx - r)) for dy, dx in cells)
+    kernel = np.zeros((2 * reach + 1, 2 * reach + 1), np.float32)
     for dy, dx in cells:
-        kernel[dy + r, dx + r] += 1.0
+        kernel[dy - r + reach, dx - r + reach] += 1.0
     return kernel / np.float32(length)
 
 
@@ -421,6 +429,12 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
                                                    hist=dst), planes, counts,
                 [None] * len(planes))
         hist = torch.from_numpy(counts.reshape(-1, 256).astype(np.int64))
+    elif _opencv_ready(x):  # small 8-bit planes: NumPy, each plane's levels offset once
+        rows = n * channels
+        index = np.add(x.contiguous().view(rows, -1).numpy(),
+                       np.arange(0, 256 * rows, 256, dtype=np.intp)[:, None], dtype=np.intp)
+        hist = torch.from_numpy(np.bincount(index.reshape(-1), minlength=256 * rows)
+                                .reshape(rows, 256).astype(np.int64))
     else:  # one bincount for the batch, each plane's levels offset into its own 256 bins
         levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
         offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
@@ -431,12 +445,17 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     last_count = hist.gather(1, last.view(-1, 1)).view(-1)
     step = torch.div(hist.sum(1) - last_count, 255, rounding_mode="floor")
     safe = step.clamp_min(1).view(-1, 1)
-    cum = torch.cumsum(hist, 1)
-    lut = torch.div(cum + torch.div(safe, 2, rounding_mode="floor"), safe, rounding_mode="floor")
-    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut[:, :-1]], 1).clamp(0, 255)
+    # floor((cum + step // 2) / step) in float64: exact for counts below 2**53 (a quotient
+    # just under a whole number is at least 1 / step below it), and SIMD unlike int64 division
+    cum = torch.cumsum(hist[:, :-1], 1).to(torch.float64)
+    lut = cum.add_(torch.div(safe, 2, rounding_mode="floor")).div_(safe).floor_().clamp_(0, 255)
+    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut], 1).to(torch.int64)
     identity = (step == 0).view(-1, 1)
     lut = torch.where(identity, torch.arange(256, device=x.device).view(1, 256), lut)
-    mapped = _lut(_levels(x), lut.to(torch.uint8).view(n, channels, 256))
+    table = lut.to(torch.uint8)
+    if _opencv_ready(x) and height * width <= _SMALL_PLANE:  # the offset levels index the tables
+        return torch.from_numpy(np.take(table.numpy().reshape(-1), index)).view_as(x)
+    mapped = _lut(_levels(x), table.view(n, channels, 256))
     return _from_levels(mapped, x.dtype)
 
 
