@@ -59,3 +59,57 @@ def test_reuse_freed_blocks_nests_and_restores(monkeypatch):
     assert _memory._reusing == 0
     assert calls[2:] == [(_memory._M_MMAP_THRESHOLD, 1 << 21),
                          (_memory._M_TRIM_THRESHOLD, 128 << 10)]
+
+
+def test_backbone_size_is_checked_cached_apart_and_recorded(tmp_path):
+    import pytest
+
+    from smartset.audit.features import AUDIT_BACKBONE_SIZE, FeaturePlan
+    from smartset.backbones import backbone_spec
+    from smartset.embeddings import _cache_folder, _input_size
+
+    spec = backbone_spec("efficientnet_lite0")
+    assert _input_size(spec, None) == spec.size and _input_size(spec, 160) == 160
+    for bad in (8, 160.5, True, "160"):
+        with pytest.raises(ValueError, match="input size must be a whole number"):
+            _input_size(spec, bad)
+
+    class _Ws:
+        cache_dir = tmp_path
+
+    assert _cache_folder(_Ws, spec.name, 160) != _cache_folder(_Ws, spec.name, 224)
+    plan = FeaturePlan("auto", "photos", spec.name, "windows", spec.name, backbone_size=160)
+    assert plan.describe()["backbone_size"] == 160
+    assert "backbone_size" not in FeaturePlan("pixels", "photos", "pixels", "windows",
+                                              "pixels").describe()
+    assert AUDIT_BACKBONE_SIZE == spec.size  # the audit reads the backbone's own size
+
+
+def test_report_cards_get_their_thumbnails_made_together(monkeypatch, tmp_path):
+    import pandas as pd
+
+    from smartset.audit import report
+
+    made = []
+
+    def fake_thumbnail(cache, path, sha):
+        made.append(sha)
+        return None if sha == "bad" else sha.encode()
+
+    monkeypatch.setattr(report, "thumbnail_jpeg", fake_thumbnail)
+
+    class _Ws:
+        cache_dir = tmp_path
+
+    samples = pd.DataFrame({"id": ["a", "b", "c"], "path": ["a.jpg", "b.jpg", "c.jpg"],
+                            "sha256": ["s1", "s2", "bad"], "label": ["x", None, "y"],
+                            "split": ["train"] * 3, "relpath": ["a.jpg", "b.jpg", "c.jpg"]})
+    thumbs = report._Thumbs(_Ws, samples)
+    parts = ["<p>start</p>", thumbs.card("a", "1"), thumbs.card("c", "2"),
+             thumbs.card("a", "3"), "<p>end</p>"]
+    assert not made  # nothing decoded while the page is written
+    page = "".join(thumbs.fill(parts))
+    assert sorted(made) == ["bad", "s1"]  # each sample once
+    assert "\x00" not in page and page.count("undecodable") == 1
+    assert page.count("base64,czE=") == 2  # b"s1", in both of a's cards
+    assert page.index("start") < page.index("czE=") < page.index("end")

@@ -182,21 +182,34 @@ def embed_images(images, *, backbone: str = DEFAULT_BACKBONE, batch_size: int = 
     return out
 
 
+def _input_size(spec, size: int | None) -> int:
+    """``size``, or the backbone's own when None; anything but a side of 32 to 1024
+    pixels is one clear error."""
+    if size is None:
+        return spec.size
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 32 <= size <= 1024:
+        raise ValueError(f"the backbone's input size must be a whole number of pixels from 32 "
+                         f"to 1024, got {size!r} (default: {spec.name}'s own {spec.size})")
+    return int(size)
+
+
 def _default_device() -> str:
     from smartset._torch import require_torch
 
     return "cuda" if require_torch("smartset.embeddings").cuda.is_available() else "cpu"
 
 
-def embed_batch(batch: Batch, *, backbone: str = DEFAULT_BACKBONE, device: str = "cpu"
-                ) -> Batch:
+def embed_batch(batch: Batch, *, backbone: str = DEFAULT_BACKBONE, device: str = "cpu",
+                size: int | None = None) -> Batch:
     """Engine batch function: ``{"path": [...]}`` -> ``{"embedding": [float32 (d,) or
-    None], "error": [None or reason]}``. Undecodable files get ``None`` and their reason."""
+    None], "error": [None or reason]}``. Undecodable files get ``None`` and their reason.
+    ``size``: the input side (default: the backbone's own, ``spec.size``)."""
     network, spec = _network(backbone_spec(backbone).name, device)
+    side = _input_size(spec, size)
     decoded, errors, rows = [], [], []
     for row, path in enumerate(batch["path"]):
         try:
-            decoded.append(decode_for_backbone(path, spec.size))
+            decoded.append(decode_for_backbone(path, side))
             rows.append(row)
             errors.append(None)
         except ImageDecodeError as error:
@@ -211,11 +224,13 @@ def embed_batch(batch: Batch, *, backbone: str = DEFAULT_BACKBONE, device: str =
 
 
 def embed_paths(paths, *, backbone: str = DEFAULT_BACKBONE, engine=None,
-                batch_size: int = 32, progress: bool | None = None
+                batch_size: int = 32, progress: bool | None = None, size: int | None = None
                 ) -> tuple[np.ndarray, list[str | None]]:
     """Embeddings of image files: ``(vectors float32 (N, d), errors)``; a row whose file
-    could not be decoded is zeros and its error names the reason."""
+    could not be decoded is zeros and its error names the reason. ``size``: the input
+    side (default: the backbone's own)."""
     spec = backbone_spec(backbone)
+    size = _input_size(spec, size)
     paths = [str(p) for p in paths]
     runner = get_engine(engine if engine is not None else "serial")
     device = _default_device() if runner.name == "serial" else "cpu"
@@ -223,7 +238,8 @@ def embed_paths(paths, *, backbone: str = DEFAULT_BACKBONE, engine=None,
     with progress_bar(len(paths), f"embedding with {spec.name}", enabled=progress) as advance, \
             reuse_freed_blocks():  # activations reused batch after batch (in this process)
         results = runner.map_batches(embed_batch, batches_of({"path": paths}, batch_size),
-                                     fn_kwargs={"backbone": spec.name, "device": device})
+                                     fn_kwargs={"backbone": spec.name, "device": device,
+                                                "size": size})
         row = 0
         for result in results:
             for vector, error in zip(result["embedding"], result["error"]):
@@ -273,16 +289,20 @@ def _write_shard(folder: Path, keys: list[str], vectors: np.ndarray) -> None:
 
 def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
           sample_ids=None, engine=None, batch_size: int = 32,
-          progress: bool | None = None) -> Embeddings:
+          progress: bool | None = None, size: int | None = None) -> Embeddings:
     """One embedding per sample of ``version`` (default: the live catalog).
 
     Cached by content fingerprint + backbone + input size: only images not embedded before
     are decoded. ``engine``: ``serial`` (default: this process, CUDA when present),
     ``local`` (a process pool) or ``ray``; every engine gives the same vectors to float
     rounding. ``sample_ids`` restricts to those samples. Samples whose file cannot be
-    decoded are left out and listed in ``missing``.
+    decoded are left out and listed in ``missing``. ``size``: the input side (default:
+    the backbone's own, ``spec.size``; the audit reads a smaller one, see
+    :data:`smartset.audit.features.AUDIT_BACKBONE_SIZE`); vectors of each size are cached
+    apart.
     """
     spec = backbone_spec(backbone)
+    size = _input_size(spec, size)
     frame = ws.samples(version)
     if sample_ids is not None:
         wanted = set(map(str, sample_ids))
@@ -290,7 +310,7 @@ def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
     frame = frame[frame["status"] == "ok"] if "status" in frame.columns else frame
     if frame.empty:
         raise EmptyDataError("No images to embed: ingest some first ('smartset ingest').")
-    folder = _cache_folder(ws, spec.name, spec.size)
+    folder = _cache_folder(ws, spec.name, size)
     cached = _read_cache(folder)
     keys = frame["sha256"].astype(str).tolist()
     todo = sorted({k: p for k, p in zip(keys, frame["path"].tolist()) if k not in cached}.items())
@@ -302,7 +322,7 @@ def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
                 part = todo[first:first + _SHARD]
                 vectors, errors = embed_paths([p for _, p in part], backbone=spec.name,
                                               engine=engine, batch_size=batch_size,
-                                              progress=False)
+                                              progress=False, size=size)
                 good = [i for i, e in enumerate(errors) if e is None]
                 for i, error in enumerate(errors):
                     if error is not None:
@@ -320,7 +340,7 @@ def embed(ws, version: str | None = None, *, backbone: str = DEFAULT_BACKBONE,
         raise EmptyDataError("None of the images could be decoded: see 'smartset audit'.")
     vectors = np.stack([cached[keys[i]] for i in keep]).astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return Embeddings(ids=ids[keep], vectors=vectors, backbone=spec.name, size=spec.size,
+    return Embeddings(ids=ids[keep], vectors=vectors, backbone=spec.name, size=size,
                       missing=missing, precision=precision())
 
 

@@ -109,7 +109,7 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
           show_progress: bool | None = None, report: bool = True,
           out_dir: str | Path | None = None, seed: int = 0,
           embedding_model=None, features: str = "auto",
-          reference: bool | None = None) -> AuditResult:
+          reference: bool | None = None, backbone_size: int | None = None) -> AuditResult:
     """Audit the samples of ``version`` (default: the live catalog); see :mod:`smartset.audit`.
 
     ``features``: what near duplicates, outliers and class outliers read (see
@@ -122,7 +122,9 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
     channels it reads): ``smartset.learn.load_model(ws, RUN)`` gives a training run's or a
     checkpoint's (the audit is below learn, so it takes the model, not its run id; the CLI's
     ``--embedding-model RUN`` resolves it). The summary's ``features`` (also in the
-    run config, the report and issues.json) says what each check read. The backbone runs
+    run config, the report and issues.json) says what each check read, and
+    ``backbone_size`` the backbone's input side (default
+    :data:`smartset.audit.features.AUDIT_BACKBONE_SIZE`). The backbone runs
     in this process (on CUDA when present), or on ``engine`` when one is given.
 
     ``reference``: whether later stages (learn's splits, clean's duplicate actions, the
@@ -154,7 +156,8 @@ def audit(ws, version: str | None = None, *, thresholds: dict[str, float] | None
             f"no available samples. Add images with 'smartset ingest', or check "
             f"'smartset issues' for files that could not be ingested.")
     model_name = model_source(embedding_model)
-    plan = plan_features(ws, version, features, embedding_model=model_name)
+    plan = plan_features(ws, version, features, embedding_model=model_name,
+                         backbone_size=backbone_size)
     if reference is None:
         reference = not _is_experiment(ws, thresholds, neighbours, near_duplicate_similarity,
                                        candidate_similarity, outlier_fence, out_dir)

@@ -34,13 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BACKBONE_AUTO_LIMIT", "FeaturePlan", "plan_features", "backbone_vector_file",
+__all__ = ["AUDIT_BACKBONE_SIZE", "BACKBONE_AUTO_LIMIT", "FeaturePlan", "plan_features", "backbone_vector_file",
            "aligned_vector_file", "looks_like"]
 
 BACKBONE_AUTO_LIMIT = 20_000
 """Above this many images ``features="auto"`` stays on pixel embeddings (memory and time:
 the backbone pass holds ``n x 1280`` float32 and embeds ~20 photos/s on one CPU core)."""
 _CHUNK = 4096
+
+AUDIT_BACKBONE_SIZE = 224
+"""The backbone's input side for the audit (``audit(backbone_size=...)`` changes it; the
+run config records it as ``features["backbone_size"]``). Learning keeps the backbone's
+own size; the embeddings cache keeps each size apart."""
 
 
 @dataclass
@@ -57,6 +62,7 @@ class FeaturePlan:
     verification: str
     outliers: str
     note: str | None = None
+    backbone_size: int | None = None
 
     @property
     def backbone(self) -> str | None:
@@ -72,6 +78,8 @@ class FeaturePlan:
                                                else [])),
                                   "verification": describe(self.verification)},
                "outlier": _long(self.outliers), "class_outlier": _long(self.outliers)}
+        if self.backbone is not None:
+            out["backbone_size"] = self.backbone_size
         if self.note:
             out["note"] = self.note
         return out
@@ -124,11 +132,24 @@ def _backbone_ready(name: str) -> str | None:
     return None
 
 
-def plan_features(ws, version, features: str = "auto", *, embedding_model=None
-                  ) -> FeaturePlan:
+def plan_features(ws, version, features: str = "auto", *, embedding_model=None,
+                  backbone_size: int | None = None) -> FeaturePlan:
     """Decide the features of each neighbour check (see the module docstring). An unknown
-    name raises :class:`smartset.backbones.UnknownBackboneError` listing the known ones."""
+    name raises :class:`smartset.backbones.UnknownBackboneError` listing the known ones.
+    ``backbone_size``: the backbone's input side (default :data:`AUDIT_BACKBONE_SIZE`)."""
     from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
+
+    plan = _plan(ws, version, features, embedding_model, backbone_spec, DEFAULT_BACKBONE)
+    if plan.backbone is not None:
+        from smartset.embeddings import _input_size
+
+        plan.backbone_size = _input_size(backbone_spec(plan.backbone),
+                                         backbone_size or AUDIT_BACKBONE_SIZE)
+    return plan
+
+
+def _plan(ws, version, features, embedding_model, backbone_spec, DEFAULT_BACKBONE
+          ) -> FeaturePlan:
 
     features = (features or "auto").strip()
     kind, n = looks_like(ws, version)
@@ -161,7 +182,7 @@ def plan_features(ws, version, features: str = "auto", *, embedding_model=None
 
 
 def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path, *,
-                         engine=None, progress: bool | None = None):
+                         engine=None, progress: bool | None = None, size: int | None = None):
     """The backbone embeddings of ``ids`` (audit order) as a float16
     :class:`~smartset.neighbours.VectorFile` at ``path``, and how many had none
     (undecodable for the backbone: zero rows, so they read as unlike everything).
@@ -173,7 +194,7 @@ def backbone_vector_file(ws, version, ids: list[str], backbone: str, path: Path,
     from smartset.embeddings import embed
 
     found = embed(ws, version, backbone=backbone, sample_ids=ids, engine=engine,
-                  progress=progress)
+                  progress=progress, size=size)
     row_of = {str(sid): i for i, sid in enumerate(found.ids)}
     dim = found.vectors.shape[1]
     missing = 0

@@ -152,7 +152,8 @@ def _vector_files(ws, version, table: _Samples, audited: np.ndarray, pixel_file,
         made.append(path)
         ids = [table.id(int(a)) for a in audited]
         files[plan.backbone], missing = backbone_vector_file(ws, version, ids, plan.backbone,
-                                                             path, engine=engine)
+                                                             path, engine=engine,
+                                                             size=plan.backbone_size)
         if missing:
             note = f"{missing} images could not be decoded for {plan.backbone} (zero vectors)"
     if plan.candidates == "aligned pixels":
