@@ -294,3 +294,55 @@ def test_without_a_multi_label_run_there_is_no_tags_queue(tmp_path):
     finally:
         client.close()
         ws.close()
+
+
+def test_the_suspicious_tags_queue_in_a_browser(cleaned, tmp_path):
+    """Debian's Chromium through Playwright (skipped without it): open the queue, accept the
+    first item with y and reject the second with n; the cards show the new tags and the
+    decisions, the catalog holds the tag events; u undoes the rejection. Screenshots go to
+    tests/artifacts/review/."""
+    from test_review_browser import ARTIFACTS, CHROMIUM, open_app, settle, wait_js
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+
+    from smartset.review import running_server
+
+    ws = _copy(cleaned, tmp_path)
+    before = ws.tags()
+    first, second = cleaned["plan"]["actions"][:2]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            with running_server(ws.path, token=TOKEN, author="ana") as server:
+                page, problems = open_app(browser, server.url)
+                page.click('#queue-list button[data-queue="tags"]')
+                wait_js(page, "document.querySelectorAll('#grid .card .label.tags').length > 1")
+                settle(page)
+                page.screenshot(path=str(ARTIFACTS / "tags-grid.png"))
+                page.keyboard.press("y")
+                settle(page)
+                page.keyboard.press("n")
+                settle(page)
+                card = page.locator('#grid .card[data-index="0"]')
+                wait_js(page, "document.querySelectorAll('#grid .badge.plan').length === 2")
+                assert "accepted" in card.inner_text()
+                shown = page.locator('#grid .card[data-index="0"] .label').inner_text()
+                now = ws.tags()[first["sample_id"]]
+                assert shown.startswith(f"tags: {', '.join(sorted(now))}")
+                assert (first["value"] in now) == (first["action"] == "add_tag")
+                page.screenshot(path=str(ARTIFACTS / "tags-decided.png"))
+                page.keyboard.press("u")  # undoes the rejection (this tab's last decision)
+                settle(page)
+                wait_js(page, "document.querySelectorAll('#grid .badge.plan').length === 1")
+                assert problems == []
+        finally:
+            browser.close()
+    history = tag_history(ws, second["sample_id"])
+    assert [h["origin"] for h in history[-2:]] == ["review", "undo"]
+    assert ws.tags()[second["sample_id"]] == before[second["sample_id"]]
+    ws.close()

@@ -16,6 +16,8 @@ probabilities) and ``features`` (embeddings):
   :func:`fast_condensed_nearest_neighbour`, :func:`reduction_curve`;
 - multi-label data: :func:`find_multilabel_issues` (missing and extra tags, per-class
   confident learning; :data:`MULTILABEL_DETECTORS` says which detectors apply);
+  :func:`make_tag_plan` over a workspace (``smartset clean --multi-label``: a plan of
+  ``add_tag`` / ``remove_tag`` items);
 - imbalance :func:`imbalance_report`, :func:`class_weights`, :func:`undersample`,
   :func:`oversample`.
 

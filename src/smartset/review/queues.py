@@ -291,13 +291,15 @@ def _weak_tags(ws, name: str | None) -> str:
     if name is None:
         return ""
     try:
-        weak = ((load_plan(ws, name).get("params") or {}).get("report") or {}).get("weak") or {}
+        report = (load_plan(ws, name).get("params") or {}).get("report") or {}
     except (PlanError, OSError, ValueError):
         return ""
+    weak, rows = report.get("weak") or {}, report.get("classes") or {}
     if not weak:
         return ""
-    return (f" (WEAK for {', '.join(f'{c!r}: {why}' for c, why in weak.items())}: review its "
-            f"items, do not trust them)")
+    short = [f"'{c}' AP {rows[c]['ap']:.2f}" if (rows.get(c) or {}).get("ap") is not None
+             else f"'{c}'" for c in weak]  # the reasons in full: the plan, the CLI
+    return f" (weak: {', '.join(short)})"
 
 
 def _trust_note(ws, name: str) -> str:
