@@ -107,3 +107,18 @@ def test_uint8_mixup_is_the_rounded_float_blend(size, threads):
     assert torch.allclose(soft.sum(1), torch.ones(6))
     again, _ = mix.apply(x, torch.arange(6), params, num_classes=6)
     assert torch.equal(again, out)
+
+
+def test_lowres_of_colour_photos_equals_the_plane_by_plane_rule():
+    import cv2
+
+    x = _images(3, (80, 90))
+    scales = [0.3, 0.55, 1.0]
+    out = dg.downscale(x, scales)
+    for i, s in enumerate(scales):
+        size = (int(round(90 * s)), int(round(80 * s)))
+        for c in range(3):
+            plane = x[i, c].numpy()
+            small = cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
+            expected = cv2.resize(small, (90, 80), interpolation=cv2.INTER_LINEAR)
+            assert np.array_equal(out[i, c].numpy(), expected)

@@ -204,6 +204,15 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
 
         back = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
         out = torch.empty_like(x)
+        if x.shape[1] == 3 and height * width > _SMALL_PLANE:
+            # each plane shrunk alone, the small planes interleaved, enlarged at once:
+            # OpenCV's 3-channel bilinear resize is faster than three planes (same bits)
+            def one(sample, dst, size):
+                small = cv2.merge([cv2.resize(plane, (size[1], size[0]),
+                                              interpolation=cv2.INTER_AREA) for plane in sample])
+                cv2.split(cv2.resize(small, (width, height), interpolation=back), list(dst))
+            _planes(one, x.contiguous().numpy(), out.numpy(), sizes.tolist())
+            return out
         per_plane = np.repeat(sizes, x.shape[1], axis=0).tolist()
         _planes(lambda plane, dst, size: cv2.resize(
             cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_AREA),
