@@ -14,7 +14,13 @@ beside its albumentations and kornia counterparts, configured as their docs show
   ``kornia.augmentation.auto.RandAugment`` / ``TrivialAugment`` and ``RandomMixUpV2`` /
   ``RandomCutMixV2``; no counterpart for lowres, grid or optical distortion.
 
-Every row applies the transform to every image (p = 1). ``python benchmarks/augment.py
+Every row applies the transform to every image (p = 1). Fair settings: the same operation
+for every library where one exists; lowres uses area shrinking and bilinear enlarging in
+both smartset and albumentations (``Downscale``'s default, nearest both ways, is cheaper
+and a different image). Not equal, and said here: albumentations writes each result into a
+buffer it reuses (one image, in cache) and never collates a batch, while the batched
+libraries write a fresh batch tensor (38 MB at 224 x 224 x 3 x 256: page faults); kornia
+works in float32, the others in uint8. ``python benchmarks/augment.py
 --transforms all`` prints them; ``python benchmarks/_augment_rows.py --lib L --transform T
 --data mnist28`` runs one row alone (for ``farm-bench --vs``).
 """
