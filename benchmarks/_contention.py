@@ -136,16 +136,17 @@ def _consume(loader) -> int:
     return done
 
 
-def tree_cpu_seconds() -> float:
+def tree_cpu_seconds(exclude=()) -> float:
     """User + system CPU seconds of this process and its live children (the DataLoader
-    workers), read with psutil; NaN without it."""
+    workers) but the processes ``exclude`` (the competing one), read with psutil; NaN
+    without it."""
     try:
         import psutil
     except ImportError:
         return float("nan")
     me = psutil.Process()
     total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
+    for proc in [me, *(c for c in me.children(recursive=True) if c.pid not in exclude)]:
         try:
             times = proc.cpu_times()
             total += times.user + times.system
@@ -154,14 +155,14 @@ def tree_cpu_seconds() -> float:
     return total
 
 
-def with_cpu(runs: dict, spent: dict) -> dict:
+def with_cpu(runs: dict, spent: dict, exclude=()) -> dict:
     """Wrap ``name -> run()`` so that ``spent[name]`` keeps the fewest CPU seconds (process
     tree) of a run: a machine's load stretches wall time more than the CPU a run needs."""
     def wrap(name, run):
         def timed():
-            before = tree_cpu_seconds()
+            before = tree_cpu_seconds(exclude)
             out = run()
-            spent[name] = min(spent.get(name, float("inf")), tree_cpu_seconds() - before)
+            spent[name] = min(spent.get(name, float("inf")), tree_cpu_seconds(exclude) - before)
             return out
         return timed
     return {name: wrap(name, run) for name, run in runs.items()}
@@ -213,7 +214,8 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
         for budget in ("per-core", "per-machine"):
             threads = 1 if budget == "per-core" else cores
             workers = 1 if budget == "per-core" else cores
-            with (competing_process() if setting == "competing" else contextlib.nullcontext()):
+            with (competing_process() if setting == "competing"
+                  else contextlib.nullcontext(())) as competing:
                 for name, images in data.items():
                     # the DataLoader's consumer takes 1 thread: the workers hold the cores
                     # (with 2, its OpenMP threads spin between batches on the workers' cores)
@@ -228,7 +230,7 @@ def settings_table(data: dict, *, settings, repeat: int, batch: int, make_runs, 
                         plan = (f"all: {threads} torch/cv2" if budget == "per-machine"
                                 else "all: 1 torch/cv2")
                     spent: dict[str, float] = {}
-                    measured = interleaved(repeat, with_cpu(runs, spent))
+                    measured = interleaved(repeat, with_cpu(runs, spent, set(competing)))
                     after = load()
                     rate = {k: len(images) / v for k, v in measured.items()}
                     per_cpu = {k: len(images) / v for k, v in spent.items() if v > 0}
