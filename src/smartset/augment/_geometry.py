@@ -683,6 +683,11 @@ class FusedWarp:
         else:
             height, width = self.size_out
 
+            if len(self.ops) == 1 and hasattr(self.ops[0][1].mesh, "opencv_maps"):
+                _opencv.remap_rows(x, out, rows, None, fill, fill_value, threads,
+                                   maps=self.ops[0][1].mesh.opencv_maps)
+                return
+
             def points(part):  # source pixels of the output pixels: x and y apart, each
                 # n x 1 x W or n x H x 1 while the map stays separable, else n x H x W
                 xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)

@@ -219,13 +219,15 @@ def _fixed_separable(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
                points: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], fill: str,
-               fill_value: float, threads: int = 1, block_pixels: int = 1 << 18) -> None:
+               fill_value: float, threads: int = 1, block_pixels: int = 1 << 18,
+               maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """``out[rows[k]]`` = ``x[rows[k]]`` sampled at ``points(rows_block)``: the source x
     and y of every output pixel as float32 tensors, each ``n x H x W``, or ``n x 1 x W``
     and ``n x H x 1`` when the map is separable (grid distortion), then the fixed-point
     maps are built from the two axes directly. Full maps are computed for blocks of about
     ``block_pixels`` output pixels (their float temporaries stay in cache) and converted
-    per image with ``cv2.convertMaps``."""
+    per image with ``cv2.convertMaps``. ``maps`` (a row index to OpenCV's fixed-point maps)
+    replaces ``points`` where a transform makes its maps itself."""
     cv2 = _cv2()
     src, dst = _numpy(x), out.numpy()
     height, width = out.shape[2:]
@@ -237,6 +239,11 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
                       borderValue=value)
         _per_group(src[i], dst[i], kernel)
 
+    if maps is not None:
+        def work_own(k):
+            sample(int(rows[k]), *maps(int(rows[k])))
+        _each(len(rows), work_own, threads, height * width * x.shape[1])
+        return
     # the first row tells whether the map is separable: it is, or not, for every row
     probe_x, probe_y = points(rows[:1])
     if probe_x.shape[1] == 1 and probe_y.shape[2] == 1:  # the two axes, for every row

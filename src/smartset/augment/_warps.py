@@ -80,6 +80,19 @@ class OpticalMesh:
         return (torch.addcmul(cx, xn * width, factor),
                 torch.addcmul(cy, yn * height, factor))
 
+    def opencv_maps(self, i: int):
+        """Sample ``i``'s map at every pixel as OpenCV's fixed-point maps, straight from
+        ``cv2.initUndistortRectifyMap`` (the same model, computed in float64; used when
+        the distortion is the whole warp)."""
+        import cv2
+
+        height, width = self.size
+        camera = np.array([[width, 0, self.cx[i]], [0, height, self.cy[i]], [0, 0, 1]],
+                          np.float64)
+        k = float(self.k[i])
+        return cv2.initUndistortRectifyMap(camera, np.array([k, k, 0, 0, 0], np.float64), None,
+                                           camera, (width, height), cv2.CV_16SC2)
+
 
 @register_transform(aliases=("random_resized_crop", "rrc"))
 class RandomResizedCrop(GeometricTransform):
