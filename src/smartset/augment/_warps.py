@@ -99,8 +99,10 @@ class RandomResizedCrop(GeometricTransform):
     """torchvision's ``RandomResizedCrop``: a window of an area share from ``scale`` and an
     aspect ratio (log-uniform) from ``ratio`` (10 tries, then the whole image's centre
     clamped to the ratio), resized to ``size`` (``(H, W)``, one number, or None: the input
-    size). Samples not applied are the whole image resized. No antialiasing when
-    shrinking (resize first with Pillow for strong shrinking)."""
+    size). Samples not applied are the whole image resized. The window is sampled alone,
+    its edges replicated (as torchvision and albumentations crop, then resize); ``uint8``
+    batches on the CPU are resized by OpenCV, within a level of the float path. No
+    antialiasing when shrinking (resize first with Pillow for strong shrinking)."""
 
     name = "resized_crop"
     tags = frozenset({"geometric", "crop", "scale"})
