@@ -99,6 +99,7 @@ def _per_group(image: np.ndarray, out: np.ndarray, kernel: Callable) -> None:
 
 
 # -- the loop over images ---------------------------------------------------------------------
+_POOL_MIN_VALUES = 1 << 14  # values per work item (about 74 x 74 RGB) to use the pool
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
@@ -129,10 +130,12 @@ def _single_threaded():
 
 def _each(count: int, work: Callable[[int], None], threads: int, pixels: int) -> None:
     """``work(k)`` for k in range(count) (``pixels`` values each): in this thread, or
-    spread over ``threads`` threads (contiguous runs) when the batch is worth it. OpenCV
-    and torch run one thread each meanwhile (torch ops in ``work`` release the GIL)."""
+    spread over ``threads`` threads (contiguous runs) when each item is worth it (small
+    images are bound by the Python work between OpenCV calls, which holds the GIL).
+    OpenCV and torch run one thread each meanwhile (torch ops in ``work`` release the
+    GIL)."""
     with _single_threaded():
-        if threads <= 1 or count < threads or count * pixels < 1 << 16:
+        if threads <= 1 or count < threads or pixels < _POOL_MIN_VALUES:
             for k in range(count):
                 work(k)
             return
