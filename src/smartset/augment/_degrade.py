@@ -150,26 +150,26 @@ def _motion_blur_opencv(x: torch.Tensor, lengths: np.ndarray,
     if height * width <= _SMALL_PLANE:
         # samples sorted by line, padded once: each line's samples are one tall image
         order = np.argsort(inverse, kind="stable")
-        padded = x.index_select(0, torch.from_numpy(order)).index_select(
-            2, _reflect_index(height, r, x.device)).index_select(
-            3, _reflect_index(width, r, x.device))
-        blurred = torch.empty_like(padded)
-        src = padded.numpy().reshape(n, -1, width + 2 * r)
-        dst = blurred.numpy().reshape(n, -1, width + 2 * r)
+        rows_index = _reflect_index(height, r, x.device).numpy()
+        cols_index = _reflect_index(width, r, x.device).numpy()
+        padded = x.numpy()[order][:, :, rows_index][:, :, :, cols_index]
+        src = padded.reshape(n, -1, width + 2 * r)
+        dst = np.empty_like(src)
         bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
         for g, kernel in enumerate(kernels):
             a, b = int(bounds[g]), int(bounds[g + 1])
             cv2.filter2D(src[a:b].reshape(-1, width + 2 * r), cv2.CV_8U, kernel,
                          dst=dst[a:b].reshape(-1, width + 2 * r),
                          borderType=cv2.BORDER_REFLECT_101)
-        back = torch.from_numpy(np.argsort(order, kind="stable"))
-        return blurred[:, :, r:r + height, r:r + width].index_select(0, back)
+        back = np.argsort(order, kind="stable")
+        blurred = dst.reshape(padded.shape)[back, :, r:r + height, r:r + width]
+        return torch.from_numpy(np.ascontiguousarray(blurred))
     out = torch.empty_like(x)
     per_plane = [kernels[g] for g in np.repeat(inverse, channels).tolist()]
     _planes(lambda plane, dst, kernel: cv2.filter2D(plane, cv2.CV_8U, kernel, dst=dst,
                                                     borderType=cv2.BORDER_REFLECT_101),
             x.contiguous().view(n * channels, height, width).numpy(),
-            out.view(n * channels, height, width).numpy(), per_plane)
+            out.view(n * channels, height, width).numpy(), per_plane, heavy=True)
     return out
 
 
@@ -211,14 +211,15 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
                 small = cv2.merge([cv2.resize(plane, (size[1], size[0]),
                                               interpolation=cv2.INTER_AREA) for plane in sample])
                 cv2.split(cv2.resize(small, (width, height), interpolation=back), list(dst))
-            _planes(one, x.contiguous().numpy(), out.numpy(), sizes.tolist())
+            _planes(one, x.contiguous().numpy(), out.numpy(), sizes.tolist(), heavy=True)
             return out
         per_plane = np.repeat(sizes, x.shape[1], axis=0).tolist()
         _planes(lambda plane, dst, size: cv2.resize(
             cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_AREA),
             (width, height), dst=dst, interpolation=back),
             x.contiguous().view(-1, height, width).numpy(),
-            out.view(-1, height, width).numpy(), per_plane)
+            out.view(-1, height, width).numpy(), per_plane,
+            heavy=height * width > _SMALL_PLANE)
         return out
     keys = sizes[:, 0] * (width + 1) + sizes[:, 1]
     y = _to_float(x)
@@ -320,18 +321,20 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
 _SMALL_PLANE = 64 * 64
 
 
-def _planes(fn, src: np.ndarray, dst: np.ndarray, args) -> None:
+def _planes(fn, src: np.ndarray, dst: np.ndarray, args, *, heavy: bool = False) -> None:
     """``fn(src[k], dst[k], args[k])`` for the planes ``src`` (K x ..., contiguous), ``fn``
     writing plane ``k`` of the result into ``dst[k]`` (an OpenCV call with ``dst=``: no
     temporary, no copy). The planes are split into one contiguous run per thread, over
-    ``torch.get_num_threads()`` threads (OpenCV releases the GIL); each plane alone, so a
-    batch gives the bits of its samples."""
+    ``torch.get_num_threads()`` threads when each call is ``heavy`` (a filter or a resize
+    of a large plane): OpenCV releases the GIL during a call, but between calls the threads
+    take turns on it, and for short calls (a lookup, a histogram) on a busy machine that
+    costs more than it saves. Each plane alone, so a batch gives the bits of its samples."""
     count = len(src)
 
     def run(start, stop):
         for k in range(start, stop):
             fn(src[k], dst[k], args[k])
-    threads = max(1, min(torch.get_num_threads(), count // 8))
+    threads = max(1, min(torch.get_num_threads(), count // 8)) if heavy else 1
     if threads == 1:
         run(0, count)
         return
@@ -395,9 +398,13 @@ def solarize(x: torch.Tensor, threshold) -> torch.Tensor:
     def formula(y):
         t = torch.as_tensor(thresholds, device=x.device).to(y.dtype).view(n, 1, 1, 1)
         return torch.where(y >= t, 1.0 - y, y)
-    if x.dtype == torch.uint8:  # the same formula on the 256 levels, then a lookup
-        table = _from_float(formula(_levels_as_images(n, x.device)), torch.uint8)
-        return _lut(x, table.view(n, 256))
+    if x.dtype == torch.uint8:  # the formula on the 256 levels, then a lookup
+        # level v inverts when float32(v / 255) >= float32(t), as to_float makes v / 255
+        levels = np.arange(256, dtype=np.float32) / np.float32(255)
+        first = np.searchsorted(levels, thresholds.astype(np.float32), side="left")
+        v = np.arange(256)
+        table = np.where(v[None] >= first[:, None], 255 - v, v).astype(np.uint8)
+        return _lut(x, torch.from_numpy(table).to(x.device))
     return _from_float(formula(_to_float(x)), x.dtype)
 
 
@@ -437,35 +444,40 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
         _planes(lambda plane, dst, _: cv2.calcHist([plane], [0], None, [256], [0, 256],
                                                    hist=dst), planes, counts,
                 [None] * len(planes))
-        hist = torch.from_numpy(counts.reshape(-1, 256).astype(np.int64))
+        hist = counts.reshape(-1, 256).astype(np.int64)
     elif _opencv_ready(x):  # small 8-bit planes: NumPy, each plane's levels offset once
         rows = n * channels
         index = np.add(x.contiguous().view(rows, -1).numpy(),
                        np.arange(0, 256 * rows, 256, dtype=np.intp)[:, None], dtype=np.intp)
-        hist = torch.from_numpy(np.bincount(index.reshape(-1), minlength=256 * rows)
-                                .reshape(rows, 256).astype(np.int64))
+        hist = np.bincount(index.reshape(-1), minlength=256 * rows).reshape(rows, 256)
     else:  # one bincount for the batch, each plane's levels offset into its own 256 bins
         levels = _levels(x).reshape(n * channels, height * width).to(torch.int64)
         offsets = torch.arange(n * channels, device=x.device).view(-1, 1) * 256
-        hist = torch.bincount((levels + offsets).reshape(-1),
-                              minlength=256 * n * channels).view(n * channels, 256)
+        hist = torch.bincount((levels + offsets).reshape(-1), minlength=256 * n * channels)
+        hist = hist.view(n * channels, 256).cpu().numpy()
+    table = _equalize_tables(hist)
+    if _opencv_ready(x) and height * width <= _SMALL_PLANE:  # the offset levels index the tables
+        return torch.from_numpy(np.take(table.reshape(-1), index)).view_as(x)
+    mapped = _lut(_levels(x), torch.from_numpy(table).to(x.device).view(n, channels, 256))
+    return _from_levels(mapped, x.dtype)
+
+
+def _equalize_tables(hist: np.ndarray) -> np.ndarray:
+    """PIL's equalisation tables (``K x 256`` uint8) from histograms (``K x 256`` counts),
+    in NumPy: a few small rows, where a torch operation would start a thread team."""
+    hist = hist.astype(np.int64)
     # the count of the last level present is left out of the step (PIL)
-    last = 255 - torch.argmax((hist.flip(1) > 0).to(torch.int64), 1)
-    last_count = hist.gather(1, last.view(-1, 1)).view(-1)
-    step = torch.div(hist.sum(1) - last_count, 255, rounding_mode="floor")
-    safe = step.clamp_min(1).view(-1, 1)
+    last = 255 - np.argmax(hist[:, ::-1] > 0, 1)
+    step = (hist.sum(1) - hist[np.arange(len(hist)), last]) // 255
+    safe = np.maximum(step, 1)[:, None]
     # floor((cum + step // 2) / step) in float64: exact for counts below 2**53 (a quotient
     # just under a whole number is at least 1 / step below it), and SIMD unlike int64 division
-    cum = torch.cumsum(hist[:, :-1], 1).to(torch.float64)
-    lut = cum.add_(torch.div(safe, 2, rounding_mode="floor")).div_(safe).floor_().clamp_(0, 255)
-    lut = torch.cat([torch.zeros_like(lut[:, :1]), lut], 1).to(torch.int64)
-    identity = (step == 0).view(-1, 1)
-    lut = torch.where(identity, torch.arange(256, device=x.device).view(1, 256), lut)
-    table = lut.to(torch.uint8)
-    if _opencv_ready(x) and height * width <= _SMALL_PLANE:  # the offset levels index the tables
-        return torch.from_numpy(np.take(table.numpy().reshape(-1), index)).view_as(x)
-    mapped = _lut(_levels(x), table.view(n, channels, 256))
-    return _from_levels(mapped, x.dtype)
+    lut = np.zeros(hist.shape, np.float64)
+    np.cumsum(hist[:, :-1], 1, out=lut[:, 1:])
+    lut = np.floor((lut[:, 1:] + safe // 2) / safe).clip(0, 255)
+    lut = np.concatenate([np.zeros((len(hist), 1)), lut], 1)
+    lut = np.where(step[:, None] == 0, np.arange(256)[None], lut)
+    return lut.astype(np.uint8)
 
 
 def adjust_color(x: torch.Tensor, factor) -> torch.Tensor:
