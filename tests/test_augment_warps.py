@@ -37,7 +37,7 @@ TRANSFORMS = {
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
-@pytest.mark.parametrize("channels", [1, 3, 5])
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
 def test_uint8_through_opencv_matches_the_float_path(name, channels):
     x = _photos(channels=channels)
     t = TRANSFORMS[name]()
