@@ -148,3 +148,43 @@ def test_pair_scores_pad_each_image_once_and_equal_opencv_pair_by_pair():
     np.testing.assert_array_equal(_aligned_scores(images[first], images[second]), expected)
     score = pair_scorer("aligned", lambda rows: None, lambda rows: images[rows])
     np.testing.assert_array_equal(score(first, second), expected)
+
+
+def _stats_one_by_one(histogram: np.ndarray) -> dict:
+    """The histogram statistics image by image, as the audit computed them before."""
+    share = histogram / histogram.sum()
+    cumulative = np.cumsum(share)
+    level = np.arange(256) / 255.0
+    mean = float(share @ level)
+    low = float(np.searchsorted(cumulative, 0.01))
+    span = max(float(np.searchsorted(cumulative, 0.99)) - low, 64.0)
+    bins = np.clip(((np.arange(256) - low) * 32.0 / span).astype(np.int64), 0, 31)
+    coarse = np.bincount(bins, weights=share, minlength=32)
+    p = coarse[coarse > 0]
+    return {"brightness": mean, "brightness_p01": low / 255.0,
+            "brightness_p05": float(np.searchsorted(cumulative, 0.05)) / 255.0,
+            "brightness_p99": float(np.searchsorted(cumulative, 0.99)) / 255.0,
+            "contrast": float(np.sqrt(max(0.0, float(share @ (level - mean) ** 2)))),
+            "dark_fraction": float(share[:26].sum()),
+            "saturated_fraction": float(share[250:].sum()),
+            "entropy": float(-(p * np.log2(p)).sum())}
+
+
+def test_histogram_statistics_of_a_batch_equal_image_by_image(tmp_path):
+    from smartset.audit.properties import compute_properties, histogram_stats
+
+    rng = np.random.default_rng(11)
+    histograms = np.concatenate([
+        rng.integers(0, 50, (20, 256)),                                   # everywhere
+        np.bincount(rng.integers(0, 3, 784), minlength=256)[None],        # three levels
+        np.eye(256, dtype=np.int64)[[0, 255, 128]] * 784]).astype(np.float64)  # one level
+    stats = histogram_stats(histograms)
+    for i, histogram in enumerate(histograms):
+        for name, value in _stats_one_by_one(histogram).items():
+            assert stats[name][i] == pytest.approx(value, rel=1e-12, abs=1e-15), (i, name)
+    paths = _gray_images(tmp_path)
+    batch = compute_properties({"path": [str(p) for p in paths] + [str(tmp_path / "gone.png")]})
+    assert batch["error"][-1] is not None and batch["brightness"][-1] is None
+    for i, path in enumerate(paths):  # one image at a time gives the batch's numbers
+        alone = _measure(str(path))
+        assert {k: batch[k][i] for k in stats} == {k: alone[k] for k in stats}

@@ -114,8 +114,54 @@ _embedding = pixel_embedding  # one pixel embedding for audit and learn (smartse
 
 
 def _measure(path: str, *, gray_shortcut: bool = True) -> dict:
-    """The properties of the image at ``path``. ``gray_shortcut``: measure a plain 8-bit
-    gray image on its one channel (False: as RGB, as other images; the same numbers)."""
+    """The properties of the image at ``path`` (:func:`compute_properties` for one).
+    ``gray_shortcut``: measure a plain 8-bit gray image on its one channel (False: as RGB,
+    as other images; the same numbers)."""
+    measured = _measure_image(path, gray_shortcut=gray_shortcut)
+    stats = histogram_stats(measured.pop("histogram")[None])
+    return {**measured, **{name: float(values[0]) for name, values in stats.items()}}
+
+
+_LEVEL = np.arange(256) / 255.0
+_HISTOGRAM_STATS = ("brightness", "brightness_p01", "brightness_p05", "brightness_p99",
+                    "contrast", "dark_fraction", "saturated_fraction", "entropy")
+
+
+def histogram_stats(histograms: np.ndarray) -> dict[str, np.ndarray]:
+    """The brightness statistics of ``n x 256`` level counts, every image at once (as
+    NumPy over a batch, not a few dozen small calls an image): mean, the 1st, 5th and 99th
+    percentiles, spread, dark and saturated fractions, and the entropy over 32 bins
+    spanning the image's own range (at least 64 levels wide: blind to a few levels of
+    noise, and to darkening or washing out, which only squeeze the range)."""
+    histograms = np.asarray(histograms, dtype=np.float64).reshape(-1, 256)
+    n = len(histograms)
+    share = histograms / histograms.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(share, axis=1)
+    mean = np.einsum("ij,j->i", share, _LEVEL)  # row by row: a batch's rows do not mix
+
+    def percentile(q: float) -> np.ndarray:  # np.searchsorted(cumulative, q), row by row
+        return (cumulative < q).sum(axis=1).astype(np.float64)
+
+    low, high = percentile(0.01), percentile(0.99)
+    span = np.maximum(high - low, 64.0)
+    bins = np.clip(((np.arange(256) - low[:, None]) * 32.0 / span[:, None]).astype(np.int64),
+                   0, 31)
+    coarse = np.bincount((bins + 32 * np.arange(n)[:, None]).reshape(-1),
+                         weights=share.reshape(-1), minlength=32 * n).reshape(n, 32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        information = np.where(coarse > 0, coarse * np.log2(coarse), 0.0)
+    spread = (share * (_LEVEL[None, :] - mean[:, None]) ** 2).sum(axis=1)
+    return {"brightness": mean, "brightness_p01": low / 255.0,
+            "brightness_p05": percentile(0.05) / 255.0, "brightness_p99": high / 255.0,
+            "contrast": np.sqrt(np.maximum(0.0, spread)),
+            "dark_fraction": share[:, :26].sum(axis=1),        # below 0.1
+            "saturated_fraction": share[:, 250:].sum(axis=1),  # above 0.98
+            "entropy": -information.sum(axis=1)}
+
+
+def _measure_image(path: str, *, gray_shortcut: bool = True) -> dict:
+    """What :func:`_measure` measures image by image: all but the histogram's statistics
+    (its ``histogram`` instead)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = open_image(path)  # a local path or an fsspec URL
@@ -155,18 +201,6 @@ def _measure(path: str, *, gray_shortcut: bool = True) -> dict:
         else:
             rgb = cv2.resize(rgb, size, interpolation=method)
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    share = histogram / histogram.sum()
-    cumulative = np.cumsum(share)
-    level = np.arange(256) / 255.0
-    mean = float(share @ level)
-    p01, p05, p99 = (float(np.searchsorted(cumulative, q)) / 255.0 for q in (0.01, 0.05, 0.99))
-    # Entropy over 32 bins spanning the image's own range (at least 64 levels wide): blind
-    # to a few levels of noise, and to darkening or washing out, which only squeeze the range.
-    low = float(np.searchsorted(cumulative, 0.01))
-    span = max(float(np.searchsorted(cumulative, 0.99)) - low, 64.0)
-    bins = np.clip(((np.arange(256) - low) * 32.0 / span).astype(np.int64), 0, 31)
-    coarse = np.bincount(bins, weights=share, minlength=32)
-    probabilities = coarse[coarse > 0]
     # Small copies for the global and coarse measures: the same numbers for a fraction
     # of the work.
     thumb = cv2.resize(gray, (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
@@ -188,15 +222,8 @@ def _measure(path: str, *, gray_shortcut: bool = True) -> dict:
                                           cv2.min(cv2.min(red8, green8), blue8)).max())
     return {
         **info,
-        "brightness": mean,
-        "brightness_p01": p01,
-        "brightness_p05": p05,
-        "brightness_p99": p99,
-        "contrast": math.sqrt(max(0.0, float(share @ (level - mean) ** 2))),
-        "dark_fraction": float(share[:26].sum()),        # below 0.1
-        "saturated_fraction": float(share[250:].sum()),  # above 0.98
+        "histogram": histogram,  # its statistics: histogram_stats, for a batch at once
         "sharpness": _sharpness(gray),
-        "entropy": float(-(probabilities * np.log2(probabilities)).sum()),
         "colourfulness": colourfulness,
         "grayscale": int(gray_mode or channel_spread <= 2),
         "phash": _phash(thumb),
@@ -218,9 +245,15 @@ def compute_properties(batch: Batch) -> Batch:
     rows = []
     for path in batch["path"]:
         try:
-            rows.append({**_measure(path), "error": None})
+            rows.append({**_measure_image(path), "error": None})
         except (OSError, SyntaxError, ValueError, EOFError, cv2.error) as error:
             rows.append({"error": f"{type(error).__name__}: {error}"})
+    measured = [row for row in rows if row["error"] is None]
+    if measured:
+        stats = histogram_stats(np.stack([row.pop("histogram") for row in measured]))
+        for name in _HISTOGRAM_STATS:
+            for row, value in zip(measured, stats[name].tolist()):
+                row[name] = value
     out = dict(batch)
     for key in (*PROPERTIES, "embedding", "thumb", "error"):
         out[key] = [row.get(key) for row in rows]
