@@ -19,7 +19,13 @@ are used as they are), and counting F1, per condition, mean ± std over seeds; t
 training wall and CPU time of each model, with the load average (other processes share
 the machine: CPU seconds are the fairer number).
 
-``--part dacolt|scale`` runs one half (the two can run side by side).
+DaCoLT's learning half is the ``knife-light`` policy (darkening, a lamp's uneven warm light
+and glare, CLAHE), its test half the brightness-guided CLAHE + gamma of DaCoT (one CLAHE tile
+per 128 px). Measured for the README (easy set, day-only training): ``--difficulty easy
+--train-scenes 80 --train-conditions high,medium --epochs 15 --part dacolt --jobs 2``.
+
+``--part dacolt|scale`` runs one half (the two can run side by side); ``--jobs 2`` trains
+two of the DaCoLT study's models at once (the same models, in worker processes).
 ``--quick``: a tiny set, 2 epochs, one seed (a smoke test, under a minute on a quiet
 machine). The last line of stdout is one line of JSON.
 """
