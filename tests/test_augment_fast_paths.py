@@ -122,3 +122,12 @@ def test_lowres_of_colour_photos_equals_the_plane_by_plane_rule():
             small = cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
             expected = cv2.resize(small, (90, 80), interpolation=cv2.INTER_LINEAR)
             assert np.array_equal(out[i, c].numpy(), expected)
+
+
+def test_motion_blur_of_a_large_batch_of_digits():
+    # many samples of one line in a run: the stacked image is written in place
+    x = _images(300, (28, 28), channels=1, seed=4)
+    rng = np.random.default_rng(2)
+    lengths, angles = rng.choice([3, 5, 7], len(x)), rng.uniform(0, 360, len(x))
+    fast = dg.motion_blur(x, lengths, angles)
+    assert torch.equal(fast.to(torch.int16), dg.motion_blur(x.to(torch.int16), lengths, angles))

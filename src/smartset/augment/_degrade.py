@@ -152,9 +152,10 @@ def _motion_blur_opencv(x: torch.Tensor, lengths: np.ndarray,
         order = np.argsort(inverse, kind="stable")
         rows_index = _reflect_index(height, r, x.device).numpy()
         cols_index = _reflect_index(width, r, x.device).numpy()
-        padded = x.numpy()[order][:, :, rows_index][:, :, :, cols_index]
+        # C order throughout: a run of samples is then one tall image OpenCV writes in place
+        padded = np.ascontiguousarray(x.numpy()[order][:, :, rows_index][:, :, :, cols_index])
         src = padded.reshape(n, -1, width + 2 * r)
-        dst = np.empty_like(src)
+        dst = np.empty(src.shape, np.uint8)
         bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
         for g, kernel in enumerate(kernels):
             a, b = int(bounds[g]), int(bounds[g + 1])
