@@ -278,12 +278,11 @@ def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
     if channels == 1:
         images = images[..., 0]
     out = np.empty_like(images)
-    threads = max(1, min(torch.get_num_threads(), n // 8))
+    # threads only for large images: a small image's codec call is too short to share the
+    # GIL well on a busy machine (see _planes)
+    threads = max(1, min(torch.get_num_threads(), n // 8)) if height * width > _SMALL_PLANE else 1
     if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(_jpeg_one, images, qualities, out))
+        list(_pool(threads).map(_jpeg_one, images, qualities, out))
     else:
         for image, q, o in zip(images, qualities, out):
             _jpeg_one(image, q, o)
