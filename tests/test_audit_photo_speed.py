@@ -113,3 +113,28 @@ def test_report_cards_get_their_thumbnails_made_together(monkeypatch, tmp_path):
     assert "\x00" not in page and page.count("undecodable") == 1
     assert page.count("base64,czE=") == 2  # b"s1", in both of a's cards
     assert page.index("start") < page.index("czE=") < page.index("end")
+
+
+def test_the_network_runs_on_the_chosen_threads_and_restores_them(monkeypatch):
+    import torch
+
+    from smartset import embeddings
+
+    seen = []
+
+    def fake_batch(batch, **kwargs):
+        seen.append(torch.get_num_threads())
+        return {"embedding": [np.ones(4, np.float32) for _ in batch["path"]],
+                "error": [None] * len(batch["path"])}
+
+    monkeypatch.setattr(embeddings, "embed_batch", fake_batch)
+    monkeypatch.setenv("SMARTSET_THREADS", "1")  # as if the other core were busy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        vectors, errors = embeddings.embed_paths(["a.jpg", "b.jpg", "c.jpg"], batch_size=2,
+                                                 progress=False)
+        assert seen == [1, 1] and vectors.shape == (3, 4) and errors == [None] * 3
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)

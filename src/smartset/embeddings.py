@@ -37,6 +37,7 @@ import numpy as np
 
 from smartset._memory import reuse_freed_blocks
 from smartset._progress import progress_bar
+from smartset._threads import capped_threads
 from smartset.backbones import DEFAULT_BACKBONE, backbone_spec
 from smartset.engine import Batch, batches_of, get_engine
 from smartset.errors import EmptyDataError, ImageDecodeError
@@ -235,8 +236,14 @@ def embed_paths(paths, *, backbone: str = DEFAULT_BACKBONE, engine=None,
     runner = get_engine(engine if engine is not None else "serial")
     device = _default_device() if runner.name == "serial" else "cpu"
     vectors, errors = None, []
+    # In this process: activations reused batch after batch, and torch's threads only on
+    # the cores other processes leave free (a thread on a busy core makes every layer's
+    # barrier wait for it: smartset._threads; torch is imported first, so that it is set).
+    from smartset._torch import require_torch
+
+    require_torch("smartset.embeddings")
     with progress_bar(len(paths), f"embedding with {spec.name}", enabled=progress) as advance, \
-            reuse_freed_blocks():  # activations reused batch after batch (in this process)
+            reuse_freed_blocks(), capped_threads():
         results = runner.map_batches(embed_batch, batches_of({"path": paths}, batch_size),
                                      fn_kwargs={"backbone": spec.name, "device": device,
                                                 "size": size})
