@@ -12,8 +12,9 @@ Task policies (:data:`smartset.augment.TASK_POLICIES`, taken by name wherever a 
 
 - ``whale-scale``: scale down and up (0.5x to 2x) with flips: the whale study's key to
   generalising from high to low resolution (aerial to satellite);
-- ``knife-light``: darkening (gamma 1.2 to 3) and CLAHE, with horizontal flips: the knife
-  study's brightness-guided preprocessing for surveillance video;
+- ``knife-light``: darkening (gamma 1.2 to 3), the uneven warm light and glare of a lamp
+  (``lamp``) and CLAHE, with horizontal flips: the learning half of the knife study's
+  DaCoLT for surveillance video;
 - ``detection-basic``: small rotations, translations, flips and brightness.
 """
 
