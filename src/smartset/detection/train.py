@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smartset._atomic import atomic_path, write_text
+from smartset._atomic import write_text
+from smartset._checkpoint import read_state, save_state
 from smartset.detection.detector import (DETECTOR_FORMAT, build_detector, centernet_loss,
                                          centernet_targets, decode, torch)
 from smartset.errors import SmartsetError, SourceError
@@ -244,26 +245,18 @@ class Detector:
         return _atomic_save(state, Path(path))
 
 
-def _atomic_save(state: dict, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path
+_atomic_save = save_state  # the one atomic checkpoint writer (smartset._checkpoint)
 
 
 def _read(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DetectorError(f"No detector at '{path}': give a 'smartset detect train' run id "
-                            f"or the path of its model.pt.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code
-    except Exception as error:  # a truncated or foreign file
-        raise DetectorError(f"'{path}' cannot be read as a detector ({type(error).__name__}); "
-                            f"train again or resume the run.") from None
-    if not isinstance(state, dict) or state.get("format") != DETECTOR_FORMAT:
-        raise DetectorError(f"'{path}' is not a smartset detector (format "
-                            f"{DETECTOR_FORMAT}); give a 'smartset detect train' model.pt.")
-    return state
+    return read_state(
+        path, format=DETECTOR_FORMAT, error=DetectorError,
+        missing="No detector at '{path}': give a 'smartset detect train' run id or the path "
+                "of its model.pt.",
+        damaged="'{path}' cannot be read as a detector ({reason}); train again or resume the "
+                "run.",
+        foreign="'{path}' is not a smartset detector (format {format}); give a 'smartset "
+                "detect train' model.pt.")
 
 
 def load_detector(path: str | Path) -> Detector:
