@@ -98,6 +98,37 @@ def test_duplicates_share_a_group_and_a_side_of_the_split(tmp_path, fixtures):
     assert groups[samples.loc["a/1.png", "id"]] != groups[samples.loc["a/0.png", "id"]]
 
 
+def test_splits_and_folds_do_not_depend_on_where_the_data_lies(tmp_path, fixtures):
+    # A sample id hashes its root's absolute path (data outside the workspace): the same
+    # files at two locations must still give the same seeded hold-out and folds.
+    from smartset.learn._splits import _group_folds, split_holdout
+    from smartset.learn.data import load_version
+    from smartset.learn.multilabel import group_folds
+
+    answers = []
+    for where in ("a", "somewhere/much/deeper"):
+        root = tmp_path / where / "data"
+        for cls in ("x", "y"):
+            (root / cls).mkdir(parents=True)
+            for i in range(10):
+                Image.fromarray(np.full((8, 8), 10 * i + (120 if cls == "y" else 0),
+                                        np.uint8)).save(root / cls / f"{i}.png")
+        ws = smartset.init(tmp_path / where / "ws")
+        ws.ingest(root, show_progress=False)
+        data = load_version(ws, cache=False, progress=False)
+        groups = duplicate_groups(ws, data.ids)
+        train_rows, test_rows, _ = split_holdout(data, groups, test_fraction=0.3, seed=3)
+        relpaths = ws.samples().set_index("id")["relpath"]
+        names = [relpaths[i] for i in data.ids]
+        codes = np.unique(data.labels, return_inverse=True)[1]
+        answers.append((sorted(names[r] for r in test_rows),
+                        dict(zip(names, _group_folds(codes, groups, 3, 3).tolist())),
+                        dict(zip(names, group_folds(len(names), 3, groups=groups,
+                                                    seed=3).tolist()))))
+    assert len(set(answers[0][0]) & set(answers[1][0])) == len(answers[0][0]) > 0
+    assert answers[0][1] == answers[1][1] and answers[0][2] == answers[1][2]
+
+
 def test_bad_versions_get_clear_errors(tmp_path, fixtures):
     root = tmp_path / "one-class" / "cat"
     root.mkdir(parents=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from smartset.learn.crossval import fold_ids
+from smartset.learn.crossval import fold_ids, groups_in_row_order
 from smartset.learn.data import LoadedData
 from smartset.learn.errors import LearnError
 
@@ -94,8 +94,8 @@ def split_holdout(data: LoadedData, groups: np.ndarray, *, test_fraction: float,
         if not 0 < test_fraction < 1:
             raise LearnError(f"test_fraction must be in (0, 1), got {test_fraction}")
         rng = np.random.default_rng(seed)
-        unique, group_index = np.unique(keys, return_inverse=True)
-        has_original = np.zeros(len(unique), dtype=bool)
+        group_index, count = groups_in_row_order(keys)  # location-independent numbering
+        has_original = np.zeros(count, dtype=bool)
         has_original[group_index[~derived]] = True
         strata = data.labels if data.targets is None else np.zeros(len(data), dtype=object)
         test_groups = set()

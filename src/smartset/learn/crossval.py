@@ -15,7 +15,24 @@ from smartset.learn.errors import LearnError
 from smartset.learn.estimator import ImageClassifier
 from smartset.learn.inference import predict_on_engine
 
-__all__ = ["cross_val_predict", "fold_ids", "ensemble_proba", "EnsembleClassifier"]
+__all__ = ["cross_val_predict", "fold_ids", "groups_in_row_order", "ensemble_proba",
+           "EnsembleClassifier"]
+
+
+def groups_in_row_order(keys) -> tuple[np.ndarray, int]:
+    """``(index, count)``: a group number per row, groups numbered by their first row.
+
+    Not by the keys' sorted values: a sample id hashes its root's path, which is absolute
+    for data outside the workspace, so numbering groups by sorted ids would make a seeded
+    split or fold assignment depend on where the data lies. Rows come in catalog order
+    (root, relative path), the same wherever the workspace and the data are."""
+    keys = np.asarray(keys)
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), 0
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[np.ravel(inverse)], len(first)
 
 
 def fold_ids(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from smartset._random import resolve_rng
 from smartset._torch import require_torch
 from smartset.learn._arrays import as_image_tensor
+from smartset.learn.crossval import groups_in_row_order
 from smartset.learn.errors import LearnError
 from smartset.learn.estimator import _ImageModel
 from smartset.learn.multilabel_metrics import (
@@ -64,14 +65,14 @@ def group_folds(n: int, folds: int, *, groups: Sequence | None = None, seed=0) -
     keys = np.arange(n) if groups is None else np.asarray(groups)
     if len(keys) != n:
         raise LearnError(f"{len(keys)} groups for {n} rows")
-    unique, inverse = np.unique(keys, return_inverse=True)
-    if len(unique) < folds:
+    inverse, count = groups_in_row_order(keys)  # location-independent numbering
+    if count < folds:
         raise LearnError(f"{folds} folds need at least {folds} groups; there are "
-                         f"{len(unique)}: lower the number of folds.")
-    sizes = np.bincount(inverse)
+                         f"{count}: lower the number of folds.")
+    sizes = np.bincount(inverse, minlength=count)
     load = np.zeros(folds)
-    assigned = np.empty(len(unique), dtype=np.int64)
-    for g in rng.permutation(len(unique)):  # greedy: the lightest fold takes the next group
+    assigned = np.empty(count, dtype=np.int64)
+    for g in rng.permutation(count):  # greedy: the lightest fold takes the next group
         f = int(np.argmin(load + rng.random(folds) * 1e-9))
         assigned[g] = f
         load[f] += sizes[g]
