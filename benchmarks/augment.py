@@ -61,6 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="2,000 digits and 100 photos, best of 2 per row")
     parser.add_argument("--repeat", type=int, default=None, help="runs per row, best kept (default 3; 2 with --quick)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the batched libraries")
+    parser.add_argument("--photo-batch", type=int, default=64,
+                        help="batch size of the per-transform rows at 224x224 (default 64, a "
+                             "training batch: 256 photos are a 38 MB uint8 batch, above glibc's "
+                             "32 MB ceiling for reusing freed memory, so every batch of every "
+                             "batched library would be fresh pages)")
     parser.add_argument("--transforms", default=None,
                         help="per-transform rows (benchmarks/_augment_rows.py): 'all' or "
                              "comma-separated names, e.g. motion_blur,jpeg; 'only' skips the "
@@ -269,7 +274,8 @@ def transform_rows(args, data: dict[str, np.ndarray]) -> None:
     budgets = ((f"{args.threads} thr", args.threads),) if args.threads else (
         ("per-core", 1), ("per-machine", cores))
     libs = ("smartset", "albumentations", "kornia")
-    print(f"Per-transform rows, best of {args.repeat} (smartset uint8 batches of {args.batch}; "
+    print(f"Per-transform rows, best of {args.repeat} (smartset uint8 batches of {args.batch}, "
+          f"{args.photo_batch} at 224x224; "
           f"albumentations per image; kornia float32 batches), img/s; budgets: "
           + ", ".join(f"{b} = {t} torch/cv2 thread(s)" for b, t in budgets))
     print(f"{'transform':<19}| {'data':<9}| {'budget':<12}| {'smartset':>9} | {'albument.':>9} | "
@@ -281,7 +287,8 @@ def transform_rows(args, data: dict[str, np.ndarray]) -> None:
             row = result.setdefault(f"{name}_{data_name}", {})
             for budget, threads in budgets:
                 _contention.set_threads(threads)
-                made = runners(name, images, labels, args.batch)
+                batch = args.photo_batch if data_name == "photo224" else args.batch
+                made = runners(name, images, labels, batch)
                 before = _contention.load()
                 spent: dict[str, float] = {}
                 measured = best_of_interleaved(
@@ -301,6 +308,7 @@ def transform_rows(args, data: dict[str, np.ndarray]) -> None:
                     row[key] = {**{k: round(v, 1) for k, v in rate.items()},
                                 "ratio_vs_best_peer": round(ratio, 3) if ratio else None}
                 row[budget]["load_before"], row[budget]["load_after"] = before, after
+                row["batch"] = batch
                 del made
     _contention.set_threads(args.threads or cores)
     print(json.dumps({"transform_rows": result}))
