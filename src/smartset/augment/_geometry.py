@@ -44,8 +44,9 @@ _CHUNK_PIXELS = 1 << 18  # output pixels per resampling chunk: grids stay in cac
 _LATTICE_BLOCK = 64  # samples per lattice block (lattices are a quarter of the pixels or less)
 # uint8 CPU rows of a path whose images have at least this many output pixels go through
 # OpenCV, one image at a time (see _opencv_warp.py); smaller ones are cheaper as one
-# batched grid_sample (measured on 28 x 28 digits and 224 x 224 photos, one core)
-_OPENCV_MIN_PIXELS = {"resize": 0, "affine": 64 * 64, "mesh": 64 * 64}
+# batched grid_sample (measured on 28 x 28 digits and 224 x 224 photos, one core); the
+# field path hands OpenCV the float path's own map in source pixels (_opencv_field_rows)
+_OPENCV_MIN_PIXELS = {"resize": 0, "affine": 64 * 64, "field": 64 * 64, "mesh": 64 * 64}
 _PADDING = {"constant": "zeros", "nearest": "border", "reflect": "reflection", "wrap": "border"}
 
 
@@ -680,6 +681,8 @@ class FusedWarp:
             _opencv.resize_rows(x, out, rows, self.crop_boxes()[rows], threads)
         elif path == "affine":
             _opencv.matrix_rows(x, out, rows, self.affine[rows], fill, fill_value, threads)
+        elif path == "field":
+            self._opencv_field_rows(rows, x, out, fill, fill_value, threads)
         else:
             height, width = self.size_out
 
@@ -696,6 +699,38 @@ class FusedWarp:
                 return self._backward(part, xs.expand(n, 1, width), ys.expand(n, height, 1),
                                       x.device)
             _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads)
+
+    def _opencv_field_rows(self, rows: np.ndarray, x: torch.Tensor, out: torch.Tensor,
+                           fill: str, fill_value, threads: int) -> None:
+        """``uint8`` CPU rows of the field path through ``cv2.remap``: the same map as the
+        float path (the lattice of :meth:`lattice`, upsampled bilinearly with
+        ``align_corners=True``), built in source pixels (OpenCV's absolute convention,
+        pixel centres at integers) rather than grid_sample's normalised coordinates, for
+        blocks of rows, then converted to fixed point per image. Reading the field at every
+        pixel's own point (``_backward``, the mesh path) is a different map: bicubic between
+        nodes, and, for a field followed by shifts, a field not laid on the output lattice."""
+        height, width = self.size_out
+        self._pixel_lattice(rows[:1])  # caches for every row, in this thread, before the pool
+
+        def points(part):  # n x H x W source x and y (views of one n x 2 x H x W map)
+            lat = self._pixel_lattice(part)
+            if lat.shape[-2:] != (height, width):
+                lat = F.interpolate(lat, size=(height, width), mode="bilinear",
+                                    align_corners=True)
+            return lat[:, 0], lat[:, 1]
+        _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads, separable=False)
+
+    def _pixel_lattice(self, rows: np.ndarray) -> torch.Tensor:
+        """The lattice of ``rows`` in source pixels (CPU float32, n x 2 x h x w)."""
+        xs, ys = self._output_lattice(torch.device("cpu"))
+        cpu = torch.device("cpu")
+        if (str(cpu), False) not in self._lattice and \
+                self._single_field_on_nodes(len(ys), len(xs)) is not None:
+            return self._fast_lattice(rows, cpu, False)
+        lat = self.lattice(cpu, normalized=False)
+        if len(rows) == self.n:
+            return lat
+        return lat.index_select(0, torch.as_tensor(rows))
 
     def _clamp_to_boxes(self, grid: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """A crop's sampling grid (normalised, n x H x W x 2) held inside its pixel box."""

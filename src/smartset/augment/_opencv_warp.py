@@ -10,9 +10,10 @@ fixed-point weights and builds what it needs in cache-sized blocks:
   written straight into the output (no layout change, no sampling grid);
 - other affine and projective maps are ``cv2.warpAffine`` / ``cv2.warpPerspective`` with
   the backward matrix (``WARP_INVERSE_MAP``);
-- maps given per pixel (grid and optical distortion) are converted to OpenCV's fixed-point
-  maps (``cv2.convertMaps`` to ``CV_16SC2``: 1/32 pixel, about twice as fast to sample as
-  float maps) and sampled with ``cv2.remap``.
+- maps given per pixel (grid and optical distortion, and elastic fields fused with the
+  affine steps: the float path's lattice upsampled, in source pixels) are converted to
+  OpenCV's fixed-point maps (``cv2.convertMaps`` to ``CV_16SC2``: 1/32 pixel, about twice
+  as fast to sample as float maps) and sampled with ``cv2.remap``.
 
 The conventions are the fused warp's: pixel centres at integer coordinates (OpenCV's
 own), bilinear weights, the Keras fill modes as OpenCV borders (``constant``,
@@ -223,14 +224,19 @@ def _fixed_separable(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.nda
 def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
                points: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], fill: str,
                fill_value: float, threads: int = 1, block_pixels: int = 1 << 18,
-               maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+               maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+               separable: bool | None = None) -> None:
     """``out[rows[k]]`` = ``x[rows[k]]`` sampled at ``points(rows_block)``: the source x
     and y of every output pixel as float32 tensors, each ``n x H x W``, or ``n x 1 x W``
     and ``n x H x 1`` when the map is separable (grid distortion), then the fixed-point
     maps are built from the two axes directly. Full maps are computed for blocks of about
     ``block_pixels`` output pixels (their float temporaries stay in cache) and converted
     per image with ``cv2.convertMaps``. ``maps`` (a row index to OpenCV's fixed-point maps)
-    replaces ``points`` where a transform makes its maps itself."""
+    replaces ``points`` where a transform makes its maps itself. ``separable``: whether
+    the maps are given as two axes (None: ask ``points`` for the first row). Full maps may
+    be strided views (each image's plane contiguous, as ``map[:, 0]`` of ``n x 2 x H x W``).
+    Coordinates are absolute source pixels, pixel centres at integers (OpenCV's convention;
+    grid_sample's normalised coordinates must be converted before)."""
     cv2 = _cv2()
     src, dst = _numpy(x), out.numpy()
     height, width = out.shape[2:]
@@ -248,8 +254,10 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
         _each(len(rows), work_own, threads, height * width * x.shape[1])
         return
     # the first row tells whether the map is separable: it is, or not, for every row
-    probe_x, probe_y = points(rows[:1])
-    if probe_x.shape[1] == 1 and probe_y.shape[2] == 1:  # the two axes, for every row
+    if separable is None:
+        probe_x, probe_y = points(rows[:1])
+        separable = probe_x.shape[1] == 1 and probe_y.shape[2] == 1
+    if separable:  # the two axes, for every row
         map_x, map_y = (_numpy(m) for m in points(rows))
 
         def work(k):
@@ -261,7 +269,7 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
 
     def work_block(b):  # full maps for a block of rows, then each image of the block
         part = rows[starts[b]:starts[b] + block]
-        map_x, map_y = (_numpy(m) for m in points(part))
+        map_x, map_y = (m.numpy() for m in points(part))  # strided views are fine
         map_x = np.broadcast_to(map_x, (len(part), height, width))
         map_y = np.broadcast_to(map_y, (len(part), height, width))
         for k in range(len(part)):
