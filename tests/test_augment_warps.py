@@ -178,8 +178,8 @@ def test_the_field_maps_are_the_float_paths_maps_in_pixels(monkeypatch, name):
     fast, slow, got, want = _recorded_maps(monkeypatch, x, TRANSFORMS[name](), seed=5)
     assert got.shape == want.shape == (4, *SIZE, 2)
     assert float((got - want).abs().max()) < 2e-3
-    diff = (fast.int() - slow.round().int()).abs()  # only OpenCV's 1/32 pixel rounding
-    assert float((diff <= 1).float().mean()) > 0.98 and float(diff.float().mean()) < 0.2
+    diff = (fast.int() - slow.round().int()).abs()  # float maps: rounding of the weights
+    assert int(diff.max()) <= 2 and float((diff <= 1).float().mean()) > 0.999
 
 
 def test_field_rows_use_opencv_only_from_64_by_64(monkeypatch):
@@ -249,3 +249,15 @@ def test_field_thread_pool_and_blocks_give_the_same_bits(monkeypatch):
     monkeypatch.setattr(_opencv_warp, "remap_rows", lambda *a, **k: remap_rows(
         *a, **{**k, "block_pixels": 1}))  # one image per block
     assert torch.equal(aug.augment(x, t, seed=8).output, single)
+
+
+@pytest.mark.parametrize("name", ["rotation", "grid_distortion", "elastic_fused"])
+def test_three_channels_sampled_as_four_give_each_channels_own_values(name):
+    """A 3-channel group is warped as 4 channels (faster in OpenCV 5): each channel equals
+    that channel warped alone."""
+    x = _photos(n=3, channels=3)
+    t = TRANSFORMS[name]()
+    together = aug.augment(x, t, seed=4).output
+    for c in range(3):
+        alone = aug.augment(x[:, c:c + 1].contiguous(), t, seed=4).output
+        assert torch.equal(together[:, c:c + 1], alone), (name, c)

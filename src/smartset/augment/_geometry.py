@@ -718,7 +718,8 @@ class FusedWarp:
                 lat = F.interpolate(lat, size=(height, width), mode="bilinear",
                                     align_corners=True)
             return lat[:, 0], lat[:, 1]
-        _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads, separable=False)
+        _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads, separable=False,
+                           fixed=False)
 
     def _pixel_lattice(self, rows: np.ndarray) -> torch.Tensor:
         """The lattice of ``rows`` in source pixels (CPU float32, n x 2 x h x w)."""

@@ -11,9 +11,11 @@ fixed-point weights and builds what it needs in cache-sized blocks:
 - other affine and projective maps are ``cv2.warpAffine`` / ``cv2.warpPerspective`` with
   the backward matrix (``WARP_INVERSE_MAP``);
 - maps given per pixel (grid and optical distortion, and elastic fields fused with the
-  affine steps: the float path's lattice upsampled, in source pixels) are converted to
-  OpenCV's fixed-point maps (``cv2.convertMaps`` to ``CV_16SC2``: 1/32 pixel, about twice
-  as fast to sample as float maps) and sampled with ``cv2.remap``.
+  affine steps: the float path's lattice upsampled, in source pixels) are sampled with
+  ``cv2.remap``: grid and optical distortion through OpenCV's fixed-point maps
+  (``cv2.convertMaps`` to ``CV_16SC2``, 1/32 pixel), elastic fields through the float32
+  maps themselves (OpenCV 5.0 samples 1- and 4-channel images faster from float maps,
+  and within a level of the float path on every pixel; 3 channels are sampled as 4).
 
 The conventions are the fused warp's: pixel centres at integer coordinates (OpenCV's
 own), bilinear weights, the Keras fill modes as OpenCV borders (``constant``,
@@ -64,26 +66,11 @@ def _border(fill: str, fill_value: float):
 
 
 # -- one image, channels-first in and out --------------------------------------------------
-def _interleaved(image: np.ndarray) -> np.ndarray:
-    """C x H x W planes as one H x W x C array (a view for one channel)."""
-    if image.shape[0] == 1:
-        return image[0]
-    return _cv2().merge(list(image))
-
-
-def _write_planes(result: np.ndarray, out: np.ndarray) -> None:
-    """An H x W x C (or H x W) result into the C x H x W output planes."""
-    if out.shape[0] == 1:
-        if result.ndim == 2:
-            out[0] = result
-        else:
-            out[0] = result[..., 0]
-        return
-    _cv2().split(result, list(out))
-
-
 def _per_group(image: np.ndarray, out: np.ndarray, kernel: Callable) -> None:
-    """``kernel(src, dst)`` over groups of at most 4 channels (one group usually)."""
+    """``kernel(src, dst)`` over groups of at most 4 channels (one group usually). A group
+    of 3 is sampled as 4 (its first plane twice): OpenCV 5's 4-channel warps and remaps are
+    about twice as fast as its 3-channel ones, with the same values in every channel
+    (``tests/test_augment_warps.py``)."""
     channels = image.shape[0]
     if channels == 1:
         kernel(image[0], out[0])
@@ -93,10 +80,16 @@ def _per_group(image: np.ndarray, out: np.ndarray, kernel: Callable) -> None:
         if len(part) == 1:
             kernel(part[0], out[start])
             continue
-        src = _interleaved(part)
-        dst = np.empty((out.shape[1], out.shape[2], len(part)), np.uint8)
+        cv2 = _cv2()
+        planes = list(part)
+        targets = list(out[start:start + len(part)])
+        if len(planes) == 3:
+            planes.append(planes[0])
+            targets.append(np.empty_like(targets[0]))
+        src = cv2.merge(planes)
+        dst = np.empty((out.shape[1], out.shape[2], len(planes)), np.uint8)
         kernel(src, dst)
-        _write_planes(dst, out[start:start + len(part)])
+        cv2.split(dst, targets)
 
 
 # -- the loop over images ---------------------------------------------------------------------
@@ -225,7 +218,7 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
                points: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]], fill: str,
                fill_value: float, threads: int = 1, block_pixels: int = 1 << 18,
                maps: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
-               separable: bool | None = None) -> None:
+               separable: bool | None = None, fixed: bool = True) -> None:
     """``out[rows[k]]`` = ``x[rows[k]]`` sampled at ``points(rows_block)``: the source x
     and y of every output pixel as float32 tensors, each ``n x H x W``, or ``n x 1 x W``
     and ``n x H x 1`` when the map is separable (grid distortion), then the fixed-point
@@ -236,7 +229,9 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
     the maps are given as two axes (None: ask ``points`` for the first row). Full maps may
     be strided views (each image's plane contiguous, as ``map[:, 0]`` of ``n x 2 x H x W``).
     Coordinates are absolute source pixels, pixel centres at integers (OpenCV's convention;
-    grid_sample's normalised coordinates must be converted before)."""
+    grid_sample's normalised coordinates must be converted before). ``fixed=False`` samples
+    full maps as float32 (no ``cv2.convertMaps``): OpenCV 5 remaps 1- and 4-channel images
+    faster from float maps than from fixed-point ones, and closer to the float path."""
     cv2 = _cv2()
     src, dst = _numpy(x), out.numpy()
     height, width = out.shape[2:]
@@ -273,7 +268,8 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
         map_x = np.broadcast_to(map_x, (len(part), height, width))
         map_y = np.broadcast_to(map_y, (len(part), height, width))
         for k in range(len(part)):
-            fixed, fraction = cv2.convertMaps(np.ascontiguousarray(map_x[k]),
-                                              np.ascontiguousarray(map_y[k]), cv2.CV_16SC2)
-            sample(int(part[k]), fixed, fraction)
+            first, second = np.ascontiguousarray(map_x[k]), np.ascontiguousarray(map_y[k])
+            if fixed:
+                first, second = cv2.convertMaps(first, second, cv2.CV_16SC2)
+            sample(int(part[k]), first, second)
     _each(len(starts), work_block, threads, block * height * width * x.shape[1])
