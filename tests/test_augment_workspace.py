@@ -91,8 +91,11 @@ def test_a_failing_run_leaves_nothing(digit_ws, monkeypatch):
             raise RuntimeError("disk on fire")
         return original(self, params, size)
     monkeypatch.setattr(aug.Rotation, "_forward", breaks_on_second_batch)
+    # in this process: a spawned worker would not see the patch (the local engine spawns
+    # rather than forks once any thread runs, e.g. an earlier test's OpenCV pool)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        aug.augment_version(ws, policy="rotation", factor=2, name="broken", batch_size=4)
+        aug.augment_version(ws, policy="rotation", factor=2, name="broken", batch_size=4,
+                            engine="serial")
     assert (len(ws.samples(include_unavailable=True)), list(ws.versions()["name"])) == before
     assert not (ws.path / "data" / "augment-broken").exists()
     runs = ws.runs()

@@ -133,3 +133,24 @@ def test_training_records_its_thread_choice_and_follows_the_override(monkeypatch
     # order across threads (small_cnn on 12 x 12 runs the same kernels here)
     a, b = model.predict_proba(images), explicit.predict_proba(images)
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_the_kept_thread_pool_is_per_process_and_works_in_a_forked_child():
+    import multiprocessing
+
+    from smartset._threads import thread_pool
+
+    pool = thread_pool(2)
+    assert thread_pool(2) is pool and list(pool.map(abs, [-1, -2])) == [1, 2]
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as child:  # the parent's pool object exists in the child, its threads not
+        assert child.apply_async(_sum_in_pool).get(timeout=60) == 6
+
+
+def _sum_in_pool():
+    from smartset._threads import thread_pool
+
+    return sum(thread_pool(2).map(abs, [-1, -2, -3]))
+

@@ -27,8 +27,10 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
 
-__all__ = ["capped_threads", "choose_threads", "limit_threads", "usable_cores", "worker_init_fn",
+__all__ = ["capped_threads", "choose_threads", "limit_threads", "thread_pool", "usable_cores",
+           "worker_init_fn",
            "ENV_THREADS"]
 
 ENV_THREADS = "SMARTSET_THREADS"
@@ -161,3 +163,26 @@ def worker_init_fn(worker_id: int) -> None:
     if "cv2" not in sys.modules and importlib.util.find_spec("cv2") is not None:
         import cv2  # noqa: F401  (smartset's JPEG/blur kernels use it in the worker)
     _set(choose_threads(in_worker=True))
+
+
+_POOLS: dict = {}
+_POOL_LOCK = threading.Lock()
+
+
+def thread_pool(threads: int):
+    """The process's pool of ``threads`` worker threads (OpenCV and NumPy release the GIL),
+    kept between calls: a pool per size, created once. A forked child never reuses its
+    parent's pool (it inherits the object, not the threads, and would wait for ever): pools
+    are keyed by process id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), int(threads))
+    pool = _POOLS.get(key)
+    if pool is None:
+        with _POOL_LOCK:
+            pool = _POOLS.get(key)
+            if pool is None:
+                pool = _POOLS[key] = ThreadPoolExecutor(int(threads),
+                                                        thread_name_prefix="smartset-pool")
+    return pool
+

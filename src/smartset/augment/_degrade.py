@@ -342,19 +342,11 @@ def _planes(fn, src: np.ndarray, dst: np.ndarray, args, *, heavy: bool = False) 
     list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
 
 
-_POOLS: dict = {}
-
-
 def _pool(threads: int):
-    """A thread pool of ``threads`` workers kept for this process (a fresh one after a fork:
-    a forked child inherits the pool object but not its threads)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
+    """The process's kept thread pool (``smartset._threads.thread_pool``)."""
+    from smartset._threads import thread_pool
 
-    key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="smartset-planes")
-    return _POOLS[key]
+    return thread_pool(threads)
 
 
 def _opencv_ready(x: torch.Tensor) -> bool:

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from smartset._threads import thread_pool
 
 __all__ = ["usable", "resize_rows", "matrix_rows", "remap_rows"]
 
@@ -94,15 +95,9 @@ def _per_group(image: np.ndarray, out: np.ndarray, kernel: Callable) -> None:
 
 # -- the loop over images ---------------------------------------------------------------------
 _POOL_MIN_VALUES = 1 << 14  # values per work item (about 74 x 74 RGB) to use the pool
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
-
-
 def _pool(threads: int) -> ThreadPoolExecutor:
-    with _POOL_LOCK:
-        if threads not in _POOLS:
-            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="smartset-warp")
-        return _POOLS[threads]
+    """The process's kept thread pool (one per process id: a forked child gets its own)."""
+    return thread_pool(threads)
 
 
 @contextlib.contextmanager
