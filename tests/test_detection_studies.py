@@ -40,8 +40,9 @@ def test_summarise_gives_mean_and_sample_std_over_seeds():
 
 def test_study_dacolt_writes_the_knife_table_over_seeds(tmp_path):
     ws, _ = imported(tmp_path, n=4, size=64, conditions=True)
+    # --jobs 2: the models of the study train in two worker processes
     result = runner.invoke(app, ["study", "dacolt", "-w", str(ws.path), "--epochs", "1",
-                                 "--seeds", "2", "--json"])
+                                 "--seeds", "2", "--jobs", "2", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     table = pd.DataFrame(out["table"])

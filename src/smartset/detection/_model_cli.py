@@ -112,19 +112,21 @@ def study_dacolt_command(
     size: Annotated[Optional[int], typer.Option(min=32, help="Input side (default: the images' own).")] = None,
     test_fraction: Annotated[float, typer.Option()] = 0.25,
     seed: Annotated[int, typer.Option()] = 0,
+    jobs: Annotated[int, typer.Option(min=1, help="Models trained at once in worker processes (the same models: every arm of a seed shares its split, epochs and initial weights).")] = 1,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The knife study: plain training vs DaCoT (dacolt at test time only) vs DaCoLT
-    (darkening + CLAHE at learning and test time), per condition x object size, over
-    seeds (mean ± std); CSV, markdown and a plot under reports/study-dacolt/."""
+    (darkening, a lamp's uneven light and CLAHE at learning time, the same CLAHE + gamma at
+    learning and test time), per condition x object size, over seeds (mean ± std); CSV,
+    markdown and a plot under reports/study-dacolt/."""
     from smartset.detection.studies import study_dacolt_workspace
 
     result = study_dacolt_workspace(
         open_workspace(workspace), version, seeds=list(range(seed, seed + seeds)),
         epochs=epochs, size=size, test_fraction=test_fraction,
         train_conditions=None if train_conditions == "all" else train_conditions.split(","),
-        progress=show_progress(as_json))
+        jobs=jobs, progress=show_progress(as_json))
     _render_study(result, as_json)
 
 
