@@ -42,6 +42,20 @@ TRANSFORMS = {
 }
 
 
+def _one_thread_and_pooled(x, t, seed, monkeypatch):
+    """``t`` on ``x`` with one thread, then with two (the OpenCV pool), same seed."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = aug.augment(x, t, seed=seed).output
+        monkeypatch.setenv("SMARTSET_THREADS", "2")
+        torch.set_num_threads(2)
+        pooled = aug.augment(x, t, seed=seed).output
+    finally:
+        torch.set_num_threads(before)
+    return single, pooled
+
+
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 @pytest.mark.parametrize("channels", [1, 2, 3, 5])
 def test_uint8_through_opencv_matches_the_float_path(name, channels):
@@ -98,15 +112,7 @@ def test_a_crop_reads_its_box_alone():
 def test_thread_pool_gives_the_same_bits(monkeypatch):
     x = _photos(n=12)
     t = aug.Compose([aug.Rotation(20), aug.OpticalDistortion(0.3)])
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = aug.augment(x, t, seed=9).output
-        monkeypatch.setenv("SMARTSET_THREADS", "2")
-        torch.set_num_threads(2)
-        pooled = aug.augment(x, t, seed=9).output
-    finally:
-        torch.set_num_threads(before)
+    single, pooled = _one_thread_and_pooled(x, t, 9, monkeypatch)
     assert torch.equal(single, pooled)
 
 
@@ -235,15 +241,7 @@ def test_field_targets_move_alike_for_uint8_and_float_images():
 def test_field_thread_pool_and_blocks_give_the_same_bits(monkeypatch):
     x = _photos(n=13)
     t = aug.Compose([aug.Rotation(15), aug.Elastic(34, 4), aug.Translation(0.1)])
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = aug.augment(x, t, seed=8).output
-        monkeypatch.setenv("SMARTSET_THREADS", "2")
-        torch.set_num_threads(2)
-        pooled = aug.augment(x, t, seed=8).output
-    finally:
-        torch.set_num_threads(before)
+    single, pooled = _one_thread_and_pooled(x, t, 8, monkeypatch)
     assert torch.equal(single, pooled)
     remap_rows = _opencv_warp.remap_rows
     monkeypatch.setattr(_opencv_warp, "remap_rows", lambda *a, **k: remap_rows(

@@ -12,6 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
+from augment_helpers import Items
+
 import smartset.augment as aug
 from smartset.augment._cli import augment_app
 from smartset.data import ImageDataset
@@ -178,21 +180,12 @@ def test_preview_of_the_named_combinations_on_digits(shared_data, tmp_path):
     assert grid.height > 13 * 56
 
 
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], i % 3
 
 
 def test_online_dataset_deterministic_per_epoch_and_seed(digit_ws):
     images = torch.from_numpy(_digits(16)[0])[:, None]
-    per_item = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=5)
-    batched = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=5, mode="batch")
+    per_item = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=5)
+    batched = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=5, mode="batch")
     items = torch.stack([per_item[i][0] for i in range(16)])
     loader = DataLoader(batched, batch_size=6, shuffle=True, collate_fn=batched.collate_fn,
                         generator=torch.Generator().manual_seed(0))
@@ -219,10 +212,10 @@ def test_online_dataset_deterministic_per_epoch_and_seed(digit_ws):
 
 def test_online_batches_of_mixed_sizes():
     images = [torch.zeros((3, 20, 30), dtype=torch.uint8), torch.zeros((3, 24, 24), dtype=torch.uint8)]
-    mixed = aug.AugmentedDataset(_Items(images), aug.Rotation(5), mode="batch")
+    mixed = aug.AugmentedDataset(Items(images), aug.Rotation(5), mode="batch")
     with pytest.raises(aug.BatchShapeError, match="size=\\(H, W\\)"):
         mixed.collate_fn([mixed[0], mixed[1]])
-    sized = aug.AugmentedDataset(_Items(images), aug.Rotation(5), mode="batch", size=(16, 16))
+    sized = aug.AugmentedDataset(Items(images), aug.Rotation(5), mode="batch", size=(16, 16))
     out, _ = sized.collate_fn([sized[0], sized[1]])
     assert out.shape == (2, 3, 16, 16) and out.dtype == torch.uint8
 

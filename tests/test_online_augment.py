@@ -7,26 +7,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from augment_helpers import Items
+
 import smartset.augment as aug
 from smartset.augment._rowrandom import NotRowwise, RowRandom, row_key
-from smartset.augment.online import _row_params
 
 _OPTIONS = {"crop": {"size": (16, 18)}, "resize": {"size": (12, 16)},
             "resized_crop": {"size": (16, 18)}}
 
 
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], i % 3
 
 
-class _Batched(_Items):
+class _Batched(Items):
     """A dataset with torch's batched fetch; counts its calls."""
 
     calls = 0
@@ -66,8 +58,8 @@ def test_every_transform_gives_a_sample_the_same_image_in_any_batch(name):
     if t.output_shape((1, 3, 20, 24)) == (1, 3, 20, 24):  # size changers need p=1
         t.p = 0.5
     images = _images()
-    batched = aug.AugmentedDataset(_Items(images), t, seed=3, mode="batch")
-    single = aug.AugmentedDataset(_Items(images), t, seed=3)
+    batched = aug.AugmentedDataset(Items(images), t, seed=3, mode="batch")
+    single = aug.AugmentedDataset(Items(images), t, seed=3)
     order = [7, 2, 11, 0, 5, 9, 1]
     together = _batch_images(batched, order)
     alone = _item_images(single, order)
@@ -80,8 +72,8 @@ def test_every_transform_gives_a_sample_the_same_image_in_any_batch(name):
 @pytest.mark.parametrize("name", aug.NAMED_POLICIES)
 def test_every_named_policy_draws_in_one_pass_and_matches_its_samples(name):
     images = _images(10, channels=1, size=(28, 28))
-    batched = aug.AugmentedDataset(_Items(images), name, seed=1, mode="batch")
-    single = aug.AugmentedDataset(_Items(images), name, seed=1)
+    batched = aug.AugmentedDataset(Items(images), name, seed=1, mode="batch")
+    single = aug.AugmentedDataset(Items(images), name, seed=1)
     assert batched.uses_batched_draws((1, 28, 28)), name
     order = [9, 3, 4, 0, 8]
     assert torch.equal(_batch_images(batched, order), _item_images(single, order)), name
@@ -90,8 +82,8 @@ def test_every_named_policy_draws_in_one_pass_and_matches_its_samples(name):
 def test_a_policy_that_draws_per_batch_falls_back_to_a_generator_per_sample():
     policy = aug.Compose([aug.Rotation(20, same_on_batch=True), aug.Elastic(34, 4)])
     images = _images(6, channels=1, size=(28, 28))
-    batched = aug.AugmentedDataset(_Items(images), policy, seed=2, mode="batch")
-    single = aug.AugmentedDataset(_Items(images), policy, seed=2)
+    batched = aug.AugmentedDataset(Items(images), policy, seed=2, mode="batch")
+    single = aug.AugmentedDataset(Items(images), policy, seed=2)
     assert not batched.uses_batched_draws((1, 28, 28))
     order = [5, 1, 3]
     assert torch.equal(_batch_images(batched, order), _item_images(single, order))
@@ -103,7 +95,7 @@ def test_a_policy_that_draws_per_batch_falls_back_to_a_generator_per_sample():
 
 def test_epochs_and_seeds_change_the_parameters_and_records_replay():
     images = _images(8, channels=1, size=(28, 28))
-    dataset = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=4,
+    dataset = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=4,
                                    return_params=True)
     first, _, record = dataset[5]
     assert torch.equal(aug.replay(images[5], record), first)  # bit for bit
@@ -111,19 +103,19 @@ def test_epochs_and_seeds_change_the_parameters_and_records_replay():
     assert not torch.equal(dataset[5][0], first)
     dataset.set_epoch(0)
     assert torch.equal(dataset[5][0], first)
-    other = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=5)
+    other = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=5)
     assert not torch.equal(other[5][0], first)
 
 
 def test_dataloader_fetches_a_batch_in_one_call_in_both_modes():
     images = _images(12, channels=1, size=(28, 28))
-    reference = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=7)
+    reference = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=7)
     expected = _item_images(reference, range(12))
     source = _Batched(images)
     item_mode = aug.AugmentedDataset(source, "rotation-elastic", seed=7)
     got = torch.cat([x for x, _ in DataLoader(item_mode, batch_size=5)])
     assert torch.equal(got, expected) and source.calls == 3
-    batch_mode = aug.AugmentedDataset(_Items(images), "rotation-elastic", seed=7, mode="batch")
+    batch_mode = aug.AugmentedDataset(Items(images), "rotation-elastic", seed=7, mode="batch")
     loader = DataLoader(batch_mode, batch_size=5, collate_fn=batch_mode.collate_fn)
     targets = torch.cat([t for _, t in loader])
     assert torch.equal(torch.cat([x for x, _ in loader]), expected)
@@ -132,7 +124,7 @@ def test_dataloader_fetches_a_batch_in_one_call_in_both_modes():
 
 def test_items_of_several_sizes_in_item_mode_are_augmented_one_by_one():
     images = [torch.zeros((3, 20, 30), dtype=torch.uint8), torch.full((3, 24, 24), 9, dtype=torch.uint8)]
-    dataset = aug.AugmentedDataset(_Items(images), aug.Rotation(5), seed=0)
+    dataset = aug.AugmentedDataset(Items(images), aug.Rotation(5), seed=0)
     items = dataset.__getitems__([1, 0])
     assert [tuple(x.shape) for x, _ in items] == [(3, 24, 24), (3, 20, 30)]
     assert torch.equal(items[0][0], dataset[1][0])
