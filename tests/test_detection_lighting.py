@@ -49,7 +49,20 @@ def test_lamp_draws_its_light_per_sample_from_the_seed_and_keeps_the_boxes():
 
 def test_knife_light_shows_darkening_uneven_light_and_contrast():
     ops = [leaf.name for leaf in resolve_policy("knife-light").leaves()]
-    assert {"gamma", "lamp", "clahe"} <= set(ops)
+    assert {"gamma", "gaussian_noise", "lamp", "clahe"} <= set(ops)
+
+
+def test_knife_light_darkens_with_a_few_grey_levels_of_sensor_noise():
+    leaves = resolve_policy("knife-light").leaves()
+    names = [leaf.name for leaf in leaves]
+    noise = leaves[names.index("gaussian_noise")]
+    assert names.index("gaussian_noise") == names.index("gamma") + 1   # noise on the dark frame
+    assert noise.spec()["std"] == pytest.approx([0.0, 8 / 255])
+    dark = torch.full((16, 3, 48, 48), 20, dtype=torch.uint8)
+    noisy = resolve_policy(noise.spec() | {"p": 1.0})(dark, seed=0).to(torch.float32)
+    sigmas = noisy.reshape(16, -1).std(1)
+    assert (sigmas < 8.5).all() and sigmas.max() > 4 and sigmas.std() > 1   # per sample, 0-8
+    assert noisy.mean() == pytest.approx(20, abs=0.5)
 
 
 def test_the_clahe_grid_follows_the_image_size():

@@ -84,7 +84,8 @@ def test_targets_decode_back_to_their_boxes():
 
 @pytest.fixture(scope="module")
 def dark_shapes(tmp_path_factory):
-    """Shapes at dusk (values halved): where the threshold baseline finds few objects."""
+    """Shapes at night (values x 0.3, sensor noise): where the threshold baseline finds few
+    objects."""
     folder = tmp_path_factory.mktemp("dark")
     det.synth_shapes(folder, 40, seed=3, size=(64, 64), side=(12, 40), max_objects=3,
                      conditions=["low"])

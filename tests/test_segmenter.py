@@ -22,7 +22,7 @@ CLASSES = {1: "circle", 2: "square", 3: "triangle"}
 
 
 def _shapes(folder: Path, n: int, seed: int):
-    """Small dark scenes (dusk and a warm lamp): where the threshold baseline fails."""
+    """Small dark scenes (night and a warm lamp): where the threshold baseline fails."""
     det.synth_shapes(folder, n, seed=seed, size=(64, 64), side=(10, 40),
                      conditions=["low", "artificial"])
     files = sorted((folder / "images").glob("*.png"))

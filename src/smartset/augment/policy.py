@@ -347,9 +347,13 @@ TASK_POLICIES = {
         {"op": "scale", "factor": [0.5, 2.0]},
         {"op": "hflip", "p": 0.5}, {"op": "vflip", "p": 0.5}]},
     # the knife study under strong light: darkening, the uneven light of a lamp (glare,
-    # a warm cast, dim corners) and contrast (CLAHE) at learning time
+    # a warm cast, dim corners) and contrast (CLAHE) at learning time. A darkened camera
+    # frame is also noisy (read and shot noise stay while the signal falls): sensor noise
+    # of 0-8 grey levels per sample, chosen from that physics (a few grey levels, as an
+    # 8-bit sensor shows at night), not from any test result
     "knife-light": {"op": "compose", "name": "knife-light", "transforms": [
         {"op": "gamma", "gamma": [1.2, 3.0], "p": 0.5},
+        {"op": "gaussian_noise", "std": [0.0, 8 / 255], "p": 0.5},
         {"op": "lamp", "p": 0.5},
         {"op": "clahe", "clip_limit": 3.0, "tile_grid": [2, 2], "p": 0.5},
         {"op": "hflip", "p": 0.5}]},

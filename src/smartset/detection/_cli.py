@@ -441,11 +441,11 @@ def shapes(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 128,
     conditions: Annotated[bool, typer.Option(
-        help="Also write brightness-shifted copies (high, low, artificial; the original is "
-             "medium).")] = False,
+        help="Also write brightness-shifted copies (high; low: night, values x 0.3 plus "
+             "sensor noise; artificial: a warm lamp; the original is medium).")] = False,
     difficulty: Annotated[str, typer.Option(
-        help="easy, or hard: clutter, occlusion, motion blur, noise, dark-and-noisy low "
-             "light and glaring artificial light.")] = "easy",
+        help="easy, or hard: clutter, occlusion, motion blur, noise and glaring "
+             "artificial light.")] = "easy",
     as_json: JsonOption = False,
 ) -> None:
     """Geometric shapes with exact boxes, polygons and masks (a simulation to test with)."""
