@@ -13,6 +13,9 @@ Sections:
    default issue types: dark, light, blurry, low_information, odd_aspect_ratio, odd_size,
    grayscale, exact and near duplicates; its default ``n_jobs``). smartset's ingest is
    timed apart; the ratio uses the audit alone, and ingest + audit is shown beside it.
+   On the photos a second smartset row audits with ``features="pixels"``: the same checks
+   without the pretrained backbone's pass (semantic outliers and far-from-class, which
+   cleanvision does not have; near-duplicate candidates from pixels alone).
    Every file is read once, untimed, first, so both read from the OS page cache. CPU
    seconds (the process and its worker pools) are printed beside the wall time, with the
    load average before and after (alone with ``--throughput-only``).
@@ -153,7 +156,8 @@ def warm_page_cache(paths) -> None:
 
 # -- the two tools, as {kind: set of paths} plus duplicate sets ------------------------------
 
-def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False) -> dict:
+def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False,
+                 features: str | None = None) -> dict:
     """Ingest ``root`` into a fresh workspace, then audit it (timed apart; no HTML report, as
     cleanvision's ``report()`` is not timed either); with ``again``, audit once more with the
     HTML report (properties from the cache). Returns times, and flags and duplicate sets
@@ -167,7 +171,8 @@ def run_smartset(audit, root: Path, scratch: Path, *, again: bool = False) -> di
         ws.ingest(root, show_progress=False)
         ingest_s, ingest_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         started, cpu = time.perf_counter(), cpu_seconds()
-        result = audit(ws, show_progress=False, report=False)
+        result = audit(ws, show_progress=False, report=False,
+                       **({} if features is None else {"features": features}))
         audit_s, audit_cpu = time.perf_counter() - started, cpu_seconds() - cpu
         warm_s = None
         if again:
@@ -650,10 +655,12 @@ def main(argv=None) -> None:
             if dataset not in args.datasets:
                 continue
             warm_page_cache(corpus.list_images(root))
-            ours, theirs = [], []
+            ours, theirs, pixels = [], [], []
             for _ in range(args.repeats[dataset]):  # alternated: both tools see the same noise
                 if audit is not None:
                     ours.append(run_smartset(audit, root, scratch, again=not args.quick))
+                    if dataset == "photos":  # the same audit without the backbone's checks
+                        pixels.append(run_smartset(audit, root, scratch, features="pixels"))
                 if Imagelab is not None:
                     theirs.append(run_cleanvision(Imagelab, root))
             if ours:
@@ -671,6 +678,12 @@ def main(argv=None) -> None:
                                            if key == "audit_s" else
                                            min(r["ingest_cpu_s"] + r["audit_cpu_s"] for r in ours)
                                            if key is None else None)})
+            if pixels:
+                rows.append({"dataset": dataset, "images": pixels[0]["n"],
+                             "method": "smartset audit, features=pixels (no backbone)",
+                             "seconds": min(r["audit_s"] for r in pixels),
+                             "img_per_s": pixels[0]["n"] / min(r["audit_s"] for r in pixels),
+                             "cpu_s": min(r["audit_cpu_s"] for r in pixels)})
             if theirs:
                 seconds = min(r["seconds"] for r in theirs)
                 rows.append({"dataset": dataset, "method": "cleanvision find_issues",
@@ -705,6 +718,14 @@ def main(argv=None) -> None:
             cpu_ratio_both = cpu_theirs / cpu_both if cpu_both and cpu_theirs else None
             print(f"{dataset}: per CPU second, smartset audit / cleanvision = "
                   f"{fmt(cpu_ratio, '.1f')}x (ingest + audit: {fmt(cpu_ratio_both, '.1f')}x)")
+            plain = next((r for r in rows if r["dataset"] == dataset
+                          and r["method"].startswith("smartset audit, features=pixels")), None)
+            if plain is not None and theirs and cpu_theirs:
+                plain_ratio, plain_cpu = plain["img_per_s"] / theirs, cpu_theirs / plain["cpu_s"]
+                print(f"{dataset}: without the backbone (features=pixels), smartset audit / "
+                      f"cleanvision = {plain_ratio:.1f}x, per CPU second {plain_cpu:.1f}x")
+                result |= {f"ratio_pixels_vs_cleanvision{suffix}": round(plain_ratio, 2),
+                           f"cpu_ratio_pixels_vs_cleanvision{suffix}": round(plain_cpu, 2)}
             result |= {f"cpu_ratio_vs_cleanvision{suffix}":
                            None if cpu_ratio is None else round(cpu_ratio, 2),
                        f"cpu_ratio_ingest_audit_vs_cleanvision{suffix}":

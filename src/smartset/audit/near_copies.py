@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from smartset._memory import give_back_memory
-from smartset.audit.neighbours import _pair_values, _Scratch, crop_vectors
+from smartset.audit.neighbours import _pair_values, _Scratch, crop_vectors, raw_window_vectors
 from smartset.neighbours import NeighbourTable
 
 __all__ = ["MODES", "WINDOWS", "window_pair_scores", "aligned_thumbs", "aligned_vectors",
@@ -113,8 +113,9 @@ def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thum
     """:func:`window_pair_scores` of pairs of positions, with less work: each unordered
     pair is scored once (the score is symmetric, and kNN candidates come in both
     directions), pairs sorted so that a chunk shares images, each image of a chunk read
-    and cut into windows once, and every window of the chunk correlated with every
-    reference of the chunk in one matrix product."""
+    and cut into windows once (:func:`raw_window_vectors`: not centred or normed, the
+    norms divide the scores instead), and each pair's windows correlated with its
+    partner's two references only."""
     first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
     out = np.empty(len(first), dtype=np.float32)
     if not len(first):
@@ -124,21 +125,21 @@ def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thum
     keys, back = np.unique(low * base + high, return_inverse=True)
     low, high = keys // base, keys % base
     values = np.empty(len(keys), dtype=np.float32)
-    shift_column = len(WINDOWS)
+    count = len(WINDOWS)
+    references = [0, count]  # the whole image and the centred shift window
     for start in range(0, len(keys), _POSITION_CHUNK):
         a, b = low[start:start + _POSITION_CHUNK], high[start:start + _POSITION_CHUNK]
         rows, at = np.unique(np.r_[a, b], return_inverse=True)
-        crops = crop_vectors(read_thumbs(rows), _ALL_WINDOWS)      # U x (W+1) x 576
-        u = len(rows)
-        references = np.concatenate([crops[:, 0], crops[:, shift_column]])  # 2U x 576
-        # every window of every image against both references of every image
-        table = (crops[:, :shift_column].reshape(-1, crops.shape[2]) @ references.T
-                 ).reshape(u, shift_column, 2 * u)
+        vectors, norms = raw_window_vectors(read_thumbs(rows), _ALL_WINDOWS)  # U x (W+1) x 576
+        safe = np.where(norms > 1e-6, norms, 1.0)
+        unit = vectors[:, references] / safe[:, references, None]
+        unit -= unit.mean(axis=2, keepdims=True)                          # U x 2 x 576
         at_a, at_b = at[:len(a)], at[len(a):]
 
         def one_direction(x, y):  # as _one_direction: x's windows against y's references
-            return np.maximum(table[x, :, y][:, _REFERENCE_OF == 0].max(axis=1),
-                              table[x, :, u + y][:, _REFERENCE_OF == 1].max(axis=1))
+            scores = np.einsum("pwd,prd->pwr", vectors[x, :count], unit[y]) / safe[x, :count, None]
+            return np.maximum(scores[:, _REFERENCE_OF == 0, 0].max(axis=1),
+                              scores[:, _REFERENCE_OF == 1, 1].max(axis=1))
 
         values[start:start + len(a)] = np.maximum(one_direction(at_a, at_b),
                                                   one_direction(at_b, at_a))
