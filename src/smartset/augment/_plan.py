@@ -100,6 +100,11 @@ def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
             raise BatchShapeError(f"{transform.name}: parameters for {params.n} samples, "
                                   f"batch of {n}.")
     resolved: list[Params] = []
+    # the image leaves made by this run (not the caller's tensors, nor views of them): a
+    # step applied to some samples writes their rows into such a leaf in place instead of
+    # copying the whole batch first (a policy's OneOf is a row of such steps)
+    inputs = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    owned = [False] * len(leaves)
     i = 0
     while i < len(steps):
         transform = steps[i][0]
@@ -109,33 +114,51 @@ def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
                    and steps[j][0].fill_key == transform.fill_key):
                 j += 1
             leaves, done = _run_geometric(steps[i:j], leaves)
+            owned = [_made_here(leaf, inputs) for leaf in leaves]
             resolved.extend(done)
             i = j
         else:
-            leaves = [_run_photometric(transform, steps[i][1], leaf) for leaf in leaves]
+            results = [_run_photometric(transform, steps[i][1], leaf, own)
+                       for leaf, own in zip(leaves, owned)]
+            leaves = [leaf for leaf, _ in results]
+            owned = [own or _made_here(leaf, inputs) for leaf, own in results]
             resolved.append(steps[i][1])
             i += 1
     return rebuild(leaves), resolved
 
 
-def _run_photometric(transform, params: Params, leaf):
+def _made_here(leaf, inputs: list) -> bool:
+    """Whether ``leaf`` is a dense image tensor sharing no memory with the caller's
+    ``inputs`` (then a later step of the same run may write into it)."""
+    if not isinstance(leaf, torch.Tensor) or not leaf.is_contiguous() or leaf.numel() == 0:
+        return False
+    storage = leaf.untyped_storage().data_ptr()
+    return not any(x.untyped_storage().data_ptr() == storage for x in inputs)
+
+
+def _run_photometric(transform, params: Params, leaf, owned: bool = False):
+    """One photometric step on ``leaf``: ``(result, owned)``, ``owned`` saying the result
+    may be written in place by the next step (``leaf`` itself when it was ``owned``: the
+    applied rows are written into it, the other rows are already right)."""
     if not isinstance(leaf, torch.Tensor):
-        return leaf  # targets do not change with pixel values
+        return leaf, False  # targets do not change with pixel values
     transform._check_channels(leaf)
     applied = params.applied
     if len(applied) == 0:
-        return transform._apply_images(leaf, params) if transform.kind == "normalize" \
-            else leaf.clone()
+        return (transform._apply_images(leaf, params) if transform.kind == "normalize"
+                else leaf.clone()), False
     if applied.all():
-        return _chunked(transform, leaf, params)
+        return _chunked(transform, leaf, params), False
     if not applied.any():
-        return leaf
+        return leaf, owned
     rows = np.flatnonzero(applied)
     index = torch.as_tensor(rows, device=leaf.device)
     part = _chunked(transform, leaf.index_select(0, index), params.subset(rows))
+    if part.dtype == leaf.dtype and owned:
+        return leaf.index_copy_(0, index, part), True
     out = leaf.to(part.dtype) if part.dtype != leaf.dtype else leaf.clone()
-    out[index] = part
-    return out
+    out.index_copy_(0, index, part)
+    return out, True
 
 
 _CHUNK_VALUES = 1 << 18  # values per photometric chunk: its float temporaries stay in cache
