@@ -1,0 +1,85 @@
+"""The photo audit's fixed costs cut without changing what it finds: JPEGs decoded at the
+smallest DCT scale that keeps the normalised size, properties equal (or close, where the
+decode scale changed) to a full decode, the report's class and size plots drawn as inline
+SVG without matplotlib."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from smartset.audit.properties import (AUDIT_SIDE, _level_counts, _measure, _sharpness,
+                                       draft_box, pixel_hash)
+
+
+def _texture(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour texture with edges, like a photo at this size."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.uint8)
+    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    cv2.rectangle(image, (width // 5, height // 4), (width // 2, height // 2), (250, 250, 250), -1)
+    cv2.circle(image, (2 * width // 3, 2 * height // 3), min(height, width) // 6, (10, 20, 30), -1)
+    return image
+
+
+@pytest.mark.parametrize("size, scale", [((1600, 1200), 4), ((339, 857), 2), ((447, 969), 2),
+                                         ((3000, 2250), 8), ((200, 150), 1), ((300, 224), 1)])
+def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_normalised_side(tmp_path, size, scale):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(_texture(size[1], size[0])).save(path, quality=90)
+    with Image.open(path) as image, Image.open(path) as square:
+        image.draft("RGB", draft_box(*image.size))
+        assert image.size == (-(-size[0] // scale), -(-size[1] // scale))
+        assert max(image.size) >= min(AUDIT_SIDE, max(size))
+        # a square box (as before) kept the shorter side at 256: up to 4x the pixels
+        square.draft("RGB", (AUDIT_SIDE, AUDIT_SIDE))
+        assert square.size[0] * square.size[1] >= image.size[0] * image.size[1]
+
+
+def test_properties_at_the_draft_scale_are_close_to_a_full_decode(tmp_path):
+    """A large JPEG measured at its DCT draft, against the same pixels decoded in full and
+    measured from a PNG: the checks' properties move little (blur, darkness, information)."""
+    for seed, blur in ((0, 0.0), (1, 14.0), (2, 0.0)):
+        image = _texture(1200, 1600, seed)
+        if blur:
+            image = cv2.GaussianBlur(image, (0, 0), blur)
+        if seed == 2:
+            image = (image * 0.2).astype(np.uint8)  # dark
+        jpeg, png = tmp_path / f"{seed}.jpg", tmp_path / f"{seed}.png"
+        Image.fromarray(image).save(jpeg, quality=92)
+        with Image.open(jpeg) as decoded:  # the JPEG's pixels, decoded in full
+            Image.fromarray(np.asarray(decoded.convert("RGB"))).save(png)
+        drafted, full = _measure(str(jpeg)), _measure(str(png))
+        for name, tolerance in (("brightness", 0.01), ("brightness_p01", 0.03),
+                                ("brightness_p99", 0.03), ("contrast", 0.01),
+                                ("sharpness", 0.3), ("entropy", 0.15),
+                                ("colourfulness", 0.01)):
+            assert abs(drafted[name] - full[name]) <= tolerance, (seed, name)
+        assert (drafted["sharpness"] < 1.6) == (full["sharpness"] < 1.6) == (blur > 0)
+        assert (drafted["brightness_p99"] < 0.3) == (seed == 2)
+
+
+def test_level_counts_pixel_hash_and_sharpness_keep_their_definitions():
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (97, 131), dtype=np.uint8)
+    np.testing.assert_array_equal(_level_counts(gray), np.bincount(gray.ravel(), minlength=256))
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()[:32]
+    assert pixel_hash(rgb) == expected == pixel_hash(np.asfortranarray(rgb))
+    changed = rgb.copy()
+    changed[5, 5, 1] ^= 1
+    assert pixel_hash(changed) != expected
+    assert pixel_hash(rgb.reshape(30, 20, 3)) != expected  # the shape is hashed too
+    # sharpness: the Laplacian in int16 gives the variance of the float32 one
+    for image in (gray, cv2.GaussianBlur(gray, (0, 0), 2), np.full((40, 40), 7, np.uint8)):
+        spread = float(image.std())
+        if spread < 1.0:
+            assert _sharpness(image) == 0.0
+            continue
+        laplacian = float(cv2.Laplacian(image, cv2.CV_32F).astype(np.float64).var())
+        expected = np.log10(1.0 + laplacian * max(1.0, (50.0 / spread) ** 2))
+        assert _sharpness(image) == pytest.approx(expected, rel=1e-9)
