@@ -43,8 +43,8 @@ def test_jpegs_decode_at_the_smallest_scale_that_keeps_the_normalised_side(tmp_p
 def test_properties_at_the_draft_scale_are_close_to_a_full_decode(tmp_path):
     """A large JPEG measured at its DCT draft, against the same pixels decoded in full and
     measured from a PNG: the checks' properties move little (blur, darkness, information)."""
-    for seed, blur in ((0, 0.0), (1, 14.0), (2, 0.0)):
-        image = _texture(1200, 1600, seed)
+    for seed, blur in ((0, 0.0), (1, 9.0), (2, 0.0)):
+        image = _texture(768, 1024, seed)
         if blur:
             image = cv2.GaussianBlur(image, (0, 0), blur)
         if seed == 2:
@@ -52,7 +52,7 @@ def test_properties_at_the_draft_scale_are_close_to_a_full_decode(tmp_path):
         jpeg, png = tmp_path / f"{seed}.jpg", tmp_path / f"{seed}.png"
         Image.fromarray(image).save(jpeg, quality=92)
         with Image.open(jpeg) as decoded:  # the JPEG's pixels, decoded in full
-            Image.fromarray(np.asarray(decoded.convert("RGB"))).save(png)
+            Image.fromarray(np.asarray(decoded.convert("RGB"))).save(png, compress_level=1)
         drafted, full = _measure(str(jpeg)), _measure(str(png))
         for name, tolerance in (("brightness", 0.01), ("brightness_p01", 0.03),
                                 ("brightness_p99", 0.03), ("contrast", 0.01),
