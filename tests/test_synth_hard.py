@@ -73,6 +73,21 @@ def test_hard_conditions_are_dark_and_noisy_or_washed_out_by_glare():
     assert glare.mean() > image.mean() + 40 and contrast(glare) < contrast(image.astype(float))
 
 
+def test_the_easy_night_leaves_the_other_easy_images_as_they_were(tmp_path):
+    def images(folder, conditions):
+        synth_shapes(folder, 3, seed=7, size=(32, 32), side=(8, 20), conditions=conditions)
+        return {f.name: np.asarray(Image.open(f)) for f in (folder / "images").glob("*.png")}
+
+    with_night = images(tmp_path / "a", True)
+    without = images(tmp_path / "b", ["high", "medium", "artificial"])
+    assert sorted(without) == sorted(k for k in with_night if "_low" not in k)
+    assert all(np.array_equal(with_night[k], v) for k, v in without.items())
+    night, day = with_night["shape_0000_low.png"], with_night["shape_0000.png"]
+    assert night.mean() < 0.4 * day.mean()     # dark ...
+    residual = night.astype(float) - 0.3 * day.astype(float)
+    assert 4.5 < residual.std() < 7.5          # ... and noisy (N(0, 6), before rounding)
+
+
 def test_unknown_difficulty_is_refused(tmp_path):
     with pytest.raises(ValueError, match="difficulty"):
         synth_shapes(tmp_path / "x", 1, difficulty="brutal")

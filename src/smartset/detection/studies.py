@@ -2,8 +2,9 @@
 
 - :func:`study_dacolt` (the knife study): plain training, DaCoT (the plain model with
   brightness-guided CLAHE + gamma at test time only) and DaCoLT (at learning time the
-  ``knife-light`` policy: darkening, the uneven warm light and glare of a lamp, CLAHE;
-  and the same preprocessing as DaCoT on every training and test image), scored per
+  ``knife-light`` policy: darkening with a few grey levels of sensor noise, the uneven warm
+  light and glare of a lamp, CLAHE; and the same preprocessing as DaCoT on every training
+  and test image), scored per
   lighting condition x object size over seeds. The CLAHE grid follows the image size (one
   tile per 128 px): a 4 x 4 grid at 128 px cut the objects into differently equalised
   pieces and cost DaCoT and DaCoLT F1 in every condition.

@@ -102,6 +102,10 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
             "categories": [{"id": numbers[c], "name": c, "supercategory": "shape"}
                            for c in classes]}
     ys, xs = np.mgrid[0:height, 0:width]
+    # The easy set's night noise comes from a stream of its own: the easy low once drew
+    # nothing, and this keeps every other image of a seed's easy set as it was. The hard
+    # set drew its low noise from the scene stream from the start, and still does.
+    night = rng if hard else _side_stream(rng)
     for index in range(n):
         texture = 40 + 18 * np.sin(xs / rng.uniform(6, 20) + rng.uniform(0, 6)) \
             * np.cos(ys / rng.uniform(6, 20))
@@ -137,7 +141,8 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
         for suffix, condition in variants:
             file = f"{name}{suffix}.png"
             shifted = pixels if condition in (None, "medium") else shift_brightness(
-                pixels, condition, seed=rng, difficulty=difficulty)
+                pixels, condition, seed=night if condition == "low" else rng,
+                difficulty=difficulty)
             _save(out / "images" / file, shifted)
             _save(out / "masks" / file, semantic)
             image_id = len(coco["images"]) + 1
@@ -159,6 +164,15 @@ def synth_shapes(out_dir: str | Path, n: int = 40, *, seed: SeedLike = 0,
             "masks": str(out / "masks"), "images": len(coco["images"]),
             "objects": len(coco["annotations"]), "conditions": conditions,
             "difficulty": difficulty}
+
+
+def _side_stream(rng: np.random.Generator) -> np.random.Generator:
+    """A generator independent of ``rng`` that leaves ``rng``'s own draws as they were
+    (a spawned child; one seeded from ``rng`` when it has no seed sequence to spawn from)."""
+    try:
+        return rng.spawn(1)[0]
+    except (TypeError, ValueError, AttributeError):
+        return np.random.default_rng(int(rng.integers(2 ** 63)))
 
 
 def _hard_background(image: np.ndarray, xs: np.ndarray, ys: np.ndarray,
