@@ -83,3 +83,100 @@ def test_level_counts_pixel_hash_and_sharpness_keep_their_definitions():
         laplacian = float(cv2.Laplacian(image, cv2.CV_32F).astype(np.float64).var())
         expected = np.log10(1.0 + laplacian * max(1.0, (50.0 / spread) ** 2))
         assert _sharpness(image) == pytest.approx(expected, rel=1e-9)
+
+
+# -- the report's class and size charts: inline SVG, no matplotlib ---------------------------
+
+def _samples(labels, splits, sizes):
+    import pandas as pd
+
+    return pd.DataFrame({"label": labels, "split": splits,
+                         "width": [w for w, _ in sizes], "height": [h for _, h in sizes]})
+
+
+def test_class_histogram_svg_stacks_splits_and_escapes_names():
+    import xml.etree.ElementTree as ET
+
+    from smartset.stats import class_histogram_svg
+
+    odd = "ça/va <b> & 'x'"
+    frame = _samples([odd] * 5 + ["b"] * 2 + [None], ["train"] * 4 + ["test", "train", "train",
+                                                                        "train"],
+                     [(10, 10)] * 8)
+    svg = class_histogram_svg(frame)
+    root = ET.fromstring(svg)  # well-formed XML: every name escaped
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert titles == [f"{odd} · test: 1", f"{odd} · train: 4", "b · train: 2"]  # largest first
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "7 labeled images in 2 classes" in texts and odd in texts
+    assert class_histogram_svg(frame.assign(label=None)) is None
+    # a bar's height is its count: the larger class's bar is 5/2 the other's
+    bars = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find(
+        "{http://www.w3.org/2000/svg}title") is not None]
+    heights = [float(r.get("height")) for r in bars]
+    assert heights[0] + heights[1] == pytest.approx(2.5 * heights[2], rel=0.02)
+
+
+def test_size_scatter_svg_draws_each_spot_once():
+    import xml.etree.ElementTree as ET
+
+    from smartset.stats import size_scatter_svg
+
+    ns = "{http://www.w3.org/2000/svg}"
+    digits = _samples([str(i % 10) for i in range(5000)], ["train"] * 5000, [(28, 28)] * 5000)
+    root = ET.fromstring(size_scatter_svg(digits))
+    dots = [c for c in root.iter(ns + "circle") if c.find(ns + "title") is not None]
+    assert len(dots) == 10  # one spot per class, not 5,000 circles
+    assert dots[0].find(ns + "title").text == "0: 28x28 (500 images)"
+    assert "28" in [t.text for t in root.iter(ns + "text")]  # the one size is labelled
+    rng = np.random.default_rng(0)
+    sizes = list(zip(rng.integers(30, 3000, 200).tolist(), rng.integers(30, 3000, 200).tolist()))
+    root = ET.fromstring(size_scatter_svg(_samples([None] * 200, ["train"] * 200, sizes)))
+    texts = [t.text for t in root.iter(ns + "text")]
+    assert {"100", "1,000"} <= set(texts)  # decade ticks on log axes
+    dots = [c for c in root.iter(ns + "circle") if c.find(ns + "title") is not None]
+    assert 150 < len(dots) <= 200 and all(c.find(ns + "title").text.startswith("all: ")
+                                          for c in dots)
+    # wider images lie further right, taller ones higher up
+    (w0, h0), (w1, h1) = sizes[0], sizes[1]
+    first = next(c for c in dots if c.find(ns + "title").text.startswith(f"all: {w0}x{h0}"))
+    second = next(c for c in dots if c.find(ns + "title").text.startswith(f"all: {w1}x{h1}"))
+    assert (float(first.get("cx")) < float(second.get("cx"))) == (w0 < w1)
+    assert (float(first.get("cy")) > float(second.get("cy"))) == (h0 < h1)
+    assert size_scatter_svg(_samples(["a"], ["train"], [(None, None)])) is None
+
+
+def test_the_audit_report_draws_its_charts_without_matplotlib(tmp_path):
+    """The report holds the class and size charts as inline SVG and the montages inline,
+    writes nothing beside report.html and issues.json, and never imports matplotlib."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "source"
+    for k, cls in enumerate(("cat", "dog")):
+        (source / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(_texture(60 + 8 * i, 80, seed=10 * k + i)).save(
+                source / cls / f"{i}.jpg", quality=90)
+    code = (
+        "import sys, smartset\n"
+        "from smartset.audit import audit\n"
+        f"ws = smartset.init({str(tmp_path / 'ws')!r})\n"
+        f"ws.ingest({str(source)!r}, engine='serial', show_progress=False)\n"
+        "result = audit(ws, engine='serial', features='pixels', show_progress=False)\n"
+        "print(result.report_path)\n"
+        "print('matplotlib' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report_path, imported = done.stdout.split()[-2:]
+    assert imported == "False"
+    from pathlib import Path
+
+    report = Path(report_path)
+    assert sorted(p.name for p in report.parent.iterdir()) == ["issues.json", "report.html"]
+    page = report.read_text()
+    classes = page[page.index("<h2>Classes</h2>"):]
+    assert "12 labeled images in 2 classes" in classes and "image sizes" in classes
+    assert classes.count("<svg") == 2
+    assert classes.count("src='data:image/png;base64,") == 2  # a montage per class

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import pandas as pd
 
 from smartset._atomic import write_text
 from smartset.audit.checks import CHECKS
-from smartset.stats import write_plots
+from smartset.stats import PALETTE, class_histogram_svg, class_montages, size_scatter_svg
 from smartset.thumbs import thumbnail_jpeg
 
 __all__ = ["write_report"]
@@ -58,8 +59,11 @@ th{background:#f4f4f4} .num{text-align:right} .flag{background:#fff3cd}
 """
 
 
-def _png_data_uri(path: str | Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+def _png_data_uri(image) -> str:
+    """A PIL image as a ``data:`` URI of its PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 class _Thumbs:
@@ -107,8 +111,7 @@ def _severity_order(kind: str, rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values("score", ascending=ascending)
 
 
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")  # matplotlib's tab10, as the other plots
+_COLOURS = PALETTE  # matplotlib's tab10, as the class and size charts
 
 
 def _histograms(props: pd.DataFrame) -> str:
@@ -164,6 +167,19 @@ def _histograms(props: pd.DataFrame) -> str:
             f'<span class="tag" style="border:2px solid {_COLOURS[i % 10]}">'
             f'{html.escape(str(label)[:20])}</span>' for i, (label, _) in enumerate(groups)) + "</p>"
     return legend + '<div class="grid">' + "".join(panels) + "</div>"
+
+
+def _class_charts(samples: pd.DataFrame) -> str:
+    """The class histogram and the size scatter (inline SVG) and a montage of up to 32
+    images per class, as :mod:`smartset.stats` draws them, as the report's HTML: nothing
+    is written beside the report."""
+    charts = [chart for chart in (class_histogram_svg(samples), size_scatter_svg(samples))
+              if chart is not None]
+    parts = ['<div class="grid" style="gap:24px">' + "".join(charts) + "</div><h2>Montages</h2>"]
+    for label, image in class_montages(samples, seed=0).items():
+        parts.append(f"<div><img class='plot' alt='{html.escape(label)}' "
+                     f"src='{_png_data_uri(image)}'></div>")
+    return "".join(parts)
 
 
 def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
@@ -267,13 +283,7 @@ def write_report(ws, result, out_dir: str | Path) -> tuple[Path, Path]:
         parts.append(f"<p>{html.escape(result.skipped.get('bias', 'No probes.'))}</p>")
 
     parts.append("<h2>Property distributions per class</h2>" + _histograms(props))
-    plots = write_plots(every_sample[every_sample["status"] == "ok"], out_dir / "plots")
-    parts.append("<h2>Classes</h2>")
-    if "class_histogram" in plots:
-        parts.append(f"<img class='plot' src='{_png_data_uri(plots['class_histogram'])}'>")
-    parts.append(f"<img class='plot' src='{_png_data_uri(plots['sizes'])}'><h2>Montages</h2>")
-    for label, path in plots["montages"].items():
-        parts.append(f"<div><img class='plot' alt='{html.escape(label)}' src='{_png_data_uri(path)}'></div>")
+    parts.append("<h2>Classes</h2>" + _class_charts(every_sample[every_sample["status"] == "ok"]))
     parts.append("</body></html>")
     report_path = out_dir / "report.html"
     write_text(report_path, "\n".join(thumbs.fill(parts)))
