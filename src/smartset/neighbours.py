@@ -275,6 +275,16 @@ def search_threads():
                 faiss.omp_set_num_threads(before)
 
 
+_NUMPY_LIMIT = 4096
+"""Exact searches over at most this many in-memory rows run in NumPy alone: one product
+of a few milliseconds, where importing FAISS and threadpoolctl cost half a CPU-second
+(more than the rest of a thousand-photo audit's search)."""
+
+
+def _numpy_only(vectors, method: str) -> bool:
+    return method in ("auto", "flat") and len(vectors) <= _NUMPY_LIMIT
+
+
 def _blocks(n: int, size: int):
     for start in range(0, n, size):
         yield start, min(start + size, n)
@@ -473,7 +483,8 @@ def search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: int
     sampled rows (``recall`` and ``params`` of the result). ``out``: a file for the
     answer (:class:`NeighbourTable`), so memory holds a block of it, not all ``n x k``.
     """
-    with search_threads():
+    small = _numpy_only(vectors, method)
+    with contextlib.nullcontext() if small else search_threads():
         return _search_neighbours(vectors, k, method=method, exact_limit=exact_limit,
                                   nlist=nlist, nprobe=nprobe, recall_queries=recall_queries,
                                   seed=seed, out=out)
@@ -492,7 +503,10 @@ def _search_neighbours(vectors, k: int, *, method: str = "auto", exact_limit: in
     n = len(vectors)
     table = NeighbourTable(n, k, out)
     k_eff = min(k, max(n - 1, 0))
-    faiss = _faiss()
+    if _numpy_only(vectors, method):  # read whole (at most 4096 rows): NumPy alone
+        vectors, faiss = np.asarray(vectors[0:n], dtype=np.float32), None
+    else:
+        faiss = _faiss()
     exact_limit = EXACT_LIMIT if exact_limit is None else exact_limit
     if k_eff == 0:
         return NeighbourSearch(table, "flat")
