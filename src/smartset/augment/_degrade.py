@@ -386,8 +386,10 @@ def _lut(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         tables = table.reshape(rows, 256).contiguous().numpy()
         out = torch.empty_like(x)
         shape = (rows, -1, width)  # a sample's planes as one tall plane, or each plane
+        # a lookup of a large plane is a scalar loop of tens of microseconds: worth a thread
         _planes(lambda plane, dst, lut: cv2.LUT(plane, lut, dst=dst),
-                x.contiguous().view(shape).numpy(), out.view(shape).numpy(), tables)
+                x.contiguous().view(shape).numpy(), out.view(shape).numpy(), tables,
+                heavy=height * width > _SMALL_PLANE)
         return out
     flat = table.reshape(rows, 256)
     offsets = torch.arange(rows, device=x.device).view(-1, 1) * 256
@@ -440,11 +442,12 @@ def _solarize_uint8(x: torch.Tensor, first: np.ndarray) -> torch.Tensor:
     if x[0].numel() > _SMALL_PLANE:
         import cv2
 
-        for k in range(n):
+        def one(sample, result, level):
             # OpenCV's 8-bit threshold: 255 where v > floor(t); t = first - 1 (-1: every
             # level, 255: none)
-            cv2.threshold(src[k], float(first[k]) - 1.0, 255, cv2.THRESH_BINARY, dst=dst[k])
-            cv2.bitwise_xor(src[k], dst[k], dst=dst[k])
+            cv2.threshold(sample, level - 1.0, 255, cv2.THRESH_BINARY, dst=result)
+            cv2.bitwise_xor(sample, result, dst=result)
+        _planes(one, src, dst, first.astype(np.float64).tolist(), heavy=True)
         return out
     # the mask as 0/1 bytes, times 255 (0 for samples where no level inverts), XOR v
     np.greater_equal(src, np.minimum(first, 255).astype(np.uint8)[:, None], out=dst.view(bool))
@@ -488,7 +491,7 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
         counts = np.empty((n * channels, 256, 1), np.float32)
         _planes(lambda plane, dst, _: cv2.calcHist([plane], [0], None, [256], [0, 256],
                                                    hist=dst), planes, counts,
-                [None] * len(planes))
+                [None] * len(planes), heavy=True)  # a scalar loop over a large plane
         hist = counts.reshape(-1, 256).astype(np.int64)
     elif _opencv_ready(x):  # small 8-bit planes: NumPy, each plane's levels offset once
         rows = n * channels
@@ -510,19 +513,27 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
 def _equalize_tables(hist: np.ndarray) -> np.ndarray:
     """PIL's equalisation tables (``K x 256`` uint8) from histograms (``K x 256`` counts),
     in NumPy: a few small rows, where a torch operation would start a thread team."""
-    hist = hist.astype(np.int64)
+    hist = np.asarray(hist, np.int64)
+    k = len(hist)
     # the count of the last level present is left out of the step (PIL)
     last = 255 - np.argmax(hist[:, ::-1] > 0, 1)
-    step = (hist.sum(1) - hist[np.arange(len(hist)), last]) // 255
-    safe = np.maximum(step, 1)[:, None]
+    step = (hist.sum(1) - hist[np.arange(k), last]) // 255
+    safe = np.maximum(step, 1)
     # floor((cum + step // 2) / step) in float64: exact for counts below 2**53 (a quotient
-    # just under a whole number is at least 1 / step below it), and SIMD unlike int64 division
-    lut = np.zeros(hist.shape, np.float64)
-    np.cumsum(hist[:, :-1], 1, out=lut[:, 1:])
-    lut = np.floor((lut[:, 1:] + safe // 2) / safe).clip(0, 255)
-    lut = np.concatenate([np.zeros((len(hist), 1)), lut], 1)
-    lut = np.where(step[:, None] == 0, np.arange(256)[None], lut)
-    return lut.astype(np.uint8)
+    # just under a whole number is at least 1 / step below it), and SIMD unlike int64 division;
+    # the cumulative sum in int64 (a casting cumsum is several times slower), every other
+    # step in place on one array
+    lut = np.empty((k, 256), np.float64)
+    lut[:, 0] = 0.0
+    np.add(np.cumsum(hist[:, :-1], 1), (safe // 2)[:, None], out=lut[:, 1:])
+    lut /= safe[:, None]
+    np.floor(lut, out=lut)
+    np.minimum(lut, 255, out=lut)
+    out = lut.astype(np.uint8)
+    flat = step == 0  # too few values to spread: unchanged
+    if flat.any():
+        out[flat] = np.arange(256, dtype=np.uint8)
+    return out
 
 
 def adjust_color(x: torch.Tensor, factor) -> torch.Tensor:
