@@ -180,3 +180,28 @@ def test_the_audit_report_draws_its_charts_without_matplotlib(tmp_path):
     assert "12 labeled images in 2 classes" in classes and "image sizes" in classes
     assert classes.count("<svg") == 2
     assert classes.count("src='data:image/png;base64,") == 2  # a montage per class
+
+
+def test_the_grayscale_shortcut_decides_as_the_exact_channel_spread():
+    from smartset.audit.properties import _channel_spread
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for seed in range(60):
+        base = np.repeat(_texture(90 + seed, 120, seed)[:, :, :1], 3, axis=2).astype(np.int16)
+        kind = seed % 4
+        if kind == 1:    # faint chroma noise on red: 0 to 4 levels from the others
+            base[:, :, 0] += rng.integers(0, seed % 5 + 1, base.shape[:2])
+        elif kind == 2:  # one tinted pixel: averaged away in the small copy
+            base[seed % 90, seed % 120] = (120 + seed % 9, 120, 120)
+        elif kind == 3:  # a colour photo
+            base = _texture(90 + seed, 120, seed).astype(np.int16)
+        cases.append(np.clip(base, 0, 255).astype(np.uint8))
+    for rgb in cases:
+        small = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+        red, green, blue = small[:, :, 0], small[:, :, 1], small[:, :, 2]
+        exact = int((rgb.max(axis=2).astype(int) - rgb.min(axis=2)).max())
+        found = _channel_spread(rgb, red - green, 0.5 * (red + green) - blue)
+        assert (found <= 2) == (exact <= 2)
+        if found <= 2 or exact <= 4:
+            assert found == exact  # near the limit it is measured, not guessed

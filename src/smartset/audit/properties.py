@@ -191,6 +191,25 @@ def pixel_hash(rgb: np.ndarray) -> str:
     return digest.hexdigest()[:32]
 
 
+_SURELY_COLOUR = 5.0
+"""A difference between two channels of the 64 x 64 area-averaged copy at least this large
+proves one of the full image's pixels differs by more than 2 between those channels: each
+copy pixel is a weighted mean of image pixels, rounded to a level (0.5 each way)."""
+
+
+def _channel_spread(rgb: np.ndarray, rg: np.ndarray, yb: np.ndarray) -> int:
+    """The largest difference between two channels of a pixel of ``rgb`` (the grayscale
+    test: at most 2), or a number above 2 without looking at every pixel when the small
+    copy's red - green or yellow - blue (``rg``, ``yb``) already prove colour."""
+    for channel in (rg, yb):
+        low, high = cv2.minMaxLoc(channel)[:2]
+        if max(-low, high) >= _SURELY_COLOUR:
+            return 3  # more than 2: colour; the exact spread is not needed
+    red8, green8, blue8 = cv2.split(rgb)  # numpy reductions over a 3-long axis are slow
+    return int(cv2.subtract(cv2.max(cv2.max(red8, green8), blue8),
+                            cv2.min(cv2.min(red8, green8), blue8)).max())
+
+
 def _measure_image(path: str, *, gray_shortcut: bool = True) -> dict:
     """What :func:`_measure` measures image by image: all but the histogram's statistics
     (its ``histogram`` instead)."""
@@ -249,9 +268,7 @@ def _measure_image(path: str, *, gray_shortcut: bool = True) -> dict:
             (float(v[0, 0]) for v in cv2.meanStdDev(channel)) for channel in (rg, yb))
         colourfulness = (math.hypot(float(rg_std), float(yb_std))
                          + 0.3 * math.hypot(float(rg_mean), float(yb_mean))) / 255.0
-        red8, green8, blue8 = cv2.split(rgb)  # numpy reductions over a 3-long axis are slow
-        channel_spread = int(cv2.subtract(cv2.max(cv2.max(red8, green8), blue8),
-                                          cv2.min(cv2.min(red8, green8), blue8)).max())
+        channel_spread = _channel_spread(rgb, rg, yb)
     return {
         **info,
         "histogram": histogram,  # its statistics: histogram_stats, for a batch at once
