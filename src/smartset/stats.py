@@ -273,16 +273,19 @@ def size_scatter_svg(samples: pd.DataFrame, *, max_legend: int = 12) -> str | No
     body.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.1f}" text-anchor="middle">'
                 f'width (pixels)</text><text transform="translate(14,{top + plot_h / 2:.1f}) '
                 f'rotate(-90)" text-anchor="middle">height (pixels)</text>')
-    spots = pd.DataFrame({"code": codes, "x": np.round(x_of(logs[:, 0]), 1),
-                          "y": np.round(y_of(logs[:, 1]), 1),
-                          "w": np.rint(10 ** logs[:, 0]), "h": np.rint(10 ** logs[:, 1])})
-    spots = spots.groupby(["code", "x", "y"], sort=False).agg(
-        w=("w", "first"), h=("h", "first"), n=("w", "size")).reset_index()
-    for code, x, y, w, h, n in spots.itertuples(index=False):
+    # one dot per class and spot (tenths of a pixel), in the order first seen
+    spot = np.column_stack([codes, np.rint(x_of(logs[:, 0]) * 10),
+                            np.rint(y_of(logs[:, 1]) * 10)]).astype(np.int64)
+    _, first, counts = np.unique(spot, axis=0, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    sides = np.rint(10 ** logs).astype(np.int64)
+    escaped = [html.escape(name) for name in names]
+    for at, n in zip(first[order].tolist(), counts[order].tolist()):
+        code, x, y = spot[at].tolist()
         many = f" ({n:,} images)" if n > 1 else ""
-        body.append(f'<circle cx="{x}" cy="{y}" r="2.6" fill="{PALETTE[code % 10]}" '
-                    f'fill-opacity="0.6"><title>{html.escape(names[code])}: {w:.0f}x{h:.0f}'
-                    f'{many}</title></circle>')
+        body.append(f'<circle cx="{x / 10:g}" cy="{y / 10:g}" r="2.6" '
+                    f'fill="{PALETTE[code % 10]}" fill-opacity="0.6"><title>{escaped[code]}: '
+                    f'{sides[at, 0]}x{sides[at, 1]}{many}</title></circle>')
     if len(names) <= max_legend and names != ["all"]:
         for i, name in enumerate(names):
             y = top + 12 + 15 * i
