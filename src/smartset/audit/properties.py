@@ -28,7 +28,8 @@ __all__ = ["AUDIT_SIDE", "EMBEDDING_DIM", "PROPERTIES", "PROPERTIES_VERSION", "R
 
 AUDIT_SIDE = 256
 PROPERTIES_VERSION = 8
-"""Bump when a property's definition changes: cached values of other versions are recomputed."""
+"""Bump when a property's definition changes: cached values of other versions are recomputed.
+8: JPEGs drafted by their longer side (:func:`draft_box`), the pixel hash by SHA-256."""
 _EMBED_SIDE = PIXEL_EMBED_SIDE
 _EMBED_COLOUR_SIDE = PIXEL_EMBED_COLOUR_SIDE
 EMBEDDING_DIM = _EMBED_SIDE * _EMBED_SIDE + 3 * _EMBED_COLOUR_SIDE * _EMBED_COLOUR_SIDE
