@@ -72,6 +72,35 @@ def test_jpeg_quality_orders_the_error_and_matches_opencv():
         aug.JpegCompression()(torch.zeros((1, 2, 8, 8), dtype=torch.uint8), seed=0)
 
 
+def test_jpeg_of_rgb_photos_is_opencvs_round_trip_of_the_bgr_image():
+    """Colour planes go to the codec as BGR (merge) and come back split into RGB planes:
+    the pixels are those of encoding the BGR image and decoding it, on real photos, large
+    (the thread pool) and small."""
+    import cv2
+
+    photos = _photos(16, (96, 80))
+    for x in (photos, photos[:3, :, :20, :28]):
+        x = x.contiguous()
+        qualities = np.arange(len(x)) * 7 + 10
+        out = fn.jpeg(x, qualities)
+        for image, q, got in zip(x, qualities, out):
+            bgr = np.ascontiguousarray(image.permute(1, 2, 0).numpy()[..., ::-1])
+            ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+            expected = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+            assert np.array_equal(got.permute(1, 2, 0).numpy(), expected)
+
+
+def _photos(n, size):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "guns-smartphones"
+    paths = sorted(root.glob("train/*/*.jpg"))[:n]
+    if len(paths) < n:
+        pytest.skip("shared/data/guns-smartphones is not beside the repository")
+    images = [np.asarray(Image.open(p).convert("RGB").resize(size[::-1])) for p in paths]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+
+
 def _mnist():
     from pathlib import Path
 

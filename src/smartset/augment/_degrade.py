@@ -264,18 +264,23 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
 
 # -- JPEG --------------------------------------------------------------------------------
 def _jpeg_one(image: np.ndarray, quality: int, out: np.ndarray) -> None:
+    """One image through OpenCV's codec: ``image`` and ``out`` are ``C x H x W`` planes
+    (C 1 or 3, RGB). Colour planes are interleaved as BGR by ``cv2.merge`` (OpenCV's order:
+    luma and chroma right) and the decoded BGR image split back into the RGB planes of
+    ``out``: no layout change of the batch and no colour-swap pass around the codec."""
     import cv2
 
-    colour = image.ndim == 3
-    source = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if colour else image  # luma, chroma right
-    ok, data = cv2.imencode(".jpg", source, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    colour = len(image) == 3
+    source = cv2.merge((image[2], image[1], image[0])) if colour else image[0]
+    ok, data = cv2.imencode(".jpg", source, (cv2.IMWRITE_JPEG_QUALITY, int(quality)))
     if not ok:
         raise RuntimeError("OpenCV could not encode a JPEG")
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
+    # what imencode wrote has no EXIF: the orientation lookup is skipped (same pixels)
     if colour:
-        cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=out)
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        cv2.split(decoded, (out[2], out[1], out[0]))
     else:
-        out[...] = decoded
+        out[0] = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
 
 
 def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
@@ -283,33 +288,37 @@ def jpeg(x: torch.Tensor, quality) -> torch.Tensor:
     ``quality`` (1-100, per sample) and decode, with OpenCV's libjpeg (4:2:0 chroma for
     RGB). 1 or 3 channels; float images are quantised to 8 bits on the way.
 
-    Per sample by nature: a JPEG codec takes one image at a time. The samples are spread
-    over ``torch.get_num_threads()`` threads (OpenCV releases the GIL); each is encoded
-    alone, so a batch gives the bits its samples give one at a time."""
+    Per sample by nature: a JPEG codec takes one image at a time. Each sample's planes go
+    to the codec as they lie in the batch (colour interleaved by ``cv2.merge``, decoded
+    planes written by ``cv2.split`` straight into the result); large images are spread
+    over ``torch.get_num_threads()`` threads of the kept pool (OpenCV releases the GIL).
+    Each is encoded alone, so a batch gives the bits its samples give one at a time."""
     n, channels, height, width = x.shape
     if n == 0:
         return x.clone()
     if channels not in (1, 3):
         raise ValueError(f"jpeg needs 1 or 3 channels, got {channels}")
-    qualities = np.broadcast_to(np.asarray(quality, np.int64), (n,))
+    qualities = np.broadcast_to(np.asarray(quality, np.int64), (n,)).tolist()
     if x.dtype == torch.uint8:
         levels = x
     else:
         levels = (_to_float(x).clamp(0, 1) * 255).round_().to(torch.uint8)
-    images = levels.cpu().permute(0, 2, 3, 1).contiguous().numpy()  # N x H x W x C
-    if channels == 1:
-        images = images[..., 0]
-    out = np.empty_like(images)
+    levels = levels.cpu().contiguous()
+    result = torch.empty_like(levels)
+    images, out = levels.numpy(), result.numpy()
+
+    def run(start, stop):
+        for k in range(start, stop):
+            _jpeg_one(images[k], qualities[k], out[k])
     # threads only for large images: a small image's codec call is too short to share the
     # GIL well on a busy machine (see _planes)
     threads = max(1, min(torch.get_num_threads(), n // 8)) if height * width > _SMALL_PLANE else 1
     if threads > 1:
-        list(_pool(threads).map(_jpeg_one, images, qualities, out))
+        bounds = np.linspace(0, n, threads + 1).astype(int)
+        list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
     else:
-        for image, q, o in zip(images, qualities, out):
-            _jpeg_one(image, q, o)
-    result = torch.from_numpy(out if channels == 3 else out[..., None])
-    result = result.permute(0, 3, 1, 2).contiguous().to(x.device)
+        run(0, n)
+    result = result.to(x.device)
     if x.dtype == torch.uint8:
         return result
     return _from_float(result.to(torch.float32) / 255.0, x.dtype)
