@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from smartset._threads import capped_threads
 from smartset.augment import _opencv_warp as _opencv
+from smartset.augment._field_maps import full_resolution_map
 from smartset.augment._fields import (_apply_linear, field_coarse, field_lattice,
                                       field_layout, refine_field)
 from smartset.augment.errors import AugmentError
@@ -415,6 +416,17 @@ class FusedWarp:
         """The lattice of ``rows`` when one field is read at its own nodes: the affine part
         on the grid plus the field, mapped by the steps after it on its coarse lattice and
         refined (computed per chunk of rows, so temporaries stay in cache)."""
+        coarse, affine, k = self._coarse_field(normalized)
+        xs, ys = self._output_lattice(device)
+        index = torch.as_tensor(rows)
+        part = coarse if len(rows) == self.n else coarse.index_select(0, index)
+        out = self._affine_on_grid(affine[rows], xs, ys, device)
+        out += refine_field(part, self.ops[k][1]).to(device)
+        return out
+
+    def _coarse_field(self, normalized: bool):
+        """``(coarse, affine, k)`` of :meth:`_fast_lattice` (kept): the only field's coarse
+        lattice, mapped by the steps after it, the affine part, and the field's index."""
         key = ("coarse", normalized)
         if key not in self._lattice:
             xs, ys = self._output_lattice(torch.device("cpu"))
@@ -426,13 +438,7 @@ class FusedWarp:
                     after = compose(after, op)
             self._lattice[key] = (field_coarse(self.ops[k][1], linear=after),
                                   compose(norm, self.affine), k)
-        coarse, affine, k = self._lattice[key]
-        xs, ys = self._output_lattice(device)
-        index = torch.as_tensor(rows)
-        part = coarse if len(rows) == self.n else coarse.index_select(0, index)
-        out = self._affine_on_grid(affine[rows], xs, ys, device)
-        out += refine_field(part, self.ops[k][1]).to(device)
-        return out
+        return self._lattice[key]
 
     def _normalizer(self, normalized: bool, n: int | None = None) -> np.ndarray:
         """Source pixels to grid_sample's coordinates (align_corners=False), or identity."""
@@ -710,7 +716,24 @@ class FusedWarp:
         pixel's own point (``_backward``, the mesh path) is a different map: bicubic between
         nodes, and, for a field followed by shifts, a field not laid on the output lattice."""
         height, width = self.size_out
-        self._pixel_lattice(rows[:1])  # caches for every row, in this thread, before the pool
+        xs, ys = self._output_lattice(torch.device("cpu"))
+        if (str(torch.device("cpu")), False) not in self._lattice and \
+                self._single_field_on_nodes(len(ys), len(xs)) is not None:
+            # one field on the output lattice: its coarse nodes straight to every pixel
+            coarse, affine, k = self._coarse_field(False)  # kept, before the pool
+            layout = field_layout(*self.ops[k][1].size_in, float(self.ops[k][1].sigma))
+
+            def points(part):  # n x H x W source x and y (views of one n x 2 x H x W map)
+                index = torch.as_tensor(part)
+                mine = coarse if len(part) == self.n else coarse.index_select(0, index)
+                full = full_resolution_map(mine, affine[part], (height, width),
+                                           (layout.refine_y, layout.refine_x))
+                return full[:, 0], full[:, 1]
+            _opencv.remap_rows(x, out, rows, points, fill, fill_value, threads,
+                               separable=False, fixed=False)
+            return
+        if threads > 1:  # caches for every row, in this thread, before the pool
+            self._pixel_lattice(rows[:1])
 
         def points(part):  # n x H x W source x and y (views of one n x 2 x H x W map)
             lat = self._pixel_lattice(part)

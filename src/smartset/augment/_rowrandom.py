@@ -21,6 +21,7 @@ other than the ones below raise :class:`NotRowwise`, which triggers the same fal
 
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -31,6 +32,24 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _MASK = (1 << 64) - 1
+_S24, _S27, _S30, _S31 = (np.uint64(k) for k in (24, 27, 30, 31))
+_NEVER_DRAWN = np.random.PCG64(0)  # the bit generator every RowRandom holds and never uses
+
+
+_SLOTS: dict[tuple[int, int], np.ndarray] = {}  # (call, values per row) -> hashed slots
+
+
+def _slot_words(call: int, per: int) -> np.ndarray:
+    """The hashed slot numbers of draw ``call`` with ``per`` values a row: the same for
+    every batch of a policy, so kept (read-only) instead of hashed again each batch."""
+    words = _SLOTS.get((call, per))
+    if words is None:
+        slots = np.arange(per, dtype=np.uint64) + (np.uint64(call) << _S24)
+        words = mix64(slots * _GOLDEN + _M2)
+        words.flags.writeable = False
+        if len(_SLOTS) < 4096:
+            _SLOTS[(call, per)] = words
+    return words
 
 
 class NotRowwise(Exception):
@@ -38,12 +57,19 @@ class NotRowwise(Exception):
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, element-wise on a ``uint64`` array (wrapping arithmetic)."""
+    """SplitMix64's finaliser, element-wise on a ``uint64`` array (wrapping arithmetic).
+
+    Computed in place on a 1-d copy: NumPy's integer *array* arithmetic wraps without a
+    warning (only scalar arithmetic checks overflow), so no ``np.errstate`` is needed, whose
+    context variable cost more than the arithmetic on a batch's few words."""
     x = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    z = x.reshape(-1).copy()
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z.reshape(x.shape)
 
 
 def _u64(value: int) -> np.ndarray:
@@ -58,11 +84,10 @@ class RowRandom(np.random.Generator):
     """
 
     def __init__(self, key: int, rows):
-        super().__init__(np.random.PCG64(0))  # never drawn from: every method is overridden
+        super().__init__(_NEVER_DRAWN)  # never drawn from: every method is overridden
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self.n = len(rows)
-        with np.errstate(over="ignore"):
-            self._base = mix64(_u64(key) ^ mix64(rows.astype(np.uint64) * _GOLDEN + _GOLDEN))
+        self._base = mix64(_u64(key) ^ mix64(rows.astype(np.uint64) * _GOLDEN + _GOLDEN))
         self._calls = 0
 
     def __reduce__(self):  # a Generator pickles its bit generator; this one is not needed
@@ -70,9 +95,13 @@ class RowRandom(np.random.Generator):
 
     # -- the raw words
     def _words(self, size) -> tuple[np.ndarray, tuple]:
-        shape = () if size is None else ((operator.index(size),) if np.ndim(size) == 0
-                                         else tuple(operator.index(s) for s in size))
-        total = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if size is None:
+            shape = ()
+        elif isinstance(size, (tuple, list)) or np.ndim(size) != 0:
+            shape = tuple(operator.index(s) for s in size)
+        else:
+            shape = (operator.index(size),)
+        total = math.prod(shape) if shape else 1
         n = self.n
         if n == 0 or total == 0:
             self._calls += 1
@@ -83,11 +112,9 @@ class RowRandom(np.random.Generator):
             per, base = 1, self._base[:1]
         else:
             raise NotRowwise(f"a draw of {total} values for {n} samples")
-        call = np.uint64(self._calls)
+        call = self._calls
         self._calls += 1
-        slots = np.arange(per, dtype=np.uint64) + (call << np.uint64(24))
-        with np.errstate(over="ignore"):
-            words = mix64(base[:, None] ^ mix64(slots * _GOLDEN + _M2)[None, :])
+        words = mix64(base[:, None] ^ _slot_words(call, per)[None, :])
         return words.reshape(-1), shape
 
     def _unit(self, size, dtype=np.float64):
@@ -165,7 +192,6 @@ for _name in dir(np.random.Generator):
 def row_key(*parts: int) -> int:
     """One 64-bit key from integers (a seed, an epoch, a step): each part mixed in turn."""
     key = np.zeros(1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for part in parts:
-            key = mix64(key * _GOLDEN ^ _u64(part))
+    for part in parts:
+        key = mix64(key * _GOLDEN ^ _u64(part))
     return int(key[0])

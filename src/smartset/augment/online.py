@@ -24,6 +24,8 @@ shared memory: ``set_epoch`` reaches persistent workers too.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -172,13 +174,19 @@ def _row_params(policy, shape, seed: int, epoch: int, indices) -> PolicyParams:
     """Every sample's parameters in one pass; the noise of leaf ``j`` is read at the
     sample's index of the stream of (seed, epoch, j)."""
     rows = np.asarray(indices, dtype=np.int64)
-    params = policy.make_params((len(rows), *shape), RowRandom(row_key(seed, epoch), rows))
+    params = policy.make_params((len(rows), *shape), RowRandom(_key(seed, epoch), rows))
     for j, leaf in enumerate(params.params):
         if "stream" in leaf.columns and "index" in leaf.columns:
-            stream = row_key(seed, epoch, j + 1) % STREAM_LIMIT
+            stream = _key(seed, epoch, j + 1) % STREAM_LIMIT
             leaf.columns["stream"] = np.full(len(rows), stream, dtype=np.int64)
             leaf.columns["index"] = rows.copy()
     return params
+
+
+@functools.lru_cache(maxsize=256)
+def _key(*parts: int) -> int:
+    """:func:`row_key` of ``parts``, kept: every batch of an epoch asks for the same keys."""
+    return row_key(*parts)
 
 
 def _draws_per_row(policy, shape, seed: int, n: int = 16) -> bool:
