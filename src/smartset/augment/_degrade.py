@@ -228,11 +228,12 @@ def downscale(x: torch.Tensor, scale, *, upsample: str = "bilinear") -> torch.Te
         back = cv2.INTER_NEAREST if upsample == "nearest" else cv2.INTER_LINEAR
         out = torch.empty_like(x)
         if x.shape[1] == 3 and height * width > _SMALL_PLANE:
-            # each plane shrunk alone, the small planes interleaved, enlarged at once:
-            # OpenCV's 3-channel bilinear resize is faster than three planes (same bits)
+            # the planes interleaved once, shrunk and enlarged as one 3-channel image, split
+            # straight into the result: OpenCV's 3-channel area and bilinear resizes are
+            # faster than three planes each (same bits: every channel is summed alone)
             def one(sample, dst, size):
-                small = cv2.merge([cv2.resize(plane, (size[1], size[0]),
-                                              interpolation=cv2.INTER_AREA) for plane in sample])
+                small = cv2.resize(cv2.merge((sample[0], sample[1], sample[2])),
+                                   (size[1], size[0]), interpolation=cv2.INTER_AREA)
                 cv2.split(cv2.resize(small, (width, height), interpolation=back), list(dst))
             _planes(one, x.contiguous().numpy(), out.numpy(), sizes.tolist(), heavy=True)
             return out
