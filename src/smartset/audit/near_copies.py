@@ -108,6 +108,34 @@ _ALL_WINDOWS = WINDOWS + [(_SHIFT, 0.0, 0.0)]  # the windows, then the centred s
 _POSITION_CHUNK = 48  # distinct pairs per chunk: at most 96 images' windows, 36 MB
 
 
+def _verify_threads(chunks: int) -> int:
+    """Threads for the window verification: the free cores (NumPy's products release the
+    GIL), 1 for a single chunk or inside an engine worker."""
+    if chunks < 2:
+        return 1
+    from smartset._threads import choose_threads
+
+    return max(1, min(chunks, choose_threads()))
+
+
+def _chunk_scores(thumbs: np.ndarray, at_a: np.ndarray, at_b: np.ndarray) -> np.ndarray:
+    """The verified similarity of the pairs ``(thumbs[at_a[p]], thumbs[at_b[p]])`` of one
+    chunk, the better of both directions."""
+    count = len(WINDOWS)
+    references = [0, count]  # the whole image and the centred shift window
+    vectors, norms = raw_window_vectors(thumbs, _ALL_WINDOWS)           # U x (W+1) x 576
+    safe = np.where(norms > 1e-6, norms, 1.0)
+    unit = vectors[:, references] / safe[:, references, None]
+    unit -= unit.mean(axis=2, keepdims=True)                          # U x 2 x 576
+
+    def one_direction(x, y):  # as _one_direction: x's windows against y's references
+        scores = np.einsum("pwd,prd->pwr", vectors[x, :count], unit[y]) / safe[x, :count, None]
+        return np.maximum(scores[:, _REFERENCE_OF == 0, 0].max(axis=1),
+                          scores[:, _REFERENCE_OF == 1, 1].max(axis=1))
+
+    return np.maximum(one_direction(at_a, at_b), one_direction(at_b, at_a))
+
+
 def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thumbs
                                 ) -> np.ndarray:
     """:func:`window_pair_scores` of pairs of positions, with less work: each unordered
@@ -125,24 +153,33 @@ def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thum
     keys, back = np.unique(low * base + high, return_inverse=True)
     low, high = keys // base, keys % base
     values = np.empty(len(keys), dtype=np.float32)
-    count = len(WINDOWS)
-    references = [0, count]  # the whole image and the centred shift window
-    for start in range(0, len(keys), _POSITION_CHUNK):
+    chunks = range(0, len(keys), _POSITION_CHUNK)
+
+    def read(start):  # in the calling thread: the thumbnail reader need not be thread-safe
         a, b = low[start:start + _POSITION_CHUNK], high[start:start + _POSITION_CHUNK]
         rows, at = np.unique(np.r_[a, b], return_inverse=True)
-        vectors, norms = raw_window_vectors(read_thumbs(rows), _ALL_WINDOWS)  # U x (W+1) x 576
-        safe = np.where(norms > 1e-6, norms, 1.0)
-        unit = vectors[:, references] / safe[:, references, None]
-        unit -= unit.mean(axis=2, keepdims=True)                          # U x 2 x 576
-        at_a, at_b = at[:len(a)], at[len(a):]
+        return start, read_thumbs(rows), at[:len(a)], at[len(a):]
 
-        def one_direction(x, y):  # as _one_direction: x's windows against y's references
-            scores = np.einsum("pwd,prd->pwr", vectors[x, :count], unit[y]) / safe[x, :count, None]
-            return np.maximum(scores[:, _REFERENCE_OF == 0, 0].max(axis=1),
-                              scores[:, _REFERENCE_OF == 1, 1].max(axis=1))
+    def scored(start, thumbs, at_a, at_b):
+        values[start:start + len(at_a)] = _chunk_scores(thumbs, at_a, at_b)
 
-        values[start:start + len(a)] = np.maximum(one_direction(at_a, at_b),
-                                                  one_direction(at_b, at_a))
+    threads = _verify_threads(len(chunks))
+    if threads == 1:
+        for start in chunks:
+            scored(*read(start))
+    else:
+        # a pool of its own, shut down on return: no thread outlives the call (the engine
+        # forks its workers only while the process has one thread)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="smartset-verify") as pool:
+            pending = []
+            for start in chunks:  # at most `threads` chunks in memory at once
+                pending.append(pool.submit(scored, *read(start)))
+                if len(pending) >= threads:
+                    pending.pop(0).result()
+            for future in pending:
+                future.result()
     out[:] = values[back.reshape(-1)]
     return out
 
