@@ -44,6 +44,23 @@ def test_scores_of_positions_equal_the_pairwise_scores():
     assert len(_window_scores_of_positions(np.zeros(0, int), np.zeros(0, int), read)) == 0
 
 
+def test_scores_of_positions_do_not_depend_on_the_thread_count(monkeypatch):
+    import threading
+
+    from smartset.audit import near_copies
+
+    thumbs = _thumbs()
+    rng = np.random.default_rng(2)
+    first, second = rng.integers(0, len(thumbs), 300), rng.integers(0, len(thumbs), 300)
+    found, alive = {}, threading.active_count()
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(near_copies, "_verify_threads", lambda chunks, t=threads: t)
+        found[threads] = _window_scores_of_positions(first, second,
+                                                     lambda rows: thumbs[np.asarray(rows)])
+        assert threading.active_count() == alive  # no pool thread outlives the call
+    assert np.array_equal(found[1], found[2]) and np.array_equal(found[1], found[3])
+
+
 def test_reuse_freed_blocks_nests_and_restores(monkeypatch):
     calls = []
     monkeypatch.setattr(_memory, "_mallopt", lambda parameter, value: calls.append(
