@@ -130,10 +130,12 @@ def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
 def _made_here(leaf, inputs: list) -> bool:
     """Whether ``leaf`` is a dense image tensor sharing no memory with the caller's
     ``inputs`` (then a later step of the same run may write into it)."""
-    if not isinstance(leaf, torch.Tensor) or not leaf.is_contiguous() or leaf.numel() == 0:
-        return False
+    if (not isinstance(leaf, torch.Tensor) or leaf.layout != torch.strided
+            or leaf.requires_grad or not leaf.is_contiguous() or leaf.numel() == 0):
+        return False  # autograd may keep a tensor for its backward pass: never written
     storage = leaf.untyped_storage().data_ptr()
-    return not any(x.untyped_storage().data_ptr() == storage for x in inputs)
+    return not any(x.layout == torch.strided and x.untyped_storage().data_ptr() == storage
+                   for x in inputs)
 
 
 def _run_photometric(transform, params: Params, leaf, owned: bool = False):
@@ -156,7 +158,7 @@ def _run_photometric(transform, params: Params, leaf, owned: bool = False):
     if part.dtype == leaf.dtype and owned:
         return _put_rows(leaf, rows, part), True
     out = leaf.to(part.dtype) if part.dtype != leaf.dtype else leaf.clone()
-    return _put_rows(out, rows, part), True
+    return _put_rows(out, rows, part), not out.requires_grad
 
 
 #: dtypes NumPy shares with torch: rows of CPU batches of these move as NumPy slices
