@@ -187,26 +187,43 @@ def matrix_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray, backward: 
     _each(len(rows), work, threads, height * width * x.shape[1])
 
 
+def _fixed_axes(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The per-axis parts of OpenCV's fixed-point maps (1/32 pixel, round half to even,
+    saturated as ``cv2.convertMaps``) of separable maps ``px`` (``n x W``) and ``py``
+    (``n x H``), for every row at once: the x and y pixel words (uint32, the y word shifted
+    into the high half on little-endian machines) and the x and y sub-pixel indices
+    (uint16, y's times 32). :func:`_fixed_from_axes` puts one row's together."""
+    ix = np.rint(px.astype(np.float32) * 32)
+    iy = np.rint(py.astype(np.float32) * 32)
+    np.clip(ix, -(1 << 20), 1 << 20, out=ix)
+    np.clip(iy, -(1 << 20), 1 << 20, out=iy)
+    ix, iy = ix.astype(np.int32), iy.astype(np.int32)
+    wx = np.clip(ix >> 5, -32768, 32767).astype(np.int16).view(np.uint16).astype(np.uint32)
+    wy = np.clip(iy >> 5, -32768, 32767).astype(np.int16).view(np.uint16).astype(np.uint32)
+    if sys.byteorder == "little":  # each (x, y) int16 pair as one int32: one broadcast
+        wy <<= np.uint32(16)
+    return wx, wy, (ix & 31).astype(np.uint16), ((iy & 31) * 32).astype(np.uint16)
+
+
+def _fixed_from_axes(wx: np.ndarray, wy: np.ndarray, fx: np.ndarray,
+                     fy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row of :func:`_fixed_axes` as OpenCV's ``CV_16SC2`` + ``CV_16UC1`` maps: two
+    broadcasts over the output pixels."""
+    if sys.byteorder == "little":
+        fixed = np.bitwise_or(wy[:, None], wx[None, :]).view(np.int16)
+        fixed = fixed.reshape(len(wy), len(wx), 2)
+    else:
+        fixed = np.empty((len(wy), len(wx), 2), np.int16)
+        fixed[..., 0] = wx.astype(np.uint16).view(np.int16)[None, :]
+        fixed[..., 1] = wy.astype(np.uint16).view(np.int16)[:, None]
+    return fixed, np.add(fy[:, None], fx[None, :])
+
+
 def _fixed_separable(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV's fixed-point maps (``CV_16SC2`` + ``CV_16UC1``, 1/32 pixel) of the separable
     map ``(px[j], py[i])``, built by broadcasting the two axes: the same values as
     ``cv2.convertMaps`` of the full float maps (round half to even, saturated)."""
-    ix = np.rint(px.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
-    iy = np.rint(py.astype(np.float32) * 32).clip(-(1 << 20), 1 << 20).astype(np.int32)
-    wx = np.clip(ix >> 5, -32768, 32767).astype(np.int16)
-    wy = np.clip(iy >> 5, -32768, 32767).astype(np.int16)
-    if sys.byteorder == "little":  # each (x, y) int16 pair as one int32: one broadcast
-        low = wx.view(np.uint16).astype(np.uint32)
-        high = wy.view(np.uint16).astype(np.uint32) << np.uint32(16)
-        fixed = np.bitwise_or(high[:, None], low[None, :]).view(np.int16)
-        fixed = fixed.reshape(len(iy), len(ix), 2)
-    else:
-        fixed = np.empty((len(iy), len(ix), 2), np.int16)
-        fixed[..., 0] = wx[None, :]
-        fixed[..., 1] = wy[:, None]
-    fraction = np.add(((iy & 31) * 32).astype(np.uint16)[:, None],
-                      (ix & 31).astype(np.uint16)[None, :])
-    return fixed, fraction
+    return _fixed_from_axes(*(part[0] for part in _fixed_axes(px[None], py[None])))
 
 
 def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
@@ -249,9 +266,12 @@ def remap_rows(x: torch.Tensor, out: torch.Tensor, rows: np.ndarray,
         separable = probe_x.shape[1] == 1 and probe_y.shape[2] == 1
     if separable:  # the two axes, for every row
         map_x, map_y = (_numpy(m) for m in points(rows))
+        # the axes' rounding for every row at once (small arrays: a call each would cost
+        # more than the two broadcasts of an image)
+        axes = _fixed_axes(map_x[:, 0], map_y[:, :, 0])
 
         def work(k):
-            sample(int(rows[k]), *_fixed_separable(map_x[k, 0], map_y[k, :, 0]))
+            sample(int(rows[k]), *_fixed_from_axes(*(part[k] for part in axes)))
         _each(len(rows), work, threads, height * width * x.shape[1])
         return
     block = max(1, block_pixels // (height * width))
