@@ -99,6 +99,18 @@ def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
         if params.n != n:
             raise BatchShapeError(f"{transform.name}: parameters for {params.n} samples, "
                                   f"batch of {n}.")
+    if len(steps) > 1 and torch.get_num_threads() > 1:
+        from smartset._threads import capped_threads
+
+        # a policy's steps are many short torch/OpenCV calls: each parallel region waits at
+        # its barrier for a thread whose core another process holds (10-40x slower on a busy
+        # machine), so the whole run uses only the free cores (smartset._threads)
+        with capped_threads("augment"):
+            return _run_steps(steps, leaves, rebuild, n)
+    return _run_steps(steps, leaves, rebuild, n)
+
+
+def _run_steps(steps: list, leaves: list, rebuild, n: int) -> tuple[object, list[Params]]:
     resolved: list[Params] = []
     # the image leaves made by this run (not the caller's tensors, nor views of them): a
     # step applied to some samples writes their rows into such a leaf in place instead of
