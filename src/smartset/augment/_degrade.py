@@ -378,10 +378,11 @@ def _planes(fn, src: np.ndarray, dst: np.ndarray, args, *, heavy: bool = False) 
     """``fn(src[k], dst[k], args[k])`` for the planes ``src`` (K x ..., contiguous), ``fn``
     writing plane ``k`` of the result into ``dst[k]`` (an OpenCV call with ``dst=``: no
     temporary, no copy). The planes are split into one contiguous run per thread, over
-    ``torch.get_num_threads()`` threads when each call is ``heavy`` (a filter or a resize
-    of a large plane): OpenCV releases the GIL during a call, but between calls the threads
-    take turns on it, and for short calls (a lookup, a histogram) on a busy machine that
-    costs more than it saves. Each plane alone, so a batch gives the bits of its samples."""
+    ``torch.get_num_threads()`` threads when each call is ``heavy`` (a filter, a resize, a
+    lookup or a histogram of a large plane: tens of microseconds): OpenCV releases the GIL
+    during a call, but between calls the threads take turns on it, and for short calls (a
+    small plane) on a busy machine that costs more than it saves. Each plane alone, so a
+    batch gives the bits of its samples."""
     count = len(src)
 
     def run(start, stop):
