@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from smartset._threads import capped_threads
 from smartset._torch import require_torch
 
 torch = require_torch("smartset.augment")
@@ -361,8 +362,6 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
     b = np.broadcast_to(np.asarray(bits, np.int64), (n,))
     mask = torch.as_tensor((256 - 2 ** (8 - b)).astype(np.uint8), device=x.device)
     if x.device.type == "cpu":
-        from smartset._threads import capped_threads
-
         # one pass over the batch: torch's threads, but only as many as cores are free (a
         # parallel region waits at its barrier for a thread whose core another process holds)
         with capped_threads("augment"):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from smartset._threads import capped_threads
 from smartset.augment import _geometry as geo
 from smartset.augment._params import Params
 from smartset.augment.errors import BatchShapeError
@@ -100,8 +101,6 @@ def run_steps(steps: list, batch) -> tuple[object, list[Params]]:
             raise BatchShapeError(f"{transform.name}: parameters for {params.n} samples, "
                                   f"batch of {n}.")
     if len(steps) > 1 and torch.get_num_threads() > 1:
-        from smartset._threads import capped_threads
-
         # a policy's steps are many short torch/OpenCV calls: each parallel region waits at
         # its barrier for a thread whose core another process holds (10-40x slower on a busy
         # machine), so the whole run uses only the free cores (smartset._threads)
