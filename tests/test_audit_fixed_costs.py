@@ -65,8 +65,10 @@ def test_properties_at_the_draft_scale_are_close_to_a_full_decode(tmp_path):
 
 def test_level_counts_pixel_hash_and_sharpness_keep_their_definitions():
     rng = np.random.default_rng(3)
-    gray = rng.integers(0, 256, (97, 131), dtype=np.uint8)
-    np.testing.assert_array_equal(_level_counts(gray), np.bincount(gray.ravel(), minlength=256))
+    for shape in ((97, 131), (28, 28), (300, 200)):  # OpenCV's counts and NumPy's
+        gray = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(_level_counts(gray),
+                                      np.bincount(gray.ravel(), minlength=256))
     rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
     expected = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()[:32]
     assert pixel_hash(rgb) == expected == pixel_hash(np.asfortranarray(rgb))
