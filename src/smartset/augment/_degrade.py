@@ -361,7 +361,7 @@ def posterize(x: torch.Tensor, bits) -> torch.Tensor:
         return x.clone()
     b = np.broadcast_to(np.asarray(bits, np.int64), (n,))
     mask = torch.as_tensor((256 - 2 ** (8 - b)).astype(np.uint8), device=x.device)
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and torch.get_num_threads() > 1:
         # one pass over the batch: torch's threads, but only as many as cores are free (a
         # parallel region waits at its barrier for a thread whose core another process holds)
         with capped_threads("augment"):
