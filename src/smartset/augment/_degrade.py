@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from smartset._threads import capped_threads
+from smartset._threads import capped_threads, limit_threads
 from smartset._torch import require_torch
 
 torch = require_torch("smartset.augment")
@@ -392,7 +392,10 @@ def _planes(fn, src: np.ndarray, dst: np.ndarray, args, *, heavy: bool = False) 
         run(0, count)
         return
     bounds = np.linspace(0, count, threads + 1).astype(int)
-    list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+    # OpenCV and torch one thread each meanwhile: OpenCV would also split each call over
+    # its own (spinning) threads, two pools on the same cores
+    with limit_threads(1):
+        list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
 
 
 def _pool(threads: int):
