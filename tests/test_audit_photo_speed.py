@@ -61,6 +61,24 @@ def test_scores_of_positions_do_not_depend_on_the_thread_count(monkeypatch):
     assert np.array_equal(found[1], found[2]) and np.array_equal(found[1], found[3])
 
 
+def test_local_order_is_a_permutation_that_keeps_shared_images_together():
+    from smartset.audit.near_copies import _local_order
+
+    # two stars whose members interleave in position order: sorted by position, every
+    # stretch of pairs touches both stars; in the local order each star is one stretch
+    hub_a, hub_b = 0, 1
+    members_a, members_b = np.arange(2, 200, 2), np.arange(3, 200, 2)
+    low = np.r_[np.full(len(members_a), hub_a), np.full(len(members_b), hub_b)]
+    high = np.r_[members_a, members_b]
+    shuffle = np.random.default_rng(0).permutation(len(low))
+    low, high = low[shuffle], high[shuffle]
+    order = _local_order(low, high)
+    assert sorted(order.tolist()) == list(range(len(low)))
+    hubs = low[order]
+    assert (np.diff(hubs) != 0).sum() == 1  # one star, then the other
+    assert len(_local_order(low[:1], high[:1])) == 1
+
+
 def test_reuse_freed_blocks_nests_and_restores(monkeypatch):
     calls = []
     monkeypatch.setattr(_memory, "_mallopt", lambda parameter, value: calls.append(
