@@ -510,11 +510,17 @@ class FusedWarp:
 
     def _normalized_lattice(self, rows: np.ndarray, device) -> torch.Tensor:
         """The normalised lattice of ``rows`` (grid_sample coordinates), float32."""
+        return self._rows_lattice(rows, device, True)
+
+    def _rows_lattice(self, rows: np.ndarray, device, normalized: bool) -> torch.Tensor:
+        """The lattice of ``rows`` on ``device``: straight from the single field when it
+        sits on the output lattice and the whole lattice is not cached, else rows of the
+        cached lattice."""
         xs, ys = self._output_lattice(torch.device("cpu"))
-        if (str(device), True) not in self._lattice and \
+        if (str(device), normalized) not in self._lattice and \
                 self._single_field_on_nodes(len(ys), len(xs)) is not None:
-            return self._fast_lattice(rows, device, True)
-        lat = self.lattice(device, normalized=True)
+            return self._fast_lattice(rows, device, normalized)
+        lat = self.lattice(device, normalized=normalized)
         if len(rows) == self.n:
             return lat
         return lat.index_select(0, torch.as_tensor(rows, device=device))
@@ -746,15 +752,7 @@ class FusedWarp:
 
     def _pixel_lattice(self, rows: np.ndarray) -> torch.Tensor:
         """The lattice of ``rows`` in source pixels (CPU float32, n x 2 x h x w)."""
-        xs, ys = self._output_lattice(torch.device("cpu"))
-        cpu = torch.device("cpu")
-        if (str(cpu), False) not in self._lattice and \
-                self._single_field_on_nodes(len(ys), len(xs)) is not None:
-            return self._fast_lattice(rows, cpu, False)
-        lat = self.lattice(cpu, normalized=False)
-        if len(rows) == self.n:
-            return lat
-        return lat.index_select(0, torch.as_tensor(rows))
+        return self._rows_lattice(rows, torch.device("cpu"), False)
 
     def _clamp_to_boxes(self, grid: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         """A crop's sampling grid (normalised, n x H x W x 2) held inside its pixel box."""
