@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from smartset._threads import (ENV_THREADS, capped_threads, choose_threads, limit_threads,
+from smartset._threads import (ENV_THREADS, blas_threads, capped_threads, choose_threads, limit_threads,
                                worker_init_fn)
 
 
@@ -154,3 +154,39 @@ def _sum_in_pool():
 
     return sum(thread_pool(2).map(abs, [-1, -2, -3]))
 
+
+
+def test_blas_threads_limits_numpys_blas_in_the_block_and_restores_it():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def counts():
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # NumPy's BLAS is loaded
+    before = counts()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with blas_threads(1):
+        assert counts() == [1] * len(before)
+        product = np.arange(16.0).reshape(4, 4) @ np.eye(4)
+    assert counts() == before
+    assert np.array_equal(product, np.arange(16.0).reshape(4, 4))
+
+
+def test_near_copy_scores_do_not_depend_on_blas_threads(monkeypatch):
+    """The verification's scores are the same whether its chunks run on one thread or two
+    (and with BLAS capped at 1 thread inside either)."""
+    from smartset.audit import near_copies
+
+    rng = np.random.default_rng(0)
+    thumbs = rng.integers(0, 256, (12, 64, 64), dtype=np.uint8)
+    thumbs[1] = thumbs[0]
+    first, second = np.array([0, 2, 4, 6, 8, 1, 3]), np.array([1, 3, 5, 7, 9, 10, 11])
+    monkeypatch.setattr(near_copies, "_POSITION_CHUNK", 2)
+    read = lambda rows: thumbs[rows]  # noqa: E731
+    monkeypatch.setattr(near_copies, "_verify_threads", lambda chunks: 1)
+    one = near_copies._window_scores_of_positions(first, second, read)
+    monkeypatch.setattr(near_copies, "_verify_threads", lambda chunks: 2)
+    two = near_copies._window_scores_of_positions(first, second, read)
+    assert np.array_equal(one, two)
+    assert one[0] > 0.999 and one[1:5].max() < 0.9

@@ -166,6 +166,18 @@ def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thum
         values[start:start + len(at_a)] = _chunk_scores(thumbs, at_a, at_b)
 
     threads = _verify_threads(len(chunks))
+    from smartset._threads import blas_threads
+
+    with blas_threads(1):  # the chunks are the parallelism (see blas_threads)
+        _score_chunks(chunks, threads, read, scored)
+    unsorted = np.empty_like(values)
+    unsorted[order] = values
+    out[:] = unsorted[back.reshape(-1)]
+    return out
+
+
+def _score_chunks(chunks, threads: int, read, scored) -> None:
+    """``scored(*read(start))`` for every chunk start, on ``threads`` threads."""
     if threads == 1:
         for start in chunks:
             scored(*read(start))
@@ -182,10 +194,6 @@ def _window_scores_of_positions(first: np.ndarray, second: np.ndarray, read_thum
                     pending.pop(0).result()
             for future in pending:
                 future.result()
-    unsorted = np.empty_like(values)
-    unsorted[order] = values
-    out[:] = unsorted[back.reshape(-1)]
-    return out
 
 
 _LOCAL_ORDER_LIMIT = 1 << 18
