@@ -234,3 +234,72 @@ def test_the_frozen_features_path_trains_only_the_head(tmp_path):
     assert hasattr(head, "features_seconds_")  # features computed once, the head trained
     assert {r["trainable_blocks"] for r in head.history_} == {0}
     assert head.thresholds_.shape == (4,)
+
+
+# -- tag edits: who reviewed, and concurrent writers ------------------------------------------
+def _tagged_workspace(tmp_path):
+    lines = ["path,tags"]
+    for i, cell in enumerate(["cat|dog", "dog", "cat"]):
+        _png(tmp_path / "img" / f"{i}.png", i)
+        lines.append(f"img/{i}.png,{cell}")
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    ws = smartset.init(tmp_path / "ws")
+    ws.ingest(tmp_path / "t.csv", show_progress=False)
+    return ws, ws.samples().set_index("relpath")["id"]
+
+
+def test_a_tag_review_counts_as_reviewed_until_undone(tmp_path):
+    from smartset.events import reviewed_samples
+    from smartset.tags import edit_tags, undo_tags
+
+    ws, ids = _tagged_workspace(tmp_path)
+    assert reviewed_samples(ws.catalog) == set()
+    written = edit_tags(ws, {ids["img/0.png"]: (["bird"], [])}, origin="review", author="ann")
+    kept = edit_tags(ws, {}, keep=[ids["img/1.png"]], origin="review", author="ann")
+    edit_tags(ws, {ids["img/2.png"]: (["fox"], [])}, origin="api")  # not a person's review
+    assert reviewed_samples(ws.catalog) == {ids["img/0.png"], ids["img/1.png"]}
+    assert reviewed_samples(ws.catalog, [ids["img/1.png"], ids["img/2.png"]]) == {ids["img/1.png"]}
+    undo_tags(ws, [written[ids["img/0.png"]]])
+    assert reviewed_samples(ws.catalog) == {ids["img/1.png"]}
+    assert isinstance(kept[ids["img/1.png"]], int)
+
+
+def test_a_tag_edit_based_on_an_older_event_writes_nothing(tmp_path):
+    from smartset.errors import ConflictError
+    from smartset.tags import edit_tags, tag_history
+
+    ws, ids = _tagged_workspace(tmp_path)
+    a, b = ids["img/0.png"], ids["img/1.png"]
+    seen = {sid: max(e["id"] for e in tag_history(ws, sid)) for sid in (a, b)}
+    edit_tags(ws, {a: (["fox"], [])}, author="bob")  # another person, in between
+    before = len(tag_history(ws))
+    with pytest.raises(ConflictError, match=f"tags of sample {a} changed") as raised:
+        edit_tags(ws, {b: (["bird"], []), a: (["bird"], [])}, author="ann", based_on=seen)
+    assert raised.value.current["tags"] == ["cat", "dog", "fox"]
+    assert raised.value.current["author"] == "bob" and raised.value.expected == seen[a]
+    assert len(tag_history(ws)) == before  # neither sample written: the call is atomic
+    assert set(ws.tags()[b]) == {"dog"}
+    written = edit_tags(ws, {a: (["bird"], [])}, author="ann")  # read again: goes through
+    assert set(ws.tags()[a]) == {"bird", "cat", "dog", "fox"} and isinstance(written[a], int)
+
+
+def test_a_tag_event_between_reading_and_writing_is_a_conflict(tmp_path, monkeypatch):
+    """Without ``based_on`` the edit is based on the tags it reads: a writer that comes in
+    between (here: during the read) makes it refuse rather than overwrite."""
+    import smartset.tags as tags_module
+    from smartset.errors import ConflictError
+
+    ws, ids = _tagged_workspace(tmp_path)
+    a = ids["img/0.png"]
+    read = tags_module.read_tags
+
+    def read_then_someone_writes(*args, **kwargs):
+        found = read(*args, **kwargs)
+        monkeypatch.setattr(tags_module, "read_tags", read)
+        tags_module.edit_tags(ws, {a: (["fox"], [])}, author="bob")
+        return found
+
+    monkeypatch.setattr(tags_module, "read_tags", read_then_someone_writes)
+    with pytest.raises(ConflictError, match="tag event"):
+        tags_module.edit_tags(ws, {a: ([], ["dog"])}, author="ann")
+    assert set(ws.tags()[a]) == {"cat", "dog", "fox"}  # bob's change stands

@@ -1,8 +1,8 @@
 """Append-only event logs: how every human or tool change to the data is stored.
 
-Three things change by events: a sample's label (``label_events``), its marks (exclude,
-multi-label, duplicate-of: ``sample_marks``) and its boxes and masks
-(``annotation_events``). They share one contract, kept here once:
+Four things change by events: a sample's label (``label_events``), its marks (exclude,
+multi-label, duplicate-of: ``sample_marks``), its boxes and masks (``annotation_events``)
+and its multi-label tags (``tag_events``). They share one contract, kept here once:
 
 - **append** one event per changed thing, optionally *based on* the event the change was
   read from (``expected``): when another event came since, nothing is written and
@@ -16,8 +16,8 @@ multi-label, duplicate-of: ``sample_marks``) and its boxes and masks
   lives below both).
 
 The logs' schemas are the catalog's (``catalog.py``); this module is the one place their
-SQL is written, beside ``workspace.py`` (labels and marks) and ``detection/store.py``
-(annotations), which call it. Messages are specific to each log (a label, a mark, an
+SQL is written, beside ``workspace.py`` (labels and marks), ``detection/store.py``
+(annotations) and ``tags.py`` (tags), which call it. Messages are specific to each log (a label, a mark, an
 annotation), given as small functions in the log's definition.
 """
 
@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from smartset.catalog import now
 from smartset.errors import ConflictError, LabelError
 
-__all__ = ["EventLog", "LABELS", "MARKS", "ANNOTATIONS", "LOGS", "reviewed_samples"]
+__all__ = ["EventLog", "LABELS", "MARKS", "ANNOTATIONS", "TAGS", "LOGS", "reviewed_samples"]
 
 REVIEW_ORIGIN = "review"
 _CHUNK = 500  # sample ids per IN (...) query: far below SQLite's variable limit
@@ -272,13 +272,38 @@ ANNOTATIONS = EventLog(
         LabelError(f"No annotation {key[0]!r}. List them with 'smartset annotations list'.")
         if row is None else _annotation_conflict(key[0], row, based_on, f"event {based_on}")))
 
-LOGS = (LABELS, MARKS, ANNOTATIONS)
+def _tag_conflict(key: tuple, row: dict | None, based_on: int | None) -> ConflictError:
+    import json
+
+    (sid,) = key
+    current = None if row is None else row["id"]
+    newer = ({"tags": None, "event_id": None} if row is None else
+             {"tags": None if row["tags"] is None else json.loads(row["tags"]),
+              "event_id": current, "author": row["author"], "time": row["time"],
+              "origin": row["origin"], "reason": row["reason"]})
+    state = ("has no tag event" if row is None else
+             f"now has {newer['tags']} (tag event {current}, by {newer['author']})")
+    return ConflictError(
+        f"The tags of sample {sid} changed since they were read: it {state}, not the tag "
+        f"event {based_on} the change was based on. Nothing was written; read the tags "
+        f"again and redo the change.", sample_id=sid, expected=based_on, current=newer)
+
+
+#: multi-label tags (:mod:`smartset.tags`): undo appends the tags before an event; before a
+#: sample's first tag event it had none of its own (None: its label or marks decide), so
+#: undoing that event clears them again
+TAGS = EventLog(
+    table="tag_events", keys=("sample_id",), state=("tags",), noun="tag",
+    first=lambda event: {"tags": None}, changed=_tag_conflict,
+    not_found=lambda i: LabelError(f"No tag event {i}. See smartset.tags.tag_history()."))
+
+LOGS = (LABELS, MARKS, ANNOTATIONS, TAGS)
 
 
 def reviewed_samples(catalog, sample_ids: Iterable[str] | None = None,
                      origin: str = REVIEW_ORIGIN) -> set[str]:
-    """Samples a person reviewed: a label, mark or annotation event of ``origin`` (default
-    ``review``, the review app's) that no undo reverted. ``sample_ids`` limits the search."""
+    """Samples a person reviewed: a label, mark, annotation or tag event of ``origin``
+    (default ``review``, the review app's) that no undo reverted. ``sample_ids`` limits the search."""
     ids = None if sample_ids is None else list(sample_ids)
     found: set[str] = set()
     for log in LOGS:

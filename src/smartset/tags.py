@@ -25,27 +25,18 @@ a re-ingest drops one), and each change must say who, when and why. The SQL is i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from smartset._names import label_problem
 from smartset.catalog import append_tag_events, newest_tag_ids, tags_upto
 from smartset.errors import LabelError
-from smartset.events import EventLog
+from smartset.events import TAGS
 from smartset.workspace import _default_author
 
 __all__ = ["read_tags", "set_tags", "tag_matrix", "split_tags", "frozen_tag_ids", "TAGS",
            "edit_tags", "undo_tags", "tag_history"]
-
-#: the tag log in the one event-log contract (:mod:`smartset.events`): undo appends the
-#: tags before an event; before a sample's first tag event it had none of its own (None:
-#: its label or marks decide), so undoing that event clears them again
-TAGS = EventLog(
-    table="tag_events", keys=("sample_id",), state=("tags",), noun="tag",
-    first=lambda event: {"tags": None},
-    not_found=lambda i: LabelError(f"No tag event {i}. See smartset.tags.tag_history()."))
-
 
 def frozen_tag_ids(con) -> list[int]:
     """``[newest tag event id, newest multi_label mark id]`` for a version's params."""
@@ -159,7 +150,8 @@ def tag_matrix(tag_sets: Sequence[Iterable[str]], classes: Sequence[str] | None 
 def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
               author: str | None = None,
               reason: str | dict[str, str] | None = None, origin: str = "api",
-              keep: Iterable[str] = ()) -> dict[str, int | str]:
+              keep: Iterable[str] = (),
+              based_on: Mapping[str, int | None] | None = None) -> dict[str, int | str]:
     """Add and remove single tags: ``changes`` maps a sample id to ``(add, remove)``; each
     changed sample gets one tag event holding its current tags (:func:`read_tags`) with
     ``add`` added and ``remove`` taken away. ``keep``: samples that get an event with their
@@ -170,14 +162,26 @@ def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
     are as asked), ``"multi_label mark"`` (a reviewer's mark decides its tags: change the
     mark instead), ``"no tags left"`` (a tag event cannot leave a labeled image with none:
     exclude it instead) or ``"sample not available"``. ``author`` None: ``$SMARTSET_AUTHOR``,
-    else ``$USER``."""
-    author = author or _default_author()
+    else ``$USER``.
+
+    Optimistic concurrency, as for labels: each change is based on the sample's newest tag
+    event when the tags were read (``based_on``: sample id -> that event id, None for none
+    yet, as a caller that showed the tags to a person knows it; by default the newest when
+    this call reads them). If another tag event came since, nothing of the call is written
+    and :class:`~smartset.errors.ConflictError` carries the newer tags."""
+    author, keep = author or _default_author(), set(keep)
+    wanted = list(changes) + sorted(keep - set(changes))
+    with ws.catalog.read() as con:  # before the tags are read: a later event is a conflict
+        read_at = {sid: (row["id"] if (row := TAGS.newest(con, (sid,))) else None)
+                   for sid in wanted}
+    if based_on is not None:
+        read_at.update({sid: (None if based_on[sid] is None else int(based_on[sid]))
+                        for sid in wanted if sid in based_on})
     current = read_tags(ws)  # as every stage reads them: copies united
     with ws.catalog.read() as con:
         _, marked = tags_upto(con)
-    keep = set(keep)
     rows, result, reasons = [], {}, []
-    for sid in list(changes) + sorted(keep - set(changes)):
+    for sid in wanted:
         add, remove = changes.get(sid, ((), ()))
         if sid not in current:
             result[sid] = "sample not available"
@@ -195,6 +199,8 @@ def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
         rows.append((sid, _check_tags(new)))
         reasons.append(reason.get(sid) if isinstance(reason, dict) else reason)
     with ws.catalog.write() as con:
+        for sid, _ in rows:
+            TAGS.check_expected(con, (sid,), read_at[sid])
         for (sid, tags), why in zip(rows, reasons):
             result[sid] = append_tag_events(con, [(sid, tags)], author=author, origin=origin,
                                             reason=why)[0]
