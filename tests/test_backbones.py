@@ -124,6 +124,55 @@ def test_fused_copy_for_inference_gives_the_same_features():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # untouched
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("size", [(16, 16), (15, 15), (16, 11), (9, 14)])
+def test_strided_same_padding_without_a_padding_pass_is_exact(kernel, size):
+    """The inference path's zero-fronted kernel gives the padded convolution bit for bit:
+    even sizes (asymmetric SAME padding), odd ones (symmetric) and mixed, both kernels."""
+    import torch.nn.functional as F
+
+    from smartset.backbones._efficientnet_lite import _CONV_POINTWISE, SamePadConv2d
+
+    torch.manual_seed(0)
+    conv = SamePadConv2d(6, 6, kernel, stride=2, groups=6, bias=True).eval()
+    conv._fused_relu6 = True
+    x = torch.randn(2, 6, *size) * 3
+    with torch.inference_mode():
+        got = conv(x)
+        padded = F.pad(x, conv._same_padding(x))
+        if _CONV_POINTWISE is not None and torch.backends.mkldnn.is_available():
+            want = _CONV_POINTWISE(padded, conv.weight, conv.bias, [0, 0], [2, 2], [1, 1], 6,
+                                   "hardtanh", [0.0, 6.0], "")
+        else:
+            want = F.relu6(F.conv2d(padded, conv.weight, conv.bias, 2, 0, 1, 6))
+    assert got.shape == want.shape == (2, 6, -(-size[0] // 2), -(-size[1] // 2))
+    assert torch.equal(got, want)
+    with torch.no_grad(), torch.enable_grad():  # training's path pads as before
+        assert torch.allclose(conv(x), want, atol=1e-5)
+
+
+def test_fused_network_needs_no_padding_pass(monkeypatch):
+    """The fused copy's inference never calls F.pad (the copy of every strided layer's
+    input it used to make), and gives the padded path's features exactly."""
+    import torch.nn.functional as F
+
+    import smartset.backbones._efficientnet_lite as lite
+
+    network, _ = load_backbone("efficientnet_lite0")
+    fused = network.eval().fused_for_inference()
+    x = torch.rand(2, 3, 64, 48)
+    with torch.no_grad(), torch.enable_grad():
+        padded_path = fused.forward_features(x).detach()
+    with torch.inference_mode():
+        fused.forward_features(x)  # the zero-fronted kernels are made once, here
+    calls, pad = [], F.pad
+    monkeypatch.setattr(lite.F, "pad", lambda *a, **k: calls.append(a[0].shape) or pad(*a, **k))
+    with torch.inference_mode():
+        features = fused.forward_features(x)
+    assert calls == []
+    assert torch.allclose(features, padded_path, atol=1e-5)
+
+
 def test_bfloat16_embeddings_stay_close_to_float32(monkeypatch):
     """Where the CPU runs bfloat16 natively the embeddings use it (2x faster): the vectors
     must stay close to float32's, and the two never share a cache folder."""

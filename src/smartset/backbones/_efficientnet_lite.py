@@ -68,25 +68,57 @@ class SamePadConv2d(nn.Conv2d):
         self._fused_relu6 = False  # set by EfficientNetLite.fused_for_inference
 
     def forward(self, x):
-        if self._dynamic:
-            k, s = self.kernel_size[0], self.stride[0]
-            ih, iw = x.shape[-2:]
-            pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
-            pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
-            if pad_h or pad_w:
-                x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        if self._fused_relu6:
+        if self._fused_relu6 and not torch.is_grad_enabled():
+            weight, padding = self._inference_weight(x)
             if (_CONV_POINTWISE is not None and x.device.type == "cpu"
-                    and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()):
+                    and torch.backends.mkldnn.is_available()):
                 # ReLU6 as the convolution's post-op: one pass over the output instead of
                 # two (the separate clamp was a quarter of the inference pass in bfloat16)
-                return _CONV_POINTWISE(x, self.weight, self.bias, list(self.padding),
-                                       list(self.stride), list(self.dilation), self.groups,
+                return _CONV_POINTWISE(x, weight, self.bias, padding, list(self.stride),
+                                       list(self.dilation), self.groups,
                                        "hardtanh", [0.0, 6.0], "")
+            return F.relu6(F.conv2d(x, weight, self.bias, self.stride, padding,
+                                    self.dilation, self.groups))
+        if self._dynamic:
+            x = F.pad(x, self._same_padding(x))
+        if self._fused_relu6:
             return F.relu6(F.conv2d(x, self.weight, self.bias, self.stride, self.padding,
                                     self.dilation, self.groups))
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
+
+    def _same_padding(self, x) -> list[int]:
+        """TensorFlow's SAME padding of ``x`` for F.pad: ``[left, right, top, bottom]``."""
+        k, s = self.kernel_size[0], self.stride[0]
+        ih, iw = x.shape[-2:]
+        pad_h = max((math.ceil(ih / s) - 1) * s + k - ih, 0)
+        pad_w = max((math.ceil(iw / s) - 1) * s + k - iw, 0)
+        return [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
+
+    def _inference_weight(self, x):
+        """``(weight, padding)`` for a convolution without a separate padding pass.
+
+        SAME padding of a strided convolution is asymmetric for even sizes (one more row
+        and column after than before), which ``conv2d``'s symmetric ``padding`` cannot say,
+        so the forward pass padded every such input with ``F.pad``: a copy of the whole
+        activation (and a layout change) before 6 of the network's convolutions, 28% of
+        the inference pass in bfloat16. The same output comes from the kernel with a zero
+        row (column) in front and the larger padding on both sides: output ``j`` reads
+        input rows ``s*j - hi + t'`` with weight ``w[t' - 1]``, i.e. rows ``s*j - lo + t``
+        with ``w[t]``, exactly the asymmetric window, and the extra tap only ever meets a
+        zero weight (bit-identical outputs on the photos' sizes, tested). Padded kernels
+        are kept per shape of padding (inference copies only: the network is not
+        trained)."""
+        if not self._dynamic:
+            return self.weight, list(self.padding)
+        left, right, top, bottom = self._same_padding(x)
+        extra_h, extra_w = bottom - top, right - left
+        key = (extra_h, extra_w, self.weight.dtype, self.weight.device, self.weight.data_ptr())
+        cache = self.__dict__.setdefault("_padded_weights", {})
+        if key not in cache:
+            cache.clear()
+            cache[key] = F.pad(self.weight, [extra_w, 0, extra_h, 0]).contiguous()
+        return cache[key], [bottom, right]
 
 
 def _relu6_after(conv: SamePadConv2d, x):
