@@ -190,3 +190,28 @@ def test_near_copy_scores_do_not_depend_on_blas_threads(monkeypatch):
     two = near_copies._window_scores_of_positions(first, second, read)
     assert np.array_equal(one, two)
     assert one[0] > 0.999 and one[1:5].max() < 0.9
+
+
+def test_posterize_of_bytes_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    """8-bit posterize is one memory-bound pass: it runs on one torch thread (a second gave
+    the same wall time for twice the CPU), gives PIL's levels, and leaves the caller's
+    thread count as it was."""
+    from smartset.augment import _degrade
+
+    seen = []
+    real_and = torch.Tensor.__and__
+    monkeypatch.setattr(torch.Tensor, "__and__",
+                        lambda self, other: seen.append(torch.get_num_threads())
+                        or real_and(self, other))
+    x = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    bits = np.array([1, 2, 3, 4, 7, 8])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = _degrade.posterize(x, bits)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    keep = torch.as_tensor((256 - 2 ** (8 - bits)).astype(np.uint8)).view(6, 1, 1, 1)
+    assert torch.equal(out, x & keep)
