@@ -26,6 +26,17 @@ How it decides (measured on MNIST with 10% and 20% uniform and class-conditional
    lives. (MNIST, 8,000 digits, 30% of 7/4/3/2 flipped to 1/9/5/7: F1 0.83 -> 0.88.)
 3. **Ranking.** The score of a sample is ``1 - Q[label]``: how little the evidence
    supports its given label (self-confidence ranks wrong labels better than the margin).
+   When the noise is class-conditional (step 4's test), the label given is evidence too:
+   the true class of a sample labeled ``g`` is ``t`` with probability proportional to
+   ``Q[t] T[t, g]``, so the score is ``1 - Q[g] T[g, g] / sum_t Q[t] T[t, g]`` and the
+   suggestion the most likely other ``t``. A 7 that looks like a 1 (1s are often labeled
+   7) is suspicious; one that looks like a 4 (never labeled 7) much less, where ``1 -
+   Q[label]`` ranks both alike. (MNIST, 8,000 digits, small-CNN out-of-fold
+   probabilities, each digit flipped to its look-alike with probability 0.2, chosen on
+   noise seeds 200/201: F1 0.938 -> 0.965; on seeds 100-104 0.940 -> 0.962, (1-F1) 0.51x
+   cleanlab's best filter instead of 0.81x.) Under uniform noise ``T`` is a scaled
+   identity and the two rankings are the same; ``1 - Q[label]`` is kept there, free of
+   the estimate's noise (``rank``).
 4. **Cut.** How many to flag is estimated, not thresholded: the scores a wrong label
    *would* get are simulated on confidently correct samples, by reading their posterior
    at the classes they would be mislabeled as (drawn from the confident joint's
@@ -64,9 +75,10 @@ from smartset.clean._neighbours import neighbours
 
 __all__ = ["Consensus", "consensus", "find_label_issues", "estimate_noise_count",
            "noise_corrected", "class_conditional", "fit_model_weight",
-           "DETECTORS", "register_detector", "available_detectors", "CUTS"]
+           "DETECTORS", "register_detector", "available_detectors", "CUTS", "RANKS"]
 
 CUTS = ("auto", "simulated", "per_class", "confident_joint", "argmax")
+RANKS = ("auto", "posterior", "noise_model")
 
 
 @dataclass
@@ -206,6 +218,26 @@ def _estimate_class_counts(labels: np.ndarray, posterior: np.ndarray,
     return counts
 
 
+def _given_label_score(labels: np.ndarray, posterior: np.ndarray, transition: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, suggested)`` ranked by the noise model (module notes, step 3): the true
+    class ``t`` of a sample labeled ``g`` has probability proportional to ``Q[t] T[t, g]``
+    (``Q`` the posterior of the true class, ``T[true, given]`` the estimated noise
+    matrix), so the label is wrong with probability ``1 - Q[g] T[g, g] / sum_t Q[t] T[t,
+    g]`` and the suggestion is the ``t != g`` with the largest ``Q[t] T[t, g]``. Under
+    class-conditional noise a digit labeled 7 that looks like a 1 (a class the matrix says
+    is often labeled 7) is suspicious, one that looks like a 4 (never labeled 7) much less:
+    ``1 - Q[g]`` ranks both alike."""
+    n = len(labels)
+    rows = np.arange(n)
+    joint = posterior * transition[:, labels].T            # (n, k): Q[t] T[t, g_i]
+    total = joint.sum(axis=1)
+    right = np.where(total > 0, joint[rows, labels] / np.maximum(total, 1e-300), 0.0)
+    others = joint.copy()
+    others[rows, labels] = -np.inf
+    return 1.0 - right, others.argmax(axis=1)
+
+
 def class_conditional(labels: np.ndarray, counts: np.ndarray, *, alpha: float = 1e-3) -> bool:
     """Whether estimated per-class wrong-label ``counts`` differ more than sampling noise
     allows under one common noise rate (Pearson's chi-squared test, level ``alpha``)."""
@@ -273,7 +305,8 @@ def _fit_weight(labels, model_probs, knn_probs) -> float:
 def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = None,
               groups: np.ndarray | None = None, k: int = 20, metric: str = "cosine",
               model_weight: float | str = "auto", cut: str | float | int = "auto",
-              quantile: float = 0.9, correct_noise: bool = True, enn_k: int = 3,
+              quantile: float = 0.9, correct_noise: bool = True, rank: str = "auto",
+              enn_k: int = 3,
               detectors: Sequence[str] = ("confident_learning", "enn", "knn_posterior"),
               check_in_sample: bool = True) -> Consensus:
     """Combine model probabilities and kNN evidence into one ranking of suspicious labels.
@@ -310,6 +343,13 @@ def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = N
     correct_noise : bool
         Rank by the noise-corrected posterior of the true class (module notes, step 2;
         default True); ``posterior`` then holds the corrected one.
+    rank : ``auto`` (default), ``posterior`` or ``noise_model``
+        How labels are ranked (module notes, step 3): ``posterior`` by ``1 - Q[label]``;
+        ``noise_model`` by the probability that the label is wrong *given that it was the
+        label given*, ``1 - Q[g] T[g, g] / sum_t Q[t] T[t, g]`` (the estimated noise matrix
+        says which true classes end up labeled ``g``); ``auto`` uses ``noise_model`` when
+        the cut finds the noise class-conditional and ``posterior`` otherwise (the value
+        used is in ``params["rank_used"]``).
     enn_k : int
         Neighbours of the ENN flags kept as evidence (default 3).
     detectors : names of the detectors whose flags are kept as evidence.
@@ -374,6 +414,14 @@ def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = N
         count = int((posterior[rows, labels] < cut).sum())
     else:
         raise CleanInputError(f"cut must be a name, a float or an int, got {cut!r}.")
+    if rank not in RANKS:
+        raise CleanInputError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}.")
+    rank_used = ("noise_model" if rank == "noise_model" or (
+        rank == "auto" and class_counts is not None) else "posterior")
+    if rank_used == "noise_model" and np.allclose(transition, np.eye(n_classes)):
+        rank_used = "posterior"  # no noise estimated: the given label adds nothing
+    if rank_used == "noise_model":
+        score, suggested = _given_label_score(labels, posterior, transition)
     is_issue = np.zeros(n, dtype=bool)
     if class_counts is not None:
         for given, wrong in enumerate(class_counts):
@@ -403,7 +451,8 @@ def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = N
                              "cut": cut, "cut_used": cut_used,
                              "class_counts": None if class_counts is None
                              else class_counts.tolist(),
-                             "correct_noise": correct_noise,
+                             "correct_noise": correct_noise, "rank": rank,
+                             "rank_used": rank_used,
                              "noise_matrix": np.round(transition, 4).tolist(),
                              "quantile": quantile, "enn_k": enn_k,
                              "runs": 1 if runs is None else len(runs),
