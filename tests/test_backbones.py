@@ -206,3 +206,21 @@ def test_the_precision_is_part_of_the_cache_key(tmp_path, monkeypatch):
     full = _cache_folder(ws, "efficientnet_lite0", 224)
     monkeypatch.setenv("SMARTSET_EMBED_PRECISION", "bfloat16")
     assert _cache_folder(ws, "efficientnet_lite0", 224) != full
+
+
+def test_embeddings_in_chunks_equal_one_pass(monkeypatch):
+    """The CPU forward pass runs a few images at a time (cache-friendly); the vectors are
+    those of one pass over the batch, in order, for a batch that is not a multiple of the
+    chunk."""
+    import smartset.embeddings as emb
+
+    network, spec = emb._network("efficientnet_lite0", "cpu")
+    images = np.random.default_rng(3).integers(0, 256, (11, 64, 64, 3), dtype=np.uint8)
+    monkeypatch.setattr(emb, "_FORWARD_CHUNK", 4)
+    chunked = emb._forward(network, spec, images, "cpu")
+    monkeypatch.setattr(emb, "_FORWARD_CHUNK", 64)
+    whole = emb._forward(network, spec, images, "cpu")
+    assert chunked.shape == whole.shape == (11, whole.shape[1])
+    assert np.min(np.sum(chunked * whole, axis=1)) > 0.9999
+    single = emb._forward(network, spec, images[5:6], "cpu")
+    assert np.sum(single[0] * chunked[5]) > 0.9999  # row 5 is image 5

@@ -74,6 +74,7 @@ def precision() -> str:
     except (AttributeError, RuntimeError):
         return "float32"
 _models_lock = threading.Lock()
+_FORWARD_CHUNK = 8
 
 
 @dataclass
@@ -132,9 +133,14 @@ def _forward(network, spec, images: np.ndarray, device: str) -> np.ndarray:
         std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
         if next(network.parameters()).dtype == torch.bfloat16:
-            features = network.forward_features(x.to(torch.bfloat16)).float()
-        else:
-            features = network.forward_features(x).float()
+            x = x.to(torch.bfloat16)
+        # on CPU the network runs _FORWARD_CHUNK images at a time: its activations then stay
+        # in cache between layers (EfficientNet-Lite0, 224 px, bfloat16, 1 thread: 8.9 ms an
+        # image in chunks of 8, 10.9 ms in one pass of 32)
+        step = _FORWARD_CHUNK if device == "cpu" else len(x)
+        features = torch.cat([network.forward_features(part).float()
+                              for part in x.split(max(step, 1))]) if len(x) else \
+            network.forward_features(x).float()
         features = torch.nn.functional.normalize(features, dim=1)
     return features.cpu().numpy().astype(np.float32)
 
