@@ -303,3 +303,14 @@ def test_a_tag_event_between_reading_and_writing_is_a_conflict(tmp_path, monkeyp
     with pytest.raises(ConflictError, match="tag event"):
         tags_module.edit_tags(ws, {a: ([], ["dog"])}, author="ann")
     assert set(ws.tags()[a]) == {"cat", "dog", "fox"}  # bob's change stands
+
+
+@pytest.mark.parametrize("bad", ["12", 1.5, True])
+def test_a_malformed_based_on_is_a_clear_error_and_writes_nothing(tmp_path, bad):
+    from smartset.tags import edit_tags, tag_history
+
+    ws, ids = _tagged_workspace(tmp_path)
+    before = len(tag_history(ws))
+    with pytest.raises(LabelError, match="must be the id .* of the tag event"):
+        edit_tags(ws, {ids["img/0.png"]: (["fox"], [])}, based_on={ids["img/0.png"]: bad})
+    assert len(tag_history(ws)) == before

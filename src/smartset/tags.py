@@ -175,8 +175,8 @@ def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
         read_at = {sid: (row["id"] if (row := TAGS.newest(con, (sid,))) else None)
                    for sid in wanted}
     if based_on is not None:
-        read_at.update({sid: (None if based_on[sid] is None else int(based_on[sid]))
-                        for sid in wanted if sid in based_on})
+        read_at.update({sid: _event_id(sid, based_on[sid]) for sid in wanted
+                        if sid in based_on})
     current = read_tags(ws)  # as every stage reads them: copies united
     with ws.catalog.read() as con:
         _, marked = tags_upto(con)
@@ -205,6 +205,17 @@ def edit_tags(ws, changes: dict[str, tuple[Iterable[str], Iterable[str]]], *,
             result[sid] = append_tag_events(con, [(sid, tags)], author=author, origin=origin,
                                             reason=why)[0]
     return result
+
+
+def _event_id(sid: str, value) -> int | None:
+    """A ``based_on`` value: a tag event id (an int) or None (no tag event yet)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise LabelError(f"based_on[{sid!r}] must be the id (an int) of the tag event the "
+                         f"change was read from, or None for none yet; got {value!r}. Read "
+                         f"it with smartset.tags.tag_history().")
+    return int(value)
 
 
 def undo_tags(ws, event_ids: Iterable[int], *, author: str | None = None,
