@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from smartset._threads import (ENV_THREADS, blas_threads, capped_threads, choose_threads, limit_threads,
-                               worker_init_fn)
+from smartset._threads import (ENV_THREADS, blas_threads, capped_threads, choose_threads,
+                               limit_threads, worker_init_fn)
 
 
 @pytest.mark.parametrize("cores, busy, expected", [

@@ -29,9 +29,8 @@ import os
 import sys
 import threading
 
-__all__ = ["blas_threads", "capped_threads", "choose_threads", "limit_threads", "thread_pool", "usable_cores",
-           "worker_init_fn",
-           "ENV_THREADS"]
+__all__ = ["blas_threads", "capped_threads", "choose_threads", "limit_threads", "thread_pool",
+           "usable_cores", "worker_init_fn", "ENV_THREADS"]
 
 ENV_THREADS = "SMARTSET_THREADS"
 _PURPOSES = ("augment", "train")

@@ -17,8 +17,8 @@ and its multi-label tags (``tag_events``). They share one contract, kept here on
 
 The logs' schemas are the catalog's (``catalog.py``); this module is the one place their
 SQL is written, beside ``workspace.py`` (labels and marks), ``detection/store.py``
-(annotations) and ``tags.py`` (tags), which call it. Messages are specific to each log (a label, a mark, an
-annotation), given as small functions in the log's definition.
+(annotations) and ``tags.py`` (tags), which call it. Messages are specific to each log (a
+label, a mark, an annotation, a tag), given as small functions in the log's definition.
 """
 
 from __future__ import annotations
@@ -303,7 +303,8 @@ LOGS = (LABELS, MARKS, ANNOTATIONS, TAGS)
 def reviewed_samples(catalog, sample_ids: Iterable[str] | None = None,
                      origin: str = REVIEW_ORIGIN) -> set[str]:
     """Samples a person reviewed: a label, mark, annotation or tag event of ``origin``
-    (default ``review``, the review app's) that no undo reverted. ``sample_ids`` limits the search."""
+    (default ``review``, the review app's) that no undo reverted. ``sample_ids`` limits the
+    search."""
     ids = None if sample_ids is None else list(sample_ids)
     found: set[str] = set()
     for log in LOGS:

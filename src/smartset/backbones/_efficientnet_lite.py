@@ -79,8 +79,8 @@ class SamePadConv2d(nn.Conv2d):
                                        "hardtanh", [0.0, 6.0], "")
             return F.relu6(F.conv2d(x, weight, self.bias, self.stride, padding,
                                     self.dilation, self.groups))
-        if self._dynamic:
-            x = F.pad(x, self._same_padding(x))
+        if self._dynamic and any(pads := self._same_padding(x)):
+            x = F.pad(x, pads)
         if self._fused_relu6:
             return F.relu6(F.conv2d(x, self.weight, self.bias, self.stride, self.padding,
                                     self.dilation, self.groups))

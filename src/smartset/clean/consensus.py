@@ -364,6 +364,8 @@ def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = N
                                   f"{model_weight!r}.")
     elif not 0.0 <= model_weight <= 1.0:
         raise CleanInputError(f"model_weight must be in [0, 1], got {model_weight}.")
+    if rank not in RANKS:
+        raise CleanInputError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}.")
     warn_empty_classes(labels, n_classes)
     if check_in_sample:
         warn_if_in_sample(labels, probs)
@@ -414,8 +416,6 @@ def consensus(labels: np.ndarray, pred_probs, *, features: np.ndarray | None = N
         count = int((posterior[rows, labels] < cut).sum())
     else:
         raise CleanInputError(f"cut must be a name, a float or an int, got {cut!r}.")
-    if rank not in RANKS:
-        raise CleanInputError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}.")
     rank_used = ("noise_model" if rank == "noise_model" or (
         rank == "auto" and class_counts is not None) else "posterior")
     if rank_used == "noise_model" and np.allclose(transition, np.eye(n_classes)):
